@@ -1,0 +1,114 @@
+/// `kind: ModelDeployment`: one model behind one route, its versions, and how to move between them.
+public struct ModelDeployment: Sendable, Hashable, Codable {
+    /// `metadata.name`, a DNS label unique among deployments.
+    public var name: String
+    public var labels: [String: String]
+    public var route: Route
+    /// `spec.version`: the version that should serve all traffic. Changing it starts a rollout.
+    public var version: String
+    /// `spec.versions`, in the order written.
+    public var versions: [ModelVersion]
+    public var strategy: StrategyReference
+    /// `spec.progressDeadline`: a rollout that makes no progress for this long is marked stuck. Default 10m.
+    public var progressDeadline: Duration
+
+    public static let defaultProgressDeadline: Duration = .seconds(600)
+
+    public init(
+        name: String,
+        labels: [String: String] = [:],
+        route: Route,
+        version: String,
+        versions: [ModelVersion],
+        strategy: StrategyReference,
+        progressDeadline: Duration = ModelDeployment.defaultProgressDeadline
+    ) {
+        self.name = name
+        self.labels = labels
+        self.route = route
+        self.version = version
+        self.versions = versions
+        self.strategy = strategy
+        self.progressDeadline = progressDeadline
+    }
+
+    public func version(named name: String) -> ModelVersion? {
+        versions.first { $0.name == name }
+    }
+}
+
+/// `spec.route`: which requests belong to a deployment.
+public struct Route: Sendable, Hashable, Codable {
+    /// Requests whose path starts with this belong here; the longest matching prefix wins.
+    public var pathPrefix: String
+    /// Optional `Host` match, lower-cased, without port unless one was written.
+    public var host: String?
+    /// Keeps each user on one version as weights change.
+    public var stickiness: Stickiness?
+
+    public init(pathPrefix: String, host: String? = nil, stickiness: Stickiness? = nil) {
+        self.pathPrefix = pathPrefix
+        self.host = host
+        self.stickiness = stickiness
+    }
+
+    /// Two routes conflict when they claim the same host (or both none) and the same prefix.
+    public var conflictKey: String { "\(host ?? "*")\(pathPrefix)" }
+}
+
+/// `spec.route.stickiness`: the request attribute hashed to keep a user on one version.
+public enum Stickiness: Sendable, Hashable, Codable {
+    case header(String)
+    case cookie(String)
+}
+
+/// One entry of `spec.versions`.
+public struct ModelVersion: Sendable, Hashable, Codable {
+    public var name: String
+    public var endpoints: [Endpoint]
+    public var healthCheck: HealthCheck?
+
+    public init(name: String, endpoints: [Endpoint], healthCheck: HealthCheck? = nil) {
+        self.name = name
+        self.endpoints = endpoints
+        self.healthCheck = healthCheck
+    }
+}
+
+/// `spec.versions[].healthCheck`: an active probe of each endpoint.
+public struct HealthCheck: Sendable, Hashable, Codable {
+    public var path: String
+    /// Default 5s.
+    public var interval: Duration
+    /// Default 1s; must not exceed the interval.
+    public var timeout: Duration
+    /// Consecutive failed probes that mark an endpoint down. Default 3.
+    public var unhealthyThreshold: Int
+    /// Consecutive good probes that bring it back. Default 2.
+    public var healthyThreshold: Int
+
+    public static let defaultInterval: Duration = .seconds(5)
+    public static let defaultTimeout: Duration = .seconds(1)
+    public static let defaultUnhealthyThreshold = 3
+    public static let defaultHealthyThreshold = 2
+
+    public init(
+        path: String,
+        interval: Duration = HealthCheck.defaultInterval,
+        timeout: Duration = HealthCheck.defaultTimeout,
+        unhealthyThreshold: Int = HealthCheck.defaultUnhealthyThreshold,
+        healthyThreshold: Int = HealthCheck.defaultHealthyThreshold
+    ) {
+        self.path = path
+        self.interval = interval
+        self.timeout = timeout
+        self.unhealthyThreshold = unhealthyThreshold
+        self.healthyThreshold = healthyThreshold
+    }
+}
+
+/// `spec.strategy`: a `Strategy` template by name, or a strategy written inline.
+public enum StrategyReference: Sendable, Hashable, Codable {
+    case template(String)
+    case inline(StrategySpec)
+}

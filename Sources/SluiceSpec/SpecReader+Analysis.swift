@@ -1,0 +1,154 @@
+import Yams
+
+extension SpecReader {
+    func analysis(_ value: SpecValue, allowsCount: Bool, allowsStartingStep: Bool) -> AnalysisSpec? {
+        var keys = ["interval", "metrics"]
+        if allowsCount { keys.append("count") }
+        if allowsStartingStep { keys.append("startingStep") }
+        guard let f = fields(value, keys: keys) else { return nil }
+        let before = diagnostics.count
+        let interval = f.optional("interval") { positiveDuration($0) } ?? AnalysisSpec.defaultInterval
+        if interval < .seconds(1), let intervalValue = f.value("interval") {
+            error("analysis interval \(interval.specDescription) is shorter than 1s; windows that short hold too few requests to judge", at: intervalValue)
+        }
+        let count = f.optional("count") { int($0, in: 1...10_000, what: "a count of measurements") }
+        let start = f.optional("startingStep") { int($0, in: 0...10_000, what: "a step index") }
+        let metrics = f.required("metrics") { list($0, nonEmpty: true, what: "metrics") { metric($0) } }
+        if let metrics, let listValue = f.value("metrics"), case .sequence(let nodes) = listValue.node {
+            var seen: Set<String> = []
+            for (index, metric) in metrics.enumerated() where !seen.insert(metric.name).inserted {
+                let item = SpecValue(node: nodes[index], path: listValue.path.appending(index: index), keyMark: nodes[index].mark)
+                error("duplicate metric name '\(metric.name)'", at: item.child("name") ?? item)
+            }
+        }
+        guard diagnostics.count == before, let metrics else { return nil }
+        return AnalysisSpec(interval: interval, count: count, startingStep: start, metrics: metrics)
+    }
+
+    private func metric(_ value: SpecValue) -> MetricSpec? {
+        let sources = ["builtin", "prometheus", "webhook"]
+        let keys = ["name"] + sources + [
+            "successCondition", "failureCondition", "compareTo", "maxRatio", "alpha",
+            "failureLimit", "inconclusiveLimit", "consecutiveErrorLimit", "minSamples",
+        ]
+        guard let f = fields(value, keys: keys) else { return nil }
+        let before = diagnostics.count
+        let name = f.required("name") { identifier($0, what: "metric name") }
+        let source: MetricSource? = switch f.exactlyOne(of: sources, what: "a metric") {
+        case "builtin": f.required("builtin") { builtin($0) }.map { .builtin($0) }
+        case "prometheus": f.required("prometheus") { prometheus($0) }.map { .prometheus($0) }
+        case "webhook": f.required("webhook") { webhook($0) }.map { .webhook($0) }
+        default: nil
+        }
+        let success = f.optional("successCondition") { condition($0) }
+        let failure = f.optional("failureCondition") { condition($0) }
+        let compare: Bool = f.optional("compareTo") { value -> Bool? in
+            guard let text = string(value) else { return nil }
+            guard text == "stable" else {
+                error("compareTo '\(text)' is not supported; the only baseline is 'stable'", at: value)
+                return nil
+            }
+            return true
+        } ?? false
+        let maxRatio: Double? = f.optional("maxRatio") { value in
+            guard let ratio = number(value) else { return nil }
+            guard ratio > 0 else {
+                error("maxRatio must be greater than 0", at: value)
+                return nil
+            }
+            return ratio
+        }
+        let alpha: Double = f.optional("alpha") { value in
+            guard let alpha = number(value) else { return nil }
+            guard alpha > 0, alpha <= 0.2 else {
+                error("alpha \(alpha) is outside (0, 0.2]; it is the false-alarm rate of the test", at: value)
+                return nil
+            }
+            return alpha
+        } ?? MetricSpec.defaultAlpha
+        let failureLimit = f.optional("failureLimit") { int($0, in: 0...1000) } ?? 0
+        let inconclusiveLimit = f.optional("inconclusiveLimit") { int($0, in: 0...1000) } ?? 0
+        let errorLimit = f.optional("consecutiveErrorLimit") { int($0, in: 0...1000) } ?? MetricSpec.defaultConsecutiveErrorLimit
+        let minSamples = f.optional("minSamples") { int($0, in: 1...10_000_000) } ?? MetricSpec.defaultMinSamples
+
+        if let source {
+            checkJudgement(f, source: source, success: success, failure: failure, compare: compare, maxRatio: maxRatio)
+        }
+        guard diagnostics.count == before, let name, let source else { return nil }
+        return MetricSpec(
+            name: name, source: source, successCondition: success, failureCondition: failure,
+            compareToStable: compare, maxRatio: maxRatio, alpha: alpha, failureLimit: failureLimit,
+            inconclusiveLimit: inconclusiveLimit, consecutiveErrorLimit: errorLimit, minSamples: minSamples
+        )
+    }
+
+    /// A metric must say how it is judged, in units that fit what it measures.
+    private func checkJudgement(_ f: Fields, source: MetricSource, success: Condition?, failure: Condition?, compare: Bool, maxRatio: Double?) {
+        if maxRatio != nil && !compare, let ratioValue = f.value("maxRatio") {
+            error("maxRatio needs compareTo: stable", at: ratioValue)
+        }
+        if compare, case .builtin = source {} else if compare, let compareValue = f.value("compareTo") {
+            error("compareTo: stable works with builtin metrics only; Sluice measures both versions itself", at: compareValue)
+        }
+        let judged = f.has("successCondition") || f.has("failureCondition") || f.has("compareTo")
+        switch source {
+        case .builtin(let metric):
+            if !judged {
+                error("metric needs successCondition, failureCondition or compareTo: stable", at: f.mark, f.path)
+            }
+            for key in ["successCondition", "failureCondition"] {
+                guard let value = f.value(key), let condition = key == "successCondition" ? success : failure else { continue }
+                if metric.isLatency && condition.unit != .seconds {
+                    error("\(metric.rawValue) is a duration; give the limit a unit, such as \"< 250ms\"", at: value)
+                } else if !metric.isLatency && condition.unit == .seconds {
+                    error("\(metric.rawValue) is not a duration; '\(condition.text)' has a time unit", at: value)
+                } else if metric.isFraction && !(0...1).contains(condition.value) {
+                    error("\(metric.rawValue) is a fraction from 0 to 1 (or a percentage); \(condition.text) can never be measured", at: value)
+                }
+            }
+        case .prometheus:
+            if !f.has("successCondition") && !f.has("failureCondition") {
+                error("a prometheus metric needs successCondition or failureCondition", at: f.mark, f.path)
+            }
+        case .webhook:
+            break // The status code judges it; a condition, if any, judges the returned value.
+        }
+    }
+
+    private func builtin(_ value: SpecValue) -> BuiltinMetric? {
+        guard let text = string(value) else { return nil }
+        guard let metric = BuiltinMetric(rawValue: text) else {
+            let known = BuiltinMetric.allCases.map(\.rawValue)
+            let hint = Suggestion.hint(for: text, in: known)
+            error("unknown builtin metric '\(text)'\(hint.isEmpty ? "; expected one of: \(known.joined(separator: ", "))" : hint)", at: value)
+            return nil
+        }
+        return metric
+    }
+
+    private func prometheus(_ value: SpecValue) -> PrometheusQuery? {
+        guard let f = fields(value, keys: ["address", "query", "timeout"]) else { return nil }
+        let address = f.required("address") { endpoint($0) }
+        let query = f.required("query") { string($0, what: "a PromQL query") }
+        let timeout = f.optional("timeout") { positiveDuration($0) } ?? PrometheusQuery.defaultTimeout
+        guard let address, let query else { return nil }
+        return PrometheusQuery(address: address, query: query, timeout: timeout)
+    }
+
+    private func webhook(_ value: SpecValue) -> Webhook? {
+        guard let f = fields(value, keys: ["url", "timeout", "headers"]) else { return nil }
+        let parsed: (String, Endpoint, String)? = f.required("url") { value in
+            guard let url = string(value, what: "a URL such as http://127.0.0.1:8000/check") else { return nil }
+            // The endpoint is everything before the path; the path is kept for the request line.
+            let afterScheme = url.range(of: "://").map { url[$0.upperBound...] } ?? Substring(url)
+            let pathStart = afterScheme.firstIndex { $0 == "/" || $0 == "?" } ?? url.endIndex
+            guard let endpoint = check(Endpoint.parse(String(url[..<pathStart])), at: value) else { return nil }
+            let path = String(url[pathStart...])
+            return (url, endpoint, path.isEmpty ? "/" : (path.hasPrefix("?") ? "/" + path : path))
+        }
+        let timeout = f.optional("timeout") { positiveDuration($0) } ?? Webhook.defaultTimeout
+        let headers = f.optional("headers") { stringMap($0) } ?? [:]
+        guard let (url, endpoint, path) = parsed else { return nil }
+        return Webhook(url: url, endpoint: endpoint, path: path, timeout: timeout, headers: headers)
+    }
+}

@@ -1,0 +1,35 @@
+import ArgumentParser
+import Foundation
+
+@main
+struct Sluice: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sluice",
+        abstract: "Progressive delivery for ML model versions: canary, blue-green and automatic rollback.",
+        discussion: """
+            Sluice reads declarative YAML specs (ModelDeployment, Strategy) from a directory, splits live \
+            traffic between model versions in its own reverse proxy, and promotes or rolls back each new \
+            version by what the traffic shows.
+            """,
+        version: "0.1.0",
+        subcommands: [ValidateCommand.self]
+    )
+
+    /// Usage errors exit 2, as the CLI contract says, not ArgumentParser's default 64.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                printError(fullMessage(for: error))
+                Foundation.exit(2)
+            }
+            exit(withError: error)
+        }
+    }
+}

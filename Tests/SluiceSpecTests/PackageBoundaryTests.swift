@@ -1,0 +1,69 @@
+import Foundation
+import Testing
+
+/// DESIGN.md §1: the pure core does no I/O, so it can be tested with values alone and replayed exactly.
+@Suite("Package boundaries")
+struct PackageBoundaryTests {
+    static let pureTargets = ["SluiceSpec", "SluiceAnalysis", "SluiceRollout"]
+    /// The only modules a pure target may use besides the other pure targets. Yams parses YAML text.
+    static let allowedDependencies = Set(["Yams"] + pureTargets)
+    /// Names that mean I/O, clocks or global randomness.
+    static let forbiddenInSource = [
+        "import NIO", "import AsyncHTTPClient", "import ServiceLifecycle", "import GRDB", "import Logging",
+        "FileManager", "FileHandle", "Date()", "ContinuousClock", "SuspendingClock", "Task.sleep", "URLSession",
+        "SystemRandomNumberGenerator", ".random(in:", "ProcessInfo", "fopen(", "Process(",
+    ]
+
+    @Test("pure targets depend only on pure targets and Yams, according to Package.swift")
+    func manifestDependencies() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        // A scratch path of its own: the running `swift test` holds the lock on .build.
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-dump-package-\(getpid())")
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        process.arguments = ["swift", "package", "--scratch-path", scratch.path, "dump-package"]
+        process.currentDirectoryURL = Fixtures.root
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        let package = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let targets = try #require(package["targets"] as? [[String: Any]])
+        let pure = targets.filter { Self.pureTargets.contains($0["name"] as? String ?? "") }
+        #expect(!pure.isEmpty)
+        for target in pure {
+            let name = target["name"] as? String ?? "?"
+            for dependency in target["dependencies"] as? [[String: Any]] ?? [] {
+                // Each dependency is {"byName": [NAME, ...]}, {"target": [NAME, ...]} or {"product": [NAME, PACKAGE, ...]}.
+                let names = dependency.values.compactMap { ($0 as? [Any])?.first as? String }
+                for dependencyName in names {
+                    #expect(Self.allowedDependencies.contains(dependencyName), "\(name) must not depend on \(dependencyName)")
+                }
+            }
+        }
+    }
+
+    @Test("pure sources use no I/O, clocks or global randomness")
+    func sourcesArePure() throws {
+        var checked = 0
+        for target in Self.pureTargets {
+            let directory = Fixtures.root.appendingPathComponent("Sources/\(target)")
+            guard let files = try? FileManager.default.contentsOfDirectory(atPath: directory.path) else { continue }
+            for file in files where file.hasSuffix(".swift") {
+                let text = try String(contentsOf: directory.appendingPathComponent(file), encoding: .utf8)
+                checked += 1
+                for forbidden in Self.forbiddenInSource {
+                    #expect(!text.contains(forbidden), "Sources/\(target)/\(file) uses \(forbidden)")
+                }
+                for line in text.split(separator: "\n") where line.hasPrefix("import ") {
+                    let module = line.dropFirst("import ".count).split(separator: " ").first.map(String.init) ?? ""
+                    #expect(Self.allowedDependencies.contains(module), "Sources/\(target)/\(file) imports \(module)")
+                }
+            }
+        }
+        #expect(checked > 5)
+    }
+}
