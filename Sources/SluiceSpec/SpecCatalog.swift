@@ -163,6 +163,9 @@ public struct SpecCatalog: Sendable {
                 // An unclosed [ or { is noticed lines later; the opening bracket is what needs fixing.
                 if context.text.contains("flow") { blame = context.mark }
             }
+            if character(at: mark, in: file.text) == "\t" {
+                message += "; YAML is indented with spaces, never tabs"
+            }
             if problem.contains("block scalar") || context?.text.contains("block scalar") == true {
                 message += "; a value that starts with '>' or '|' must be quoted, as in successCondition: \">= 0.99\""
             }
@@ -179,6 +182,14 @@ public struct SpecCatalog: Sendable {
         default:
             return at(nil, "invalid YAML: \(error)")
         }
+    }
+
+    static func character(at mark: Mark, in text: String) -> Character? {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        guard mark.line >= 1, mark.line <= lines.count else { return nil }
+        let line = lines[mark.line - 1].unicodeScalars
+        guard mark.column >= 1, mark.column <= line.count else { return nil }
+        return Character(line[line.index(line.startIndex, offsetBy: mark.column - 1)])
     }
 
     /// libyaml reports a duplicate key at its first occurrence; people need the second, which is the

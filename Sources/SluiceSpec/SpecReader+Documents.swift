@@ -159,7 +159,7 @@ extension SpecReader {
     }
 
     private func modelVersion(_ value: SpecValue) -> ModelVersion? {
-        guard let f = fields(value, keys: ["name", "endpoints", "healthCheck"]) else { return nil }
+        guard let f = fields(value, keys: ["name", "endpoints", "healthCheck"], what: "a version with name and endpoints") else { return nil }
         let name = f.required("name") { identifier($0, what: "version name") }
         let endpoints = f.required("endpoints") { list($0, nonEmpty: true, what: "endpoints") { endpoint($0) } }
         if let endpoints, let listValue = f.value("endpoints"), case .sequence(let sequence) = listValue.node {

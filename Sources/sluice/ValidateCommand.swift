@@ -32,7 +32,7 @@ struct ValidateCommand: ParsableCommand {
         valueName: "dir"))
     var strategies: String?
 
-    @Option(name: [.short, .customLong("output")], help: "Output format: text or json.")
+    @Option(name: [.customShort("o"), .customLong("output")], help: ArgumentHelp("Output format.", valueName: "text|json"))
     var format: Format = .text
 
     func validate() throws {
