@@ -118,9 +118,7 @@ extension SpecReader {
     private func builtin(_ value: SpecValue) -> BuiltinMetric? {
         guard let text = string(value) else { return nil }
         guard let metric = BuiltinMetric(rawValue: text) else {
-            let known = BuiltinMetric.allCases.map(\.rawValue)
-            let hint = Suggestion.hint(for: text, in: known)
-            error("unknown builtin metric '\(text)'\(hint.isEmpty ? "; expected one of: \(known.joined(separator: ", "))" : hint)", at: value)
+            error(Suggestion.unknown("builtin metric", text, known: BuiltinMetric.allCases.map(\.rawValue)), at: value)
             return nil
         }
         return metric

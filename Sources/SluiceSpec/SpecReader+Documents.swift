@@ -31,9 +31,7 @@ extension SpecReader {
         let kind: DocumentKind? = top.required("kind") { value in
             guard let text = string(value) else { return nil }
             guard let kind = DocumentKind(rawValue: text) else {
-                let known = DocumentKind.allCases.map(\.rawValue)
-                let hint = Suggestion.hint(for: text, in: known)
-                error("unknown kind '\(text)'\(hint.isEmpty ? "; expected one of: \(known.joined(separator: ", "))" : hint)", at: value)
+                error(Suggestion.unknown("kind", text, known: DocumentKind.allCases.map(\.rawValue)), at: value)
                 return nil
             }
             return kind

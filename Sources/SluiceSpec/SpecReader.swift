@@ -200,10 +200,8 @@ final class SpecReader {
             }
             let key = keyScalar.string
             guard keys.contains(key) else {
-                let hint = Suggestion.hint(for: key, in: keys)
                 if let closest = Suggestion.closest(to: key, in: keys) { suggested.insert(closest) }
-                let known = hint.isEmpty ? "; expected one of: \(keys.joined(separator: ", "))" : hint
-                error("unknown key '\(key)'\(known)", at: keyNode.mark, value.path.appending(key))
+                error(Suggestion.unknown("key", key, known: keys), at: keyNode.mark, value.path.appending(key))
                 continue
             }
             entries.append((key, keyNode.mark, valueNode))

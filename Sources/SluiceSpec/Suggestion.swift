@@ -20,6 +20,12 @@ enum Suggestion {
         closest(to: word, in: candidates).map { "; did you mean '\($0)'?" } ?? ""
     }
 
+    /// "unknown kind 'X'; did you mean 'Y'?", or the full list when nothing is close.
+    static func unknown(_ what: String, _ word: String, known: [String]) -> String {
+        let hint = hint(for: word, in: known)
+        return "unknown \(what) '\(word)'" + (hint.isEmpty ? "; expected one of: \(known.joined(separator: ", "))" : hint)
+    }
+
     /// Levenshtein distance with adjacent transpositions counted as one edit.
     static func editDistance(_ a: String, _ b: String) -> Int {
         let a = Array(a), b = Array(b)
