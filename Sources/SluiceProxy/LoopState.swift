@@ -1,0 +1,109 @@
+import NIOCore
+import SluiceSpec
+
+/// Everything the proxy keeps per event loop: the routing table in force, the upstream pools, the
+/// counters, the endpoint health view and the random generator.
+///
+/// `@unchecked Sendable`: the reference is shared across threads (so `apply` and metric reads can reach
+/// it), but every mutable field is read and written only on `eventLoop`. Callers from elsewhere go
+/// through `eventLoop.submit`/`execute`; the request path runs on the loop already, so it takes no lock.
+final class LoopState: @unchecked Sendable {
+    let eventLoop: any EventLoop
+    let configuration: ProxyConfiguration
+    private(set) var table: RoutingTable = .empty
+    /// `stats[r][b]` counts `table.routes[r].backends[b]`, resolved once per table, not per request.
+    private(set) var stats: [[LoopVersionStats]] = []
+    private var statsByKey: [MetricKey: LoopVersionStats] = [:]
+    /// Round-robin position per route and backend.
+    private var nextEndpoint: [[Int]] = []
+    var rng: Xoshiro
+    lazy var pool = UpstreamPool(loop: self)
+    let health = EndpointHealth()
+    var mirrorsInFlight = 0
+
+    init(eventLoop: any EventLoop, configuration: ProxyConfiguration, seed: UInt64) {
+        self.eventLoop = eventLoop
+        self.configuration = configuration
+        self.rng = Xoshiro(seed: seed)
+    }
+
+    /// Installs a new table. Requests already routed keep their exchange; new ones see the new table.
+    func install(_ newTable: RoutingTable) {
+        eventLoop.assertInEventLoop()
+        table = newTable
+        stats = newTable.routes.map { route in
+            route.backends.map { backend in
+                let key = MetricKey(route: route.name, version: backend.version)
+                if let existing = statsByKey[key] { return existing }
+                let created = LoopVersionStats()
+                statsByKey[key] = created
+                return created
+            }
+        }
+        nextEndpoint = newTable.routes.map { Array(repeating: 0, count: $0.backends.count) }
+    }
+
+    func drainStats() -> [MetricKey: VersionWindow] {
+        eventLoop.assertInEventLoop()
+        var out: [MetricKey: VersionWindow] = [:]
+        for (key, stats) in statsByKey { out[key] = stats.drain() }
+        return out
+    }
+
+    func inFlightCounts() -> [MetricKey: Int] {
+        statsByKey.mapValues(\.inFlight)
+    }
+
+    /// The next endpoint of a backend, round robin, skipping ejected ones; `nil` when all are down.
+    func pickEndpoint(route routeIndex: Int, backend backendIndex: Int) -> Endpoint? {
+        let endpoints = table.routes[routeIndex].backends[backendIndex].endpoints
+        guard !endpoints.isEmpty else { return nil }
+        let start = nextEndpoint[routeIndex][backendIndex]
+        for offset in 0..<endpoints.count {
+            let index = (start + offset) % endpoints.count
+            if health.isUp(endpoints[index]) {
+                nextEndpoint[routeIndex][backendIndex] = index + 1
+                return endpoints[index]
+            }
+        }
+        return nil
+    }
+}
+
+/// Which endpoints are in service on one event loop: out when an active health check fails, or when
+/// connects keep failing (passive ejection) until a TCP probe succeeds.
+final class EndpointHealth {
+    private var failingChecks: Set<Endpoint> = []
+    private var ejected: Set<Endpoint> = []
+    private var connectFailures: [Endpoint: Int] = [:]
+
+    func isUp(_ endpoint: Endpoint) -> Bool {
+        (failingChecks.isEmpty || !failingChecks.contains(endpoint)) && (ejected.isEmpty || !ejected.contains(endpoint))
+    }
+
+    /// The active health checker's verdict.
+    func setCheck(_ endpoint: Endpoint, healthy: Bool) {
+        if healthy { failingChecks.remove(endpoint) } else { failingChecks.insert(endpoint) }
+    }
+
+    /// A probe connected: the endpoint takes connections again.
+    func readmit(_ endpoint: Endpoint) {
+        ejected.remove(endpoint)
+        connectFailures[endpoint] = nil
+    }
+
+    /// Counts a failed connect; true when this one ejects the endpoint.
+    func connectFailed(_ endpoint: Endpoint, threshold: Int) -> Bool {
+        let failures = connectFailures[endpoint, default: 0] + 1
+        connectFailures[endpoint] = failures
+        guard failures >= threshold, !ejected.contains(endpoint) else { return false }
+        ejected.insert(endpoint)
+        return true
+    }
+
+    func connectSucceeded(_ endpoint: Endpoint) {
+        if connectFailures[endpoint] != nil { connectFailures[endpoint] = nil }
+    }
+
+    func isEjected(_ endpoint: Endpoint) -> Bool { ejected.contains(endpoint) }
+}

@@ -1,0 +1,43 @@
+import NIOCore
+
+/// Limits and timeouts of the proxy. Every size and every wait has a bound (DESIGN.md §5).
+public struct ProxyConfiguration: Sendable {
+    public var host: String = "127.0.0.1"
+    /// 0 picks a free port; `ProxyServer.localPort` tells which.
+    public var port: Int = 8080
+    /// Event loops serving clients; each has its own upstream pools and counters.
+    public var eventLoops: Int = System.coreCount
+
+    /// Most bytes of request headers (names and values together).
+    public var maxHeaderBytes: Int = 32 * 1024
+    public var maxHeaderCount: Int = 100
+    public var maxURILength: Int = 8 * 1024
+    /// Largest request body; bigger ones get 413. It streams, so this bounds transfer, not memory.
+    public var maxBodyBytes: Int64 = 1 << 30
+    /// Time from the first byte of a request to its last header byte (slowloris).
+    public var requestHeaderTimeout: TimeAmount = .seconds(10)
+    /// A keep-alive client connection idle this long is closed.
+    public var clientIdleTimeout: TimeAmount = .seconds(60)
+
+    public var upstreamConnectTimeout: TimeAmount = .seconds(2)
+    /// Time from sending a request to receiving the response head; then 504.
+    public var upstreamResponseTimeout: TimeAmount = .seconds(30)
+    /// A pooled upstream connection idle this long is closed.
+    public var upstreamIdleTimeout: TimeAmount = .seconds(60)
+    /// Connections per endpoint per event loop, busy and idle; further requests wait for one.
+    public var maxConnectionsPerEndpoint: Int = 512
+    /// Requests waiting for a connection per endpoint per event loop; beyond this they get 503.
+    public var maxWaitingPerEndpoint: Int = 4096
+
+    /// Mirrored requests in flight per event loop; more are dropped, never queued.
+    public var maxMirrorsInFlight: Int = 64
+    /// Consecutive connect failures that eject an endpoint until a probe succeeds.
+    public var ejectAfterConnectFailures: Int = 5
+    /// How often an ejected endpoint without a health check is probed with a TCP connect.
+    public var ejectedProbeInterval: TimeAmount = .seconds(2)
+
+    /// Seed for the weighted random draw; `nil` seeds from the system. Tests pass one to be repeatable.
+    public var randomSeed: UInt64?
+
+    public init() {}
+}

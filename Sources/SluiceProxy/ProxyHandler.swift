@@ -1,0 +1,380 @@
+import NIOCore
+import NIOHTTP1
+import SluiceSpec
+
+/// Serves one client connection: routes each request, forwards it to an upstream connection of the
+/// chosen version, and streams the response back.
+///
+/// Runs on the connection's event loop and only there. Bodies stream part by part with backpressure:
+/// it reads from the client only while the upstream can take more, and the upstream handler reads only
+/// while the client can take more (the GlueHandler idea of swift-nio-examples).
+final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    /// One request and its response.
+    private final class Exchange {
+        let routeName: String
+        let version: String
+        let stats: LoopVersionStats
+        let endpoint: Endpoint
+        let start: NIODeadline
+        let keepAlive: Bool
+        let clientVersion: HTTPVersion
+        let isHead: Bool
+        var upstream: UpstreamConnection?
+        /// Parts that arrived before the upstream connection was ready.
+        var pending: [HTTPClientRequestPart] = []
+        var requestEnded = false
+        var responseStarted = false
+        var responseStatus = 0
+        /// Whether the upstream will keep its connection open after this response.
+        var upstreamKeepAlive = true
+        var bodyBytes: Int64 = 0
+        var timeout: Scheduled<Void>?
+
+        init(routeName: String, version: String, stats: LoopVersionStats, endpoint: Endpoint, start: NIODeadline, keepAlive: Bool, clientVersion: HTTPVersion, isHead: Bool) {
+            (self.routeName, self.version, self.stats, self.endpoint, self.start) = (routeName, version, stats, endpoint, start)
+            (self.keepAlive, self.clientVersion, self.isHead) = (keepAlive, clientVersion, isHead)
+        }
+    }
+
+    private enum State {
+        /// Waiting for a request head.
+        case idle
+        /// Forwarding a request; its response may or may not have started.
+        case active(Exchange)
+        /// The request was answered by the proxy itself (an error); its remaining body is discarded.
+        case discarding(closeAfter: Bool)
+        case closed
+    }
+
+    private let loop: LoopState
+    private let deadline: HeaderDeadlineHandler
+    private var state: State = .idle
+    private var context: ChannelHandlerContext?
+    private var pendingRead = false
+    private var quiescing = false
+    private let clientAddress: String?
+
+    init(loop: LoopState, deadline: HeaderDeadlineHandler, clientAddress: String?) {
+        self.loop = loop
+        self.deadline = deadline
+        self.clientAddress = clientAddress
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    // MARK: Client → proxy
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            deadline.headReceived()
+            startExchange(head, context: context)
+        case .body(let buffer):
+            switch state {
+            case .active(let exchange):
+                exchange.bodyBytes += Int64(buffer.readableBytes)
+                if exchange.bodyBytes > loop.configuration.maxBodyBytes {
+                    failExchange(exchange, status: .payloadTooLarge, error: nil, context: context)
+                    return
+                }
+                send(.body(.byteBuffer(buffer)), exchange, flush: false)
+            case .discarding, .idle, .closed:
+                break
+            }
+        case .end(let trailers):
+            switch state {
+            case .active(let exchange):
+                exchange.requestEnded = true
+                send(.end(trailers), exchange, flush: true)
+            case .discarding(let closeAfter):
+                state = .idle
+                deadline.awaitNextRequest()
+                if closeAfter { context.close(promise: nil) }
+            case .idle, .closed:
+                break
+            }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if case .active(let exchange) = state { exchange.upstream?.handler.flush() }
+        context.fireChannelReadComplete()
+    }
+
+    private func startExchange(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        if let (status, _) = ProxyHeaders.rejection(head, loop.configuration) {
+            respondDirectly(status, version: nil, keepAlive: false, context: context)
+            state = .discarding(closeAfter: true)
+            return
+        }
+        let table = loop.table
+        guard let routeIndex = table.matchIndex(host: ProxyHeaders.routingHost(head.headers), path: Substring(head.uri)) else {
+            respondDirectly(.notFound, version: nil, keepAlive: head.isKeepAlive, context: context)
+            state = .discarding(closeAfter: !head.isKeepAlive)
+            return
+        }
+        let route = table.routes[routeIndex]
+        let backendIndex = VersionChooser.choose(
+            route,
+            header: { name in head.headers.first(name: name).map { Substring($0) } },
+            cookie: { ProxyHeaders.cookie($0, in: head.headers) },
+            using: &loop.rng
+        )
+        let backend = route.backends[backendIndex]
+        let stats = loop.stats[routeIndex][backendIndex]
+        stats.window.requests += 1
+        guard let endpoint = loop.pickEndpoint(route: routeIndex, backend: backendIndex) else {
+            stats.recordUpstreamError(.noHealthyEndpoint)
+            stats.recordResponse(status: 503, latencyMicros: 1)
+            respondDirectly(.serviceUnavailable, version: backend.version, keepAlive: head.isKeepAlive, context: context)
+            state = .discarding(closeAfter: !head.isKeepAlive)
+            return
+        }
+        stats.inFlight += 1
+        let exchange = Exchange(
+            routeName: route.name, version: backend.version, stats: stats, endpoint: endpoint, start: .now(),
+            keepAlive: head.isKeepAlive, clientVersion: head.version, isHead: head.method == .HEAD
+        )
+        state = .active(exchange)
+        exchange.pending.append(.head(forwardedHead(head)))
+        exchange.timeout = context.eventLoop.assumeIsolated().scheduleTask(in: loop.configuration.upstreamResponseTimeout) { [weak self, weak exchange] in
+            guard let self, let exchange, !exchange.responseStarted else { return }
+            self.failExchange(exchange, status: .gatewayTimeout, error: .timeout, context: context)
+        }
+        loop.pool.acquire(endpoint) { [weak self] result in
+            guard let self else {
+                if case .success(let connection) = result { connection.channel.close(promise: nil) }
+                return
+            }
+            self.upstreamReady(result, exchange, context: context)
+        }
+    }
+
+    private func upstreamReady(_ result: Result<UpstreamConnection, any Error>, _ exchange: Exchange, context: ChannelHandlerContext) {
+        guard case .active(let current) = state, current === exchange else {
+            // The exchange ended (client gone or timed out) while connecting: keep the connection.
+            if case .success(let connection) = result { loop.pool.release(connection) }
+            return
+        }
+        switch result {
+        case .success(let connection):
+            exchange.upstream = connection
+            connection.handler.delegate = self
+            for part in exchange.pending { connection.handler.write(part, flush: false) }
+            exchange.pending.removeAll()
+            connection.handler.flush()
+            if pendingRead && connection.channel.isWritable {
+                pendingRead = false
+                context.read()
+            }
+        case .failure(let error):
+            if loop.health.connectFailed(exchange.endpoint, threshold: loop.configuration.ejectAfterConnectFailures) {
+                scheduleEjectedProbe(exchange.endpoint)
+            }
+            let status: HTTPResponseStatus = error is UpstreamPool.PoolExhausted ? .serviceUnavailable : .badGateway
+            failExchange(exchange, status: status, error: .connect, context: context)
+        }
+    }
+
+    private func send(_ part: HTTPClientRequestPart, _ exchange: Exchange, flush: Bool) {
+        if let upstream = exchange.upstream {
+            upstream.handler.write(part, flush: flush)
+        } else {
+            exchange.pending.append(part)
+        }
+    }
+
+    /// The request head as the upstream sees it: hop-by-hop headers gone, X-Forwarded-* added.
+    private func forwardedHead(_ head: HTTPRequestHead) -> HTTPRequestHead {
+        var headers = head.headers
+        ProxyHeaders.stripHopByHop(&headers)
+        if let clientAddress {
+            if let previous = headers.first(name: "x-forwarded-for") {
+                headers.replaceOrAdd(name: "x-forwarded-for", value: "\(previous), \(clientAddress)")
+            } else {
+                headers.add(name: "x-forwarded-for", value: clientAddress)
+            }
+        }
+        if !headers.contains(name: "x-forwarded-proto") { headers.add(name: "x-forwarded-proto", value: "http") }
+        if let host = head.headers.first(name: "host"), !headers.contains(name: "x-forwarded-host") {
+            headers.add(name: "x-forwarded-host", value: host)
+        }
+        return HTTPRequestHead(version: .http1_1, method: head.method, uri: head.uri, headers: headers)
+    }
+
+    // MARK: Upstream → client
+
+    var upstreamMayRead: Bool { context?.channel.isWritable ?? false }
+
+    func upstreamReceived(_ part: HTTPClientResponsePart) {
+        guard let context, case .active(let exchange) = state else { return }
+        switch part {
+        case .head(let head):
+            // 1xx (other than 101, which is not proxied) are interim: pass them on and wait for the real head.
+            exchange.timeout?.cancel()
+            exchange.responseStarted = head.status.code >= 200 || exchange.responseStarted
+            exchange.responseStatus = Int(head.status.code)
+            exchange.upstreamKeepAlive = head.isKeepAlive
+            var headers = head.headers
+            ProxyHeaders.stripHopByHop(&headers)
+            headers.add(name: "x-sluice-version", value: exchange.version)
+            if !exchange.keepAlive || quiescing {
+                headers.add(name: "connection", value: "close")
+            } else if exchange.clientVersion.minor == 0 {
+                headers.add(name: "connection", value: "keep-alive")
+            }
+            let response = HTTPResponseHead(version: exchange.clientVersion, status: head.status, headers: headers)
+            context.write(wrapOutboundOut(.head(response)), promise: nil)
+        case .body(let buffer):
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        case .end(let trailers):
+            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+            finishExchange(exchange, reusable: exchange.upstreamKeepAlive, context: context)
+        }
+    }
+
+    func upstreamFailed(_ error: any Error) {
+        guard let context, case .active(let exchange) = state else { return }
+        exchange.upstream?.handler.delegate = nil
+        exchange.upstream?.channel.close(promise: nil)
+        exchange.upstream = nil
+        failExchange(exchange, status: .badGateway, error: .reset, context: context)
+    }
+
+    func upstreamReadComplete() {
+        context?.flush()
+    }
+
+    // MARK: Ending an exchange
+
+    private func finishExchange(_ exchange: Exchange, reusable: Bool, context: ChannelHandlerContext) {
+        exchange.timeout?.cancel()
+        let micros = (NIODeadline.now() - exchange.start).nanoseconds / 1000
+        exchange.stats.inFlight -= 1
+        exchange.stats.recordResponse(status: exchange.responseStatus, latencyMicros: UInt64(max(1, micros)))
+        if let upstream = exchange.upstream {
+            upstream.handler.delegate = nil
+            exchange.upstream = nil
+            // An upstream that still has request bytes to take (the client stopped early) is not reused.
+            if reusable && exchange.requestEnded {
+                loop.pool.release(upstream)
+            } else {
+                upstream.channel.close(promise: nil)
+            }
+        }
+        let closeAfter = !exchange.keepAlive || quiescing
+        if exchange.requestEnded {
+            state = .idle
+            deadline.awaitNextRequest()
+            if closeAfter { context.close(promise: nil) }
+        } else {
+            // The response is done before the request: discard the rest of the request body.
+            state = .discarding(closeAfter: closeAfter)
+        }
+        if pendingRead {
+            pendingRead = false
+            context.read()
+        }
+    }
+
+    /// Answers for a failed upstream, counted against the version the request was meant for.
+    private func failExchange(_ exchange: Exchange, status: HTTPResponseStatus, error: UpstreamErrorKind?, context: ChannelHandlerContext) {
+        if let error { exchange.stats.recordUpstreamError(error) }
+        if exchange.responseStarted {
+            // Part of a response is out; the only honest signal left is to close.
+            exchange.responseStatus = Int(status.code)
+            finishExchange(exchange, reusable: false, context: context)
+            context.close(promise: nil)
+            return
+        }
+        exchange.responseStatus = Int(status.code)
+        exchange.responseStarted = true
+        // A request whose body was not read to the end leaves the connection out of step: close it.
+        let keepAlive = exchange.keepAlive && exchange.requestEnded
+        respondDirectly(status, version: exchange.version, keepAlive: keepAlive, context: context)
+        finishExchange(exchange, reusable: false, context: context)
+        if !keepAlive { context.close(promise: nil) }
+    }
+
+    private func respondDirectly(_ status: HTTPResponseStatus, version: String?, keepAlive: Bool, context: ChannelHandlerContext) {
+        let body = "\(status.code) \(status.reasonPhrase)\n"
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: "text/plain; charset=utf-8")
+        headers.add(name: "content-length", value: String(body.utf8.count))
+        if let version { headers.add(name: "x-sluice-version", value: version) }
+        if !keepAlive || quiescing { headers.add(name: "connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    private func scheduleEjectedProbe(_ endpoint: Endpoint) {
+        let loop = self.loop
+        loop.eventLoop.scheduleTask(in: loop.configuration.ejectedProbeInterval) {
+            EndpointProber.probe(endpoint, on: loop)
+        }
+    }
+
+    // MARK: Backpressure and lifecycle
+
+    func read(context: ChannelHandlerContext) {
+        if case .active(let exchange) = state, exchange.upstream.map({ !$0.channel.isWritable }) ?? true {
+            pendingRead = true
+            return
+        }
+        context.read()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, case .active(let exchange) = state {
+            exchange.upstream?.handler.resumeReading()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// The upstream can take more request bytes.
+    func upstreamBecameWritable() {
+        guard pendingRead, let context else { return }
+        pendingRead = false
+        context.read()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if case .active(let exchange) = state {
+            exchange.timeout?.cancel()
+            exchange.stats.inFlight -= 1
+            exchange.upstream?.handler.delegate = nil
+            exchange.upstream?.channel.close(promise: nil)
+        }
+        state = .closed
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case is ChannelShouldQuiesceEvent:
+            quiescing = true
+            if case .idle = state { context.close(promise: nil) }
+            return
+        case is IdleStateHandler.IdleStateEvent:
+            if case .idle = state { context.close(promise: nil) }
+            return
+        default:
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}

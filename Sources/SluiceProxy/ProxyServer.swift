@@ -1,0 +1,116 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOExtras
+import NIOHTTP1
+import NIOPosix
+import SluiceSpec
+
+/// The built-in reverse proxy: binds, follows the routing table it is given, counts every version.
+///
+/// Each event loop keeps its own copy of the routing table, its own upstream pools and its own
+/// counters (`LoopState`), so the request path takes no lock. `apply(_:)` installs a table on every
+/// loop; requests already in flight finish on the table they started with.
+public final class ProxyServer: Sendable {
+    public let configuration: ProxyConfiguration
+    public let metrics: ProxyMetrics
+    let group: any EventLoopGroup
+    private let ownsGroup: Bool
+    private let loops: [LoopState]
+    private let loopsByID: [ObjectIdentifier: LoopState]
+    private let quiesce: ServerQuiescingHelper
+    private let serverChannel: NIOLockedValueBox<(any Channel)?>
+    private let logger: Logger
+
+    public init(configuration: ProxyConfiguration, group: (any EventLoopGroup)? = nil, logger: Logger = Logger(label: "sluice.proxy")) {
+        self.configuration = configuration
+        self.logger = logger
+        if let group {
+            self.group = group
+            ownsGroup = false
+        } else {
+            self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoops))
+            ownsGroup = true
+        }
+        var seed = configuration.randomSeed ?? UInt64.random(in: .min ... .max)
+        var loops: [LoopState] = []
+        for eventLoop in self.group.makeIterator() {
+            seed &+= 0x9e37_79b9_7f4a_7c15
+            loops.append(LoopState(eventLoop: eventLoop, configuration: configuration, seed: seed))
+        }
+        self.loops = loops
+        loopsByID = Dictionary(uniqueKeysWithValues: loops.map { (ObjectIdentifier($0.eventLoop), $0) })
+        metrics = ProxyMetrics(loops: loops)
+        quiesce = ServerQuiescingHelper(group: self.group)
+        serverChannel = NIOLockedValueBox(nil)
+    }
+
+    /// Binds the listening socket. Returns once the proxy accepts connections.
+    public func start() async throws {
+        let configuration = configuration
+        let loopsByID = loopsByID
+        let quiesce = quiesce
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                }
+            }
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    guard let loop = loopsByID[ObjectIdentifier(channel.eventLoop)] else {
+                        throw ChannelError.badInterfaceAddressFamily
+                    }
+                    let deadline = HeaderDeadlineHandler(timeout: configuration.requestHeaderTimeout)
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(deadline)
+                    try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
+                    try sync.addHandler(IdleStateHandler(allTimeout: configuration.clientIdleTimeout))
+                    try sync.addHandler(ProxyHandler(loop: loop, deadline: deadline, clientAddress: channel.remoteAddress?.ipAddress))
+                }
+            }
+            .bind(host: configuration.host, port: configuration.port)
+            .get()
+        serverChannel.withLockedValue { $0 = channel }
+        logger.info("proxy listening", metadata: ["address": "\(channel.localAddress?.description ?? "?")", "eventLoops": "\(loops.count)"])
+    }
+
+    /// The bound port, once started.
+    public var localPort: Int? {
+        serverChannel.withLockedValue { $0?.localAddress?.port }
+    }
+
+    /// Installs `table` on every event loop. Returns when every loop routes by it.
+    public func apply(_ table: RoutingTable) async throws {
+        for loop in loops {
+            try await loop.eventLoop.submit { loop.install(table) }.get()
+        }
+    }
+
+    /// The revision every loop routes by: the lowest, so a partly applied table does not count.
+    public func verify() async throws -> UInt64 {
+        var lowest = UInt64.max
+        for loop in loops {
+            lowest = min(lowest, try await loop.eventLoop.submit { loop.table.revision }.get())
+        }
+        return lowest
+    }
+
+    /// Stops accepting, lets in-flight requests finish until `deadline`, then closes what is left.
+    public func shutdown(gracePeriod: TimeAmount = .seconds(10)) async throws {
+        let promise = group.next().makePromise(of: Void.self)
+        quiesce.initiateShutdown(promise: promise)
+        let timer = group.next().scheduleTask(in: gracePeriod) {
+            promise.succeed(()) // What is still open is closed with the event loops below.
+        }
+        try? await promise.futureResult.get()
+        timer.cancel()
+        if ownsGroup {
+            try await group.shutdownGracefully()
+        }
+    }
+}

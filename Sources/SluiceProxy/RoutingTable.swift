@@ -1,0 +1,131 @@
+import SluiceSpec
+
+/// The proxy's whole routing policy, as one immutable value.
+///
+/// The controller builds a table and hands it to `ProxyServer.apply(_:)`, which installs it on every
+/// event loop. The proxy never decides policy itself; it only follows the table in force.
+public struct RoutingTable: Sendable, Equatable {
+    /// Increases with every table the controller applies; `verify()` reports the one in force.
+    public var revision: UInt64
+    /// Matched host-specific first, then by longest path prefix.
+    public private(set) var routes: [RouteRule]
+
+    public init(revision: UInt64, routes: [RouteRule]) {
+        self.revision = revision
+        self.routes = routes.sorted { a, b in
+            if (a.host != nil) != (b.host != nil) { return a.host != nil }
+            return a.pathPrefix.utf8.count > b.pathPrefix.utf8.count
+        }
+    }
+
+    public static let empty = RoutingTable(revision: 0, routes: [])
+
+    /// The route for a request. `host` is the Host header without its port, lower-cased.
+    public func match(host: Substring?, path: Substring) -> RouteRule? {
+        matchIndex(host: host, path: path).map { routes[$0] }
+    }
+
+    func matchIndex(host: Substring?, path: Substring) -> Int? {
+        for (index, route) in routes.enumerated() {
+            if let wanted = route.host {
+                guard let host, host == wanted else { continue }
+            }
+            if path.hasPrefix(route.pathPrefix) { return index }
+        }
+        return nil
+    }
+}
+
+/// One deployment's route: which requests it takes and how they are split between versions.
+public struct RouteRule: Sendable, Equatable {
+    /// The deployment's name, used in metrics.
+    public var name: String
+    public var host: String?
+    public var pathPrefix: String
+    /// Versions and their weights. Weights sum to 100. For sticky routing, buckets are handed out in
+    /// this order, so the controller lists the newest version first: raising its weight then only
+    /// moves users toward it, never back.
+    public var backends: [Backend]
+    /// Checked before weights: the first rule whose header matches picks its version.
+    public var headerRules: [HeaderRule]
+    public var stickiness: Stickiness?
+    /// Copies a share of requests to another version; its responses are discarded.
+    public var mirror: MirrorRule?
+
+    public init(
+        name: String, host: String? = nil, pathPrefix: String, backends: [Backend],
+        headerRules: [HeaderRule] = [], stickiness: Stickiness? = nil, mirror: MirrorRule? = nil
+    ) throws(RoutingError) {
+        let total = backends.reduce(0) { $0 + $1.weight }
+        guard !backends.isEmpty, total == 100, backends.allSatisfy({ (0...100).contains($0.weight) }) else {
+            throw .weightsDoNotSumTo100(route: name, weights: backends.map(\.weight))
+        }
+        for rule in headerRules where !backends.contains(where: { $0.version == rule.version }) {
+            throw .unknownVersion(route: name, version: rule.version)
+        }
+        if let mirror, !backends.contains(where: { $0.version == mirror.version }) {
+            throw .unknownVersion(route: name, version: mirror.version)
+        }
+        self.name = name
+        self.host = host?.lowercased()
+        self.pathPrefix = pathPrefix
+        self.backends = backends
+        self.headerRules = headerRules
+        self.stickiness = stickiness
+        self.mirror = mirror
+    }
+
+    func backendIndex(of version: String) -> Int? {
+        backends.firstIndex { $0.version == version }
+    }
+}
+
+/// A version's share of a route and where it runs.
+public struct Backend: Sendable, Equatable {
+    public var version: String
+    /// Percent of the route's traffic, 0–100.
+    public var weight: Int
+    public var endpoints: [Endpoint]
+
+    public init(version: String, weight: Int, endpoints: [Endpoint]) {
+        self.version = version
+        self.weight = weight
+        self.endpoints = endpoints
+    }
+}
+
+/// "Requests whose header NAME equals VALUE go to VERSION", for blue-green preview and A/B tests.
+public struct HeaderRule: Sendable, Equatable {
+    public var header: HeaderMatch
+    public var version: String
+
+    public init(header: HeaderMatch, version: String) {
+        self.header = header
+        self.version = version
+    }
+}
+
+/// Copies `percent` of a route's requests to `version` as shadow traffic.
+public struct MirrorRule: Sendable, Equatable {
+    public var version: String
+    public var percent: Int
+
+    public init(version: String, percent: Int) {
+        self.version = version
+        self.percent = percent
+    }
+}
+
+public enum RoutingError: Error, Equatable, CustomStringConvertible {
+    case weightsDoNotSumTo100(route: String, weights: [Int])
+    case unknownVersion(route: String, version: String)
+
+    public var description: String {
+        switch self {
+        case .weightsDoNotSumTo100(let route, let weights):
+            "route \(route): weights \(weights) must each be 0–100 and sum to 100"
+        case .unknownVersion(let route, let version):
+            "route \(route): rule names version \(version), which has no backend"
+        }
+    }
+}

@@ -1,0 +1,227 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import SluiceSpec
+
+/// Keep-alive connections to upstream endpoints, owned by one event loop.
+///
+/// Connections are made on the same loop as the client connection they serve, so forwarding between
+/// the two never crosses threads. Each endpoint has at most `maxConnectionsPerEndpoint` connections;
+/// requests beyond that wait in a bounded queue.
+final class UpstreamPool {
+    typealias Callback = (Result<UpstreamConnection, any Error>) -> Void
+
+    private struct PerEndpoint {
+        var idle: [UpstreamConnection] = []
+        var total = 0
+        var waiters: CircularBuffer<Callback> = []
+    }
+
+    struct PoolExhausted: Error {}
+
+    private unowned let loop: LoopState
+    private var endpoints: [Endpoint: PerEndpoint] = [:]
+
+    init(loop: LoopState) {
+        self.loop = loop
+    }
+
+    /// Calls back with a connection to `endpoint`, reused when one is idle. May call back at once.
+    func acquire(_ endpoint: Endpoint, _ callback: @escaping Callback) {
+        var entry = endpoints[endpoint, default: PerEndpoint()]
+        while let connection = entry.idle.popLast() {
+            if connection.channel.isActive {
+                endpoints[endpoint] = entry
+                connection.inUse = true
+                callback(.success(connection))
+                return
+            }
+        }
+        if entry.total < loop.configuration.maxConnectionsPerEndpoint {
+            entry.total += 1
+            endpoints[endpoint] = entry
+            connect(endpoint, callback)
+        } else if entry.waiters.count < loop.configuration.maxWaitingPerEndpoint {
+            entry.waiters.append(callback)
+            endpoints[endpoint] = entry
+        } else {
+            endpoints[endpoint] = entry
+            callback(.failure(PoolExhausted()))
+        }
+    }
+
+    /// Returns a connection after a complete exchange; it serves a waiter or goes idle.
+    func release(_ connection: UpstreamConnection) {
+        let endpoint = connection.endpoint
+        guard connection.channel.isActive, var entry = endpoints[endpoint] else { return }
+        if let waiter = entry.waiters.popFirst() {
+            endpoints[endpoint] = entry
+            waiter(.success(connection))
+            return
+        }
+        connection.inUse = false
+        entry.idle.append(connection)
+        endpoints[endpoint] = entry
+    }
+
+    private func connect(_ endpoint: Endpoint, _ callback: @escaping Callback) {
+        let configuration = loop.configuration
+        let bootstrap = ClientBootstrap(group: loop.eventLoop)
+            .connectTimeout(configuration.upstreamConnectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
+                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: configuration.upstreamIdleTimeout))
+                }
+            }
+        bootstrap.connect(host: endpoint.host, port: endpoint.port).assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let channel):
+                let connection = UpstreamConnection(channel: channel, endpoint: endpoint)
+                do {
+                    try channel.pipeline.syncOperations.addHandler(connection.handler)
+                } catch {
+                    channel.close(promise: nil)
+                    self.connectionClosed(endpoint)
+                    callback(.failure(error))
+                    return
+                }
+                channel.closeFuture.assumeIsolated().whenComplete { _ in self.closed(connection) }
+                self.loop.health.connectSucceeded(endpoint)
+                connection.inUse = true
+                callback(.success(connection))
+            case .failure(let error):
+                self.connectionClosed(endpoint)
+                callback(.failure(error))
+            }
+        }
+    }
+
+    private func closed(_ connection: UpstreamConnection) {
+        if var entry = endpoints[connection.endpoint] {
+            entry.idle.removeAll { $0 === connection }
+            endpoints[connection.endpoint] = entry
+        }
+        connectionClosed(connection.endpoint)
+    }
+
+    /// One connection fewer: a waiter, if any, gets a fresh one.
+    private func connectionClosed(_ endpoint: Endpoint) {
+        guard var entry = endpoints[endpoint] else { return }
+        entry.total -= 1
+        if let waiter = entry.waiters.popFirst() {
+            entry.total += 1
+            endpoints[endpoint] = entry
+            connect(endpoint, waiter)
+        } else {
+            endpoints[endpoint] = entry
+        }
+    }
+
+    /// Connections open per endpoint, for tests and diagnostics.
+    var openConnections: [Endpoint: Int] { endpoints.mapValues(\.total) }
+}
+
+/// One connection to an upstream endpoint and the handler at the end of its pipeline.
+final class UpstreamConnection {
+    let channel: any Channel
+    let endpoint: Endpoint
+    let handler: UpstreamHandler
+    var inUse = false
+
+    init(channel: any Channel, endpoint: Endpoint) {
+        self.channel = channel
+        self.endpoint = endpoint
+        self.handler = UpstreamHandler()
+    }
+}
+
+/// What an upstream connection reports to the exchange that is using it.
+protocol UpstreamDelegate: AnyObject {
+    func upstreamReceived(_ part: HTTPClientResponsePart)
+    func upstreamFailed(_ error: any Error)
+    /// A batch of reads is over: time to flush what was written to the client.
+    func upstreamReadComplete()
+    /// The upstream can take more request bytes.
+    func upstreamBecameWritable()
+    /// Whether the upstream may read more: false while the client side cannot take more bytes.
+    var upstreamMayRead: Bool { get }
+}
+
+/// The last handler of an upstream connection: passes response parts to the current delegate, and
+/// holds back reads while the delegate's client cannot keep up (backpressure).
+final class UpstreamHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    weak var delegate: (any UpstreamDelegate)?
+    private var context: ChannelHandlerContext?
+    private var pendingRead = false
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        delegate?.upstreamReceived(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        delegate?.upstreamReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { delegate?.upstreamBecameWritable() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        delegate?.upstreamFailed(error)
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        delegate?.upstreamFailed(ChannelError.ioOnClosedChannel)
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // Idle in the pool: close. A connection in use has the response timeout instead.
+        if event is IdleStateHandler.IdleStateEvent, delegate == nil {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if delegate?.upstreamMayRead ?? true {
+            context.read()
+        } else {
+            pendingRead = true
+        }
+    }
+
+    /// The client can take bytes again.
+    func resumeReading() {
+        guard pendingRead, let context else { return }
+        pendingRead = false
+        context.read()
+    }
+
+    func write(_ part: HTTPClientRequestPart, flush: Bool) {
+        guard let context else { return }
+        context.write(wrapOutboundOut(part), promise: nil)
+        if flush { context.flush() }
+    }
+
+    func flush() {
+        context?.flush()
+    }
+}

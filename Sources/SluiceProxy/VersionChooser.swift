@@ -1,0 +1,61 @@
+import SluiceSpec
+
+/// Picks the version for one request, in the order DESIGN.md §5 fixes: an explicit header rule, then
+/// a sticky bucket, then a weighted random draw. Pure: the request's attributes and the random number
+/// generator are parameters.
+enum VersionChooser {
+    /// Sticky keys hash into this many buckets, so weights resolve to 0.01%.
+    static let bucketCount: UInt64 = 10_000
+
+    /// The backend index for a request. `header` looks up a request header by lower-cased name;
+    /// `cookie` looks up a cookie by name.
+    static func choose(
+        _ route: RouteRule,
+        header: (String) -> Substring?,
+        cookie: (String) -> Substring?,
+        using rng: inout some RandomNumberGenerator
+    ) -> Int {
+        for rule in route.headerRules {
+            if let value = header(rule.header.name), value == rule.header.value, let index = route.backendIndex(of: rule.version) {
+                return index
+            }
+        }
+        if let stickiness = route.stickiness {
+            let key: Substring? = switch stickiness {
+            case .header(let name): header(name)
+            case .cookie(let name): cookie(name)
+            }
+            if let key, !key.isEmpty {
+                return backend(route, forBucket: bucket(of: key))
+            }
+        }
+        return backend(route, forBucket: rng.next(upperBound: bucketCount))
+    }
+
+    /// Buckets are handed out in backend order: backend 0 owns [0, w0×100), backend 1 the next
+    /// w1×100, and so on. A backend with weight 0 owns none.
+    static func backend(_ route: RouteRule, forBucket bucket: UInt64) -> Int {
+        var upper: UInt64 = 0
+        for (index, backend) in route.backends.enumerated() {
+            upper += UInt64(backend.weight) * (bucketCount / 100)
+            if bucket < upper { return index }
+        }
+        return route.backends.lastIndex { $0.weight > 0 } ?? 0
+    }
+
+    /// FNV-1a: stable across processes and restarts, unlike `Hasher`, so a user keeps their version.
+    static func bucket(of key: Substring) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in key.utf8 {
+            hash ^= UInt64(byte)
+            hash &*= 0x0000_0100_0000_01b3
+        }
+        return hash % bucketCount
+    }
+
+    /// Whether this request is also copied to the mirror version.
+    static func shouldMirror(_ mirror: MirrorRule?, using rng: inout some RandomNumberGenerator) -> Bool {
+        guard let mirror, mirror.percent > 0 else { return false }
+        return rng.next(upperBound: UInt64(100)) < UInt64(mirror.percent)
+    }
+}
