@@ -1,0 +1,191 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A keep-alive HTTP/1.1 client on one real connection, for driving the proxy in tests.
+final class TestClient: Sendable {
+    struct Response: Sendable {
+        var status: Int
+        var headers: HTTPHeaders
+        var body: String
+        var bodyBytes: Int
+
+        var version: String? { headers.first(name: "x-sluice-version") }
+    }
+
+    let channel: any Channel
+
+    static func connect(port: Int, group: any EventLoopGroup) async throws -> TestClient {
+        let channel = try await ClientBootstrap(group: group)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(Collector())
+                }
+            }
+            .connect(host: "127.0.0.1", port: port).get()
+        return TestClient(channel: channel)
+    }
+
+    private init(channel: any Channel) {
+        self.channel = channel
+    }
+
+    /// Sends one request and waits for its whole response. `bodyChunks` are sent as a chunked body.
+    func request(_ method: HTTPMethod = .GET, _ uri: String, headers: [(String, String)] = [], body: String? = nil, keepBody: Bool = true) async throws -> Response {
+        var requestHeaders = HTTPHeaders(headers)
+        if !requestHeaders.contains(name: "host") { requestHeaders.add(name: "host", value: "localhost") }
+        if let body { requestHeaders.add(name: "content-length", value: String(body.utf8.count)) }
+        let head = HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: requestHeaders)
+        let channel = self.channel
+        return try await channel.eventLoop.flatSubmit {
+            let promise = channel.eventLoop.makePromise(of: Response.self)
+            do {
+                let collector = try channel.pipeline.syncOperations.handler(type: Collector.self)
+                collector.expect(promise, keepBody: keepBody)
+            } catch {
+                promise.fail(error)
+                return promise.futureResult
+            }
+            channel.write(HTTPClientRequestPart.head(head), promise: nil)
+            if let body { channel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(string: body))), promise: nil) }
+            channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+            return promise.futureResult
+        }.get()
+    }
+
+    /// Streams `total` bytes as a chunked request body in chunks of `chunk`, respecting backpressure.
+    func upload(_ uri: String, total: Int, chunk: Int = 64 * 1024) async throws -> Response {
+        var headers = HTTPHeaders()
+        headers.add(name: "host", value: "localhost")
+        headers.add(name: "transfer-encoding", value: "chunked")
+        let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: uri, headers: headers)
+        let channel = self.channel
+        let response = try await channel.eventLoop.submit {
+            let promise = channel.eventLoop.makePromise(of: Response.self)
+            try channel.pipeline.syncOperations.handler(type: Collector.self).expect(promise, keepBody: true)
+            channel.writeAndFlush(HTTPClientRequestPart.head(head), promise: nil)
+            return promise.futureResult
+        }.get()
+        let buffer = channel.allocator.buffer(repeating: UInt8(ascii: "u"), count: chunk)
+        var sent = 0
+        while sent < total {
+            let size = min(chunk, total - sent)
+            // Waiting on each write keeps at most one chunk queued: memory stays flat however big the upload.
+            try await channel.writeAndFlush(HTTPClientRequestPart.body(.byteBuffer(buffer.getSlice(at: 0, length: size)!)))
+            sent += size
+        }
+        try await channel.writeAndFlush(HTTPClientRequestPart.end(nil))
+        return try await response.get()
+    }
+
+    func close() async {
+        try? await channel.close()
+    }
+
+    private final class Collector: ChannelInboundHandler {
+        typealias InboundIn = HTTPClientResponsePart
+
+        private var waiting: CircularBuffer<(EventLoopPromise<Response>, Bool)> = []
+        private var head: HTTPResponseHead?
+        private var body: ByteBuffer?
+        private var bytes = 0
+
+        func expect(_ promise: EventLoopPromise<Response>, keepBody: Bool) {
+            waiting.append((promise, keepBody))
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head(let head):
+                self.head = head
+                body = nil
+                bytes = 0
+            case .body(var buffer):
+                bytes += buffer.readableBytes
+                if waiting.first?.1 == true {
+                    if body == nil { body = buffer } else { body!.writeBuffer(&buffer) }
+                }
+            case .end:
+                guard let head, let (promise, _) = waiting.popFirst() else { return }
+                let text = body.map { String(buffer: $0) } ?? ""
+                promise.succeed(Response(status: Int(head.status.code), headers: head.headers, body: text, bodyBytes: bytes))
+                self.head = nil
+            }
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            while let (promise, _) = waiting.popFirst() { promise.fail(ChannelError.eof) }
+            context.fireChannelInactive()
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            while let (promise, _) = waiting.popFirst() { promise.fail(error) }
+            context.close(promise: nil)
+        }
+    }
+}
+
+/// A raw TCP connection: sends bytes as written and collects whatever comes back until the peer closes.
+final class RawConnection: Sendable {
+    let channel: any Channel
+    private let received: NIOLoopBoundBox<ByteBuffer>
+
+    static func connect(port: Int, group: any EventLoopGroup) async throws -> RawConnection {
+        let loop = group.next()
+        let box = try await loop.submit { NIOLoopBoundBox(ByteBuffer(), eventLoop: loop) }.get()
+        let channel = try await ClientBootstrap(group: loop)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(Sink(box: box))
+                }
+            }
+            .connect(host: "127.0.0.1", port: port).get()
+        return RawConnection(channel: channel, received: box)
+    }
+
+    private init(channel: any Channel, received: NIOLoopBoundBox<ByteBuffer>) {
+        self.channel = channel
+        self.received = received
+    }
+
+    func send(_ text: String) async throws {
+        try await channel.writeAndFlush(ByteBuffer(string: text))
+    }
+
+    /// Everything received so far.
+    func text() async throws -> String {
+        let received = self.received
+        return try await channel.eventLoop.submit { String(buffer: received.value) }.get()
+    }
+
+    var isClosed: Bool {
+        get async { (try? await channel.eventLoop.submit { !self.channel.isActive }.get()) ?? true }
+    }
+
+    func close() async {
+        try? await channel.close()
+    }
+
+    private final class Sink: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        let box: NIOLoopBoundBox<ByteBuffer>
+        init(box: NIOLoopBoundBox<ByteBuffer>) { self.box = box }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            var buffer = unwrapInboundIn(data)
+            box.value.writeBuffer(&buffer)
+        }
+    }
+}
+
+/// Polls `condition` until it holds or `timeout` passes: a wait on a state, never a fixed sleep.
+func eventually(timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async throws -> Bool {
+    let clock = ContinuousClock()
+    let deadline = clock.now + timeout
+    while clock.now < deadline {
+        if try await condition() { return true }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    return try await condition()
+}

@@ -1,0 +1,132 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A real HTTP server on 127.0.0.1, port 0, standing in for one model version.
+///
+/// Paths: `/status/N` answers N; `/delay/MS` answers after MS milliseconds; `/count` reads the request
+/// body and answers its size; `/download/BYTES` streams BYTES bytes; `/headers` answers the request
+/// headers, one `name: value` per line; anything else answers the server's name.
+final class TestUpstream: Sendable {
+    let name: String
+    let channel: any Channel
+    private let counters: NIOLockedValueBox<(requests: Int, connections: Int)>
+
+    var port: Int { channel.localAddress!.port! }
+    var requests: Int { counters.withLockedValue { $0.requests } }
+    var connections: Int { counters.withLockedValue { $0.connections } }
+
+    static func start(name: String, group: any EventLoopGroup) async throws -> TestUpstream {
+        let box = NIOLockedValueBox((requests: 0, connections: 0))
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                box.withLockedValue { $0.connections += 1 }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(Handler(name: name, counters: box))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        return TestUpstream(name: name, channel: channel, counters: box)
+    }
+
+    private init(name: String, channel: any Channel, counters: NIOLockedValueBox<(requests: Int, connections: Int)>) {
+        self.name = name
+        self.channel = channel
+        self.counters = counters
+    }
+
+    func stop() async {
+        try? await channel.close()
+    }
+
+    private final class Handler: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+
+        let name: String
+        let counters: NIOLockedValueBox<(requests: Int, connections: Int)>
+        var head: HTTPRequestHead?
+        var received = 0
+        var downloadRemaining = 0
+
+        init(name: String, counters: NIOLockedValueBox<(requests: Int, connections: Int)>) {
+            self.name = name
+            self.counters = counters
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head(let head):
+                self.head = head
+                received = 0
+                counters.withLockedValue { $0.requests += 1 }
+            case .body(let buffer):
+                received += buffer.readableBytes
+            case .end:
+                guard let head else { return }
+                respond(to: head, context: context)
+            }
+        }
+
+        private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
+            // The behaviour is the first keyword in the path, its argument the next component.
+            let parts = head.uri.split(separator: "?").first?.split(separator: "/") ?? []
+            let at = parts.firstIndex { ["status", "delay", "count", "download", "headers"].contains($0) } ?? parts.endIndex
+            let keyword = at < parts.endIndex ? parts[at] : nil
+            let argument = at + 1 < parts.endIndex ? Int(parts[at + 1]) : nil
+            switch (keyword, argument) {
+            case ("status", let code?):
+                send(status: .init(statusCode: code), body: name, context: context)
+            case ("delay", let ms?):
+                context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(ms))) {
+                    self.send(status: .ok, body: self.name, context: context)
+                }
+            case ("count", _):
+                send(status: .ok, body: String(received), context: context)
+            case ("download", let bytes?):
+                var headers = HTTPHeaders()
+                headers.add(name: "content-length", value: String(bytes))
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+                downloadRemaining = bytes
+                writeDownload(context: context)
+            case ("headers", _):
+                let body = head.headers.map { "\($0.name.lowercased()): \($0.value)" }.joined(separator: "\n")
+                send(status: .ok, body: body, context: context)
+            default:
+                send(status: .ok, body: name, context: context)
+            }
+        }
+
+        /// Streams the download in 64 KiB chunks, only as fast as the peer reads.
+        private func writeDownload(context: ChannelHandlerContext) {
+            let chunk = context.channel.allocator.buffer(repeating: UInt8(ascii: "x"), count: 64 * 1024)
+            while downloadRemaining > 0 && context.channel.isWritable {
+                let size = min(downloadRemaining, chunk.readableBytes)
+                downloadRemaining -= size
+                context.write(wrapOutboundOut(.body(.byteBuffer(chunk.getSlice(at: 0, length: size)!))), promise: nil)
+            }
+            if downloadRemaining == 0 {
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            } else {
+                context.flush()
+            }
+        }
+
+        func channelWritabilityChanged(context: ChannelHandlerContext) {
+            if context.channel.isWritable && downloadRemaining > 0 { writeDownload(context: context) }
+            context.fireChannelWritabilityChanged()
+        }
+
+        private func send(status: HTTPResponseStatus, body: String, context: ChannelHandlerContext) {
+            var headers = HTTPHeaders()
+            headers.add(name: "content-length", value: String(body.utf8.count))
+            headers.add(name: "x-upstream", value: name)
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        }
+    }
+}
