@@ -1,0 +1,204 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import SluiceSpec
+import Testing
+@testable import SluiceProxy
+
+@Suite("Proxy: upstream failures, strict parsing and limits")
+struct ProxyFailureTests {
+    /// A port that refuses connections: bound once, then closed.
+    static func refusedEndpoint(group: any EventLoopGroup) async throws -> Endpoint {
+        let channel = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
+        let port = channel.localAddress!.port!
+        try await channel.close()
+        return Endpoint(scheme: .http, host: "127.0.0.1", port: port)
+    }
+
+    @Test("upstream down gives 502, counted against that version")
+    func connectRefused() async throws {
+        try await ProxyHarness.run { h in
+            let dead = try await Self.refusedEndpoint(group: h.group)
+            try await h.apply(h.route([("v2", 100), ("v1", 0)], endpoints: ["v2": [dead]]))
+            let start = NIODeadline.now()
+            _ = try await h.proxy.metrics.window(since: start)
+            let windowStart = NIODeadline.now()
+            let client = try await h.client()
+            let response = try await client.request(.GET, "/models/m")
+            #expect(response.status == 502)
+            #expect(response.version == "v2")
+            let window = try await h.proxy.metrics.window(since: windowStart)
+            let v2 = try #require(window[MetricKey(route: "m", version: "v2")])
+            #expect(v2.requests == 1)
+            #expect(v2.statusClasses[5] == 1)
+            #expect(v2.upstreamErrors[.connect] == 1)
+            #expect(window[MetricKey(route: "m", version: "v1")]?.requests ?? 0 == 0)
+            await client.close()
+        }
+    }
+
+    @Test("a slow upstream gives 504 at the response timeout")
+    func upstreamTimeout() async throws {
+        try await ProxyHarness.run(configure: { $0.upstreamResponseTimeout = .milliseconds(300) }) { h in
+            try await h.apply(h.route([("v1", 100)]))
+            let client = try await h.client()
+            let slow = try await client.request(.GET, "/models/m/delay/3000")
+            #expect(slow.status == 504)
+            #expect(slow.version == "v1")
+            let fast = try await client.request(.GET, "/models/m/delay/10")
+            #expect(fast.status == 200, "the client connection survives a 504")
+            let totals = try await h.proxy.metrics.totals()
+            #expect(totals[MetricKey(route: "m", version: "v1")]?.upstreamErrors[.timeout] == 1)
+            await client.close()
+        }
+    }
+
+    @Test("repeated connect failures eject the endpoint: 503 with no healthy endpoint, then back when it listens")
+    func passiveEjection() async throws {
+        try await ProxyHarness.run(configure: {
+            $0.ejectAfterConnectFailures = 3
+            $0.ejectedProbeInterval = .milliseconds(100)
+            $0.eventLoops = 1
+        }) { h in
+            let dead = try await Self.refusedEndpoint(group: h.group)
+            try await h.apply(h.route([("v1", 100)], endpoints: ["v1": [dead]]))
+            let client = try await h.client()
+            var statuses: [Int] = []
+            for _ in 0..<5 { statuses.append(try await client.request(.GET, "/models/m").status) }
+            #expect(statuses == [502, 502, 502, 503, 503])
+            let totals = try await h.proxy.metrics.totals()
+            let v1 = try #require(totals[MetricKey(route: "m", version: "v1")])
+            #expect(v1.upstreamErrors[.connect] == 3)
+            #expect(v1.upstreamErrors[.noHealthyEndpoint] == 2)
+
+            // Something starts listening on that port again: the probe readmits it.
+            let revived = try await ServerBootstrap(group: h.group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                        try channel.pipeline.syncOperations.addHandler(OKHandler())
+                    }
+                }
+                .bind(host: "127.0.0.1", port: dead.port).get()
+            let readmitted = try await eventually { try await client.request(.GET, "/models/m").status == 200 }
+            #expect(readmitted)
+            try await revived.close()
+            await client.close()
+        }
+    }
+
+    @Test("smuggling attempts get 400 and a closed connection", arguments: [
+        "POST /models/m HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST /models/m HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        "POST /models/m HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        "GET /models/m HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n two\r\n\r\n",
+        "GET /models/m HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\nTransfer-Encoding: identity\r\n\r\n",
+        "GET /models/m HTTP/1.1\r\nHost : a\r\n\r\n",
+    ])
+    func smuggling(request: String) async throws {
+        try await ProxyHarness.run { h in
+            try await h.apply(h.route([("v1", 100)]))
+            let raw = try await RawConnection.connect(port: h.port, group: h.group)
+            try await raw.send(request)
+            #expect(try await eventually { await raw.isClosed })
+            let text = try await raw.text()
+            #expect(text.hasPrefix("HTTP/1.1 400"), "got: \(text.prefix(80))")
+            #expect(h.upstreams["v1"]!.requests == 0, "nothing reached the upstream")
+        }
+    }
+
+    @Test("oversized heads are refused", arguments: [
+        ("GET /models/m/\(String(repeating: "a", count: 9_000)) HTTP/1.1\r\nHost: a\r\n\r\n", "414"),
+        ("GET /models/m HTTP/1.1\r\nHost: a\r\n" + (0..<120).map { "X-H\($0): v\r\n" }.joined() + "\r\n", "431"),
+        ("GET /models/m HTTP/1.1\r\nHost: a\r\nX-Big: \(String(repeating: "b", count: 40_000))\r\n\r\n", "431"),
+    ])
+    func oversized(request: String, status: String) async throws {
+        try await ProxyHarness.run { h in
+            try await h.apply(h.route([("v1", 100)]))
+            let raw = try await RawConnection.connect(port: h.port, group: h.group)
+            try await raw.send(request)
+            #expect(try await eventually { await raw.isClosed })
+            #expect(try await raw.text().hasPrefix("HTTP/1.1 \(status)"))
+        }
+    }
+
+    @Test("a body over the limit gets 413")
+    func bodyLimit() async throws {
+        try await ProxyHarness.run(configure: { $0.maxBodyBytes = 1_000 }) { h in
+            try await h.apply(h.route([("v1", 100)]))
+            let client = try await h.client()
+            let small = try await client.request(.POST, "/models/m/count", body: String(repeating: "a", count: 1_000))
+            #expect(small.status == 200)
+            #expect(small.body == "1000")
+            let big = try? await client.request(.POST, "/models/m/count", body: String(repeating: "a", count: 5_000))
+            #expect(big?.status == 413)
+            await client.close()
+        }
+    }
+
+    @Test("a client trickling its headers is cut off at the limit while others are served")
+    func slowloris() async throws {
+        try await ProxyHarness.run(configure: { $0.requestHeaderTimeout = .milliseconds(500) }) { h in
+            try await h.apply(h.route([("v1", 100)]))
+            let slow = try await RawConnection.connect(port: h.port, group: h.group)
+            let started = ContinuousClock.now
+            try await slow.send("GET /models/m HTTP/1.1\r\n")
+            let client = try await h.client()
+            var trickled = 0
+            // Keep trickling one header line at a time, and keep serving a normal client meanwhile.
+            while await !slow.isClosed, ContinuousClock.now - started < .seconds(20) {
+                try? await slow.send("X-Slow-\(trickled): 1\r\n")
+                trickled += 1
+                #expect(try await client.request(.GET, "/models/m").status == 200)
+            }
+            let lasted = ContinuousClock.now - started
+            #expect(await slow.isClosed)
+            #expect(lasted >= .milliseconds(450), "closed too early: \(lasted)")
+            #expect(lasted < .seconds(10), "not closed near the limit: \(lasted)")
+            #expect(try await slow.text().hasPrefix("HTTP/1.1 408"))
+            #expect(try await client.request(.GET, "/models/m").status == 200)
+            await client.close()
+        }
+    }
+
+    @Test("metric windows count exactly what was sent")
+    func exactWindows() async throws {
+        try await ProxyHarness.run { h in
+            try await h.apply(h.route([("v2", 30), ("v1", 70)]))
+            _ = try await h.proxy.metrics.window(since: .now())
+            let start = NIODeadline.now()
+            let ok = try await h.load("/models/m", count: 300, connections: 3)
+            let errors = try await h.load("/models/m/status/500", count: 40, connections: 2)
+            let notFound = try await h.load("/models/m/status/404", count: 10, connections: 1)
+            let window = try await h.proxy.metrics.window(since: start)
+            let all = ok + errors + notFound
+            for version in ["v1", "v2"] {
+                let stats = window[MetricKey(route: "m", version: version)] ?? VersionWindow()
+                #expect(stats.requests == all.count { $0.version == version })
+                #expect(stats.statusClasses[2] == ok.count { $0.version == version })
+                #expect(stats.statusClasses[5] == errors.count { $0.version == version })
+                #expect(stats.statusClasses[4] == notFound.count { $0.version == version })
+                #expect(Int(stats.latency.totalCount) == stats.responses)
+            }
+            let later = try await h.proxy.metrics.window(since: .now())
+            #expect(later.values.allSatisfy { $0.requests == 0 }, "a new window starts empty")
+            let inFlight = try await h.proxy.metrics.inFlight()
+            #expect(inFlight.values.allSatisfy { $0 == 0 })
+        }
+    }
+}
+
+/// Answers every request with 200.
+final class OKHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .end = unwrapInboundIn(data) else { return }
+        var headers = HTTPHeaders()
+        headers.add(name: "content-length", value: "0")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+}
