@@ -33,6 +33,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         var upstreamKeepAlive = true
         var bodyBytes: Int64 = 0
         var timeout: Scheduled<Void>?
+        var mirror: MirrorExchange?
 
         init(routeName: String, version: String, stats: LoopVersionStats, endpoint: Endpoint, start: NIODeadline, keepAlive: Bool, clientVersion: HTTPVersion, isHead: Bool) {
             (self.routeName, self.version, self.stats, self.endpoint, self.start) = (routeName, version, stats, endpoint, start)
@@ -146,7 +147,9 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             keepAlive: head.isKeepAlive, clientVersion: head.version, isHead: head.method == .HEAD
         )
         state = .active(exchange)
-        exchange.pending.append(.head(forwardedHead(head)))
+        let forwarded = forwardedHead(head)
+        exchange.pending.append(.head(forwarded))
+        exchange.mirror = startMirror(route: route, routeIndex: routeIndex, chosen: backendIndex, head: forwarded)
         exchange.timeout = context.eventLoop.assumeIsolated().scheduleTask(in: loop.configuration.upstreamResponseTimeout) { [weak self, weak exchange] in
             guard let self, let exchange, !exchange.responseStarted else { return }
             self.failExchange(exchange, status: .gatewayTimeout, error: .timeout, context: context)
@@ -186,7 +189,22 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
     }
 
+    /// Copies the request to the route's mirror version, if this request is drawn for it and the loop
+    /// has room for another mirror in flight.
+    private func startMirror(route: RouteRule, routeIndex: Int, chosen: Int, head: HTTPRequestHead) -> MirrorExchange? {
+        guard let mirror = route.mirror, VersionChooser.shouldMirror(mirror, using: &loop.rng),
+              let mirrorIndex = route.backendIndex(of: mirror.version), mirrorIndex != chosen else { return nil }
+        let stats = loop.stats[routeIndex][mirrorIndex]
+        guard loop.mirrorsInFlight < loop.configuration.maxMirrorsInFlight,
+              let endpoint = loop.pickEndpoint(route: routeIndex, backend: mirrorIndex) else {
+            stats.window.mirrorsDropped += 1
+            return nil
+        }
+        return MirrorExchange(loop: loop, stats: stats, endpoint: endpoint, head: head)
+    }
+
     private func send(_ part: HTTPClientRequestPart, _ exchange: Exchange, flush: Bool) {
+        exchange.mirror?.forward(part)
         if let upstream = exchange.upstream {
             upstream.handler.write(part, flush: flush)
         } else {
@@ -352,6 +370,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     func channelInactive(context: ChannelHandlerContext) {
         if case .active(let exchange) = state {
             exchange.timeout?.cancel()
+            exchange.mirror?.clientGone()
             exchange.stats.inFlight -= 1
             exchange.upstream?.handler.delegate = nil
             exchange.upstream?.channel.close(promise: nil)

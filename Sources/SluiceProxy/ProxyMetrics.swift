@@ -35,6 +35,8 @@ public struct VersionWindow: Sendable {
     public var upstreamErrors: [UpstreamErrorKind: Int] = [:]
     /// Requests that were mirrored to this version (their responses were discarded).
     public var mirrored: Int = 0
+    /// Mirrors abandoned because the shadow could not keep up or too many were in flight.
+    public var mirrorsDropped: Int = 0
     /// Completed-response latency in microseconds.
     public var latency: Histogram<UInt64> = VersionWindow.makeHistogram()
 
@@ -53,6 +55,7 @@ public struct VersionWindow: Sendable {
         for index in statusClasses.indices { statusClasses[index] += other.statusClasses[index] }
         upstreamErrors.merge(other.upstreamErrors, uniquingKeysWith: +)
         mirrored += other.mirrored
+        mirrorsDropped += other.mirrorsDropped
         latency.add(other.latency)
     }
 }

@@ -17,7 +17,8 @@ final class TestUpstream: Sendable {
     var requests: Int { counters.withLockedValue { $0.requests } }
     var connections: Int { counters.withLockedValue { $0.connections } }
 
-    static func start(name: String, group: any EventLoopGroup) async throws -> TestUpstream {
+    /// `fixedDelay` delays every response, whatever the path.
+    static func start(name: String, group: any EventLoopGroup, fixedDelay: TimeAmount? = nil) async throws -> TestUpstream {
         let box = NIOLockedValueBox((requests: 0, connections: 0))
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -25,7 +26,7 @@ final class TestUpstream: Sendable {
                 box.withLockedValue { $0.connections += 1 }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(Handler(name: name, counters: box))
+                    try channel.pipeline.syncOperations.addHandler(Handler(name: name, counters: box, fixedDelay: fixedDelay))
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
@@ -51,10 +52,12 @@ final class TestUpstream: Sendable {
         var head: HTTPRequestHead?
         var received = 0
         var downloadRemaining = 0
+        let fixedDelay: TimeAmount?
 
-        init(name: String, counters: NIOLockedValueBox<(requests: Int, connections: Int)>) {
+        init(name: String, counters: NIOLockedValueBox<(requests: Int, connections: Int)>, fixedDelay: TimeAmount?) {
             self.name = name
             self.counters = counters
+            self.fixedDelay = fixedDelay
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -67,7 +70,11 @@ final class TestUpstream: Sendable {
                 received += buffer.readableBytes
             case .end:
                 guard let head else { return }
-                respond(to: head, context: context)
+                if let fixedDelay {
+                    context.eventLoop.assumeIsolated().scheduleTask(in: fixedDelay) { self.respond(to: head, context: context) }
+                } else {
+                    respond(to: head, context: context)
+                }
             }
         }
 

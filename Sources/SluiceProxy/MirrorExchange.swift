@@ -1,0 +1,126 @@
+import NIOCore
+import NIOHTTP1
+import SluiceSpec
+
+/// A copy of a client request sent to a shadow version. Its response is read and discarded; only its
+/// metrics count.
+///
+/// It never holds the client back: it buffers at most `maxPendingBytes` while connecting, and if the
+/// shadow cannot take bytes as fast as the client sends them it is abandoned, never queued.
+final class MirrorExchange: UpstreamDelegate {
+    static let maxPendingBytes = 1 << 20
+
+    private let loop: LoopState
+    private let stats: LoopVersionStats
+    private let endpoint: Endpoint
+    private let start = NIODeadline.now()
+    private var upstream: UpstreamConnection?
+    private var pending: [HTTPClientRequestPart] = []
+    private var pendingBytes = 0
+    private var requestEnded = false
+    private var status = 0
+    private var done = false
+    private var timeout: Scheduled<Void>?
+    /// Keeps the mirror alive until it finishes: nothing else owns it once the client's exchange is
+    /// over, and the upstream handler holds its delegate weakly. `finish` breaks the cycle, and the
+    /// response timeout guarantees `finish` runs.
+    private var keepAlive: MirrorExchange?
+
+    init(loop: LoopState, stats: LoopVersionStats, endpoint: Endpoint, head: HTTPRequestHead) {
+        self.loop = loop
+        self.stats = stats
+        self.endpoint = endpoint
+        loop.mirrorsInFlight += 1
+        stats.window.requests += 1
+        stats.window.mirrored += 1
+        pending.append(.head(head))
+        keepAlive = self
+        timeout = loop.eventLoop.assumeIsolated().scheduleTask(in: loop.configuration.upstreamResponseTimeout) { [weak self] in
+            self?.finish(error: .timeout)
+        }
+        loop.pool.acquire(endpoint) { [self] result in
+            switch result {
+            case .success(let connection):
+                guard !done else {
+                    loop.pool.release(connection)
+                    return
+                }
+                upstream = connection
+                connection.handler.delegate = self
+                for part in pending { connection.handler.write(part, flush: false) }
+                pending.removeAll()
+                connection.handler.flush()
+            case .failure:
+                finish(error: .connect)
+            }
+        }
+    }
+
+    /// Passes on the next request part, or abandons the mirror when it cannot keep up.
+    func forward(_ part: HTTPClientRequestPart) {
+        guard !done else { return }
+        if case .end = part { requestEnded = true }
+        if let upstream {
+            guard upstream.channel.isWritable else {
+                finish(error: nil, abandoned: true)
+                return
+            }
+            upstream.handler.write(part, flush: requestEnded)
+            return
+        }
+        if case .body(.byteBuffer(let buffer)) = part { pendingBytes += buffer.readableBytes }
+        guard pendingBytes <= Self.maxPendingBytes else {
+            finish(error: nil, abandoned: true)
+            return
+        }
+        pending.append(part)
+    }
+
+    /// The client went away before its request was complete: the copy is incomplete too.
+    func clientGone() {
+        if !requestEnded { finish(error: nil, abandoned: true) }
+    }
+
+    func upstreamReceived(_ part: HTTPClientResponsePart) {
+        switch part {
+        case .head(let head):
+            if head.status.code >= 200 { status = Int(head.status.code) }
+        case .body:
+            break
+        case .end:
+            finish(error: nil)
+        }
+    }
+
+    func upstreamFailed(_ error: any Error) {
+        finish(error: .reset)
+    }
+
+    func upstreamReadComplete() {}
+    func upstreamBecameWritable() {}
+    var upstreamMayRead: Bool { true }
+
+    private func finish(error: UpstreamErrorKind?, abandoned: Bool = false) {
+        guard !done else { return }
+        done = true
+        defer { keepAlive = nil }
+        timeout?.cancel()
+        loop.mirrorsInFlight -= 1
+        if let upstream {
+            upstream.handler.delegate = nil
+            if error == nil && !abandoned && requestEnded {
+                loop.pool.release(upstream)
+            } else {
+                upstream.channel.close(promise: nil)
+            }
+            self.upstream = nil
+        }
+        if abandoned {
+            stats.window.mirrorsDropped += 1
+            return
+        }
+        if let error { stats.recordUpstreamError(error) }
+        let micros = (NIODeadline.now() - start).nanoseconds / 1000
+        stats.recordResponse(status: error == nil ? status : (error == .timeout ? 504 : 502), latencyMicros: UInt64(max(1, micros)))
+    }
+}

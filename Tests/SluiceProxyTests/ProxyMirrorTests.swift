@@ -1,0 +1,66 @@
+import NIOCore
+import NIOPosix
+import SluiceSpec
+import Testing
+@testable import SluiceProxy
+
+@Suite("Proxy: shadow traffic")
+struct ProxyMirrorTests {
+    @Test("mirrored requests reach the shadow and are counted there; clients only ever see the primary")
+    func mirrorCounts() async throws {
+        try await ProxyHarness.run { h in
+            try await h.apply(h.route([("v1", 100), ("v2", 0)], mirror: MirrorRule(version: "v2", percent: 50)))
+            _ = try await h.proxy.metrics.window(since: .now())
+            let start = NIODeadline.now()
+            let responses = try await h.load("/models/m", count: 400, connections: 4)
+            #expect(responses.allSatisfy { $0.status == 200 && $0.version == "v1" && $0.body == "v1" })
+            #expect(try await eventually { h.upstreams["v2"]!.requests > 0 })
+            // Every mirror the shadow saw is in the window, with its response counted.
+            let settled = try await eventually {
+                let w = try await h.proxy.metrics.window(since: start)[MetricKey(route: "m", version: "v2")]
+                return w?.responses == h.upstreams["v2"]!.requests
+            }
+            #expect(settled)
+            let window = try await h.proxy.metrics.window(since: start)
+            let v2 = try #require(window[MetricKey(route: "m", version: "v2")])
+            #expect(v2.mirrored == v2.requests)
+            #expect(v2.mirrored + v2.mirrorsDropped > 120 && v2.mirrored + v2.mirrorsDropped < 280, "about half of 400: \(v2.mirrored) + \(v2.mirrorsDropped) dropped")
+            #expect(h.upstreams["v1"]!.requests == 400)
+        }
+    }
+
+    @Test("a slow or dead shadow changes neither the client's responses nor their latency")
+    func slowShadow() async throws {
+        try await ProxyHarness.run(configure: { $0.maxMirrorsInFlight = 8 }) { h in
+            let dead = try await ProxyFailureTests.refusedEndpoint(group: h.group)
+            // The shadow v2 answers everything after 2 s; later, v3 refuses connections.
+            let slow = try await TestUpstream.start(name: "slow", group: h.group, fixedDelay: .seconds(2))
+            let slowEndpoint = Endpoint(scheme: .http, host: "127.0.0.1", port: slow.port)
+            try await h.apply(h.route([("v1", 100), ("v2", 0)], mirror: MirrorRule(version: "v2", percent: 100), endpoints: ["v2": [slowEndpoint]]))
+            let client = try await h.client()
+            let clock = ContinuousClock()
+            var slowest = Duration.zero
+            for _ in 0..<50 {
+                let started = clock.now
+                let response = try await client.request(.GET, "/models/m")
+                slowest = max(slowest, clock.now - started)
+                #expect(response.status == 200)
+                #expect(response.version == "v1")
+            }
+            #expect(slowest < .seconds(1), "a request waited for the shadow: \(slowest)")
+            #expect(try await eventually { slow.requests > 0 }, "the shadow did get copies")
+
+            try await h.apply(revision: 2, h.route([("v1", 100), ("v3", 0)], mirror: MirrorRule(version: "v3", percent: 100), endpoints: ["v3": [dead]]))
+            for _ in 0..<20 {
+                let response = try await client.request(.GET, "/models/m")
+                #expect(response.status == 200)
+                #expect(response.version == "v1")
+            }
+            let totals = try await h.proxy.metrics.totals()
+            let v3 = totals[MetricKey(route: "m", version: "v3")]
+            #expect((v3?.upstreamErrors[.connect] ?? 0) + (v3?.mirrorsDropped ?? 0) > 0, "the dead shadow's failures are counted against it")
+            await client.close()
+            await slow.stop()
+        }
+    }
+}
