@@ -20,6 +20,8 @@ final class LoopState: @unchecked Sendable {
     lazy var pool = UpstreamPool(loop: self)
     let health = EndpointHealth()
     var mirrorsInFlight = 0
+    /// Set when the proxy starts shutting down.
+    var quiescing = false
 
     init(eventLoop: any EventLoop, configuration: ProxyConfiguration, seed: UInt64) {
         self.eventLoop = eventLoop

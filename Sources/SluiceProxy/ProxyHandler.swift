@@ -56,7 +56,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     private var state: State = .idle
     private var context: ChannelHandlerContext?
     private var pendingRead = false
-    private var quiescing = false
+    /// The proxy is shutting down: responses say `connection: close`, and connections close after them.
+    private var quiescing: Bool { loop.quiescing }
     private let clientAddress: String?
 
     init(loop: LoopState, deadline: HeaderDeadlineHandler, clientAddress: String?) {
@@ -382,7 +383,6 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         switch event {
         case is ChannelShouldQuiesceEvent:
-            quiescing = true
             if case .idle = state { context.close(promise: nil) }
             return
         case is IdleStateHandler.IdleStateEvent:

@@ -18,9 +18,11 @@ public final class ProxyServer: Sendable {
     private let ownsGroup: Bool
     private let loops: [LoopState]
     private let loopsByID: [ObjectIdentifier: LoopState]
-    private let quiesce: ServerQuiescingHelper
+    /// Released before the event loops stop: its deinit touches a loop.
+    private let quiesce: NIOLockedValueBox<ServerQuiescingHelper?>
     private let serverChannel: NIOLockedValueBox<(any Channel)?>
     private let logger: Logger
+    private let healthChecker: HealthChecker
 
     public init(configuration: ProxyConfiguration, group: (any EventLoopGroup)? = nil, logger: Logger = Logger(label: "sluice.proxy")) {
         self.configuration = configuration
@@ -41,7 +43,8 @@ public final class ProxyServer: Sendable {
         self.loops = loops
         loopsByID = Dictionary(uniqueKeysWithValues: loops.map { (ObjectIdentifier($0.eventLoop), $0) })
         metrics = ProxyMetrics(loops: loops)
-        quiesce = ServerQuiescingHelper(group: self.group)
+        healthChecker = HealthChecker(eventLoop: self.group.next(), loops: loops)
+        quiesce = NIOLockedValueBox(ServerQuiescingHelper(group: self.group))
         serverChannel = NIOLockedValueBox(nil)
     }
 
@@ -49,7 +52,7 @@ public final class ProxyServer: Sendable {
     public func start() async throws {
         let configuration = configuration
         let loopsByID = loopsByID
-        let quiesce = quiesce
+        guard let quiesce = quiesce.withLockedValue({ $0 }) else { throw ChannelError.ioOnClosedChannel }
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -89,6 +92,7 @@ public final class ProxyServer: Sendable {
         for loop in loops {
             try await loop.eventLoop.submit { loop.install(table) }.get()
         }
+        healthChecker.update(table)
     }
 
     /// The revision every loop routes by: the lowest, so a partly applied table does not count.
@@ -100,15 +104,39 @@ public final class ProxyServer: Sendable {
         return lowest
     }
 
-    /// Stops accepting, lets in-flight requests finish until `deadline`, then closes what is left.
-    public func shutdown(gracePeriod: TimeAmount = .seconds(10)) async throws {
+    /// Closes the listening socket and waits for client connections to finish their requests. Its own
+    /// function so the helper is released before the event loops stop (its deinit touches a loop).
+    private func quiesce(gracePeriod: TimeAmount) async -> Bool {
+        guard let helper = takeQuiescingHelper() else { return false }
+        for loop in loops {
+            try? await loop.eventLoop.submit { loop.quiescing = true }.get()
+        }
         let promise = group.next().makePromise(of: Void.self)
-        quiesce.initiateShutdown(promise: promise)
+        helper.initiateShutdown(promise: promise)
         let timer = group.next().scheduleTask(in: gracePeriod) {
-            promise.succeed(()) // What is still open is closed with the event loops below.
+            promise.succeed(()) // What is still open is closed with the event loops.
         }
         try? await promise.futureResult.get()
         timer.cancel()
+        return true
+    }
+
+    /// Takes the quiescing helper out, so it is gone before the loops stop; `nil` on a second shutdown.
+    private func takeQuiescingHelper() -> ServerQuiescingHelper? {
+        quiesce.withLockedValue { helper in
+            defer { helper = nil }
+            return helper
+        }
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `gracePeriod`, then closes what is
+    /// left. A second call does nothing.
+    public func shutdown(gracePeriod: TimeAmount = .seconds(10)) async throws {
+        guard await quiesce(gracePeriod: gracePeriod) else { return }
+        healthChecker.stop()
+        for loop in loops {
+            try? await loop.eventLoop.submit { loop.pool.closeAll() }.get()
+        }
         if ownsGroup {
             try await group.shutdownGracefully()
         }

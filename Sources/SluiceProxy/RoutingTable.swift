@@ -4,11 +4,20 @@ import SluiceSpec
 ///
 /// The controller builds a table and hands it to `ProxyServer.apply(_:)`, which installs it on every
 /// event loop. The proxy never decides policy itself; it only follows the table in force.
-public struct RoutingTable: Sendable, Equatable {
+public struct RoutingTable: Sendable, Equatable, Codable {
     /// Increases with every table the controller applies; `verify()` reports the one in force.
     public var revision: UInt64
     /// Matched host-specific first, then by longest path prefix.
     public private(set) var routes: [RouteRule]
+
+    private enum CodingKeys: String, CodingKey {
+        case revision, routes
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(revision: try c.decode(UInt64.self, forKey: .revision), routes: try c.decode([RouteRule].self, forKey: .routes))
+    }
 
     public init(revision: UInt64, routes: [RouteRule]) {
         self.revision = revision
@@ -37,7 +46,7 @@ public struct RoutingTable: Sendable, Equatable {
 }
 
 /// One deployment's route: which requests it takes and how they are split between versions.
-public struct RouteRule: Sendable, Equatable {
+public struct RouteRule: Sendable, Equatable, Codable {
     /// The deployment's name, used in metrics.
     public var name: String
     public var host: String?
@@ -75,27 +84,48 @@ public struct RouteRule: Sendable, Equatable {
         self.mirror = mirror
     }
 
+    private enum CodingKeys: String, CodingKey {
+        case name, host, pathPrefix, backends, headerRules, stickiness, mirror
+    }
+
+    /// Decoding checks what the initializer checks: a routing file cannot smuggle in bad weights.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        try self.init(
+            name: c.decode(String.self, forKey: .name),
+            host: c.decodeIfPresent(String.self, forKey: .host),
+            pathPrefix: c.decode(String.self, forKey: .pathPrefix),
+            backends: c.decode([Backend].self, forKey: .backends),
+            headerRules: c.decodeIfPresent([HeaderRule].self, forKey: .headerRules) ?? [],
+            stickiness: c.decodeIfPresent(Stickiness.self, forKey: .stickiness),
+            mirror: c.decodeIfPresent(MirrorRule.self, forKey: .mirror)
+        )
+    }
+
     func backendIndex(of version: String) -> Int? {
         backends.firstIndex { $0.version == version }
     }
 }
 
 /// A version's share of a route and where it runs.
-public struct Backend: Sendable, Equatable {
+public struct Backend: Sendable, Equatable, Codable {
     public var version: String
     /// Percent of the route's traffic, 0–100.
     public var weight: Int
     public var endpoints: [Endpoint]
+    /// Probed per endpoint; an endpoint failing it gets no traffic.
+    public var healthCheck: HealthCheck?
 
-    public init(version: String, weight: Int, endpoints: [Endpoint]) {
+    public init(version: String, weight: Int, endpoints: [Endpoint], healthCheck: HealthCheck? = nil) {
         self.version = version
         self.weight = weight
         self.endpoints = endpoints
+        self.healthCheck = healthCheck
     }
 }
 
 /// "Requests whose header NAME equals VALUE go to VERSION", for blue-green preview and A/B tests.
-public struct HeaderRule: Sendable, Equatable {
+public struct HeaderRule: Sendable, Equatable, Codable {
     public var header: HeaderMatch
     public var version: String
 
@@ -106,7 +136,7 @@ public struct HeaderRule: Sendable, Equatable {
 }
 
 /// Copies `percent` of a route's requests to `version` as shadow traffic.
-public struct MirrorRule: Sendable, Equatable {
+public struct MirrorRule: Sendable, Equatable, Codable {
     public var version: String
     public var percent: Int
 

@@ -119,6 +119,16 @@ final class UpstreamPool {
         }
     }
 
+    /// Closes every idle connection and refuses waiters: the proxy is shutting down.
+    func closeAll() {
+        let all = endpoints
+        endpoints = [:]
+        for (_, entry) in all {
+            for connection in entry.idle { connection.channel.close(promise: nil) }
+            for waiter in entry.waiters { waiter(.failure(ChannelError.ioOnClosedChannel)) }
+        }
+    }
+
     /// Connections open per endpoint, for tests and diagnostics.
     var openConnections: [Endpoint: Int] { endpoints.mapValues(\.total) }
 }

@@ -1,7 +1,7 @@
 /// One upstream of a model version: `http://127.0.0.1:9001` or `https://scorer-v2.internal`.
 ///
 /// Parsed here, without Foundation's URL, so every refusal can say exactly what is wrong.
-public struct Endpoint: Sendable, Hashable, Codable, CustomStringConvertible {
+public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
     public enum Scheme: String, Sendable, Hashable, Codable {
         case http
         case https
@@ -68,5 +68,22 @@ public struct Endpoint: Sendable, Hashable, Codable, CustomStringConvertible {
             port = value
         }
         return .success(Endpoint(scheme: scheme, host: host.lowercased(), port: port))
+    }
+}
+
+/// Endpoints read and write as their URL, as people write them in specs and routing files.
+extension Endpoint: Codable {
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        let text = try container.decode(String.self)
+        switch Endpoint.parse(text) {
+        case .success(let endpoint): self = endpoint
+        case .failure(let error): throw DecodingError.dataCorruptedError(in: container, debugDescription: error.message)
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
     }
 }

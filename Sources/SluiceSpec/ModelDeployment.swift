@@ -57,9 +57,35 @@ public struct Route: Sendable, Hashable, Codable {
 }
 
 /// `spec.route.stickiness`: the request attribute hashed to keep a user on one version.
-public enum Stickiness: Sendable, Hashable, Codable {
+public enum Stickiness: Sendable, Hashable {
     case header(String)
     case cookie(String)
+}
+
+/// Written as in specs: `{"header": "x-user-id"}` or `{"cookie": "session"}`.
+extension Stickiness: Codable {
+    private enum CodingKeys: String, CodingKey {
+        case header, cookie
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        if let header = try c.decodeIfPresent(String.self, forKey: .header) {
+            self = .header(header.lowercased())
+        } else if let cookie = try c.decodeIfPresent(String.self, forKey: .cookie) {
+            self = .cookie(cookie)
+        } else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "stickiness needs 'header' or 'cookie'"))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        switch self {
+        case .header(let name): try c.encode(name, forKey: .header)
+        case .cookie(let name): try c.encode(name, forKey: .cookie)
+        }
+    }
 }
 
 /// One entry of `spec.versions`.
@@ -76,7 +102,7 @@ public struct ModelVersion: Sendable, Hashable, Codable {
 }
 
 /// `spec.versions[].healthCheck`: an active probe of each endpoint.
-public struct HealthCheck: Sendable, Hashable, Codable {
+public struct HealthCheck: Sendable, Hashable {
     public var path: String
     /// Default 5s.
     public var interval: Duration
@@ -111,4 +137,38 @@ public struct HealthCheck: Sendable, Hashable, Codable {
 public enum StrategyReference: Sendable, Hashable, Codable {
     case template(String)
     case inline(StrategySpec)
+}
+
+/// Durations read and write in the spec's notation (`5s`), as in YAML.
+extension HealthCheck: Codable {
+    private enum CodingKeys: String, CodingKey {
+        case path, interval, timeout, unhealthyThreshold, healthyThreshold
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        func duration(_ key: CodingKeys, _ fallback: Duration) throws -> Duration {
+            guard let text = try c.decodeIfPresent(String.self, forKey: key) else { return fallback }
+            switch Duration.parseSpec(text) {
+            case .success(let value): return value
+            case .failure(let error): throw DecodingError.dataCorruptedError(forKey: key, in: c, debugDescription: error.message)
+            }
+        }
+        self.init(
+            path: try c.decode(String.self, forKey: .path),
+            interval: try duration(.interval, HealthCheck.defaultInterval),
+            timeout: try duration(.timeout, HealthCheck.defaultTimeout),
+            unhealthyThreshold: try c.decodeIfPresent(Int.self, forKey: .unhealthyThreshold) ?? HealthCheck.defaultUnhealthyThreshold,
+            healthyThreshold: try c.decodeIfPresent(Int.self, forKey: .healthyThreshold) ?? HealthCheck.defaultHealthyThreshold
+        )
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(path, forKey: .path)
+        try c.encode(interval.specDescription, forKey: .interval)
+        try c.encode(timeout.specDescription, forKey: .timeout)
+        try c.encode(unhealthyThreshold, forKey: .unhealthyThreshold)
+        try c.encode(healthyThreshold, forKey: .healthyThreshold)
+    }
 }

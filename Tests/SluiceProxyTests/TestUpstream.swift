@@ -12,6 +12,8 @@ final class TestUpstream: Sendable {
     let name: String
     let channel: any Channel
     private let counters: NIOLockedValueBox<(requests: Int, connections: Int)>
+    /// What `/health` answers: 200 while true, 503 while false.
+    let healthy: NIOLockedValueBox<Bool>
 
     var port: Int { channel.localAddress!.port! }
     var requests: Int { counters.withLockedValue { $0.requests } }
@@ -20,23 +22,25 @@ final class TestUpstream: Sendable {
     /// `fixedDelay` delays every response, whatever the path.
     static func start(name: String, group: any EventLoopGroup, fixedDelay: TimeAmount? = nil) async throws -> TestUpstream {
         let box = NIOLockedValueBox((requests: 0, connections: 0))
+        let healthy = NIOLockedValueBox(true)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 box.withLockedValue { $0.connections += 1 }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(Handler(name: name, counters: box, fixedDelay: fixedDelay))
+                    try channel.pipeline.syncOperations.addHandler(Handler(name: name, counters: box, fixedDelay: fixedDelay, healthy: healthy))
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
-        return TestUpstream(name: name, channel: channel, counters: box)
+        return TestUpstream(name: name, channel: channel, counters: box, healthy: healthy)
     }
 
-    private init(name: String, channel: any Channel, counters: NIOLockedValueBox<(requests: Int, connections: Int)>) {
+    private init(name: String, channel: any Channel, counters: NIOLockedValueBox<(requests: Int, connections: Int)>, healthy: NIOLockedValueBox<Bool>) {
         self.name = name
         self.channel = channel
         self.counters = counters
+        self.healthy = healthy
     }
 
     func stop() async {
@@ -53,11 +57,13 @@ final class TestUpstream: Sendable {
         var received = 0
         var downloadRemaining = 0
         let fixedDelay: TimeAmount?
+        let healthy: NIOLockedValueBox<Bool>
 
-        init(name: String, counters: NIOLockedValueBox<(requests: Int, connections: Int)>, fixedDelay: TimeAmount?) {
+        init(name: String, counters: NIOLockedValueBox<(requests: Int, connections: Int)>, fixedDelay: TimeAmount?, healthy: NIOLockedValueBox<Bool>) {
             self.name = name
             self.counters = counters
             self.fixedDelay = fixedDelay
+            self.healthy = healthy
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -81,7 +87,7 @@ final class TestUpstream: Sendable {
         private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
             // The behaviour is the first keyword in the path, its argument the next component.
             let parts = head.uri.split(separator: "?").first?.split(separator: "/") ?? []
-            let at = parts.firstIndex { ["status", "delay", "count", "download", "headers"].contains($0) } ?? parts.endIndex
+            let at = parts.firstIndex { ["status", "delay", "count", "download", "headers", "health"].contains($0) } ?? parts.endIndex
             let keyword = at < parts.endIndex ? parts[at] : nil
             let argument = at + 1 < parts.endIndex ? Int(parts[at + 1]) : nil
             switch (keyword, argument) {
@@ -99,6 +105,8 @@ final class TestUpstream: Sendable {
                 context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
                 downloadRemaining = bytes
                 writeDownload(context: context)
+            case ("health", _):
+                send(status: healthy.withLockedValue { $0 } ? .ok : .serviceUnavailable, body: name, context: context)
             case ("headers", _):
                 let body = head.headers.map { "\($0.name.lowercased()): \($0.value)" }.joined(separator: "\n")
                 send(status: .ok, body: body, context: context)

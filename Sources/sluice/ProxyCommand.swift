@@ -1,0 +1,108 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NIOCore
+import ServiceLifecycle
+import UnixSignals
+import SluiceProxy
+
+struct ProxyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "proxy",
+        abstract: "Run only the data plane: serve traffic by a routing table file.",
+        discussion: """
+            The routing table is JSON: {"revision": N, "routes": [{"name", "pathPrefix", "host"?, \
+            "backends": [{"version", "weight", "endpoints": ["http://…"]}], "headerRules"?, \
+            "stickiness"?, "mirror"?}]}. Weights of a route sum to 100. SIGHUP reloads the file; an \
+            invalid file keeps the table in force. SIGTERM or SIGINT stops accepting connections and \
+            lets requests in flight finish.
+            """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("Routing table JSON file.", valueName: "file"))
+    var routes: String
+
+    @Option(name: .long, help: ArgumentHelp("Address to serve traffic on.", valueName: "host:port"))
+    var listen: String = "127.0.0.1:8080"
+
+    @Option(name: .long, help: "Event loops (threads) serving traffic. Default: one per core.")
+    var eventLoops: Int = System.coreCount
+
+    @Option(name: .long, help: ArgumentHelp("Seconds to let in-flight requests finish on shutdown.", valueName: "seconds"))
+    var gracePeriod: Int = 10
+
+    func validate() throws {
+        guard ListenAddress(listen) != nil else { throw ValidationError("--listen needs HOST:PORT, got '\(listen)'") }
+        guard eventLoops >= 1 else { throw ValidationError("--event-loops must be at least 1") }
+        guard FileManager.default.fileExists(atPath: routes) else { throw ValidationError("no such file: \(routes)") }
+    }
+
+    func run() async throws {
+        let table = try Self.readTable(routes)
+        let address = ListenAddress(listen)!
+        var configuration = ProxyConfiguration()
+        configuration.host = address.host
+        configuration.port = address.port
+        configuration.eventLoops = eventLoops
+        var logger = Logger(label: "sluice.proxy")
+        logger.logLevel = .info
+        let server = ProxyServer(configuration: configuration, logger: logger)
+        let routesPath = routes
+        let service = ProxyService(server: server, gracePeriod: .seconds(Int64(gracePeriod))) { server in
+            try await server.apply(table)
+            print("sluice proxy: serving \(table.routes.count) route(s) on \(address.host):\(server.localPort ?? address.port)")
+            fflush(nil)
+        }
+        let reloader = ReloadOnHangup(server: server, path: routesPath, logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: service), .init(service: reloader, successTerminationBehavior: .ignore)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        try await group.run()
+    }
+
+    static func readTable(_ path: String) throws -> RoutingTable {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        do {
+            return try JSONDecoder().decode(RoutingTable.self, from: data)
+        } catch {
+            throw ValidationError("\(path): not a valid routing table: \(error)")
+        }
+    }
+}
+
+/// Re-reads the routing file on SIGHUP.
+struct ReloadOnHangup: Service {
+    let server: ProxyServer
+    let path: String
+    let logger: Logger
+
+    func run() async throws {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        for await _ in signals.cancelOnGracefulShutdown() {
+            do {
+                let table = try ProxyCommand.readTable(path)
+                try await server.apply(table)
+                logger.info("routing table reloaded", metadata: ["revision": "\(table.revision)"])
+            } catch {
+                logger.error("routing table not reloaded; the previous one stays in force", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+}
+
+/// `HOST:PORT`, with `[v6]:PORT` for IPv6.
+struct ListenAddress {
+    var host: String
+    var port: Int
+
+    init?(_ text: String) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { return nil }
+        self.host = host
+        self.port = port
+    }
+}
