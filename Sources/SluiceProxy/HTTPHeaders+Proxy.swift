@@ -1,49 +1,112 @@
 import NIOHTTP1
 
-/// Header rules of a forwarding proxy (RFC 9110 §7.6.1).
+/// Header rules of a forwarding proxy (RFC 9110 §7.6.1), done in one pass over the headers.
 enum ProxyHeaders {
-    /// Hop-by-hop headers: they describe one connection and are never forwarded. Transfer-Encoding is
-    /// handled by the codecs, which re-frame the body for the next hop.
+    /// Hop-by-hop headers: they describe one connection and are never forwarded. Transfer-Encoding
+    /// and Content-Length pass: the codecs re-frame the body for the next hop from them.
     static let hopByHop: [String] = [
         "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade",
         "proxy-authenticate", "proxy-authorization",
     ]
 
-    /// Removes hop-by-hop headers, including any the Connection header names.
-    static func stripHopByHop(_ headers: inout HTTPHeaders) {
-        var named: [String] = []
-        for value in headers[canonicalForm: "connection"] {
-            let token = value.lowercased()
-            if token != "close" && token != "keep-alive" { named.append(String(token)) }
+    /// ASCII case-insensitive comparison of a header name with a lower-case constant.
+    @inline(__always)
+    static func nameEquals(_ name: String, _ lowercase: String) -> Bool {
+        var a = name.utf8.makeIterator()
+        var b = lowercase.utf8.makeIterator()
+        while true {
+            switch (a.next(), b.next()) {
+            case (nil, nil): return true
+            case (let x?, let y?):
+                let folded = (x >= 65 && x <= 90) ? x | 0x20 : x
+                if folded != y { return false }
+            default: return false
+            }
         }
-        for name in hopByHop where headers.contains(name: name) { headers.remove(name: name) }
-        for name in named { headers.remove(name: name) }
+    }
+
+    static func isHopByHop(_ name: String, extra: [Substring]) -> Bool {
+        let count = name.utf8.count
+        for candidate in hopByHop where candidate.utf8.count == count && nameEquals(name, candidate) { return true }
+        for token in extra where token.utf8.count == count && nameEquals(name, String(token)) { return true }
+        return false
+    }
+
+    /// Extra hop-by-hop names listed in Connection headers (other than close and keep-alive).
+    static func connectionTokens(_ headers: HTTPHeaders) -> [Substring] {
+        var tokens: [Substring] = []
+        for (name, value) in headers where name.utf8.count == 10 && nameEquals(name, "connection") {
+            for token in value.split(separator: ",") {
+                let trimmed = token.drop { $0 == " " || $0 == "\t" }.lowercased()
+                if trimmed != "close" && trimmed != "keep-alive" && !trimmed.isEmpty { tokens.append(Substring(trimmed)) }
+            }
+        }
+        return tokens
+    }
+
+    /// The request head for the upstream: hop-by-hop headers dropped, X-Forwarded-For, -Proto and
+    /// -Host added or extended, HTTP/1.1.
+    static func forwardedRequest(_ head: HTTPRequestHead, clientAddress: String?) -> HTTPRequestHead {
+        let extra = connectionTokens(head.headers)
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(head.headers.count + 3)
+        var forwardedFor: String?
+        var host: String?
+        var hasProto = false
+        var hasForwardedHost = false
+        for (name, value) in head.headers {
+            let count = name.utf8.count
+            if count == 15, nameEquals(name, "x-forwarded-for") {
+                forwardedFor = forwardedFor.map { "\($0), \(value)" } ?? value
+                continue
+            }
+            if isHopByHop(name, extra: extra) { continue }
+            if count == 4, nameEquals(name, "host") { host = value }
+            if count == 17, nameEquals(name, "x-forwarded-proto") { hasProto = true }
+            if count == 16, nameEquals(name, "x-forwarded-host") { hasForwardedHost = true }
+            headers.add(name: name, value: value)
+        }
+        if let clientAddress {
+            headers.add(name: "x-forwarded-for", value: forwardedFor.map { "\($0), \(clientAddress)" } ?? clientAddress)
+        } else if let forwardedFor {
+            headers.add(name: "x-forwarded-for", value: forwardedFor)
+        }
+        if !hasProto { headers.add(name: "x-forwarded-proto", value: "http") }
+        if let host, !hasForwardedHost { headers.add(name: "x-forwarded-host", value: host) }
+        return HTTPRequestHead(version: .http1_1, method: head.method, uri: head.uri, headers: headers)
+    }
+
+    /// The response headers for the client: hop-by-hop headers dropped, `x-sluice-version` added.
+    static func forwardedResponse(_ headers: HTTPHeaders, version: String, connection: String?) -> HTTPHeaders {
+        let extra = connectionTokens(headers)
+        var out = HTTPHeaders()
+        out.reserveCapacity(headers.count + 2)
+        for (name, value) in headers where !isHopByHop(name, extra: extra) {
+            out.add(name: name, value: value)
+        }
+        out.add(name: "x-sluice-version", value: version)
+        if let connection { out.add(name: "connection", value: connection) }
+        return out
     }
 
     /// Why a request head is refused before it reaches any upstream, or `nil` to accept it.
     /// The decoder (llhttp, strict) already refuses Content-Length with Transfer-Encoding, duplicate
     /// Content-Length and obs-fold; these checks back it up and add the size limits.
-    static func rejection(_ head: HTTPRequestHead, _ configuration: ProxyConfiguration) -> (HTTPResponseStatus, String)? {
-        if head.uri.utf8.count > configuration.maxURILength {
-            return (.uriTooLong, "request URI longer than \(configuration.maxURILength) bytes")
-        }
-        if head.headers.count > configuration.maxHeaderCount {
-            return (.requestHeaderFieldsTooLarge, "more than \(configuration.maxHeaderCount) headers")
-        }
+    static func rejection(_ head: HTTPRequestHead, _ configuration: ProxyConfiguration) -> HTTPResponseStatus? {
+        if head.uri.utf8.count > configuration.maxURILength { return .uriTooLong }
+        if head.headers.count > configuration.maxHeaderCount { return .requestHeaderFieldsTooLarge }
         var bytes = 0
         var contentLengths = 0
         var hasTransferEncoding = false
         for (name, value) in head.headers {
-            bytes += name.utf8.count + value.utf8.count + 4
-            if name.utf8.count == 14, name.lowercased() == "content-length" { contentLengths += 1 }
-            if name.utf8.count == 17, name.lowercased() == "transfer-encoding" { hasTransferEncoding = true }
+            let count = name.utf8.count
+            bytes += count + value.utf8.count + 4
+            if count == 14, nameEquals(name, "content-length") { contentLengths += 1 }
+            if count == 17, nameEquals(name, "transfer-encoding") { hasTransferEncoding = true }
         }
-        if bytes > configuration.maxHeaderBytes {
-            return (.requestHeaderFieldsTooLarge, "headers larger than \(configuration.maxHeaderBytes) bytes")
-        }
-        if contentLengths > 1 { return (.badRequest, "more than one Content-Length") }
-        if contentLengths > 0 && hasTransferEncoding { return (.badRequest, "both Content-Length and Transfer-Encoding") }
-        if head.version.major != 1 { return (.httpVersionNotSupported, "only HTTP/1.x is served") }
+        if bytes > configuration.maxHeaderBytes { return .requestHeaderFieldsTooLarge }
+        if contentLengths > 1 || (contentLengths > 0 && hasTransferEncoding) { return .badRequest }
+        if head.version.major != 1 { return .httpVersionNotSupported }
         return nil
     }
 
@@ -56,7 +119,7 @@ enum ProxyHeaders {
         } else if let colon = name.lastIndex(of: ":") {
             name = name[..<colon]
         }
-        return name.contains(where: \.isUppercase) ? Substring(name.lowercased()) : name
+        return name.utf8.contains(where: { $0 >= 65 && $0 <= 90 }) ? Substring(name.lowercased()) : name
     }
 
     /// A cookie's value from the Cookie headers.

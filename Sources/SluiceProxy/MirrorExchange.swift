@@ -20,10 +20,9 @@ final class MirrorExchange: UpstreamDelegate {
     private var requestEnded = false
     private var status = 0
     private var done = false
-    private var timeout: Scheduled<Void>?
     /// Keeps the mirror alive until it finishes: nothing else owns it once the client's exchange is
-    /// over, and the upstream handler holds its delegate weakly. `finish` breaks the cycle, and the
-    /// response timeout guarantees `finish` runs.
+    /// over, and the upstream handler holds its delegate weakly. `finish` breaks the cycle; the connect
+    /// timeout and then the upstream's response timeout guarantee that it runs.
     private var keepAlive: MirrorExchange?
 
     init(loop: LoopState, stats: LoopVersionStats, endpoint: Endpoint, head: HTTPRequestHead) {
@@ -35,9 +34,6 @@ final class MirrorExchange: UpstreamDelegate {
         stats.window.mirrored += 1
         pending.append(.head(head))
         keepAlive = self
-        timeout = loop.eventLoop.assumeIsolated().scheduleTask(in: loop.configuration.upstreamResponseTimeout) { [weak self] in
-            self?.finish(error: .timeout)
-        }
         loop.pool.acquire(endpoint) { [self] result in
             switch result {
             case .success(let connection):
@@ -46,7 +42,7 @@ final class MirrorExchange: UpstreamDelegate {
                     return
                 }
                 upstream = connection
-                connection.handler.delegate = self
+                connection.handler.beginExchange(self)
                 for part in pending { connection.handler.write(part, flush: false) }
                 pending.removeAll()
                 connection.handler.flush()
@@ -96,6 +92,10 @@ final class MirrorExchange: UpstreamDelegate {
         finish(error: .reset)
     }
 
+    func upstreamTimedOut() {
+        finish(error: .timeout)
+    }
+
     func upstreamReadComplete() {}
     func upstreamBecameWritable() {}
     var upstreamMayRead: Bool { true }
@@ -104,7 +104,6 @@ final class MirrorExchange: UpstreamDelegate {
         guard !done else { return }
         done = true
         defer { keepAlive = nil }
-        timeout?.cancel()
         loop.mirrorsInFlight -= 1
         if let upstream {
             upstream.handler.delegate = nil

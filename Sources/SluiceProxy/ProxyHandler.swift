@@ -7,7 +7,9 @@ import SluiceSpec
 ///
 /// Runs on the connection's event loop and only there. Bodies stream part by part with backpressure:
 /// it reads from the client only while the upstream can take more, and the upstream handler reads only
-/// while the client can take more (the GlueHandler idea of swift-nio-examples).
+/// while the client can take more (the GlueHandler idea of swift-nio-examples). Requests are served one
+/// at a time; a pipelined request waits in `pipelined` (reading pauses meanwhile) until the response
+/// before it is complete.
 final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
@@ -15,29 +17,26 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     /// One request and its response.
     private final class Exchange {
-        let routeName: String
         let version: String
         let stats: LoopVersionStats
         let endpoint: Endpoint
         let start: NIODeadline
         let keepAlive: Bool
         let clientVersion: HTTPVersion
-        let isHead: Bool
         var upstream: UpstreamConnection?
         /// Parts that arrived before the upstream connection was ready.
         var pending: [HTTPClientRequestPart] = []
         var requestEnded = false
         var responseStarted = false
         var responseStatus = 0
-        /// Whether the upstream will keep its connection open after this response.
+        /// Whether the upstream keeps its connection open after this response.
         var upstreamKeepAlive = true
         var bodyBytes: Int64 = 0
-        var timeout: Scheduled<Void>?
         var mirror: MirrorExchange?
 
-        init(routeName: String, version: String, stats: LoopVersionStats, endpoint: Endpoint, start: NIODeadline, keepAlive: Bool, clientVersion: HTTPVersion, isHead: Bool) {
-            (self.routeName, self.version, self.stats, self.endpoint, self.start) = (routeName, version, stats, endpoint, start)
-            (self.keepAlive, self.clientVersion, self.isHead) = (keepAlive, clientVersion, isHead)
+        init(version: String, stats: LoopVersionStats, endpoint: Endpoint, start: NIODeadline, keepAlive: Bool, clientVersion: HTTPVersion) {
+            (self.version, self.stats, self.endpoint, self.start) = (version, stats, endpoint, start)
+            (self.keepAlive, self.clientVersion) = (keepAlive, clientVersion)
         }
     }
 
@@ -46,23 +45,25 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         case idle
         /// Forwarding a request; its response may or may not have started.
         case active(Exchange)
-        /// The request was answered by the proxy itself (an error); its remaining body is discarded.
+        /// The request was answered by the proxy itself; the rest of its body is discarded.
         case discarding(closeAfter: Bool)
         case closed
     }
 
     private let loop: LoopState
-    private let deadline: HeaderDeadlineHandler
+    private let timeouts: ConnectionTimeoutHandler
     private var state: State = .idle
     private var context: ChannelHandlerContext?
     private var pendingRead = false
+    /// Parts of requests that arrived while an earlier one was still being served.
+    private var pipelined: CircularBuffer<HTTPServerRequestPart> = []
+    private let clientAddress: String?
     /// The proxy is shutting down: responses say `connection: close`, and connections close after them.
     private var quiescing: Bool { loop.quiescing }
-    private let clientAddress: String?
 
-    init(loop: LoopState, deadline: HeaderDeadlineHandler, clientAddress: String?) {
+    init(loop: LoopState, timeouts: ConnectionTimeoutHandler, clientAddress: String?) {
         self.loop = loop
-        self.deadline = deadline
+        self.timeouts = timeouts
         self.clientAddress = clientAddress
     }
 
@@ -77,9 +78,23 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     // MARK: Client → proxy
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+        let part = unwrapInboundIn(data)
+        if !pipelined.isEmpty {
+            pipelined.append(part)
+            return
+        }
+        process(part, context: context)
+    }
+
+    private func process(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        switch part {
         case .head(let head):
-            deadline.headReceived()
+            guard case .idle = state else {
+                // Pipelined: hold it (and stop reading) until the current response is done.
+                pipelined.append(part)
+                return
+            }
+            timeouts.headReceived()
             startExchange(head, context: context)
         case .body(let buffer):
             switch state {
@@ -99,9 +114,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
                 exchange.requestEnded = true
                 send(.end(trailers), exchange, flush: true)
             case .discarding(let closeAfter):
-                state = .idle
-                deadline.awaitNextRequest()
-                if closeAfter { context.close(promise: nil) }
+                requestDone(closeAfter: closeAfter, context: context)
             case .idle, .closed:
                 break
             }
@@ -114,7 +127,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     }
 
     private func startExchange(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
-        if let (status, _) = ProxyHeaders.rejection(head, loop.configuration) {
+        if let status = ProxyHeaders.rejection(head, loop.configuration) {
             respondDirectly(status, version: nil, keepAlive: false, context: context)
             state = .discarding(closeAfter: true)
             return
@@ -126,7 +139,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             return
         }
         let route = table.routes[routeIndex]
-        let backendIndex = VersionChooser.choose(
+        let backendIndex = route.backends.count == 1 && route.headerRules.isEmpty ? 0 : VersionChooser.choose(
             route,
             header: { name in head.headers.first(name: name).map { Substring($0) } },
             cookie: { ProxyHeaders.cookie($0, in: head.headers) },
@@ -144,36 +157,38 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
         stats.inFlight += 1
         let exchange = Exchange(
-            routeName: route.name, version: backend.version, stats: stats, endpoint: endpoint, start: .now(),
-            keepAlive: head.isKeepAlive, clientVersion: head.version, isHead: head.method == .HEAD
+            version: backend.version, stats: stats, endpoint: endpoint, start: .now(),
+            keepAlive: head.isKeepAlive, clientVersion: head.version
         )
         state = .active(exchange)
-        let forwarded = forwardedHead(head)
+        let forwarded = ProxyHeaders.forwardedRequest(head, clientAddress: clientAddress)
         exchange.pending.append(.head(forwarded))
-        exchange.mirror = startMirror(route: route, routeIndex: routeIndex, chosen: backendIndex, head: forwarded)
-        exchange.timeout = context.eventLoop.assumeIsolated().scheduleTask(in: loop.configuration.upstreamResponseTimeout) { [weak self, weak exchange] in
-            guard let self, let exchange, !exchange.responseStarted else { return }
-            self.failExchange(exchange, status: .gatewayTimeout, error: .timeout, context: context)
+        if route.mirror != nil {
+            exchange.mirror = startMirror(route: route, routeIndex: routeIndex, chosen: backendIndex, head: forwarded)
         }
-        loop.pool.acquire(endpoint) { [weak self] result in
-            guard let self else {
-                if case .success(let connection) = result { connection.channel.close(promise: nil) }
-                return
+        if let connection = loop.pool.takeIdle(endpoint) {
+            upstreamReady(.success(connection), exchange, context: context)
+        } else {
+            loop.pool.acquire(endpoint) { [weak self] result in
+                guard let self else {
+                    if case .success(let connection) = result { connection.channel.close(promise: nil) }
+                    return
+                }
+                self.upstreamReady(result, exchange, context: context)
             }
-            self.upstreamReady(result, exchange, context: context)
         }
     }
 
     private func upstreamReady(_ result: Result<UpstreamConnection, any Error>, _ exchange: Exchange, context: ChannelHandlerContext) {
         guard case .active(let current) = state, current === exchange else {
-            // The exchange ended (client gone or timed out) while connecting: keep the connection.
+            // The exchange ended (client gone or failed) while connecting: keep the connection.
             if case .success(let connection) = result { loop.pool.release(connection) }
             return
         }
         switch result {
         case .success(let connection):
             exchange.upstream = connection
-            connection.handler.delegate = self
+            connection.handler.beginExchange(self)
             for part in exchange.pending { connection.handler.write(part, flush: false) }
             exchange.pending.removeAll()
             connection.handler.flush()
@@ -213,24 +228,6 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
     }
 
-    /// The request head as the upstream sees it: hop-by-hop headers gone, X-Forwarded-* added.
-    private func forwardedHead(_ head: HTTPRequestHead) -> HTTPRequestHead {
-        var headers = head.headers
-        ProxyHeaders.stripHopByHop(&headers)
-        if let clientAddress {
-            if let previous = headers.first(name: "x-forwarded-for") {
-                headers.replaceOrAdd(name: "x-forwarded-for", value: "\(previous), \(clientAddress)")
-            } else {
-                headers.add(name: "x-forwarded-for", value: clientAddress)
-            }
-        }
-        if !headers.contains(name: "x-forwarded-proto") { headers.add(name: "x-forwarded-proto", value: "http") }
-        if let host = head.headers.first(name: "host"), !headers.contains(name: "x-forwarded-host") {
-            headers.add(name: "x-forwarded-host", value: host)
-        }
-        return HTTPRequestHead(version: .http1_1, method: head.method, uri: head.uri, headers: headers)
-    }
-
     // MARK: Upstream → client
 
     var upstreamMayRead: Bool { context?.channel.isWritable ?? false }
@@ -239,21 +236,13 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         guard let context, case .active(let exchange) = state else { return }
         switch part {
         case .head(let head):
-            // 1xx (other than 101, which is not proxied) are interim: pass them on and wait for the real head.
-            exchange.timeout?.cancel()
-            exchange.responseStarted = head.status.code >= 200 || exchange.responseStarted
+            // 1xx responses are interim: passed on, and the real head follows.
+            if head.status.code >= 200 { exchange.responseStarted = true }
             exchange.responseStatus = Int(head.status.code)
             exchange.upstreamKeepAlive = head.isKeepAlive
-            var headers = head.headers
-            ProxyHeaders.stripHopByHop(&headers)
-            headers.add(name: "x-sluice-version", value: exchange.version)
-            if !exchange.keepAlive || quiescing {
-                headers.add(name: "connection", value: "close")
-            } else if exchange.clientVersion.minor == 0 {
-                headers.add(name: "connection", value: "keep-alive")
-            }
-            let response = HTTPResponseHead(version: exchange.clientVersion, status: head.status, headers: headers)
-            context.write(wrapOutboundOut(.head(response)), promise: nil)
+            let connection: String? = !exchange.keepAlive || quiescing ? "close" : (exchange.clientVersion.minor == 0 ? "keep-alive" : nil)
+            let headers = ProxyHeaders.forwardedResponse(head.headers, version: exchange.version, connection: connection)
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: exchange.clientVersion, status: head.status, headers: headers))), promise: nil)
         case .body(let buffer):
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         case .end(let trailers):
@@ -264,59 +253,96 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     func upstreamFailed(_ error: any Error) {
         guard let context, case .active(let exchange) = state else { return }
-        exchange.upstream?.handler.delegate = nil
-        exchange.upstream?.channel.close(promise: nil)
-        exchange.upstream = nil
+        detachUpstream(exchange, reuse: false)
         failExchange(exchange, status: .badGateway, error: .reset, context: context)
+    }
+
+    func upstreamTimedOut() {
+        guard let context, case .active(let exchange) = state, !exchange.responseStarted else { return }
+        detachUpstream(exchange, reuse: false)
+        failExchange(exchange, status: .gatewayTimeout, error: .timeout, context: context)
     }
 
     func upstreamReadComplete() {
         context?.flush()
     }
 
+    /// The upstream can take more request bytes.
+    func upstreamBecameWritable() {
+        guard pendingRead, let context else { return }
+        pendingRead = false
+        context.read()
+    }
+
     // MARK: Ending an exchange
 
+    private func detachUpstream(_ exchange: Exchange, reuse: Bool) {
+        guard let upstream = exchange.upstream else { return }
+        exchange.upstream = nil
+        upstream.handler.delegate = nil
+        // An upstream that still has request bytes to take (the client stopped early) is not reused.
+        if reuse && exchange.requestEnded {
+            loop.pool.release(upstream)
+        } else {
+            upstream.channel.close(promise: nil)
+        }
+    }
+
     private func finishExchange(_ exchange: Exchange, reusable: Bool, context: ChannelHandlerContext) {
-        exchange.timeout?.cancel()
         let micros = (NIODeadline.now() - exchange.start).nanoseconds / 1000
         exchange.stats.inFlight -= 1
         exchange.stats.recordResponse(status: exchange.responseStatus, latencyMicros: UInt64(max(1, micros)))
-        if let upstream = exchange.upstream {
-            upstream.handler.delegate = nil
-            exchange.upstream = nil
-            // An upstream that still has request bytes to take (the client stopped early) is not reused.
-            if reusable && exchange.requestEnded {
-                loop.pool.release(upstream)
-            } else {
-                upstream.channel.close(promise: nil)
-            }
-        }
+        detachUpstream(exchange, reuse: reusable)
         let closeAfter = !exchange.keepAlive || quiescing
         if exchange.requestEnded {
-            state = .idle
-            deadline.awaitNextRequest()
-            if closeAfter { context.close(promise: nil) }
+            requestDone(closeAfter: closeAfter, context: context)
         } else {
             // The response is done before the request: discard the rest of the request body.
             state = .discarding(closeAfter: closeAfter)
         }
-        if pendingRead {
+    }
+
+    /// A request and its response are both complete: close, or go on with the next request.
+    private func requestDone(closeAfter: Bool, context: ChannelHandlerContext) {
+        state = .idle
+        if closeAfter {
+            state = .closed
+            pipelined.removeAll()
+            context.close(promise: nil)
+            return
+        }
+        timeouts.awaitNextRequest()
+        drainPipelined(context: context)
+        if pendingRead && pipelined.isEmpty {
             pendingRead = false
             context.read()
         }
     }
 
+    /// Serves held pipelined parts in order, stopping at a head while a request is in flight.
+    private func drainPipelined(context: ChannelHandlerContext) {
+        while let next = pipelined.first {
+            if case .head = next, !isIdle { return }
+            pipelined.removeFirst()
+            process(next, context: context)
+        }
+    }
+
+    private var isIdle: Bool {
+        if case .idle = state { return true }
+        return false
+    }
+
     /// Answers for a failed upstream, counted against the version the request was meant for.
     private func failExchange(_ exchange: Exchange, status: HTTPResponseStatus, error: UpstreamErrorKind?, context: ChannelHandlerContext) {
         if let error { exchange.stats.recordUpstreamError(error) }
+        exchange.responseStatus = Int(status.code)
         if exchange.responseStarted {
             // Part of a response is out; the only honest signal left is to close.
-            exchange.responseStatus = Int(status.code)
             finishExchange(exchange, reusable: false, context: context)
             context.close(promise: nil)
             return
         }
-        exchange.responseStatus = Int(status.code)
         exchange.responseStarted = true
         // A request whose body was not read to the end leaves the connection out of step: close it.
         let keepAlive = exchange.keepAlive && exchange.requestEnded
@@ -347,7 +373,12 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     // MARK: Backpressure and lifecycle
 
     func read(context: ChannelHandlerContext) {
-        if case .active(let exchange) = state, exchange.upstream.map({ !$0.channel.isWritable }) ?? true {
+        // Hold reads while pipelined requests wait, and while the upstream cannot take more.
+        if !pipelined.isEmpty {
+            pendingRead = true
+            return
+        }
+        if case .active(let exchange) = state, !(exchange.upstream?.channel.isWritable ?? false) {
             pendingRead = true
             return
         }
@@ -361,39 +392,40 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         context.fireChannelWritabilityChanged()
     }
 
-    /// The upstream can take more request bytes.
-    func upstreamBecameWritable() {
-        guard pendingRead, let context else { return }
-        pendingRead = false
-        context.read()
-    }
-
     func channelInactive(context: ChannelHandlerContext) {
         if case .active(let exchange) = state {
-            exchange.timeout?.cancel()
             exchange.mirror?.clientGone()
             exchange.stats.inFlight -= 1
-            exchange.upstream?.handler.delegate = nil
-            exchange.upstream?.channel.close(promise: nil)
+            detachUpstream(exchange, reuse: false)
         }
         state = .closed
+        pipelined.removeAll()
         context.fireChannelInactive()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        switch event {
-        case is ChannelShouldQuiesceEvent:
-            if case .idle = state { context.close(promise: nil) }
+        if event is ChannelShouldQuiesceEvent {
+            // Idle connections close now; busy ones after their response (see `quiescing`).
+            if case .idle = state, pipelined.isEmpty { context.close(promise: nil) }
             return
-        case is IdleStateHandler.IdleStateEvent:
-            if case .idle = state { context.close(promise: nil) }
-            return
-        default:
-            context.fireUserInboundEventTriggered(event)
         }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A request the decoder refuses (malformed, smuggling, obs-fold) gets 400 if no response has
+        // started on this connection, and the connection closes either way.
+        let decoderError = error is HTTPParserError || error is ByteToMessageDecoderError
+        var responding = false
+        if case .active(let exchange) = state { responding = exchange.responseStarted }
+        if decoderError && !responding {
+            if case .active(let exchange) = state {
+                exchange.stats.inFlight -= 1
+                detachUpstream(exchange, reuse: false)
+            }
+            state = .closed
+            respondDirectly(.badRequest, version: nil, keepAlive: false, context: context)
+        }
         context.close(promise: nil)
     }
 }

@@ -26,6 +26,19 @@ final class UpstreamPool {
         self.loop = loop
     }
 
+    /// An idle connection to `endpoint`, if there is one: the common case, with no callback to allocate.
+    func takeIdle(_ endpoint: Endpoint) -> UpstreamConnection? {
+        guard var entry = endpoints[endpoint], !entry.idle.isEmpty else { return nil }
+        defer { endpoints[endpoint] = entry }
+        while let connection = entry.idle.popLast() {
+            if connection.channel.isActive {
+                connection.inUse = true
+                return connection
+            }
+        }
+        return nil
+    }
+
     /// Calls back with a connection to `endpoint`, reused when one is idle. May call back at once.
     func acquire(_ endpoint: Endpoint, _ callback: @escaping Callback) {
         var entry = endpoints[endpoint, default: PerEndpoint()]
@@ -60,6 +73,7 @@ final class UpstreamPool {
             return
         }
         connection.inUse = false
+        connection.handler.becameIdle()
         entry.idle.append(connection)
         endpoints[endpoint] = entry
     }
@@ -72,13 +86,15 @@ final class UpstreamPool {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
-                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: configuration.upstreamIdleTimeout))
                 }
             }
         bootstrap.connect(host: endpoint.host, port: endpoint.port).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let channel):
-                let connection = UpstreamConnection(channel: channel, endpoint: endpoint)
+                let connection = UpstreamConnection(
+                    channel: channel, endpoint: endpoint,
+                    responseTimeout: configuration.upstreamResponseTimeout, idleTimeout: configuration.upstreamIdleTimeout
+                )
                 do {
                     try channel.pipeline.syncOperations.addHandler(connection.handler)
                 } catch {
@@ -140,10 +156,10 @@ final class UpstreamConnection {
     let handler: UpstreamHandler
     var inUse = false
 
-    init(channel: any Channel, endpoint: Endpoint) {
+    init(channel: any Channel, endpoint: Endpoint, responseTimeout: TimeAmount, idleTimeout: TimeAmount) {
         self.channel = channel
         self.endpoint = endpoint
-        self.handler = UpstreamHandler()
+        self.handler = UpstreamHandler(responseTimeout: responseTimeout, idleTimeout: idleTimeout)
     }
 }
 
@@ -151,6 +167,8 @@ final class UpstreamConnection {
 protocol UpstreamDelegate: AnyObject {
     func upstreamReceived(_ part: HTTPClientResponsePart)
     func upstreamFailed(_ error: any Error)
+    /// No response head within the response timeout.
+    func upstreamTimedOut()
     /// A batch of reads is over: time to flush what was written to the client.
     func upstreamReadComplete()
     /// The upstream can take more request bytes.
@@ -159,8 +177,11 @@ protocol UpstreamDelegate: AnyObject {
     var upstreamMayRead: Bool { get }
 }
 
-/// The last handler of an upstream connection: passes response parts to the current delegate, and
-/// holds back reads while the delegate's client cannot keep up (backpressure).
+/// The last handler of an upstream connection: passes response parts to the current delegate, holds
+/// back reads while the delegate's client cannot keep up (backpressure), and keeps the connection's
+/// two clocks, the response timeout while in use and the idle timeout while pooled.
+///
+/// One timer per connection at most, re-armed lazily when it fires, so a request costs no timer.
 final class UpstreamHandler: ChannelDuplexHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundIn = HTTPClientRequestPart
@@ -169,17 +190,51 @@ final class UpstreamHandler: ChannelDuplexHandler {
     weak var delegate: (any UpstreamDelegate)?
     private var context: ChannelHandlerContext?
     private var pendingRead = false
+    private let responseTimeout: TimeAmount
+    private let idleTimeout: TimeAmount
+    /// When the request in flight was sent, while its response head has not arrived.
+    private var awaitingHeadSince: NIODeadline?
+    /// When the connection went back to the pool.
+    private var idleSince: NIODeadline?
+    private var timer: Scheduled<Void>?
+    private var timerDue: NIODeadline?
+
+    init(responseTimeout: TimeAmount, idleTimeout: TimeAmount) {
+        self.responseTimeout = responseTimeout
+        self.idleTimeout = idleTimeout
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
         self.context = nil
     }
 
+    /// A request goes out on this connection now.
+    func beginExchange(_ delegate: any UpstreamDelegate) {
+        self.delegate = delegate
+        let now = NIODeadline.now()
+        idleSince = nil
+        awaitingHeadSince = now
+        arm(at: now + responseTimeout)
+    }
+
+    /// Back in the pool.
+    func becameIdle() {
+        delegate = nil
+        awaitingHeadSince = nil
+        let now = NIODeadline.now()
+        idleSince = now
+        arm(at: now + idleTimeout)
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        delegate?.upstreamReceived(unwrapInboundIn(data))
+        let part = unwrapInboundIn(data)
+        if case .head(let head) = part, head.status.code >= 200 { awaitingHeadSince = nil }
+        delegate?.upstreamReceived(part)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -197,17 +252,10 @@ final class UpstreamHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
         delegate?.upstreamFailed(ChannelError.ioOnClosedChannel)
         context.fireChannelInactive()
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        // Idle in the pool: close. A connection in use has the response timeout instead.
-        if event is IdleStateHandler.IdleStateEvent, delegate == nil {
-            context.close(promise: nil)
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
     }
 
     func read(context: ChannelHandlerContext) {
@@ -233,5 +281,36 @@ final class UpstreamHandler: ChannelDuplexHandler {
 
     func flush() {
         context?.flush()
+    }
+
+    private func arm(at deadline: NIODeadline) {
+        guard let context else { return }
+        if timer != nil, let due = timerDue, due <= deadline { return }
+        timer?.cancel()
+        timerDue = deadline
+        timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
+            self?.fire()
+        }
+    }
+
+    private func fire() {
+        timer = nil
+        timerDue = nil
+        guard let context else { return }
+        let now = NIODeadline.now()
+        if let since = awaitingHeadSince {
+            if now >= since + responseTimeout {
+                awaitingHeadSince = nil
+                delegate?.upstreamTimedOut()
+            } else {
+                arm(at: since + responseTimeout)
+            }
+        } else if let since = idleSince, delegate == nil {
+            if now >= since + idleTimeout {
+                context.close(promise: nil)
+            } else {
+                arm(at: since + idleTimeout)
+            }
+        }
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -105,6 +106,24 @@ struct ProxyFailureTests {
             let text = try await raw.text()
             #expect(text.hasPrefix("HTTP/1.1 400"), "got: \(text.prefix(80))")
             #expect(h.upstreams["v1"]!.requests == 0, "nothing reached the upstream")
+        }
+    }
+
+    @Test("pipelined requests are answered in order, each by its own version pick")
+    func pipelining() async throws {
+        try await ProxyHarness.run { h in
+            try await h.apply(h.route([("v1", 100)]))
+            let raw = try await RawConnection.connect(port: h.port, group: h.group)
+            let one = "GET /models/m/delay/200 HTTP/1.1\r\nHost: a\r\n\r\n"
+            let two = "POST /models/m/count HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+            let three = "GET /models/m/status/404 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            try await raw.send(one + two + three)
+            #expect(try await eventually { await raw.isClosed }, "closed after the last, which asked for it")
+            let text = try await raw.text()
+            // Bodies have no line ending, so the next status line follows a body directly.
+            let statuses = text.components(separatedBy: "HTTP/1.1 ").dropFirst().map { $0.prefix(3) }
+            #expect(statuses == ["200", "200", "404"], "\(text)")
+            #expect(text.contains("\r\n\r\nv1HTTP/1.1 200") && text.contains("\r\n\r\n3HTTP/1.1 404"), "bodies in order: \(text)")
         }
     }
 
