@@ -32,58 +32,71 @@ enum ProxyHeaders {
         return false
     }
 
-    /// Extra hop-by-hop names listed in Connection headers (other than close and keep-alive).
-    static func connectionTokens(_ headers: HTTPHeaders) -> [Substring] {
-        var tokens: [Substring] = []
-        for (name, value) in headers where name.utf8.count == 10 && nameEquals(name, "connection") {
-            for token in value.split(separator: ",") {
-                let trimmed = token.drop { $0 == " " || $0 == "\t" }.lowercased()
-                if trimmed != "close" && trimmed != "keep-alive" && !trimmed.isEmpty { tokens.append(Substring(trimmed)) }
+    /// What one pass over a header block found that matters to forwarding.
+    private struct Scan {
+        var hopByHop = false
+        var connectionTokens: [Substring] = []
+        var forwardedFor: String?
+        var host: String?
+        var hasForwardedProto = false
+        var hasForwardedHost = false
+    }
+
+    private static func scan(_ headers: HTTPHeaders) -> Scan {
+        var scan = Scan()
+        for (name, value) in headers {
+            let count = name.utf8.count
+            if count == 10, nameEquals(name, "connection") {
+                scan.hopByHop = true
+                for token in value.split(separator: ",") {
+                    let trimmed = token.drop { $0 == " " || $0 == "\t" }.lowercased()
+                    if trimmed != "close" && trimmed != "keep-alive" && !trimmed.isEmpty { scan.connectionTokens.append(Substring(trimmed)) }
+                }
+            } else if count == 4, nameEquals(name, "host") {
+                scan.host = value
+            } else if count == 15, nameEquals(name, "x-forwarded-for") {
+                scan.forwardedFor = scan.forwardedFor.map { "\($0), \(value)" } ?? value
+            } else if count == 17, nameEquals(name, "x-forwarded-proto") {
+                scan.hasForwardedProto = true
+            } else if count == 16, nameEquals(name, "x-forwarded-host") {
+                scan.hasForwardedHost = true
+            } else if !scan.hopByHop, isHopByHop(name, extra: []) {
+                scan.hopByHop = true
             }
         }
-        return tokens
+        return scan
+    }
+
+    /// The headers without hop-by-hop ones (and without `x-forwarded-for` when `dropForwardedFor`).
+    /// Most requests and responses have none, and then the block is kept as it is, without a copy.
+    private static func withoutHopByHop(_ headers: HTTPHeaders, _ scan: Scan, dropForwardedFor: Bool) -> HTTPHeaders {
+        guard scan.hopByHop || (dropForwardedFor && scan.forwardedFor != nil) else { return headers }
+        var out = HTTPHeaders()
+        out.reserveCapacity(headers.count + 3)
+        for (name, value) in headers {
+            if dropForwardedFor, name.utf8.count == 15, nameEquals(name, "x-forwarded-for") { continue }
+            if isHopByHop(name, extra: scan.connectionTokens) { continue }
+            out.add(name: name, value: value)
+        }
+        return out
     }
 
     /// The request head for the upstream: hop-by-hop headers dropped, X-Forwarded-For, -Proto and
     /// -Host added or extended, HTTP/1.1.
     static func forwardedRequest(_ head: HTTPRequestHead, clientAddress: String?) -> HTTPRequestHead {
-        let extra = connectionTokens(head.headers)
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(head.headers.count + 3)
-        var forwardedFor: String?
-        var host: String?
-        var hasProto = false
-        var hasForwardedHost = false
-        for (name, value) in head.headers {
-            let count = name.utf8.count
-            if count == 15, nameEquals(name, "x-forwarded-for") {
-                forwardedFor = forwardedFor.map { "\($0), \(value)" } ?? value
-                continue
-            }
-            if isHopByHop(name, extra: extra) { continue }
-            if count == 4, nameEquals(name, "host") { host = value }
-            if count == 17, nameEquals(name, "x-forwarded-proto") { hasProto = true }
-            if count == 16, nameEquals(name, "x-forwarded-host") { hasForwardedHost = true }
-            headers.add(name: name, value: value)
-        }
+        let found = scan(head.headers)
+        var headers = withoutHopByHop(head.headers, found, dropForwardedFor: clientAddress != nil)
         if let clientAddress {
-            headers.add(name: "x-forwarded-for", value: forwardedFor.map { "\($0), \(clientAddress)" } ?? clientAddress)
-        } else if let forwardedFor {
-            headers.add(name: "x-forwarded-for", value: forwardedFor)
+            headers.add(name: "x-forwarded-for", value: found.forwardedFor.map { "\($0), \(clientAddress)" } ?? clientAddress)
         }
-        if !hasProto { headers.add(name: "x-forwarded-proto", value: "http") }
-        if let host, !hasForwardedHost { headers.add(name: "x-forwarded-host", value: host) }
+        if !found.hasForwardedProto { headers.add(name: "x-forwarded-proto", value: "http") }
+        if let host = found.host, !found.hasForwardedHost { headers.add(name: "x-forwarded-host", value: host) }
         return HTTPRequestHead(version: .http1_1, method: head.method, uri: head.uri, headers: headers)
     }
 
     /// The response headers for the client: hop-by-hop headers dropped, `x-sluice-version` added.
     static func forwardedResponse(_ headers: HTTPHeaders, version: String, connection: String?) -> HTTPHeaders {
-        let extra = connectionTokens(headers)
-        var out = HTTPHeaders()
-        out.reserveCapacity(headers.count + 2)
-        for (name, value) in headers where !isHopByHop(name, extra: extra) {
-            out.add(name: name, value: value)
-        }
+        var out = withoutHopByHop(headers, scan(headers), dropForwardedFor: false)
         out.add(name: "x-sluice-version", value: version)
         if let connection { out.add(name: "connection", value: connection) }
         return out

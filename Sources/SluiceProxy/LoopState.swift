@@ -16,8 +16,11 @@ final class LoopState: @unchecked Sendable {
     private var statsByKey: [MetricKey: LoopVersionStats] = [:]
     /// Round-robin position per route and backend.
     private var nextEndpoint: [[Int]] = []
+    /// `pools[r][b][e]` serves `table.routes[r].backends[b].endpoints[e]`.
+    private var pools: [[[EndpointPool]]] = []
+    /// Every endpoint's pool, kept across tables so connections survive a weight change.
+    private var poolsByEndpoint: [Endpoint: EndpointPool] = [:]
     var rng: Xoshiro
-    lazy var pool = UpstreamPool(loop: self)
     let health = EndpointHealth()
     var mirrorsInFlight = 0
     /// Set when the proxy starts shutting down.
@@ -43,6 +46,21 @@ final class LoopState: @unchecked Sendable {
             }
         }
         nextEndpoint = newTable.routes.map { Array(repeating: 0, count: $0.backends.count) }
+        pools = newTable.routes.map { route in
+            route.backends.map { backend in backend.endpoints.map { pool(for: $0) } }
+        }
+    }
+
+    /// The pool of an endpoint, created on first use. Mirrors and probes use it too.
+    func pool(for endpoint: Endpoint) -> EndpointPool {
+        if let existing = poolsByEndpoint[endpoint] { return existing }
+        let created = EndpointPool(endpoint: endpoint, loop: self)
+        poolsByEndpoint[endpoint] = created
+        return created
+    }
+
+    func closeAllPools() {
+        for pool in poolsByEndpoint.values { pool.closeAll() }
     }
 
     func drainStats() -> [MetricKey: VersionWindow] {
@@ -56,16 +74,16 @@ final class LoopState: @unchecked Sendable {
         statsByKey.mapValues(\.inFlight)
     }
 
-    /// The next endpoint of a backend, round robin, skipping ejected ones; `nil` when all are down.
-    func pickEndpoint(route routeIndex: Int, backend backendIndex: Int) -> Endpoint? {
-        let endpoints = table.routes[routeIndex].backends[backendIndex].endpoints
-        guard !endpoints.isEmpty else { return nil }
+    /// The next endpoint of a backend, round robin, skipping ones out of service; `nil` when all are.
+    func pickEndpoint(route routeIndex: Int, backend backendIndex: Int) -> EndpointPool? {
+        let candidates = pools[routeIndex][backendIndex]
+        guard !candidates.isEmpty else { return nil }
         let start = nextEndpoint[routeIndex][backendIndex]
-        for offset in 0..<endpoints.count {
-            let index = (start + offset) % endpoints.count
-            if health.isUp(endpoints[index]) {
+        for offset in 0..<candidates.count {
+            let index = (start + offset) % candidates.count
+            if health.isUp(candidates[index].endpoint) {
                 nextEndpoint[routeIndex][backendIndex] = index + 1
-                return endpoints[index]
+                return candidates[index]
             }
         }
         return nil

@@ -12,7 +12,7 @@ final class MirrorExchange: UpstreamDelegate {
 
     private let loop: LoopState
     private let stats: LoopVersionStats
-    private let endpoint: Endpoint
+    private let pool: EndpointPool
     private let start = NIODeadline.now()
     private var upstream: UpstreamConnection?
     private var pending: [HTTPClientRequestPart] = []
@@ -25,20 +25,20 @@ final class MirrorExchange: UpstreamDelegate {
     /// timeout and then the upstream's response timeout guarantee that it runs.
     private var keepAlive: MirrorExchange?
 
-    init(loop: LoopState, stats: LoopVersionStats, endpoint: Endpoint, head: HTTPRequestHead) {
+    init(loop: LoopState, stats: LoopVersionStats, pool: EndpointPool, head: HTTPRequestHead) {
         self.loop = loop
         self.stats = stats
-        self.endpoint = endpoint
+        self.pool = pool
         loop.mirrorsInFlight += 1
         stats.window.requests += 1
         stats.window.mirrored += 1
         pending.append(.head(head))
         keepAlive = self
-        loop.pool.acquire(endpoint) { [self] result in
+        pool.acquire { [self] result in
             switch result {
             case .success(let connection):
                 guard !done else {
-                    loop.pool.release(connection)
+                    pool.release(connection)
                     return
                 }
                 upstream = connection
@@ -108,7 +108,7 @@ final class MirrorExchange: UpstreamDelegate {
         if let upstream {
             upstream.handler.delegate = nil
             if error == nil && !abandoned && requestEnded {
-                loop.pool.release(upstream)
+                pool.release(upstream)
             } else {
                 upstream.channel.close(promise: nil)
             }

@@ -19,7 +19,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     private final class Exchange {
         let version: String
         let stats: LoopVersionStats
-        let endpoint: Endpoint
+        let pool: EndpointPool
         let start: NIODeadline
         let keepAlive: Bool
         let clientVersion: HTTPVersion
@@ -34,8 +34,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         var bodyBytes: Int64 = 0
         var mirror: MirrorExchange?
 
-        init(version: String, stats: LoopVersionStats, endpoint: Endpoint, start: NIODeadline, keepAlive: Bool, clientVersion: HTTPVersion) {
-            (self.version, self.stats, self.endpoint, self.start) = (version, stats, endpoint, start)
+        init(version: String, stats: LoopVersionStats, pool: EndpointPool, start: NIODeadline, keepAlive: Bool, clientVersion: HTTPVersion) {
+            (self.version, self.stats, self.pool, self.start) = (version, stats, pool, start)
             (self.keepAlive, self.clientVersion) = (keepAlive, clientVersion)
         }
     }
@@ -148,7 +148,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         let backend = route.backends[backendIndex]
         let stats = loop.stats[routeIndex][backendIndex]
         stats.window.requests += 1
-        guard let endpoint = loop.pickEndpoint(route: routeIndex, backend: backendIndex) else {
+        guard let pool = loop.pickEndpoint(route: routeIndex, backend: backendIndex) else {
             stats.recordUpstreamError(.noHealthyEndpoint)
             stats.recordResponse(status: 503, latencyMicros: 1)
             respondDirectly(.serviceUnavailable, version: backend.version, keepAlive: head.isKeepAlive, context: context)
@@ -157,7 +157,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
         stats.inFlight += 1
         let exchange = Exchange(
-            version: backend.version, stats: stats, endpoint: endpoint, start: .now(),
+            version: backend.version, stats: stats, pool: pool, start: .now(),
             keepAlive: head.isKeepAlive, clientVersion: head.version
         )
         state = .active(exchange)
@@ -166,10 +166,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         if route.mirror != nil {
             exchange.mirror = startMirror(route: route, routeIndex: routeIndex, chosen: backendIndex, head: forwarded)
         }
-        if let connection = loop.pool.takeIdle(endpoint) {
+        if let connection = pool.takeIdle() {
             upstreamReady(.success(connection), exchange, context: context)
         } else {
-            loop.pool.acquire(endpoint) { [weak self] result in
+            pool.acquire { [weak self] result in
                 guard let self else {
                     if case .success(let connection) = result { connection.channel.close(promise: nil) }
                     return
@@ -182,7 +182,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     private func upstreamReady(_ result: Result<UpstreamConnection, any Error>, _ exchange: Exchange, context: ChannelHandlerContext) {
         guard case .active(let current) = state, current === exchange else {
             // The exchange ended (client gone or failed) while connecting: keep the connection.
-            if case .success(let connection) = result { loop.pool.release(connection) }
+            if case .success(let connection) = result { connection.pool.release(connection) }
             return
         }
         switch result {
@@ -197,10 +197,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
                 context.read()
             }
         case .failure(let error):
-            if loop.health.connectFailed(exchange.endpoint, threshold: loop.configuration.ejectAfterConnectFailures) {
-                scheduleEjectedProbe(exchange.endpoint)
+            if loop.health.connectFailed(exchange.pool.endpoint, threshold: loop.configuration.ejectAfterConnectFailures) {
+                scheduleEjectedProbe(exchange.pool.endpoint)
             }
-            let status: HTTPResponseStatus = error is UpstreamPool.PoolExhausted ? .serviceUnavailable : .badGateway
+            let status: HTTPResponseStatus = error is EndpointPool.PoolExhausted ? .serviceUnavailable : .badGateway
             failExchange(exchange, status: status, error: .connect, context: context)
         }
     }
@@ -212,11 +212,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
               let mirrorIndex = route.backendIndex(of: mirror.version), mirrorIndex != chosen else { return nil }
         let stats = loop.stats[routeIndex][mirrorIndex]
         guard loop.mirrorsInFlight < loop.configuration.maxMirrorsInFlight,
-              let endpoint = loop.pickEndpoint(route: routeIndex, backend: mirrorIndex) else {
+              let pool = loop.pickEndpoint(route: routeIndex, backend: mirrorIndex) else {
             stats.window.mirrorsDropped += 1
             return nil
         }
-        return MirrorExchange(loop: loop, stats: stats, endpoint: endpoint, head: head)
+        return MirrorExchange(loop: loop, stats: stats, pool: pool, head: head)
     }
 
     private func send(_ part: HTTPClientRequestPart, _ exchange: Exchange, flush: Bool) {
@@ -282,7 +282,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         upstream.handler.delegate = nil
         // An upstream that still has request bytes to take (the client stopped early) is not reused.
         if reuse && exchange.requestEnded {
-            loop.pool.release(upstream)
+            upstream.pool.release(upstream)
         } else {
             upstream.channel.close(promise: nil)
         }

@@ -136,7 +136,7 @@ public final class ProxyServer: Sendable {
         guard await quiesce(gracePeriod: gracePeriod) else { return }
         healthChecker.stop()
         for loop in loops {
-            try? await loop.eventLoop.submit { loop.pool.closeAll() }.get()
+            try? await loop.eventLoop.submit { loop.closeAllPools() }.get()
         }
         if ownsGroup {
             try await group.shutdownGracefully()

@@ -3,34 +3,32 @@ import NIOHTTP1
 import NIOPosix
 import SluiceSpec
 
-/// Keep-alive connections to upstream endpoints, owned by one event loop.
+/// Keep-alive connections to one upstream endpoint, owned by one event loop.
 ///
-/// Connections are made on the same loop as the client connection they serve, so forwarding between
-/// the two never crosses threads. Each endpoint has at most `maxConnectionsPerEndpoint` connections;
-/// requests beyond that wait in a bounded queue.
-final class UpstreamPool {
+/// Connections are made on the same loop as the client connections they serve, so forwarding between
+/// the two never crosses threads. At most `maxConnectionsPerEndpoint` connections exist; requests
+/// beyond that wait in a bounded queue. The routing table resolves each endpoint to its pool once per
+/// table, so the request path finds its pool without hashing.
+final class EndpointPool {
     typealias Callback = (Result<UpstreamConnection, any Error>) -> Void
-
-    private struct PerEndpoint {
-        var idle: [UpstreamConnection] = []
-        var total = 0
-        var waiters: CircularBuffer<Callback> = []
-    }
 
     struct PoolExhausted: Error {}
 
+    let endpoint: Endpoint
     private unowned let loop: LoopState
-    private var endpoints: [Endpoint: PerEndpoint] = [:]
+    private var idle: [UpstreamConnection] = []
+    private var total = 0
+    private var waiters: CircularBuffer<Callback> = []
+    private var closed = false
 
-    init(loop: LoopState) {
+    init(endpoint: Endpoint, loop: LoopState) {
+        self.endpoint = endpoint
         self.loop = loop
     }
 
-    /// An idle connection to `endpoint`, if there is one: the common case, with no callback to allocate.
-    func takeIdle(_ endpoint: Endpoint) -> UpstreamConnection? {
-        guard var entry = endpoints[endpoint], !entry.idle.isEmpty else { return nil }
-        defer { endpoints[endpoint] = entry }
-        while let connection = entry.idle.popLast() {
+    /// An idle connection, if there is one: the common case, with no callback to allocate.
+    func takeIdle() -> UpstreamConnection? {
+        while let connection = idle.popLast() {
             if connection.channel.isActive {
                 connection.inUse = true
                 return connection
@@ -39,47 +37,40 @@ final class UpstreamPool {
         return nil
     }
 
-    /// Calls back with a connection to `endpoint`, reused when one is idle. May call back at once.
-    func acquire(_ endpoint: Endpoint, _ callback: @escaping Callback) {
-        var entry = endpoints[endpoint, default: PerEndpoint()]
-        while let connection = entry.idle.popLast() {
-            if connection.channel.isActive {
-                endpoints[endpoint] = entry
-                connection.inUse = true
-                callback(.success(connection))
-                return
-            }
-        }
-        if entry.total < loop.configuration.maxConnectionsPerEndpoint {
-            entry.total += 1
-            endpoints[endpoint] = entry
-            connect(endpoint, callback)
-        } else if entry.waiters.count < loop.configuration.maxWaitingPerEndpoint {
-            entry.waiters.append(callback)
-            endpoints[endpoint] = entry
+    /// Calls back with a connection, reused when one is idle. May call back at once.
+    func acquire(_ callback: @escaping Callback) {
+        if let connection = takeIdle() {
+            callback(.success(connection))
+        } else if closed {
+            callback(.failure(ChannelError.ioOnClosedChannel))
+        } else if total < loop.configuration.maxConnectionsPerEndpoint {
+            total += 1
+            connect(callback)
+        } else if waiters.count < loop.configuration.maxWaitingPerEndpoint {
+            waiters.append(callback)
         } else {
-            endpoints[endpoint] = entry
             callback(.failure(PoolExhausted()))
         }
     }
 
     /// Returns a connection after a complete exchange; it serves a waiter or goes idle.
     func release(_ connection: UpstreamConnection) {
-        let endpoint = connection.endpoint
-        guard connection.channel.isActive, var entry = endpoints[endpoint] else { return }
-        if let waiter = entry.waiters.popFirst() {
-            endpoints[endpoint] = entry
+        guard connection.channel.isActive, !closed else {
+            connection.channel.close(promise: nil)
+            return
+        }
+        if let waiter = waiters.popFirst() {
             waiter(.success(connection))
             return
         }
         connection.inUse = false
         connection.handler.becameIdle()
-        entry.idle.append(connection)
-        endpoints[endpoint] = entry
+        idle.append(connection)
     }
 
-    private func connect(_ endpoint: Endpoint, _ callback: @escaping Callback) {
+    private func connect(_ callback: @escaping Callback) {
         let configuration = loop.configuration
+        let endpoint = self.endpoint
         let bootstrap = ClientBootstrap(group: loop.eventLoop)
             .connectTimeout(configuration.upstreamConnectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -92,14 +83,14 @@ final class UpstreamPool {
             switch result {
             case .success(let channel):
                 let connection = UpstreamConnection(
-                    channel: channel, endpoint: endpoint,
+                    channel: channel, pool: self,
                     responseTimeout: configuration.upstreamResponseTimeout, idleTimeout: configuration.upstreamIdleTimeout
                 )
                 do {
                     try channel.pipeline.syncOperations.addHandler(connection.handler)
                 } catch {
                     channel.close(promise: nil)
-                    self.connectionClosed(endpoint)
+                    self.connectionGone()
                     callback(.failure(error))
                     return
                 }
@@ -108,57 +99,51 @@ final class UpstreamPool {
                 connection.inUse = true
                 callback(.success(connection))
             case .failure(let error):
-                self.connectionClosed(endpoint)
+                self.connectionGone()
                 callback(.failure(error))
             }
         }
     }
 
     private func closed(_ connection: UpstreamConnection) {
-        if var entry = endpoints[connection.endpoint] {
-            entry.idle.removeAll { $0 === connection }
-            endpoints[connection.endpoint] = entry
-        }
-        connectionClosed(connection.endpoint)
+        if let index = idle.firstIndex(where: { $0 === connection }) { idle.remove(at: index) }
+        connectionGone()
     }
 
     /// One connection fewer: a waiter, if any, gets a fresh one.
-    private func connectionClosed(_ endpoint: Endpoint) {
-        guard var entry = endpoints[endpoint] else { return }
-        entry.total -= 1
-        if let waiter = entry.waiters.popFirst() {
-            entry.total += 1
-            endpoints[endpoint] = entry
-            connect(endpoint, waiter)
-        } else {
-            endpoints[endpoint] = entry
+    private func connectionGone() {
+        total -= 1
+        if !closed, let waiter = waiters.popFirst() {
+            total += 1
+            connect(waiter)
         }
     }
 
-    /// Closes every idle connection and refuses waiters: the proxy is shutting down.
+    /// Closes idle connections and refuses waiters: the proxy is shutting down.
     func closeAll() {
-        let all = endpoints
-        endpoints = [:]
-        for (_, entry) in all {
-            for connection in entry.idle { connection.channel.close(promise: nil) }
-            for waiter in entry.waiters { waiter(.failure(ChannelError.ioOnClosedChannel)) }
-        }
+        closed = true
+        let idle = self.idle
+        self.idle = []
+        for connection in idle { connection.channel.close(promise: nil) }
+        while let waiter = waiters.popFirst() { waiter(.failure(ChannelError.ioOnClosedChannel)) }
     }
 
-    /// Connections open per endpoint, for tests and diagnostics.
-    var openConnections: [Endpoint: Int] { endpoints.mapValues(\.total) }
+    /// Connections open, busy and idle.
+    var openConnections: Int { total }
 }
 
 /// One connection to an upstream endpoint and the handler at the end of its pipeline.
 final class UpstreamConnection {
     let channel: any Channel
-    let endpoint: Endpoint
+    unowned let pool: EndpointPool
     let handler: UpstreamHandler
     var inUse = false
 
-    init(channel: any Channel, endpoint: Endpoint, responseTimeout: TimeAmount, idleTimeout: TimeAmount) {
+    var endpoint: Endpoint { pool.endpoint }
+
+    init(channel: any Channel, pool: EndpointPool, responseTimeout: TimeAmount, idleTimeout: TimeAmount) {
         self.channel = channel
-        self.endpoint = endpoint
+        self.pool = pool
         self.handler = UpstreamHandler(responseTimeout: responseTimeout, idleTimeout: idleTimeout)
     }
 }
