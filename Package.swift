@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // Pure core: the spec model and its validation. Parses YAML text; never touches files.
@@ -38,6 +39,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             // Dynamic exclusivity checks cost about 3% of the proxy's CPU in release. Debug builds, which
             // run the tests, keep them, so a violation is still caught there.
@@ -59,10 +61,22 @@ let package = Package(
             name: "SluiceSpecTests",
             dependencies: ["SluiceSpec"]
         ),
+        // Real HTTP peers for tests: upstream servers, keep-alive and raw clients.
+        .target(
+            name: "SluiceTestSupport",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            path: "Tests/SluiceTestSupport"
+        ),
         .testTarget(
             name: "SluiceProxyTests",
             dependencies: [
                 "SluiceProxy",
+                "SluiceTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -71,7 +85,12 @@ let package = Package(
         // End-to-end tests that run the real `sluice` binary.
         .testTarget(
             name: "SluiceCLITests",
-            dependencies: ["sluice"]
+            dependencies: [
+                "sluice",
+                "SluiceTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -97,6 +97,8 @@ public final class ProxyMetrics: Sendable {
     private struct State {
         var slices: [Slice] = []
         var totals: [MetricKey: VersionWindow] = [:]
+        /// Everything drained since the exporter last took it.
+        var unexported: [MetricKey: VersionWindow] = [:]
     }
 
     private let state = NIOLockedValueBox(State())
@@ -117,7 +119,10 @@ public final class ProxyMetrics: Sendable {
         }
         let now = NIODeadline.now()
         state.withLockedValue { state in
-            for (key, window) in merged { state.totals[key, default: VersionWindow()].add(window) }
+            for (key, window) in merged {
+                state.totals[key, default: VersionWindow()].add(window)
+                state.unexported[key, default: VersionWindow()].add(window)
+            }
             state.slices.append(Slice(at: now, versions: merged))
             state.slices.removeAll { $0.at < now - retention }
         }
@@ -140,6 +145,15 @@ public final class ProxyMetrics: Sendable {
     public func totals() async throws -> [MetricKey: VersionWindow] {
         try await drain()
         return state.withLockedValue { $0.totals }
+    }
+
+    /// What happened since the previous call, for the Prometheus exporter.
+    func takeUnexported() async throws -> [MetricKey: VersionWindow] {
+        try await drain()
+        return state.withLockedValue { state in
+            defer { state.unexported = [:] }
+            return state.unexported
+        }
     }
 
     /// Requests in flight right now, per version.

@@ -25,6 +25,9 @@ struct ProxyCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Address to serve traffic on.", valueName: "host:port"))
     var listen: String = "127.0.0.1:8080"
 
+    @Option(name: .long, help: ArgumentHelp("Address for GET /metrics (Prometheus) and /healthz; loopback only by default. Off when not given.", valueName: "host:port"))
+    var metricsListen: String?
+
     @Option(name: .long, help: "Event loops (threads) serving traffic. Default: one per core.")
     var eventLoops: Int = System.coreCount
 
@@ -33,6 +36,9 @@ struct ProxyCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard ListenAddress(listen) != nil else { throw ValidationError("--listen needs HOST:PORT, got '\(listen)'") }
+        if let metricsListen, ListenAddress(metricsListen) == nil {
+            throw ValidationError("--metrics-listen needs HOST:PORT, got '\(metricsListen)'")
+        }
         guard eventLoops >= 1 else { throw ValidationError("--event-loops must be at least 1") }
         guard FileManager.default.fileExists(atPath: routes) else { throw ValidationError("no such file: \(routes)") }
     }
@@ -54,8 +60,19 @@ struct ProxyCommand: AsyncParsableCommand {
             fflush(nil)
         }
         let reloader = ReloadOnHangup(server: server, path: routesPath, logger: logger)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: service), .init(service: reloader, successTerminationBehavior: .ignore),
+        ]
+        if let metricsListen, let metricsAddress = ListenAddress(metricsListen) {
+            let exporter = PrometheusExporter(metrics: server.metrics)
+            let metricsServer = MetricsServer(host: metricsAddress.host, port: metricsAddress.port, exporter: exporter) { port in
+                print("sluice proxy: metrics on \(metricsAddress.host):\(port)")
+                fflush(nil)
+            }
+            services.append(.init(service: metricsServer))
+        }
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: service), .init(service: reloader, successTerminationBehavior: .ignore)],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))

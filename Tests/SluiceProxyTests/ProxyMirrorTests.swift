@@ -1,3 +1,4 @@
+import SluiceTestSupport
 import NIOCore
 import NIOPosix
 import SluiceSpec

@@ -1,3 +1,4 @@
+import SluiceTestSupport
 import NIOCore
 import SluiceSpec
 import Testing

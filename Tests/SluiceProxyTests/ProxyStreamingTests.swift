@@ -1,3 +1,4 @@
+import SluiceTestSupport
 import Foundation
 import NIOCore
 import Testing

@@ -3,19 +3,19 @@ import NIOHTTP1
 import NIOPosix
 
 /// A keep-alive HTTP/1.1 client on one real connection, for driving the proxy in tests.
-final class TestClient: Sendable {
-    struct Response: Sendable {
-        var status: Int
-        var headers: HTTPHeaders
-        var body: String
-        var bodyBytes: Int
+public final class TestClient: Sendable {
+    public struct Response: Sendable {
+        public var status: Int
+        public var headers: HTTPHeaders
+        public var body: String
+        public var bodyBytes: Int
 
-        var version: String? { headers.first(name: "x-sluice-version") }
+        public var version: String? { headers.first(name: "x-sluice-version") }
     }
 
-    let channel: any Channel
+    public let channel: any Channel
 
-    static func connect(port: Int, group: any EventLoopGroup) async throws -> TestClient {
+    public static func connect(port: Int, group: any EventLoopGroup) async throws -> TestClient {
         let channel = try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
@@ -33,7 +33,7 @@ final class TestClient: Sendable {
     }
 
     /// Sends one request and waits for its whole response. `bodyChunks` are sent as a chunked body.
-    func request(_ method: HTTPMethod = .GET, _ uri: String, headers: [(String, String)] = [], body: String? = nil, keepBody: Bool = true) async throws -> Response {
+    public func request(_ method: HTTPMethod = .GET, _ uri: String, headers: [(String, String)] = [], body: String? = nil, keepBody: Bool = true) async throws -> Response {
         var requestHeaders = HTTPHeaders(headers)
         if !requestHeaders.contains(name: "host") { requestHeaders.add(name: "host", value: "localhost") }
         if let body { requestHeaders.add(name: "content-length", value: String(body.utf8.count)) }
@@ -56,7 +56,7 @@ final class TestClient: Sendable {
     }
 
     /// Streams `total` bytes as a chunked request body in chunks of `chunk`, respecting backpressure.
-    func upload(_ uri: String, total: Int, chunk: Int = 64 * 1024) async throws -> Response {
+    public func upload(_ uri: String, total: Int, chunk: Int = 64 * 1024) async throws -> Response {
         var headers = HTTPHeaders()
         headers.add(name: "host", value: "localhost")
         headers.add(name: "transfer-encoding", value: "chunked")
@@ -80,7 +80,7 @@ final class TestClient: Sendable {
         return try await response.get()
     }
 
-    func close() async {
+    public func close() async {
         try? await channel.close()
     }
 
@@ -128,11 +128,11 @@ final class TestClient: Sendable {
 }
 
 /// A raw TCP connection: sends bytes as written and collects whatever comes back until the peer closes.
-final class RawConnection: Sendable {
-    let channel: any Channel
+public final class RawConnection: Sendable {
+    public let channel: any Channel
     private let received: NIOLoopBoundBox<ByteBuffer>
 
-    static func connect(port: Int, group: any EventLoopGroup) async throws -> RawConnection {
+    public static func connect(port: Int, group: any EventLoopGroup) async throws -> RawConnection {
         let loop = group.next()
         let box = try await loop.submit { NIOLoopBoundBox(ByteBuffer(), eventLoop: loop) }.get()
         let channel = try await ClientBootstrap(group: loop)
@@ -150,21 +150,21 @@ final class RawConnection: Sendable {
         self.received = received
     }
 
-    func send(_ text: String) async throws {
+    public func send(_ text: String) async throws {
         try await channel.writeAndFlush(ByteBuffer(string: text))
     }
 
     /// Everything received so far.
-    func text() async throws -> String {
+    public func text() async throws -> String {
         let received = self.received
         return try await channel.eventLoop.submit { String(buffer: received.value) }.get()
     }
 
-    var isClosed: Bool {
+    public var isClosed: Bool {
         get async { (try? await channel.eventLoop.submit { !self.channel.isActive }.get()) ?? true }
     }
 
-    func close() async {
+    public func close() async {
         try? await channel.close()
     }
 
@@ -180,7 +180,7 @@ final class RawConnection: Sendable {
 }
 
 /// Polls `condition` until it holds or `timeout` passes: a wait on a state, never a fixed sleep.
-func eventually(timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async throws -> Bool {
+public func eventually(timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async throws -> Bool {
     let clock = ContinuousClock()
     let deadline = clock.now + timeout
     while clock.now < deadline {

@@ -8,19 +8,19 @@ import NIOPosix
 /// Paths: `/status/N` answers N; `/delay/MS` answers after MS milliseconds; `/count` reads the request
 /// body and answers its size; `/download/BYTES` streams BYTES bytes; `/headers` answers the request
 /// headers, one `name: value` per line; anything else answers the server's name.
-final class TestUpstream: Sendable {
-    let name: String
-    let channel: any Channel
+public final class TestUpstream: Sendable {
+    public let name: String
+    public let channel: any Channel
     private let counters: NIOLockedValueBox<(requests: Int, connections: Int)>
     /// What `/health` answers: 200 while true, 503 while false.
-    let healthy: NIOLockedValueBox<Bool>
+    public let healthy: NIOLockedValueBox<Bool>
 
-    var port: Int { channel.localAddress!.port! }
-    var requests: Int { counters.withLockedValue { $0.requests } }
-    var connections: Int { counters.withLockedValue { $0.connections } }
+    public var port: Int { channel.localAddress!.port! }
+    public var requests: Int { counters.withLockedValue { $0.requests } }
+    public var connections: Int { counters.withLockedValue { $0.connections } }
 
     /// `fixedDelay` delays every response, whatever the path.
-    static func start(name: String, group: any EventLoopGroup, fixedDelay: TimeAmount? = nil) async throws -> TestUpstream {
+    public static func start(name: String, group: any EventLoopGroup, fixedDelay: TimeAmount? = nil) async throws -> TestUpstream {
         let box = NIOLockedValueBox((requests: 0, connections: 0))
         let healthy = NIOLockedValueBox(true)
         let channel = try await ServerBootstrap(group: group)
@@ -43,7 +43,7 @@ final class TestUpstream: Sendable {
         self.healthy = healthy
     }
 
-    func stop() async {
+    public func stop() async {
         try? await channel.close()
     }
 

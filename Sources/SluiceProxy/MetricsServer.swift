@@ -1,0 +1,94 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
+
+/// A small HTTP server for scrapes: `GET /metrics` (Prometheus text format) and `GET /healthz`.
+/// Loopback by default. Used by `sluice proxy`; the controller serves the same exporter on its admin API.
+public struct MetricsServer: Service {
+    public let host: String
+    public let port: Int
+    public let exporter: PrometheusExporter
+    private let group: any EventLoopGroup
+    private let started: (@Sendable (Int) -> Void)?
+
+    /// `started` gets the bound port, which matters when `port` is 0.
+    public init(host: String, port: Int, exporter: PrometheusExporter, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                started: (@Sendable (Int) -> Void)? = nil) {
+        self.host = host
+        self.port = port
+        self.exporter = exporter
+        self.group = group
+        self.started = started
+    }
+
+    public func run() async throws {
+        let exporter = self.exporter
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(Handler(exporter: exporter))
+                }
+            }
+            .bind(host: host, port: port).get()
+        started?(channel.localAddress?.port ?? port)
+        try? await gracefulShutdown()
+        try await channel.close()
+    }
+
+    static func respond(_ channel: any Channel, _ status: HTTPResponseStatus, _ type: String, _ body: String, keepAlive: Bool) {
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: type)
+        headers.add(name: "content-length", value: String(body.utf8.count))
+        if !keepAlive { headers.add(name: "connection", value: "close") }
+        channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers)), promise: nil)
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: body))), promise: nil)
+        let done = channel.writeAndFlush(HTTPServerResponsePart.end(nil))
+        if !keepAlive { done.whenComplete { _ in channel.close(promise: nil) } }
+    }
+
+    private final class Handler: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+
+        let exporter: PrometheusExporter
+        var head: HTTPRequestHead?
+
+        init(exporter: PrometheusExporter) {
+            self.exporter = exporter
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head(let head): self.head = head
+            case .body: break
+            case .end:
+                guard let head else { return }
+                let channel = context.channel
+                let keepAlive = head.isKeepAlive
+                switch (head.method, head.uri.split(separator: "?").first ?? "") {
+                case (.GET, "/metrics"):
+                    scrapeMetrics(exporter, channel, keepAlive: keepAlive)
+                case (.GET, "/healthz"):
+                    MetricsServer.respond(channel, .ok, "text/plain", "ok\n", keepAlive: keepAlive)
+                default:
+                    MetricsServer.respond(channel, .notFound, "text/plain", "not found; try /metrics or /healthz\n", keepAlive: keepAlive)
+                }
+            }
+        }
+    }
+}
+
+/// Renders the exposition off the event loop (it waits on every proxy loop) and answers with it.
+private func scrapeMetrics(_ exporter: PrometheusExporter, _ channel: any Channel, keepAlive: Bool) {
+    Task {
+        do {
+            let text = try await exporter.render()
+            MetricsServer.respond(channel, .ok, "text/plain; version=0.0.4", text, keepAlive: keepAlive)
+        } catch {
+            MetricsServer.respond(channel, .serviceUnavailable, "text/plain", "metrics unavailable: \(error)\n", keepAlive: keepAlive)
+        }
+    }
+}

@@ -1,0 +1,84 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import SluiceTestSupport
+import Testing
+
+@Suite("sluice proxy, through the real binary")
+struct ProxyCommandTests {
+    static func routes(revision: Int, v1: Int, v2: Int, canary: Int) -> String {
+        """
+        {"revision": \(revision), "routes": [{"name": "m", "pathPrefix": "/", "backends": [
+          {"version": "v2", "weight": \(canary), "endpoints": ["http://127.0.0.1:\(v2)"]},
+          {"version": "v1", "weight": \(100 - canary), "endpoints": ["http://127.0.0.1:\(v1)"]}]}]}
+        """
+    }
+
+    @Test("serves a routing file, reloads it on SIGHUP, exports /metrics, and exits cleanly on SIGTERM")
+    func proxyLifecycle() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let v1 = try await TestUpstream.start(name: "v1", group: group)
+        let v2 = try await TestUpstream.start(name: "v2", group: group)
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-proxy-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let file = directory.appendingPathComponent("routes.json")
+        try Self.routes(revision: 1, v1: v1.port, v2: v2.port, canary: 0).write(to: file, atomically: true, encoding: .utf8)
+
+        let sluice = try RunningSluice(["proxy", "--routes", file.path, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--event-loops", "1"])
+        do {
+            let port = try await sluice.port(after: "serving 1 route(s) on")
+            let metricsPort = try await sluice.port(after: "metrics on")
+            let client = try await TestClient.connect(port: port, group: group)
+            var sent: [String: Int] = [:]
+            func send() async throws -> String? {
+                let version = try await client.request(.GET, "/infer").version
+                sent[version ?? "none", default: 0] += 1
+                return version
+            }
+            for _ in 0..<20 { #expect(try await send() == "v1") }
+
+            // All traffic to v2 after a reload.
+            try Self.routes(revision: 2, v1: v1.port, v2: v2.port, canary: 100).write(to: file, atomically: true, encoding: .utf8)
+            sluice.signal(SIGHUP)
+            #expect(try await eventually { try await send() == "v2" })
+
+            // A broken file keeps the table in force and says so.
+            try "{ not json".write(to: file, atomically: true, encoding: .utf8)
+            sluice.signal(SIGHUP)
+            _ = try await sluice.line(containing: "routing table not reloaded")
+            #expect(try await send() == "v2")
+
+            let metrics = try await TestClient.connect(port: metricsPort, group: group)
+            let scrape = try await metrics.request(.GET, "/metrics")
+            #expect(scrape.status == 200)
+            for version in ["v1", "v2"] {
+                #expect(scrape.body.contains(#"sluice_requests_total{deployment="m",version="\#(version)"} \#(sent[version] ?? 0)"#), "\(sent) vs \(scrape.body)")
+                #expect(scrape.body.contains(#"sluice_responses_total{deployment="m",version="\#(version)",class="2xx"} \#(sent[version] ?? 0)"#))
+            }
+            #expect(try await metrics.request(.GET, "/healthz").body == "ok\n")
+            await metrics.close()
+            await client.close()
+
+            #expect(try await sluice.stop() == 0, "\(sluice.text)")
+        } catch {
+            try? await sluice.stop()
+            throw error
+        }
+        await v1.stop()
+        await v2.stop()
+        try await group.shutdownGracefully()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    @Test("bad flags and bad routing files are usage errors")
+    func usage() throws {
+        let missing = try SluiceBinary.run(["proxy", "--routes", "/no/such/file.json"])
+        #expect(missing.status == 2)
+        #expect(missing.stderr.contains("no such file"))
+        let badListen = try SluiceBinary.run(["proxy", "--routes", "Package.swift", "--listen", "nowhere"])
+        #expect(badListen.status == 2)
+        let notJSON = try SluiceBinary.run(["proxy", "--routes", "Package.swift", "--listen", "127.0.0.1:0"])
+        #expect(notJSON.status != 0)
+        #expect(notJSON.stderr.contains("not a valid routing table"))
+    }
+}

@@ -1,0 +1,80 @@
+import Foundation
+import NIOConcurrencyHelpers
+
+/// A `sluice` process running in the background, with its output collected as it comes.
+/// `stop()` sends SIGTERM and waits; anything still running at the end is killed.
+final class RunningSluice: Sendable {
+    let process: Process
+    private let output = NIOLockedValueBox("")
+
+    init(_ arguments: [String], in directory: URL = SluiceBinary.repositoryRoot) throws {
+        let process = Process()
+        process.executableURL = SluiceBinary.url
+        process.arguments = arguments
+        process.currentDirectoryURL = directory
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        let output = self.output
+        pipe.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            if !data.isEmpty { output.withLockedValue { $0 += String(decoding: data, as: UTF8.self) } }
+        }
+        try process.run()
+        self.process = process
+    }
+
+    var text: String { output.withLockedValue { $0 } }
+
+    /// Waits until the output has a line containing `marker`, and returns that line.
+    func line(containing marker: String, timeout: Duration = .seconds(30)) async throws -> String {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while clock.now < deadline {
+            if let line = text.split(separator: "\n").first(where: { $0.contains(marker) }) { return String(line) }
+            guard process.isRunning else { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw Failure(message: "no line with '\(marker)' in output:\n\(text)")
+    }
+
+    /// The port in a line ending `HOST:PORT`.
+    func port(after marker: String) async throws -> Int {
+        let line = try await line(containing: marker)
+        guard let port = line.split(separator: ":").last.flatMap({ Int($0.trimmingCharacters(in: .whitespaces)) }) else {
+            throw Failure(message: "no port in '\(line)'")
+        }
+        return port
+    }
+
+    func signal(_ signal: Int32) {
+        kill(process.processIdentifier, signal)
+    }
+
+    /// SIGTERM, then waits for the exit; returns the exit status.
+    @discardableResult
+    func stop(timeout: Duration = .seconds(30)) async throws -> Int32 {
+        if process.isRunning { signal(SIGTERM) }
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while process.isRunning && clock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        if process.isRunning {
+            signal(SIGKILL)
+            process.waitUntilExit()
+            throw Failure(message: "sluice did not stop within \(timeout) of SIGTERM")
+        }
+        return process.terminationStatus
+    }
+
+    deinit {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    struct Failure: Error, CustomStringConvertible {
+        var message: String
+        var description: String { message }
+    }
+}
