@@ -70,6 +70,13 @@ routes() { # REVISION CANARY_WEIGHT
 }
 routes 1 10 > "$D/routes.json"
 
+for port in 18081 18082 18090 18091 18092; do
+    if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+        echo "error: port $port is already in use; stop what listens there and run again" >&2
+        exit 1
+    fi
+done
+
 taskset -c 1 nginx -c "$D/up.conf" -p "$D" & echo $! > "$D/up.pid"
 taskset -c 0 nginx -c "$D/px.conf" -p "$D" & echo $! > "$D/px.pid"
 taskset -c 0 haproxy -db -q -f "$D/ha.cfg" & echo $! > "$D/ha.pid"
