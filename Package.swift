@@ -9,6 +9,7 @@ let package = Package(
     products: [
         .executable(name: "sluice", targets: ["sluice"]),
         .library(name: "SluiceSpec", targets: ["SluiceSpec"]),
+        .library(name: "SluiceRollout", targets: ["SluiceRollout"]),
     ],
     dependencies: [
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
@@ -25,6 +26,11 @@ let package = Package(
         .target(
             name: "SluiceSpec",
             dependencies: [.product(name: "Yams", package: "Yams")]
+        ),
+        // Pure core: canary and blue-green state machines and the planner. Time comes in as `now`.
+        .target(
+            name: "SluiceRollout",
+            dependencies: ["SluiceSpec"]
         ),
         // Shell: the data plane. Plain SwiftNIO on the event loop; no Task or lock per request.
         .target(
@@ -60,6 +66,10 @@ let package = Package(
         .testTarget(
             name: "SluiceSpecTests",
             dependencies: ["SluiceSpec"]
+        ),
+        .testTarget(
+            name: "SluiceRolloutTests",
+            dependencies: ["SluiceRollout", "SluiceSpec"]
         ),
         // Real HTTP peers for tests: upstream servers, keep-alive and raw clients.
         .target(

@@ -1,0 +1,88 @@
+/// What the planner asks the shell to do. Values only, so actions can be logged as the audit trail
+/// and compared in tests.
+public enum RolloutAction: Sendable, Hashable, Codable {
+    /// Make the proxy route this deployment so.
+    case setRouting(Routing)
+    /// Measure these metrics (by the strategy's analysis of this kind) and report verdicts.
+    case startAnalysis(AnalysisKind)
+    case stopAnalysis
+    /// Record a decision in the event log.
+    case record(RolloutEvent)
+}
+
+/// Which of a strategy's analyses is running.
+public enum AnalysisKind: Sendable, Hashable, Codable {
+    /// `canary.analysis`, through the whole rollout.
+    case background
+    /// The analysis step at this index.
+    case step(Int)
+    case prePromotion
+    case postPromotion
+}
+
+/// One decision with its reason, for `sluice history` and `GET /api/v1/events`.
+public struct RolloutEvent: Sendable, Hashable, Codable, CustomStringConvertible {
+    public enum Kind: String, Sendable, Hashable, Codable {
+        case firstSeen, rolloutStarted, stepAdvanced, paused, promoted, rolledBack, aborted, retried
+        case cancelled, superseded, waitingForTraffic, stuck, switched, rollbackWindowClosed
+    }
+
+    public var kind: Kind
+    public var deployment: String
+    public var message: String
+    /// The measurements behind the decision, when there are any.
+    public var values: [String: Double]
+
+    public init(_ kind: Kind, _ deployment: String, _ message: String, values: [String: Double] = [:]) {
+        self.kind = kind
+        self.deployment = deployment
+        self.message = message
+        self.values = values
+    }
+
+    public var description: String { "\(kind.rawValue): \(message)" }
+}
+
+/// The hook where analysis (SluiceAnalysis and the metric providers) reports to the planner.
+public enum Verdict: Sendable, Hashable, Codable {
+    /// The window passed.
+    case pass
+    /// Too little evidence, such as too little traffic: hold the step.
+    case inconclusive(reason: String)
+    /// Roll back, saying which metric failed, with its values and limit.
+    case fail(reason: String, values: [String: Double])
+}
+
+/// A person's command, from the CLI or the admin API.
+public enum Command: String, Sendable, Hashable, Codable {
+    case promote
+    case promoteFull
+    case abort
+    case retry
+}
+
+/// A verdict and the analysis it came from.
+public struct AnalysisVerdict: Sendable, Hashable, Codable {
+    public var kind: AnalysisKind
+    public var verdict: Verdict
+
+    public init(_ kind: AnalysisKind, _ verdict: Verdict) {
+        self.kind = kind
+        self.verdict = verdict
+    }
+}
+
+/// Everything the shell observed since the last plan.
+public struct Observations: Sendable, Hashable {
+    /// Verdicts of the analyses that were running, oldest first. Verdicts of an analysis that is no
+    /// longer wanted are ignored.
+    public var verdicts: [AnalysisVerdict]
+    public var command: Command?
+
+    public init(verdicts: [AnalysisVerdict] = [], command: Command? = nil) {
+        self.verdicts = verdicts
+        self.command = command
+    }
+
+    public static let none = Observations()
+}

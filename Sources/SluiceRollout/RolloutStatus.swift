@@ -1,0 +1,90 @@
+import SluiceSpec
+
+/// Where a deployment stands. Persisted before any action is taken, so after a crash the planner
+/// picks up exactly here: same step, same weights, and a pause keeps its original start time.
+public struct RolloutStatus: Sendable, Hashable, Codable {
+    public enum Phase: String, Sendable, Hashable, Codable {
+        /// No rollout: the stable version has all traffic.
+        case healthy = "Healthy"
+        /// Moving through steps or analysis.
+        case progressing = "Progressing"
+        /// Waiting for `sluice promote`.
+        case paused = "Paused"
+        /// Rolled back or aborted: the stable version has all traffic, and the candidate stays rejected
+        /// until `spec.version` changes again or `sluice retry`.
+        case degraded = "Degraded"
+    }
+
+    public var deployment: String
+    public var phase: Phase
+    public var stableVersion: String
+    /// The version being rolled out, while there is one.
+    public var candidate: String?
+    /// A version rolled back or aborted; not tried again until the spec names another one or a retry.
+    public var rejected: String?
+    /// Percent of traffic per version; sums to 100.
+    public var weights: [String: Int]
+    /// Shadow traffic to the candidate, percent of requests.
+    public var mirrorPercent: Int
+    /// Blue-green: requests with the preview header reach the candidate.
+    public var previewActive: Bool
+    /// Index of the current canary step, or of the blue-green stage.
+    public var step: Int
+    /// When the current step began: a timed pause ends at `stepStartedAt + duration`.
+    public var stepStartedAt: Instant?
+    /// Passing measurements so far in the current step's analysis.
+    public var analysisPasses: Int
+    /// When the rollout last moved forward, for the progress deadline.
+    public var lastProgressAt: Instant?
+    /// The rollout has made no progress for longer than its deadline.
+    public var stuck: Bool
+    /// The last background verdict was inconclusive: steps hold until there is enough traffic.
+    public var waitingForTraffic: Bool
+    /// Blue-green after the switch: the old version stays routable until this time.
+    public var previousStable: String?
+    public var rollbackUntil: Instant?
+    /// A person's words, for the status line.
+    public var message: String
+
+    public init(deployment: String, stableVersion: String) {
+        self.deployment = deployment
+        self.phase = .healthy
+        self.stableVersion = stableVersion
+        self.candidate = nil
+        self.rejected = nil
+        self.weights = [stableVersion: 100]
+        self.mirrorPercent = 0
+        self.previewActive = false
+        self.step = 0
+        self.stepStartedAt = nil
+        self.analysisPasses = 0
+        self.lastProgressAt = nil
+        self.stuck = false
+        self.waitingForTraffic = false
+        self.previousStable = nil
+        self.rollbackUntil = nil
+        self.message = "\(stableVersion) is stable"
+    }
+
+    /// The routing this status asks for.
+    public var routing: Routing {
+        Routing(weights: weights, mirror: candidate.flatMap { mirrorPercent > 0 ? Routing.Mirror(version: $0, percent: mirrorPercent) : nil },
+                preview: previewActive ? candidate : nil, standby: previousStable)
+    }
+}
+
+/// What the proxy should do for one deployment: derived from the status, applied by the shell.
+public struct Routing: Sendable, Hashable, Codable {
+    public struct Mirror: Sendable, Hashable, Codable {
+        public var version: String
+        public var percent: Int
+    }
+
+    /// Percent per version, summing to 100. Versions at 0 stay routable (for preview and rollback).
+    public var weights: [String: Int]
+    public var mirror: Mirror?
+    /// Blue-green: the version the preview header reaches.
+    public var preview: String?
+    /// Blue-green: the previous version, kept routable at weight 0 during the rollback window.
+    public var standby: String?
+}

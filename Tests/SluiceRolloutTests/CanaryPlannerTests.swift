@@ -1,0 +1,194 @@
+import Foundation
+import SluiceSpec
+import Testing
+@testable import SluiceRollout
+
+@Suite("Planner: canary")
+struct CanaryPlannerTests {
+    @Test("first sight makes spec.version stable at once")
+    func firstSight() {
+        let plan = Planner.plan(Fixture.deployment(strategy: Fixture.canary([.setWeight(10)])), status: nil, now: Fixture.t0)
+        #expect(plan.status.phase == .healthy)
+        #expect(plan.status.stableVersion == "v2")
+        #expect(plan.status.weights == ["v2": 100])
+        #expect(plan.actions.first == .setRouting(Routing(weights: ["v2": 100])))
+        #expect(plan.actions.contains { if case .record(let e) = $0 { e.kind == .firstSeen } else { false } })
+    }
+
+    @Test("steps, a timed pause that never ends early, an indefinite pause, then promote")
+    func fullProgression() {
+        var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(10), .pause(.seconds(30)), .setWeight(50), .pause(nil)])))
+        let start = d.plan(at: Fixture.at(0))
+        #expect(d.weights == ["v2": 10, "v1": 90])
+        #expect(d.phase == .progressing)
+        #expect(start.requeueAfter == .seconds(30))
+        #expect(start.actions.first == .setRouting(Routing(weights: ["v2": 10, "v1": 90])))
+
+        d.plan(at: Fixture.at(29.999))
+        #expect(d.weights == ["v2": 10, "v1": 90], "a 30s pause must not end at 29.999s")
+        d.plan(at: Fixture.at(30))
+        #expect(d.weights == ["v2": 50, "v1": 50])
+        #expect(d.phase == .paused)
+        #expect(d.status!.message.contains("sluice promote scorer"))
+        d.plan(at: Fixture.at(3600))
+        #expect(d.phase == .paused, "an indefinite pause waits for a person")
+
+        d.plan(at: Fixture.at(3601), Observations(command: .promote))
+        #expect(d.phase == .healthy)
+        #expect(d.status!.stableVersion == "v2")
+        #expect(d.weights == ["v2": 100])
+        #expect(d.events.map(\.kind) == [.rolloutStarted, .stepAdvanced, .stepAdvanced, .paused, .stepAdvanced, .promoted])
+    }
+
+    @Test("promote --full jumps to 100% from any step")
+    func promoteFull() {
+        var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(5), .pause(.seconds(600)), .setWeight(50)])))
+        d.plan(at: Fixture.at(0))
+        d.plan(at: Fixture.at(1), Observations(command: .promoteFull))
+        #expect(d.phase == .healthy)
+        #expect(d.weights == ["v2": 100])
+    }
+
+    @Test("a failed verdict rolls back at once, names the metric, and the candidate stays rejected")
+    func rollback() throws {
+        var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(10), .pause(.seconds(60)), .setWeight(50)], background: true)))
+        let started = d.plan(at: Fixture.at(0))
+        #expect(started.analyses == [.background])
+        let plan = d.plan(at: Fixture.at(5), Observations(verdicts: [AnalysisVerdict(.background, Fixture.fail)]))
+        #expect(d.phase == .degraded)
+        #expect(d.weights == ["v1": 100])
+        #expect(d.status!.rejected == "v2")
+        #expect(d.status!.message.contains("success-rate 0.91 < 0.99"))
+        #expect(plan.actions.first == .setRouting(Routing(weights: ["v1": 100])))
+        #expect(plan.actions.contains(.stopAnalysis))
+        let event = try #require(d.events.last)
+        #expect(event.kind == .rolledBack)
+        #expect(event.values == ["value": 0.91, "limit": 0.99])
+
+        d.plan(at: Fixture.at(1000))
+        #expect(d.phase == .degraded, "spec.version still v2: stays rejected")
+        #expect(d.weights == ["v1": 100])
+
+        d.plan(at: Fixture.at(1001), Observations(command: .retry))
+        #expect(d.phase == .progressing)
+        #expect(d.weights == ["v2": 10, "v1": 90])
+    }
+
+    @Test("abort sends all traffic to stable and marks the rollout degraded")
+    func abort() {
+        var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(60), .pause(nil)])))
+        d.plan(at: Fixture.at(0))
+        d.plan(at: Fixture.at(1), Observations(command: .abort))
+        #expect(d.phase == .degraded)
+        #expect(d.weights == ["v1": 100])
+        #expect(d.events.last?.kind == .aborted)
+    }
+
+    @Test("setting spec.version back to stable mid-rollout returns all traffic in one pass")
+    func backToStable() {
+        var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(60), .pause(nil)])))
+        d.plan(at: Fixture.at(0))
+        d.spec.deployment.version = "v1"
+        let plan = d.plan(at: Fixture.at(2))
+        #expect(d.phase == .healthy)
+        #expect(d.weights == ["v1": 100])
+        #expect(plan.actions.first == .setRouting(Routing(weights: ["v1": 100])))
+        #expect(d.events.last?.kind == .cancelled)
+    }
+
+    @Test("a new spec.version mid-rollout drops the old candidate and starts over")
+    func superseded() {
+        var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(20), .pause(nil), .setWeight(70)])))
+        d.plan(at: Fixture.at(0))
+        d.spec.deployment.version = "v3"
+        d.plan(at: Fixture.at(5))
+        #expect(d.status!.candidate == "v3")
+        #expect(d.weights == ["v3": 20, "v1": 80])
+        #expect(d.events.suffix(4).map(\.kind) == [.superseded, .rolloutStarted, .stepAdvanced, .paused])
+    }
+
+    @Test("too little traffic holds the step past its pause, and never rolls back")
+    func waitingForTraffic() {
+        var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(10), .pause(.seconds(10)), .setWeight(50)], background: true)))
+        d.plan(at: Fixture.at(0))
+        d.plan(at: Fixture.at(5), Observations(verdicts: [AnalysisVerdict(.background, .inconclusive(reason: "12 requests < 50 needed"))]))
+        d.plan(at: Fixture.at(60))
+        #expect(d.weights == ["v2": 10, "v1": 90], "held at 10% although the pause is over")
+        #expect(d.phase == .paused)
+        #expect(d.status!.message.contains("waiting for traffic"))
+        d.plan(at: Fixture.at(61), Observations(verdicts: [AnalysisVerdict(.background, .pass)]))
+        #expect(d.phase == .healthy, "then it completes: 50%, then promotion")
+        #expect(d.weights == ["v2": 100])
+    }
+
+    @Test("an analysis step needs `count` passing verdicts; inconclusive ones do not count")
+    func analysisStep() {
+        var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(10), Fixture.analysisStep(count: 2), .setWeight(40), .pause(nil)])))
+        let started = d.plan(at: Fixture.at(0))
+        #expect(started.analyses == [.step(1)])
+        d.plan(at: Fixture.at(5), Observations(verdicts: [AnalysisVerdict(.step(1), .pass), AnalysisVerdict(.step(1), .inconclusive(reason: "few"))]))
+        #expect(d.weights == ["v2": 10, "v1": 90])
+        d.plan(at: Fixture.at(10), Observations(verdicts: [AnalysisVerdict(.step(1), .pass)]))
+        #expect(d.weights == ["v2": 40, "v1": 60])
+        #expect(d.last!.analyses == [])
+        // A stale verdict of the finished step changes nothing.
+        d.plan(at: Fixture.at(11), Observations(verdicts: [AnalysisVerdict(.step(1), Fixture.fail)]))
+        #expect(d.phase == .paused)
+    }
+
+    @Test("background analysis starts at startingStep")
+    func startingStep() {
+        var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(10), .pause(nil), .setWeight(50), .pause(nil)], background: true, startingStep: 2)))
+        #expect(d.plan(at: Fixture.at(0)).analyses == [])
+        d.plan(at: Fixture.at(1), Observations(command: .promote))
+        #expect(d.last!.analyses == [.background])
+    }
+
+    @Test("mirror steps set shadow traffic to the candidate")
+    func mirror() {
+        var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setMirror(50), .pause(nil), .setMirror(0), .setWeight(10), .pause(nil)])))
+        d.plan(at: Fixture.at(0))
+        #expect(d.status!.routing.mirror == Routing.Mirror(version: "v2", percent: 50))
+        #expect(d.weights == ["v1": 100, "v2": 0])
+        d.plan(at: Fixture.at(1), Observations(command: .promote))
+        #expect(d.status!.routing.mirror == nil)
+        #expect(d.weights == ["v2": 10, "v1": 90])
+    }
+
+    @Test("a stuck rollout is marked after its progress deadline")
+    func progressDeadline() {
+        var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(10), .pause(.seconds(5)), .setWeight(50)], background: true), progressDeadline: .seconds(60)))
+        d.plan(at: Fixture.at(0), Observations(verdicts: [AnalysisVerdict(.background, .inconclusive(reason: "no traffic"))]))
+        d.plan(at: Fixture.at(59))
+        #expect(!d.status!.stuck)
+        d.plan(at: Fixture.at(61))
+        #expect(d.status!.stuck)
+        #expect(d.events.last?.kind == .stuck)
+        #expect(d.phase != .degraded, "stuck is marked, not rolled back")
+    }
+
+    @Test("after a crash the persisted status resumes at the same step, and a pause keeps its start time")
+    func crashResume() throws {
+        var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(60), .pause(.seconds(120)), .setWeight(90), .pause(nil)])))
+        d.plan(at: Fixture.at(0))
+        // Persist, "kill -9", read back, and plan again later.
+        let data = try JSONEncoder().encode(d.status!)
+        let restored = try JSONDecoder().decode(RolloutStatus.self, from: data)
+        #expect(restored == d.status!)
+        let resumed = Planner.plan(d.spec, status: restored, now: Fixture.at(100))
+        #expect(resumed.status.weights == ["v2": 60, "v1": 40])
+        #expect(resumed.requeueAfter == .seconds(20), "the pause started at t=0, not at the restart")
+        #expect(!resumed.actions.contains { if case .setRouting = $0 { true } else { false } }, "nothing moved")
+        let later = Planner.plan(d.spec, status: resumed.status, now: Fixture.at(120))
+        #expect(later.status.weights == ["v2": 90, "v1": 10])
+    }
+
+    @Test("a stable version that left the spec is replaced by the desired one")
+    func stableRemoved() {
+        var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(10)])))
+        d.spec = Fixture.deployment(version: "v2", versions: ["v2", "v3"], strategy: Fixture.canary([.setWeight(10)]))
+        d.plan(at: Fixture.at(0))
+        #expect(d.status!.stableVersion == "v2")
+        #expect(d.weights == ["v2": 100])
+    }
+}
