@@ -22,7 +22,7 @@ final class ConnectionTimeoutHandler: ChannelInboundHandler, RemovableChannelHan
     private let idleTimeout: TimeAmount
     private let headerTimeout: TimeAmount
     private var state: State
-    private var timer: Scheduled<Void>?
+    private var timer = LazyTimer()
     private var context: ChannelHandlerContext?
 
     init(idleTimeout: TimeAmount, headerTimeout: TimeAmount) {
@@ -37,7 +37,7 @@ final class ConnectionTimeoutHandler: ChannelInboundHandler, RemovableChannelHan
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        timer?.cancel()
+        timer.cancel()
         self.context = nil
     }
 
@@ -53,8 +53,7 @@ final class ConnectionTimeoutHandler: ChannelInboundHandler, RemovableChannelHan
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        timer?.cancel()
-        timer = nil
+        timer.cancel()
         context.fireChannelInactive()
     }
 
@@ -69,23 +68,13 @@ final class ConnectionTimeoutHandler: ChannelInboundHandler, RemovableChannelHan
         arm(at: .now() + idleTimeout)
     }
 
-    /// Makes sure a timer fires no later than `deadline`. An earlier timer already pending will
-    /// re-arm itself when it fires.
     private func arm(at deadline: NIODeadline) {
         guard let context else { return }
-        if timer != nil, let due = timerDue, due <= deadline { return }
-        timer?.cancel()
-        timerDue = deadline
-        timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
-            self?.fire()
-        }
+        timer.arm(at: deadline, on: context.eventLoop) { [weak self] in self?.fire() }
     }
 
-    private var timerDue: NIODeadline?
-
     private func fire() {
-        timer = nil
-        timerDue = nil
+        timer.fired()
         guard let context else { return }
         let now = NIODeadline.now()
         switch state {

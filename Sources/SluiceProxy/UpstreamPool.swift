@@ -166,7 +166,7 @@ protocol UpstreamDelegate: AnyObject {
 /// back reads while the delegate's client cannot keep up (backpressure), and keeps the connection's
 /// two clocks, the response timeout while in use and the idle timeout while pooled.
 ///
-/// One timer per connection at most, re-armed lazily when it fires, so a request costs no timer.
+/// One `LazyTimer` per connection, so a request costs no timer.
 final class UpstreamHandler: ChannelDuplexHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundIn = HTTPClientRequestPart
@@ -181,8 +181,7 @@ final class UpstreamHandler: ChannelDuplexHandler {
     private var awaitingHeadSince: NIODeadline?
     /// When the connection went back to the pool.
     private var idleSince: NIODeadline?
-    private var timer: Scheduled<Void>?
-    private var timerDue: NIODeadline?
+    private var timer = LazyTimer()
 
     init(responseTimeout: TimeAmount, idleTimeout: TimeAmount) {
         self.responseTimeout = responseTimeout
@@ -194,7 +193,7 @@ final class UpstreamHandler: ChannelDuplexHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        timer?.cancel()
+        timer.cancel()
         self.context = nil
     }
 
@@ -213,7 +212,9 @@ final class UpstreamHandler: ChannelDuplexHandler {
         awaitingHeadSince = nil
         let now = NIODeadline.now()
         idleSince = now
-        arm(at: now + idleTimeout)
+        // Not later than a response timeout from now: then the next request, which needs a timer by
+        // then, finds one already pending and schedules nothing.
+        arm(at: now + min(idleTimeout, responseTimeout))
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -237,8 +238,7 @@ final class UpstreamHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        timer?.cancel()
-        timer = nil
+        timer.cancel()
         delegate?.upstreamFailed(ChannelError.ioOnClosedChannel)
         context.fireChannelInactive()
     }
@@ -270,17 +270,11 @@ final class UpstreamHandler: ChannelDuplexHandler {
 
     private func arm(at deadline: NIODeadline) {
         guard let context else { return }
-        if timer != nil, let due = timerDue, due <= deadline { return }
-        timer?.cancel()
-        timerDue = deadline
-        timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
-            self?.fire()
-        }
+        timer.arm(at: deadline, on: context.eventLoop) { [weak self] in self?.fire() }
     }
 
     private func fire() {
-        timer = nil
-        timerDue = nil
+        timer.fired()
         guard let context else { return }
         let now = NIODeadline.now()
         if let since = awaitingHeadSince {
@@ -294,7 +288,7 @@ final class UpstreamHandler: ChannelDuplexHandler {
             if now >= since + idleTimeout {
                 context.close(promise: nil)
             } else {
-                arm(at: since + idleTimeout)
+                arm(at: min(since + idleTimeout, now + responseTimeout))
             }
         }
     }
