@@ -83,6 +83,9 @@ public final class ProxyServer: Sendable {
         logger.info("proxy listening", metadata: ["address": "\(channel.localAddress?.description ?? "?")", "eventLoops": "\(loops.count)"])
     }
 
+    /// The per-loop state, for white-box tests.
+    var loopsForTesting: [LoopState] { loops }
+
     /// The bound port, once started.
     public var localPort: Int? {
         serverChannel.withLockedValue { $0?.localAddress?.port }

@@ -33,6 +33,23 @@ struct ProxyRoutingTests {
         }
     }
 
+    @Test("an idle pooled connection is closed after the upstream idle timeout")
+    func upstreamIdleTimeout() async throws {
+        try await ProxyHarness.run(configure: { $0.upstreamIdleTimeout = .milliseconds(300); $0.eventLoops = 1 }) { h in
+            try await h.apply(h.route([("v1", 100)]))
+            let client = try await h.client()
+            #expect(try await client.request(.GET, "/models/m").status == 200)
+            #expect(try await client.request(.GET, "/models/m").status == 200)
+            #expect(h.upstreams["v1"]!.connections == 1, "reused while fresh")
+            // Wait until the pooled connection has been closed, then the next request needs a new one.
+            let loop = try #require(h.proxy.loopsForTesting.first)
+            #expect(try await eventually { try await loop.eventLoop.submit { loop.pool(for: h.endpoint("v1")).openConnections }.get() == 0 })
+            #expect(try await client.request(.GET, "/models/m").status == 200)
+            #expect(h.upstreams["v1"]!.connections == 2)
+            await client.close()
+        }
+    }
+
     @Test("header rules win over weights")
     func headerRules() async throws {
         try await ProxyHarness.run { h in
