@@ -203,6 +203,11 @@ extension SpecReader {
     }
 
     private func strategyReference(_ value: SpecValue) -> StrategyReference? {
+        if case .scalar = value.node, !value.isNull, let name = value.node.scalar?.string {
+            // `strategy: progressive-canary` is a natural slip for `strategy: {template: progressive-canary}`.
+            error("expected a mapping with template, canary or blueGreen, found '\(name)'; to use a Strategy by name, write template: \(name)", at: value)
+            return nil
+        }
         guard let f = fields(value, keys: ["template", "canary", "blueGreen"]) else { return nil }
         switch f.exactlyOne(of: ["template", "canary", "blueGreen"], what: "strategy") {
         case "template":

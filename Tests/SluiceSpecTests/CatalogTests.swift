@@ -217,6 +217,7 @@ struct CatalogTests {
         ("    canary:\n      steps:\n        - pause: 30s\n", "expected a pause such as {duration: 30s} or {}, found '30s'"),
         ("    canary:\n      steps:\n        - {}\n", "a step needs one of 'setWeight', 'pause', 'analysis', 'setMirror'"),
         ("    blueGreen:\n      autoPromotionSeconds: soon\n", "expected a number of seconds, found 'soon'"),
+        ("    fast-canary\n", "to use a Strategy by name, write template: fast-canary"),
         ("    blueGreen:\n      previewHeader: {name: \"x preview\", value: yes}\n", "'x preview' is not a valid header name"),
     ])
     func wrongTypes(strategy: String, message: String) {
