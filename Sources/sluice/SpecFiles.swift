@@ -13,6 +13,7 @@ enum SpecFiles {
     /// The YAML files a path names: the file itself, or the `*.yaml`/`*.yml` files directly inside a
     /// directory. Subdirectories are not read, so `manifests/invalid/` can sit beside the real specs.
     static func files(at path: String) throws -> [String] {
+        if path == "-" { return [path] }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw MissingPath(path: path)
@@ -25,9 +26,26 @@ enum SpecFiles {
             .map { path.hasSuffix("/") ? path + $0 : path + "/" + $0 }
     }
 
+    struct Unreadable: Error, CustomStringConvertible {
+        var path: String
+        var reason: String
+        var description: String { "cannot read \(path): \(reason)" }
+    }
+
+    /// Reads each file; `-` is standard input, reported as `<stdin>`.
     static func read(_ paths: [String]) throws -> [SourceFile] {
         try paths.map { path in
-            let data = try Data(contentsOf: URL(fileURLWithPath: path))
+            if path == "-" {
+                let data = FileHandle.standardInput.readDataToEndOfFile()
+                return SourceFile(path: "<stdin>", text: String(decoding: data, as: UTF8.self))
+            }
+            let data: Data
+            do {
+                data = try Data(contentsOf: URL(fileURLWithPath: path))
+            } catch {
+                let reason = (error as NSError).userInfo[NSUnderlyingErrorKey].map { String(describing: $0) } ?? error.localizedDescription
+                throw Unreadable(path: path, reason: reason.contains("Code=13") ? "permission denied" : reason)
+            }
             guard let text = String(data: data, encoding: .utf8) else {
                 return SourceFile(path: path, text: "\u{FFFD}") // Reported by the YAML reader as unreadable.
             }

@@ -7,8 +7,8 @@ struct ValidateCommand: ParsableCommand {
         commandName: "validate",
         abstract: "Check spec files and report every error with its file, line and column.",
         discussion: """
-            Each PATH is a YAML file or a directory; a directory contributes the *.yaml and *.yml files \
-            directly inside it (not its subdirectories). Strategy templates resolve by name from the \
+            Each PATH is a YAML file, a directory, or - for standard input; a directory contributes the \
+            *.yaml and *.yml files directly inside it (not its subdirectories). Strategy templates resolve by name from the \
             strategies directory and from the files given.
 
             Errors are printed as FILE:LINE:COLUMN: error: MESSAGE (at YAML.PATH), one per line.
@@ -37,7 +37,7 @@ struct ValidateCommand: ParsableCommand {
 
     func validate() throws {
         guard !paths.isEmpty else { throw ValidationError("give at least one file or directory to validate") }
-        for path in paths + [strategies].compactMap({ $0 }) where !FileManager.default.fileExists(atPath: path) {
+        for path in paths + [strategies].compactMap({ $0 }) where path != "-" && !FileManager.default.fileExists(atPath: path) {
             throw ValidationError("no such file or directory: \(path)")
         }
     }
@@ -48,7 +48,15 @@ struct ValidateCommand: ParsableCommand {
         let strategyPaths = try (strategies ?? SpecFiles.defaultStrategiesDirectory())
             .map(SpecFiles.files(at:))?
             .filter { !given.contains(SpecFiles.canonical($0)) } ?? []
-        let catalog = SpecCatalog(manifests: try SpecFiles.read(manifestPaths), strategies: try SpecFiles.read(strategyPaths))
+        let manifests: [SourceFile], strategyFiles: [SourceFile]
+        do {
+            manifests = try SpecFiles.read(manifestPaths)
+            strategyFiles = try SpecFiles.read(strategyPaths)
+        } catch let error as SpecFiles.Unreadable {
+            printError("error: \(error)")
+            throw ExitCode(2)
+        }
+        let catalog = SpecCatalog(manifests: manifests, strategies: strategyFiles)
 
         switch format {
         case .text:

@@ -23,7 +23,7 @@ enum SluiceBinary {
     }
 
     /// Runs `sluice ARGUMENTS` to completion; kills it and throws if it outlives `timeout`.
-    static func run(_ arguments: [String], in directory: URL = repositoryRoot, environment: [String: String] = [:], timeout: Duration = .seconds(60)) throws -> Result {
+    static func run(_ arguments: [String], in directory: URL = repositoryRoot, environment: [String: String] = [:], input: String? = nil, timeout: Duration = .seconds(60)) throws -> Result {
         let process = Process()
         process.executableURL = url
         process.arguments = arguments
@@ -32,9 +32,13 @@ enum SluiceBinary {
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
+        let stdin = Pipe()
+        process.standardInput = stdin
         let finished = DispatchSemaphore(value: 0)
         process.terminationHandler = { _ in finished.signal() }
         try process.run()
+        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+        try stdin.fileHandleForWriting.close()
         // Drain both pipes while it runs, so a chatty child never blocks on a full pipe.
         nonisolated(unsafe) var stdoutData = Data(), stderrData = Data()
         let readers = DispatchGroup()

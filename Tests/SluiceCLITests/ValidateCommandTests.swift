@@ -58,6 +58,17 @@ struct ValidateCommandTests {
         #expect(top.stdout.contains("validate"))
     }
 
+    @Test("- reads the spec from standard input")
+    func standardInput() throws {
+        let spec = try String(contentsOf: SluiceBinary.repositoryRoot.appendingPathComponent("manifests/fraud-scorer.yaml"), encoding: .utf8)
+        let good = try SluiceBinary.run(["validate", "-"], input: spec)
+        #expect(good.status == 0, "\(good.stdout)\(good.stderr)")
+        let bad = try SluiceBinary.run(["validate", "-"], input: spec.replacingOccurrences(of: "setWeight: 50", with: "setWeight: 500"))
+        #expect(bad.status == 1)
+        #expect(bad.stdout.contains("<stdin>:24:"), "\(bad.stdout)")
+        #expect(bad.stdout.contains("500 is outside 0–100"))
+    }
+
     @Test("-o json reports diagnostics as data")
     func json() throws {
         let result = try SluiceBinary.run(["validate", "-o", "json", "manifests/invalid/weight-over-100.yaml"])
