@@ -17,7 +17,7 @@ struct ProxyRoutingTests {
             let v1 = Double(responses.count { $0.version == "v1" })
             #expect(v1 + v2 == 20_000)
             // Chi-square with 1 degree of freedom; 15.14 is the 0.01% critical value, so a correct split
-            // fails once in 10,000 runs, while a split off by even one point (89/11) scores about 110.
+            // fails once in 10,000 runs, while a split off by one point (89/11) scores about 22.
             let chiSquare = (v2 - 2_000) * (v2 - 2_000) / 2_000 + (v1 - 18_000) * (v1 - 18_000) / 18_000
             #expect(chiSquare < 15.14, "v1=\(v1) v2=\(v2) chi²=\(chiSquare)")
             #expect(h.upstreams["v1"]!.requests + h.upstreams["v2"]!.requests == 20_000)
