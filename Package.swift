@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // Pure core: the spec model and its validation. Parses YAML text; never touches files.
@@ -50,6 +51,15 @@ let package = Package(
             // Dynamic exclusivity checks cost about 3% of the proxy's CPU in release. Debug builds, which
             // run the tests, keep them, so a violation is still caught there.
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+        ),
+        // Shell: the reconcile loop and its ports: state store, manifest source, metric providers, admin API.
+        .target(
+            name: "SluiceController",
+            dependencies: [
+                "SluiceSpec",
+                "SluiceRollout",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
         ),
         .executableTarget(
             name: "sluice",
@@ -91,6 +101,10 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
+        ),
+        .testTarget(
+            name: "SluiceControllerTests",
+            dependencies: ["SluiceController", "SluiceRollout", "SluiceSpec"]
         ),
         // End-to-end tests that run the real `sluice` binary.
         .testTarget(

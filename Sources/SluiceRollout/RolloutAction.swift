@@ -25,6 +25,8 @@ public struct RolloutEvent: Sendable, Hashable, Codable, CustomStringConvertible
     public enum Kind: String, Sendable, Hashable, Codable {
         case firstSeen, rolloutStarted, stepAdvanced, paused, promoted, rolledBack, aborted, retried
         case cancelled, superseded, waitingForTraffic, stuck, switched, rollbackWindowClosed
+        /// The deployment left the manifests.
+        case removed
     }
 
     public var kind: Kind
