@@ -58,7 +58,10 @@ let package = Package(
             dependencies: [
                 "SluiceSpec",
                 "SluiceRollout",
+                "SluiceProxy",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .executableTarget(
@@ -66,6 +69,7 @@ let package = Package(
             dependencies: [
                 "SluiceSpec",
                 "SluiceProxy",
+                "SluiceController",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -12,7 +12,7 @@ struct Sluice: AsyncParsableCommand {
             version by what the traffic shows.
             """,
         version: "0.1.0",
-        subcommands: [ValidateCommand.self, ProxyCommand.self]
+        subcommands: [ValidateCommand.self, RunCommand.self, ProxyCommand.self]
     )
 
     /// Usage errors exit 2, as the CLI contract says, not ArgumentParser's default 64.

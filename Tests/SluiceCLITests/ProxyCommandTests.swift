@@ -61,7 +61,7 @@ struct ProxyCommandTests {
 
             #expect(try await sluice.stop() == 0, "\(sluice.text)")
         } catch {
-            try? await sluice.stop()
+            _ = try? await sluice.stop()
             throw error
         }
         await v1.stop()
