@@ -26,6 +26,7 @@ public actor Reconciler: Service {
     private var commands: [String: Command] = [:]
     private var revision: UInt64 = 0
     private var routingStale = true
+    private var ready = false
 
     public init(manifests: String, strategies: String?, store: any StatusStore, proxy: ProxyServer,
                 pollInterval: Duration = .milliseconds(250), logger: Logger = Logger(label: "sluice.reconciler")) {
@@ -86,6 +87,7 @@ public actor Reconciler: Service {
             try await proxy.apply(table)
             routingStale = false
         }
+        ready = true
     }
 
     private func adopt(_ snapshot: SpecSnapshot) async throws {
@@ -116,10 +118,28 @@ public actor Reconciler: Service {
     // MARK: For the admin API and the CLI
 
     /// Queues a person's command; it takes effect on the next pass, within one poll interval.
+    /// Throws `refused` with the reason when the command makes no sense in the current phase.
     public func submit(_ command: Command, for deployment: String) throws {
-        guard specs[deployment] != nil else { throw ReconcilerError.unknownDeployment(deployment) }
+        guard specs[deployment] != nil, let status = statuses[deployment] else { throw ReconcilerError.unknownDeployment(deployment) }
+        if let reason = Planner.refusal(of: command, for: status) { throw ReconcilerError.refused(reason) }
         commands[deployment] = command
         dirty.insert(deployment)
+    }
+
+    /// State loaded and the manifests read once.
+    public var isReady: Bool { ready }
+
+    public func views() -> [DeploymentView] {
+        specs.keys.sorted().compactMap(view(of:))
+    }
+
+    public func view(of deployment: String) -> DeploymentView? {
+        guard let spec = specs[deployment], let status = statuses[deployment] else { return nil }
+        return DeploymentView(spec: spec, status: status)
+    }
+
+    public func events(deployment: String?, limit: Int) async throws -> [StoredEvent] {
+        try await store.events(deployment: deployment, limit: limit)
     }
 
     public func status(of deployment: String) -> RolloutStatus? { statuses[deployment] }
@@ -128,9 +148,11 @@ public actor Reconciler: Service {
 
     public enum ReconcilerError: Error, CustomStringConvertible {
         case unknownDeployment(String)
+        case refused(String)
         public var description: String {
             switch self {
             case .unknownDeployment(let name): "no deployment named \(name)"
+            case .refused(let reason): reason
             }
         }
     }

@@ -406,3 +406,22 @@ struct Work {
         return Plan(status: status, actions: output, analyses: analyses, requeueAfter: requeue)
     }
 }
+
+extension Planner {
+    /// Why `command` makes no sense for `status` (the admin API answers 409 with it), or `nil`.
+    public static func refusal(of command: Command, for status: RolloutStatus) -> String? {
+        switch command {
+        case .promote, .promoteFull:
+            return status.candidate == nil ? "\(status.deployment) has no rollout in progress (phase \(status.phase.rawValue)); nothing to promote" : nil
+        case .abort:
+            if status.candidate != nil || status.previousStable != nil { return nil }
+            return "\(status.deployment) has no rollout in progress (phase \(status.phase.rawValue)); nothing to abort"
+        case .retry:
+            guard status.phase == .degraded, let rejected = status.rejected else {
+                return "\(status.deployment) is \(status.phase.rawValue), not Degraded; retry applies to a rolled-back version"
+            }
+            _ = rejected
+            return nil
+        }
+    }
+}

@@ -13,7 +13,8 @@ struct RunCommand: AsyncParsableCommand {
         discussion: """
             Reads ModelDeployment and Strategy documents from --manifests (and --strategies), plans each \
             rollout, keeps its status in the state directory (SQLite), and moves live traffic through the \
-            built-in proxy. Edits to the manifests are picked up within a second; a broken file keeps its \
+            built-in proxy. The admin API (--admin) serves status and the manual controls used by \
+            sluice status, promote, abort, retry and history. Edits to the manifests are picked up within a second; a broken file keeps its \
             last good spec running and its errors are logged. After a crash or kill -9, every rollout \
             resumes at the same step and weights. SIGTERM or SIGINT drains requests in flight and exits.
             """
@@ -31,8 +32,11 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("State directory: rollout statuses and the event log.", valueName: "dir"))
     var state: String = ".sluice-state"
 
-    @Option(name: .long, help: ArgumentHelp("Address for GET /metrics and /healthz; off when not given.", valueName: "host:port"))
-    var metricsListen: String?
+    @Option(name: .long, help: ArgumentHelp("Address of the admin API (status, promote, abort, retry, events, /metrics). Keep it on loopback unless a token is set.", valueName: "host:port"))
+    var admin: String = "127.0.0.1:9900"
+
+    @Option(name: .long, help: ArgumentHelp("Bearer token the admin API requires (except /healthz and /readyz). Default: $SLUICE_ADMIN_TOKEN.", valueName: "token"))
+    var adminToken: String?
 
     @Option(name: .long, help: "Event loops (threads) serving traffic. Default: one per core.")
     var eventLoops: Int = System.coreCount
@@ -46,9 +50,7 @@ struct RunCommand: AsyncParsableCommand {
             throw ValidationError("no such directory: \(strategies)")
         }
         guard ListenAddress(listen) != nil else { throw ValidationError("--listen needs HOST:PORT, got '\(listen)'") }
-        if let metricsListen, ListenAddress(metricsListen) == nil {
-            throw ValidationError("--metrics-listen needs HOST:PORT, got '\(metricsListen)'")
-        }
+        guard ListenAddress(admin) != nil else { throw ValidationError("--admin needs HOST:PORT, got '\(admin)'") }
         guard eventLoops >= 1 else { throw ValidationError("--event-loops must be at least 1") }
     }
 
@@ -77,14 +79,19 @@ struct RunCommand: AsyncParsableCommand {
             print("sluice run: proxy on \(address.host):\(server.localPort ?? address.port)")
             fflush(nil)
         }
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: proxyService), .init(service: reconciler)]
-        if let metricsListen, let metricsAddress = ListenAddress(metricsListen) {
-            let exporter = PrometheusExporter(metrics: proxy.metrics)
-            services.append(.init(service: MetricsServer(host: metricsAddress.host, port: metricsAddress.port, exporter: exporter) { port in
-                print("sluice run: metrics on \(metricsAddress.host):\(port)")
-                fflush(nil)
-            }))
+        let adminAddress = ListenAddress(admin)!
+        let token = adminToken ?? ProcessInfo.processInfo.environment["SLUICE_ADMIN_TOKEN"]
+        if token?.isEmpty ?? true, !["127.0.0.1", "localhost", "::1"].contains(adminAddress.host) {
+            logger.warning("the admin API listens beyond loopback without a token; set --admin-token or SLUICE_ADMIN_TOKEN")
         }
+        let adminApp = AdminAPI.buildApplication(
+            reconciler: reconciler, exporter: PrometheusExporter(metrics: proxy.metrics),
+            host: adminAddress.host, port: adminAddress.port, token: token, logger: logger
+        ) { port in
+            print("sluice run: admin API on \(adminAddress.host):\(port)")
+            fflush(nil)
+        }
+        let services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: proxyService), .init(service: reconciler), .init(service: adminApp)]
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }

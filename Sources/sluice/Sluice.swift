@@ -12,7 +12,10 @@ struct Sluice: AsyncParsableCommand {
             version by what the traffic shows.
             """,
         version: "0.1.0",
-        subcommands: [ValidateCommand.self, RunCommand.self, ProxyCommand.self]
+        subcommands: [
+            ValidateCommand.self, RunCommand.self, StatusCommand.self, PromoteCommand.self, AbortCommand.self,
+            RetryCommand.self, HistoryCommand.self, ProxyCommand.self,
+        ]
     )
 
     /// Usage errors exit 2, as the CLI contract says, not ArgumentParser's default 64.

@@ -44,7 +44,7 @@ struct RunCommandTests {
         try FileManager.default.createDirectory(at: manifests, withIntermediateDirectories: true)
         let file = manifests.appendingPathComponent("scorer.yaml")
         func write(_ text: String) throws { try text.write(to: file, atomically: true, encoding: .utf8) }
-        let arguments = ["run", "--manifests", manifests.path, "--state", work.appendingPathComponent("state").path, "--listen", "127.0.0.1:0", "--event-loops", "1"]
+        let arguments = ["run", "--manifests", manifests.path, "--state", work.appendingPathComponent("state").path, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--event-loops", "1"]
         defer { try? FileManager.default.removeItem(at: work) }
 
         try write(Self.manifest(version: "v1", v1: v1.port, v2: v2.port))
@@ -93,5 +93,86 @@ struct RunCommandTests {
         let result = try SluiceBinary.run(["run", "--manifests", "/no/such/dir", "--listen", "127.0.0.1:0"])
         #expect(result.status == 2)
         #expect(result.stderr.contains("--manifests must be a directory"))
+    }
+}
+
+@Suite("sluice status, promote, abort, retry, history against a running sluice run", .serialized)
+struct ControlCommandTests {
+    @Test("the manual controls work through the CLI, and the admin token is enforced")
+    func manualControls() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let v1 = try await TestUpstream.start(name: "v1", group: group)
+        let v2 = try await TestUpstream.start(name: "v2", group: group)
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-ctl-\(UUID().uuidString)")
+        let manifests = work.appendingPathComponent("manifests")
+        try FileManager.default.createDirectory(at: manifests, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: work) }
+        let file = manifests.appendingPathComponent("scorer.yaml")
+        func write(_ version: String) throws {
+            try RunCommandTests.manifest(version: version, v1: v1.port, v2: v2.port).write(to: file, atomically: true, encoding: .utf8)
+        }
+        try write("v1")
+        let sluice = try RunningSluice(["run", "--manifests", manifests.path, "--state", work.appendingPathComponent("state").path,
+                                        "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--admin-token", "s3cret", "--event-loops", "1"], in: work)
+        let adminPort = try await sluice.port(after: "admin API on")
+        let admin = ["--admin", "http://127.0.0.1:\(adminPort)"]
+        let withToken = ["SLUICE_ADMIN_TOKEN": "s3cret"]
+        func cli(_ arguments: [String], token: Bool = true) throws -> SluiceBinary.Result {
+            try SluiceBinary.run(arguments + admin, environment: token ? withToken : [:])
+        }
+        func phase() throws -> String {
+            let result = try cli(["status", "scorer", "-o", "json"])
+            let views = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]]
+            return views?.first?["phase"] as? String ?? "?"
+        }
+
+        // The token is enforced, except on the health checks.
+        let denied = try cli(["status"], token: false)
+        #expect(denied.status == 1)
+        #expect(denied.stderr.contains("401"))
+        let health = try await TestClient.connect(port: adminPort, group: group)
+        #expect(try await health.request(.GET, "/healthz").status == 200)
+        #expect(try await health.request(.GET, "/api/v1/deployments").status == 401)
+        #expect(try await health.request(.GET, "/api/v1/deployments", headers: [("authorization", "Bearer wrong")]).status == 401)
+        await health.close()
+
+        #expect(try await eventually { try cli(["status"]).stdout.contains("Healthy") })
+        let table = try cli(["status"]).stdout
+        #expect(table.contains("NAME") && table.contains("scorer") && table.contains("v1=100%"), "\(table)")
+
+        // Invalid in the phase: 409 with the reason; unknown: 404.
+        let nothing = try cli(["promote", "scorer"])
+        #expect(nothing.status == 1)
+        #expect(nothing.stderr.contains("409") && nothing.stderr.contains("no rollout in progress"), "\(nothing.stderr)")
+        #expect(try cli(["abort", "nope"]).stderr.contains("404"))
+
+        // v2 pauses at 20%; promote ends the pause and the rollout completes.
+        try write("v2")
+        #expect(try await eventually { try phase() == "Paused" })
+        #expect(try cli(["promote", "scorer"]).status == 0)
+        #expect(try await eventually { try phase() == "Healthy" })
+        #expect(try cli(["status", "scorer", "-o", "yaml"]).stdout.contains("stableVersion: v2"))
+
+        // Back to v1 as a new rollout; abort; --watch exits 1; retry; promote --full; --watch exits 0.
+        try write("v1")
+        #expect(try await eventually { try phase() == "Paused" })
+        #expect(try cli(["abort", "scorer"]).status == 0)
+        #expect(try await eventually { try phase() == "Degraded" })
+        #expect(try cli(["status", "scorer", "--watch"]).status == 1)
+        #expect(try cli(["retry", "scorer"]).status == 0)
+        #expect(try await eventually { try phase() == "Paused" })
+        #expect(try cli(["promote", "scorer", "--full"]).status == 0)
+        let watched = try cli(["status", "scorer", "--watch"])
+        #expect(watched.status == 0, "\(watched.stdout)\(watched.stderr)")
+
+        let history = try cli(["history", "scorer"]).stdout
+        for kind in ["firstSeen", "rolloutStarted", "paused", "promoted", "aborted", "retried"] {
+            #expect(history.contains(kind), "history lacks \(kind):\n\(history)")
+        }
+
+        #expect(try await sluice.stop() == 0)
+        await v1.stop()
+        await v2.stop()
+        try await group.shutdownGracefully()
     }
 }

@@ -1,0 +1,120 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import SluiceProxy
+import SluiceRollout
+
+/// The admin API of DESIGN.md §4, as a Hummingbird application: JSON over HTTP, loopback by default,
+/// a bearer token on everything but the health checks when one is configured.
+public enum AdminAPI {
+    public static func buildApplication(
+        reconciler: Reconciler, exporter: PrometheusExporter, host: String, port: Int, token: String?,
+        logger: Logger = Logger(label: "sluice.admin"), onRunning: @escaping @Sendable (Int) -> Void = { _ in }
+    ) -> some ApplicationProtocol {
+        let router = Router()
+        router.add(middleware: ErrorMiddleware())
+        // Health first, so a token never stands between a load balancer and the health checks.
+        router.get("/healthz") { _, _ in "ok\n" }
+        router.get("/readyz") { _, _ -> Response in
+            await reconciler.isReady ? plain(.ok, "ready\n") : plain(.serviceUnavailable, "not ready: state not loaded yet\n")
+        }
+        let api = router.group()
+        if let token, !token.isEmpty { api.add(middleware: BearerTokenMiddleware(token: token)) }
+        api.get("/metrics") { _, _ -> Response in
+            plain(.ok, try await exporter.render(), contentType: "text/plain; version=0.0.4")
+        }
+        api.get("/api/v1/deployments") { _, _ -> Response in
+            try json(.ok, await reconciler.views())
+        }
+        api.get("/api/v1/deployments/:name") { _, context -> Response in
+            let name = try context.parameters.require("name")
+            guard let view = await reconciler.view(of: name) else { throw APIError(.notFound, "no deployment named \(name)") }
+            return try json(.ok, view)
+        }
+        for (path, command) in [("promote", Command.promote), ("abort", .abort), ("retry", .retry)] {
+            api.post("/api/v1/deployments/:name/\(path)") { request, context -> Response in
+                let name = try context.parameters.require("name")
+                let full = request.uri.queryParameters.get("full").map { $0 == "true" || $0 == "1" } ?? false
+                let effective = command == .promote && full ? Command.promoteFull : command
+                do {
+                    try await reconciler.submit(effective, for: name)
+                } catch Reconciler.ReconcilerError.unknownDeployment {
+                    throw APIError(.notFound, "no deployment named \(name)")
+                } catch Reconciler.ReconcilerError.refused(let reason) {
+                    throw APIError(.conflict, reason)
+                }
+                return try json(.accepted, ["accepted": effective.rawValue, "deployment": name])
+            }
+        }
+        api.get("/api/v1/events") { request, _ -> Response in
+            let deployment = request.uri.queryParameters.get("deployment")
+            let limit = request.uri.queryParameters.get("limit").flatMap(Int.init).map { min(max($0, 1), 10_000) } ?? 200
+            return try json(.ok, try await reconciler.events(deployment: deployment, limit: limit))
+        }
+        return Application(
+            router: router,
+            configuration: .init(address: .hostname(host, port: port), serverName: "sluice"),
+            onServerRunning: { channel in onRunning(channel.localAddress?.port ?? port) },
+            logger: logger
+        )
+    }
+
+    static func plain(_ status: HTTPResponse.Status, _ body: String, contentType: String = "text/plain; charset=utf-8") -> Response {
+        Response(status: status, headers: [.contentType: contentType], body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ value: some Encodable) throws -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        let data = try encoder.encode(value)
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    /// An error the API answers as `{"error": "...", "status": N}`.
+    struct APIError: Error {
+        var status: HTTPResponse.Status
+        var message: String
+        init(_ status: HTTPResponse.Status, _ message: String) {
+            self.status = status
+            self.message = message
+        }
+    }
+
+    struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+        func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+            do {
+                return try await next(request, context)
+            } catch let error as APIError {
+                return (try? json(error.status, ["error": error.message, "status": "\(error.status.code)"])) ?? plain(error.status, error.message)
+            } catch let error as HTTPError {
+                return (try? json(error.status, ["error": error.body ?? error.status.reasonPhrase, "status": "\(error.status.code)"])) ?? plain(error.status, "\(error)")
+            }
+        }
+    }
+
+    struct BearerTokenMiddleware<Context: RequestContext>: RouterMiddleware {
+        let token: String
+
+        func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+            let presented = request.headers[.authorization].flatMap { value -> Substring? in
+                value.hasPrefix("Bearer ") ? value.dropFirst(7) : nil
+            }
+            guard let presented, constantTimeEqual(Array(presented.utf8), Array(token.utf8)) else {
+                var response = (try? json(.unauthorized, ["error": "missing or wrong bearer token", "status": "401"])) ?? plain(.unauthorized, "unauthorized")
+                response.headers[.wwwAuthenticate] = "Bearer"
+                return response
+            }
+            return try await next(request, context)
+        }
+
+        /// Compares without an early exit, so timing does not reveal how much of a token was right.
+        func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+            var difference = UInt8(a.count == b.count ? 0 : 1)
+            for index in 0..<max(a.count, b.count) {
+                difference |= (index < a.count ? a[index] : 0) ^ (index < b.count ? b[index] : 0)
+            }
+            return difference == 0
+        }
+    }
+}

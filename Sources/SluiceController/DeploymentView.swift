@@ -1,0 +1,55 @@
+import SluiceRollout
+import SluiceSpec
+
+/// A deployment as the admin API and `sluice status` show it.
+public struct DeploymentView: Sendable, Codable, Equatable {
+    public var name: String
+    public var phase: String
+    public var stableVersion: String
+    public var desiredVersion: String
+    public var candidate: String?
+    public var rejected: String?
+    /// Percent per version, summing to 100.
+    public var weights: [String: Int]
+    /// 1-based step of the strategy, and how many there are (blue-green: 3 stages).
+    public var step: Int
+    public var steps: Int
+    public var strategy: String
+    public var message: String
+    public var stuck: Bool
+    public var mirrorPercent: Int
+    public var preview: Bool
+    /// The latest measurements with their values and verdicts (filled by analysis).
+    public var analysis: [AnalysisView]
+
+    public struct AnalysisView: Sendable, Codable, Equatable {
+        public var metric: String
+        public var value: Double?
+        public var verdict: String
+        public var reason: String
+    }
+
+    public init(spec: ResolvedDeployment, status: RolloutStatus) {
+        name = spec.name
+        phase = status.phase.rawValue
+        stableVersion = status.stableVersion
+        desiredVersion = spec.deployment.version
+        candidate = status.candidate
+        rejected = status.rejected
+        weights = status.weights.filter { $0.value > 0 || $0.key == status.stableVersion || $0.key == status.candidate }
+        switch spec.strategy {
+        case .canary(let canary):
+            strategy = "canary"
+            steps = canary.steps.count
+        case .blueGreen:
+            strategy = "blueGreen"
+            steps = 3
+        }
+        step = status.candidate == nil ? 0 : min(status.step + 1, steps)
+        message = status.message
+        stuck = status.stuck
+        mirrorPercent = status.mirrorPercent
+        preview = status.previewActive
+        analysis = []
+    }
+}

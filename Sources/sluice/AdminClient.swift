@@ -1,0 +1,76 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import SluiceController
+
+/// `--admin` and `--admin-token`, shared by the commands that talk to a running `sluice run`.
+struct AdminOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("URL of the admin API of a running sluice run. Default: $SLUICE_ADMIN, else http://127.0.0.1:9900.", valueName: "url"))
+    var admin: String?
+
+    @Option(name: .long, help: ArgumentHelp("Bearer token for the admin API. Default: $SLUICE_ADMIN_TOKEN.", valueName: "token"))
+    var adminToken: String?
+
+    var baseURL: String {
+        var url = admin ?? ProcessInfo.processInfo.environment["SLUICE_ADMIN"] ?? "http://127.0.0.1:9900"
+        if !url.contains("://") { url = "http://" + url }
+        while url.hasSuffix("/") { url.removeLast() }
+        return url
+    }
+
+    var token: String? { adminToken ?? ProcessInfo.processInfo.environment["SLUICE_ADMIN_TOKEN"] }
+}
+
+/// A JSON client of the admin API, with errors a person can act on.
+struct AdminClient {
+    let options: AdminOptions
+
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    func get<T: Decodable>(_ path: String, as type: T.Type) async throws -> T {
+        let body = try await send(.GET, path)
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(body.utf8))
+        } catch {
+            throw Failure(description: "unexpected answer from \(options.baseURL)\(path): \(error)")
+        }
+    }
+
+    @discardableResult
+    func post(_ path: String) async throws -> String {
+        try await send(.POST, path)
+    }
+
+    private func send(_ method: HTTPMethod, _ path: String) async throws -> String {
+        var request = HTTPClientRequest(url: options.baseURL + path)
+        request.method = method
+        if let token = options.token, !token.isEmpty { request.headers.add(name: "authorization", value: "Bearer \(token)") }
+        let response: HTTPClientResponse
+        do {
+            response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+        } catch {
+            throw Failure(description: "cannot reach the admin API at \(options.baseURL) (\(error)); is sluice run running? Set --admin or SLUICE_ADMIN")
+        }
+        let body = String(buffer: try await response.body.collect(upTo: 16 << 20))
+        guard (200..<300).contains(response.status.code) else {
+            struct APIError: Decodable { var error: String }
+            let message = (try? JSONDecoder().decode(APIError.self, from: Data(body.utf8)))?.error ?? body
+            throw Failure(description: "\(response.status.code) \(response.status.reasonPhrase): \(message)")
+        }
+        return body
+    }
+}
+
+/// Runs an admin call and turns its failure into a message and exit status 1.
+func withAdmin<T>(_ body: () async throws -> T) async throws -> T {
+    do {
+        return try await body()
+    } catch let failure as AdminClient.Failure {
+        printError("error: \(failure)")
+        throw ExitCode(1)
+    }
+}

@@ -1,0 +1,123 @@
+import ArgumentParser
+import Foundation
+import SluiceController
+import SluiceRollout
+
+struct PromoteCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "promote",
+        abstract: "End the current pause of a rollout (or, with --full, promote the new version to 100% at once)."
+    )
+    @Argument(help: "Deployment name.") var name: String
+    @Flag(name: .long, help: "Skip the remaining steps and analysis: all traffic to the new version now.") var full = false
+    @OptionGroup var options: AdminOptions
+
+    func run() async throws {
+        try await withAdmin { try await AdminClient(options: options).post("/api/v1/deployments/\(name)/promote\(full ? "?full=true" : "")") }
+        print("\(name): \(full ? "full promotion" : "promotion") requested")
+    }
+}
+
+struct AbortCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "abort",
+        abstract: "Stop a rollout: all traffic back to the stable version; the new version stays rejected."
+    )
+    @Argument(help: "Deployment name.") var name: String
+    @OptionGroup var options: AdminOptions
+
+    func run() async throws {
+        try await withAdmin { try await AdminClient(options: options).post("/api/v1/deployments/\(name)/abort") }
+        print("\(name): abort requested")
+    }
+}
+
+struct RetryCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "retry",
+        abstract: "Roll out a rejected (rolled back or aborted) version again."
+    )
+    @Argument(help: "Deployment name.") var name: String
+    @OptionGroup var options: AdminOptions
+
+    func run() async throws {
+        try await withAdmin { try await AdminClient(options: options).post("/api/v1/deployments/\(name)/retry") }
+        print("\(name): retry requested")
+    }
+}
+
+struct HistoryCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "history",
+        abstract: "List a deployment's decisions, oldest first, with times and reasons."
+    )
+    @Argument(help: "Deployment name.") var name: String
+    @Option(name: .long, help: "How many of the most recent events.") var limit: Int = 50
+    @OptionGroup var options: AdminOptions
+
+    func run() async throws {
+        let events = try await withAdmin {
+            try await AdminClient(options: options).get("/api/v1/events?deployment=\(name)&limit=\(limit)", as: [StoredEvent].self)
+        }
+        let formatter = ISO8601DateFormatter()
+        for stored in events {
+            let time = formatter.string(from: Date(timeIntervalSince1970: Double(stored.at.milliseconds) / 1000))
+            let values = stored.event.values.isEmpty ? "" : "  " + stored.event.values.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            print("\(time)  \(stored.event.kind.rawValue.padding(toLength: 20, withPad: " ", startingAt: 0))  \(stored.event.message)\(values)")
+        }
+        if events.isEmpty { print("no events for \(name)") }
+    }
+}
+
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show phase, versions, weights, step and the last analysis of deployments.",
+        discussion: """
+            With --watch (and a NAME), redraws a live view once a second and exits when the rollout is \
+            over: 0 when it ends Healthy, 1 when Degraded. CI pipelines can wait on it.
+            """
+    )
+
+    enum Format: String, ExpressibleByArgument, CaseIterable {
+        case table, json, yaml
+    }
+
+    @Argument(help: "Deployment name; all deployments when omitted.") var name: String?
+    @Flag(name: .long, help: "Follow one rollout live until it is Healthy or Degraded.") var watch = false
+    @Option(name: [.customShort("o"), .customLong("output")], help: ArgumentHelp("Output format.", valueName: "table|json|yaml")) var format: Format = .table
+    @Option(name: .long, help: ArgumentHelp("Seconds a --watch may last before it gives up with exit status 2.", valueName: "seconds")) var timeout: Int = 3600
+    @OptionGroup var options: AdminOptions
+
+    func validate() throws {
+        if watch && name == nil { throw ValidationError("--watch follows one deployment: give its NAME") }
+    }
+
+    func run() async throws {
+        let client = AdminClient(options: options)
+        guard watch, let name else {
+            let views: [DeploymentView] = try await withAdmin {
+                if let name { return [try await client.get("/api/v1/deployments/\(name)", as: DeploymentView.self)] }
+                return try await client.get("/api/v1/deployments", as: [DeploymentView].self)
+            }
+            print(try StatusRenderer.render(views, format: format))
+            return
+        }
+        let deadline = ContinuousClock.now + .seconds(timeout)
+        var lastLines = 0
+        while ContinuousClock.now < deadline {
+            let view = try await withAdmin { try await client.get("/api/v1/deployments/\(name)", as: DeploymentView.self) }
+            let text = StatusRenderer.live(view)
+            // Redraw in place on a terminal; append otherwise (logs, CI).
+            if isatty(STDOUT_FILENO) != 0 && lastLines > 0 { print("\u{1B}[\(lastLines)F\u{1B}[J", terminator: "") }
+            print(text)
+            fflush(nil)
+            lastLines = text.split(separator: "\n", omittingEmptySubsequences: false).count
+            if view.candidate == nil && view.desiredVersion == view.stableVersion && view.phase == "Healthy" { return }
+            if view.phase == "Degraded" { throw ExitCode(1) }
+            try await Task.sleep(for: .seconds(1))
+        }
+        printError("error: \(name) still rolling out after \(timeout)s")
+        throw ExitCode(2)
+    }
+}
