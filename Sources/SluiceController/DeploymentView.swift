@@ -21,6 +21,8 @@ public struct DeploymentView: Sendable, Codable, Equatable {
     public var preview: Bool
     /// The latest measurements with their values and verdicts (filled by analysis).
     public var analysis: [AnalysisView]
+    /// Errors in the deployment's manifest file; while there are any, the last good spec runs.
+    public var specErrors: [String]
 
     public struct AnalysisView: Sendable, Codable, Equatable {
         public var metric: String
@@ -51,5 +53,6 @@ public struct DeploymentView: Sendable, Codable, Equatable {
         mirrorPercent = status.mirrorPercent
         preview = status.previewActive
         analysis = []
+        specErrors = []
     }
 }

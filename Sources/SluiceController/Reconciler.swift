@@ -93,6 +93,12 @@ public actor Reconciler: Service {
     private func adopt(_ snapshot: SpecSnapshot) async throws {
         for diagnostic in snapshot.diagnostics where !diagnostics.contains(diagnostic) {
             logger.error("\(diagnostic)")
+            // Into the event log of every deployment that file defines: they keep their last good spec.
+            for spec in snapshot.deployments.values where spec.file == diagnostic.location.file {
+                guard let status = statuses[spec.name] else { continue }
+                let event = RolloutEvent(.specInvalid, spec.name, "\(diagnostic); the last good spec keeps running")
+                try await store.save(status, events: [event], at: Self.now())
+            }
         }
         diagnostics = snapshot.diagnostics
         let removed = Set(specs.keys).subtracting(snapshot.deployments.keys)
@@ -135,7 +141,9 @@ public actor Reconciler: Service {
 
     public func view(of deployment: String) -> DeploymentView? {
         guard let spec = specs[deployment], let status = statuses[deployment] else { return nil }
-        return DeploymentView(spec: spec, status: status)
+        var view = DeploymentView(spec: spec, status: status)
+        view.specErrors = diagnostics.filter { $0.location.file == spec.file }.map(\.description)
+        return view
     }
 
     public func events(deployment: String?, limit: Int) async throws -> [StoredEvent] {

@@ -27,6 +27,8 @@ public struct RolloutEvent: Sendable, Hashable, Codable, CustomStringConvertible
         case cancelled, superseded, waitingForTraffic, stuck, switched, rollbackWindowClosed
         /// The deployment left the manifests.
         case removed
+        /// Its manifest file has errors; the last good spec keeps running.
+        case specInvalid
     }
 
     public var kind: Kind

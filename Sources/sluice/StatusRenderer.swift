@@ -25,7 +25,8 @@ enum StatusRenderer {
         let header = ["NAME", "PHASE", "STABLE", "DESIRED", "WEIGHTS", "STEP", "MESSAGE"]
         let rows = views.map { view in
             [view.name, view.phase + (view.stuck ? " (stuck)" : ""), view.stableVersion, view.desiredVersion, weights(view),
-             view.candidate == nil ? "-" : "\(view.step)/\(view.steps)", view.message]
+             view.candidate == nil ? "-" : "\(view.step)/\(view.steps)",
+             view.message + (view.specErrors.isEmpty ? "" : " [manifest has \(view.specErrors.count) error(s); running the last good spec]")]
         }
         guard !rows.isEmpty else { return "no deployments" }
         let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
@@ -46,6 +47,6 @@ enum StatusRenderer {
               weights  \(weights(view))\(view.mirrorPercent > 0 ? "  mirror \(view.mirrorPercent)%" : "")
               steps    \(bar) \(view.candidate == nil ? "done" : "\(view.step)/\(view.steps)")
               \(view.message)
-            """
+            """ + view.specErrors.map { "\n  ! \($0)" }.joined()
     }
 }

@@ -70,6 +70,11 @@ struct RunCommandTests {
         // A broken edit keeps the rollout running and says where it is broken.
         try write(Self.manifest(version: "v2", v1: v1.port, v2: v2.port, weight: 20).replacingOccurrences(of: "setWeight: 20", with: "setWeight: 200"))
         _ = try await sluice.line(containing: "200 is outside 0–100")
+        let adminPort = try await sluice.port(after: "admin API on")
+        let status = try SluiceBinary.run(["status", "scorer", "-o", "json", "--admin", "127.0.0.1:\(adminPort)"])
+        #expect(status.stdout.contains("200 is outside 0–100"), "the error shows in status: \(status.stdout)")
+        let events = try SluiceBinary.run(["history", "scorer", "--admin", "127.0.0.1:\(adminPort)"])
+        #expect(events.stdout.contains("specInvalid"), "and in the events: \(events.stdout)")
         let whileBroken = try await Self.share("v2", port: port, group: group)
         #expect(abs(whileBroken - 0.20) < 0.08, "v2 share \(whileBroken) with a broken file")
 
