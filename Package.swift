@@ -67,12 +67,21 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Shell: the Open Inference Protocol v2 demo model server.
+        .target(
+            name: "SluiceModelServer",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         .executableTarget(
             name: "sluice",
             dependencies: [
                 "SluiceSpec",
                 "SluiceProxy",
                 "SluiceController",
+                "SluiceModelServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

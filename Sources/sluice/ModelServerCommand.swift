@@ -1,0 +1,44 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+import SluiceModelServer
+
+struct ModelServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "model-server",
+        abstract: "A small Open Inference Protocol v2 model server for demos and tests.",
+        discussion: """
+            Serves GET /v2/health/live, /v2/health/ready, /v2/models/NAME and POST /v2/models/NAME/infer \
+            with a deterministic logistic model that differs by version. Inject faults with --error-rate \
+            and --latency, or at run time: POST /control {"errorRate": 0.3, "latencyMs": 200}.
+            """
+    )
+
+    @Option(name: .long, help: "Model name.") var name: String
+    @Option(name: .long, help: "Model version; it changes the model's answers.") var version: String
+    @Option(name: .long, help: "Port on 127.0.0.1 (0 picks a free one).") var port: Int
+    @Option(name: .long, help: "Address to bind.") var host: String = "127.0.0.1"
+    @Option(name: .long, help: "Fraction of inference requests answered 500, 0 to 1.") var errorRate: Double = 0
+    @Option(name: .long, help: ArgumentHelp("Latency added to each inference, in milliseconds.", valueName: "ms")) var latency: Int = 0
+
+    func validate() throws {
+        guard (0...1).contains(errorRate) else { throw ValidationError("--error-rate must be between 0 and 1") }
+        guard latency >= 0 else { throw ValidationError("--latency must not be negative") }
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535") }
+    }
+
+    func run() async throws {
+        var logger = Logger(label: "sluice.model-server")
+        logger.logLevel = .warning
+        let app = ModelServer.buildApplication(
+            name: name, version: version, host: host, port: port,
+            faults: .init(errorRate: errorRate, latencyMs: latency), logger: logger
+        ) { [name, version, host] port in
+            print("model-server \(name) \(version) on \(host):\(port)")
+            fflush(nil)
+        }
+        let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}

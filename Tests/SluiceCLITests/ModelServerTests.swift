@@ -1,0 +1,61 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import SluiceTestSupport
+import Testing
+
+@Suite("sluice model-server, through the real binary")
+struct ModelServerTests {
+    static let input = #"{"inputs": [{"name": "features", "shape": [3], "datatype": "FP64", "data": [0.5, 1.5, -2.0]}]}"#
+
+    func score(_ body: String) throws -> Double {
+        let object = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
+        let outputs = object?["outputs"] as? [[String: Any]]
+        return try #require((outputs?.first?["data"] as? [Double])?.first)
+    }
+
+    @Test("serves OIP v2: health, metadata, deterministic inference that differs by version, 400 on bad input, faults at run time")
+    func modelServer() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let a = try RunningSluice(["model-server", "--name", "fraud", "--version", "v1", "--port", "0"])
+        let b = try RunningSluice(["model-server", "--name", "fraud", "--version", "v2", "--port", "0"])
+        let clientA = try await TestClient.connect(port: try await a.port(after: "model-server fraud v1 on"), group: group)
+        let clientB = try await TestClient.connect(port: try await b.port(after: "model-server fraud v2 on"), group: group)
+
+        #expect(try await clientA.request(.GET, "/v2/health/live").status == 200)
+        #expect(try await clientA.request(.GET, "/v2/health/ready").status == 200)
+        let metadata = try await clientA.request(.GET, "/v2/models/fraud")
+        #expect(metadata.status == 200 && metadata.body.contains(#""versions":["v1"]"#), "\(metadata.body)")
+        #expect(try await clientA.request(.GET, "/v2/models/other").status == 404)
+
+        let first = try await clientA.request(.POST, "/v2/models/fraud/infer", headers: [("content-type", "application/json")], body: Self.input)
+        let again = try await clientA.request(.POST, "/v2/models/fraud/infer", headers: [("content-type", "application/json")], body: Self.input)
+        let other = try await clientB.request(.POST, "/v2/models/fraud/infer", headers: [("content-type", "application/json")], body: Self.input)
+        #expect(first.status == 200)
+        let p1 = try score(first.body), p2 = try score(again.body), q = try score(other.body)
+        #expect(p1 == p2, "deterministic")
+        #expect(p1 != q, "versions differ")
+        #expect((0...1).contains(p1))
+        #expect(first.body.contains(#""model_version":"v1""#))
+
+        #expect(try await clientA.request(.POST, "/v2/models/fraud/infer", body: "{not json").status == 400)
+        #expect(try await clientA.request(.POST, "/v2/models/fraud/infer", body: #"{"inputs": []}"#).status == 400)
+
+        // Every request fails after the error rate is raised at run time.
+        #expect(try await clientA.request(.POST, "/control", body: #"{"errorRate": 1, "latencyMs": 0}"#).status == 200)
+        #expect(try await clientA.request(.POST, "/v2/models/fraud/infer", body: Self.input).status == 500)
+        #expect(try await clientA.request(.POST, "/control", body: #"{"errorRate": 2, "latencyMs": 0}"#).status == 400)
+        // Latency shows up in the answer time.
+        _ = try await clientB.request(.POST, "/control", body: #"{"errorRate": 0, "latencyMs": 300}"#)
+        let clock = ContinuousClock()
+        let started = clock.now
+        #expect(try await clientB.request(.POST, "/v2/models/fraud/infer", body: Self.input).status == 200)
+        #expect(clock.now - started >= .milliseconds(290))
+
+        await clientA.close()
+        await clientB.close()
+        #expect(try await a.stop() == 0)
+        #expect(try await b.stop() == 0)
+        try await group.shutdownGracefully()
+    }
+}
