@@ -13,7 +13,7 @@ struct Sluice: AsyncParsableCommand {
             """,
         version: "0.1.0",
         subcommands: [
-            ValidateCommand.self, RunCommand.self, StatusCommand.self, PromoteCommand.self, AbortCommand.self,
+            DemoCommand.self, ValidateCommand.self, RunCommand.self, StatusCommand.self, PromoteCommand.self, AbortCommand.self,
             RetryCommand.self, HistoryCommand.self, ModelServerCommand.self, ProxyCommand.self,
         ]
     )
