@@ -6,7 +6,7 @@ import Testing
 
 @Suite("sluice run, through the real binary", .serialized)
 struct RunCommandTests {
-    static func manifest(version: String, v1: Int, v2: Int, weight: Int = 20) -> String {
+    static func manifest(version: String, v1: Int, v2: Int, weight: Int = 20, then: Int = 60) -> String {
         """
         apiVersion: sluice/v1
         kind: ModelDeployment
@@ -22,6 +22,8 @@ struct RunCommandTests {
               steps:
                 - setWeight: \(weight)
                 - pause: {}
+                - setWeight: \(then)
+                - pause: {}
         """
     }
 
@@ -34,7 +36,7 @@ struct RunCommandTests {
         return Double(hits) / Double(count)
     }
 
-    @Test("a canary moves traffic to its weight, survives kill -9, holds through a broken edit, and returns at once to stable")
+    @Test("a canary moves traffic to each step's weight, survives kill -9 at 60%, holds through a broken edit, and returns at once to stable")
     func canaryLifecycle() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let v1 = try await TestUpstream.start(name: "v1", group: group)
@@ -58,25 +60,32 @@ struct RunCommandTests {
         let atStep = try await Self.share("v2", port: port, group: group)
         #expect(abs(atStep - 0.20) < 0.08, "v2 share \(atStep) at weight 20%")
 
-        // kill -9 and restart on the same state: same step, same weight.
+        // Promote past the first pause: 60%.
+        var adminPort = try await sluice.port(after: "admin API on")
+        #expect(try SluiceBinary.run(["promote", "scorer", "--admin", "127.0.0.1:\(adminPort)"]).status == 0)
+        #expect(try await eventually { abs(try await Self.share("v2", port: port, group: group, count: 100) - 0.60) < 0.15 })
+        let atSixty = try await Self.share("v2", port: port, group: group)
+        #expect(abs(atSixty - 0.60) < 0.08, "v2 share \(atSixty) at weight 60%")
+
+        // kill -9 at the pause at 60%, and restart on the same state: same step, same weight.
         sluice.signal(SIGKILL)
         sluice.process.waitUntilExit()
         sluice = try RunningSluice(arguments, in: work)
         port = try await sluice.port(after: "proxy on")
+        adminPort = try await sluice.port(after: "admin API on")
         let afterRestart = try await Self.share("v2", port: port, group: group)
-        #expect(abs(afterRestart - 0.20) < 0.08, "v2 share \(afterRestart) after kill -9")
+        #expect(abs(afterRestart - 0.60) < 0.08, "v2 share \(afterRestart) after kill -9")
         #expect(!sluice.text.contains("rollout of v2 started"), "resumed, not restarted:\n\(sluice.text)")
 
         // A broken edit keeps the rollout running and says where it is broken.
-        try write(Self.manifest(version: "v2", v1: v1.port, v2: v2.port, weight: 20).replacingOccurrences(of: "setWeight: 20", with: "setWeight: 200"))
+        try write(Self.manifest(version: "v2", v1: v1.port, v2: v2.port).replacingOccurrences(of: "setWeight: 20", with: "setWeight: 200"))
         _ = try await sluice.line(containing: "200 is outside 0–100")
-        let adminPort = try await sluice.port(after: "admin API on")
         let status = try SluiceBinary.run(["status", "scorer", "-o", "json", "--admin", "127.0.0.1:\(adminPort)"])
         #expect(status.stdout.contains("200 is outside 0–100"), "the error shows in status: \(status.stdout)")
         let events = try SluiceBinary.run(["history", "scorer", "--admin", "127.0.0.1:\(adminPort)"])
         #expect(events.stdout.contains("specInvalid"), "and in the events: \(events.stdout)")
         let whileBroken = try await Self.share("v2", port: port, group: group)
-        #expect(abs(whileBroken - 0.20) < 0.08, "v2 share \(whileBroken) with a broken file")
+        #expect(abs(whileBroken - 0.60) < 0.08, "v2 share \(whileBroken) with a broken file")
 
         // Back to stable: all traffic returns at once.
         try write(Self.manifest(version: "v1", v1: v1.port, v2: v2.port))
@@ -84,7 +93,8 @@ struct RunCommandTests {
         let changed = clock.now
         #expect(try await eventually(timeout: .seconds(10)) { try await Self.share("v1", port: port, group: group, count: 20) == 1 })
         let took = clock.now - changed
-        #expect(took < .seconds(3), "all traffic back in \(took)")
+        // bench/reconcile.sh measures this at p99 246 ms in release; a debug build on a loaded machine gets slack.
+        #expect(took < .seconds(2), "all traffic back in \(took)")
         _ = try await sluice.line(containing: "all traffic back at once")
 
         #expect(try await sluice.stop() == 0, "\(sluice.text)")
