@@ -14,7 +14,7 @@ import SluiceSpec
 public actor Reconciler: Service {
     private var reader: ManifestReader
     private let store: any StatusStore
-    private let proxy: ProxyServer
+    private let router: any TrafficRouter
     private let logger: Logger
     private let pollInterval: Duration
 
@@ -28,11 +28,11 @@ public actor Reconciler: Service {
     private var routingStale = true
     private var ready = false
 
-    public init(manifests: String, strategies: String?, store: any StatusStore, proxy: ProxyServer,
+    public init(manifests: String, strategies: String?, store: any StatusStore, router: any TrafficRouter,
                 pollInterval: Duration = .milliseconds(250), logger: Logger = Logger(label: "sluice.reconciler")) {
         reader = ManifestReader(manifests: manifests, strategies: strategies)
         self.store = store
-        self.proxy = proxy
+        self.router = router
         self.pollInterval = pollInterval
         self.logger = logger
     }
@@ -83,9 +83,12 @@ public actor Reconciler: Service {
         }
         if routingStale {
             revision += 1
-            let table = RoutingTableBuilder.table(revision: revision, deployments: specs, statuses: statuses)
-            try await proxy.apply(table)
-            routingStale = false
+            let routed = specs.compactMap { name, spec in statuses[name].map { RoutedDeployment(spec: spec, status: $0) } }
+            try await router.apply(revision: revision, routed)
+            // Check that the data plane really routes by it; if not, apply again on the next pass.
+            let live = try await router.verify()
+            routingStale = live != revision
+            if routingStale { logger.error("routing revision \(revision) applied but \(live) is live; retrying") }
         }
         ready = true
     }

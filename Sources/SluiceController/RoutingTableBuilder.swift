@@ -5,12 +5,8 @@ import SluiceSpec
 /// Turns each deployment's status into the proxy's routing table. The policy is all in the status;
 /// this only looks up endpoints and orders backends.
 public enum RoutingTableBuilder {
-    public static func table(revision: UInt64, deployments: [String: ResolvedDeployment], statuses: [String: RolloutStatus]) -> RoutingTable {
-        var routes: [RouteRule] = []
-        for (name, spec) in deployments.sorted(by: { $0.key < $1.key }) {
-            guard let status = statuses[name], let route = try? rule(spec, status) else { continue }
-            routes.append(route)
-        }
+    public static func table(revision: UInt64, _ deployments: [RoutedDeployment]) -> RoutingTable {
+        let routes = deployments.sorted { $0.spec.name < $1.spec.name }.compactMap { try? rule($0.spec, $0.status) }
         return RoutingTable(revision: revision, routes: routes)
     }
 
@@ -37,5 +33,22 @@ public enum RoutingTableBuilder {
             backends: backends, headerRules: headerRules, stickiness: spec.deployment.route.stickiness,
             mirror: routing.mirror.map { MirrorRule(version: $0.version, percent: $0.percent) }
         )
+    }
+}
+
+/// The built-in proxy as a `TrafficRouter`.
+public struct ProxyTrafficRouter: TrafficRouter {
+    public let proxy: ProxyServer
+
+    public init(proxy: ProxyServer) {
+        self.proxy = proxy
+    }
+
+    public func apply(revision: UInt64, _ deployments: [RoutedDeployment]) async throws {
+        try await proxy.apply(RoutingTableBuilder.table(revision: revision, deployments))
+    }
+
+    public func verify() async throws -> UInt64 {
+        try await proxy.verify()
     }
 }

@@ -1,3 +1,5 @@
+import SluiceSpec
+
 /// Ports: the small protocols the shells implement, declared next to the core that needs them.
 
 /// Where rollout statuses and the audit trail live (SQLite embedded, etcd for several boxes).
@@ -27,4 +29,25 @@ public struct StoredEvent: Sendable, Hashable, Codable {
         self.at = at
         self.event = event
     }
+}
+
+/// One deployment as the data plane needs it: its spec (route, endpoints) and its status's routing.
+public struct RoutedDeployment: Sendable {
+    public var spec: ResolvedDeployment
+    public var status: RolloutStatus
+
+    public init(spec: ResolvedDeployment, status: RolloutStatus) {
+        self.spec = spec
+        self.status = status
+    }
+}
+
+/// A data plane that can route each deployment as its status asks: the built-in proxy, and later
+/// HAProxy's runtime API or Gateway API routes. `apply` returns the revision it installed, and `verify`
+/// the revision actually in force, so the controller can tell that traffic really moved.
+public protocol TrafficRouter: Sendable {
+    /// Installs the routing of every deployment at once, as revision `revision`.
+    func apply(revision: UInt64, _ deployments: [RoutedDeployment]) async throws
+    /// The revision the data plane routes by everywhere.
+    func verify() async throws -> UInt64
 }

@@ -78,6 +78,11 @@ public struct Routing: Sendable, Hashable, Codable {
     public struct Mirror: Sendable, Hashable, Codable {
         public var version: String
         public var percent: Int
+
+        public init(version: String, percent: Int) {
+            self.version = version
+            self.percent = percent
+        }
     }
 
     /// Percent per version, summing to 100. Versions at 0 stay routable (for preview and rollback).
@@ -87,4 +92,11 @@ public struct Routing: Sendable, Hashable, Codable {
     public var preview: String?
     /// Blue-green: the previous version, kept routable at weight 0 during the rollback window.
     public var standby: String?
+
+    public init(weights: [String: Int], mirror: Mirror? = nil, preview: String? = nil, standby: String? = nil) {
+        self.weights = weights
+        self.mirror = mirror
+        self.preview = preview
+        self.standby = standby
+    }
 }

@@ -72,7 +72,7 @@ struct RunCommand: AsyncParsableCommand {
         }
         let reconciler = Reconciler(
             manifests: manifests, strategies: strategies ?? SpecFiles.defaultStrategiesDirectory(),
-            store: store, proxy: proxy, logger: logger
+            store: store, router: ProxyTrafficRouter(proxy: proxy), logger: logger
         )
         let proxyService = ProxyService(server: proxy) { server in
             print("sluice run: state in \(store.path)")
