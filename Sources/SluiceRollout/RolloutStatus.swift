@@ -5,13 +5,20 @@ import SluiceSpec
 public struct RolloutStatus: Sendable, Hashable, Codable {
     public enum Phase: String, Sendable, Hashable, Codable {
         /// No rollout: the stable version has all traffic.
+        /// → `Progressing` (or `Paused`) when `spec.version` names another version;
+        /// → `Degraded` on an abort inside a blue-green rollback window.
         case healthy = "Healthy"
-        /// Moving through steps or analysis.
+        /// Moving through steps, timed pauses or analysis.
+        /// → `Paused` at an indefinite pause or while waiting for traffic; → `Healthy` when the last step
+        /// passes, on `promote --full`, or when `spec.version` returns to stable; → `Degraded` on a failed
+        /// verdict or an abort.
         case progressing = "Progressing"
-        /// Waiting for `sluice promote`.
+        /// Waiting for `sluice promote`, or for enough traffic to judge.
+        /// → `Progressing` on promote or a passing verdict; → `Healthy` and `Degraded` as from `Progressing`.
         case paused = "Paused"
-        /// Rolled back or aborted: the stable version has all traffic, and the candidate stays rejected
-        /// until `spec.version` changes again or `sluice retry`.
+        /// Rolled back or aborted: the stable version has all traffic, and the candidate stays rejected.
+        /// → `Progressing` on `retry`, or when `spec.version` names yet another version;
+        /// → `Healthy` when `spec.version` returns to stable.
         case degraded = "Degraded"
     }
 
