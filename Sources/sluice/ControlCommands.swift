@@ -13,8 +13,7 @@ struct PromoteCommand: AsyncParsableCommand {
     @OptionGroup var options: AdminOptions
 
     func run() async throws {
-        try await withAdmin { try await AdminClient(options: options).post("/api/v1/deployments/\(name)/promote\(full ? "?full=true" : "")") }
-        print("\(name): \(full ? "full promotion" : "promotion") requested")
+        try await requestAction("promote\(full ? "?full=true" : "")", of: name, options, said: full ? "full promotion requested" : "promotion requested")
     }
 }
 
@@ -27,8 +26,7 @@ struct AbortCommand: AsyncParsableCommand {
     @OptionGroup var options: AdminOptions
 
     func run() async throws {
-        try await withAdmin { try await AdminClient(options: options).post("/api/v1/deployments/\(name)/abort") }
-        print("\(name): abort requested")
+        try await requestAction("abort", of: name, options, said: "abort requested")
     }
 }
 
@@ -41,8 +39,7 @@ struct RetryCommand: AsyncParsableCommand {
     @OptionGroup var options: AdminOptions
 
     func run() async throws {
-        try await withAdmin { try await AdminClient(options: options).post("/api/v1/deployments/\(name)/retry") }
-        print("\(name): retry requested")
+        try await requestAction("retry", of: name, options, said: "retry requested")
     }
 }
 
@@ -120,4 +117,10 @@ struct StatusCommand: AsyncParsableCommand {
         printError("error: \(name) still rolling out after \(timeout)s")
         throw ExitCode(2)
     }
+}
+
+/// POSTs a manual control to the admin API and says what was asked.
+func requestAction(_ action: String, of deployment: String, _ options: AdminOptions, said: String) async throws {
+    try await withAdmin { try await AdminClient(options: options).post("/api/v1/deployments/\(deployment)/\(action)") }
+    print("\(deployment): \(said)")
 }
