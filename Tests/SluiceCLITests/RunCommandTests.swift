@@ -161,9 +161,12 @@ struct ControlCommandTests {
         #expect(nothing.stderr.contains("409") && nothing.stderr.contains("no rollout in progress"), "\(nothing.stderr)")
         #expect(try cli(["abort", "nope"]).stderr.contains("404"))
 
-        // v2 pauses at 20%; promote ends the pause and the rollout completes.
+        // v2 pauses at 20%; a promote moves it to the pause at 60%, a second one completes the rollout.
+        func weights() throws -> String { try cli(["status", "scorer"]).stdout }
         try write("v2")
-        #expect(try await eventually { try phase() == "Paused" })
+        #expect(try await eventually { try phase() == "Paused" && weights().contains("v2=20%") })
+        #expect(try cli(["promote", "scorer"]).status == 0)
+        #expect(try await eventually { try phase() == "Paused" && weights().contains("v2=60%") })
         #expect(try cli(["promote", "scorer"]).status == 0)
         #expect(try await eventually { try phase() == "Healthy" })
         #expect(try cli(["status", "scorer", "-o", "yaml"]).stdout.contains("stableVersion: v2"))
