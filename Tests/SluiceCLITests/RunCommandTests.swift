@@ -58,14 +58,14 @@ struct RunCommandTests {
         try write(Self.manifest(version: "v2", v1: v1.port, v2: v2.port))
         #expect(try await eventually { try await Self.share("v2", port: port, group: group, count: 50) > 0 })
         let atStep = try await Self.share("v2", port: port, group: group)
-        #expect(abs(atStep - 0.20) < 0.08, "v2 share \(atStep) at weight 20%")
+        #expect(abs(atStep - 0.20) < 0.10, "v2 share \(atStep) at weight 20%")
 
         // Promote past the first pause: 60%.
         var adminPort = try await sluice.port(after: "admin API on")
         #expect(try SluiceBinary.run(["promote", "scorer", "--admin", "127.0.0.1:\(adminPort)"]).status == 0)
         #expect(try await eventually { abs(try await Self.share("v2", port: port, group: group, count: 100) - 0.60) < 0.15 })
         let atSixty = try await Self.share("v2", port: port, group: group)
-        #expect(abs(atSixty - 0.60) < 0.08, "v2 share \(atSixty) at weight 60%")
+        #expect(abs(atSixty - 0.60) < 0.10, "v2 share \(atSixty) at weight 60%")
 
         // kill -9 at the pause at 60%, and restart on the same state: same step, same weight.
         sluice.signal(SIGKILL)
@@ -74,7 +74,7 @@ struct RunCommandTests {
         port = try await sluice.port(after: "proxy on")
         adminPort = try await sluice.port(after: "admin API on")
         let afterRestart = try await Self.share("v2", port: port, group: group)
-        #expect(abs(afterRestart - 0.60) < 0.08, "v2 share \(afterRestart) after kill -9")
+        #expect(abs(afterRestart - 0.60) < 0.10, "v2 share \(afterRestart) after kill -9")
         #expect(!sluice.text.contains("rollout of v2 started"), "resumed, not restarted:\n\(sluice.text)")
 
         // A broken edit keeps the rollout running and says where it is broken.
@@ -85,7 +85,7 @@ struct RunCommandTests {
         let events = try SluiceBinary.run(["history", "scorer", "--admin", "127.0.0.1:\(adminPort)"])
         #expect(events.stdout.contains("specInvalid"), "and in the events: \(events.stdout)")
         let whileBroken = try await Self.share("v2", port: port, group: group)
-        #expect(abs(whileBroken - 0.60) < 0.08, "v2 share \(whileBroken) with a broken file")
+        #expect(abs(whileBroken - 0.60) < 0.10, "v2 share \(whileBroken) with a broken file")
 
         // Back to stable: all traffic returns at once.
         try write(Self.manifest(version: "v1", v1: v1.port, v2: v2.port))
@@ -93,8 +93,9 @@ struct RunCommandTests {
         let changed = clock.now
         #expect(try await eventually(timeout: .seconds(10)) { try await Self.share("v1", port: port, group: group, count: 20) == 1 })
         let took = clock.now - changed
-        // bench/reconcile.sh measures this at p99 246 ms in release; a debug build on a loaded machine gets slack.
-        #expect(took < .seconds(2), "all traffic back in \(took)")
+        // The 1 s goal is measured by bench/reconcile.sh (p99 246 ms, release). Here, a debug build on a loaded
+        // machine, polling with batches of requests, gets slack; a step-wise return would take far longer.
+        #expect(took < .seconds(5), "all traffic back in \(took)")
         _ = try await sluice.line(containing: "all traffic back at once")
 
         #expect(try await sluice.stop() == 0, "\(sluice.text)")

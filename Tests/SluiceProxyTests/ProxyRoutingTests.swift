@@ -40,13 +40,14 @@ struct ProxyRoutingTests {
             try await h.apply(h.route([("v1", 100)]))
             let client = try await h.client()
             #expect(try await client.request(.GET, "/models/m").status == 200)
-            #expect(try await client.request(.GET, "/models/m").status == 200)
-            #expect(h.upstreams["v1"]!.connections == 1, "reused while fresh")
-            // Wait until the pooled connection has been closed, then the next request needs a new one.
+            // (Reuse while fresh is the pooling test's job; here only the closing matters, so nothing
+            // depends on how fast a loaded machine sends the next request.)
             let loop = try #require(h.proxy.loopsForTesting.first)
-            #expect(try await eventually { try await loop.eventLoop.submit { loop.pool(for: h.endpoint("v1")).openConnections }.get() == 0 })
+            #expect(try await eventually { try await loop.eventLoop.submit { loop.pool(for: h.endpoint("v1")).openConnections }.get() == 0 },
+                    "the idle pooled connection is closed")
+            let before = h.upstreams["v1"]!.connections
             #expect(try await client.request(.GET, "/models/m").status == 200)
-            #expect(h.upstreams["v1"]!.connections == 2)
+            #expect(h.upstreams["v1"]!.connections == before + 1, "so the next request opens a new one")
             await client.close()
         }
     }
