@@ -417,10 +417,9 @@ extension Planner {
             if status.candidate != nil || status.previousStable != nil { return nil }
             return "\(status.deployment) has no rollout in progress (phase \(status.phase.rawValue)); nothing to abort"
         case .retry:
-            guard status.phase == .degraded, let rejected = status.rejected else {
+            guard status.phase == .degraded, status.rejected != nil else {
                 return "\(status.deployment) is \(status.phase.rawValue), not Degraded; retry applies to a rolled-back version"
             }
-            _ = rejected
             return nil
         }
     }
