@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "sluice", targets: ["sluice"]),
         .library(name: "SluiceSpec", targets: ["SluiceSpec"]),
         .library(name: "SluiceRollout", targets: ["SluiceRollout"]),
+        .library(name: "SluiceAnalysis", targets: ["SluiceAnalysis"]),
     ],
     dependencies: [
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
@@ -34,6 +35,11 @@ let package = Package(
         .target(
             name: "SluiceRollout",
             dependencies: ["SluiceSpec"]
+        ),
+        // Pure core: the statistics that judge a version, and the verdicts they give the planner.
+        .target(
+            name: "SluiceAnalysis",
+            dependencies: ["SluiceSpec", "SluiceRollout"]
         ),
         // Shell: the data plane. Plain SwiftNIO on the event loop; no Task or lock per request.
         .target(
@@ -60,8 +66,10 @@ let package = Package(
             dependencies: [
                 "SluiceSpec",
                 "SluiceRollout",
+                "SluiceAnalysis",
                 "SluiceProxy",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -100,6 +108,10 @@ let package = Package(
         .testTarget(
             name: "SluiceRolloutTests",
             dependencies: ["SluiceRollout", "SluiceSpec"]
+        ),
+        .testTarget(
+            name: "SluiceAnalysisTests",
+            dependencies: ["SluiceAnalysis", "SluiceRollout", "SluiceSpec"]
         ),
         // Real HTTP peers for tests: upstream servers, keep-alive and raw clients.
         .target(

@@ -90,6 +90,9 @@ extension SpecReader {
         if compare, case .builtin = source {} else if compare, let compareValue = f.value("compareTo") {
             error("compareTo: stable works with builtin metrics only; Sluice measures both versions itself", at: compareValue)
         }
+        if compare, case .builtin(.requestRate) = source, let compareValue = f.value("compareTo") {
+            error("compareTo: stable does not apply to requestRate; each version's rate follows its weight", at: compareValue)
+        }
         let judged = f.has("successCondition") || f.has("failureCondition") || f.has("compareTo")
         switch source {
         case .builtin(let metric):

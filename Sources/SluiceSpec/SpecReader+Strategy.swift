@@ -13,7 +13,7 @@ extension SpecReader {
     // MARK: Canary
 
     private func canary(_ value: SpecValue) -> CanaryStrategy? {
-        guard let f = fields(value, keys: ["steps", "analysis"]) else { return nil }
+        guard let f = fields(value, keys: ["steps", "analysis", "tripwire"]) else { return nil }
         let steps = f.required("steps") { list($0, nonEmpty: true, what: "steps") { step($0) } }
         if let steps, let stepsValue = f.value("steps") {
             checkWeightsRise(steps, stepsValue)
@@ -26,8 +26,9 @@ extension SpecReader {
             }
             return spec
         }
+        let tripwire = f.optional("tripwire") { self.tripwire($0) } ?? StrategySpec.defaultTripwire
         guard let steps else { return nil }
-        return CanaryStrategy(steps: steps, analysis: background)
+        return CanaryStrategy(steps: steps, analysis: background, tripwire: tripwire)
     }
 
     /// A step that lowers the canary's weight is almost always a typo (`5` for `50`), so it must say so.
@@ -84,7 +85,7 @@ extension SpecReader {
     // MARK: Blue-green
 
     private func blueGreen(_ value: SpecValue) -> BlueGreenStrategy? {
-        let keys = ["previewHeader", "prePromotionAnalysis", "autoPromotionSeconds", "postPromotionAnalysis", "rollbackWindow"]
+        let keys = ["previewHeader", "prePromotionAnalysis", "autoPromotionSeconds", "postPromotionAnalysis", "rollbackWindow", "tripwire"]
         guard let f = fields(value, keys: keys) else { return nil }
         let before = diagnostics.count
         let header = f.optional("previewHeader") { value -> HeaderMatch? in
@@ -105,10 +106,16 @@ extension SpecReader {
         let auto = f.optional("autoPromotionSeconds") { int($0, in: 0...86_400, what: "a number of seconds") }
         let post = f.optional("postPromotionAnalysis") { analysis($0, allowsCount: true, allowsStartingStep: false) }
         let window = f.optional("rollbackWindow") { duration($0) } ?? BlueGreenStrategy.defaultRollbackWindow
+        let tripwire = f.optional("tripwire") { self.tripwire($0) } ?? StrategySpec.defaultTripwire
         guard diagnostics.count == before else { return nil }
         return BlueGreenStrategy(
             previewHeader: header, prePromotionAnalysis: pre, autoPromotionSeconds: auto,
-            postPromotionAnalysis: post, rollbackWindow: window
+            postPromotionAnalysis: post, rollbackWindow: window, tripwire: tripwire
         )
+    }
+
+    /// `tripwire: 5`: consecutive hard failures; 0 turns it off.
+    private func tripwire(_ value: SpecValue) -> Int? {
+        int(value, in: 0...1000, what: "a count of consecutive failures (0 turns the tripwire off)")
     }
 }

@@ -1,0 +1,67 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The C library's math functions, which the Swift standard library does not offer on its own.
+enum Math {
+    static func log(_ x: Double) -> Double { cLog(x) }
+    static func exp(_ x: Double) -> Double { cExp(x) }
+    static func log10(_ x: Double) -> Double { cLog10(x) }
+    static func pow(_ x: Double, _ y: Double) -> Double { cPow(x, y) }
+    /// The complementary error function, for normal tail probabilities.
+    static func erfc(_ x: Double) -> Double { cErfc(x) }
+
+    /// P(Z > z) for a standard normal Z.
+    static func normalUpperTail(_ z: Double) -> Double { 0.5 * erfc(z / 2.0.squareRoot()) }
+
+    /// log(Σ exp(x)) without overflow.
+    static func logSumExp(_ xs: [Double]) -> Double {
+        guard let top = xs.max(), top.isFinite else { return xs.max() ?? -.infinity }
+        return top + log(xs.reduce(0) { $0 + exp($1 - top) })
+    }
+}
+
+private func cLog(_ x: Double) -> Double { log(x) }
+private func cExp(_ x: Double) -> Double { exp(x) }
+private func cLog10(_ x: Double) -> Double { log10(x) }
+private func cPow(_ x: Double, _ y: Double) -> Double { pow(x, y) }
+private func cErfc(_ x: Double) -> Double { erfc(x) }
+
+/// Numbers for people: three significant digits, scientific notation when very small or large.
+enum Format {
+    static func number(_ x: Double) -> String {
+        guard x.isFinite else { return x.isNaN ? "NaN" : (x > 0 ? "∞" : "-∞") }
+        if x == 0 { return "0" }
+        let magnitude = abs(x)
+        if magnitude >= 1e-3 && magnitude < 1e6 {
+            let decimals = max(0, 2 - Int(Math.log10(magnitude).rounded(.down)))
+            return fixed(x, decimals: decimals)
+        }
+        let exponent = Int(Math.log10(magnitude).rounded(.down))
+        let mantissa = x / Math.pow(10, Double(exponent))
+        return "\(fixed(mantissa, decimals: 1))e\(exponent)"
+    }
+
+    /// Seconds as milliseconds, the unit model latencies are talked about in.
+    static func duration(_ seconds: Double) -> String {
+        seconds < 10 ? "\(number(seconds * 1000))ms" : "\(number(seconds))s"
+    }
+
+    static func fixed(_ x: Double, decimals: Int) -> String {
+        let scale = Math.pow(10, Double(decimals))
+        let scaled = (abs(x) * scale).rounded()
+        let whole = Int(scaled / scale)
+        var text = "\(x < 0 && scaled > 0 ? "-" : "")\(whole)"
+        if decimals > 0 {
+            var fraction = String(Int(scaled.truncatingRemainder(dividingBy: scale)))
+            fraction = String(repeating: "0", count: max(0, decimals - fraction.count)) + fraction
+            while fraction.hasSuffix("0") { fraction.removeLast() }
+            if !fraction.isEmpty { text += "." + fraction }
+        }
+        return text
+    }
+}

@@ -1,0 +1,175 @@
+import SluiceRollout
+import SluiceSpec
+import Testing
+@testable import SluiceAnalysis
+
+@Suite("Judges: thresholds, limits, providers, verdicts")
+struct JudgeTests {
+    static func condition(_ text: String) -> Condition { try! Condition.parse(text).get() }
+
+    static func sample(_ responses: Int, errors: Int = 0, latency: Double = 0.1) -> VersionSample {
+        VersionSample(responses: responses, errors: errors, latency: responses > 0 ? [LatencyBin(seconds: latency, count: responses)] : [], seconds: 5)
+    }
+
+    static func judge(_ metric: MetricSpec, _ measurement: Measurement) -> MetricResult {
+        var state = MetricState()
+        return Judge.judge(metric, measurement, state: &state)
+    }
+
+    @Test("successCondition on the candidate's success rate: pass, fail with the values and the limit")
+    func successCondition() {
+        let metric = MetricSpec(name: "success", source: .builtin(.successRate), successCondition: Self.condition(">= 0.99"))
+        let good = Self.judge(metric, .builtin(stable: Self.sample(900), candidate: Self.sample(100, errors: 0)))
+        #expect(good.outcome == .pass)
+        let bad = Self.judge(metric, .builtin(stable: Self.sample(900), candidate: Self.sample(100, errors: 30)))
+        #expect(bad.outcome == .fail)
+        #expect(bad.value == 0.7)
+        #expect(bad.values["limit"] == 0.99)
+        #expect(bad.values["candidate.requests"] == 100 && bad.values["candidate.errors"] == 30)
+        #expect(bad.reason == "0.7 is not >= 0.99")
+    }
+
+    @Test("below minSamples a window is inconclusive, never a failure")
+    func minimumEvidence() {
+        let metric = MetricSpec(name: "success", source: .builtin(.successRate), successCondition: Self.condition(">= 0.99"), minSamples: 50)
+        let result = Self.judge(metric, .builtin(stable: Self.sample(900), candidate: Self.sample(10, errors: 10)))
+        #expect(result.outcome == .inconclusive)
+        #expect(result.reason.contains("fewer than minSamples 50"))
+        let none = Self.judge(metric, .builtin(stable: Self.sample(0), candidate: Self.sample(0)))
+        #expect(none.outcome == .inconclusive)
+    }
+
+    @Test("failureCondition alone, and both conditions with the gap between them inconclusive")
+    func failureCondition() {
+        let only = MetricSpec(name: "p99", source: .builtin(.latencyP99), failureCondition: Self.condition("> 250ms"))
+        #expect(Self.judge(only, .builtin(stable: Self.sample(100), candidate: Self.sample(100, latency: 0.2))).outcome == .pass)
+        let slow = Self.judge(only, .builtin(stable: Self.sample(100), candidate: Self.sample(100, latency: 0.3)))
+        #expect(slow.outcome == .fail)
+        #expect(slow.reason == "300ms meets failureCondition > 250ms")
+        let both = MetricSpec(name: "p99", source: .builtin(.latencyP99), successCondition: Self.condition("< 200ms"), failureCondition: Self.condition("> 250ms"))
+        #expect(Self.judge(both, .builtin(stable: Self.sample(100), candidate: Self.sample(100, latency: 0.22))).outcome == .inconclusive)
+    }
+
+    @Test("failureLimit tolerates that many failed windows; the next one fails")
+    func failureLimit() {
+        let metric = MetricSpec(name: "success", source: .builtin(.successRate), successCondition: Self.condition(">= 0.99"), failureLimit: 2)
+        var state = MetricState()
+        let bad = Measurement.builtin(stable: Self.sample(900), candidate: Self.sample(100, errors: 5))
+        #expect(Judge.judge(metric, bad, state: &state).outcome == .inconclusive)
+        #expect(Judge.judge(metric, bad, state: &state).outcome == .inconclusive)
+        let third = Judge.judge(metric, bad, state: &state)
+        #expect(third.outcome == .fail)
+        #expect(state.failures == 3)
+    }
+
+    @Test("provider errors count against consecutiveErrorLimit and reset on a measurement")
+    func consecutiveErrors() {
+        let metric = MetricSpec(name: "prom", source: .prometheus(PrometheusQuery(address: try! Endpoint.parse("http://127.0.0.1:9090").get(), query: "up")),
+                                successCondition: Self.condition("< 0.01"), consecutiveErrorLimit: 2)
+        var state = MetricState()
+        #expect(Judge.judge(metric, .error("connection refused"), state: &state).outcome == .error)
+        #expect(Judge.judge(metric, .error("connection refused"), state: &state).outcome == .error)
+        #expect(Judge.judge(metric, .value(0.001), state: &state).outcome == .pass)
+        #expect(Judge.judge(metric, .error("timeout"), state: &state).outcome == .error)
+        #expect(Judge.judge(metric, .error("timeout"), state: &state).outcome == .error)
+        let third = Judge.judge(metric, .error("timeout"), state: &state)
+        #expect(third.outcome == .fail)
+        #expect(third.reason.hasPrefix("3 errors in a row (consecutiveErrorLimit 2)"))
+    }
+
+    @Test("an empty Prometheus result or NaN is no data, never zero")
+    func noData() {
+        let metric = MetricSpec(name: "prom", source: .prometheus(PrometheusQuery(address: try! Endpoint.parse("http://127.0.0.1:9090").get(), query: "x")),
+                                successCondition: Self.condition("< 0.01"))
+        #expect(Self.judge(metric, .value(nil)).outcome == .inconclusive)
+        #expect(Self.judge(metric, .value(.nan)).outcome == .inconclusive)
+        #expect(Self.judge(metric, .value(0)).outcome == .pass)
+        #expect(Self.judge(metric, .value(0.2)).outcome == .fail)
+    }
+
+    @Test("webhooks: 2xx passes, other statuses fail, a returned value is judged")
+    func webhooks() {
+        let hook = Webhook(url: "http://127.0.0.1:1/check", endpoint: try! Endpoint.parse("http://127.0.0.1:1").get(), path: "/check")
+        let plain = MetricSpec(name: "gate", source: .webhook(hook))
+        #expect(Self.judge(plain, .webhook(status: 204, value: nil, body: "")).outcome == .pass)
+        let refused = Self.judge(plain, .webhook(status: 503, value: nil, body: "quality below bar"))
+        #expect(refused.outcome == .fail)
+        #expect(refused.reason == "webhook answered 503: quality below bar")
+        let valued = MetricSpec(name: "gate", source: .webhook(hook), successCondition: Self.condition(">= 0.9"))
+        #expect(Self.judge(valued, .webhook(status: 200, value: 0.95, body: "")).outcome == .pass)
+        #expect(Self.judge(valued, .webhook(status: 200, value: 0.5, body: "")).outcome == .fail)
+        #expect(Self.judge(valued, .webhook(status: 200, value: nil, body: "{}")).outcome == .error)
+    }
+
+    @Test("compareTo with maxRatio: latency ratio, and error rates with Haldane's correction")
+    func ratios() {
+        let latency = MetricSpec(name: "p99", source: .builtin(.latencyP99), compareToStable: true, maxRatio: 1.25)
+        let fast = Self.judge(latency, .builtin(stable: Self.sample(100, latency: 0.2), candidate: Self.sample(100, latency: 0.22)))
+        #expect(fast.outcome == .pass)
+        let slow = Self.judge(latency, .builtin(stable: Self.sample(100, latency: 0.2), candidate: Self.sample(100, latency: 0.3)))
+        #expect(slow.outcome == .fail)
+        #expect(abs((slow.values["ratio"] ?? 0) - 1.5) < 1e-9 && slow.values["limit"] == 1.25)
+        #expect(slow.reason == "candidate latencyP99 300ms is 1.5× stable's 200ms; limit 1.25×")
+
+        let errors = MetricSpec(name: "errors", source: .builtin(.errorRate), compareToStable: true, maxRatio: 2)
+        // Stable had no errors: (0+½)/(100+1) vs (1+½)/(100+1) is a ratio of 3, not infinity.
+        let one = Self.judge(errors, .builtin(stable: Self.sample(100, errors: 0), candidate: Self.sample(100, errors: 1)))
+        #expect(one.values["ratio"] == 3)
+        #expect(one.outcome == .fail)
+        let none = Self.judge(errors, .builtin(stable: Self.sample(100, errors: 0), candidate: Self.sample(100, errors: 0)))
+        #expect(none.outcome == .pass)
+    }
+
+    @Test("compareTo without maxRatio on latency: Mann-Whitney with a 10% practical margin")
+    func latencyTest() {
+        let metric = MetricSpec(name: "latency", source: .builtin(.latencyP50), compareToStable: true)
+        let stable = VersionSample(responses: 200, errors: 0, latency: [LatencyBin(seconds: 0.1, count: 100), LatencyBin(seconds: 0.11, count: 100)], seconds: 5)
+        let slower = VersionSample(responses: 60, errors: 0, latency: [LatencyBin(seconds: 0.3, count: 30), LatencyBin(seconds: 0.31, count: 30)], seconds: 5)
+        var state = MetricState()
+        let failed = Judge.judge(metric, .builtin(stable: stable, candidate: slower), state: &state)
+        #expect(failed.outcome == .fail)
+        #expect((failed.values["pValue"] ?? 1) < (failed.values["alpha"] ?? 0))
+        #expect(state.latencyLooks == 1)
+        // Clearly different but only 5% slower: within the margin, so it passes.
+        let slightly = VersionSample(responses: 200, errors: 0, latency: [LatencyBin(seconds: 0.105, count: 100), LatencyBin(seconds: 0.115, count: 100)], seconds: 5)
+        #expect(Self.judge(metric, .builtin(stable: stable, candidate: slightly)).outcome == .pass)
+        // The same version is not slower.
+        #expect(Self.judge(metric, .builtin(stable: stable, candidate: stable)).outcome == .pass)
+    }
+
+    @Test("compareTo without maxRatio on errors uses the sequential test and says why it failed")
+    func sequentialVerdict() {
+        let metric = MetricSpec(name: "errors", source: .builtin(.errorRate), compareToStable: true, minSamples: 20)
+        var state = MetricState()
+        let result = Judge.judge(metric, .builtin(stable: Self.sample(900, errors: 10), candidate: Self.sample(100, errors: 10)), state: &state)
+        #expect(result.outcome == .fail)
+        #expect(result.reason == "error rate 0.1 (10/100) vs stable 0.0111 (10/900) since the analysis began; e-value 5279 ≥ 1/α = 100")
+        #expect(result.values["threshold"] == 100)
+        // The same evidence from fewer requests than minSamples is not a failure.
+        var small = MetricState()
+        let early = Judge.judge(MetricSpec(name: "errors", source: .builtin(.errorRate), compareToStable: true, minSamples: 500),
+                                .builtin(stable: Self.sample(900, errors: 10), candidate: Self.sample(100, errors: 10)), state: &small)
+        #expect(early.outcome == .inconclusive)
+    }
+
+    @Test("the analysis fails naming the metric, holds on inconclusive, passes when every metric passes")
+    func combined() {
+        let spec = AnalysisSpec(metrics: [
+            MetricSpec(name: "success", source: .builtin(.successRate), successCondition: Self.condition(">= 0.95")),
+            MetricSpec(name: "p99", source: .builtin(.latencyP99), successCondition: Self.condition("< 250ms")),
+        ])
+        var state = AnalysisState()
+        let healthy = Measurement.builtin(stable: Self.sample(900), candidate: Self.sample(100))
+        #expect(Analysis.evaluate(spec, ["success": healthy, "p99": healthy], state: &state).verdict == .pass)
+        let slow = Measurement.builtin(stable: Self.sample(900), candidate: Self.sample(100, latency: 0.4))
+        let (verdict, results) = Analysis.evaluate(spec, ["success": healthy, "p99": slow], state: &state)
+        #expect(verdict == .fail(reason: "metric p99 failed: 400ms is not < 250ms", values: results[1].values))
+        let quiet = Measurement.builtin(stable: Self.sample(3), candidate: Self.sample(1))
+        guard case .inconclusive(let reason) = Analysis.evaluate(spec, ["success": quiet, "p99": quiet], state: &state).verdict else {
+            Issue.record("expected inconclusive")
+            return
+        }
+        #expect(reason.contains("success: 1 requests to successRate in the window, fewer than minSamples 50"))
+        #expect(state.metrics["success"]?.passes == 2 && state.metrics["p99"]?.failures == 1)
+    }
+}
