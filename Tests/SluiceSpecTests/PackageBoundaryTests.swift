@@ -14,7 +14,7 @@ struct PackageBoundaryTests {
     static let forbiddenInSource = [
         "import NIO", "import AsyncHTTPClient", "import ServiceLifecycle", "import GRDB", "import Logging",
         "FileManager", "FileHandle", "Date()", "ContinuousClock", "SuspendingClock", "Task.sleep", "URLSession",
-        "SystemRandomNumberGenerator", "ProcessInfo", "fopen(", "Process()", "Foundation.Process", "fread(", "fwrite(",
+        "SystemRandomNumberGenerator", "ProcessInfo", "fopen(", " Process(", "Foundation.Process", "fread(", "fwrite(",
         "socket(", "time(nil)", "gettimeofday", "clock_gettime", "getenv(", "rand()", "drand48",
     ]
 
