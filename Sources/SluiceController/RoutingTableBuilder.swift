@@ -22,7 +22,9 @@ public enum RoutingTableBuilder {
         }
         let backends: [Backend] = versions.compactMap { name in
             guard let version = spec.deployment.version(named: name) else { return nil }
-            return Backend(version: name, weight: routing.weights[name] ?? 0, endpoints: version.endpoints, healthCheck: version.healthCheck)
+            // Only the version being rolled out is watched by the tripwire.
+            let tripwire = name == status.candidate ? spec.strategy.tripwire : nil
+            return Backend(version: name, weight: routing.weights[name] ?? 0, endpoints: version.endpoints, healthCheck: version.healthCheck, tripwire: tripwire)
         }
         var headerRules: [HeaderRule] = []
         if let preview = routing.preview, case .blueGreen(let blueGreen) = spec.strategy {

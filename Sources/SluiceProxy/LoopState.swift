@@ -26,8 +26,12 @@ final class LoopState: @unchecked Sendable {
     /// Set when the proxy starts shutting down.
     var quiescing = false
 
-    init(eventLoop: any EventLoop, configuration: ProxyConfiguration, seed: UInt64) {
+    /// Where version stats report tripped wires.
+    private let trips: AsyncStream<TripwireEvent>.Continuation?
+
+    init(eventLoop: any EventLoop, configuration: ProxyConfiguration, seed: UInt64, trips: AsyncStream<TripwireEvent>.Continuation? = nil) {
         self.eventLoop = eventLoop
+        self.trips = trips
         self.configuration = configuration
         self.rng = Xoshiro(seed: seed)
     }
@@ -39,10 +43,10 @@ final class LoopState: @unchecked Sendable {
         stats = newTable.routes.map { route in
             route.backends.map { backend in
                 let key = MetricKey(route: route.name, version: backend.version)
-                if let existing = statsByKey[key] { return existing }
-                let created = LoopVersionStats()
-                statsByKey[key] = created
-                return created
+                let stats = statsByKey[key] ?? LoopVersionStats(key: key, trips: trips)
+                statsByKey[key] = stats
+                stats.tripwire = backend.tripwire ?? 0
+                return stats
             }
         }
         nextEndpoint = newTable.routes.map { Array(repeating: 0, count: $0.backends.count) }

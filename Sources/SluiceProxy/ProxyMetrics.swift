@@ -27,6 +27,16 @@ public enum UpstreamErrorKind: String, Sendable, CaseIterable, Codable {
     case noHealthyEndpoint
 }
 
+/// A version failed `failures` requests in a row on one event loop (5xx, connect refused, resets,
+/// timeouts): reported at once, so the controller can roll it back without waiting for a window.
+public struct TripwireEvent: Sendable, Hashable {
+    public var key: MetricKey
+    public var failures: Int
+    /// The status of the last failure (502 connect or reset, 503 no healthy endpoint, 504 timeout, or
+    /// the upstream's own 5xx).
+    public var lastStatus: Int
+}
+
 /// What one version of one route did over a window.
 public struct VersionWindow: Sendable {
     public var requests: Int = 0
@@ -63,14 +73,33 @@ public struct VersionWindow: Sendable {
 /// Counters of one version on one event loop. Touched only on that loop, so it needs no lock: the
 /// hot path pays a few integer increments and one histogram record.
 final class LoopVersionStats {
+    let key: MetricKey
     var window = VersionWindow()
     /// A gauge, not reset by draining.
     var inFlight = 0
+    /// Hard failures (5xx and proxy errors) in a row on this loop, and how many trip the wire (0: off).
+    var consecutiveFailures = 0
+    var tripwire = 0
+    private let trips: AsyncStream<TripwireEvent>.Continuation?
+
+    init(key: MetricKey, trips: AsyncStream<TripwireEvent>.Continuation?) {
+        self.key = key
+        self.trips = trips
+    }
 
     func recordResponse(status: Int, latencyMicros: UInt64) {
         let statusClass = min(max(status / 100, 1), 5)
         window.statusClasses[statusClass] += 1
         window.latency.record(max(1, latencyMicros))
+        if statusClass == 5 {
+            consecutiveFailures += 1
+            // Once per streak: the controller rolls back on the first report.
+            if consecutiveFailures == tripwire {
+                trips?.yield(TripwireEvent(key: key, failures: consecutiveFailures, lastStatus: status))
+            }
+        } else if consecutiveFailures != 0 {
+            consecutiveFailures = 0
+        }
     }
 
     func recordUpstreamError(_ kind: UpstreamErrorKind) {

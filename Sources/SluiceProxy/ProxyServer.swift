@@ -23,6 +23,9 @@ public final class ProxyServer: Sendable {
     private let serverChannel: NIOLockedValueBox<(any Channel)?>
     private let logger: Logger
     private let healthChecker: HealthChecker
+    /// Versions whose tripwire went off (`Backend.tripwire` hard failures in a row), as they happen.
+    public let tripwireEvents: AsyncStream<TripwireEvent>
+    private let trips: AsyncStream<TripwireEvent>.Continuation
 
     public init(configuration: ProxyConfiguration, group: (any EventLoopGroup)? = nil, logger: Logger = Logger(label: "sluice.proxy")) {
         self.configuration = configuration
@@ -34,11 +37,13 @@ public final class ProxyServer: Sendable {
             self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoops))
             ownsGroup = true
         }
+        // Bounded: trips are rare, and a consumer that fell behind only needs the newest.
+        (tripwireEvents, trips) = AsyncStream.makeStream(of: TripwireEvent.self, bufferingPolicy: .bufferingNewest(256))
         var seed = configuration.randomSeed ?? UInt64.random(in: .min ... .max)
         var loops: [LoopState] = []
         for eventLoop in self.group.makeIterator() {
             seed &+= 0x9e37_79b9_7f4a_7c15
-            loops.append(LoopState(eventLoop: eventLoop, configuration: configuration, seed: seed))
+            loops.append(LoopState(eventLoop: eventLoop, configuration: configuration, seed: seed, trips: trips))
         }
         self.loops = loops
         loopsByID = Dictionary(uniqueKeysWithValues: loops.map { (ObjectIdentifier($0.eventLoop), $0) })
@@ -138,6 +143,7 @@ public final class ProxyServer: Sendable {
     public func shutdown(gracePeriod: TimeAmount = .seconds(10)) async throws {
         guard await quiesce(gracePeriod: gracePeriod) else { return }
         healthChecker.stop()
+        trips.finish()
         for loop in loops {
             try? await loop.eventLoop.submit { loop.closeAllPools() }.get()
         }

@@ -115,12 +115,15 @@ public struct Backend: Sendable, Equatable, Codable {
     public var endpoints: [Endpoint]
     /// Probed per endpoint; an endpoint failing it gets no traffic.
     public var healthCheck: HealthCheck?
+    /// Report this many hard failures in a row on `ProxyServer.tripwireEvents`; `nil` or 0: never.
+    public var tripwire: Int?
 
-    public init(version: String, weight: Int, endpoints: [Endpoint], healthCheck: HealthCheck? = nil) {
+    public init(version: String, weight: Int, endpoints: [Endpoint], healthCheck: HealthCheck? = nil, tripwire: Int? = nil) {
         self.version = version
         self.weight = weight
         self.endpoints = endpoints
         self.healthCheck = healthCheck
+        self.tripwire = tripwire
     }
 }
 

@@ -85,6 +85,12 @@ struct Work {
             break
         }
         reconcileDesiredVersion()
+        if let trip = observations.tripwire, trip.version == status.candidate {
+            // No window to wait for: the data plane saw the version fail request after request.
+            let kind = trip.lastStatus == 502 ? "connect failures or resets" : (trip.lastStatus == 504 ? "timeouts" : "5xx responses")
+            rollBack("tripwire: \(trip.failures) hard failures in a row (\(kind), last status \(trip.lastStatus))",
+                     values: ["failures": Double(trip.failures), "lastStatus": Double(trip.lastStatus), "limit": Double(spec.strategy.tripwire)])
+        }
         if status.candidate != nil {
             switch spec.strategy {
             case .canary(let canary): advanceCanary(canary, observations.verdicts)

@@ -76,16 +76,34 @@ public struct AnalysisVerdict: Sendable, Hashable, Codable {
     }
 }
 
+/// The data plane saw a version fail `failures` requests in a row.
+public struct TripwireObservation: Sendable, Hashable, Codable {
+    public var version: String
+    public var failures: Int
+    /// The status of the last failure: 502 connect or reset, 503 no healthy endpoint, 504 timeout, or
+    /// the upstream's own 5xx.
+    public var lastStatus: Int
+
+    public init(version: String, failures: Int, lastStatus: Int) {
+        self.version = version
+        self.failures = failures
+        self.lastStatus = lastStatus
+    }
+}
+
 /// Everything the shell observed since the last plan.
 public struct Observations: Sendable, Hashable {
     /// Verdicts of the analyses that were running, oldest first. Verdicts of an analysis that is no
     /// longer wanted are ignored.
     public var verdicts: [AnalysisVerdict]
     public var command: Command?
+    /// A tripped wire; ignored unless it names the version being rolled out.
+    public var tripwire: TripwireObservation?
 
-    public init(verdicts: [AnalysisVerdict] = [], command: Command? = nil) {
+    public init(verdicts: [AnalysisVerdict] = [], command: Command? = nil, tripwire: TripwireObservation? = nil) {
         self.verdicts = verdicts
         self.command = command
+        self.tripwire = tripwire
     }
 
     public static let none = Observations()

@@ -192,3 +192,27 @@ struct CanaryPlannerTests {
         #expect(d.weights == ["v2": 100])
     }
 }
+
+@Suite("Planner: tripwire")
+struct TripwirePlannerTests {
+    @Test("a tripped wire on the candidate rolls it back in the same pass, with the failures in the message")
+    func tripsCandidate() {
+        var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(10), .pause(.seconds(600)), .setWeight(50)])))
+        d.plan(at: Fixture.at(0))
+        let plan = d.plan(at: Fixture.at(0.4), Observations(tripwire: TripwireObservation(version: "v2", failures: 5, lastStatus: 502)))
+        #expect(d.phase == .degraded)
+        #expect(d.weights == ["v1": 100])
+        #expect(plan.actions.first == .setRouting(Routing(weights: ["v1": 100])))
+        #expect(d.status!.message == "rolled back v2: tripwire: 5 hard failures in a row (connect failures or resets, last status 502)")
+        #expect(d.events.last?.values["failures"] == 5)
+    }
+
+    @Test("a tripped wire on any other version is ignored")
+    func ignoresStable() {
+        var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(10), .pause(.seconds(600))])))
+        d.plan(at: Fixture.at(0))
+        d.plan(at: Fixture.at(1), Observations(tripwire: TripwireObservation(version: "v1", failures: 5, lastStatus: 500)))
+        #expect(d.phase == .progressing)
+        #expect(d.weights == ["v2": 10, "v1": 90])
+    }
+}
