@@ -14,7 +14,7 @@ public enum Analysis {
     /// the analysis, naming it with its values and limit; otherwise any inconclusive or erroring metric
     /// makes it inconclusive, which holds the step; only when every metric passes does it pass.
     /// A metric missing from `measurements` counts as an error of its provider.
-    public static func evaluate(_ spec: AnalysisSpec, _ measurements: [String: Measurement], state: inout AnalysisState) -> (verdict: Verdict, results: [MetricResult]) {
+    public static func evaluate(_ spec: AnalysisSpec, _ measurements: [String: MetricReading], state: inout AnalysisState) -> (verdict: Verdict, results: [MetricResult]) {
         var results: [MetricResult] = []
         for metric in spec.metrics {
             let measurement = measurements[metric.name] ?? .error("not measured")

@@ -50,7 +50,7 @@ public enum Judge {
 
     /// Judges one window of `metric` and applies its limits (`failureLimit`, `consecutiveErrorLimit`,
     /// `inconclusiveLimit`). `state` carries what the metric learned in earlier windows.
-    public static func judge(_ metric: MetricSpec, _ measurement: Measurement, state: inout MetricState) -> MetricResult {
+    public static func judge(_ metric: MetricSpec, _ measurement: MetricReading, state: inout MetricState) -> MetricResult {
         var result = raw(metric, measurement, state: &state)
         switch result.outcome {
         case .pass:
@@ -86,7 +86,7 @@ public enum Judge {
     }
 
     /// The outcome of one measurement on its own.
-    static func raw(_ metric: MetricSpec, _ measurement: Measurement, state: inout MetricState) -> MetricResult {
+    static func raw(_ metric: MetricSpec, _ measurement: MetricReading, state: inout MetricState) -> MetricResult {
         let name = metric.name
         switch measurement {
         case .error(let message):

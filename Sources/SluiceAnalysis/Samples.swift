@@ -60,7 +60,7 @@ public struct VersionSample: Sendable, Hashable, Codable {
 }
 
 /// What a metric provider brought back for one window.
-public enum Measurement: Sendable, Hashable {
+public enum MetricReading: Sendable, Hashable {
     /// The proxy's own counts for both versions over the same window.
     case builtin(stable: VersionSample, candidate: VersionSample)
     /// A Prometheus query's single value; `nil` when the result was empty ("no data", never zero).

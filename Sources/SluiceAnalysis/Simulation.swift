@@ -39,7 +39,7 @@ public struct CanarySimulation: Sendable {
             let candidate = (responses: toCandidate, errors: Self.binomial(toCandidate, candidateErrorRate, using: &generator))
             let stable = (responses: perWindow - toCandidate, errors: Self.binomial(perWindow - toCandidate, stableErrorRate, using: &generator))
             let window = Double(intervalSeconds)
-            let measurement = Measurement.builtin(
+            let measurement = MetricReading.builtin(
                 stable: VersionSample(responses: stable.responses, errors: stable.errors, seconds: window),
                 candidate: VersionSample(responses: candidate.responses, errors: candidate.errors, seconds: window))
             if case .fail = Analysis.evaluate(spec, [metric.name: measurement], state: &state).verdict {

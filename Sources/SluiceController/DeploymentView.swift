@@ -24,11 +24,25 @@ public struct DeploymentView: Sendable, Codable, Equatable {
     /// Errors in the deployment's manifest file; while there are any, the last good spec runs.
     public var specErrors: [String]
 
+    /// One metric's latest measurement.
     public struct AnalysisView: Sendable, Codable, Equatable {
         public var metric: String
+        /// `background`, `step N`, `prePromotion` or `postPromotion`.
+        public var analysis: String
+        /// The version judged.
+        public var version: String
         public var value: Double?
+        /// `pass`, `fail`, `inconclusive` or `error`.
         public var verdict: String
         public var reason: String
+        /// Sample sizes, the limit, the statistic and its p-value or e-value.
+        public var values: [String: Double]
+        /// Raw outcomes of this metric so far in this analysis.
+        public var passes: Int
+        public var failures: Int
+        public var inconclusive: Int
+        public var errors: Int
+        public var measuredAt: String
     }
 
     public init(spec: ResolvedDeployment, status: RolloutStatus) {

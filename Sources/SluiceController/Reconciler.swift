@@ -1,6 +1,8 @@
 import Foundation
 import Logging
+import Prometheus
 import ServiceLifecycle
+import SluiceAnalysis
 import SluiceProxy
 import SluiceRollout
 import SluiceSpec
@@ -28,13 +30,39 @@ public actor Reconciler: Service {
     private var routingStale = true
     private var ready = false
 
+    // Analysis and the tripwire.
+    private let runner: AnalysisRunner
+    private let reports: AsyncStream<AnalysisReport>
+    private let tripwireEvents: AsyncStream<TripwireEvent>?
+    private let registry: PrometheusCollectorRegistry?
+    private var verdicts: [String: [AnalysisVerdict]] = [:]
+    private var failedMetric: [String: String] = [:]
+    private var trips: [String: TripwireObservation] = [:]
+    private var analysisViews: [String: [String: DeploymentView.AnalysisView]] = [:]
+    /// The sleep between passes, cut short by `wake()` when a verdict or a tripwire arrives.
+    private var sleeper: Task<Void, Never>?
+    private var wakePending = false
+
+    /// - Parameters:
+    ///   - proxyMetrics: the built-in proxy's counters, for builtin metrics; without them builtin
+    ///     metrics report errors.
+    ///   - tripwireEvents: the proxy's tripped wires.
+    ///   - metricsSource: Prometheus and webhook metrics.
+    ///   - registry: where analysis results and rollbacks are counted for `/metrics`.
     public init(manifests: String, strategies: String?, store: any StatusStore, router: any TrafficRouter,
+                proxyMetrics: ProxyMetrics? = nil, tripwireEvents: AsyncStream<TripwireEvent>? = nil,
+                metricsSource: any MetricsSource = HTTPMetricsSource(), registry: PrometheusCollectorRegistry? = nil,
                 pollInterval: Duration = .milliseconds(250), logger: Logger = Logger(label: "sluice.reconciler")) {
         reader = ManifestReader(manifests: manifests, strategies: strategies)
         self.store = store
         self.router = router
         self.pollInterval = pollInterval
         self.logger = logger
+        let (reports, continuation) = AsyncStream.makeStream(of: AnalysisReport.self, bufferingPolicy: .bufferingNewest(1024))
+        self.reports = reports
+        runner = AnalysisRunner(proxyMetrics: proxyMetrics, source: metricsSource, reports: continuation)
+        self.tripwireEvents = tripwireEvents
+        self.registry = registry
     }
 
     /// Wall-clock time: statuses keep it across restarts, so a pause keeps its original start.
@@ -47,11 +75,75 @@ public actor Reconciler: Service {
         logger.info("state loaded", metadata: ["deployments": "\(statuses.count)"])
         // Cancelled at graceful shutdown: the pass in progress finishes (its status is saved), the sleep ends.
         try await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                try await self.reconcileOnce()
-                try? await Task.sleep(for: await self.nextDelay())
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await report in self.reports { await self.observe(report) }
+                }
+                if let trips = self.tripwireEvents {
+                    group.addTask {
+                        for await event in trips { await self.trip(event) }
+                    }
+                }
+                group.addTask {
+                    while !Task.isCancelled {
+                        try await self.reconcileOnce()
+                        await self.pause(for: await self.nextDelay())
+                    }
+                }
+                defer { group.cancelAll() }
+                try await group.next()
             }
         }
+        await runner.stopAll()
+    }
+
+    /// Sleeps until `delay` has passed, cancellation, or `wake()`.
+    private func pause(for delay: Duration) async {
+        if wakePending {
+            wakePending = false
+            return
+        }
+        let sleep = Task { _ = try? await Task.sleep(for: delay) }
+        sleeper = sleep
+        await withTaskCancellationHandler { await sleep.value } onCancel: { sleep.cancel() }
+        sleeper = nil
+    }
+
+    /// Starts the next pass now.
+    private func wake() {
+        if let sleeper { sleeper.cancel() } else { wakePending = true }
+    }
+
+    /// A verdict from a running analysis: queued for the next pass, which starts at once.
+    func observe(_ report: AnalysisReport) {
+        // A verdict about a version no longer being rolled out is history.
+        guard statuses[report.deployment]?.candidate == report.candidate else { return }
+        verdicts[report.deployment, default: []].append(AnalysisVerdict(report.kind, report.verdict))
+        if let metric = report.failedMetric { failedMetric[report.deployment] = metric }
+        var views = analysisViews[report.deployment, default: [:]].filter { $0.value.version == report.candidate }
+        for view in report.metrics {
+            views[view.metric] = view
+            guard let registry else { continue }
+            let labels = [("deployment", report.deployment), ("metric", view.metric)]
+            if let value = view.value { registry.makeGauge(descriptor: AnalysisMetricNames.value, labels: labels).set(value) }
+            registry.makeCounter(descriptor: AnalysisMetricNames.measurements, labels: labels + [("verdict", view.verdict)]).increment()
+        }
+        analysisViews[report.deployment] = views
+        if case .fail(let reason, _) = report.verdict {
+            logger.warning("analysis failed", metadata: ["deployment": "\(report.deployment)", "candidate": "\(report.candidate)", "reason": "\(reason)"])
+        }
+        dirty.insert(report.deployment)
+        wake()
+    }
+
+    /// The proxy saw the candidate fail request after request: plan now.
+    func trip(_ event: TripwireEvent) {
+        let name = event.key.route
+        guard statuses[name]?.candidate == event.key.version else { return }
+        trips[name] = TripwireObservation(version: event.key.version, failures: event.failures, lastStatus: event.lastStatus)
+        logger.warning("tripwire", metadata: ["deployment": "\(name)", "version": "\(event.key.version)", "failures": "\(event.failures)", "lastStatus": "\(event.lastStatus)"])
+        dirty.insert(name)
+        wake()
     }
 
     /// One pass: poll the manifests, plan what is due, persist, apply routing.
@@ -67,10 +159,16 @@ public actor Reconciler: Service {
         for name in due.sorted() {
             guard let spec = specs[name] else { continue }
             requeueAt[name] = nil
-            let observations = Observations(command: commands.removeValue(forKey: name))
+            let observations = Observations(verdicts: verdicts.removeValue(forKey: name) ?? [], command: commands.removeValue(forKey: name),
+                                            tripwire: trips.removeValue(forKey: name))
+            let failed = failedMetric.removeValue(forKey: name)
             let plan = Planner.plan(spec, status: statuses[name], observations: observations, now: now)
             var events: [RolloutEvent] = []
             for case .record(let event) in plan.actions { events.append(event) }
+            if let registry, let rollback = events.first(where: { $0.kind == .rolledBack }) {
+                let cause = rollback.message.contains("tripwire:") ? "tripwire" : (failed ?? "unknown")
+                registry.makeCounter(descriptor: AnalysisMetricNames.rollbacks, labels: [("deployment", name), ("metric", cause)]).increment()
+            }
             if plan.status != statuses[name] || !events.isEmpty {
                 try await store.save(plan.status, events: events, at: now)
             }
@@ -80,6 +178,7 @@ public actor Reconciler: Service {
                 logger.info("\(event.message)", metadata: ["deployment": "\(name)", "event": "\(event.kind.rawValue)", "phase": "\(plan.status.phase.rawValue)"])
             }
             if let delay = plan.requeueAfter { requeueAt[name] = now + delay }
+            await runner.ensure(spec, plan.status, wanted: plan.analyses)
         }
         if routingStale {
             revision += 1
@@ -107,6 +206,8 @@ public actor Reconciler: Service {
         let removed = Set(specs.keys).subtracting(snapshot.deployments.keys)
         for name in removed {
             try await store.delete(name, at: Self.now())
+            await runner.remove(name)
+            analysisViews[name] = nil
             statuses[name] = nil
             requeueAt[name] = nil
             logger.info("deployment removed", metadata: ["deployment": "\(name)"])
@@ -145,6 +246,7 @@ public actor Reconciler: Service {
     public func view(of deployment: String) -> DeploymentView? {
         guard let spec = specs[deployment], let status = statuses[deployment] else { return nil }
         var view = DeploymentView(spec: spec, status: status)
+        view.analysis = (analysisViews[deployment] ?? [:]).values.sorted { $0.metric < $1.metric }
         view.specErrors = diagnostics.filter { $0.location.file == spec.file }.map(\.description)
         return view
     }
@@ -167,4 +269,14 @@ public actor Reconciler: Service {
             }
         }
     }
+}
+
+/// Descriptors of the analysis metrics on `/metrics`; computed, because descriptors are not `Sendable`.
+enum AnalysisMetricNames {
+    static var value: MetricNameDescriptor { .init(namespace: "sluice", metricName: "analysis_value", unitName: "",
+                                              helpText: "The latest measured value of each analysis metric.") }
+    static var measurements: MetricNameDescriptor { .init(namespace: "sluice", metricName: "analysis_measurements", unitName: "total",
+                                                     helpText: "Analysis measurements by verdict: pass, fail, inconclusive, error.") }
+    static var rollbacks: MetricNameDescriptor { .init(namespace: "sluice", metricName: "rollbacks", unitName: "total",
+                                                  helpText: "Automatic rollbacks, by the metric that caused them (or tripwire).") }
 }

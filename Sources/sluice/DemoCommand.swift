@@ -50,7 +50,8 @@ struct DemoCommand: AsyncParsableCommand {
         configuration.eventLoops = 1
         let proxy = ProxyServer(configuration: configuration, logger: logger)
         let store = try SQLiteStatusStore(directory: work.appendingPathComponent("state").path)
-        let reconciler = Reconciler(manifests: manifests.path, strategies: nil, store: store, router: ProxyTrafficRouter(proxy: proxy), logger: logger)
+        let reconciler = Reconciler(manifests: manifests.path, strategies: nil, store: store, router: ProxyTrafficRouter(proxy: proxy),
+                                    proxyMetrics: proxy.metrics, tripwireEvents: proxy.tripwireEvents, logger: logger)
         let services: [ServiceGroupConfiguration.ServiceConfiguration] = models.map { .init(service: $0) } + [
             .init(service: ProxyService(server: proxy)), .init(service: reconciler),
         ]

@@ -70,9 +70,11 @@ struct RunCommand: AsyncParsableCommand {
             printError("error: \(error)")
             throw ExitCode(2)
         }
+        let exporter = PrometheusExporter(metrics: proxy.metrics)
         let reconciler = Reconciler(
             manifests: manifests, strategies: strategies ?? SpecFiles.defaultStrategiesDirectory(),
-            store: store, router: ProxyTrafficRouter(proxy: proxy), logger: logger
+            store: store, router: ProxyTrafficRouter(proxy: proxy), proxyMetrics: proxy.metrics,
+            tripwireEvents: proxy.tripwireEvents, registry: exporter.registry, logger: logger
         )
         let proxyService = ProxyService(server: proxy) { server in
             print("sluice run: state in \(store.path)")
@@ -85,7 +87,7 @@ struct RunCommand: AsyncParsableCommand {
             logger.warning("the admin API listens beyond loopback without a token; set --admin-token or SLUICE_ADMIN_TOKEN")
         }
         let adminApp = AdminAPI.buildApplication(
-            reconciler: reconciler, exporter: PrometheusExporter(metrics: proxy.metrics),
+            reconciler: reconciler, exporter: exporter,
             host: adminAddress.host, port: adminAddress.port, token: token, logger: logger
         ) { port in
             print("sluice run: admin API on \(adminAddress.host):\(port)")

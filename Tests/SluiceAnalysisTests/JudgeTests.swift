@@ -11,7 +11,7 @@ struct JudgeTests {
         VersionSample(responses: responses, errors: errors, latency: responses > 0 ? [LatencyBin(seconds: latency, count: responses)] : [], seconds: 5)
     }
 
-    static func judge(_ metric: MetricSpec, _ measurement: Measurement) -> MetricResult {
+    static func judge(_ metric: MetricSpec, _ measurement: MetricReading) -> MetricResult {
         var state = MetricState()
         return Judge.judge(metric, measurement, state: &state)
     }
@@ -54,7 +54,7 @@ struct JudgeTests {
     func failureLimit() {
         let metric = MetricSpec(name: "success", source: .builtin(.successRate), successCondition: Self.condition(">= 0.99"), failureLimit: 2)
         var state = MetricState()
-        let bad = Measurement.builtin(stable: Self.sample(900), candidate: Self.sample(100, errors: 5))
+        let bad = MetricReading.builtin(stable: Self.sample(900), candidate: Self.sample(100, errors: 5))
         #expect(Judge.judge(metric, bad, state: &state).outcome == .inconclusive)
         #expect(Judge.judge(metric, bad, state: &state).outcome == .inconclusive)
         let third = Judge.judge(metric, bad, state: &state)
@@ -159,12 +159,12 @@ struct JudgeTests {
             MetricSpec(name: "p99", source: .builtin(.latencyP99), successCondition: Self.condition("< 250ms")),
         ])
         var state = AnalysisState()
-        let healthy = Measurement.builtin(stable: Self.sample(900), candidate: Self.sample(100))
+        let healthy = MetricReading.builtin(stable: Self.sample(900), candidate: Self.sample(100))
         #expect(Analysis.evaluate(spec, ["success": healthy, "p99": healthy], state: &state).verdict == .pass)
-        let slow = Measurement.builtin(stable: Self.sample(900), candidate: Self.sample(100, latency: 0.4))
+        let slow = MetricReading.builtin(stable: Self.sample(900), candidate: Self.sample(100, latency: 0.4))
         let (verdict, results) = Analysis.evaluate(spec, ["success": healthy, "p99": slow], state: &state)
         #expect(verdict == .fail(reason: "metric p99 failed: 400ms is not < 250ms", values: results[1].values))
-        let quiet = Measurement.builtin(stable: Self.sample(3), candidate: Self.sample(1))
+        let quiet = MetricReading.builtin(stable: Self.sample(3), candidate: Self.sample(1))
         guard case .inconclusive(let reason) = Analysis.evaluate(spec, ["success": quiet, "p99": quiet], state: &state).verdict else {
             Issue.record("expected inconclusive")
             return

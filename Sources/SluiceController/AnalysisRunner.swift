@@ -1,0 +1,169 @@
+import Foundation
+import NIOCore
+import SluiceAnalysis
+import SluiceProxy
+import SluiceRollout
+import SluiceSpec
+
+/// One window's verdict of one analysis, for the reconciler.
+struct AnalysisReport: Sendable {
+    var deployment: String
+    var candidate: String
+    var kind: AnalysisKind
+    var verdict: Verdict
+    /// Each metric's result, as the admin API shows it.
+    var metrics: [DeploymentView.AnalysisView]
+    /// The metric that failed the analysis, when it failed.
+    var failedMetric: String?
+}
+
+/// Runs the analyses the planner wants running: one task per deployment, candidate and kind, which
+/// every `interval` reads the window that just closed, judges it with `SluiceAnalysis`, and reports the
+/// verdict. Level-based like the planner: `ensure` is told what should run and makes it so.
+///
+/// A run's memory (the sequential test's evidence, failure counts) lives in its task. A restart begins
+/// the evidence afresh, which keeps every guarantee: the test is valid from any starting point.
+actor AnalysisRunner {
+    struct Key: Hashable {
+        var deployment: String
+        var candidate: String
+        var kind: AnalysisKind
+    }
+
+    private var runs: [Key: Task<Void, Never>] = [:]
+    /// The newest spec and status of each deployment, for the context of each measurement.
+    private var targets: [String: RoutedDeployment] = [:]
+    private let proxyMetrics: ProxyMetrics?
+    private let source: any MetricsSource
+    private let reports: AsyncStream<AnalysisReport>.Continuation
+
+    init(proxyMetrics: ProxyMetrics?, source: any MetricsSource, reports: AsyncStream<AnalysisReport>.Continuation) {
+        self.proxyMetrics = proxyMetrics
+        self.source = source
+        self.reports = reports
+    }
+
+    /// Makes exactly `wanted` run for the deployment's candidate.
+    func ensure(_ spec: ResolvedDeployment, _ status: RolloutStatus, wanted: Set<AnalysisKind>) {
+        targets[spec.name] = RoutedDeployment(spec: spec, status: status)
+        let keys = Set(status.candidate.map { candidate in wanted.map { Key(deployment: spec.name, candidate: candidate, kind: $0) } } ?? [])
+        for (key, task) in runs where key.deployment == spec.name && !keys.contains(key) {
+            task.cancel()
+            runs[key] = nil
+        }
+        for key in keys where runs[key] == nil {
+            guard let analysis = Self.analysis(of: spec.strategy, key.kind) else { continue }
+            runs[key] = Task { await self.run(key, analysis) }
+        }
+    }
+
+    func remove(_ deployment: String) {
+        ensureNone(deployment)
+        targets[deployment] = nil
+    }
+
+    func stopAll() {
+        for task in runs.values { task.cancel() }
+        runs.removeAll()
+    }
+
+    private func ensureNone(_ deployment: String) {
+        for (key, task) in runs where key.deployment == deployment {
+            task.cancel()
+            runs[key] = nil
+        }
+    }
+
+    static func analysis(of strategy: StrategySpec, _ kind: AnalysisKind) -> AnalysisSpec? {
+        switch (strategy, kind) {
+        case (.canary(let canary), .background): return canary.analysis
+        case (.canary(let canary), .step(let index)):
+            guard index < canary.steps.count, case .analysis(let spec) = canary.steps[index] else { return nil }
+            return spec
+        case (.blueGreen(let blueGreen), .prePromotion): return blueGreen.prePromotionAnalysis
+        case (.blueGreen(let blueGreen), .postPromotion): return blueGreen.postPromotionAnalysis
+        default: return nil
+        }
+    }
+
+    static func describe(_ kind: AnalysisKind) -> String {
+        switch kind {
+        case .background: "background"
+        case .step(let index): "step \(index + 1)"
+        case .prePromotion: "prePromotion"
+        case .postPromotion: "postPromotion"
+        }
+    }
+
+    // MARK: One run
+
+    private func run(_ key: Key, _ spec: AnalysisSpec) async {
+        var state = AnalysisState()
+        // Windows are back to back: each starts where the last one was read.
+        var lastRead = NIODeadline.now()
+        var windowStart = Reconciler.now()
+        let usesBuiltin = spec.metrics.contains { if case .builtin = $0.source { true } else { false } }
+        while true {
+            do { try await Task.sleep(for: spec.interval) } catch { return }
+            let windowEnd = Reconciler.now()
+            var windows: [MetricKey: VersionWindow]? = nil
+            if usesBuiltin, let proxyMetrics {
+                windows = try? await proxyMetrics.window(since: lastRead)
+                lastRead = .now()
+            }
+            guard !Task.isCancelled, let target = targets[key.deployment] else { return }
+            let readings = await measure(spec, target, key, windows: windows, windowStart: windowStart, windowEnd: windowEnd)
+            guard !Task.isCancelled else { return }
+            windowStart = windowEnd
+            let (verdict, results) = Analysis.evaluate(spec, readings, state: &state)
+            let at = ISO8601DateFormatter().string(from: Date())
+            let views = results.map { result in
+                DeploymentView.AnalysisView(result, analysis: Self.describe(key.kind), version: key.candidate,
+                                            state: state.metrics[result.metric] ?? MetricState(), measuredAt: at)
+            }
+            let failed: String? = if case .fail = verdict { results.first { $0.outcome == .fail }?.metric } else { nil }
+            reports.yield(AnalysisReport(deployment: key.deployment, candidate: key.candidate, kind: key.kind, verdict: verdict, metrics: views, failedMetric: failed))
+        }
+    }
+
+    /// Every metric's reading for the window: builtin ones from the proxy's windows, the others from
+    /// their providers, all at once.
+    private func measure(_ spec: AnalysisSpec, _ target: RoutedDeployment, _ key: Key, windows: [MetricKey: VersionWindow]?,
+                         windowStart: Instant, windowEnd: Instant) async -> [String: MetricReading] {
+        let seconds = Double((windowEnd.milliseconds - windowStart.milliseconds)) / 1000
+        let status = target.status
+        var readings: [String: MetricReading] = [:]
+        await withTaskGroup(of: (String, MetricReading).self) { group in
+            for metric in spec.metrics {
+                switch metric.source {
+                case .builtin:
+                    guard let windows else {
+                        readings[metric.name] = .error("the proxy's counters could not be read")
+                        continue
+                    }
+                    let stable = windows[MetricKey(route: key.deployment, version: status.stableVersion)]
+                    let candidate = windows[MetricKey(route: key.deployment, version: key.candidate)]
+                    readings[metric.name] = .builtin(stable: BuiltinSamples.sample(stable, seconds: seconds),
+                                                     candidate: BuiltinSamples.sample(candidate, seconds: seconds))
+                case .prometheus, .webhook:
+                    let context = MeasurementContext(
+                        deployment: key.deployment, route: target.spec.deployment.route.pathPrefix, stable: status.stableVersion,
+                        candidate: key.candidate, weights: status.weights, step: status.step + 1, analysis: Self.describe(key.kind),
+                        metric: metric.name, windowStart: windowStart, windowEnd: windowEnd)
+                    let source = source
+                    group.addTask { (metric.name, await source.sample(metric, context: context)) }
+                }
+            }
+            for await (name, reading) in group { readings[name] = reading }
+        }
+        return readings
+    }
+}
+
+extension DeploymentView.AnalysisView {
+    init(_ result: MetricResult, analysis: String, version: String, state: MetricState, measuredAt: String) {
+        self.init(metric: result.metric, analysis: analysis, version: version, value: result.value, verdict: result.outcome.rawValue,
+                  reason: result.reason, values: result.values, passes: state.passes, failures: state.failures,
+                  inconclusive: state.inconclusives, errors: state.errors, measuredAt: measuredAt)
+    }
+}
