@@ -29,11 +29,35 @@ enum StatusRenderer {
              view.message + (view.specErrors.isEmpty ? "" : " [manifest has \(view.specErrors.count) error(s); running the last good spec]")]
         }
         guard !rows.isEmpty else { return "no deployments" }
-        let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
-        return ([header] + rows).map { row in
-            row.enumerated().map { index, cell in index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0) }
+        var text = columns([header] + rows)
+        for view in views where !view.analysis.isEmpty {
+            text += "\n\n" + analysis(view)
+        }
+        return text
+    }
+
+    /// Aligned columns; the last one runs free.
+    static func columns(_ rows: [[String]], indent: String = "") -> String {
+        let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
+        return rows.map { row in
+            indent + row.enumerated().map { index, cell in index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0) }
                 .joined(separator: "  ")
         }.joined(separator: "\n")
+    }
+
+    /// The latest measurement of each metric: verdict, value, counts so far and the reason.
+    static func analysis(_ view: DeploymentView) -> String {
+        let header = ["METRIC", "VERDICT", "VALUE", "PASS", "FAIL", "INCONCLUSIVE", "ERROR", "REASON"]
+        let rows = view.analysis.map { metric in
+            [metric.metric, metric.verdict, metric.value.map(number) ?? "-", "\(metric.passes)", "\(metric.failures)",
+             "\(metric.inconclusive)", "\(metric.errors)", metric.reason]
+        }
+        let first = view.analysis[0]
+        return "analysis of \(view.name): \(first.version), \(first.analysis), measured \(first.measuredAt)\n" + columns([header] + rows, indent: "  ")
+    }
+
+    static func number(_ value: Double) -> String {
+        value == value.rounded() && abs(value) < 1e9 ? String(Int(value)) : String(format: "%.4g", value)
     }
 
     /// The compact live view of `--watch`: phase, weights and a bar of the step program.
@@ -47,6 +71,7 @@ enum StatusRenderer {
               weights  \(weights(view))\(view.mirrorPercent > 0 ? "  mirror \(view.mirrorPercent)%" : "")
               steps    \(bar) \(view.candidate == nil ? "done" : "\(view.step)/\(view.steps)")
               \(view.message)
-            """ + view.specErrors.map { "\n  ! \($0)" }.joined()
+            """ + view.analysis.map { "\n  \($0.verdict.padding(toLength: 12, withPad: " ", startingAt: 0)) \($0.metric): \($0.reason)" }.joined()
+            + view.specErrors.map { "\n  ! \($0)" }.joined()
     }
 }

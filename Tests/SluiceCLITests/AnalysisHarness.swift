@@ -1,0 +1,152 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import SluiceTestSupport
+
+/// A `sluice run` with real model servers, a manifest directory, traffic and the admin API, for the
+/// analysis tests. Everything it starts is stopped by `stop()`, or killed when it is released.
+final class AnalysisHarness: Sendable {
+    let group: MultiThreadedEventLoopGroup
+    let work: URL
+    let sluice: RunningSluice
+    let proxyPort: Int
+    let adminPort: Int
+    let models: [RunningSluice]
+    let modelPorts: [String: Int]
+    private let traffic = NIOLockedValueBox<[Task<Void, Never>]>([])
+    /// Every response the traffic saw: when, its status, and the version that served it.
+    let responses = NIOLockedValueBox<[(at: Date, status: Int, version: String?)]>([])
+
+    static let inferBody = #"{"inputs": [{"name": "features", "shape": [3], "datatype": "FP64", "data": [0.5, 1.5, -2.0]}]}"#
+
+    /// Starts a model server per `(version, extra arguments)`; their ports go to `manifest`, which is
+    /// written before `sluice run` starts.
+    static func start(models specs: [(String, [String])], manifest: ([String: Int]) -> String) async throws -> AnalysisHarness {
+        var models: [RunningSluice] = []
+        var ports: [String: Int] = [:]
+        for (version, extra) in specs {
+            let model = try RunningSluice(["model-server", "--name", "scorer", "--version", version, "--port", "0"] + extra)
+            models.append(model)
+            ports[version] = try await model.port(after: "model-server scorer \(version) on")
+        }
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-analysis-\(UUID().uuidString)")
+        let manifests = work.appendingPathComponent("manifests")
+        try FileManager.default.createDirectory(at: manifests, withIntermediateDirectories: true)
+        try manifest(ports).write(to: manifests.appendingPathComponent("scorer.yaml"), atomically: true, encoding: .utf8)
+        let sluice = try RunningSluice(["run", "--manifests", manifests.path, "--state", work.appendingPathComponent("state").path,
+                                        "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--event-loops", "1"], in: work)
+        let proxyPort = try await sluice.port(after: "proxy on")
+        let adminPort = try await sluice.port(after: "admin API on")
+        return AnalysisHarness(group: MultiThreadedEventLoopGroup(numberOfThreads: 1), work: work, sluice: sluice,
+                               proxyPort: proxyPort, adminPort: adminPort, models: models, modelPorts: ports)
+    }
+
+    private init(group: MultiThreadedEventLoopGroup, work: URL, sluice: RunningSluice, proxyPort: Int, adminPort: Int,
+                 models: [RunningSluice], modelPorts: [String: Int]) {
+        self.modelPorts = modelPorts
+        self.group = group
+        self.work = work
+        self.sluice = sluice
+        self.proxyPort = proxyPort
+        self.adminPort = adminPort
+        self.models = models
+    }
+
+    func write(_ manifest: String) throws {
+        try manifest.write(to: work.appendingPathComponent("manifests/scorer.yaml"), atomically: true, encoding: .utf8)
+    }
+
+    /// Sends inference requests on `connections` keep-alive connections until `stop()`, one every
+    /// `spacing` per connection, recording each response.
+    func startTraffic(path: String = "/v2/models/scorer/infer", connections: Int = 2, spacing: Duration = .milliseconds(5)) {
+        let tasks = (0..<connections).map { _ in
+            Task { [self] in
+                while !Task.isCancelled {
+                    do {
+                        let client = try await TestClient.connect(port: proxyPort, group: group)
+                        while !Task.isCancelled {
+                            let response = try await client.request(.POST, path, headers: [("content-type", "application/json")], body: Self.inferBody)
+                            responses.withLockedValue { $0.append((Date(), response.status, response.version)) }
+                            try await Task.sleep(for: spacing)
+                        }
+                        await client.close()
+                    } catch {
+                        try? await Task.sleep(for: .milliseconds(50))
+                    }
+                }
+            }
+        }
+        traffic.withLockedValue { $0 += tasks }
+    }
+
+    func stopTraffic() async {
+        let tasks = traffic.withLockedValue { tasks in
+            defer { tasks = [] }
+            return tasks
+        }
+        for task in tasks { task.cancel() }
+        for task in tasks { await task.value }
+    }
+
+    /// `GET path` on the admin API, as JSON.
+    func admin(_ path: String) async throws -> Any {
+        let client = try await TestClient.connect(port: adminPort, group: group)
+        defer { Task { await client.close() } }
+        let response = try await client.request(.GET, path)
+        return try JSONSerialization.jsonObject(with: Data(response.body.utf8))
+    }
+
+    func deployment(_ name: String = "scorer") async throws -> [String: Any] {
+        try await admin("/api/v1/deployments/\(name)") as? [String: Any] ?? [:]
+    }
+
+    /// Polls the deployment until `condition` holds, for up to `timeout`; returns the last view.
+    func waitFor(_ what: String, timeout: Duration = .seconds(60), _ condition: ([String: Any]) -> Bool) async throws -> [String: Any] {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        var view: [String: Any] = [:]
+        while clock.now < deadline {
+            view = try await deployment()
+            if condition(view) { return view }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw RunningSluice.Failure(message: "timed out waiting for \(what); last view: \(view)\noutput:\n\(sluice.text)")
+    }
+
+    func metricsText() async throws -> String {
+        let client = try await TestClient.connect(port: adminPort, group: group)
+        let response = try await client.request(.GET, "/metrics")
+        await client.close()
+        return response.body
+    }
+
+    func stop() async throws {
+        await stopTraffic()
+        try await sluice.stop()
+        for model in models { try await model.stop() }
+        try? FileManager.default.removeItem(at: work)
+        try await group.shutdownGracefully()
+    }
+
+    /// A canary manifest for v1 → `version`, with these steps and this analysis, both YAML.
+    static func canary(version: String = "v2", ports: [String: Int], steps: String, analysis: String = "", tripwire: Int? = nil) -> String {
+        let versions = ports.keys.sorted().map { "    - {name: \($0), endpoints: [\"http://127.0.0.1:\(ports[$0]!)\"]}" }.joined(separator: "\n")
+        return """
+        apiVersion: sluice/v1
+        kind: ModelDeployment
+        metadata: {name: scorer}
+        spec:
+          route: {pathPrefix: /v2/models/scorer}
+          version: \(version)
+          versions:
+        \(versions)
+          strategy:
+            canary:
+        \(tripwire.map { "      tripwire: \($0)" } ?? "")
+              steps:
+        \(steps.split(separator: "\n").map { "        " + $0 }.joined(separator: "\n"))
+        \(analysis.isEmpty ? "" : "      analysis:\n" + analysis.split(separator: "\n").map { "        " + $0 }.joined(separator: "\n"))
+        """
+    }
+}
