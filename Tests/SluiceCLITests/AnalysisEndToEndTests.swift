@@ -166,3 +166,157 @@ struct AnalysisEndToEndTests {
         try await harness.stop()
     }
 }
+
+@Suite("Analysis providers end to end: webhooks and a real Prometheus", .serialized)
+struct ProviderEndToEndTests {
+    static func gate(_ url: String) -> String {
+        """
+        - setWeight: 50
+        - analysis: {interval: 1s, metrics: [{name: gate, webhook: {url: "\(url)", timeout: 1s}, consecutiveErrorLimit: 0}]}
+        """
+    }
+
+    @Test("webhooks: 2xx passes and promotes, 503 rolls back with its answer, a timeout counts as an error")
+    func webhooks() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let hook = try await TestUpstream.start(name: "quality gate says no", group: group)
+        let base = "http://127.0.0.1:\(hook.port)"
+        let harness = try await AnalysisHarness.start(models: [("v1", []), ("v2", []), ("v3", []), ("v4", [])]) { ports in
+            AnalysisHarness.canary(version: "v1", ports: ports, steps: Self.gate("\(base)/status/200"))
+        }
+        _ = try await harness.waitFor("v1 stable") { $0["phase"] as? String == "Healthy" }
+
+        try harness.write(AnalysisHarness.canary(version: "v2", ports: harness.modelPorts, steps: Self.gate("\(base)/status/200")))
+        let promoted = try await harness.waitFor("v2 promoted") { $0["stableVersion"] as? String == "v2" && $0["phase"] as? String == "Healthy" }
+        #expect(AnalysisEndToEndTests.weights(promoted) == ["v2": 100])
+
+        try harness.write(AnalysisHarness.canary(version: "v3", ports: harness.modelPorts, steps: Self.gate("\(base)/status/503")))
+        let refused = try await harness.waitFor("v3 rolled back") { $0["rejected"] as? String == "v3" }
+        #expect(refused["message"] as? String == "rolled back v3: metric gate failed: webhook answered 503: quality gate says no")
+        #expect(AnalysisEndToEndTests.weights(refused) == ["v2": 100])
+
+        try harness.write(AnalysisHarness.canary(version: "v4", ports: harness.modelPorts, steps: Self.gate("\(base)/delay/3000")))
+        let timedOut = try await harness.waitFor("v4 rolled back") { $0["rejected"] as? String == "v4" }
+        let message = timedOut["message"] as? String ?? ""
+        #expect(message.hasPrefix("rolled back v4: metric gate failed: 1 errors in a row (consecutiveErrorLimit 0); last: webhook \(base)/delay/3000: timed out after 1s"), "\(message)")
+        #expect(hook.requests >= 3)
+        try await harness.stop()
+        await hook.stop()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("a canary whose Prometheus query fails is rolled back; Prometheus scrapes sluice's /metrics every second")
+    func prometheus() async throws {
+        let binary = "/usr/bin/prometheus"
+        try #require(FileManager.default.isExecutableFile(atPath: binary), "prometheus is not installed; scripts/test installs it")
+        let harness = try await AnalysisHarness.start(models: [("v1", []), ("v2", ["--error-rate", "0.5"])]) { ports in
+            AnalysisHarness.canary(version: "v1", ports: ports, steps: AnalysisEndToEndTests.holdSteps, tripwire: 0)
+        }
+        let prometheus = try await PrometheusProcess.start(binary: binary, scraping: harness.adminPort, in: harness.work)
+        defer { prometheus.kill() }
+        harness.startTraffic()
+        // The sluice target is up: Prometheus has scraped the admin API.
+        #expect(try await eventually(timeout: .seconds(60)) { try await prometheus.query("up{job=\"sluice\"}").contains("\"1\"") })
+
+        let analysis = """
+        interval: 2s
+        metrics:
+          - name: error-ratio
+            prometheus:
+              address: http://127.0.0.1:\(prometheus.port)
+              query: 'sum(rate(sluice_responses_total{deployment="{{deployment}}",version="{{candidate}}",class="5xx"}[10s])) / sum(rate(sluice_responses_total{deployment="{{deployment}}",version="{{candidate}}"}[10s]))'
+            successCondition: "< 0.1"
+        """
+        try harness.write(AnalysisHarness.canary(ports: harness.modelPorts, steps: AnalysisEndToEndTests.holdSteps, analysis: analysis, tripwire: 0))
+        let view = try await harness.waitFor("the rollback", timeout: .seconds(90)) { $0["phase"] as? String == "Degraded" }
+        await harness.stopTraffic()
+        let message = view["message"] as? String ?? ""
+        #expect(message.hasPrefix("rolled back v2: metric error-ratio failed: "), "\(message)")
+        #expect(message.hasSuffix("is not < 0.1"), "\(message)")
+        let value = try #require(AnalysisEndToEndTests.analysis(view).first?["value"] as? Double)
+        #expect(value > 0.3 && value < 0.7, "the candidate's error ratio as Prometheus measured it: \(value)")
+        try await harness.stop()
+    }
+}
+
+/// A real Prometheus server on a free loopback port, scraping one target every second.
+final class PrometheusProcess: Sendable {
+    let process: Process
+    let port: Int
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+
+    static func start(binary: String, scraping target: Int, in directory: URL) async throws -> PrometheusProcess {
+        let config = directory.appendingPathComponent("prometheus.yml")
+        try """
+        global: {scrape_interval: 1s, evaluation_interval: 1s}
+        scrape_configs:
+          - job_name: sluice
+            scrape_interval: 1s
+            scrape_timeout: 900ms
+            static_configs: [{targets: ["127.0.0.1:\(target)"]}]
+        """.write(to: config, atomically: true, encoding: .utf8)
+        // Prometheus cannot report a port it picked, so take a free one and retry if it is gone by then.
+        var lastOutput = ""
+        for _ in 0..<5 {
+            let port = try freePort()
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments = ["--config.file=\(config.path)", "--storage.tsdb.path=\(directory.appendingPathComponent("tsdb-\(port)").path)",
+                                 "--web.listen-address=127.0.0.1:\(port)", "--log.level=warn"]
+            let log = directory.appendingPathComponent("prometheus-\(port).log")
+            FileManager.default.createFile(atPath: log.path, contents: nil)
+            let handle = try FileHandle(forWritingTo: log)
+            process.standardOutput = handle
+            process.standardError = handle
+            try process.run()
+            let server = PrometheusProcess(process: process, port: port)
+            let ready = try await eventually(timeout: .seconds(30)) {
+                guard process.isRunning else { return true }
+                return (try? await server.get("/-/ready").status) == 200
+            }
+            if ready, process.isRunning {
+                return server
+            }
+            lastOutput = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+            server.kill()
+        }
+        throw RunningSluice.Failure(message: "prometheus did not start:\n\(lastOutput)")
+    }
+
+    private init(process: Process, port: Int) {
+        self.process = process
+        self.port = port
+    }
+
+    func get(_ path: String) async throws -> TestClient.Response {
+        let client = try await TestClient.connect(port: port, group: group)
+        let response = try await client.request(.GET, path)
+        await client.close()
+        return response
+    }
+
+    func query(_ promQL: String) async throws -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return try await get("/api/v1/query?query=\(promQL.addingPercentEncoding(withAllowedCharacters: allowed)!)").body
+    }
+
+    func kill() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        try? group.syncShutdownGracefully()
+    }
+
+    deinit { kill() }
+
+    static func freePort() throws -> Int {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
+        let channel = try ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).wait()
+        let port = channel.localAddress!.port!
+        try channel.close().wait()
+        return port
+    }
+}
