@@ -246,7 +246,11 @@ public actor Reconciler: Service {
     public func view(of deployment: String) -> DeploymentView? {
         guard let spec = specs[deployment], let status = statuses[deployment] else { return nil }
         var view = DeploymentView(spec: spec, status: status)
-        view.analysis = (analysisViews[deployment] ?? [:]).values.sorted { $0.metric < $1.metric }
+        // During a rollout, only the candidate's measurements; after it, the last rollout's, which say
+        // why it was promoted or rolled back.
+        view.analysis = (analysisViews[deployment] ?? [:]).values
+            .filter { status.candidate == nil || $0.version == status.candidate }
+            .sorted { $0.metric < $1.metric }
         view.specErrors = diagnostics.filter { $0.location.file == spec.file }.map(\.description)
         return view
     }

@@ -15,10 +15,12 @@ struct DemoCommand: AsyncParsableCommand {
         commandName: "demo",
         abstract: "Watch a canary roll out, live, with nothing to set up.",
         discussion: """
-            Starts two demo model servers (fraud-scorer v1 and v2), Sluice itself (controller, proxy and \
-            admin API on free loopback ports, state in a temporary directory) and steady traffic. Then it \
-            changes the manifest from v1 to v2 and shows the canary moving step by step to 100%: the \
-            phase, the planned weights, and the share of requests each version really served.
+            Starts three demo model servers (fraud-scorer v1, v2, and a v3 that answers 20% of requests \
+            with errors), Sluice itself (controller and proxy on free loopback ports, state in a temporary \
+            directory) and steady traffic. Act 1 changes the manifest from v1 to v2 and shows the canary \
+            moving step by step to 100%: the phase, the planned weights, the share of requests each version \
+            really served, and each metric's verdict. Act 2 changes it to v3, whose analysis fails: Sluice \
+            sends all traffic back to v2 on its own and says which metric failed, with the values.
             """
     )
 
@@ -32,7 +34,8 @@ struct DemoCommand: AsyncParsableCommand {
 
     func run() async throws {
         var logger = Logger(label: "sluice.demo")
-        logger.logLevel = .warning
+        // The live view tells the story; the log would only repeat it.
+        logger.logLevel = .error
         let work = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-demo-\(UUID().uuidString)")
         let manifests = work.appendingPathComponent("manifests")
         try FileManager.default.createDirectory(at: manifests, withIntermediateDirectories: true)
@@ -40,8 +43,10 @@ struct DemoCommand: AsyncParsableCommand {
 
         // Model servers on free ports.
         let ports = PortBox()
-        let models = ["v1", "v2"].map { version in
-            ModelServer.buildApplication(name: "fraud-scorer", version: version, host: "127.0.0.1", port: 0, faults: .init(), logger: logger) { port in
+        let models = ["v1", "v2", "v3"].map { version in
+            // v3 is the regression of act 2.
+            let faults = version == "v3" ? ModelServer.Faults(errorRate: 0.2) : ModelServer.Faults()
+            return ModelServer.buildApplication(name: "fraud-scorer", version: version, host: "127.0.0.1", port: 0, faults: faults, logger: logger) { port in
                 ports.set(version, port)
             }
         }
@@ -70,33 +75,57 @@ struct DemoCommand: AsyncParsableCommand {
         try await running.value
     }
 
-    /// The story: v1 stable under traffic, then the canary to v2, shown live.
+    /// The story: v1 stable under traffic; act 1, a canary to v2 that succeeds; act 2, a canary to v3
+    /// that regresses and is rolled back automatically. Shown live.
     func script(ports: PortBox, manifests: URL, proxy: ProxyServer, reconciler: Reconciler) async throws {
         let file = manifests.appendingPathComponent("fraud-scorer.yaml")
-        let (v1, v2) = try await (ports.wait("v1"), ports.wait("v2"))
-        try manifest(version: "v1", v1: v1, v2: v2).write(to: file, atomically: true, encoding: .utf8)
+        let endpoints = ["v1": try await ports.wait("v1"), "v2": try await ports.wait("v2"), "v3": try await ports.wait("v3")]
+        try manifest(version: "v1", ports: endpoints).write(to: file, atomically: true, encoding: .utf8)
         let proxyPort = try await waitFor { proxy.localPort }
         try await waitFor { await reconciler.view(of: "fraud-scorer")?.phase == "Healthy" ? true : nil }
 
         print("""
-            Sluice demo: two model servers (fraud-scorer v1 on :\(v1), v2 on :\(v2)), the proxy on :\(proxyPort),
-            \(rate) requests/s of traffic. v1 is stable. Now the manifest changes to version: v2.
+            Sluice demo: three model servers (fraud-scorer v1 on :\(endpoints["v1"]!), v2 on :\(endpoints["v2"]!), v3 on :\(endpoints["v3"]!)),
+            the proxy on :\(proxyPort), \(rate) requests/s of traffic. v1 is stable.
+
+            Act 1: the manifest changes to version: v2, a healthy model.
 
             """)
         let traffic = Task { await sendTraffic(port: proxyPort) }
         defer { traffic.cancel() }
         try await Task.sleep(for: .seconds(2))
-        try manifest(version: "v2", v1: v1, v2: v2).write(to: file, atomically: true, encoding: .utf8)
+        try manifest(version: "v2", ports: endpoints).write(to: file, atomically: true, encoding: .utf8)
+        _ = try await watch(proxy: proxy, reconciler: reconciler) { $0.phase == "Healthy" && $0.stableVersion == "v2" }
+        print("\nv2 is stable with all traffic.\n\nAct 2: the manifest changes to version: v3, which answers 20% of requests with errors.\n")
+        fflush(nil)
 
+        try manifest(version: "v3", ports: endpoints).write(to: file, atomically: true, encoding: .utf8)
+        let rolledBack = try await watch(proxy: proxy, reconciler: reconciler) { $0.phase == "Degraded" && $0.rejected == "v3" }
+        traffic.cancel()
+        await traffic.value
+        print("""
+
+            Sluice rolled v3 back on its own: all traffic is on v2 again, and v3 stays rejected until the manifest
+            names another version or you run sluice retry. Why:
+              \(rolledBack.message)
+
+            """)
+        print(StatusRenderer.analysis(rolledBack))
+        print("\nTry it yourself: sluice run --manifests manifests/ (see README.md).")
+        fflush(nil)
+    }
+
+    /// Redraws the live view every second until `done` holds for the deployment; returns its view.
+    func watch(proxy: ProxyServer, reconciler: Reconciler, until done: (DeploymentView) -> Bool) async throws -> DeploymentView {
         var lastLines = 0
         var windowStart = NIODeadline.now()
-        let deadline = ContinuousClock.now + .seconds(pause * 5 + 30)
+        let deadline = ContinuousClock.now + .seconds(pause * 5 + 60)
         while ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(1000))
             let window = try await proxy.metrics.window(since: windowStart)
             windowStart = .now()
             guard let view = await reconciler.view(of: "fraud-scorer") else { continue }
-            let served = window.filter { $0.key.route == "fraud-scorer" }
+            let served = window.filter { $0.key.route == "fraud-scorer" && $0.value.responses > 0 }
             let total = served.values.reduce(0) { $0 + $1.responses }
             let shares = served.sorted { $0.key.version < $1.key.version }
                 .map { "\($0.key.version) \(total == 0 ? 0 : $0.value.responses * 100 / total)%" }.joined(separator: "  ")
@@ -107,19 +136,16 @@ struct DemoCommand: AsyncParsableCommand {
             if isatty(STDOUT_FILENO) == 0 { print("") }
             fflush(nil)
             lastLines = text.split(separator: "\n", omittingEmptySubsequences: false).count
-            if view.phase == "Healthy" && view.stableVersion == "v2" {
-                traffic.cancel()
-                await traffic.value
-                print("\nv2 is stable with all traffic. Try it yourself: sluice run --manifests manifests/ (see README.md).")
-                fflush(nil)
-                return
-            }
+            if done(view) { return view }
         }
         throw ValidationError("the demo rollout did not finish in time")
     }
 
-    func manifest(version: String, v1: Int, v2: Int) -> String {
-        """
+    func manifest(version: String, ports: [String: Int]) -> String {
+        let versions = ports.keys.sorted().map { name in
+            "    - {name: \(name), endpoints: [\"http://127.0.0.1:\(ports[name]!)\"], healthCheck: {path: /v2/health/ready, interval: 1s}}"
+        }.joined(separator: "\n")
+        return """
         apiVersion: sluice/v1
         kind: ModelDeployment
         metadata: {name: fraud-scorer}
@@ -127,8 +153,7 @@ struct DemoCommand: AsyncParsableCommand {
           route: {pathPrefix: /v2/models/fraud-scorer}
           version: \(version)
           versions:
-            - {name: v1, endpoints: ["http://127.0.0.1:\(v1)"], healthCheck: {path: /v2/health/ready, interval: 1s}}
-            - {name: v2, endpoints: ["http://127.0.0.1:\(v2)"], healthCheck: {path: /v2/health/ready, interval: 1s}}
+        \(versions)
           strategy:
             canary:
               steps:
@@ -140,6 +165,13 @@ struct DemoCommand: AsyncParsableCommand {
                 - pause: {duration: \(pause)s}
                 - setWeight: 90
                 - pause: {duration: \(pause)s}
+              # Judged every 2 s on the proxy's own counts of both versions.
+              analysis:
+                interval: 2s
+                metrics:
+                  - {name: success-rate, builtin: successRate, successCondition: ">= 0.95", minSamples: 10}
+                  - {name: errors-vs-stable, builtin: errorRate, compareTo: stable, minSamples: 10}
+                  - {name: latency, builtin: latencyP90, successCondition: "< 250ms", minSamples: 10}
         """
     }
 

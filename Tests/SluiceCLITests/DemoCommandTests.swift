@@ -2,15 +2,24 @@ import Testing
 
 @Suite("sluice demo, through the real binary")
 struct DemoCommandTests {
-    @Test("the demo runs a canary from v1 to v2 to completion under traffic, with a live view and no errors")
+    @Test("the demo runs a canary from v1 to v2 to completion without errors, then rolls the failing v3 back on its own")
     func demo() throws {
         let result = try SluiceBinary.run(["demo", "--pause", "1"], timeout: .seconds(180))
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
-        #expect(result.stdout.contains("v2 is stable with all traffic"))
-        #expect(result.stdout.contains("weights  v2=30% v1=70%") || result.stdout.contains("v2=30%"), "the steps show up live")
-        #expect(result.stdout.contains("served"))
+        let acts = result.stdout.components(separatedBy: "Act 2:")
+        #expect(acts.count == 2, "\(result.stdout)")
+        let act1 = acts[0], act2 = acts.last ?? ""
+        #expect(act1.contains("v2 is stable with all traffic"))
+        #expect(act1.contains("weights  v2=30% v1=70%") || act1.contains("v2=30%"), "the steps show up live")
+        #expect(act1.contains("served"))
+        #expect(act1.contains("pass         success-rate: "), "each metric's verdict shows live")
+        // Act 2: v3 is rolled back automatically, with the metric and its values.
+        #expect(act2.contains("Sluice rolled v3 back on its own"), "\(act2)")
+        #expect(act2.contains("rolled back v3: metric "), "\(act2)")
+        #expect(act2.contains("weights  v2=100%"), "\(act2)")
+        #expect(act2.contains("METRIC") && act2.contains("REASON"), "the analysis table closes the demo")
         // Every live line reports the errors of its second; a canary between healthy versions has none.
-        let errorCounts = result.stdout.split(separator: "\n").compactMap { line -> Int? in
+        let errorCounts = act1.split(separator: "\n").compactMap { line -> Int? in
             guard let range = line.range(of: " errors)") else { return nil }
             return Int(line[..<range.lowerBound].split(separator: " ").last ?? "")
         }
