@@ -1,7 +1,8 @@
 import Yams
 
 extension SpecReader {
-    func analysis(_ value: SpecValue, allowsCount: Bool, allowsStartingStep: Bool) -> AnalysisSpec? {
+    /// `noStable`: why this analysis cannot compare with stable (after a blue-green switch stable serves nothing).
+    func analysis(_ value: SpecValue, allowsCount: Bool, allowsStartingStep: Bool, noStable: String? = nil) -> AnalysisSpec? {
         var keys = ["interval", "metrics"]
         if allowsCount { keys.append("count") }
         if allowsStartingStep { keys.append("startingStep") }
@@ -13,7 +14,7 @@ extension SpecReader {
         }
         let count = f.optional("count") { int($0, in: 1...10_000, what: "a count of measurements") }
         let start = f.optional("startingStep") { int($0, in: 0...10_000, what: "a step index") }
-        let metrics = f.required("metrics") { list($0, nonEmpty: true, what: "metrics") { metric($0) } }
+        let metrics = f.required("metrics") { list($0, nonEmpty: true, what: "metrics") { metric($0, noStable: noStable) } }
         if let metrics, let listValue = f.value("metrics"), case .sequence(let nodes) = listValue.node {
             var seen: Set<String> = []
             for (index, metric) in metrics.enumerated() where !seen.insert(metric.name).inserted {
@@ -25,7 +26,7 @@ extension SpecReader {
         return AnalysisSpec(interval: interval, count: count, startingStep: start, metrics: metrics)
     }
 
-    private func metric(_ value: SpecValue) -> MetricSpec? {
+    private func metric(_ value: SpecValue, noStable: String?) -> MetricSpec? {
         let sources = ["builtin", "prometheus", "webhook"]
         let keys = ["name"] + sources + [
             "successCondition", "failureCondition", "compareTo", "maxRatio", "alpha",
@@ -73,6 +74,9 @@ extension SpecReader {
 
         if let source {
             checkJudgement(f, source: source, success: success, failure: failure, compare: compare, maxRatio: maxRatio)
+        }
+        if compare, let noStable, let compareValue = f.value("compareTo") {
+            error("compareTo: stable cannot be used here: \(noStable)", at: compareValue)
         }
         guard diagnostics.count == before, let name, let source else { return nil }
         return MetricSpec(

@@ -104,7 +104,9 @@ extension SpecReader {
         } ?? BlueGreenStrategy.defaultPreviewHeader
         let pre = f.optional("prePromotionAnalysis") { analysis($0, allowsCount: true, allowsStartingStep: false) }
         let auto = f.optional("autoPromotionSeconds") { int($0, in: 0...86_400, what: "a number of seconds") }
-        let post = f.optional("postPromotionAnalysis") { analysis($0, allowsCount: true, allowsStartingStep: false) }
+        let post = f.optional("postPromotionAnalysis") {
+            analysis($0, allowsCount: true, allowsStartingStep: false, noStable: "after the switch the stable version serves no traffic to compare with")
+        }
         let window = f.optional("rollbackWindow") { duration($0) } ?? BlueGreenStrategy.defaultRollbackWindow
         let tripwire = f.optional("tripwire") { self.tripwire($0) } ?? StrategySpec.defaultTripwire
         guard diagnostics.count == before else { return nil }

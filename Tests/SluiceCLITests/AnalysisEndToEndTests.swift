@@ -112,6 +112,53 @@ struct AnalysisEndToEndTests {
         try await harness.stop()
     }
 
+    @Test("blue-green: a webhook passes the preview, the switch happens, and post-promotion analysis switches back on a regression")
+    func blueGreenAnalysis() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let hook = try await TestUpstream.start(name: "ok", group: group)
+        func manifest(_ version: String, _ ports: [String: Int]) -> String {
+            """
+            apiVersion: sluice/v1
+            kind: ModelDeployment
+            metadata: {name: scorer}
+            spec:
+              route: {pathPrefix: /v2/models/scorer}
+              version: \(version)
+              versions:
+                - {name: v1, endpoints: ["http://127.0.0.1:\(ports["v1"]!)"]}
+                - {name: v2, endpoints: ["http://127.0.0.1:\(ports["v2"]!)"]}
+              strategy:
+                blueGreen:
+                  tripwire: 0
+                  autoPromotionSeconds: 0
+                  prePromotionAnalysis: {interval: 1s, metrics: [{name: preview-gate, webhook: {url: "http://127.0.0.1:\(hook.port)/status/200"}}]}
+                  postPromotionAnalysis:
+                    interval: 1s
+                    count: 30
+                    metrics: [{name: success-rate, builtin: successRate, successCondition: ">= 0.95", minSamples: 20}]
+            """
+        }
+        let harness = try await AnalysisHarness.start(models: [("v1", []), ("v2", ["--error-rate", "0.3"])]) { manifest("v1", $0) }
+        _ = try await harness.waitFor("v1 stable") { $0["phase"] as? String == "Healthy" }
+        harness.startTraffic()
+        try harness.write(manifest("v2", harness.modelPorts))
+        let view = try await harness.waitFor("the switch back") { $0["phase"] as? String == "Degraded" }
+        await harness.stopTraffic()
+        #expect((view["message"] as? String ?? "").hasPrefix("rolled back v2: metric success-rate failed: "), "\(view["message"] ?? "")")
+        #expect(Self.weights(view) == ["v1": 100])
+        let events = try await harness.admin("/api/v1/events?deployment=scorer") as? [[String: Any]] ?? []
+        let kinds = events.compactMap { ($0["event"] as? [String: Any])?["kind"] as? String }
+        #expect(kinds.firstIndex(of: "switched").map { kinds[$0...].contains("rolledBack") } == true, "\(kinds)")
+        #expect(hook.requests >= 1, "the preview gate was asked")
+        // The traffic after the switch back is v1's only.
+        let client = try await TestClient.connect(port: harness.proxyPort, group: harness.group)
+        for _ in 0..<20 { #expect(try await client.request(.POST, "/v2/models/scorer/infer", body: AnalysisHarness.inferBody).version == "v1") }
+        await client.close()
+        try await harness.stop()
+        await hook.stop()
+        try await group.shutdownGracefully()
+    }
+
     @Test("no traffic at all never rolls back: the step holds and the status says it waits for traffic")
     func noTraffic() async throws {
         let analysis = """
