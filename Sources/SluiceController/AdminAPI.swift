@@ -47,6 +47,14 @@ public enum AdminAPI {
                 return try json(.accepted, ["accepted": effective.rawValue, "deployment": name])
             }
         }
+        api.get("/api/v1/deployments/:name/revisions") { request, context -> Response in
+            let name = try context.parameters.require("name")
+            let limit = request.uri.queryParameters.get("limit").flatMap(Int.init).map { min(max($0, 1), 10_000) } ?? 100
+            let revisions = try await reconciler.revisions(deployment: name, limit: limit)
+            let known = await reconciler.view(of: name) != nil
+            guard known || !revisions.isEmpty else { throw APIError(.notFound, "no deployment named \(name)") }
+            return try json(.ok, revisions)
+        }
         api.get("/api/v1/events") { request, _ -> Response in
             let deployment = request.uri.queryParameters.get("deployment")
             let limit = request.uri.queryParameters.get("limit").flatMap(Int.init).map { min(max($0, 1), 10_000) } ?? 200

@@ -259,6 +259,10 @@ public actor Reconciler: Service {
         try await store.events(deployment: deployment, limit: limit)
     }
 
+    public func revisions(deployment: String, limit: Int) async throws -> [Revision] {
+        try await store.revisions(deployment: deployment, limit: limit)
+    }
+
     public func status(of deployment: String) -> RolloutStatus? { statuses[deployment] }
     public func allStatuses() -> [String: RolloutStatus] { statuses }
     public func currentDiagnostics() -> [Diagnostic] { diagnostics }

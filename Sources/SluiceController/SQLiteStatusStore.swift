@@ -5,7 +5,8 @@ import SluiceRollout
 /// The embedded default `StatusStore`: one SQLite file in the state directory, in WAL mode with full
 /// fsync, so a status acknowledged by `save` survives `kill -9` and power loss.
 ///
-/// Tables: `status` (one JSON row per deployment), `events` (append-only audit trail).
+/// Tables: `status` (one JSON row per deployment), `events` (append-only audit trail), `revisions`
+/// (each version a deployment adopted or tried, and how that ended).
 public final class SQLiteStatusStore: StatusStore {
     public let path: String
     private let database: DatabaseQueue
@@ -56,6 +57,20 @@ public final class SQLiteStatusStore: StatusStore {
                 t.column("json", .text).notNull()
             }
         }
+        migrator.registerMigration("v2-revisions") { db in
+            try db.create(table: "revisions") { t in
+                t.primaryKey {
+                    t.column("deployment", .text)
+                    t.column("number", .integer)
+                }
+                t.column("version", .text).notNull()
+                t.column("fromVersion", .text)
+                t.column("startedAt", .integer).notNull()
+                t.column("endedAt", .integer)
+                t.column("outcome", .text).notNull()
+                t.column("reason", .text).notNull()
+            }
+        }
         return migrator
     }
 
@@ -85,6 +100,11 @@ public final class SQLiteStatusStore: StatusStore {
         let statusJSON = String(decoding: try Self.encoder.encode(status), as: UTF8.self)
         let eventJSON = try events.map { String(decoding: try Self.encoder.encode($0), as: UTF8.self) }
         try await database.write { db in
+            let previous = try String.fetchOne(db, sql: "SELECT json FROM status WHERE deployment = ?", arguments: [status.deployment])
+                .flatMap { try? JSONDecoder().decode(RolloutStatus.self, from: Data($0.utf8)) }
+            for change in RevisionHistory.changes(events, status: status, previousStable: previous?.stableVersion) {
+                try Self.apply(change, deployment: status.deployment, at: time, db)
+            }
             try db.execute(
                 sql: "INSERT INTO status (deployment, json, updatedAt) VALUES (?, ?, ?) ON CONFLICT(deployment) DO UPDATE SET json = excluded.json, updatedAt = excluded.updatedAt",
                 arguments: [status.deployment, statusJSON, time.milliseconds]
@@ -115,6 +135,31 @@ public final class SQLiteStatusStore: StatusStore {
         return try rows.reversed().map { sequence, at, json in
             let event = try JSONDecoder().decode(RolloutEvent.self, from: Data(json.utf8))
             return StoredEvent(sequence: sequence, at: Instant(milliseconds: at), event: event)
+        }
+    }
+
+    private static func apply(_ change: RevisionHistory.Change, deployment: String, at time: Instant, _ db: Database) throws {
+        switch change {
+        case .open(let version, let from, let outcome, let reason):
+            let number = (try Int.fetchOne(db, sql: "SELECT MAX(number) FROM revisions WHERE deployment = ?", arguments: [deployment]) ?? 0) + 1
+            try db.execute(
+                sql: "INSERT INTO revisions (deployment, number, version, fromVersion, startedAt, endedAt, outcome, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                arguments: [deployment, number, version, from, time.milliseconds, outcome == .inProgress ? nil : time.milliseconds, outcome.rawValue, reason])
+        case .close(let outcome, let reason):
+            try db.execute(
+                sql: "UPDATE revisions SET endedAt = ?, outcome = ?, reason = ? WHERE deployment = ? AND outcome = ?",
+                arguments: [time.milliseconds, outcome.rawValue, reason, deployment, Revision.Outcome.inProgress.rawValue])
+        }
+    }
+
+    public func revisions(deployment: String, limit: Int) async throws -> [Revision] {
+        try await database.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM revisions WHERE deployment = ? ORDER BY number DESC LIMIT ?", arguments: [deployment, limit])
+                .reversed().map { row in
+                    Revision(number: row["number"], deployment: row["deployment"], version: row["version"], from: row["fromVersion"],
+                             startedAt: Instant(milliseconds: row["startedAt"]), endedAt: (row["endedAt"] as Int64?).map(Instant.init(milliseconds:)),
+                             outcome: Revision.Outcome(rawValue: row["outcome"]) ?? .inProgress, reason: row["reason"])
+                }
         }
     }
 

@@ -9,12 +9,15 @@ import SluiceSpec
 public protocol StatusStore: Sendable {
     func load(_ deployment: String) async throws -> RolloutStatus?
     func loadAll() async throws -> [String: RolloutStatus]
-    /// Writes the status and appends the events atomically.
+    /// Writes the status and appends the events atomically, and keeps the revision history
+    /// (`RevisionHistory.changes`) in the same transaction.
     func save(_ status: RolloutStatus, events: [RolloutEvent], at time: Instant) async throws
     /// Forgets a deployment's status; its events stay in the audit trail.
     func delete(_ deployment: String, at time: Instant) async throws
     /// The most recent events, newest last; all deployments when `deployment` is nil.
     func events(deployment: String?, limit: Int) async throws -> [StoredEvent]
+    /// The most recent revisions of a deployment, newest last.
+    func revisions(deployment: String, limit: Int) async throws -> [Revision]
 }
 
 /// An event as the audit trail keeps it.

@@ -46,19 +46,29 @@ struct RetryCommand: AsyncParsableCommand {
 struct HistoryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "history",
-        abstract: "List a deployment's decisions, oldest first, with times and reasons."
+        abstract: "List a deployment's revisions and decisions, oldest first, with times and reasons."
     )
     @Argument(help: "Deployment name.") var name: String
     @Option(name: .long, help: "How many of the most recent events.") var limit: Int = 50
     @OptionGroup var options: AdminOptions
 
     func run() async throws {
-        let events = try await withAdmin {
-            try await AdminClient(options: options).get("/api/v1/events?deployment=\(name)&limit=\(limit)", as: [StoredEvent].self)
+        let (revisions, events) = try await withAdmin {
+            let client = AdminClient(options: options)
+            return (try await client.get("/api/v1/deployments/\(name)/revisions?limit=\(limit)", as: [Revision].self),
+                    try await client.get("/api/v1/events?deployment=\(name)&limit=\(limit)", as: [StoredEvent].self))
         }
         let formatter = ISO8601DateFormatter()
+        let time = { (instant: Instant) in formatter.string(from: Date(timeIntervalSince1970: Double(instant.milliseconds) / 1000)) }
+        if !revisions.isEmpty {
+            let rows = [["REVISION", "VERSION", "FROM", "STARTED", "ENDED", "OUTCOME", "REASON"]] + revisions.map { revision in
+                ["\(revision.number)", revision.version, revision.from ?? "-", time(revision.startedAt), revision.endedAt.map(time) ?? "-",
+                 revision.outcome.rawValue, revision.reason]
+            }
+            print(StatusRenderer.columns(rows) + "\n")
+        }
         for stored in events {
-            let time = formatter.string(from: Date(timeIntervalSince1970: Double(stored.at.milliseconds) / 1000))
+            let time = time(stored.at)
             let values = stored.event.values.isEmpty ? "" : "  " + stored.event.values.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
             print("\(time)  \(stored.event.kind.rawValue.padding(toLength: 20, withPad: " ", startingAt: 0))  \(stored.event.message)\(values)")
         }

@@ -188,6 +188,11 @@ struct ControlCommandTests {
         for kind in ["firstSeen", "rolloutStarted", "paused", "promoted", "aborted", "retried"] {
             #expect(history.contains(kind), "history lacks \(kind):\n\(history)")
         }
+        // The revisions: v1 adopted at first sight, v2 promoted, v1 rolled out again and aborted, then
+        // retried and promoted.
+        let revisions = history.split(separator: "\n").filter { $0.first?.isNumber == true && !$0.hasPrefix("20") }
+            .map { $0.split(separator: " ", omittingEmptySubsequences: true).map(String.init) }
+        #expect(revisions.map { [$0[0], $0[1], $0[5]] } == [["1", "v1", "adopted"], ["2", "v2", "promoted"], ["3", "v1", "aborted"], ["4", "v1", "promoted"]], "\(history)")
 
         #expect(try await sluice.stop() == 0)
         await v1.stop()

@@ -100,3 +100,47 @@ struct SQLiteStatusStoreTests {
         await #expect(throws: SQLiteStatusStore.StoreError.self) { try await store.load("scorer") }
     }
 }
+
+@Suite("Revision history")
+struct RevisionHistoryTests {
+    @Test("first sight, a rollout, a rollback, a superseded and a promoted one, each a revision with its outcome")
+    func revisions() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-revisions-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = try SQLiteStatusStore(directory: directory)
+        var status = RolloutStatus(deployment: "m", stableVersion: "v1")
+        func save(_ events: [RolloutEvent], at ms: Int64) async throws { try await store.save(status, events: events, at: Instant(milliseconds: ms)) }
+
+        try await save([RolloutEvent(.firstSeen, "m", "first seen; v1 is stable")], at: 1)
+        status.candidate = "v2"
+        try await save([RolloutEvent(.rolloutStarted, "m", "rollout of v2 started from v1")], at: 2)
+        status.candidate = nil
+        status.rejected = "v2"
+        try await save([RolloutEvent(.rolledBack, "m", "rolled back v2: metric errors failed")], at: 3)
+        status.candidate = "v3"
+        try await save([RolloutEvent(.rolloutStarted, "m", "rollout of v3 started from v1")], at: 4)
+        status.candidate = "v4"
+        try await save([RolloutEvent(.superseded, "m", "v3 dropped"), RolloutEvent(.rolloutStarted, "m", "rollout of v4 started from v1")], at: 5)
+        status.candidate = nil
+        status.stableVersion = "v4"
+        try await save([RolloutEvent(.promoted, "m", "v4 promoted to stable")], at: 6)
+
+        let revisions = try await store.revisions(deployment: "m", limit: 10)
+        #expect(revisions.map(\.number) == [1, 2, 3, 4])
+        #expect(revisions.map(\.version) == ["v1", "v2", "v3", "v4"])
+        #expect(revisions.map(\.outcome) == [.adopted, .rolledBack, .superseded, .promoted])
+        #expect(revisions.map(\.from) == [nil, "v1", "v1", "v1"])
+        #expect(revisions[1].startedAt == Instant(milliseconds: 2) && revisions[1].endedAt == Instant(milliseconds: 3))
+        #expect(revisions[1].reason == "rolled back v2: metric errors failed")
+        #expect(try await store.revisions(deployment: "m", limit: 2).map(\.number) == [3, 4], "the most recent, oldest first")
+    }
+
+    @Test("a rollout that starts and completes in one pass is one promoted revision")
+    func sameSaveStartAndEnd() {
+        var status = RolloutStatus(deployment: "m", stableVersion: "v2")
+        status.candidate = nil
+        let changes = RevisionHistory.changes([RolloutEvent(.rolloutStarted, "m", "start"), RolloutEvent(.promoted, "m", "done")],
+                                              status: status, previousStable: "v1")
+        #expect(changes == [.open(version: "v2", from: "v1", outcome: .inProgress, reason: "start"), .close(outcome: .promoted, reason: "done")])
+    }
+}
