@@ -86,6 +86,13 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
+        // bench/proxy.sh's floor: a raw SwiftNIO TCP relay that parses nothing, to show what any NIO
+        // proxy design can reach on the machine. Not part of Sluice.
+        .executableTarget(
+            name: "relay-floor",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            path: "bench/RelayFloor"
+        ),
         .executableTarget(
             name: "sluice",
             dependencies: [

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Proxy benchmark: wrk -> [proxy] -> two upstreams weighted 90/10, Sluice side by side with nginx,
-# HAProxy and no proxy at all, in one run.
+# HAProxy, no proxy at all, and a raw SwiftNIO TCP relay that parses nothing (the floor of any NIO
+# proxy design on the machine), in one run.
 #
 # Each proxy is pinned to CPU 0 with one worker (Sluice: one event loop; nginx: one worker; HAProxy:
 # one thread). The upstream nginx and wrk share CPU 1. Then it runs Sluice again while the routing
@@ -21,7 +22,9 @@ if ((${#need[@]})); then
 fi
 echo "==> swift build -c release --product sluice"
 swift build -c release --product sluice > /tmp/sluice-bench-build.log 2>&1 || { cat /tmp/sluice-bench-build.log; exit 1; }
+swift build -c release --product relay-floor >> /tmp/sluice-bench-build.log 2>&1 || { cat /tmp/sluice-bench-build.log; exit 1; }
 SLUICE="$(swift build -c release --show-bin-path)/sluice"
+RELAY="$(swift build -c release --show-bin-path)/relay-floor"
 
 D=$(mktemp -d)
 cleanup() {
@@ -70,7 +73,7 @@ routes() { # REVISION CANARY_WEIGHT
 }
 routes 1 10 > "$D/routes.json"
 
-for port in 18081 18082 18090 18091 18092; do
+for port in 18081 18082 18090 18091 18092 18093; do
     if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
         echo "error: port $port is already in use; stop what listens there and run again" >&2
         exit 1
@@ -81,7 +84,9 @@ taskset -c 1 nginx -c "$D/up.conf" -p "$D" & echo $! > "$D/up.pid"
 taskset -c 0 nginx -c "$D/px.conf" -p "$D" & echo $! > "$D/px.pid"
 taskset -c 0 haproxy -db -q -f "$D/ha.cfg" & echo $! > "$D/ha.pid"
 taskset -c 0 "$SLUICE" proxy --routes "$D/routes.json" --listen 127.0.0.1:18092 --event-loops 1 > "$D/sluice.log" 2>&1 & echo $! > "$D/sluice.pid"
-for port in 18081 18082 18090 18091 18092; do
+# The floor of any SwiftNIO proxy: a raw TCP relay on one event loop that parses nothing (bench/RelayFloor).
+taskset -c 0 "$RELAY" 18093 18081 > /dev/null 2>&1 & echo $! > "$D/relay.pid"
+for port in 18081 18082 18090 18091 18092 18093; do
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
@@ -104,6 +109,7 @@ run direct 18081
 run nginx 18090
 run haproxy 18091
 run sluice 18092
+run relay 18093
 
 echo "==> sluice again, swapping the routing table $SWAPS times under load"
 pid=$(cat "$D/sluice.pid")
@@ -120,5 +126,7 @@ echo "sluice/nginx req/s:   $(ratio "${RPS[sluice]}" "${RPS[nginx]}")   (goal >=
 echo "sluice/nginx p99:     $(ratio "${P99[sluice]}" "${P99[nginx]}")   (goal <= 1.00)"
 echo "sluice/haproxy req/s: $(ratio "${RPS[sluice]}" "${RPS[haproxy]}")"
 echo "sluice/direct req/s:  $(ratio "${RPS[sluice]}" "${RPS[direct]}")   (goal >= 0.75)"
+echo "relay/nginx req/s:    $(ratio "${RPS[relay]}" "${RPS[nginx]}")   (the NIO floor: a TCP relay that parses nothing)"
+echo "sluice/relay req/s:   $(ratio "${RPS[sluice]}" "${RPS[relay]}")"
 echo "swaps applied:        $reloads of $SWAPS, errors under swaps: ${ERR[swaps]}   (goal 0)"
 echo "sluice peak RSS:      $((rss_kb / 1024)) MB   (goal <= 64)"
