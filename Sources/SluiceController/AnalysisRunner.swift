@@ -117,8 +117,9 @@ actor AnalysisRunner {
             windowStart = windowEnd
             let (verdict, results) = Analysis.evaluate(spec, readings, state: &state)
             let at = ISO8601DateFormatter().string(from: Date())
+            let latencies = Set(spec.metrics.filter { if case .builtin(let kind) = $0.source { kind.isLatency } else { false } }.map(\.name))
             let views = results.map { result in
-                DeploymentView.AnalysisView(result, analysis: Self.describe(key.kind), version: key.candidate,
+                DeploymentView.AnalysisView(result, analysis: Self.describe(key.kind), version: key.candidate, unit: latencies.contains(result.metric) ? "seconds" : nil,
                                             state: state.metrics[result.metric] ?? MetricState(), measuredAt: at)
             }
             let failed: String? = if case .fail = verdict { results.first { $0.outcome == .fail }?.metric } else { nil }
@@ -161,8 +162,8 @@ actor AnalysisRunner {
 }
 
 extension DeploymentView.AnalysisView {
-    init(_ result: MetricResult, analysis: String, version: String, state: MetricState, measuredAt: String) {
-        self.init(metric: result.metric, analysis: analysis, version: version, value: result.value, verdict: result.outcome.rawValue,
+    init(_ result: MetricResult, analysis: String, version: String, unit: String?, state: MetricState, measuredAt: String) {
+        self.init(metric: result.metric, analysis: analysis, version: version, value: result.value, unit: unit, verdict: result.outcome.rawValue,
                   reason: result.reason, values: result.values, passes: state.passes, failures: state.failures,
                   inconclusive: state.inconclusives, errors: state.errors, measuredAt: measuredAt)
     }

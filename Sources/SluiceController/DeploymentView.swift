@@ -32,6 +32,8 @@ public struct DeploymentView: Sendable, Codable, Equatable {
         /// The version judged.
         public var version: String
         public var value: Double?
+        /// `seconds` for latencies; absent for rates, counts and query values.
+        public var unit: String?
         /// `pass`, `fail`, `inconclusive` or `error`.
         public var verdict: String
         public var reason: String

@@ -49,7 +49,7 @@ enum StatusRenderer {
     static func analysis(_ view: DeploymentView) -> String {
         let header = ["METRIC", "VERDICT", "VALUE", "PASS", "FAIL", "INCONCLUSIVE", "ERROR", "REASON"]
         let rows = view.analysis.map { metric in
-            [metric.metric, metric.verdict, metric.value.map(number) ?? "-", "\(metric.passes)", "\(metric.failures)",
+            [metric.metric, metric.verdict, metric.value.map { metric.unit == "seconds" ? number($0 * 1000) + "ms" : number($0) } ?? "-", "\(metric.passes)", "\(metric.failures)",
              "\(metric.inconclusive)", "\(metric.errors)", metric.reason]
         }
         let first = view.analysis[0]
@@ -57,7 +57,7 @@ enum StatusRenderer {
     }
 
     static func number(_ value: Double) -> String {
-        value == value.rounded() && abs(value) < 1e9 ? String(Int(value)) : String(format: "%.4g", value)
+        value == value.rounded() && abs(value) < 1e9 ? String(Int(value)) : String(format: "%.3g", value)
     }
 
     /// The compact live view of `--watch`: phase, weights and a bar of the step program.

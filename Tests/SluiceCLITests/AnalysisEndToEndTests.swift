@@ -82,7 +82,9 @@ struct AnalysisEndToEndTests {
         let message = view["message"] as? String ?? ""
         #expect(message.hasPrefix("rolled back v2: metric latency failed: candidate latencyP50 "), "\(message)")
         #expect(message.contains("Mann-Whitney"), "\(message)")
-        let values = try #require(Self.analysis(view).first { $0["metric"] as? String == "latency" }?["values"] as? [String: Double])
+        let latency = try #require(Self.analysis(view).first { $0["metric"] as? String == "latency" })
+        #expect(latency["unit"] as? String == "seconds")
+        let values = try #require(latency["values"] as? [String: Double])
         #expect((values["ratio"] ?? 0) > 1.5)
         #expect((values["pValue"] ?? 1) < (values["alpha"] ?? 0))
         try await harness.stop()
