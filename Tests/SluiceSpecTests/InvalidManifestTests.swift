@@ -61,13 +61,17 @@ struct ExampleManifestTests {
         #expect(canary.steps == [.setWeight(10), .pause(.seconds(30)), .setWeight(50), .pause(nil)])
         let analysis = try #require(canary.analysis)
         #expect(analysis.interval == .seconds(5))
-        #expect(analysis.metrics.map(\.name) == ["success-rate", "latency"])
+        #expect(analysis.metrics.map(\.name) == ["success-rate", "errors-vs-stable", "latency"])
         #expect(analysis.metrics[0].source == .builtin(.successRate))
         #expect(analysis.metrics[0].successCondition?.op == .greaterThanOrEqual)
         #expect(analysis.metrics[0].successCondition?.value == 0.99)
-        #expect(analysis.metrics[1].compareToStable)
-        #expect(analysis.metrics[1].maxRatio == 1.25)
-        #expect(analysis.metrics[1].minSamples == MetricSpec.defaultMinSamples)
+        // compareTo without maxRatio: the sequential test at the default alpha.
+        #expect(analysis.metrics[1].source == .builtin(.errorRate))
+        #expect(analysis.metrics[1].compareToStable && analysis.metrics[1].maxRatio == nil)
+        #expect(analysis.metrics[1].alpha == MetricSpec.defaultAlpha)
+        #expect(analysis.metrics[2].compareToStable)
+        #expect(analysis.metrics[2].maxRatio == 1.25)
+        #expect(analysis.metrics[2].minSamples == MetricSpec.defaultMinSamples)
     }
 
     @Test("a template reference resolves to the preset from strategies/")
