@@ -33,6 +33,7 @@ final class MirrorExchange: UpstreamDelegate {
         stats.window.requests += 1
         stats.window.mirrored += 1
         pending.append(.head(head))
+        let isHead = head.method == .HEAD
         keepAlive = self
         pool.acquire { [self] result in
             switch result {
@@ -42,7 +43,7 @@ final class MirrorExchange: UpstreamDelegate {
                     return
                 }
                 upstream = connection
-                connection.handler.beginExchange(self)
+                connection.handler.beginExchange(self, head: isHead)
                 for part in pending { connection.handler.write(part, flush: false) }
                 pending.removeAll()
                 connection.handler.flush()
@@ -77,10 +78,10 @@ final class MirrorExchange: UpstreamDelegate {
         if !requestEnded { finish(error: nil, abandoned: true) }
     }
 
-    func upstreamReceived(_ part: HTTPClientResponsePart) {
+    func upstreamReceived(_ part: UpstreamResponsePart) {
         switch part {
         case .head(let head):
-            if head.status.code >= 200 { status = Int(head.status.code) }
+            if head.status >= 200 { status = head.status }
         case .body:
             break
         case .end:

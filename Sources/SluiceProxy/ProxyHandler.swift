@@ -12,8 +12,9 @@ import SluiceSpec
 /// before it is complete.
 final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias OutboundIn = ByteBuffer
+    /// Responses leave as bytes: upstream heads rewritten in place, bodies as they came.
+    typealias OutboundOut = ByteBuffer
 
     /// One request and its response.
     private final class Exchange {
@@ -23,6 +24,9 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         let start: NIODeadline
         let keepAlive: Bool
         let clientVersion: HTTPVersion
+        let isHead: Bool
+        /// The client connection closes after this response (its body ends only with the close).
+        var closeAfterResponse = false
         var upstream: UpstreamConnection?
         /// Parts that arrived before the upstream connection was ready.
         var pending: [HTTPClientRequestPart] = []
@@ -34,9 +38,9 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         var bodyBytes: Int64 = 0
         var mirror: MirrorExchange?
 
-        init(version: String, stats: LoopVersionStats, pool: EndpointPool, start: NIODeadline, keepAlive: Bool, clientVersion: HTTPVersion) {
+        init(version: String, stats: LoopVersionStats, pool: EndpointPool, start: NIODeadline, keepAlive: Bool, clientVersion: HTTPVersion, isHead: Bool) {
             (self.version, self.stats, self.pool, self.start) = (version, stats, pool, start)
-            (self.keepAlive, self.clientVersion) = (keepAlive, clientVersion)
+            (self.keepAlive, self.clientVersion, self.isHead) = (keepAlive, clientVersion, isHead)
         }
     }
 
@@ -158,7 +162,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         stats.inFlight += 1
         let exchange = Exchange(
             version: backend.version, stats: stats, pool: pool, start: .now(),
-            keepAlive: head.isKeepAlive, clientVersion: head.version
+            keepAlive: head.isKeepAlive, clientVersion: head.version, isHead: head.method == .HEAD
         )
         state = .active(exchange)
         let forwarded = ProxyHeaders.forwardedRequest(head, clientAddress: clientAddress)
@@ -188,7 +192,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         switch result {
         case .success(let connection):
             exchange.upstream = connection
-            connection.handler.beginExchange(self)
+            connection.handler.beginExchange(self, head: exchange.isHead, dechunk: exchange.clientVersion.minor == 0)
             for part in exchange.pending { connection.handler.write(part, flush: false) }
             exchange.pending.removeAll()
             connection.handler.flush()
@@ -232,21 +236,25 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     var upstreamMayRead: Bool { context?.channel.isWritable ?? false }
 
-    func upstreamReceived(_ part: HTTPClientResponsePart) {
+    func upstreamReceived(_ part: UpstreamResponsePart) {
         guard let context, case .active(let exchange) = state else { return }
         switch part {
         case .head(let head):
             // 1xx responses are interim: passed on, and the real head follows.
-            if head.status.code >= 200 { exchange.responseStarted = true }
-            exchange.responseStatus = Int(head.status.code)
-            exchange.upstreamKeepAlive = head.isKeepAlive
-            let connection: String? = !exchange.keepAlive || quiescing ? "close" : (exchange.clientVersion.minor == 0 ? "keep-alive" : nil)
-            let headers = ProxyHeaders.forwardedResponse(head.headers, version: exchange.version, connection: connection)
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: exchange.clientVersion, status: head.status, headers: headers))), promise: nil)
+            if head.status >= 200 { exchange.responseStarted = true }
+            exchange.responseStatus = head.status
+            exchange.upstreamKeepAlive = head.keepAlive
+            // A body that ends with the upstream's close, or loses its chunked framing for an HTTP/1.0
+            // client, can only end with the client connection's close too.
+            if head.status >= 200 && (head.framing == .untilClose || head.dechunked) { exchange.closeAfterResponse = true }
+            let close = !exchange.keepAlive || quiescing || exchange.closeAfterResponse
+            let connection: StaticString? = close ? "close" : (exchange.clientVersion.minor == 0 ? "keep-alive" : nil)
+            context.write(wrapOutboundOut(ResponseWriter.head(head, clientMinor: exchange.clientVersion.minor, version: exchange.version,
+                                                              connection: connection, allocator: context.channel.allocator)), promise: nil)
         case .body(let buffer):
-            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-        case .end(let trailers):
-            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+            context.write(wrapOutboundOut(buffer), promise: nil)
+        case .end:
+            context.flush()
             finishExchange(exchange, reusable: exchange.upstreamKeepAlive, context: context)
         }
     }
@@ -293,7 +301,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         exchange.stats.inFlight -= 1
         exchange.stats.recordResponse(status: exchange.responseStatus, latencyMicros: UInt64(max(1, micros)))
         detachUpstream(exchange, reuse: reusable)
-        let closeAfter = !exchange.keepAlive || quiescing
+        let closeAfter = !exchange.keepAlive || quiescing || exchange.closeAfterResponse
         if exchange.requestEnded {
             requestDone(closeAfter: closeAfter, context: context)
         } else {
@@ -352,15 +360,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     }
 
     private func respondDirectly(_ status: HTTPResponseStatus, version: String?, keepAlive: Bool, context: ChannelHandlerContext) {
-        let body = "\(status.code) \(status.reasonPhrase)\n"
-        var headers = HTTPHeaders()
-        headers.add(name: "content-type", value: "text/plain; charset=utf-8")
-        headers.add(name: "content-length", value: String(body.utf8.count))
-        if let version { headers.add(name: "x-sluice-version", value: version) }
-        if !keepAlive || quiescing { headers.add(name: "connection", value: "close") }
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        let response = ResponseWriter.direct(status, version: version, close: !keepAlive || quiescing, allocator: context.channel.allocator)
+        context.writeAndFlush(wrapOutboundOut(response), promise: nil)
     }
 
     private func scheduleEjectedProbe(_ endpoint: Endpoint) {

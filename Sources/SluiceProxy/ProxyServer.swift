@@ -76,9 +76,9 @@ public final class ProxyServer: Sendable {
                     let timeouts = ConnectionTimeoutHandler(idleTimeout: configuration.clientIdleTimeout, headerTimeout: configuration.requestHeaderTimeout)
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(timeouts)
-                    // No pipelining assistance and no error handler: ProxyHandler serves requests one at a
-                    // time itself and answers decoder errors with 400, saving two handlers per message.
-                    try sync.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: false)
+                    // Only NIO's request decoder (llhttp, strict): ProxyHandler serves requests one at a time
+                    // itself, answers decoder errors with 400, and writes responses as bytes.
+                    try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
                     try sync.addHandler(ProxyHandler(loop: loop, timeouts: timeouts, clientAddress: channel.remoteAddress?.ipAddress))
                 }
             }

@@ -76,7 +76,9 @@ final class EndpointPool {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
+                    // Requests go out through NIO's encoder; responses are parsed by `UpstreamHandler` itself,
+                    // as bytes, so they can be forwarded without being decoded and encoded again.
+                    try channel.pipeline.syncOperations.addHandler(HTTPRequestEncoder())
                 }
             }
         bootstrap.connect(host: endpoint.host, port: endpoint.port).assumeIsolated().whenComplete { result in
@@ -84,7 +86,8 @@ final class EndpointPool {
             case .success(let channel):
                 let connection = UpstreamConnection(
                     channel: channel, pool: self,
-                    responseTimeout: configuration.upstreamResponseTimeout, idleTimeout: configuration.upstreamIdleTimeout
+                    responseTimeout: configuration.upstreamResponseTimeout, idleTimeout: configuration.upstreamIdleTimeout,
+                    maxHeadBytes: configuration.maxHeaderBytes
                 )
                 do {
                     try channel.pipeline.syncOperations.addHandler(connection.handler)
@@ -141,16 +144,16 @@ final class UpstreamConnection {
 
     var endpoint: Endpoint { pool.endpoint }
 
-    init(channel: any Channel, pool: EndpointPool, responseTimeout: TimeAmount, idleTimeout: TimeAmount) {
+    init(channel: any Channel, pool: EndpointPool, responseTimeout: TimeAmount, idleTimeout: TimeAmount, maxHeadBytes: Int) {
         self.channel = channel
         self.pool = pool
-        self.handler = UpstreamHandler(responseTimeout: responseTimeout, idleTimeout: idleTimeout)
+        self.handler = UpstreamHandler(responseTimeout: responseTimeout, idleTimeout: idleTimeout, maxHeadBytes: maxHeadBytes)
     }
 }
 
 /// What an upstream connection reports to the exchange that is using it.
 protocol UpstreamDelegate: AnyObject {
-    func upstreamReceived(_ part: HTTPClientResponsePart)
+    func upstreamReceived(_ part: UpstreamResponsePart)
     func upstreamFailed(_ error: any Error)
     /// No response head within the response timeout.
     func upstreamTimedOut()
@@ -162,13 +165,14 @@ protocol UpstreamDelegate: AnyObject {
     var upstreamMayRead: Bool { get }
 }
 
-/// The last handler of an upstream connection: passes response parts to the current delegate, holds
-/// back reads while the delegate's client cannot keep up (backpressure), and keeps the connection's
-/// two clocks, the response timeout while in use and the idle timeout while pooled.
+/// The last handler of an upstream connection: parses responses (`UpstreamResponseParser`) and passes
+/// their parts to the current delegate, holds back reads while the delegate's client cannot keep up
+/// (backpressure), and keeps the connection's two clocks, the response timeout while in use and the
+/// idle timeout while pooled.
 ///
 /// One `LazyTimer` per connection, so a request costs no timer.
 final class UpstreamHandler: ChannelDuplexHandler {
-    typealias InboundIn = HTTPClientResponsePart
+    typealias InboundIn = ByteBuffer
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = HTTPClientRequestPart
 
@@ -182,10 +186,12 @@ final class UpstreamHandler: ChannelDuplexHandler {
     /// When the connection went back to the pool.
     private var idleSince: NIODeadline?
     private var timer = LazyTimer()
+    private var parser: UpstreamResponseParser
 
-    init(responseTimeout: TimeAmount, idleTimeout: TimeAmount) {
+    init(responseTimeout: TimeAmount, idleTimeout: TimeAmount, maxHeadBytes: Int) {
         self.responseTimeout = responseTimeout
         self.idleTimeout = idleTimeout
+        self.parser = UpstreamResponseParser(maxHeadBytes: maxHeadBytes)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -197,9 +203,11 @@ final class UpstreamHandler: ChannelDuplexHandler {
         self.context = nil
     }
 
-    /// A request goes out on this connection now.
-    func beginExchange(_ delegate: any UpstreamDelegate) {
+    /// A request goes out on this connection now. `head`: it is a HEAD request, whose response has no
+    /// body; `dechunk`: the client speaks HTTP/1.0 and cannot take chunked framing.
+    func beginExchange(_ delegate: any UpstreamDelegate, head: Bool = false, dechunk: Bool = false) {
         self.delegate = delegate
+        parser.expectResponse(toHead: head, dechunk: dechunk)
         let now = NIODeadline.now()
         idleSince = nil
         awaitingHeadSince = now
@@ -218,10 +226,29 @@ final class UpstreamHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
-        if case .head(let head) = part, head.status.code >= 200 { awaitingHeadSince = nil }
-        delegate?.upstreamReceived(part)
+        // Parse first, deliver after: a delegate may start the next exchange on this connection (and
+        // reset the parser) from inside `upstreamReceived(.end)`.
+        var parts = self.parts
+        self.parts = []
+        defer {
+            parts.removeAll(keepingCapacity: true)
+            self.parts = parts
+        }
+        do {
+            try parser.feed(unwrapInboundIn(data)) { parts.append($0) }
+        } catch {
+            delegate?.upstreamFailed(error)
+            context.close(promise: nil)
+            return
+        }
+        for part in parts {
+            if case .head(let head) = part, head.status >= 200 { awaitingHeadSince = nil }
+            delegate?.upstreamReceived(part)
+        }
     }
+
+    /// Reused between reads, so parsing allocates no array per read.
+    private var parts: [UpstreamResponsePart] = []
 
     func channelReadComplete(context: ChannelHandlerContext) {
         delegate?.upstreamReadComplete()
@@ -239,6 +266,8 @@ final class UpstreamHandler: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         timer.cancel()
+        // A body without a length ends with the connection; anything else cut short is a failure.
+        if parser.endsAtClose { delegate?.upstreamReceived(.end) }
         delegate?.upstreamFailed(ChannelError.ioOnClosedChannel)
         context.fireChannelInactive()
     }
