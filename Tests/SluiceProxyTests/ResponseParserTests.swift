@@ -1,0 +1,113 @@
+import NIOCore
+import Testing
+@testable import SluiceProxy
+
+/// The upstream response parser on its own: framing, hop-by-hop headers, strictness, and bytes that
+/// arrive in any split.
+@Suite("Upstream response parser")
+struct ResponseParserTests {
+    struct Parsed {
+        var heads: [UpstreamResponseHead] = []
+        var body = ""
+        var ends = 0
+    }
+
+    /// Feeds `text` in pieces of `step` bytes.
+    static func parse(_ text: String, step: Int = .max, head: Bool = false, dechunk: Bool = false) throws -> Parsed {
+        var parser = UpstreamResponseParser(maxHeadBytes: 1024)
+        parser.expectResponse(toHead: head, dechunk: dechunk)
+        var parsed = Parsed()
+        let bytes = Array(text.utf8)
+        var index = 0
+        while index < bytes.count {
+            let piece = ByteBuffer(bytes: bytes[index..<min(bytes.count, index + step)])
+            index += step
+            try parser.feed(piece) { part in
+                switch part {
+                case .head(let head): parsed.heads.append(head)
+                case .body(let buffer): parsed.body += String(buffer: buffer)
+                case .end: parsed.ends += 1
+                }
+            }
+        }
+        return parsed
+    }
+
+    static func keptHeaders(_ head: UpstreamResponseHead) -> [String] {
+        head.keptLines.map { String(buffer: head.raw.getSlice(at: head.raw.readerIndex + $0.0, length: $0.1)!) }
+    }
+
+    @Test("content-length bodies, in every split, with hop-by-hop headers dropped", arguments: [1, 2, 3, 7, 1000])
+    func contentLength(step: Int) throws {
+        let text = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive, x-trace\r\nX-Trace: 1\r\nKeep-Alive: timeout=5\r\nServer: up\r\n\r\nhello"
+        let parsed = try Self.parse(text, step: step)
+        #expect(parsed.heads.count == 1 && parsed.ends == 1)
+        #expect(parsed.body == "hello")
+        let head = try #require(parsed.heads.first)
+        #expect(head.status == 200 && head.framing == .length(5) && head.keepAlive)
+        #expect(String(buffer: head.reason) == "OK")
+        #expect(Self.keptHeaders(head) == ["Content-Length: 5", "Server: up"], "connection, keep-alive and the header connection names go")
+    }
+
+    @Test("chunked bodies are forwarded with their framing, or dechunked for HTTP/1.0 clients", arguments: [1, 4, 1000])
+    func chunked(step: Int) throws {
+        let body = "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer-Field: x\r\n\r\n"
+        let text = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+        let raw = try Self.parse(text, step: step)
+        #expect(raw.body == body && raw.ends == 1)
+        #expect(raw.heads.first?.framing == .chunked)
+        #expect(Self.keptHeaders(raw.heads[0]) == ["Transfer-Encoding: chunked"])
+        let plain = try Self.parse(text, step: step, dechunk: true)
+        #expect(plain.body == "hello world" && plain.ends == 1)
+        #expect(plain.heads.first?.dechunked == true)
+        #expect(Self.keptHeaders(plain.heads[0]).isEmpty, "no transfer-encoding for a dechunked body")
+    }
+
+    @Test("no body after HEAD, 204 and 304; interim 1xx heads before the real one; until close without a length")
+    func framing() throws {
+        let headResponse = try Self.parse("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", head: true)
+        #expect(headResponse.heads.first?.framing == UpstreamResponseHead.Framing.none && headResponse.ends == 1)
+        #expect(try Self.parse("HTTP/1.1 204 No Content\r\n\r\n").ends == 1)
+        #expect(try Self.parse("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n").ends == 1)
+        let interim = try Self.parse("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok", step: 5)
+        #expect(interim.heads.map(\.status) == [100, 201] && interim.body == "ok" && interim.ends == 1)
+        let open = try Self.parse("HTTP/1.1 200 OK\r\n\r\nuntil the end")
+        #expect(open.heads.first?.framing == .untilClose && open.heads.first?.keepAlive == false)
+        #expect(open.body == "until the end" && open.ends == 0, "the end comes with the close")
+        let old = try Self.parse("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+        #expect(old.heads.first?.keepAlive == false, "HTTP/1.0 closes unless it says keep-alive")
+        let closing = try Self.parse("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        #expect(closing.heads.first?.keepAlive == false)
+    }
+
+    @Test("malformed or ambiguous responses are errors", arguments: [
+        ("HTTP/2 200 OK\r\n\r\n", UpstreamResponseParser.ParseError.malformedStatusLine),
+        ("HTTP/1.1 2x0 OK\r\n\r\n", .malformedStatusLine),
+        ("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", .conflictingLength),
+        ("HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n", .conflictingLength),
+        ("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", .conflictingLength),
+        ("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", .conflictingLength),
+        ("HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\n\r\n", .obsoleteLineFolding),
+        ("HTTP/1.1 200 OK\r\nBad Name: 1\r\n\r\n", .malformedHeader),
+        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", .invalidChunk),
+        ("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nab", .unexpectedBytes),
+    ])
+    func errors(text: String, expected: UpstreamResponseParser.ParseError) {
+        #expect(throws: expected) { try Self.parse(text) }
+    }
+
+    @Test("a head larger than the limit is refused, however it is split")
+    func headLimit() {
+        let text = "HTTP/1.1 200 OK\r\nX-Big: " + String(repeating: "a", count: 2000) + "\r\n\r\n"
+        #expect(throws: UpstreamResponseParser.ParseError.headTooLarge) { try Self.parse(text, step: 100) }
+        #expect(throws: UpstreamResponseParser.ParseError.headTooLarge) { try Self.parse(text) }
+    }
+
+    @Test("the rewritten head carries the client's version, the kept lines, x-sluice-version and connection")
+    func writer() throws {
+        let parsed = try Self.parse("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\nX-Up: 1\r\n\r\n")
+        let head = try #require(parsed.heads.first)
+        let written = ResponseWriter.head(head, clientMinor: 0, version: "v2", connection: "close", allocator: ByteBufferAllocator())
+        #expect(String(buffer: written) == "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nX-Up: 1\r\nx-sluice-version: v2\r\nconnection: close\r\n\r\n")
+    }
+}
