@@ -3,7 +3,8 @@ import NIOHTTP1
 /// Header rules of a forwarding proxy (RFC 9110 §7.6.1), done in one pass over the headers.
 enum ProxyHeaders {
     /// Hop-by-hop headers: they describe one connection and are never forwarded. Transfer-Encoding
-    /// and Content-Length pass: the codecs re-frame the body for the next hop from them.
+    /// and Content-Length pass: the encoder re-frames a request body for the upstream from them, and a
+    /// response body keeps its framing. (Responses: `UpstreamResponseParser.hopByHop`, on bytes.)
     static let hopByHop: [String] = [
         "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade",
         "proxy-authenticate", "proxy-authorization",
@@ -92,14 +93,6 @@ enum ProxyHeaders {
         if !found.hasForwardedProto { headers.add(name: "x-forwarded-proto", value: "http") }
         if let host = found.host, !found.hasForwardedHost { headers.add(name: "x-forwarded-host", value: host) }
         return HTTPRequestHead(version: .http1_1, method: head.method, uri: head.uri, headers: headers)
-    }
-
-    /// The response headers for the client: hop-by-hop headers dropped, `x-sluice-version` added.
-    static func forwardedResponse(_ headers: HTTPHeaders, version: String, connection: String?) -> HTTPHeaders {
-        var out = withoutHopByHop(headers, scan(headers), dropForwardedFor: false)
-        out.add(name: "x-sluice-version", value: version)
-        if let connection { out.add(name: "connection", value: connection) }
-        return out
     }
 
     /// Why a request head is refused before it reaches any upstream, or `nil` to accept it.
