@@ -54,3 +54,69 @@ enum ResponseWriter {
         out.writeInteger(UInt8(48 + status % 10))
     }
 }
+
+/// Serialises requests for the upstream, framed as NIO's `HTTPRequestEncoder` frames them: a body with
+/// Content-Length goes as it is; one without goes chunked when the method has a body (POST, PUT,
+/// PATCH) or the head says chunked.
+enum RequestWriter {
+    /// The head's bytes, and whether the body that follows must be chunked.
+    static func head(_ head: HTTPRequestHead, allocator: ByteBufferAllocator) -> (ByteBuffer, chunked: Bool) {
+        var headers = head.headers
+        let chunked: Bool
+        let hasLength = headers.contains(name: "content-length")
+        switch head.method {
+        case .TRACE:
+            headers.remove(name: "content-length")
+            headers.remove(name: "transfer-encoding")
+            chunked = false
+        case .POST, .PUT, .PATCH:
+            if hasLength {
+                headers.remove(name: "transfer-encoding")
+                chunked = false
+            } else {
+                headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
+                chunked = true
+            }
+        default:
+            if hasLength {
+                headers.remove(name: "transfer-encoding")
+                chunked = false
+            } else {
+                chunked = headers.first(name: "transfer-encoding") == "chunked"
+            }
+        }
+        var out = allocator.buffer(capacity: 256)
+        out.writeString(head.method.rawValue)
+        out.writeInteger(UInt8(ascii: " "))
+        out.writeString(head.uri)
+        out.writeStaticString(" HTTP/1.1\r\n")
+        for (name, value) in headers {
+            out.writeString(name)
+            out.writeStaticString(": ")
+            out.writeString(value)
+            out.writeStaticString("\r\n")
+        }
+        out.writeStaticString("\r\n")
+        return (out, chunked)
+    }
+
+    static func chunkHeader(_ size: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var out = allocator.buffer(capacity: 18)
+        out.writeString(String(size, radix: 16))
+        out.writeStaticString("\r\n")
+        return out
+    }
+
+    static func lastChunk(_ trailers: HTTPHeaders?, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var out = allocator.buffer(capacity: 16)
+        out.writeStaticString("0\r\n")
+        for (name, value) in trailers ?? [:] {
+            out.writeString(name)
+            out.writeStaticString(": ")
+            out.writeString(value)
+            out.writeStaticString("\r\n")
+        }
+        out.writeStaticString("\r\n")
+        return out
+    }
+}

@@ -74,13 +74,8 @@ final class EndpointPool {
         let bootstrap = ClientBootstrap(group: loop.eventLoop)
             .connectTimeout(configuration.upstreamConnectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    // Requests go out through NIO's encoder; responses are parsed by `UpstreamHandler` itself,
-                    // as bytes, so they can be forwarded without being decoded and encoded again.
-                    try channel.pipeline.syncOperations.addHandler(HTTPRequestEncoder())
-                }
-            }
+        // No codec handlers: `UpstreamHandler`, added once connected, writes requests and parses
+        // responses as bytes itself.
         bootstrap.connect(host: endpoint.host, port: endpoint.port).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let channel):
@@ -173,8 +168,8 @@ protocol UpstreamDelegate: AnyObject {
 /// One `LazyTimer` per connection, so a request costs no timer.
 final class UpstreamHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
-    typealias OutboundIn = HTTPClientRequestPart
-    typealias OutboundOut = HTTPClientRequestPart
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     weak var delegate: (any UpstreamDelegate)?
     private var context: ChannelHandlerContext?
@@ -287,9 +282,31 @@ final class UpstreamHandler: ChannelDuplexHandler {
         context.read()
     }
 
+    /// Whether the request body being written goes chunked.
+    private var chunkedRequest = false
+
     func write(_ part: HTTPClientRequestPart, flush: Bool) {
         guard let context else { return }
-        context.write(wrapOutboundOut(part), promise: nil)
+        let allocator = context.channel.allocator
+        switch part {
+        case .head(let head):
+            let (bytes, chunked) = RequestWriter.head(head, allocator: allocator)
+            chunkedRequest = chunked
+            context.write(wrapOutboundOut(bytes), promise: nil)
+        case .body(.byteBuffer(let buffer)):
+            guard buffer.readableBytes > 0 else { break }
+            if chunkedRequest {
+                context.write(wrapOutboundOut(RequestWriter.chunkHeader(buffer.readableBytes, allocator: allocator)), promise: nil)
+                context.write(wrapOutboundOut(buffer), promise: nil)
+                context.write(wrapOutboundOut(ByteBuffer(staticString: "\r\n")), promise: nil)
+            } else {
+                context.write(wrapOutboundOut(buffer), promise: nil)
+            }
+        case .body(.fileRegion):
+            preconditionFailure("the proxy never forwards file regions")
+        case .end(let trailers):
+            if chunkedRequest { context.write(wrapOutboundOut(RequestWriter.lastChunk(trailers, allocator: allocator)), promise: nil) }
+        }
         if flush { context.flush() }
     }
 
