@@ -164,7 +164,9 @@ struct DemoCommand: AsyncParsableCommand {
                 - setWeight: 60
                 - pause: {duration: \(pause)s}
                 - setWeight: 90
-                - pause: {duration: \(pause)s}
+                # Two passing windows at 90% before promotion: a regression cannot slip through the
+                # last steps between two background windows.
+                - analysis: {interval: 2s, count: 2, metrics: [{name: final-success-rate, builtin: successRate, successCondition: ">= 0.95", minSamples: 20}]}
               # Judged every 2 s on the proxy's own counts of both versions.
               analysis:
                 interval: 2s
