@@ -65,16 +65,3 @@ public struct MeasurementContext: Sendable, Hashable, Codable {
 public protocol MetricsSource: Sendable {
     func sample(_ metric: MetricSpec, context: MeasurementContext) async -> MetricReading
 }
-
-extension Substring {
-    var trimmingSpaces: String {
-        String(drop { $0 == " " }.reversed().drop { $0 == " " }.reversed())
-    }
-}
-
-extension Duration {
-    var wholeMilliseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
-    }
-}

@@ -103,6 +103,7 @@ actor AnalysisRunner {
         var lastRead = NIODeadline.now()
         var windowStart = Reconciler.now()
         let usesBuiltin = spec.metrics.contains { if case .builtin = $0.source { true } else { false } }
+        let latencies = Set(spec.metrics.filter { if case .builtin(let kind) = $0.source { kind.isLatency } else { false } }.map(\.name))
         while true {
             do { try await Task.sleep(for: spec.interval) } catch { return }
             let windowEnd = Reconciler.now()
@@ -117,7 +118,6 @@ actor AnalysisRunner {
             windowStart = windowEnd
             let (verdict, results) = Analysis.evaluate(spec, readings, state: &state)
             let at = ISO8601DateFormatter().string(from: Date())
-            let latencies = Set(spec.metrics.filter { if case .builtin(let kind) = $0.source { kind.isLatency } else { false } }.map(\.name))
             let views = results.map { result in
                 DeploymentView.AnalysisView(result, analysis: Self.describe(key.kind), version: key.candidate, unit: latencies.contains(result.metric) ? "seconds" : nil,
                                             state: state.metrics[result.metric] ?? MetricState(), measuredAt: at)

@@ -122,12 +122,6 @@ public struct HTTPMetricsSource: MetricsSource {
     }
 }
 
-extension TimeAmount {
-    init(_ duration: Duration) {
-        self = .milliseconds(Int64(duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000))
-    }
-}
-
 /// The proxy's per-version windows as the judges' samples.
 enum BuiltinSamples {
     static func sample(_ window: VersionWindow?, seconds: Double) -> VersionSample {

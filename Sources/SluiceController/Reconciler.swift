@@ -165,8 +165,10 @@ public actor Reconciler: Service {
             let plan = Planner.plan(spec, status: statuses[name], observations: observations, now: now)
             var events: [RolloutEvent] = []
             for case .record(let event) in plan.actions { events.append(event) }
-            if let registry, let rollback = events.first(where: { $0.kind == .rolledBack }) {
-                let cause = rollback.message.contains("tripwire:") ? "tripwire" : (failed ?? "unknown")
+            if let registry, events.contains(where: { $0.kind == .rolledBack }) {
+                // The planner acts on a tripped wire before any verdict of the same pass.
+                let tripped = observations.tripwire.map { $0.version == statuses[name]?.candidate } ?? false
+                let cause = tripped ? "tripwire" : (failed ?? "unknown")
                 registry.makeCounter(descriptor: AnalysisMetricNames.rollbacks, labels: [("deployment", name), ("metric", cause)]).increment()
             }
             if plan.status != statuses[name] || !events.isEmpty {

@@ -51,8 +51,9 @@ struct UpstreamResponseParser {
 
     private enum ChunkState {
         case size(value: Int, digits: Int)
-        case extensions
-        case sizeLF
+        /// After a chunk's size (`value`): its extensions, then the LF that ends the size line.
+        case extensions(value: Int)
+        case sizeLF(value: Int)
         case data(remaining: Int)
         case dataCR
         case dataLF
@@ -238,13 +239,18 @@ struct UpstreamResponseParser {
                 } else if Self.equals(name, "transfer-encoding") {
                     hasTransferEncoding = true
                     let codings = Self.tokens(value)
-                    chunked = codings.last.map { $0.lowercasedASCII == Array("chunked".utf8) } ?? false
+                    chunked = codings.last.map { Self.equals($0, "chunked") } ?? false
                     keep = !dechunk
                 } else if Self.equals(name, "connection") {
                     keep = false
                     for token in Self.tokens(value) {
-                        let lower = token.lowercasedASCII
-                        if lower == Array("close".utf8) { connectionClose = true } else if lower == Array("keep-alive".utf8) { connectionKeepAlive = true } else { connectionTokens.append(lower) }
+                        if Self.equals(token, "close") {
+                            connectionClose = true
+                        } else if Self.equals(token, "keep-alive") {
+                            connectionKeepAlive = true
+                        } else {
+                            connectionTokens.append(token.lowercasedASCII)
+                        }
                     }
                 } else if Self.hopByHop.contains(where: { Self.equals(name, $0) }) {
                     keep = false
@@ -279,11 +285,11 @@ struct UpstreamResponseParser {
     /// `ProxyHeaders.hopByHop` but `connection`, which is read for its tokens first.
     static let hopByHop: [StaticString] = ["keep-alive", "proxy-connection", "te", "trailer", "upgrade", "proxy-authenticate", "proxy-authorization"]
 
-    static func equals(_ bytes: UnsafeRawBufferPointer, _ lowercase: StaticString) -> Bool {
+    /// ASCII case-insensitive comparison with a lower-case constant.
+    static func equals(_ bytes: some Collection<UInt8>, _ lowercase: StaticString) -> Bool {
         guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
         let expected = lowercase.utf8Start
-        for index in 0..<bytes.count {
-            let byte = bytes[index]
+        for (index, byte) in bytes.enumerated() {
             let folded = byte >= 65 && byte <= 90 ? byte | 0x20 : byte
             if folded != expected[index] { return false }
         }
@@ -322,21 +328,19 @@ struct UpstreamResponseParser {
                     } else if digits == 0 {
                         throw ParseError.invalidChunk
                     } else if byte == 59 || byte == 32 || byte == 9 {
-                        chunk = .extensions
-                        sizeValue = value
+                        chunk = .extensions(value: value)
                     } else if byte == 13 {
-                        chunk = .sizeLF
-                        sizeValue = value
+                        chunk = .sizeLF(value: value)
                     } else {
                         throw ParseError.invalidChunk
                     }
                     index += 1
-                case .extensions:
-                    if byte == 13 { chunk = .sizeLF } else if byte == 10 { throw ParseError.invalidChunk }
+                case .extensions(let value):
+                    if byte == 13 { chunk = .sizeLF(value: value) } else if byte == 10 { throw ParseError.invalidChunk }
                     index += 1
-                case .sizeLF:
+                case .sizeLF(let value):
                     guard byte == 10 else { throw ParseError.invalidChunk }
-                    chunk = sizeValue == 0 ? .trailerStart : .data(remaining: sizeValue)
+                    chunk = value == 0 ? .trailerStart : .data(remaining: value)
                     index += 1
                 case .data(let remaining):
                     let take = min(remaining, bytes.count - index)
@@ -380,9 +384,6 @@ struct UpstreamResponseParser {
             state = .chunked(chunk)
         }
     }
-
-    /// The size of the chunk whose size line is being read.
-    private var sizeValue = 0
 
     static func hexValue(_ byte: UInt8) -> Int? {
         switch byte {
