@@ -1,5 +1,4 @@
 import NIOCore
-import NIOHTTP1
 import SluiceSpec
 
 /// A copy of a client request sent to a shadow version. Its response is read and discarded; only its
@@ -15,25 +14,25 @@ final class MirrorExchange: UpstreamDelegate {
     private let pool: EndpointPool
     private let start = NIODeadline.now()
     private var upstream: UpstreamConnection?
-    private var pending: [HTTPClientRequestPart] = []
+    private var pending: [ByteBuffer] = []
     private var pendingBytes = 0
     private var requestEnded = false
     private var status = 0
     private var done = false
     /// Keeps the mirror alive until it finishes: nothing else owns it once the client's exchange is
-    /// over, and the upstream handler holds its delegate weakly. `finish` breaks the cycle; the connect
+    /// over, and the upstream handler lets go of its delegate when the exchange ends. `finish` breaks the cycle; the connect
     /// timeout and then the upstream's response timeout guarantee that it runs.
     private var keepAlive: MirrorExchange?
 
-    init(loop: LoopState, stats: LoopVersionStats, pool: EndpointPool, head: HTTPRequestHead) {
+    /// `head`: the request head as forwarded; `isHead`: the request is a HEAD.
+    init(loop: LoopState, stats: LoopVersionStats, pool: EndpointPool, head: ByteBuffer, isHead: Bool) {
         self.loop = loop
         self.stats = stats
         self.pool = pool
         loop.mirrorsInFlight += 1
         stats.window.requests += 1
         stats.window.mirrored += 1
-        pending.append(.head(head))
-        let isHead = head.method == .HEAD
+        pending.append(head)
         keepAlive = self
         pool.acquire { [self] result in
             switch result {
@@ -44,7 +43,7 @@ final class MirrorExchange: UpstreamDelegate {
                 }
                 upstream = connection
                 connection.handler.beginExchange(self, head: isHead)
-                for part in pending { connection.handler.write(part, flush: false) }
+                for bytes in pending { connection.handler.write(bytes) }
                 pending.removeAll()
                 connection.handler.flush()
             case .failure:
@@ -53,24 +52,29 @@ final class MirrorExchange: UpstreamDelegate {
         }
     }
 
-    /// Passes on the next request part, or abandons the mirror when it cannot keep up.
-    func forward(_ part: HTTPClientRequestPart) {
+    /// Passes on request body bytes, or abandons the mirror when it cannot keep up.
+    func forward(_ bytes: ByteBuffer) {
         guard !done else { return }
-        if case .end = part { requestEnded = true }
         if let upstream {
             guard upstream.channel.isWritable else {
                 finish(error: nil, abandoned: true)
                 return
             }
-            upstream.handler.write(part, flush: requestEnded)
+            upstream.handler.write(bytes)
             return
         }
-        if case .body(.byteBuffer(let buffer)) = part { pendingBytes += buffer.readableBytes }
+        pendingBytes += bytes.readableBytes
         guard pendingBytes <= Self.maxPendingBytes else {
             finish(error: nil, abandoned: true)
             return
         }
-        pending.append(part)
+        pending.append(bytes)
+    }
+
+    /// The client's request is complete.
+    func requestComplete() {
+        requestEnded = true
+        upstream?.handler.flush()
     }
 
     /// The client went away before its request was complete: the copy is incomplete too.

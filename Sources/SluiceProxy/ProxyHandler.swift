@@ -8,12 +8,14 @@ import SluiceSpec
 /// Runs on the connection's event loop and only there. Bodies stream part by part with backpressure:
 /// it reads from the client only while the upstream can take more, and the upstream handler reads only
 /// while the client can take more (the GlueHandler idea of swift-nio-examples). Requests are served one
-/// at a time; a pipelined request waits in `pipelined` (reading pauses meanwhile) until the response
-/// before it is complete.
+/// at a time; the bytes of a pipelined request wait in `held` (reading pauses meanwhile) until the
+/// response before it is complete.
+///
+/// It is the only handler of a client connection: requests are parsed from the bytes
+/// (`ClientRequestParser`), forwarded as bytes (`RequestWriter`), and responses leave as bytes.
 final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
-    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
-    /// Responses leave as bytes: upstream heads rewritten in place, bodies as they came.
     typealias OutboundOut = ByteBuffer
 
     /// One request and its response.
@@ -23,24 +25,24 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         let pool: EndpointPool
         let start: NIODeadline
         let keepAlive: Bool
-        let clientVersion: HTTPVersion
+        /// 0 for an HTTP/1.0 client, 1 for HTTP/1.1.
+        let clientMinor: Int
         let isHead: Bool
         /// The client connection closes after this response (its body ends only with the close).
         var closeAfterResponse = false
         var upstream: UpstreamConnection?
-        /// Parts that arrived before the upstream connection was ready.
-        var pending: [HTTPClientRequestPart] = []
+        /// Request bytes that arrived before the upstream connection was ready.
+        var pending: [ByteBuffer] = []
         var requestEnded = false
         var responseStarted = false
         var responseStatus = 0
         /// Whether the upstream keeps its connection open after this response.
         var upstreamKeepAlive = true
-        var bodyBytes: Int64 = 0
         var mirror: MirrorExchange?
 
-        init(version: String, stats: LoopVersionStats, pool: EndpointPool, start: NIODeadline, keepAlive: Bool, clientVersion: HTTPVersion, isHead: Bool) {
+        init(version: String, stats: LoopVersionStats, pool: EndpointPool, start: NIODeadline, keepAlive: Bool, clientMinor: Int, isHead: Bool) {
             (self.version, self.stats, self.pool, self.start) = (version, stats, pool, start)
-            (self.keepAlive, self.clientVersion, self.isHead) = (keepAlive, clientVersion, isHead)
+            (self.keepAlive, self.clientMinor, self.isHead) = (keepAlive, clientMinor, isHead)
         }
     }
 
@@ -55,68 +57,81 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     }
 
     private let loop: LoopState
-    private let timeouts: ConnectionTimeoutHandler
+    private let clock: ClientClock
+    private var parser: ClientRequestParser
     private var state: State = .idle
     private var context: ChannelHandlerContext?
     private var pendingRead = false
-    /// Parts of requests that arrived while an earlier one was still being served.
-    private var pipelined: CircularBuffer<HTTPServerRequestPart> = []
+    /// Bytes of requests that arrived while an earlier one was still being served.
+    private var held: ByteBuffer?
     private let clientAddress: String?
     /// The proxy is shutting down: responses say `connection: close`, and connections close after them.
     private var quiescing: Bool { loop.quiescing }
 
-    init(loop: LoopState, timeouts: ConnectionTimeoutHandler, clientAddress: String?) {
+    init(loop: LoopState, clientAddress: String?) {
         self.loop = loop
-        self.timeouts = timeouts
+        let configuration = loop.configuration
+        self.clock = ClientClock(idleTimeout: configuration.clientIdleTimeout, headerTimeout: configuration.requestHeaderTimeout)
+        self.parser = ClientRequestParser(limits: RequestLimits(configuration))
         self.clientAddress = clientAddress
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        clock.start(context)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        clock.stop()
         self.context = nil
     }
 
     // MARK: Client → proxy
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
-        if !pipelined.isEmpty {
-            pipelined.append(part)
+        var input = unwrapInboundIn(data)
+        clock.bytesArrived()
+        if held != nil {
+            held!.writeBuffer(&input)
             return
         }
-        process(part, context: context)
+        consume(&input, context: context)
     }
 
-    private func process(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
-        switch part {
-        case .head(let head):
-            guard case .idle = state else {
+    /// Parses and serves what `input` holds, up to the start of a request that must wait.
+    private func consume(_ input: inout ByteBuffer, context: ChannelHandlerContext) {
+        while true {
+            if parser.atRequestStart, !isIdle {
                 // Pipelined: hold it (and stop reading) until the current response is done.
-                pipelined.append(part)
+                if input.readableBytes > 0 { held = input }
                 return
             }
-            timeouts.headReceived()
+            let part: ClientRequestPart
+            do {
+                guard let next = try parser.next(&input) else { return }
+                part = next
+            } catch {
+                refuse(error, context: context)
+                return
+            }
+            process(part, context: context)
+            if case .closed = state { return }
+        }
+    }
+
+    private func process(_ part: ClientRequestPart, context: ChannelHandlerContext) {
+        switch part {
+        case .head(let head):
+            clock.headReceived()
             startExchange(head, context: context)
         case .body(let buffer):
-            switch state {
-            case .active(let exchange):
-                exchange.bodyBytes += Int64(buffer.readableBytes)
-                if exchange.bodyBytes > loop.configuration.maxBodyBytes {
-                    failExchange(exchange, status: .payloadTooLarge, error: nil, context: context)
-                    return
-                }
-                send(.body(.byteBuffer(buffer)), exchange, flush: false)
-            case .discarding, .idle, .closed:
-                break
-            }
-        case .end(let trailers):
+            if case .active(let exchange) = state { send(buffer, exchange) }
+        case .end:
             switch state {
             case .active(let exchange):
                 exchange.requestEnded = true
-                send(.end(trailers), exchange, flush: true)
+                exchange.mirror?.requestComplete()
+                exchange.upstream?.handler.flush()
             case .discarding(let closeAfter):
                 requestDone(closeAfter: closeAfter, context: context)
             case .idle, .closed:
@@ -126,27 +141,26 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        clock.readComplete()
         if case .active(let exchange) = state { exchange.upstream?.handler.flush() }
-        context.fireChannelReadComplete()
     }
 
-    private func startExchange(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
-        if let status = ProxyHeaders.rejection(head, loop.configuration) {
-            respondDirectly(status, version: nil, keepAlive: false, context: context)
-            state = .discarding(closeAfter: true)
-            return
-        }
+    private func startExchange(_ head: ClientRequestHead, context: ChannelHandlerContext) {
         let table = loop.table
-        guard let routeIndex = table.matchIndex(host: ProxyHeaders.routingHost(head.headers), path: Substring(head.uri)) else {
-            respondDirectly(.notFound, version: nil, keepAlive: head.isKeepAlive, context: context)
-            state = .discarding(closeAfter: !head.isKeepAlive)
+        let found = head.withBytes { bytes in
+            table.matchIndex(host: head.host.map { UnsafeRawBufferPointer(rebasing: bytes[$0]) },
+                             target: UnsafeRawBufferPointer(rebasing: bytes[head.uriStart..<head.uriEnd]))
+        }
+        guard let routeIndex = found else {
+            respondDirectly(.notFound, version: nil, keepAlive: head.keepAlive, context: context)
+            state = .discarding(closeAfter: !head.keepAlive)
             return
         }
         let route = table.routes[routeIndex]
         let backendIndex = route.backends.count == 1 && route.headerRules.isEmpty ? 0 : VersionChooser.choose(
             route,
-            header: { name in head.headers.first(name: name).map { Substring($0) } },
-            cookie: { ProxyHeaders.cookie($0, in: head.headers) },
+            header: { head.firstValue(of: $0) },
+            cookie: { head.cookie($0) },
             using: &loop.rng
         )
         let backend = route.backends[backendIndex]
@@ -155,31 +169,27 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         guard let pool = loop.pickEndpoint(route: routeIndex, backend: backendIndex) else {
             stats.recordUpstreamError(.noHealthyEndpoint)
             stats.recordResponse(status: 503, latencyMicros: 1)
-            respondDirectly(.serviceUnavailable, version: backend.version, keepAlive: head.isKeepAlive, context: context)
-            state = .discarding(closeAfter: !head.isKeepAlive)
+            respondDirectly(.serviceUnavailable, version: backend.version, keepAlive: head.keepAlive, context: context)
+            state = .discarding(closeAfter: !head.keepAlive)
             return
         }
         stats.inFlight += 1
         let exchange = Exchange(
             version: backend.version, stats: stats, pool: pool, start: .now(),
-            keepAlive: head.isKeepAlive, clientVersion: head.version, isHead: head.method == .HEAD
+            keepAlive: head.keepAlive, clientMinor: head.minor, isHead: head.isHead
         )
         state = .active(exchange)
-        let forwarded = ProxyHeaders.forwardedRequest(head, clientAddress: clientAddress)
-        exchange.pending.append(.head(forwarded))
+        let forwarded = RequestWriter.head(head, clientAddress: clientAddress, allocator: context.channel.allocator)
+        exchange.pending.append(forwarded)
         if route.mirror != nil {
-            exchange.mirror = startMirror(route: route, routeIndex: routeIndex, chosen: backendIndex, head: forwarded)
+            exchange.mirror = startMirror(route: route, routeIndex: routeIndex, chosen: backendIndex, head: forwarded, isHead: head.isHead)
         }
         if let connection = pool.takeIdle() {
             upstreamReady(.success(connection), exchange, context: context)
         } else {
-            pool.acquire { [weak self] result in
-                guard let self else {
-                    if case .success(let connection) = result { connection.channel.close(promise: nil) }
-                    return
-                }
-                self.upstreamReady(result, exchange, context: context)
-            }
+            // Held strongly until the pool calls back (at the latest at the connect timeout); an
+            // exchange that ended meanwhile hands the connection back.
+            pool.acquire { result in self.upstreamReady(result, exchange, context: context) }
         }
     }
 
@@ -192,8 +202,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         switch result {
         case .success(let connection):
             exchange.upstream = connection
-            connection.handler.beginExchange(self, head: exchange.isHead, dechunk: exchange.clientVersion.minor == 0)
-            for part in exchange.pending { connection.handler.write(part, flush: false) }
+            connection.handler.beginExchange(self, head: exchange.isHead, dechunk: exchange.clientMinor == 0)
+            for bytes in exchange.pending { connection.handler.write(bytes) }
             exchange.pending.removeAll()
             connection.handler.flush()
             if pendingRead && connection.channel.isWritable {
@@ -211,7 +221,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     /// Copies the request to the route's mirror version, if this request is drawn for it and the loop
     /// has room for another mirror in flight.
-    private func startMirror(route: RouteRule, routeIndex: Int, chosen: Int, head: HTTPRequestHead) -> MirrorExchange? {
+    private func startMirror(route: RouteRule, routeIndex: Int, chosen: Int, head: ByteBuffer, isHead: Bool) -> MirrorExchange? {
         guard let mirror = route.mirror, VersionChooser.shouldMirror(mirror, using: &loop.rng),
               let mirrorIndex = route.backendIndex(of: mirror.version), mirrorIndex != chosen else { return nil }
         let stats = loop.stats[routeIndex][mirrorIndex]
@@ -220,15 +230,16 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             stats.window.mirrorsDropped += 1
             return nil
         }
-        return MirrorExchange(loop: loop, stats: stats, pool: pool, head: head)
+        return MirrorExchange(loop: loop, stats: stats, pool: pool, head: head, isHead: isHead)
     }
 
-    private func send(_ part: HTTPClientRequestPart, _ exchange: Exchange, flush: Bool) {
-        exchange.mirror?.forward(part)
+    /// Request body bytes, to the upstream and the mirror; flushed at the end of the read batch.
+    private func send(_ bytes: ByteBuffer, _ exchange: Exchange) {
+        exchange.mirror?.forward(bytes)
         if let upstream = exchange.upstream {
-            upstream.handler.write(part, flush: flush)
+            upstream.handler.write(bytes)
         } else {
-            exchange.pending.append(part)
+            exchange.pending.append(bytes)
         }
     }
 
@@ -248,8 +259,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             // client, can only end with the client connection's close too.
             if head.status >= 200 && (head.framing == .untilClose || head.dechunked) { exchange.closeAfterResponse = true }
             let close = !exchange.keepAlive || quiescing || exchange.closeAfterResponse
-            let connection: StaticString? = close ? "close" : (exchange.clientVersion.minor == 0 ? "keep-alive" : nil)
-            context.write(wrapOutboundOut(ResponseWriter.head(head, clientMinor: exchange.clientVersion.minor, version: exchange.version,
+            let connection: StaticString? = close ? "close" : (exchange.clientMinor == 0 ? "keep-alive" : nil)
+            context.write(wrapOutboundOut(ResponseWriter.head(head, clientMinor: exchange.clientMinor, version: exchange.version,
                                                               connection: connection, allocator: context.channel.allocator)), promise: nil)
         case .body(let buffer):
             context.write(wrapOutboundOut(buffer), promise: nil)
@@ -315,24 +326,20 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         state = .idle
         if closeAfter {
             state = .closed
-            pipelined.removeAll()
+            held = nil
             context.close(promise: nil)
             return
         }
-        timeouts.awaitNextRequest()
-        drainPipelined(context: context)
-        if pendingRead && pipelined.isEmpty {
+        clock.awaitNextRequest()
+        if var next = held {
+            // The next pipelined request, held since it arrived.
+            held = nil
+            clock.bytesArrived()
+            consume(&next, context: context)
+        }
+        if pendingRead && held == nil {
             pendingRead = false
             context.read()
-        }
-    }
-
-    /// Serves held pipelined parts in order, stopping at a head while a request is in flight.
-    private func drainPipelined(context: ChannelHandlerContext) {
-        while let next = pipelined.first {
-            if case .head = next, !isIdle { return }
-            pipelined.removeFirst()
-            process(next, context: context)
         }
     }
 
@@ -371,11 +378,37 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
     }
 
+    /// A request the parser refuses (malformed, smuggling, over a limit) gets its status if no response
+    /// has started on this connection, and the connection closes either way.
+    private func refuse(_ error: HTTPParseError, context: ChannelHandlerContext) {
+        let status: HTTPResponseStatus = switch error {
+        case .uriTooLong: .uriTooLong
+        case .headTooLarge, .tooManyHeaders: .requestHeaderFieldsTooLarge
+        case .bodyTooLarge: .payloadTooLarge
+        case .versionNotSupported: .httpVersionNotSupported
+        case .notImplemented: .notImplemented
+        default: .badRequest
+        }
+        held = nil
+        switch state {
+        case .active(let exchange):
+            // Mid-body: counted against the version, like any answer the exchange gets.
+            exchange.mirror?.clientGone()
+            failExchange(exchange, status: status, error: nil, context: context)
+        case .idle, .discarding:
+            respondDirectly(status, version: nil, keepAlive: false, context: context)
+        case .closed:
+            break
+        }
+        state = .closed
+        context.close(promise: nil)
+    }
+
     // MARK: Backpressure and lifecycle
 
     func read(context: ChannelHandlerContext) {
-        // Hold reads while pipelined requests wait, and while the upstream cannot take more.
-        if !pipelined.isEmpty {
+        // Hold reads while a pipelined request waits, and while the upstream cannot take more.
+        if held != nil {
             pendingRead = true
             return
         }
@@ -400,33 +433,21 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             detachUpstream(exchange, reuse: false)
         }
         state = .closed
-        pipelined.removeAll()
-        context.fireChannelInactive()
+        held = nil
+        clock.stop()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent {
             // Idle connections close now; busy ones after their response (see `quiescing`).
-            if case .idle = state, pipelined.isEmpty { context.close(promise: nil) }
+            if case .idle = state, held == nil, parser.atRequestStart { context.close(promise: nil) }
             return
         }
         context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // A request the decoder refuses (malformed, smuggling, obs-fold) gets 400 if no response has
-        // started on this connection, and the connection closes either way.
-        let decoderError = error is HTTPParserError || error is ByteToMessageDecoderError
-        var responding = false
-        if case .active(let exchange) = state { responding = exchange.responseStarted }
-        if decoderError && !responding {
-            if case .active(let exchange) = state {
-                exchange.stats.inFlight -= 1
-                detachUpstream(exchange, reuse: false)
-            }
-            state = .closed
-            respondDirectly(.badRequest, version: nil, keepAlive: false, context: context)
-        }
+        // A socket error: the connection is done; `channelInactive` cleans up.
         context.close(promise: nil)
     }
 }

@@ -73,13 +73,9 @@ public final class ProxyServer: Sendable {
                     guard let loop = loopsByID[ObjectIdentifier(channel.eventLoop)] else {
                         throw ChannelError.badInterfaceAddressFamily
                     }
-                    let timeouts = ConnectionTimeoutHandler(idleTimeout: configuration.clientIdleTimeout, headerTimeout: configuration.requestHeaderTimeout)
-                    let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(timeouts)
-                    // Only NIO's request decoder (llhttp, strict): ProxyHandler serves requests one at a time
-                    // itself, answers decoder errors with 400, and writes responses as bytes.
-                    try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
-                    try sync.addHandler(ProxyHandler(loop: loop, timeouts: timeouts, clientAddress: channel.remoteAddress?.ipAddress))
+                    // One handler: it parses requests from the bytes, and writes upstream requests and
+                    // client responses as bytes.
+                    try channel.pipeline.syncOperations.addHandler(ProxyHandler(loop: loop, clientAddress: channel.remoteAddress?.ipAddress))
                 }
             }
             .bind(host: configuration.host, port: configuration.port)

@@ -39,39 +39,19 @@ enum UpstreamResponsePart {
 /// nothing it does not have to: the head is scanned in place, body bytes leave as slices of the
 /// received buffers, and chunked bodies are scanned for their end, not decoded.
 struct UpstreamResponseParser {
-    enum ParseError: Error, Equatable {
-        case headTooLarge
-        case malformedStatusLine
-        case malformedHeader
-        case obsoleteLineFolding
-        case conflictingLength
-        case invalidChunk
-        case unexpectedBytes
-    }
-
-    private enum ChunkState {
-        case size(value: Int, digits: Int)
-        /// After a chunk's size (`value`): its extensions, then the LF that ends the size line.
-        case extensions(value: Int)
-        case sizeLF(value: Int)
-        case data(remaining: Int)
-        case dataCR
-        case dataLF
-        case trailerStart
-        case trailerLine
-        case trailerLF(empty: Bool)
-    }
+    typealias ParseError = HTTPParseError
 
     private enum State {
         /// Waiting for a request to be sent.
         case idle
         case head
         case length(remaining: Int)
-        case chunked(ChunkState)
+        case chunked
         case untilClose
     }
 
     private var state: State = .idle
+    private var chunks = ChunkedScanner()
     private var headBuffer: ByteBuffer?
     private var isHeadRequest = false
     private var dechunk = false
@@ -115,7 +95,8 @@ struct UpstreamResponseParser {
                 case .length(let length):
                     state = .length(remaining: length)
                 case .chunked:
-                    state = .chunked(.size(value: 0, digits: 0))
+                    state = .chunked
+                    chunks = ChunkedScanner()
                 case .untilClose:
                     state = .untilClose
                 }
@@ -128,8 +109,8 @@ struct UpstreamResponseParser {
                 } else {
                     state = .length(remaining: remaining - count)
                 }
-            case .chunked(let chunkState):
-                try scanChunked(&input, chunkState, emit)
+            case .chunked:
+                try scanChunked(&input, emit)
             case .untilClose:
                 emit(.body(input))
                 return
@@ -152,7 +133,7 @@ struct UpstreamResponseParser {
             input.moveReaderIndex(to: input.writerIndex)
         }
         var bytes = headBuffer!
-        guard let end = Self.find(crlfcrlfIn: bytes, from: searchFrom) else {
+        guard let end = HTTPBytes.find(crlfcrlfIn: bytes, from: searchFrom) else {
             if bytes.readableBytes > maxHeadBytes { throw ParseError.headTooLarge }
             return nil
         }
@@ -172,100 +153,69 @@ struct UpstreamResponseParser {
         return try parseHead(head)
     }
 
-    static func find(crlfcrlfIn buffer: ByteBuffer, from start: Int) -> Int? {
-        buffer.withUnsafeReadableBytes { bytes in
-            guard bytes.count >= 4 else { return nil }
-            var index = start
-            while index + 3 < bytes.count {
-                if bytes[index + 3] != 10 { index += bytes[index + 3] == 13 ? 1 : 4; continue }
-                if bytes[index] == 13 && bytes[index + 1] == 10 && bytes[index + 2] == 13 { return index }
-                index += 1
-            }
-            return nil
-        }
-    }
-
-    private func parseHead(_ head: ByteBuffer) throws -> UpstreamResponseHead {
-        try head.withUnsafeReadableBytes { bytes -> UpstreamResponseHead in
+    private func parseHead(_ head: ByteBuffer) throws(HTTPParseError) -> UpstreamResponseHead {
+        try head.withUnsafeReadableBytes { bytes throws(HTTPParseError) -> UpstreamResponseHead in
             let count = bytes.count - 2 // Without the final CRLF.
             // Status line: HTTP/1.x SP 3DIGIT [SP reason] CRLF
             guard count >= 12, bytes[0] == 72, bytes[1] == 84, bytes[2] == 84, bytes[3] == 80, bytes[4] == 47, bytes[5] == 49,
-                  bytes[6] == 46, bytes[7] == 48 || bytes[7] == 49, bytes[8] == 32 else { throw ParseError.malformedStatusLine }
+                  bytes[6] == 46, bytes[7] == 48 || bytes[7] == 49, bytes[8] == 32 else { throw .malformedStatusLine }
             let minor = Int(bytes[7] - 48)
             var status = 0
             for index in 9..<12 {
-                guard bytes[index] >= 48 && bytes[index] <= 57 else { throw ParseError.malformedStatusLine }
+                guard bytes[index] >= 48 && bytes[index] <= 57 else { throw .malformedStatusLine }
                 status = status * 10 + Int(bytes[index] - 48)
             }
-            guard status >= 100 else { throw ParseError.malformedStatusLine }
-            var lineEnd = 12
-            while lineEnd + 1 < count + 2 && !(bytes[lineEnd] == 13 && bytes[lineEnd + 1] == 10) { lineEnd += 1 }
-            guard lineEnd == 12 || bytes[12] == 32 else { throw ParseError.malformedStatusLine }
+            guard status >= 100 else { throw .malformedStatusLine }
+            let lineEnd = try HTTPBytes.lineEnd(bytes, from: 12, error: .malformedStatusLine)
+            guard lineEnd == 12 || bytes[12] == 32 else { throw .malformedStatusLine }
             let reasonStart = min(13, lineEnd)
             let reason = head.getSlice(at: head.readerIndex + reasonStart, length: lineEnd - reasonStart)!
 
-            var kept: [(Int, Int)] = []
             var contentLength: Int?
             var chunked = false
             var hasTransferEncoding = false
             var connectionClose = false
             var connectionKeepAlive = false
-            var connectionTokens: [[UInt8]] = []
-            var candidates: [(Int, Int, Int)] = [] // offset, length, name length
-            var position = lineEnd + 2
-            while position < count {
-                var end = position
-                while end + 1 < count + 2 && !(bytes[end] == 13 && bytes[end + 1] == 10) { end += 1 }
-                if bytes[position] == 32 || bytes[position] == 9 { throw ParseError.obsoleteLineFolding }
-                var colon = position
-                while colon < end && bytes[colon] != 58 { colon += 1 }
-                guard colon < end, colon > position else { throw ParseError.malformedHeader }
-                for index in position..<colon where bytes[index] <= 32 || bytes[index] >= 127 { throw ParseError.malformedHeader }
-                var valueStart = colon + 1
-                while valueStart < end && (bytes[valueStart] == 32 || bytes[valueStart] == 9) { valueStart += 1 }
-                var valueEnd = end
-                while valueEnd > valueStart && (bytes[valueEnd - 1] == 32 || bytes[valueEnd - 1] == 9) { valueEnd -= 1 }
-                let name = UnsafeRawBufferPointer(rebasing: bytes[position..<colon])
-                let value = UnsafeRawBufferPointer(rebasing: bytes[valueStart..<valueEnd])
+            var namesConnectionHeaders = false
+            var candidates: [HeaderField] = []
+            try HTTPBytes.forEachField(bytes, from: lineEnd + 2, to: count) { field throws(HTTPParseError) in
+                let name = HTTPBytes.name(bytes, field)
+                let value = HTTPBytes.value(bytes, field)
                 var keep = true
-                if Self.equals(name, "content-length") {
+                if HTTPBytes.equals(name, "content-length") {
                     // A list of equal values counts once; different values are an attack or a bug.
-                    for item in Self.tokens(value) {
-                        guard !item.isEmpty, item.count <= 18, item.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { throw ParseError.conflictingLength }
-                        let length = item.reduce(0) { $0 * 10 + Int($1 - 48) }
-                        if let existing = contentLength, existing != length { throw ParseError.conflictingLength }
+                    try HTTPBytes.forEachToken(value) { item throws(HTTPParseError) in
+                        guard let length = HTTPBytes.contentLength(item) else { throw .conflictingLength }
+                        if let existing = contentLength, existing != length { throw .conflictingLength }
                         contentLength = length
                     }
-                } else if Self.equals(name, "transfer-encoding") {
+                } else if HTTPBytes.equals(name, "transfer-encoding") {
                     hasTransferEncoding = true
-                    let codings = Self.tokens(value)
-                    chunked = codings.last.map { Self.equals($0, "chunked") } ?? false
+                    var last: UnsafeRawBufferPointer?
+                    HTTPBytes.forEachToken(value) { last = $0 }
+                    chunked = last.map { HTTPBytes.equals($0, "chunked") } ?? false
                     keep = !dechunk
-                } else if Self.equals(name, "connection") {
+                } else if HTTPBytes.equals(name, "connection") {
                     keep = false
-                    for token in Self.tokens(value) {
-                        if Self.equals(token, "close") {
+                    HTTPBytes.forEachToken(value) { token in
+                        if HTTPBytes.equals(token, "close") {
                             connectionClose = true
-                        } else if Self.equals(token, "keep-alive") {
+                        } else if HTTPBytes.equals(token, "keep-alive") {
                             connectionKeepAlive = true
                         } else {
-                            connectionTokens.append(token.lowercasedASCII)
+                            namesConnectionHeaders = true
                         }
                     }
-                } else if Self.hopByHop.contains(where: { Self.equals(name, $0) }) {
+                } else if HTTPBytes.isHopByHop(name) {
                     keep = false
                 }
-                if keep { candidates.append((position, end - position, colon - position)) }
-                position = end + 2
+                if keep { candidates.append(field) }
             }
-            for (offset, length, nameLength) in candidates {
-                if !connectionTokens.isEmpty {
-                    let name = Array(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + nameLength)])).lowercasedASCII
-                    if connectionTokens.contains(name) { continue }
-                }
-                kept.append((offset, length))
+            if namesConnectionHeaders {
+                // Headers that `Connection` names are hop-by-hop too (rare: a second pass).
+                candidates.removeAll { HTTPBytes.namedByConnection(HTTPBytes.name(bytes, $0), bytes, from: lineEnd + 2, to: count) }
             }
-            if hasTransferEncoding && contentLength != nil { throw ParseError.conflictingLength }
+            if hasTransferEncoding && contentLength != nil { throw .conflictingLength }
             let framing: UpstreamResponseHead.Framing
             if isHeadRequest || status < 200 || status == 204 || status == 304 {
                 framing = .none
@@ -277,97 +227,21 @@ struct UpstreamResponseParser {
                 framing = .untilClose
             }
             let keepAlive = framing != .untilClose && (minor == 1 ? !connectionClose : connectionKeepAlive)
-            return UpstreamResponseHead(status: status, reason: reason, raw: head, keptLines: kept, framing: framing, keepAlive: keepAlive,
-                                        dechunked: dechunk && framing == .chunked)
+            return UpstreamResponseHead(status: status, reason: reason, raw: head, keptLines: candidates.map { ($0.start, $0.end - $0.start) },
+                                        framing: framing, keepAlive: keepAlive, dechunked: dechunk && framing == .chunked)
         }
-    }
-
-    /// `ProxyHeaders.hopByHop` but `connection`, which is read for its tokens first.
-    static let hopByHop: [StaticString] = ["keep-alive", "proxy-connection", "te", "trailer", "upgrade", "proxy-authenticate", "proxy-authorization"]
-
-    /// ASCII case-insensitive comparison with a lower-case constant.
-    static func equals(_ bytes: some Collection<UInt8>, _ lowercase: StaticString) -> Bool {
-        guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
-        let expected = lowercase.utf8Start
-        for (index, byte) in bytes.enumerated() {
-            let folded = byte >= 65 && byte <= 90 ? byte | 0x20 : byte
-            if folded != expected[index] { return false }
-        }
-        return true
-    }
-
-    /// Comma-separated list items, trimmed of spaces and tabs.
-    static func tokens(_ value: UnsafeRawBufferPointer) -> [ArraySlice<UInt8>] {
-        let all = Array(value)
-        return all.split(separator: 44, omittingEmptySubsequences: true).map { item in
-            var slice = item
-            while let first = slice.first, first == 32 || first == 9 { slice = slice.dropFirst() }
-            while let last = slice.last, last == 32 || last == 9 { slice = slice.dropLast() }
-            return slice
-        }.filter { !$0.isEmpty }
     }
 
     // MARK: Chunked bodies
 
-    /// Walks chunk sizes and data to find where the body ends. Forwards the bytes it walked as they
-    /// are, or only the chunk data when dechunking.
-    private mutating func scanChunked(_ input: inout ByteBuffer, _ start: ChunkState, _ emit: (UpstreamResponsePart) -> Void) throws {
-        var chunk = start
-        var finished = false
+    /// Forwards the chunked body's bytes as they are, or only the chunk data when dechunking, up to
+    /// the body's end.
+    private mutating func scanChunked(_ input: inout ByteBuffer, _ emit: (UpstreamResponsePart) -> Void) throws(HTTPParseError) {
         let begin = input.readerIndex
         var dataRanges: [(Int, Int)] = []
-        let consumed: Int = try input.withUnsafeReadableBytes { bytes -> Int in
-            var index = 0
-            while index < bytes.count && !finished {
-                let byte = bytes[index]
-                switch chunk {
-                case .size(let value, let digits):
-                    if let digit = Self.hexValue(byte) {
-                        guard digits < 15 else { throw ParseError.invalidChunk }
-                        chunk = .size(value: value * 16 + digit, digits: digits + 1)
-                    } else if digits == 0 {
-                        throw ParseError.invalidChunk
-                    } else if byte == 59 || byte == 32 || byte == 9 {
-                        chunk = .extensions(value: value)
-                    } else if byte == 13 {
-                        chunk = .sizeLF(value: value)
-                    } else {
-                        throw ParseError.invalidChunk
-                    }
-                    index += 1
-                case .extensions(let value):
-                    if byte == 13 { chunk = .sizeLF(value: value) } else if byte == 10 { throw ParseError.invalidChunk }
-                    index += 1
-                case .sizeLF(let value):
-                    guard byte == 10 else { throw ParseError.invalidChunk }
-                    chunk = value == 0 ? .trailerStart : .data(remaining: value)
-                    index += 1
-                case .data(let remaining):
-                    let take = min(remaining, bytes.count - index)
-                    dataRanges.append((index, take))
-                    index += take
-                    chunk = take == remaining ? .dataCR : .data(remaining: remaining - take)
-                case .dataCR:
-                    guard byte == 13 else { throw ParseError.invalidChunk }
-                    chunk = .dataLF
-                    index += 1
-                case .dataLF:
-                    guard byte == 10 else { throw ParseError.invalidChunk }
-                    chunk = .size(value: 0, digits: 0)
-                    index += 1
-                case .trailerStart:
-                    chunk = byte == 13 ? .trailerLF(empty: true) : .trailerLine
-                    index += 1
-                case .trailerLine:
-                    if byte == 13 { chunk = .trailerLF(empty: false) }
-                    index += 1
-                case .trailerLF(let empty):
-                    guard byte == 10 else { throw ParseError.invalidChunk }
-                    index += 1
-                    if empty { finished = true } else { chunk = .trailerStart }
-                }
-            }
-            return index
+        let dechunk = self.dechunk
+        let (consumed, finished) = try input.withUnsafeReadableBytes { bytes throws(HTTPParseError) in
+            try chunks.scan(bytes) { offset, length in if dechunk { dataRanges.append((offset, length)) } }
         }
         if dechunk {
             for (offset, length) in dataRanges where length > 0 {
@@ -380,21 +254,6 @@ struct UpstreamResponseParser {
         if finished {
             state = .idle
             emit(.end)
-        } else {
-            state = .chunked(chunk)
         }
     }
-
-    static func hexValue(_ byte: UInt8) -> Int? {
-        switch byte {
-        case 48...57: Int(byte - 48)
-        case 65...70: Int(byte - 55)
-        case 97...102: Int(byte - 87)
-        default: nil
-        }
-    }
-}
-
-extension Collection where Element == UInt8 {
-    var lowercasedASCII: [UInt8] { map { $0 >= 65 && $0 <= 90 ? $0 | 0x20 : $0 } }
 }

@@ -55,68 +55,54 @@ enum ResponseWriter {
     }
 }
 
-/// Serialises requests for the upstream, framed as NIO's `HTTPRequestEncoder` frames them: a body with
-/// Content-Length goes as it is; one without goes chunked when the method has a body (POST, PUT,
-/// PATCH) or the head says chunked.
+/// Serialises requests for the upstream from the client's bytes.
 enum RequestWriter {
-    /// The head's bytes, and whether the body that follows must be chunked.
-    static func head(_ head: HTTPRequestHead, allocator: ByteBufferAllocator) -> (ByteBuffer, chunked: Bool) {
-        var headers = head.headers
-        let chunked: Bool
-        let hasLength = headers.contains(name: "content-length")
-        switch head.method {
-        case .TRACE:
-            headers.remove(name: "content-length")
-            headers.remove(name: "transfer-encoding")
-            chunked = false
-        case .POST, .PUT, .PATCH:
-            if hasLength {
-                headers.remove(name: "transfer-encoding")
-                chunked = false
+    /// The request line as HTTP/1.1, the client's header lines as they came but for hop-by-hop ones
+    /// (RFC 9110 §7.6.1: the fixed list and those `Connection` names), then `x-forwarded-for`
+    /// (extended with the client's address), `x-forwarded-proto` and `x-forwarded-host` unless the
+    /// client sent them. The body keeps its framing, so Content-Length and Transfer-Encoding pass.
+    static func head(_ head: ClientRequestHead, clientAddress: String?, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var out = allocator.buffer(capacity: head.raw.readableBytes + 112 + (clientAddress?.utf8.count ?? 0))
+        head.withBytes { bytes in
+            out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[0..<head.uriEnd]))
+            out.writeStaticString(" HTTP/1.1\r\n")
+            if !head.dropsLines {
+                // The common case: every line passes, in one copy.
+                out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[head.fieldsStart..<head.fieldsEnd]))
             } else {
-                headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
-                chunked = true
+                writeFields(head, bytes, clientAddress: clientAddress, into: &out)
             }
-        default:
-            if hasLength {
-                headers.remove(name: "transfer-encoding")
-                chunked = false
-            } else {
-                chunked = headers.first(name: "transfer-encoding") == "chunked"
+            if let clientAddress {
+                out.writeStaticString("x-forwarded-for: ")
+                // Earlier proxies' addresses first, in order.
+                try? HTTPBytes.forEachField(bytes, from: head.fieldsStart, to: head.fieldsEnd) { field in
+                    guard HTTPBytes.equals(HTTPBytes.name(bytes, field), "x-forwarded-for") else { return }
+                    out.writeBytes(HTTPBytes.value(bytes, field))
+                    out.writeStaticString(", ")
+                }
+                out.writeString(clientAddress)
+                out.writeStaticString("\r\n")
+            }
+            if !head.hasForwardedProto { out.writeStaticString("x-forwarded-proto: http\r\n") }
+            if let host = head.host, !head.hasForwardedHost {
+                out.writeStaticString("x-forwarded-host: ")
+                out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[host]))
+                out.writeStaticString("\r\n")
             }
         }
-        var out = allocator.buffer(capacity: 256)
-        out.writeString(head.method.rawValue)
-        out.writeInteger(UInt8(ascii: " "))
-        out.writeString(head.uri)
-        out.writeStaticString(" HTTP/1.1\r\n")
-        for (name, value) in headers {
-            out.writeString(name)
-            out.writeStaticString(": ")
-            out.writeString(value)
-            out.writeStaticString("\r\n")
-        }
-        out.writeStaticString("\r\n")
-        return (out, chunked)
-    }
-
-    static func chunkHeader(_ size: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
-        var out = allocator.buffer(capacity: 18)
-        out.writeString(String(size, radix: 16))
+        if head.needsEmptyLength { out.writeStaticString("content-length: 0\r\n") }
         out.writeStaticString("\r\n")
         return out
     }
 
-    static func lastChunk(_ trailers: HTTPHeaders?, allocator: ByteBufferAllocator) -> ByteBuffer {
-        var out = allocator.buffer(capacity: 16)
-        out.writeStaticString("0\r\n")
-        for (name, value) in trailers ?? [:] {
-            out.writeString(name)
-            out.writeStaticString(": ")
-            out.writeString(value)
-            out.writeStaticString("\r\n")
+    /// The header lines that are not hop-by-hop, one by one.
+    private static func writeFields(_ head: ClientRequestHead, _ bytes: UnsafeRawBufferPointer, clientAddress: String?, into out: inout ByteBuffer) {
+        try? HTTPBytes.forEachField(bytes, from: head.fieldsStart, to: head.fieldsEnd) { field in
+            let name = HTTPBytes.name(bytes, field)
+            if HTTPBytes.equals(name, "connection") || HTTPBytes.isHopByHop(name) { return }
+            if clientAddress != nil && HTTPBytes.equals(name, "x-forwarded-for") { return }
+            if HTTPBytes.namedByConnection(name, bytes, from: head.fieldsStart, to: head.fieldsEnd) { return }
+            out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[field.start..<(field.end + 2)]))
         }
-        out.writeStaticString("\r\n")
-        return out
     }
 }

@@ -29,19 +29,28 @@ public struct RoutingTable: Sendable, Equatable, Codable {
 
     public static let empty = RoutingTable(revision: 0, routes: [])
 
-    /// The route for a request. `host` is the Host header without its port, lower-cased.
-    public func match(host: Substring?, path: Substring) -> RouteRule? {
-        matchIndex(host: host, path: path).map { routes[$0] }
-    }
-
-    func matchIndex(host: Substring?, path: Substring) -> Int? {
+    /// The route for a request's bytes: `host` is the Host header's value as sent (port and case
+    /// included), `target` the request target.
+    func matchIndex(host: UnsafeRawBufferPointer?, target: UnsafeRawBufferPointer) -> Int? {
+        let name = host.map(Self.withoutPort)
         for (index, route) in routes.enumerated() {
             if let wanted = route.host {
-                guard let host, host == wanted else { continue }
+                guard let name, HTTPBytes.equalsIgnoringCase(name, wanted.utf8) else { continue }
             }
-            if path.hasPrefix(route.pathPrefix) { return index }
+            let prefix = route.pathPrefix.utf8
+            if target.count >= prefix.count && zip(target, prefix).allSatisfy({ $0 == $1 }) { return index }
         }
         return nil
+    }
+
+    /// `host[:port]` or `[v6]:port` without the port.
+    private static func withoutPort(_ host: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
+        if host.first == UInt8(ascii: "[") {
+            guard let close = host.firstIndex(of: UInt8(ascii: "]")) else { return host }
+            return UnsafeRawBufferPointer(rebasing: host[...close])
+        }
+        guard let colon = host.lastIndex(of: UInt8(ascii: ":")) else { return host }
+        return UnsafeRawBufferPointer(rebasing: host[..<colon])
     }
 }
 

@@ -1,5 +1,4 @@
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 import SluiceSpec
 
@@ -171,7 +170,9 @@ final class UpstreamHandler: ChannelDuplexHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    weak var delegate: (any UpstreamDelegate)?
+    /// The exchange using the connection. Held strongly (a weak reference would put a side table on
+    /// every proxy handler and slow all its reference counting); exchanges clear it when they end.
+    var delegate: (any UpstreamDelegate)?
     private var context: ChannelHandlerContext?
     private var pendingRead = false
     private let responseTimeout: TimeAmount
@@ -282,32 +283,9 @@ final class UpstreamHandler: ChannelDuplexHandler {
         context.read()
     }
 
-    /// Whether the request body being written goes chunked.
-    private var chunkedRequest = false
-
-    func write(_ part: HTTPClientRequestPart, flush: Bool) {
-        guard let context else { return }
-        let allocator = context.channel.allocator
-        switch part {
-        case .head(let head):
-            let (bytes, chunked) = RequestWriter.head(head, allocator: allocator)
-            chunkedRequest = chunked
-            context.write(wrapOutboundOut(bytes), promise: nil)
-        case .body(.byteBuffer(let buffer)):
-            guard buffer.readableBytes > 0 else { break }
-            if chunkedRequest {
-                context.write(wrapOutboundOut(RequestWriter.chunkHeader(buffer.readableBytes, allocator: allocator)), promise: nil)
-                context.write(wrapOutboundOut(buffer), promise: nil)
-                context.write(wrapOutboundOut(ByteBuffer(staticString: "\r\n")), promise: nil)
-            } else {
-                context.write(wrapOutboundOut(buffer), promise: nil)
-            }
-        case .body(.fileRegion):
-            preconditionFailure("the proxy never forwards file regions")
-        case .end(let trailers):
-            if chunkedRequest { context.write(wrapOutboundOut(RequestWriter.lastChunk(trailers, allocator: allocator)), promise: nil) }
-        }
-        if flush { context.flush() }
+    /// Request bytes, framed already (`RequestWriter` heads, body bytes as the client framed them).
+    func write(_ bytes: ByteBuffer) {
+        context?.write(wrapOutboundOut(bytes), promise: nil)
     }
 
     func flush() {
@@ -316,7 +294,8 @@ final class UpstreamHandler: ChannelDuplexHandler {
 
     private func arm(at deadline: NIODeadline) {
         guard let context else { return }
-        timer.arm(at: deadline, on: context.eventLoop) { [weak self] in self?.fire() }
+        // Strong: the timer is cancelled when the handler leaves the pipeline, which ends the cycle.
+        timer.arm(at: deadline, on: context.eventLoop) { self.fire() }
     }
 
     private func fire() {

@@ -1,15 +1,12 @@
 import NIOCore
 
-/// The client connection's two clocks: the idle timeout between requests, and the deadline for a
-/// request's headers once its first byte has arrived (slowloris).
+/// A client connection's two clocks: the idle timeout between requests, and the deadline for a
+/// request's head once its first byte has arrived (slowloris).
 ///
-/// Sits before the HTTP decoder and sees raw bytes, so the header clock starts at the first byte of a
-/// request and trickling cannot extend it. It keeps at most one timer per connection and re-arms it
-/// lazily: a request that arrives whole in one read costs no timer at all.
-final class ConnectionTimeoutHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-
+/// `ProxyHandler` sees the connection's raw bytes and tells the clock about them, so the header clock
+/// starts at the first byte of a request and trickling cannot extend it. It keeps at most one timer
+/// per connection and re-arms it lazily: a request that arrives whole in one read costs no timer.
+final class ClientClock {
     private enum State {
         /// Between requests, since this time.
         case idle(since: NIODeadline)
@@ -17,6 +14,7 @@ final class ConnectionTimeoutHandler: ChannelInboundHandler, RemovableChannelHan
         case receivingHead(since: NIODeadline)
         /// The head is in; the request is being served.
         case busy
+        case stopped
     }
 
     private let idleTimeout: TimeAmount
@@ -31,46 +29,47 @@ final class ConnectionTimeoutHandler: ChannelInboundHandler, RemovableChannelHan
         self.state = .idle(since: .now())
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    /// The connection is up: the idle clock runs.
+    func start(_ context: ChannelHandlerContext) {
         self.context = context
         arm(at: .now() + idleTimeout)
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    /// The connection is gone: no more timers (and the timer's hold on the clock ends).
+    func stop() {
+        state = .stopped
         timer.cancel()
-        self.context = nil
+        context = nil
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    /// Bytes arrived; between requests they start a head.
+    @inline(__always)
+    func bytesArrived() {
         if case .idle = state { state = .receivingHead(since: .now()) }
-        context.fireChannelRead(data)
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {
-        // A whole read went by and the head is still incomplete: now the header clock needs a timer.
+    /// A batch of reads is over. A head still incomplete now needs a timer for the header clock.
+    @inline(__always)
+    func readComplete() {
         if case .receivingHead(let since) = state { arm(at: since + headerTimeout) }
-        context.fireChannelReadComplete()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        timer.cancel()
-        context.fireChannelInactive()
     }
 
     /// The whole request head has arrived.
+    @inline(__always)
     func headReceived() {
         state = .busy
     }
 
     /// A response is complete; the connection idles until the next request.
     func awaitNextRequest() {
-        state = .idle(since: .now())
-        arm(at: .now() + idleTimeout)
+        let now = NIODeadline.now()
+        state = .idle(since: now)
+        arm(at: now + idleTimeout)
     }
 
     private func arm(at deadline: NIODeadline) {
         guard let context else { return }
-        timer.arm(at: deadline, on: context.eventLoop) { [weak self] in self?.fire() }
+        timer.arm(at: deadline, on: context.eventLoop) { self.fire() }
     }
 
     private func fire() {
@@ -78,7 +77,7 @@ final class ConnectionTimeoutHandler: ChannelInboundHandler, RemovableChannelHan
         guard let context else { return }
         let now = NIODeadline.now()
         switch state {
-        case .busy:
+        case .busy, .stopped:
             return // Serving; the next idle period arms a new timer.
         case .idle(let since):
             if now >= since + idleTimeout {
@@ -89,9 +88,8 @@ final class ConnectionTimeoutHandler: ChannelInboundHandler, RemovableChannelHan
         case .receivingHead(let since):
             if now >= since + headerTimeout {
                 // Too slow to send a request: answer 408 if we can, and close.
-                var buffer = context.channel.allocator.buffer(capacity: 96)
-                buffer.writeString("HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                context.writeAndFlush(NIOAny(buffer)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+                let response = ByteBuffer(staticString: "HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                context.writeAndFlush(NIOAny(response)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
             } else {
                 arm(at: since + headerTimeout)
             }

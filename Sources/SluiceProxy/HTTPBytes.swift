@@ -1,0 +1,294 @@
+import NIOCore
+
+/// Why the proxy refused a message it parsed from bytes: a client's request or an upstream's response.
+enum HTTPParseError: Error, Equatable {
+    case headTooLarge
+    case malformedStatusLine
+    case malformedRequestLine
+    case malformedHeader
+    case obsoleteLineFolding
+    case conflictingLength
+    case invalidChunk
+    case unexpectedBytes
+    case uriTooLong
+    case tooManyHeaders
+    case versionNotSupported
+    case bodyTooLarge
+    /// A request without exactly one Host header (RFC 9112 §3.2).
+    case badHost
+    /// A method the proxy does not forward (CONNECT) or a transfer coding it cannot frame.
+    case notImplemented
+}
+
+/// One header line of a head, as offsets into the head's bytes.
+struct HeaderField {
+    /// First byte of the line (the name).
+    var start: Int
+    /// The colon.
+    var colon: Int
+    /// The value, without surrounding spaces and tabs.
+    var valueStart: Int
+    var valueEnd: Int
+    /// The line's CR.
+    var end: Int
+}
+
+/// Byte-level building blocks of the proxy's strict HTTP/1.1 parsers (RFC 9110, RFC 9112).
+enum HTTPBytes {
+    /// Where the first CRLFCRLF starts, searching from `start`.
+    static func find(crlfcrlfIn buffer: ByteBuffer, from start: Int) -> Int? {
+        buffer.withUnsafeReadableBytes { bytes in
+            guard bytes.count >= 4 else { return nil }
+            var index = start
+            while index + 3 < bytes.count {
+                if bytes[index + 3] != 10 { index += bytes[index + 3] == 13 ? 1 : 4; continue }
+                if bytes[index] == 13 && bytes[index + 1] == 10 && bytes[index + 2] == 13 { return index }
+                index += 1
+            }
+            return nil
+        }
+    }
+
+    /// The CR of the CRLF ending the line that starts at `start`; throws on a bare CR.
+    @inline(__always)
+    static func lineEnd(_ bytes: UnsafeRawBufferPointer, from start: Int, error: HTTPParseError) throws(HTTPParseError) -> Int {
+        var end = start
+        while end < bytes.count && bytes[end] != 13 { end += 1 }
+        guard end + 1 < bytes.count, bytes[end + 1] == 10 else { throw error }
+        return end
+    }
+
+    /// Calls `body` for each header line in `bytes[start..<limit]`, where `limit` is the CR of the
+    /// empty line ending the head. Refuses obs-fold, names that are not tokens, whitespace before the
+    /// colon, and control characters (bare CR or LF included) in values.
+    @inline(__always)
+    static func forEachField(_ bytes: UnsafeRawBufferPointer, from start: Int, to limit: Int, _ body: (HeaderField) throws(HTTPParseError) -> Void) throws(HTTPParseError) {
+        var position = start
+        while position < limit {
+            let first = bytes[position]
+            if first == 32 || first == 9 { throw .obsoleteLineFolding }
+            var colon = position
+            while colon < limit && isTokenByte(bytes[colon]) { colon += 1 }
+            guard colon > position, colon < limit, bytes[colon] == 58 else { throw .malformedHeader }
+            var valueStart = colon + 1
+            while valueStart < limit && (bytes[valueStart] == 32 || bytes[valueStart] == 9) { valueStart += 1 }
+            var end = valueStart
+            while end < limit {
+                let byte = bytes[end]
+                if byte == 13 { break }
+                if (byte < 32 && byte != 9) || byte == 127 { throw .malformedHeader }
+                end += 1
+            }
+            guard end + 1 < bytes.count, bytes[end] == 13, bytes[end + 1] == 10 else { throw .malformedHeader }
+            var valueEnd = end
+            while valueEnd > valueStart && (bytes[valueEnd - 1] == 32 || bytes[valueEnd - 1] == 9) { valueEnd -= 1 }
+            try body(HeaderField(start: position, colon: colon, valueStart: valueStart, valueEnd: valueEnd, end: end))
+            position = end + 2
+        }
+    }
+
+    /// tchar (RFC 9110 §5.6.2): the bytes of methods and header names.
+    static let tokenBytes: [Bool] = (0..<256).map { byte in
+        switch UInt8(byte) {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
+        default: "!#$%&'*+-.^_`|~".utf8.contains(UInt8(byte))
+        }
+    }
+
+    @inline(__always)
+    static func isTokenByte(_ byte: UInt8) -> Bool {
+        tokenBytes.withUnsafeBufferPointer { $0[Int(byte)] }
+    }
+
+    /// ASCII case-insensitive comparison with a lower-case constant.
+    @inline(__always)
+    static func equals(_ bytes: UnsafeRawBufferPointer, _ lowercase: StaticString) -> Bool {
+        guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
+        let expected = lowercase.utf8Start
+        for index in 0..<bytes.count {
+            let byte = bytes[index]
+            let folded = byte >= 65 && byte <= 90 ? byte | 0x20 : byte
+            if folded != expected[index] { return false }
+        }
+        return true
+    }
+
+    /// Exact comparison with a constant: methods are case-sensitive.
+    @inline(__always)
+    static func same(_ bytes: UnsafeRawBufferPointer, _ constant: StaticString) -> Bool {
+        guard bytes.count == constant.utf8CodeUnitCount else { return false }
+        let expected = constant.utf8Start
+        for index in 0..<bytes.count where bytes[index] != expected[index] { return false }
+        return true
+    }
+
+    /// ASCII case-insensitive comparison of two byte strings.
+    static func equalsIgnoringCase(_ a: UnsafeRawBufferPointer, _ b: some Collection<UInt8>) -> Bool {
+        guard a.count == b.count else { return false }
+        for (x, y) in zip(a, b) where x != y {
+            let foldedX = x >= 65 && x <= 90 ? x | 0x20 : x
+            let foldedY = y >= 65 && y <= 90 ? y | 0x20 : y
+            if foldedX != foldedY { return false }
+        }
+        return true
+    }
+
+    /// The bytes of `field`'s name and value.
+    @inline(__always)
+    static func name(_ bytes: UnsafeRawBufferPointer, _ field: HeaderField) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: bytes[field.start..<field.colon])
+    }
+
+    @inline(__always)
+    static func value(_ bytes: UnsafeRawBufferPointer, _ field: HeaderField) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: bytes[field.valueStart..<field.valueEnd])
+    }
+
+    /// Comma-separated list items, trimmed of spaces and tabs, empty ones left out; stops early when
+    /// `body` returns false.
+    static func forEachToken<E: Error>(_ value: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws(E) -> Void) throws(E) {
+        var start = 0
+        while start < value.count {
+            var end = start
+            while end < value.count && value[end] != 44 { end += 1 }
+            var first = start
+            var last = end
+            while first < last && (value[first] == 32 || value[first] == 9) { first += 1 }
+            while last > first && (value[last - 1] == 32 || value[last - 1] == 9) { last -= 1 }
+            if last > first { try body(UnsafeRawBufferPointer(rebasing: value[first..<last])) }
+            start = end + 1
+        }
+    }
+
+    /// A Content-Length value: digits only, at most 18 of them.
+    static func contentLength(_ value: UnsafeRawBufferPointer) -> Int? {
+        guard !value.isEmpty, value.count <= 18 else { return nil }
+        var length = 0
+        for byte in value {
+            guard byte >= 48 && byte <= 57 else { return nil }
+            length = length * 10 + Int(byte - 48)
+        }
+        return length
+    }
+
+    static func hexValue(_ byte: UInt8) -> Int? {
+        switch byte {
+        case 48...57: Int(byte - 48)
+        case 65...70: Int(byte - 55)
+        case 97...102: Int(byte - 87)
+        default: nil
+        }
+    }
+
+    /// Hop-by-hop header names (RFC 9110 §7.6.1) besides `connection`, which is read for its tokens.
+    /// Transfer-Encoding and Content-Length are not here: bodies keep their framing.
+    static let hopByHop: [StaticString] = ["keep-alive", "proxy-connection", "te", "trailer", "upgrade", "proxy-authenticate", "proxy-authorization"]
+
+    static func isHopByHop(_ name: UnsafeRawBufferPointer) -> Bool {
+        hopByHop.contains { equals(name, $0) }
+    }
+
+    /// Whether a `Connection` header among the lines in `bytes[start..<limit]` names `name`, which is
+    /// hop-by-hop then. Only asked when a `Connection` header names more than close or keep-alive.
+    static func namedByConnection(_ name: UnsafeRawBufferPointer, _ bytes: UnsafeRawBufferPointer, from start: Int, to limit: Int) -> Bool {
+        var named = false
+        try? forEachField(bytes, from: start, to: limit) { field in
+            guard !named, equals(self.name(bytes, field), "connection") else { return }
+            forEachToken(value(bytes, field)) { token in
+                if equalsIgnoringCase(token, name) { named = true }
+            }
+        }
+        return named
+    }
+}
+
+/// Walks a chunked body (RFC 9112 §7.1) to find where it ends, without decoding it: the bytes pass on
+/// as they are, framing included.
+struct ChunkedScanner {
+    private enum State {
+        case size(value: Int, digits: Int)
+        /// After a chunk's size (`value`): its extensions, then the LF that ends the size line.
+        case extensions(value: Int)
+        case sizeLF(value: Int)
+        case data(remaining: Int)
+        case dataCR
+        case dataLF
+        case trailerStart
+        case trailerLine
+        case trailerLF(empty: Bool)
+    }
+
+    private var state: State = .size(value: 0, digits: 0)
+    /// Chunk data seen so far, framing not counted.
+    private(set) var dataBytes: Int64 = 0
+
+    /// Scans `bytes` until the body's end. Returns how many bytes belong to the body and whether it
+    /// ended; calls `data` with the `(offset, length)` of each run of chunk data.
+    mutating func scan(_ bytes: UnsafeRawBufferPointer, data: (Int, Int) -> Void = { _, _ in }) throws(HTTPParseError) -> (consumed: Int, finished: Bool) {
+        var index = 0
+        while index < bytes.count {
+            let byte = bytes[index]
+            switch state {
+            case .size(let value, let digits):
+                if let digit = HTTPBytes.hexValue(byte) {
+                    guard digits < 15 else { throw .invalidChunk }
+                    state = .size(value: value * 16 + digit, digits: digits + 1)
+                } else if digits == 0 {
+                    throw .invalidChunk
+                } else if byte == 59 || byte == 32 || byte == 9 {
+                    state = .extensions(value: value)
+                } else if byte == 13 {
+                    state = .sizeLF(value: value)
+                } else {
+                    throw .invalidChunk
+                }
+                index += 1
+            case .extensions(let value):
+                if byte == 13 {
+                    state = .sizeLF(value: value)
+                } else if (byte < 32 && byte != 9) || byte == 127 {
+                    throw .invalidChunk
+                }
+                index += 1
+            case .sizeLF(let value):
+                guard byte == 10 else { throw .invalidChunk }
+                state = value == 0 ? .trailerStart : .data(remaining: value)
+                index += 1
+            case .data(let remaining):
+                let take = min(remaining, bytes.count - index)
+                data(index, take)
+                dataBytes += Int64(take)
+                index += take
+                state = take == remaining ? .dataCR : .data(remaining: remaining - take)
+            case .dataCR:
+                guard byte == 13 else { throw .invalidChunk }
+                state = .dataLF
+                index += 1
+            case .dataLF:
+                guard byte == 10 else { throw .invalidChunk }
+                state = .size(value: 0, digits: 0)
+                index += 1
+            case .trailerStart:
+                guard byte != 10 else { throw .invalidChunk }
+                state = byte == 13 ? .trailerLF(empty: true) : .trailerLine
+                index += 1
+            case .trailerLine:
+                if byte == 13 {
+                    state = .trailerLF(empty: false)
+                } else if (byte < 32 && byte != 9) || byte == 127 {
+                    throw .invalidChunk
+                }
+                index += 1
+            case .trailerLF(let empty):
+                guard byte == 10 else { throw .invalidChunk }
+                index += 1
+                if empty {
+                    state = .size(value: 0, digits: 0)
+                    return (index, true)
+                }
+                state = .trailerStart
+            }
+        }
+        return (index, false)
+    }
+}

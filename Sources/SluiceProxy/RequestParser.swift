@@ -1,0 +1,316 @@
+import NIOCore
+
+/// A client's request head, parsed just enough to route it, frame its body and forward it: the bytes
+/// stay as they came, and the parts the proxy needs are offsets into them.
+struct ClientRequestHead {
+    enum Framing: Equatable {
+        case none
+        case length(Int)
+        case chunked
+    }
+
+    /// The received head, from the request line to the empty line, CRLFs included.
+    var raw: ByteBuffer
+    /// The method is `raw[0..<methodEnd]`.
+    var methodEnd: Int
+    var uriStart: Int
+    var uriEnd: Int
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    var minor: Int
+    /// Where the header lines start and the empty line ending them starts.
+    var fieldsStart: Int
+    var fieldsEnd: Int
+    /// The Host header's value.
+    var host: Range<Int>?
+    var framing: Framing
+    /// The client keeps the connection open after the response.
+    var keepAlive: Bool
+    var isHead: Bool
+    /// POST, PUT or PATCH without a body: the upstream gets `content-length: 0`.
+    var needsEmptyLength: Bool
+    /// Some header lines must not be forwarded as they are: hop-by-hop ones (RFC 9110 §7.6.1) and
+    /// `x-forwarded-for`, which is extended.
+    var dropsLines: Bool
+    var hasForwardedProto: Bool
+    var hasForwardedHost: Bool
+
+    /// Reads the head's bytes.
+    func withBytes<T>(_ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
+        try raw.withUnsafeReadableBytes(body)
+    }
+
+    /// The first value of a header, by case-insensitive name: for header rules and sticky keys.
+    func firstValue(of name: String) -> Substring? {
+        var found: Substring?
+        withBytes { bytes in
+            try? HTTPBytes.forEachField(bytes, from: fieldsStart, to: fieldsEnd) { field in
+                if found == nil, HTTPBytes.equalsIgnoringCase(HTTPBytes.name(bytes, field), name.utf8) {
+                    found = Substring(decoding: HTTPBytes.value(bytes, field), as: UTF8.self)
+                }
+            }
+        }
+        return found
+    }
+
+    /// A cookie's value from the Cookie headers.
+    func cookie(_ name: String) -> Substring? {
+        var found: Substring?
+        withBytes { bytes in
+            try? HTTPBytes.forEachField(bytes, from: fieldsStart, to: fieldsEnd) { field in
+                guard found == nil, HTTPBytes.equals(HTTPBytes.name(bytes, field), "cookie") else { return }
+                let header = String(decoding: HTTPBytes.value(bytes, field), as: UTF8.self)
+                for pair in header.split(separator: ";") {
+                    let trimmed = pair.drop { $0 == " " }
+                    if trimmed.hasPrefix(name), trimmed.dropFirst(name.count).first == "=" {
+                        found = trimmed.dropFirst(name.count + 1)
+                        return
+                    }
+                }
+            }
+        }
+        return found
+    }
+}
+
+/// What the parser found in the bytes it was fed.
+enum ClientRequestPart {
+    case head(ClientRequestHead)
+    /// Body bytes to forward as they are (chunked framing included).
+    case body(ByteBuffer)
+    case end
+}
+
+/// The limits a request head is held to.
+struct RequestLimits {
+    var maxURILength: Int
+    /// Bytes of header lines, names and values together.
+    var maxHeaderBytes: Int
+    var maxHeaderCount: Int
+    var maxBodyBytes: Int64
+
+    init(_ configuration: ProxyConfiguration) {
+        maxURILength = configuration.maxURILength
+        maxHeaderBytes = configuration.maxHeaderBytes
+        maxHeaderCount = configuration.maxHeaderCount
+        maxBodyBytes = configuration.maxBodyBytes
+    }
+}
+
+/// A strict HTTP/1.1 request parser for the client side of the proxy (RFC 9112 §2–7). Like
+/// `UpstreamResponseParser`, it copies nothing it does not have to: the head is scanned in place, and
+/// body bytes leave as slices of the received buffers, chunked framing included.
+///
+/// It refuses what request smuggling is made of: Content-Length with Transfer-Encoding, more than one
+/// Content-Length, a Transfer-Encoding whose last coding is not chunked, obs-fold, bare CR or LF,
+/// whitespace before a header's colon, and missing or repeated Host.
+///
+/// Pull-based: `next(_:)` returns one part at a time, so the caller can stop between requests (a
+/// pipelined request waits while the one before it is served).
+struct ClientRequestParser {
+    private enum State {
+        case head
+        case length(remaining: Int)
+        case chunked
+        /// The last part was a head with no body: its end comes next.
+        case endPending
+    }
+
+    private var state: State = .head
+    private var headBuffer: ByteBuffer?
+    private var chunks = ChunkedScanner()
+    let limits: RequestLimits
+
+    init(limits: RequestLimits) {
+        self.limits = limits
+    }
+
+    /// True between requests: the next byte starts a new request.
+    var atRequestStart: Bool {
+        if case .head = state, headBuffer == nil { return true }
+        return false
+    }
+
+    /// The next part from `input`, consuming its bytes, or `nil` when more bytes are needed.
+    mutating func next(_ input: inout ByteBuffer) throws(HTTPParseError) -> ClientRequestPart? {
+        switch state {
+        case .endPending:
+            state = .head
+            return .end
+        case .head:
+            guard let head = try takeHead(&input) else { return nil }
+            switch head.framing {
+            case .none, .length(0):
+                state = .endPending
+            case .length(let length):
+                state = .length(remaining: length)
+            case .chunked:
+                state = .chunked
+                chunks = ChunkedScanner()
+            }
+            return .head(head)
+        case .length(let remaining):
+            if remaining == 0 {
+                state = .head
+                return .end
+            }
+            guard input.readableBytes > 0 else { return nil }
+            let count = min(remaining, input.readableBytes)
+            state = .length(remaining: remaining - count)
+            return .body(input.readSlice(length: count)!)
+        case .chunked:
+            guard input.readableBytes > 0 else { return nil }
+            let (consumed, finished) = try input.withUnsafeReadableBytes { bytes throws(HTTPParseError) in try chunks.scan(bytes) }
+            if chunks.dataBytes > limits.maxBodyBytes { throw .bodyTooLarge }
+            if finished { state = .length(remaining: 0) }
+            return consumed > 0 ? .body(input.readSlice(length: consumed)!) : nil
+        }
+    }
+
+    // MARK: Head
+
+    /// The most bytes a head may take: the request line and the header lines.
+    private var maxHeadBytes: Int { limits.maxURILength + limits.maxHeaderBytes + 64 }
+
+    private mutating func takeHead(_ input: inout ByteBuffer) throws(HTTPParseError) -> ClientRequestHead? {
+        if headBuffer == nil {
+            // Empty lines before a request line are ignored (RFC 9112 §2.2).
+            while let byte = input.getInteger(at: input.readerIndex, as: UInt8.self), byte == 13 || byte == 10 {
+                input.moveReaderIndex(forwardBy: 1)
+            }
+            guard input.readableBytes > 0 else { return nil }
+        }
+        let searchFrom: Int
+        if var partial = headBuffer {
+            searchFrom = max(0, partial.readableBytes - 3)
+            partial.writeBuffer(&input)
+            headBuffer = partial
+        } else {
+            searchFrom = 0
+            headBuffer = input
+            input.moveReaderIndex(to: input.writerIndex)
+        }
+        var bytes = headBuffer!
+        guard let end = HTTPBytes.find(crlfcrlfIn: bytes, from: searchFrom) else {
+            if bytes.readableBytes > maxHeadBytes {
+                let lineEnds = bytes.readableBytesView.contains(13)
+                throw lineEnds ? .headTooLarge : .uriTooLong
+            }
+            return nil
+        }
+        let head = bytes.readSlice(length: end + 4)!
+        headBuffer = nil
+        // Whatever followed the head is body or the next request: hand it back to the caller.
+        if bytes.readableBytes > 0 {
+            if input.readableBytes > 0 {
+                var rest = bytes
+                rest.writeBuffer(&input)
+                input = rest
+            } else {
+                input = bytes
+            }
+        }
+        return try parseHead(head)
+    }
+
+    private func parseHead(_ head: ByteBuffer) throws(HTTPParseError) -> ClientRequestHead {
+        try head.withUnsafeReadableBytes { bytes throws(HTTPParseError) -> ClientRequestHead in
+            let limit = bytes.count - 2 // The CR of the empty line.
+            // Request line: method SP request-target SP HTTP/1.x CRLF
+            var methodEnd = 0
+            while methodEnd < limit && HTTPBytes.isTokenByte(bytes[methodEnd]) { methodEnd += 1 }
+            guard methodEnd > 0, methodEnd < limit, bytes[methodEnd] == 32 else { throw .malformedRequestLine }
+            let uriStart = methodEnd + 1
+            var uriEnd = uriStart
+            while uriEnd < limit && bytes[uriEnd] > 32 && bytes[uriEnd] < 127 { uriEnd += 1 }
+            guard uriEnd > uriStart, uriEnd < limit, bytes[uriEnd] == 32 else {
+                throw uriEnd - uriStart > limits.maxURILength ? .uriTooLong : .malformedRequestLine
+            }
+            guard uriEnd - uriStart <= limits.maxURILength else { throw .uriTooLong }
+            let version = uriEnd + 1
+            guard version + 10 <= bytes.count, bytes[version] == 72, bytes[version + 1] == 84, bytes[version + 2] == 84,
+                  bytes[version + 3] == 80, bytes[version + 4] == 47, bytes[version + 6] == 46,
+                  bytes[version + 8] == 13, bytes[version + 9] == 10,
+                  let major = HTTPBytes.hexValue(bytes[version + 5]), major < 10,
+                  let minor = HTTPBytes.hexValue(bytes[version + 7]), minor < 10 else { throw .malformedRequestLine }
+            guard major == 1 else { throw .versionNotSupported }
+            let method = UnsafeRawBufferPointer(rebasing: bytes[0..<methodEnd])
+            // CONNECT asks for a tunnel, which a reverse proxy for models does not offer.
+            if HTTPBytes.same(method, "CONNECT") { throw .notImplemented }
+
+            let fieldsStart = version + 10
+            guard limit - fieldsStart <= limits.maxHeaderBytes else { throw .headTooLarge }
+            var count = 0
+            var host: Range<Int>?
+            var hosts = 0
+            var contentLength: Int?
+            var contentLengths = 0
+            var transferEncoding = false
+            var chunked = false
+            var close = false
+            var keepAliveToken = false
+            var dropsLines = false
+            var hasForwardedProto = false
+            var hasForwardedHost = false
+            try HTTPBytes.forEachField(bytes, from: fieldsStart, to: limit) { field throws(HTTPParseError) in
+                count += 1
+                if count > limits.maxHeaderCount { throw .tooManyHeaders }
+                let name = HTTPBytes.name(bytes, field)
+                let value = HTTPBytes.value(bytes, field)
+                switch name.count {
+                case 4 where HTTPBytes.equals(name, "host"):
+                    hosts += 1
+                    host = field.valueStart..<field.valueEnd
+                case 14 where HTTPBytes.equals(name, "content-length"):
+                    contentLengths += 1
+                    guard let length = HTTPBytes.contentLength(value) else { throw .conflictingLength }
+                    contentLength = length
+                case 17 where HTTPBytes.equals(name, "transfer-encoding"):
+                    transferEncoding = true
+                    // The codings of all Transfer-Encoding lines form one list: chunked must come
+                    // last, and only once.
+                    try HTTPBytes.forEachToken(value) { coding throws(HTTPParseError) in
+                        if chunked { throw .conflictingLength }
+                        chunked = HTTPBytes.equals(coding, "chunked")
+                    }
+                case 10 where HTTPBytes.equals(name, "connection"):
+                    dropsLines = true
+                    HTTPBytes.forEachToken(value) { token in
+                        if HTTPBytes.equals(token, "close") {
+                            close = true
+                        } else if HTTPBytes.equals(token, "keep-alive") {
+                            keepAliveToken = true
+                        }
+                    }
+                case 15 where HTTPBytes.equals(name, "x-forwarded-for"):
+                    dropsLines = true
+                case 17 where HTTPBytes.equals(name, "x-forwarded-proto"):
+                    hasForwardedProto = true
+                case 16 where HTTPBytes.equals(name, "x-forwarded-host"):
+                    hasForwardedHost = true
+                default:
+                    if !dropsLines && HTTPBytes.isHopByHop(name) { dropsLines = true }
+                }
+            }
+            if hosts > 1 || (hosts == 0 && minor >= 1) { throw .badHost }
+            if contentLengths > 1 || (contentLength != nil && transferEncoding) { throw .conflictingLength }
+            if transferEncoding && !chunked { throw .conflictingLength }
+            let framing: ClientRequestHead.Framing
+            if transferEncoding {
+                framing = .chunked
+            } else if let contentLength {
+                if Int64(contentLength) > limits.maxBodyBytes { throw .bodyTooLarge }
+                framing = .length(contentLength)
+            } else {
+                framing = .none
+            }
+            let bodyMethod = HTTPBytes.same(method, "POST") || HTTPBytes.same(method, "PUT") || HTTPBytes.same(method, "PATCH")
+            return ClientRequestHead(
+                raw: head, methodEnd: methodEnd, uriStart: uriStart, uriEnd: uriEnd, minor: min(minor, 1),
+                fieldsStart: fieldsStart, fieldsEnd: limit, host: host, framing: framing,
+                keepAlive: minor >= 1 ? !close : keepAliveToken, isHead: HTTPBytes.same(method, "HEAD"),
+                needsEmptyLength: bodyMethod && framing == .none, dropsLines: dropsLines,
+                hasForwardedProto: hasForwardedProto, hasForwardedHost: hasForwardedHost
+            )
+        }
+    }
+}
