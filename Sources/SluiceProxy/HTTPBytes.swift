@@ -87,17 +87,13 @@ enum HTTPBytes {
         }
     }
 
-    /// tchar (RFC 9110 §5.6.2): the bytes of methods and header names.
-    static let tokenBytes: [Bool] = (0..<256).map { byte in
-        switch UInt8(byte) {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
-        default: "!#$%&'*+-.^_`|~".utf8.contains(UInt8(byte))
-        }
-    }
-
+    /// tchar (RFC 9110 §5.6.2), the bytes of methods and header names: `!#$%&'*+-.^_`|~`, digits
+    /// and letters, as two 64-bit masks (constants, so no global's lazy initialisation per byte).
     @inline(__always)
     static func isTokenByte(_ byte: UInt8) -> Bool {
-        tokenBytes.withUnsafeBufferPointer { $0[Int(byte)] }
+        if byte < 64 { return (0x03FF_6CFA_0000_0000 as UInt64) >> byte & 1 == 1 }
+        if byte < 128 { return (0x57FF_FFFF_C7FF_FFFE as UInt64) >> (byte - 64) & 1 == 1 }
+        return false
     }
 
     /// ASCII case-insensitive comparison with a lower-case constant.
@@ -180,12 +176,35 @@ enum HTTPBytes {
         }
     }
 
-    /// Hop-by-hop header names (RFC 9110 §7.6.1) besides `connection`, which is read for its tokens.
-    /// Transfer-Encoding and Content-Length are not here: bodies keep their framing.
-    static let hopByHop: [StaticString] = ["keep-alive", "proxy-connection", "te", "trailer", "upgrade", "proxy-authenticate", "proxy-authorization"]
-
+    /// Hop-by-hop header names (RFC 9110 §7.6.1) besides `connection`, which is read for its tokens:
+    /// keep-alive, proxy-connection, te, trailer, upgrade, proxy-authenticate, proxy-authorization.
+    /// Transfer-Encoding and Content-Length are not among them: bodies keep their framing.
     static func isHopByHop(_ name: UnsafeRawBufferPointer) -> Bool {
-        hopByHop.contains { equals(name, $0) }
+        switch name.count {
+        case 2: equals(name, "te")
+        case 7: equals(name, "trailer") || equals(name, "upgrade")
+        case 10: equals(name, "keep-alive")
+        case 16: equals(name, "proxy-connection")
+        case 18: equals(name, "proxy-authenticate")
+        case 19: equals(name, "proxy-authorization")
+        default: false
+        }
+    }
+
+    /// Copies the header lines in `bytes[start..<limit]`, CRLFs included, leaving out those `drop`
+    /// names when `dropping` (otherwise all of them, in one copy).
+    static func copyFields(_ bytes: UnsafeRawBufferPointer, from start: Int, to limit: Int, dropping: Bool, into out: inout ByteBuffer,
+                           drop: (UnsafeRawBufferPointer) -> Bool) {
+        // Runs of kept lines go in one copy each.
+        var run = start
+        if dropping {
+            try? forEachField(bytes, from: start, to: limit) { field in
+                guard drop(name(bytes, field)) else { return }
+                if field.start > run { out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[run..<field.start])) }
+                run = field.end + 2
+            }
+        }
+        if limit > run { out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[run..<limit])) }
     }
 
     /// Whether a `Connection` header among the lines in `bytes[start..<limit]` names `name`, which is

@@ -180,13 +180,17 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         )
         state = .active(exchange)
         let forwarded = RequestWriter.head(head, clientAddress: clientAddress, allocator: context.channel.allocator)
-        exchange.pending.append(forwarded)
         if route.mirror != nil {
             exchange.mirror = startMirror(route: route, routeIndex: routeIndex, chosen: backendIndex, head: forwarded, isHead: head.isHead)
         }
         if let connection = pool.takeIdle() {
-            upstreamReady(.success(connection), exchange, context: context)
+            // The common case: a pooled connection, written to at once; the request's end or the
+            // read batch's end flushes.
+            exchange.upstream = connection
+            connection.handler.beginExchange(self, head: exchange.isHead, dechunk: exchange.clientMinor == 0)
+            connection.handler.write(forwarded)
         } else {
+            exchange.pending.append(forwarded)
             // Held strongly until the pool calls back (at the latest at the connect timeout); an
             // exchange that ended meanwhile hands the connection back.
             pool.acquire { result in self.upstreamReady(result, exchange, context: context) }
@@ -260,14 +264,53 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             if head.status >= 200 && (head.framing == .untilClose || head.dechunked) { exchange.closeAfterResponse = true }
             let close = !exchange.keepAlive || quiescing || exchange.closeAfterResponse
             let connection: StaticString? = close ? "close" : (exchange.clientMinor == 0 ? "keep-alive" : nil)
-            context.write(wrapOutboundOut(ResponseWriter.head(head, clientMinor: exchange.clientMinor, version: exchange.version,
-                                                              connection: connection, allocator: context.channel.allocator)), promise: nil)
+            var spare = 0
+            if case .length(let length) = head.framing { spare = min(length, Self.maxMergedBody) }
+            let bytes = ResponseWriter.head(head, clientMinor: exchange.clientMinor, version: exchange.version, connection: connection,
+                                            spare: spare, allocator: context.channel.allocator)
+            if head.status >= 200 {
+                // Held until the body's first bytes or the end: a small response leaves in one write.
+                unsentHead = bytes
+            } else {
+                context.write(wrapOutboundOut(bytes), promise: nil)
+                clientUnflushed = true
+            }
         case .body(let buffer):
+            if let room = unsentHead?.writableBytes, buffer.readableBytes <= room {
+                unsentHead!.writeImmutableBuffer(buffer)
+                return
+            }
+            writeUnsentHead(context)
             context.write(wrapOutboundOut(buffer), promise: nil)
+            clientUnflushed = true
         case .end:
-            context.flush()
+            flushClient(context)
             finishExchange(exchange, reusable: exchange.upstreamKeepAlive, context: context)
         }
+    }
+
+    /// Bodies up to this size are copied into their head's buffer.
+    private static let maxMergedBody = 16 * 1024
+
+    /// A response head (and the body bytes that joined it) not written yet.
+    private var unsentHead: ByteBuffer?
+
+    private func writeUnsentHead(_ context: ChannelHandlerContext) {
+        guard let bytes = unsentHead else { return }
+        unsentHead = nil
+        context.write(wrapOutboundOut(bytes), promise: nil)
+        clientUnflushed = true
+    }
+
+    /// Response bytes were written since the last flush (the response's end and the end of the
+    /// upstream's read batch both flush; only the first costs anything).
+    private var clientUnflushed = false
+
+    private func flushClient(_ context: ChannelHandlerContext) {
+        writeUnsentHead(context)
+        guard clientUnflushed else { return }
+        clientUnflushed = false
+        context.flush()
     }
 
     func upstreamFailed(_ error: any Error) {
@@ -283,7 +326,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     }
 
     func upstreamReadComplete() {
-        context?.flush()
+        if let context { flushClient(context) }
     }
 
     /// The upstream can take more request bytes.
@@ -352,6 +395,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     private func failExchange(_ exchange: Exchange, status: HTTPResponseStatus, error: UpstreamErrorKind?, context: ChannelHandlerContext) {
         if let error { exchange.stats.recordUpstreamError(error) }
         exchange.responseStatus = Int(status.code)
+        if unsentHead != nil {
+            // The upstream's head never left: the client can still get a clean error instead.
+            unsentHead = nil
+            exchange.responseStarted = false
+        }
         if exchange.responseStarted {
             // Part of a response is out; the only honest signal left is to close.
             finishExchange(exchange, reusable: false, context: context)
@@ -434,6 +482,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
         state = .closed
         held = nil
+        unsentHead = nil
         clock.stop()
     }
 

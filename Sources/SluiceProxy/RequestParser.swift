@@ -31,6 +31,8 @@ struct ClientRequestHead {
     /// Some header lines must not be forwarded as they are: hop-by-hop ones (RFC 9110 §7.6.1) and
     /// `x-forwarded-for`, which is extended.
     var dropsLines: Bool
+    /// A `Connection` header names headers besides close and keep-alive.
+    var connectionNamesHeaders: Bool
     var hasForwardedProto: Bool
     var hasForwardedHost: Bool
 
@@ -249,6 +251,7 @@ struct ClientRequestParser {
             var close = false
             var keepAliveToken = false
             var dropsLines = false
+            var connectionNamesHeaders = false
             var hasForwardedProto = false
             var hasForwardedHost = false
             try HTTPBytes.forEachField(bytes, from: fieldsStart, to: limit) { field throws(HTTPParseError) in
@@ -279,6 +282,8 @@ struct ClientRequestParser {
                             close = true
                         } else if HTTPBytes.equals(token, "keep-alive") {
                             keepAliveToken = true
+                        } else {
+                            connectionNamesHeaders = true
                         }
                     }
                 case 15 where HTTPBytes.equals(name, "x-forwarded-for"):
@@ -308,7 +313,7 @@ struct ClientRequestParser {
                 raw: head, methodEnd: methodEnd, uriStart: uriStart, uriEnd: uriEnd, minor: min(minor, 1),
                 fieldsStart: fieldsStart, fieldsEnd: limit, host: host, framing: framing,
                 keepAlive: minor >= 1 ? !close : keepAliveToken, isHead: HTTPBytes.same(method, "HEAD"),
-                needsEmptyLength: bodyMethod && framing == .none, dropsLines: dropsLines,
+                needsEmptyLength: bodyMethod && framing == .none, dropsLines: dropsLines, connectionNamesHeaders: connectionNamesHeaders,
                 hasForwardedProto: hasForwardedProto, hasForwardedHost: hasForwardedHost
             )
         }

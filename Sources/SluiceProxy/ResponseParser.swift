@@ -1,7 +1,7 @@
 import NIOCore
 
 /// An upstream response head, parsed just enough to frame its body and rewrite its hop-by-hop
-/// headers: the header lines stay bytes, and only the ones to keep are remembered, as ranges.
+/// headers: the header lines stay bytes, and the parts the proxy needs are offsets into them.
 struct UpstreamResponseHead {
     enum Framing: Equatable {
         /// No body: a response to HEAD, 1xx, 204 or 304.
@@ -13,18 +13,31 @@ struct UpstreamResponseHead {
     }
 
     var status: Int
-    /// The status line's reason phrase, as sent.
-    var reason: ByteBuffer
-    /// The received head; `keptLines` index into it.
+    /// The received head, from the status line to the empty line, CRLFs included.
     var raw: ByteBuffer
-    /// `(offset, length)` of each header line to forward, without its CRLF.
-    var keptLines: [(Int, Int)]
+    /// The status line's reason phrase, as sent.
+    var reason: Range<Int>
+    /// Where the header lines start and the empty line ending them starts.
+    var fieldsStart: Int
+    var fieldsEnd: Int
+    /// Some header lines are not forwarded (see `isForwarded`).
+    var dropsLines: Bool
+    /// A `Connection` header names headers besides close and keep-alive.
+    var connectionNamesHeaders: Bool
     var framing: Framing
     /// Whether the upstream keeps the connection open after this response.
     var keepAlive: Bool
     /// The body is forwarded without its chunked framing (for HTTP/1.0 clients); the head drops
     /// `transfer-encoding` then, and the client connection must close after the response.
     var dechunked: Bool
+
+    /// Whether a header line goes on to the client: not if it is hop-by-hop (RFC 9110 §7.6.1, the
+    /// fixed list and those `Connection` names), nor `transfer-encoding` when the body is dechunked.
+    func isForwarded(_ name: UnsafeRawBufferPointer, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        if HTTPBytes.equals(name, "connection") || HTTPBytes.isHopByHop(name) { return false }
+        if dechunked && HTTPBytes.equals(name, "transfer-encoding") { return false }
+        return !connectionNamesHeaders || !HTTPBytes.namedByConnection(name, bytes, from: fieldsStart, to: fieldsEnd)
+    }
 }
 
 /// What the parser found in the bytes it was fed.
@@ -169,19 +182,17 @@ struct UpstreamResponseParser {
             let lineEnd = try HTTPBytes.lineEnd(bytes, from: 12, error: .malformedStatusLine)
             guard lineEnd == 12 || bytes[12] == 32 else { throw .malformedStatusLine }
             let reasonStart = min(13, lineEnd)
-            let reason = head.getSlice(at: head.readerIndex + reasonStart, length: lineEnd - reasonStart)!
 
             var contentLength: Int?
             var chunked = false
             var hasTransferEncoding = false
             var connectionClose = false
             var connectionKeepAlive = false
-            var namesConnectionHeaders = false
-            var candidates: [HeaderField] = []
+            var dropsLines = false
+            var connectionNamesHeaders = false
             try HTTPBytes.forEachField(bytes, from: lineEnd + 2, to: count) { field throws(HTTPParseError) in
                 let name = HTTPBytes.name(bytes, field)
                 let value = HTTPBytes.value(bytes, field)
-                var keep = true
                 if HTTPBytes.equals(name, "content-length") {
                     // A list of equal values counts once; different values are an attack or a bug.
                     try HTTPBytes.forEachToken(value) { item throws(HTTPParseError) in
@@ -194,26 +205,21 @@ struct UpstreamResponseParser {
                     var last: UnsafeRawBufferPointer?
                     HTTPBytes.forEachToken(value) { last = $0 }
                     chunked = last.map { HTTPBytes.equals($0, "chunked") } ?? false
-                    keep = !dechunk
+                    if dechunk { dropsLines = true }
                 } else if HTTPBytes.equals(name, "connection") {
-                    keep = false
+                    dropsLines = true
                     HTTPBytes.forEachToken(value) { token in
                         if HTTPBytes.equals(token, "close") {
                             connectionClose = true
                         } else if HTTPBytes.equals(token, "keep-alive") {
                             connectionKeepAlive = true
                         } else {
-                            namesConnectionHeaders = true
+                            connectionNamesHeaders = true
                         }
                     }
-                } else if HTTPBytes.isHopByHop(name) {
-                    keep = false
+                } else if !dropsLines && HTTPBytes.isHopByHop(name) {
+                    dropsLines = true
                 }
-                if keep { candidates.append(field) }
-            }
-            if namesConnectionHeaders {
-                // Headers that `Connection` names are hop-by-hop too (rare: a second pass).
-                candidates.removeAll { HTTPBytes.namedByConnection(HTTPBytes.name(bytes, $0), bytes, from: lineEnd + 2, to: count) }
             }
             if hasTransferEncoding && contentLength != nil { throw .conflictingLength }
             let framing: UpstreamResponseHead.Framing
@@ -227,8 +233,8 @@ struct UpstreamResponseParser {
                 framing = .untilClose
             }
             let keepAlive = framing != .untilClose && (minor == 1 ? !connectionClose : connectionKeepAlive)
-            return UpstreamResponseHead(status: status, reason: reason, raw: head, keptLines: candidates.map { ($0.start, $0.end - $0.start) },
-                                        framing: framing, keepAlive: keepAlive, dechunked: dechunk && framing == .chunked)
+            return UpstreamResponseHead(status: status, raw: head, reason: reasonStart..<lineEnd, fieldsStart: lineEnd + 2, fieldsEnd: count,
+                                        dropsLines: dropsLines, connectionNamesHeaders: connectionNamesHeaders, framing: framing, keepAlive: keepAlive, dechunked: dechunk && framing == .chunked)
         }
     }
 

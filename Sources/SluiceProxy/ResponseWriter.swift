@@ -5,22 +5,17 @@ import NIOHTTP1
 /// proxy's own short answers.
 enum ResponseWriter {
     /// The status line in the client's HTTP version, the upstream's header lines that are not
-    /// hop-by-hop (copied as bytes), then `x-sluice-version` and, when needed, `connection`.
-    static func head(_ head: UpstreamResponseHead, clientMinor: Int, version: String, connection: StaticString?, allocator: ByteBufferAllocator) -> ByteBuffer {
-        var out = allocator.buffer(capacity: head.raw.readableBytes + version.utf8.count + 48)
+    /// hop-by-hop (copied as bytes), then `x-sluice-version` and, when needed, `connection`. `spare`:
+    /// room for body bytes to follow in the same buffer.
+    static func head(_ head: UpstreamResponseHead, clientMinor: Int, version: String, connection: StaticString?, spare: Int = 0,
+                     allocator: ByteBufferAllocator) -> ByteBuffer {
+        var out = allocator.buffer(capacity: head.raw.readableBytes + version.utf8.count + 48 + spare)
         out.writeStaticString(clientMinor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
-        writeStatus(head.status, into: &out)
-        if head.reason.readableBytes > 0 {
-            out.writeInteger(UInt8(ascii: " "))
-            var reason = head.reason
-            out.writeBuffer(&reason)
-        }
-        out.writeStaticString("\r\n")
-        let base = head.raw.readerIndex
-        for (offset, length) in head.keptLines {
-            var line = head.raw.getSlice(at: base + offset, length: length)!
-            out.writeBuffer(&line)
+        head.raw.withUnsafeReadableBytes { bytes in
+            // The status code and reason as sent; then the header lines.
+            out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[9..<head.reason.upperBound]))
             out.writeStaticString("\r\n")
+            HTTPBytes.copyFields(bytes, from: head.fieldsStart, to: head.fieldsEnd, dropping: head.dropsLines, into: &out) { !head.isForwarded($0, bytes) }
         }
         out.writeStaticString("x-sluice-version: ")
         out.writeString(version)
@@ -66,11 +61,10 @@ enum RequestWriter {
         head.withBytes { bytes in
             out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[0..<head.uriEnd]))
             out.writeStaticString(" HTTP/1.1\r\n")
-            if !head.dropsLines {
-                // The common case: every line passes, in one copy.
-                out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[head.fieldsStart..<head.fieldsEnd]))
-            } else {
-                writeFields(head, bytes, clientAddress: clientAddress, into: &out)
+            HTTPBytes.copyFields(bytes, from: head.fieldsStart, to: head.fieldsEnd, dropping: head.dropsLines, into: &out) { name in
+                HTTPBytes.equals(name, "connection") || HTTPBytes.isHopByHop(name)
+                    || (clientAddress != nil && HTTPBytes.equals(name, "x-forwarded-for"))
+                    || (head.connectionNamesHeaders && HTTPBytes.namedByConnection(name, bytes, from: head.fieldsStart, to: head.fieldsEnd))
             }
             if let clientAddress {
                 out.writeStaticString("x-forwarded-for: ")
@@ -93,16 +87,5 @@ enum RequestWriter {
         if head.needsEmptyLength { out.writeStaticString("content-length: 0\r\n") }
         out.writeStaticString("\r\n")
         return out
-    }
-
-    /// The header lines that are not hop-by-hop, one by one.
-    private static func writeFields(_ head: ClientRequestHead, _ bytes: UnsafeRawBufferPointer, clientAddress: String?, into out: inout ByteBuffer) {
-        try? HTTPBytes.forEachField(bytes, from: head.fieldsStart, to: head.fieldsEnd) { field in
-            let name = HTTPBytes.name(bytes, field)
-            if HTTPBytes.equals(name, "connection") || HTTPBytes.isHopByHop(name) { return }
-            if clientAddress != nil && HTTPBytes.equals(name, "x-forwarded-for") { return }
-            if HTTPBytes.namedByConnection(name, bytes, from: head.fieldsStart, to: head.fieldsEnd) { return }
-            out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[field.start..<(field.end + 2)]))
-        }
     }
 }

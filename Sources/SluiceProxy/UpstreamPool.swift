@@ -285,11 +285,19 @@ final class UpstreamHandler: ChannelDuplexHandler {
 
     /// Request bytes, framed already (`RequestWriter` heads, body bytes as the client framed them).
     func write(_ bytes: ByteBuffer) {
-        context?.write(wrapOutboundOut(bytes), promise: nil)
+        guard let context else { return }
+        context.write(wrapOutboundOut(bytes), promise: nil)
+        unflushed = true
     }
 
+    /// Bytes were written since the last flush: exchanges flush at several points (the request's
+    /// end, the end of a read batch), and only the first of them costs anything.
+    private var unflushed = false
+
     func flush() {
-        context?.flush()
+        guard unflushed, let context else { return }
+        unflushed = false
+        context.flush()
     }
 
     private func arm(at deadline: NIODeadline) {

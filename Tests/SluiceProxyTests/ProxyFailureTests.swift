@@ -98,6 +98,9 @@ struct ProxyFailureTests {
         "GET /models/m HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n two\r\n\r\n",
         "GET /models/m HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\nTransfer-Encoding: identity\r\n\r\n",
         "GET /models/m HTTP/1.1\r\nHost : a\r\n\r\n",
+        "GET /models/m HTTP/1.1\r\nHost: a\r\nX-A: 1\nTransfer-Encoding: chunked\r\n\r\n",
+        "GET /models/m HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        "GET /models/m HTTP/1.1\r\nX-No-Host: 1\r\n\r\n",
     ])
     func smuggling(request: String) async throws {
         try await ProxyHarness.run { h in

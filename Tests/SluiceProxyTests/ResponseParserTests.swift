@@ -33,8 +33,10 @@ struct ResponseParserTests {
         return parsed
     }
 
+    /// The header lines the rewritten head forwards, without their CRLFs.
     static func keptHeaders(_ head: UpstreamResponseHead) -> [String] {
-        head.keptLines.map { String(buffer: head.raw.getSlice(at: head.raw.readerIndex + $0.0, length: $0.1)!) }
+        let written = String(buffer: ResponseWriter.head(head, clientMinor: 1, version: "v", connection: nil, allocator: ByteBufferAllocator()))
+        return written.components(separatedBy: "\r\n").dropFirst().filter { !$0.isEmpty && $0 != "x-sluice-version: v" }
     }
 
     @Test("content-length bodies, in every split, with hop-by-hop headers dropped", arguments: [1, 2, 3, 7, 1000])
@@ -45,7 +47,7 @@ struct ResponseParserTests {
         #expect(parsed.body == "hello")
         let head = try #require(parsed.heads.first)
         #expect(head.status == 200 && head.framing == .length(5) && head.keepAlive)
-        #expect(String(buffer: head.reason) == "OK")
+        #expect(String(buffer: head.raw.getSlice(at: head.raw.readerIndex + head.reason.lowerBound, length: head.reason.count)!) == "OK")
         #expect(Self.keptHeaders(head) == ["Content-Length: 5", "Server: up"], "connection, keep-alive and the header connection names go")
     }
 

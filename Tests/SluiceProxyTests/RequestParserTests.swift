@@ -1,0 +1,190 @@
+import NIOCore
+import Testing
+@testable import SluiceProxy
+
+/// The client request parser and the request writer on their own: framing, strictness, limits, and
+/// bytes that arrive in any split.
+@Suite("Client request parser and writer")
+struct RequestParserTests {
+    struct Parsed {
+        var heads: [ClientRequestHead] = []
+        /// Each request's body bytes, as forwarded (chunked framing included).
+        var bodies: [String] = []
+        var ends = 0
+    }
+
+    static let limits = RequestLimits(ProxyConfiguration())
+
+    /// Feeds `text` in pieces of `step` bytes.
+    static func parse(_ text: String, step: Int = .max, limits: RequestLimits = limits) throws(HTTPParseError) -> Parsed {
+        var parser = ClientRequestParser(limits: limits)
+        var parsed = Parsed()
+        let bytes = Array(text.utf8)
+        var index = 0
+        while index < bytes.count {
+            var piece = ByteBuffer(bytes: bytes[index..<min(bytes.count, index + step)])
+            index += step
+            while let part = try parser.next(&piece) {
+                switch part {
+                case .head(let head):
+                    parsed.heads.append(head)
+                    parsed.bodies.append("")
+                case .body(let buffer): parsed.bodies[parsed.bodies.count - 1] += String(buffer: buffer)
+                case .end: parsed.ends += 1
+                }
+            }
+        }
+        // A head without a body ends at once; its end is reported on the next call.
+        var empty = ByteBuffer()
+        while let part = try parser.next(&empty) {
+            if case .end = part { parsed.ends += 1 }
+        }
+        return parsed
+    }
+
+    static func text(_ head: ClientRequestHead, _ range: Range<Int>) -> String {
+        String(buffer: head.raw.getSlice(at: head.raw.readerIndex + range.lowerBound, length: range.count)!)
+    }
+
+    static let chunkedBody = "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
+    static let stream = "\r\n" // an empty line before a request is ignored
+        + "GET /models/m?x=1 HTTP/1.1\r\nHost: Models.Example:8080\r\nX-Tenant: a\r\n\r\n"
+        + "POST /models/m/infer HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n{\"x\": [1]}\n"
+        + "PUT /upload HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + chunkedBody
+        + "HEAD /models/m HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        + "DELETE /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+
+    @Test("pipelined requests with every kind of body, in every split", arguments: [1, 2, 3, 7, 1000])
+    func pipelined(step: Int) throws {
+        let parsed = try Self.parse(Self.stream, step: step)
+        #expect(parsed.heads.count == 5 && parsed.ends == 5)
+        #expect(parsed.bodies == ["", "{\"x\": [1]}\n", Self.chunkedBody, "", ""])
+        let get = parsed.heads[0]
+        #expect(Self.text(get, 0..<get.methodEnd) == "GET" && Self.text(get, get.uriStart..<get.uriEnd) == "/models/m?x=1")
+        #expect(get.host.map { Self.text(get, $0) } == "Models.Example:8080")
+        #expect(get.minor == 1 && get.keepAlive && get.framing == .none && !get.isHead)
+        #expect(get.firstValue(of: "x-tenant") == "a" && get.firstValue(of: "X-TENANT") == "a" && get.firstValue(of: "x-other") == nil)
+        #expect(parsed.heads[1].framing == .length(11))
+        #expect(parsed.heads[2].framing == .chunked)
+        let head = parsed.heads[3]
+        #expect(head.isHead && head.minor == 0 && head.keepAlive && head.host == nil, "HTTP/1.0 needs no Host and keeps alive only when asked")
+        #expect(!parsed.heads[4].keepAlive)
+    }
+
+    @Test("an HTTP/1.0 request closes unless it asks for keep-alive; cookies are found by name")
+    func keepAliveAndCookies() throws {
+        let old = try Self.parse("GET / HTTP/1.0\r\n\r\n")
+        #expect(old.heads.first?.keepAlive == false)
+        let cookies = try Self.parse("GET / HTTP/1.1\r\nHost: h\r\nCookie: a=1; user=u-42\r\nCookie: b=2\r\n\r\n")
+        let head = try #require(cookies.heads.first)
+        #expect(head.cookie("user") == "u-42" && head.cookie("b") == "2" && head.cookie("use") == nil)
+    }
+
+    @Test("malformed and ambiguous requests are refused", arguments: [
+        // Smuggling: framing that two parsers could read two ways.
+        ("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", HTTPParseError.conflictingLength),
+        ("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", .conflictingLength),
+        ("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\n\r\n", .conflictingLength),
+        ("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n", .conflictingLength),
+        ("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0x10\r\n\r\n", .conflictingLength),
+        ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", .conflictingLength),
+        ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", .conflictingLength),
+        ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n", .conflictingLength),
+        ("GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n folded\r\n\r\n", .obsoleteLineFolding),
+        ("GET / HTTP/1.1\r\nHost : h\r\n\r\n", .malformedHeader),
+        ("GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\nX-B: 2\r\n\r\n", .malformedHeader),
+        ("GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\rX-B: 2\r\n\r\n", .malformedHeader),
+        ("GET / HTTP/1.1\r\nHost: h\r\nX-A: a\u{0}b\r\n\r\n", .malformedHeader),
+        ("GET / HTTP/1.1\r\nHost: h\r\n: empty\r\n\r\n", .malformedHeader),
+        ("GET / HTTP/1.1\r\nHost: h\r\nX(A): 1\r\n\r\n", .malformedHeader),
+        // Host: exactly one for HTTP/1.1.
+        ("GET / HTTP/1.1\r\nX-A: 1\r\n\r\n", .badHost),
+        ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", .badHost),
+        // The request line.
+        ("GET /\r\nHost: h\r\n\r\n", .malformedRequestLine),
+        ("GET  / HTTP/1.1\r\nHost: h\r\n\r\n", .malformedRequestLine),
+        ("GET / http/1.1\r\nHost: h\r\n\r\n", .malformedRequestLine),
+        ("GET / HTTP/1.1 \r\nHost: h\r\n\r\n", .malformedRequestLine),
+        ("G(T / HTTP/1.1\r\nHost: h\r\n\r\n", .malformedRequestLine),
+        ("GET /a\u{7f} HTTP/1.1\r\nHost: h\r\n\r\n", .malformedRequestLine),
+        ("GET / HTTP/2.0\r\nHost: h\r\n\r\n", .versionNotSupported),
+        ("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", .notImplemented),
+        // Chunk syntax.
+        ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", .invalidChunk),
+        ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n", .invalidChunk),
+        ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n", .invalidChunk),
+    ])
+    func refused(text: String, error: HTTPParseError) {
+        for step in [1, 1000] {
+            #expect(throws: error, "\(text.debugDescription) in steps of \(step)") { try Self.parse(text, step: step) }
+        }
+    }
+
+    @Test("limits: URI length, header count and bytes, body size")
+    func limits() {
+        var limits = Self.limits
+        limits.maxURILength = 100
+        limits.maxHeaderCount = 5
+        limits.maxHeaderBytes = 200
+        limits.maxBodyBytes = 10
+        let long = String(repeating: "a", count: 101)
+        #expect(throws: HTTPParseError.uriTooLong) { try Self.parse("GET /\(long) HTTP/1.1\r\nHost: h\r\n\r\n", limits: limits) }
+        // A request line that never ends is cut off once it passes the most a head may take.
+        #expect(throws: HTTPParseError.uriTooLong) { try Self.parse("GET /" + String(repeating: "a", count: 1000), step: 64, limits: limits) }
+        let many = (0..<6).map { "X-\($0): v\r\n" }.joined()
+        #expect(throws: HTTPParseError.tooManyHeaders) { try Self.parse("GET / HTTP/1.1\r\nHost: h\r\n\(many)\r\n", limits: limits) }
+        let big = "X-Big: " + String(repeating: "b", count: 200) + "\r\n"
+        #expect(throws: HTTPParseError.headTooLarge) { try Self.parse("GET / HTTP/1.1\r\nHost: h\r\n\(big)\r\n", limits: limits) }
+        #expect(throws: HTTPParseError.headTooLarge) { try Self.parse("GET / HTTP/1.1\r\nHost: h\r\n" + big + big, step: 64, limits: limits) }
+        #expect(throws: HTTPParseError.bodyTooLarge) { try Self.parse("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n", limits: limits) }
+        let chunks = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n6\r\nabcdef\r\n0\r\n\r\n"
+        #expect(throws: HTTPParseError.bodyTooLarge) { try Self.parse(chunks, limits: limits) }
+        #expect((try? Self.parse("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789", limits: limits))?.ends == 1)
+    }
+
+    static func forwarded(_ text: String, clientAddress: String? = "10.0.0.9") throws -> String {
+        let head = try #require(try parse(text).heads.first)
+        return String(buffer: RequestWriter.head(head, clientAddress: clientAddress, allocator: ByteBufferAllocator()))
+    }
+
+    @Test("the upstream gets HTTP/1.1 with hop-by-hop headers dropped and X-Forwarded-* added")
+    func writer() throws {
+        let text = "GET /m?q=1 HTTP/1.0\r\nHost: a.example\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\n"
+            + "TE: trailers\r\nUpgrade: h2c\r\nProxy-Connection: x\r\nX-Forwarded-For: 1.2.3.4\r\nAccept: */*\r\nx-forwarded-for: 5.6.7.8\r\n\r\n"
+        #expect(try Self.forwarded(text) == "GET /m?q=1 HTTP/1.1\r\nHost: a.example\r\nAccept: */*\r\n"
+            + "x-forwarded-for: 1.2.3.4, 5.6.7.8, 10.0.0.9\r\nx-forwarded-proto: http\r\nx-forwarded-host: a.example\r\n\r\n")
+        // Nothing to drop: the header block is copied as it is; the client's own X-Forwarded-Proto/-Host stay.
+        let plain = "POST /m HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: outer\r\nContent-Length: 2\r\n\r\n"
+        #expect(try Self.forwarded(plain) == "POST /m HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: outer\r\n"
+            + "Content-Length: 2\r\nx-forwarded-for: 10.0.0.9\r\n\r\n")
+        // Framing passes as it is; a body method without one says its body is empty.
+        #expect(try Self.forwarded("PUT /u HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n", clientAddress: nil)
+            == "PUT /u HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nx-forwarded-proto: http\r\nx-forwarded-host: h\r\n\r\n")
+        #expect(try Self.forwarded("POST /m HTTP/1.1\r\nHost: h\r\n\r\n", clientAddress: nil)
+            == "POST /m HTTP/1.1\r\nHost: h\r\nx-forwarded-proto: http\r\nx-forwarded-host: h\r\ncontent-length: 0\r\n\r\n")
+    }
+
+    @Test("routes match the Host without its port, in any case, and the longest path prefix")
+    func routing() throws {
+        let table = RoutingTable(revision: 1, routes: [
+            try RouteRule(name: "any", pathPrefix: "/", backends: [Backend(version: "v1", weight: 100, endpoints: [])]),
+            try RouteRule(name: "models", pathPrefix: "/models/", backends: [Backend(version: "v1", weight: 100, endpoints: [])]),
+            try RouteRule(name: "hosted", host: "Api.Example", pathPrefix: "/", backends: [Backend(version: "v1", weight: 100, endpoints: [])]),
+            try RouteRule(name: "v6", host: "[::1]", pathPrefix: "/", backends: [Backend(version: "v1", weight: 100, endpoints: [])]),
+        ])
+        func route(_ host: String?, _ path: String) -> String? {
+            let index = Array(path.utf8).withUnsafeBytes { target in
+                if let host {
+                    return Array(host.utf8).withUnsafeBytes { table.matchIndex(host: $0, target: target) }
+                }
+                return table.matchIndex(host: nil, target: target)
+            }
+            return index.map { table.routes[$0].name }
+        }
+        #expect(route("api.example:8080", "/models/m") == "hosted")
+        #expect(route("API.EXAMPLE", "/") == "hosted")
+        #expect(route("[::1]:9000", "/x") == "v6")
+        #expect(route("other", "/models/m") == "models")
+        #expect(route(nil, "/models") == "any")
+    }
+}
