@@ -42,10 +42,10 @@ final class ClientClock {
         context = nil
     }
 
-    /// Bytes arrived; between requests they start a head.
+    /// Bytes arrived at `now`; between requests they start a head.
     @inline(__always)
-    func bytesArrived() {
-        if case .idle = state { state = .receivingHead(since: .now()) }
+    func bytesArrived(at now: NIODeadline) {
+        if case .idle = state { state = .receivingHead(since: now) }
     }
 
     /// A batch of reads is over. A head still incomplete now needs a timer for the header clock.
@@ -60,9 +60,8 @@ final class ClientClock {
         state = .busy
     }
 
-    /// A response is complete; the connection idles until the next request.
-    func awaitNextRequest() {
-        let now = NIODeadline.now()
+    /// A response was complete at `now`; the connection idles until the next request.
+    func awaitNextRequest(at now: NIODeadline) {
         state = .idle(since: now)
         arm(at: now + idleTimeout)
     }

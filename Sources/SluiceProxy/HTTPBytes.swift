@@ -193,18 +193,18 @@ enum HTTPBytes {
 
     /// Copies the header lines in `bytes[start..<limit]`, CRLFs included, leaving out those `drop`
     /// names when `dropping` (otherwise all of them, in one copy).
-    static func copyFields(_ bytes: UnsafeRawBufferPointer, from start: Int, to limit: Int, dropping: Bool, into out: inout ByteBuffer,
+    static func copyFields(_ bytes: UnsafeRawBufferPointer, from start: Int, to limit: Int, dropping: Bool, into out: inout HeadWriter,
                            drop: (UnsafeRawBufferPointer) -> Bool) {
         // Runs of kept lines go in one copy each.
         var run = start
         if dropping {
             try? forEachField(bytes, from: start, to: limit) { field in
                 guard drop(name(bytes, field)) else { return }
-                if field.start > run { out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[run..<field.start])) }
+                if field.start > run { out.write(UnsafeRawBufferPointer(rebasing: bytes[run..<field.start])) }
                 run = field.end + 2
             }
         }
-        if limit > run { out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[run..<limit])) }
+        if limit > run { out.write(UnsafeRawBufferPointer(rebasing: bytes[run..<limit])) }
     }
 
     /// Whether a `Connection` header among the lines in `bytes[start..<limit]` names `name`, which is
@@ -242,8 +242,9 @@ struct ChunkedScanner {
     private(set) var dataBytes: Int64 = 0
 
     /// Scans `bytes` until the body's end. Returns how many bytes belong to the body and whether it
-    /// ended; calls `data` with the `(offset, length)` of each run of chunk data.
-    mutating func scan(_ bytes: UnsafeRawBufferPointer, data: (Int, Int) -> Void = { _, _ in }) throws(HTTPParseError) -> (consumed: Int, finished: Bool) {
+    /// ended. With `stopAtData` it stops after the first run of chunk data and returns where it is.
+    mutating func scan(_ bytes: UnsafeRawBufferPointer, stopAtData: Bool = false) throws(HTTPParseError)
+        -> (consumed: Int, finished: Bool, data: Range<Int>?) {
         var index = 0
         while index < bytes.count {
             let byte = bytes[index]
@@ -275,10 +276,10 @@ struct ChunkedScanner {
                 index += 1
             case .data(let remaining):
                 let take = min(remaining, bytes.count - index)
-                data(index, take)
                 dataBytes += Int64(take)
                 index += take
                 state = take == remaining ? .dataCR : .data(remaining: remaining - take)
+                if stopAtData { return (index, false, (index - take)..<index) }
             case .dataCR:
                 guard byte == 13 else { throw .invalidChunk }
                 state = .dataLF
@@ -303,11 +304,102 @@ struct ChunkedScanner {
                 index += 1
                 if empty {
                     state = .size(value: 0, digits: 0)
-                    return (index, true)
+                    return (index, true, nil)
                 }
                 state = .trailerStart
             }
         }
-        return (index, false)
+        return (index, false, nil)
+    }
+}
+
+/// Collects a message head across reads, up to and including the empty line that ends it.
+struct HeadAccumulator {
+    private var partial: ByteBuffer?
+
+    /// No bytes of a head are waiting.
+    var isEmpty: Bool { partial == nil }
+
+    mutating func reset() {
+        partial = nil
+    }
+
+    /// The whole head once it is in, taken from the front of `input` (bytes after it stay there).
+    /// More than `limit` bytes without the end of a head throw `tooLarge(bytesSoFar)`.
+    mutating func take(_ input: inout ByteBuffer, limit: Int, tooLarge: (ByteBuffer) -> HTTPParseError) throws(HTTPParseError) -> ByteBuffer? {
+        var bytes: ByteBuffer
+        let searchFrom: Int
+        if var waiting = partial {
+            // Rare: a head split across reads.
+            partial = nil
+            searchFrom = max(0, waiting.readableBytes - 3)
+            waiting.writeBuffer(&input)
+            bytes = waiting
+        } else {
+            searchFrom = 0
+            bytes = input
+            input.moveReaderIndex(to: input.writerIndex)
+        }
+        guard let end = HTTPBytes.find(crlfcrlfIn: bytes, from: searchFrom) else {
+            if bytes.readableBytes > limit { throw tooLarge(bytes) }
+            partial = bytes
+            return nil
+        }
+        guard end <= limit else { throw tooLarge(bytes) }
+        let head = bytes.readSlice(length: end + 4)!
+        if bytes.readableBytes > 0 {
+            // What follows the head goes back to the caller, before anything still unread.
+            if input.readableBytes > 0 { bytes.writeBuffer(&input) }
+            input = bytes
+        }
+        return head
+    }
+}
+
+/// Writes a head's pieces into a `ByteBuffer`'s free space with plain copies: one buffer access for
+/// the whole head instead of one per piece. The caller reserves enough room (see `ByteBuffer.writeHead`).
+struct HeadWriter {
+    private let base: UnsafeMutableRawPointer
+    private let capacity: Int
+    private(set) var count = 0
+
+    init(_ buffer: UnsafeMutableRawBufferPointer) {
+        base = buffer.baseAddress!
+        capacity = buffer.count
+    }
+
+    @inline(__always)
+    mutating func write(_ bytes: UnsafeRawBufferPointer) {
+        guard let source = bytes.baseAddress, bytes.count > 0 else { return }
+        precondition(count + bytes.count <= capacity, "head writer overflow")
+        (base + count).copyMemory(from: source, byteCount: bytes.count)
+        count += bytes.count
+    }
+
+    @inline(__always)
+    mutating func write(_ text: StaticString) {
+        write(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    }
+
+    mutating func write(_ text: String) {
+        var text = text
+        text.withUTF8 { write(UnsafeRawBufferPointer($0)) }
+    }
+
+    mutating func write(digit: Int) {
+        precondition(count < capacity, "head writer overflow")
+        base.storeBytes(of: UInt8(48 + digit), toByteOffset: count, as: UInt8.self)
+        count += 1
+    }
+}
+
+extension ByteBuffer {
+    /// Writes a head of at most `maxBytes` through a `HeadWriter`.
+    mutating func writeHead(maxBytes: Int, _ body: (inout HeadWriter) -> Void) {
+        writeWithUnsafeMutableBytes(minimumWritableBytes: maxBytes) { buffer in
+            var writer = HeadWriter(buffer)
+            body(&writer)
+            return writer.count
+        }
     }
 }

@@ -90,16 +90,19 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var input = unwrapInboundIn(data)
-        clock.bytesArrived()
+        // One clock reading per read serves the header clock, the exchange's start and the upstream's
+        // response clock.
+        let now = NIODeadline.now()
+        clock.bytesArrived(at: now)
         if held != nil {
             held!.writeBuffer(&input)
             return
         }
-        consume(&input, context: context)
+        consume(&input, now: now, context: context)
     }
 
     /// Parses and serves what `input` holds, up to the start of a request that must wait.
-    private func consume(_ input: inout ByteBuffer, context: ChannelHandlerContext) {
+    private func consume(_ input: inout ByteBuffer, now: NIODeadline, context: ChannelHandlerContext) {
         while true {
             if parser.atRequestStart, !isIdle {
                 // Pipelined: hold it (and stop reading) until the current response is done.
@@ -114,16 +117,16 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
                 refuse(error, context: context)
                 return
             }
-            process(part, context: context)
+            process(part, now: now, context: context)
             if case .closed = state { return }
         }
     }
 
-    private func process(_ part: ClientRequestPart, context: ChannelHandlerContext) {
+    private func process(_ part: ClientRequestPart, now: NIODeadline, context: ChannelHandlerContext) {
         switch part {
         case .head(let head):
             clock.headReceived()
-            startExchange(head, context: context)
+            startExchange(head, now: now, context: context)
         case .body(let buffer):
             if case .active(let exchange) = state { send(buffer, exchange) }
         case .end:
@@ -133,7 +136,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
                 exchange.mirror?.requestComplete()
                 exchange.upstream?.handler.flush()
             case .discarding(let closeAfter):
-                requestDone(closeAfter: closeAfter, context: context)
+                requestDone(closeAfter: closeAfter, now: now, context: context)
             case .idle, .closed:
                 break
             }
@@ -145,7 +148,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         if case .active(let exchange) = state { exchange.upstream?.handler.flush() }
     }
 
-    private func startExchange(_ head: ClientRequestHead, context: ChannelHandlerContext) {
+    private func startExchange(_ head: ClientRequestHead, now: NIODeadline, context: ChannelHandlerContext) {
         let table = loop.table
         let found = head.withBytes { bytes in
             table.matchIndex(host: head.host.map { UnsafeRawBufferPointer(rebasing: bytes[$0]) },
@@ -175,7 +178,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
         stats.inFlight += 1
         let exchange = Exchange(
-            version: backend.version, stats: stats, pool: pool, start: .now(),
+            version: backend.version, stats: stats, pool: pool, start: now,
             keepAlive: head.keepAlive, clientMinor: head.minor, isHead: head.isHead
         )
         state = .active(exchange)
@@ -187,7 +190,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             // The common case: a pooled connection, written to at once; the request's end or the
             // read batch's end flushes.
             exchange.upstream = connection
-            connection.handler.beginExchange(self, head: exchange.isHead, dechunk: exchange.clientMinor == 0)
+            connection.handler.beginExchange(self, head: exchange.isHead, dechunk: exchange.clientMinor == 0, now: now)
             connection.handler.write(forwarded)
         } else {
             exchange.pending.append(forwarded)
@@ -338,26 +341,27 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     // MARK: Ending an exchange
 
-    private func detachUpstream(_ exchange: Exchange, reuse: Bool) {
+    private func detachUpstream(_ exchange: Exchange, reuse: Bool, now: NIODeadline = .now()) {
         guard let upstream = exchange.upstream else { return }
         exchange.upstream = nil
         upstream.handler.delegate = nil
         // An upstream that still has request bytes to take (the client stopped early) is not reused.
         if reuse && exchange.requestEnded {
-            upstream.pool.release(upstream)
+            upstream.pool.release(upstream, now: now)
         } else {
             upstream.channel.close(promise: nil)
         }
     }
 
     private func finishExchange(_ exchange: Exchange, reusable: Bool, context: ChannelHandlerContext) {
-        let micros = (NIODeadline.now() - exchange.start).nanoseconds / 1000
+        let now = NIODeadline.now()
+        let micros = (now - exchange.start).nanoseconds / 1000
         exchange.stats.inFlight -= 1
         exchange.stats.recordResponse(status: exchange.responseStatus, latencyMicros: UInt64(max(1, micros)))
-        detachUpstream(exchange, reuse: reusable)
+        detachUpstream(exchange, reuse: reusable, now: now)
         let closeAfter = !exchange.keepAlive || quiescing || exchange.closeAfterResponse
         if exchange.requestEnded {
-            requestDone(closeAfter: closeAfter, context: context)
+            requestDone(closeAfter: closeAfter, now: now, context: context)
         } else {
             // The response is done before the request: discard the rest of the request body.
             state = .discarding(closeAfter: closeAfter)
@@ -365,7 +369,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     }
 
     /// A request and its response are both complete: close, or go on with the next request.
-    private func requestDone(closeAfter: Bool, context: ChannelHandlerContext) {
+    private func requestDone(closeAfter: Bool, now: NIODeadline, context: ChannelHandlerContext) {
         state = .idle
         if closeAfter {
             state = .closed
@@ -373,12 +377,12 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             context.close(promise: nil)
             return
         }
-        clock.awaitNextRequest()
+        clock.awaitNextRequest(at: now)
         if var next = held {
             // The next pipelined request, held since it arrived.
             held = nil
-            clock.bytesArrived()
-            consume(&next, context: context)
+            clock.bytesArrived(at: now)
+            consume(&next, now: now, context: context)
         }
         if pendingRead && held == nil {
             pendingRead = false

@@ -118,7 +118,7 @@ struct ClientRequestParser {
     }
 
     private var state: State = .head
-    private var headBuffer: ByteBuffer?
+    private var head = HeadAccumulator()
     private var chunks = ChunkedScanner()
     let limits: RequestLimits
 
@@ -128,7 +128,7 @@ struct ClientRequestParser {
 
     /// True between requests: the next byte starts a new request.
     var atRequestStart: Bool {
-        if case .head = state, headBuffer == nil { return true }
+        if case .head = state, head.isEmpty { return true }
         return false
     }
 
@@ -161,7 +161,7 @@ struct ClientRequestParser {
             return .body(input.readSlice(length: count)!)
         case .chunked:
             guard input.readableBytes > 0 else { return nil }
-            let (consumed, finished) = try input.withUnsafeReadableBytes { bytes throws(HTTPParseError) in try chunks.scan(bytes) }
+            let (consumed, finished, _) = try input.withUnsafeReadableBytes { bytes throws(HTTPParseError) in try chunks.scan(bytes) }
             if chunks.dataBytes > limits.maxBodyBytes { throw .bodyTooLarge }
             if finished { state = .length(remaining: 0) }
             return consumed > 0 ? .body(input.readSlice(length: consumed)!) : nil
@@ -174,44 +174,16 @@ struct ClientRequestParser {
     private var maxHeadBytes: Int { limits.maxURILength + limits.maxHeaderBytes + 64 }
 
     private mutating func takeHead(_ input: inout ByteBuffer) throws(HTTPParseError) -> ClientRequestHead? {
-        if headBuffer == nil {
+        if head.isEmpty {
             // Empty lines before a request line are ignored (RFC 9112 §2.2).
             while let byte = input.getInteger(at: input.readerIndex, as: UInt8.self), byte == 13 || byte == 10 {
                 input.moveReaderIndex(forwardBy: 1)
             }
-            guard input.readableBytes > 0 else { return nil }
         }
-        let searchFrom: Int
-        if var partial = headBuffer {
-            searchFrom = max(0, partial.readableBytes - 3)
-            partial.writeBuffer(&input)
-            headBuffer = partial
-        } else {
-            searchFrom = 0
-            headBuffer = input
-            input.moveReaderIndex(to: input.writerIndex)
-        }
-        var bytes = headBuffer!
-        guard let end = HTTPBytes.find(crlfcrlfIn: bytes, from: searchFrom) else {
-            if bytes.readableBytes > maxHeadBytes {
-                let lineEnds = bytes.readableBytesView.contains(13)
-                throw lineEnds ? .headTooLarge : .uriTooLong
-            }
-            return nil
-        }
-        let head = bytes.readSlice(length: end + 4)!
-        headBuffer = nil
-        // Whatever followed the head is body or the next request: hand it back to the caller.
-        if bytes.readableBytes > 0 {
-            if input.readableBytes > 0 {
-                var rest = bytes
-                rest.writeBuffer(&input)
-                input = rest
-            } else {
-                input = bytes
-            }
-        }
-        return try parseHead(head)
+        guard input.readableBytes > 0,
+              let bytes = try head.take(&input, limit: maxHeadBytes, tooLarge: { $0.readableBytesView.contains(13) ? .headTooLarge : .uriTooLong })
+        else { return nil }
+        return try parseHead(bytes)
     }
 
     private func parseHead(_ head: ByteBuffer) throws(HTTPParseError) -> ClientRequestHead {

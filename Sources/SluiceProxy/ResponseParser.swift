@@ -61,11 +61,13 @@ struct UpstreamResponseParser {
         case length(remaining: Int)
         case chunked
         case untilClose
+        /// The body is complete; its end is reported next.
+        case endPending
     }
 
     private var state: State = .idle
     private var chunks = ChunkedScanner()
-    private var headBuffer: ByteBuffer?
+    private var head = HeadAccumulator()
     private var isHeadRequest = false
     private var dechunk = false
     let maxHeadBytes: Int
@@ -78,7 +80,7 @@ struct UpstreamResponseParser {
     /// speaks HTTP/1.0).
     mutating func expectResponse(toHead: Bool, dechunk: Bool) {
         state = .head
-        headBuffer = nil
+        head.reset()
         isHeadRequest = toHead
         self.dechunk = dechunk
     }
@@ -89,22 +91,26 @@ struct UpstreamResponseParser {
         return false
     }
 
-    /// Consumes `buffer`, reporting heads, body slices and ends in order.
-    mutating func feed(_ buffer: ByteBuffer, _ emit: (UpstreamResponsePart) -> Void) throws {
-        var input = buffer
-        while input.readableBytes > 0 {
+    /// The next part from `input`, consuming its bytes, or `nil` when more bytes are needed. Bytes
+    /// when no response is expected are an error.
+    mutating func next(_ input: inout ByteBuffer) throws(HTTPParseError) -> UpstreamResponsePart? {
+        while true {
             switch state {
+            case .endPending:
+                state = .idle
+                return .end
             case .idle:
-                throw ParseError.unexpectedBytes
+                if input.readableBytes > 0 { throw .unexpectedBytes }
+                return nil
             case .head:
-                guard let head = try takeHead(&input) else { return }
-                emit(.head(head))
-                switch head.framing {
-                case _ where head.status < 200:
+                guard input.readableBytes > 0,
+                      let bytes = try head.take(&input, limit: maxHeadBytes, tooLarge: { _ in .headTooLarge }) else { return nil }
+                let parsed = try parseHead(bytes)
+                switch parsed.framing {
+                case _ where parsed.status < 200:
                     state = .head // Interim: the real response follows.
                 case .none, .length(0):
-                    state = .idle
-                    emit(.end)
+                    state = .endPending
                 case .length(let length):
                     state = .length(remaining: length)
                 case .chunked:
@@ -113,58 +119,35 @@ struct UpstreamResponseParser {
                 case .untilClose:
                     state = .untilClose
                 }
+                return .head(parsed)
             case .length(let remaining):
+                guard input.readableBytes > 0 else { return nil }
                 let count = min(remaining, input.readableBytes)
-                emit(.body(input.readSlice(length: count)!))
-                if count == remaining {
-                    state = .idle
-                    emit(.end)
-                } else {
-                    state = .length(remaining: remaining - count)
-                }
-            case .chunked:
-                try scanChunked(&input, emit)
+                state = count == remaining ? .endPending : .length(remaining: remaining - count)
+                return .body(input.readSlice(length: count)!)
             case .untilClose:
-                emit(.body(input))
-                return
+                guard input.readableBytes > 0 else { return nil }
+                defer { input.moveReaderIndex(to: input.writerIndex) }
+                return .body(input)
+            case .chunked:
+                guard input.readableBytes > 0 else { return nil }
+                // The bytes as they are, framing included; or, dechunking, each run of chunk data.
+                let start = input.readerIndex
+                let dechunk = self.dechunk
+                let (consumed, finished, data) = try input.withUnsafeReadableBytes { bytes throws(HTTPParseError) in
+                    try chunks.scan(bytes, stopAtData: dechunk)
+                }
+                if finished { state = .endPending }
+                let slice = dechunk
+                    ? data.flatMap { $0.isEmpty ? nil : input.getSlice(at: start + $0.lowerBound, length: $0.count) }
+                    : (consumed > 0 ? input.getSlice(at: start, length: consumed) : nil)
+                input.moveReaderIndex(forwardBy: consumed)
+                if let slice { return .body(slice) }
             }
         }
     }
 
     // MARK: Head
-
-    /// The head, once all of it is in; buffers partial heads across reads.
-    private mutating func takeHead(_ input: inout ByteBuffer) throws -> UpstreamResponseHead? {
-        let searchFrom: Int
-        if var partial = headBuffer {
-            searchFrom = max(0, partial.readableBytes - 3)
-            partial.writeBuffer(&input)
-            headBuffer = partial
-        } else {
-            searchFrom = 0
-            headBuffer = input
-            input.moveReaderIndex(to: input.writerIndex)
-        }
-        var bytes = headBuffer!
-        guard let end = HTTPBytes.find(crlfcrlfIn: bytes, from: searchFrom) else {
-            if bytes.readableBytes > maxHeadBytes { throw ParseError.headTooLarge }
-            return nil
-        }
-        guard end + 4 <= maxHeadBytes + 4 else { throw ParseError.headTooLarge }
-        let head = bytes.readSlice(length: end + 4)!
-        headBuffer = nil
-        // Whatever followed the head is body: hand it back to the caller's loop.
-        if bytes.readableBytes > 0 {
-            if input.readableBytes > 0 {
-                var rest = bytes
-                rest.writeBuffer(&input)
-                input = rest
-            } else {
-                input = bytes
-            }
-        }
-        return try parseHead(head)
-    }
 
     private func parseHead(_ head: ByteBuffer) throws(HTTPParseError) -> UpstreamResponseHead {
         try head.withUnsafeReadableBytes { bytes throws(HTTPParseError) -> UpstreamResponseHead in
@@ -235,31 +218,6 @@ struct UpstreamResponseParser {
             let keepAlive = framing != .untilClose && (minor == 1 ? !connectionClose : connectionKeepAlive)
             return UpstreamResponseHead(status: status, raw: head, reason: reasonStart..<lineEnd, fieldsStart: lineEnd + 2, fieldsEnd: count,
                                         dropsLines: dropsLines, connectionNamesHeaders: connectionNamesHeaders, framing: framing, keepAlive: keepAlive, dechunked: dechunk && framing == .chunked)
-        }
-    }
-
-    // MARK: Chunked bodies
-
-    /// Forwards the chunked body's bytes as they are, or only the chunk data when dechunking, up to
-    /// the body's end.
-    private mutating func scanChunked(_ input: inout ByteBuffer, _ emit: (UpstreamResponsePart) -> Void) throws(HTTPParseError) {
-        let begin = input.readerIndex
-        var dataRanges: [(Int, Int)] = []
-        let dechunk = self.dechunk
-        let (consumed, finished) = try input.withUnsafeReadableBytes { bytes throws(HTTPParseError) in
-            try chunks.scan(bytes) { offset, length in if dechunk { dataRanges.append((offset, length)) } }
-        }
-        if dechunk {
-            for (offset, length) in dataRanges where length > 0 {
-                emit(.body(input.getSlice(at: begin + offset, length: length)!))
-            }
-        } else if consumed > 0 {
-            emit(.body(input.getSlice(at: begin, length: consumed)!))
-        }
-        input.moveReaderIndex(forwardBy: consumed)
-        if finished {
-            state = .idle
-            emit(.end)
         }
     }
 }

@@ -9,23 +9,26 @@ enum ResponseWriter {
     /// room for body bytes to follow in the same buffer.
     static func head(_ head: UpstreamResponseHead, clientMinor: Int, version: String, connection: StaticString?, spare: Int = 0,
                      allocator: ByteBufferAllocator) -> ByteBuffer {
-        var out = allocator.buffer(capacity: head.raw.readableBytes + version.utf8.count + 48 + spare)
-        out.writeStaticString(clientMinor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
-        head.raw.withUnsafeReadableBytes { bytes in
-            // The status code and reason as sent; then the header lines.
-            out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[9..<head.reason.upperBound]))
-            out.writeStaticString("\r\n")
-            HTTPBytes.copyFields(bytes, from: head.fieldsStart, to: head.fieldsEnd, dropping: head.dropsLines, into: &out) { !head.isForwarded($0, bytes) }
+        let maxBytes = head.raw.readableBytes + version.utf8.count + 48
+        var out = allocator.buffer(capacity: maxBytes + spare)
+        out.writeHead(maxBytes: maxBytes) { out in
+            out.write(clientMinor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+            head.raw.withUnsafeReadableBytes { bytes in
+                // The status code and reason as sent; then the header lines.
+                out.write(UnsafeRawBufferPointer(rebasing: bytes[9..<head.reason.upperBound]))
+                out.write("\r\n")
+                HTTPBytes.copyFields(bytes, from: head.fieldsStart, to: head.fieldsEnd, dropping: head.dropsLines, into: &out) { !head.isForwarded($0, bytes) }
+            }
+            out.write("x-sluice-version: ")
+            out.write(version)
+            out.write("\r\n")
+            if let connection {
+                out.write("connection: ")
+                out.write(connection)
+                out.write("\r\n")
+            }
+            out.write("\r\n")
         }
-        out.writeStaticString("x-sluice-version: ")
-        out.writeString(version)
-        out.writeStaticString("\r\n")
-        if let connection {
-            out.writeStaticString("connection: ")
-            out.writeStaticString(connection)
-            out.writeStaticString("\r\n")
-        }
-        out.writeStaticString("\r\n")
         return out
     }
 
@@ -57,35 +60,40 @@ enum RequestWriter {
     /// (extended with the client's address), `x-forwarded-proto` and `x-forwarded-host` unless the
     /// client sent them. The body keeps its framing, so Content-Length and Transfer-Encoding pass.
     static func head(_ head: ClientRequestHead, clientAddress: String?, allocator: ByteBufferAllocator) -> ByteBuffer {
-        var out = allocator.buffer(capacity: head.raw.readableBytes + 112 + (clientAddress?.utf8.count ?? 0))
-        head.withBytes { bytes in
-            out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[0..<head.uriEnd]))
-            out.writeStaticString(" HTTP/1.1\r\n")
-            HTTPBytes.copyFields(bytes, from: head.fieldsStart, to: head.fieldsEnd, dropping: head.dropsLines, into: &out) { name in
-                HTTPBytes.equals(name, "connection") || HTTPBytes.isHopByHop(name)
-                    || (clientAddress != nil && HTTPBytes.equals(name, "x-forwarded-for"))
-                    || (head.connectionNamesHeaders && HTTPBytes.namedByConnection(name, bytes, from: head.fieldsStart, to: head.fieldsEnd))
-            }
-            if let clientAddress {
-                out.writeStaticString("x-forwarded-for: ")
-                // Earlier proxies' addresses first, in order.
-                try? HTTPBytes.forEachField(bytes, from: head.fieldsStart, to: head.fieldsEnd) { field in
-                    guard HTTPBytes.equals(HTTPBytes.name(bytes, field), "x-forwarded-for") else { return }
-                    out.writeBytes(HTTPBytes.value(bytes, field))
-                    out.writeStaticString(", ")
+        // Room for the client's head and what is added: the X-Forwarded-* lines (the Host value
+        // again, the client's address after any earlier ones) and an empty length.
+        let maxBytes = head.raw.readableBytes * 2 + 128 + (clientAddress?.utf8.count ?? 0)
+        var out = allocator.buffer(capacity: maxBytes)
+        out.writeHead(maxBytes: maxBytes) { out in
+            head.withBytes { bytes in
+                out.write(UnsafeRawBufferPointer(rebasing: bytes[0..<head.uriEnd]))
+                out.write(" HTTP/1.1\r\n")
+                HTTPBytes.copyFields(bytes, from: head.fieldsStart, to: head.fieldsEnd, dropping: head.dropsLines, into: &out) { name in
+                    HTTPBytes.equals(name, "connection") || HTTPBytes.isHopByHop(name)
+                        || (clientAddress != nil && HTTPBytes.equals(name, "x-forwarded-for"))
+                        || (head.connectionNamesHeaders && HTTPBytes.namedByConnection(name, bytes, from: head.fieldsStart, to: head.fieldsEnd))
                 }
-                out.writeString(clientAddress)
-                out.writeStaticString("\r\n")
+                if let clientAddress {
+                    out.write("x-forwarded-for: ")
+                    // Earlier proxies' addresses first, in order.
+                    try? HTTPBytes.forEachField(bytes, from: head.fieldsStart, to: head.fieldsEnd) { field in
+                        guard HTTPBytes.equals(HTTPBytes.name(bytes, field), "x-forwarded-for") else { return }
+                        out.write(HTTPBytes.value(bytes, field))
+                        out.write(", ")
+                    }
+                    out.write(clientAddress)
+                    out.write("\r\n")
+                }
+                if !head.hasForwardedProto { out.write("x-forwarded-proto: http\r\n") }
+                if let host = head.host, !head.hasForwardedHost {
+                    out.write("x-forwarded-host: ")
+                    out.write(UnsafeRawBufferPointer(rebasing: bytes[host]))
+                    out.write("\r\n")
+                }
             }
-            if !head.hasForwardedProto { out.writeStaticString("x-forwarded-proto: http\r\n") }
-            if let host = head.host, !head.hasForwardedHost {
-                out.writeStaticString("x-forwarded-host: ")
-                out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[host]))
-                out.writeStaticString("\r\n")
-            }
+            if head.needsEmptyLength { out.write("content-length: 0\r\n") }
+            out.write("\r\n")
         }
-        if head.needsEmptyLength { out.writeStaticString("content-length: 0\r\n") }
-        out.writeStaticString("\r\n")
         return out
     }
 }

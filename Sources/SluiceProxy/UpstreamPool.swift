@@ -53,7 +53,7 @@ final class EndpointPool {
     }
 
     /// Returns a connection after a complete exchange; it serves a waiter or goes idle.
-    func release(_ connection: UpstreamConnection) {
+    func release(_ connection: UpstreamConnection, now: NIODeadline = .now()) {
         guard connection.channel.isActive, !closed else {
             connection.channel.close(promise: nil)
             return
@@ -63,7 +63,7 @@ final class EndpointPool {
             return
         }
         connection.inUse = false
-        connection.handler.becameIdle()
+        connection.handler.becameIdle(at: now)
         idle.append(connection)
     }
 
@@ -201,20 +201,18 @@ final class UpstreamHandler: ChannelDuplexHandler {
 
     /// A request goes out on this connection now. `head`: it is a HEAD request, whose response has no
     /// body; `dechunk`: the client speaks HTTP/1.0 and cannot take chunked framing.
-    func beginExchange(_ delegate: any UpstreamDelegate, head: Bool = false, dechunk: Bool = false) {
+    func beginExchange(_ delegate: any UpstreamDelegate, head: Bool = false, dechunk: Bool = false, now: NIODeadline = .now()) {
         self.delegate = delegate
         parser.expectResponse(toHead: head, dechunk: dechunk)
-        let now = NIODeadline.now()
         idleSince = nil
         awaitingHeadSince = now
         arm(at: now + responseTimeout)
     }
 
-    /// Back in the pool.
-    func becameIdle() {
+    /// Back in the pool at `now`.
+    func becameIdle(at now: NIODeadline) {
         delegate = nil
         awaitingHeadSince = nil
-        let now = NIODeadline.now()
         idleSince = now
         // Not later than a response timeout from now: then the next request, which needs a timer by
         // then, finds one already pending and schedules nothing.
@@ -222,29 +220,26 @@ final class UpstreamHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        // Parse first, deliver after: a delegate may start the next exchange on this connection (and
-        // reset the parser) from inside `upstreamReceived(.end)`.
-        var parts = self.parts
-        self.parts = []
-        defer {
-            parts.removeAll(keepingCapacity: true)
-            self.parts = parts
-        }
+        var input = unwrapInboundIn(data)
         do {
-            try parser.feed(unwrapInboundIn(data)) { parts.append($0) }
+            while let part = try parser.next(&input) {
+                switch part {
+                case .head(let head) where head.status >= 200:
+                    awaitingHeadSince = nil
+                case .end where input.readableBytes > 0:
+                    // Bytes after a complete response, before the next request was sent.
+                    throw HTTPParseError.unexpectedBytes
+                default:
+                    break
+                }
+                // The delegate may start the next exchange on this connection from inside `.end`.
+                delegate?.upstreamReceived(part)
+            }
         } catch {
             delegate?.upstreamFailed(error)
             context.close(promise: nil)
-            return
-        }
-        for part in parts {
-            if case .head(let head) = part, head.status >= 200 { awaitingHeadSince = nil }
-            delegate?.upstreamReceived(part)
         }
     }
-
-    /// Reused between reads, so parsing allocates no array per read.
-    private var parts: [UpstreamResponsePart] = []
 
     func channelReadComplete(context: ChannelHandlerContext) {
         delegate?.upstreamReadComplete()

@@ -20,9 +20,9 @@ struct ResponseParserTests {
         let bytes = Array(text.utf8)
         var index = 0
         while index < bytes.count {
-            let piece = ByteBuffer(bytes: bytes[index..<min(bytes.count, index + step)])
+            var piece = ByteBuffer(bytes: bytes[index..<min(bytes.count, index + step)])
             index += step
-            try parser.feed(piece) { part in
+            while let part = try parser.next(&piece) {
                 switch part {
                 case .head(let head): parsed.heads.append(head)
                 case .body(let buffer): parsed.body += String(buffer: buffer)
