@@ -7,12 +7,17 @@
 # one thread). The upstream nginx and wrk share CPU 1. Then it runs Sluice again while the routing
 # table is swapped 1,000 times, and reports errors and Sluice's peak RSS.
 #
-#   bench/proxy.sh            # env: DUR (default 10s), CONNS (default 64), SWAPS (default 1000)
+#   bench/proxy.sh            # env: ROUNDS (default 5), DUR (default 5s), CONNS (default 64), SWAPS (default 1000)
+#
+# The machine is shared and noisy (±20% from one minute to the next), so the targets take turns:
+# ROUNDS rounds, each running every target for DUR. It prints every round, then each target's median,
+# the ratios of the medians, and the median of the per-round ratios (each round's targets ran within
+# seconds of each other, so drift between rounds cancels out of those).
 #
 # Builds Sluice in release mode first. Installs nginx-light, haproxy and wrk when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DUR=${DUR:-10s}; CONNS=${CONNS:-64}; SWAPS=${SWAPS:-1000}
+ROUNDS=${ROUNDS:-5}; DUR=${DUR:-5s}; CONNS=${CONNS:-64}; SWAPS=${SWAPS:-1000}
 
 need=()
 for t in nginx haproxy wrk; do command -v $t >/dev/null || need+=("$t"); done
@@ -94,39 +99,56 @@ declare -A RPS P50 P99 ERR
 ms() { # wrk latency (850.00us, 1.23ms, 1.01s) to milliseconds
     awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
 }
-run() { # NAME PORT
-    local out
-    out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$DUR" --latency "http://127.0.0.1:$2/v2/models/m/infer" 2>&1) || true
-    RPS[$1]=$(echo "$out" | awk '/Requests\/sec/{print $2}')
-    P50[$1]=$(ms "$(echo "$out" | awk '$1=="50%"{print $2}')")
-    P99[$1]=$(ms "$(echo "$out" | awk '$1=="99%"{print $2}')")
-    ERR[$1]=$(echo "$out" | awk '/Non-2xx/{n+=$NF} /Socket errors/{gsub(",",""); n+=$4+$6+$8+$10} END{print n+0}')
-    printf '%-8s req/s=%-10s p50=%-8sms p99=%-8sms errors=%s\n' "$1" "${RPS[$1]:-FAILED}" "${P50[$1]}" "${P99[$1]}" "${ERR[$1]}"
+run() { # NAME PORT [DURATION]: appends this run's figures to the target's lists
+    local out rps p50 p99 err
+    out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${3:-$DUR}" --latency "http://127.0.0.1:$2/v2/models/m/infer" 2>&1) || true
+    rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
+    p50=$(ms "$(echo "$out" | awk '$1=="50%"{print $2}')")
+    p99=$(ms "$(echo "$out" | awk '$1=="99%"{print $2}')")
+    err=$(echo "$out" | awk '/Non-2xx/{n+=$NF} /Socket errors/{gsub(",",""); n+=$4+$6+$8+$10} END{print n+0}')
+    RPS[$1]+="${rps:-0} "; P50[$1]+="$p50 "; P99[$1]+="$p99 "; ERR[$1]=$(( ${ERR[$1]:-0} + err ))
+    printf '  %-8s req/s=%-10s p50=%-8sms p99=%-8sms errors=%s\n' "$1" "${rps:-FAILED}" "$p50" "$p99" "$err"
+}
+median() { echo "$@" | tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+pairs() { # OP A B: the per-round ratios A[i]/B[i]
+    local -a a=(${RPS[$2]}) b=(${RPS[$3]}) pa=(${P99[$2]}) pb=(${P99[$3]})
+    for i in "${!a[@]}"; do
+        if [ "$1" = rps ]; then awk -v x="${a[$i]}" -v y="${b[$i]}" 'BEGIN { if (y > 0) print x / y }'
+        else awk -v x="${pa[$i]}" -v y="${pb[$i]}" 'BEGIN { if (y > 0) print x / y }'; fi
+    done
 }
 
-echo "==> $DUR per target, $CONNS connections, wrk on CPU 1, proxies on CPU 0"
-run direct 18081
-run nginx 18090
-run haproxy 18091
-run sluice 18092
-run relay 18093
+TARGETS=("direct 18081" "nginx 18090" "haproxy 18091" "sluice 18092" "relay 18093")
+echo "==> $ROUNDS rounds of $DUR per target, $CONNS connections, wrk on CPU 1, proxies on CPU 0"
+for round in $(seq "$ROUNDS"); do
+    echo "round $round"
+    for target in "${TARGETS[@]}"; do run $target; done
+done
+echo
+echo "median of $ROUNDS rounds:"
+for target in "${TARGETS[@]}"; do
+    set -- $target
+    printf '  %-8s req/s=%-10s p50=%-8sms p99=%-8sms errors=%s\n' "$1" "$(median ${RPS[$1]})" "$(median ${P50[$1]})" "$(median ${P99[$1]})" "${ERR[$1]}"
+done
 
 echo "==> sluice again, swapping the routing table $SWAPS times under load"
 pid=$(cat "$D/sluice.pid")
 ( for i in $(seq 2 $((SWAPS + 1))); do routes "$i" $((i % 101)) > "$D/routes.next"; mv "$D/routes.next" "$D/routes.json"; kill -HUP "$pid"; sleep 0.005; done ) &
 swapper=$!
-run swaps 18092
+run swaps 18092 "$((ROUNDS * ${DUR%s}))s"
 wait $swapper
 reloads=$(grep -c "routing table reloaded" "$D/sluice.log" || true)
 rss_kb=$(awk '/VmHWM/{print $2}' "/proc/$pid/status")
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+m() { median ${RPS[$1]}; }
 echo
-echo "sluice/nginx req/s:   $(ratio "${RPS[sluice]}" "${RPS[nginx]}")   (goal >= 1.10)"
-echo "sluice/nginx p99:     $(ratio "${P99[sluice]}" "${P99[nginx]}")   (goal <= 1.00)"
-echo "sluice/haproxy req/s: $(ratio "${RPS[sluice]}" "${RPS[haproxy]}")"
-echo "sluice/direct req/s:  $(ratio "${RPS[sluice]}" "${RPS[direct]}")   (goal >= 0.75)"
-echo "relay/nginx req/s:    $(ratio "${RPS[relay]}" "${RPS[nginx]}")   (the NIO floor: a TCP relay that parses nothing)"
-echo "sluice/relay req/s:   $(ratio "${RPS[sluice]}" "${RPS[relay]}")"
+echo "                      ratio of medians   median of per-round ratios"
+printf 'sluice/nginx req/s:   %-18s %-8s (goal >= 1.10)\n' "$(ratio "$(m sluice)" "$(m nginx)")" "$(printf '%.2f' "$(median $(pairs rps sluice nginx))")"
+printf 'sluice/nginx p99:     %-18s %-8s (goal <= 1.00)\n' "$(ratio "$(median ${P99[sluice]})" "$(median ${P99[nginx]})")" "$(printf '%.2f' "$(median $(pairs p99 sluice nginx))")"
+printf 'sluice/haproxy req/s: %-18s %-8s\n' "$(ratio "$(m sluice)" "$(m haproxy)")" "$(printf '%.2f' "$(median $(pairs rps sluice haproxy))")"
+printf 'sluice/direct req/s:  %-18s %-8s (goal >= 0.75)\n' "$(ratio "$(m sluice)" "$(m direct)")" "$(printf '%.2f' "$(median $(pairs rps sluice direct))")"
+printf 'relay/nginx req/s:    %-18s %-8s (the NIO floor: a TCP relay that parses nothing)\n' "$(ratio "$(m relay)" "$(m nginx)")" "$(printf '%.2f' "$(median $(pairs rps relay nginx))")"
+printf 'sluice/relay req/s:   %-18s %-8s\n' "$(ratio "$(m sluice)" "$(m relay)")" "$(printf '%.2f' "$(median $(pairs rps sluice relay))")"
 echo "swaps applied:        $reloads of $SWAPS, errors under swaps: ${ERR[swaps]}   (goal 0)"
 echo "sluice peak RSS:      $((rss_kb / 1024)) MB   (goal <= 64)"
