@@ -447,10 +447,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             // Mid-body: counted against the version, like any answer the exchange gets.
             exchange.mirror?.clientGone()
             failExchange(exchange, status: status, error: nil, context: context)
-        case .idle, .discarding:
+        case .idle:
             respondDirectly(status, version: nil, keepAlive: false, context: context)
-        case .closed:
-            break
+        case .discarding, .closed:
+            break // Already answered: the close is all that is left to say.
         }
         state = .closed
         context.close(promise: nil)

@@ -49,4 +49,20 @@ struct ProxyStreamingTests {
             await client.close()
         }
     }
+
+    @Test("a Content-Length body that arrives after its head was forwarded reaches the upstream whole; the connection goes on")
+    func splitBody() async throws {
+        try await ProxyHarness.run { h in
+            try await h.apply(h.route([("v1", 100)]))
+            let raw = try await RawConnection.connect(port: h.port, group: h.group)
+            try await raw.send("POST /models/m/count HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhello")
+            #expect(try await eventually { h.upstreams["v1"]!.requests == 1 }, "the head went ahead of the body")
+            // Then the rest of the body, and a POST without one (it reaches the upstream with length 0).
+            try await raw.send("12345POST /models/m/count HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            #expect(try await eventually { await raw.isClosed })
+            let text = try await raw.text()
+            #expect(text.contains("\r\n\r\n10HTTP/1.1 200"), "first body counted whole: \(text)")
+            #expect(text.hasSuffix("\r\n\r\n0"), "second body empty: \(text)")
+        }
+    }
 }
