@@ -191,18 +191,23 @@ enum HTTPBytes {
         }
     }
 
-    /// Copies the header lines in `bytes[start..<limit]`, CRLFs included, leaving out those `drop`
-    /// names when `dropping` (otherwise all of them, in one copy).
-    static func copyFields(_ bytes: UnsafeRawBufferPointer, from start: Int, to limit: Int, dropping: Bool, into out: inout HeadWriter,
+    /// Copies the header lines in `bytes[start..<limit]`, CRLFs included, but for the dropped ones:
+    /// the lines in `dropped`, or, when it says to rescan, every line whose name `drop` picks.
+    static func copyFields(_ bytes: UnsafeRawBufferPointer, from start: Int, to limit: Int, dropped: DroppedLines, into out: inout HeadWriter,
                            drop: (UnsafeRawBufferPointer) -> Bool) {
         // Runs of kept lines go in one copy each.
         var run = start
-        if dropping {
+        func skip(_ line: Range<Int>) {
+            if line.lowerBound > run { out.write(UnsafeRawBufferPointer(rebasing: bytes[run..<line.lowerBound])) }
+            run = line.upperBound
+        }
+        if dropped.rescan {
             try? forEachField(bytes, from: start, to: limit) { field in
-                guard drop(name(bytes, field)) else { return }
-                if field.start > run { out.write(UnsafeRawBufferPointer(rebasing: bytes[run..<field.start])) }
-                run = field.end + 2
+                if drop(name(bytes, field)) { skip(field.start..<(field.end + 2)) }
             }
+        } else {
+            if let first = dropped.first { skip(first) }
+            if let second = dropped.second { skip(second) }
         }
         if limit > run { out.write(UnsafeRawBufferPointer(rebasing: bytes[run..<limit])) }
     }
@@ -218,6 +223,26 @@ enum HTTPBytes {
             }
         }
         return named
+    }
+}
+
+/// The header lines a head drops when forwarded, noted while parsing it. Two are remembered (most
+/// heads drop none or one, `Connection`); past that, or when what to drop depends on more than the
+/// line itself, `rescan` sends the writer through every line again.
+struct DroppedLines {
+    private(set) var first: Range<Int>?
+    private(set) var second: Range<Int>?
+    var rescan = false
+
+    mutating func add(_ field: HeaderField) {
+        let line = field.start..<(field.end + 2)
+        if first == nil {
+            first = line
+        } else if second == nil {
+            second = line
+        } else {
+            rescan = true
+        }
     }
 }
 

@@ -61,6 +61,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     private var parser: ClientRequestParser
     private var state: State = .idle
     private var context: ChannelHandlerContext?
+    /// The channel's allocator, looked up once.
+    private var allocator = ByteBufferAllocator()
     private var pendingRead = false
     /// Bytes of requests that arrived while an earlier one was still being served.
     private var held: ByteBuffer?
@@ -78,6 +80,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        allocator = context.channel.allocator
         clock.start(context)
     }
 
@@ -182,7 +185,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             keepAlive: head.keepAlive, clientMinor: head.minor, isHead: head.isHead
         )
         state = .active(exchange)
-        let forwarded = RequestWriter.head(head, clientAddress: clientAddress, allocator: context.channel.allocator)
+        let forwarded = RequestWriter.head(head, clientAddress: clientAddress, allocator: allocator)
         if route.mirror != nil {
             exchange.mirror = startMirror(route: route, routeIndex: routeIndex, chosen: backendIndex, head: forwarded, isHead: head.isHead)
         }
@@ -270,7 +273,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             var spare = 0
             if case .length(let length) = head.framing { spare = min(length, Self.maxMergedBody) }
             let bytes = ResponseWriter.head(head, clientMinor: exchange.clientMinor, version: exchange.version, connection: connection,
-                                            spare: spare, allocator: context.channel.allocator)
+                                            spare: spare, allocator: allocator)
             if head.status >= 200 {
                 // Held until the body's first bytes or the end: a small response leaves in one write.
                 unsentHead = bytes
@@ -419,7 +422,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     }
 
     private func respondDirectly(_ status: HTTPResponseStatus, version: String?, keepAlive: Bool, context: ChannelHandlerContext) {
-        let response = ResponseWriter.direct(status, version: version, close: !keepAlive || quiescing, allocator: context.channel.allocator)
+        let response = ResponseWriter.direct(status, version: version, close: !keepAlive || quiescing, allocator: allocator)
         context.writeAndFlush(wrapOutboundOut(response), promise: nil)
     }
 

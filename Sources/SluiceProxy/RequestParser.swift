@@ -28,9 +28,10 @@ struct ClientRequestHead {
     var isHead: Bool
     /// POST, PUT or PATCH without a body: the upstream gets `content-length: 0`.
     var needsEmptyLength: Bool
-    /// Some header lines must not be forwarded as they are: hop-by-hop ones (RFC 9110 §7.6.1) and
-    /// `x-forwarded-for`, which is extended.
-    var dropsLines: Bool
+    /// Hop-by-hop header lines (RFC 9110 §7.6.1), which are not forwarded.
+    var dropped: DroppedLines
+    /// An `x-forwarded-for` line came: it is dropped and its value extended at the end.
+    var hasForwardedFor: Bool
     /// A `Connection` header names headers besides close and keep-alive.
     var connectionNamesHeaders: Bool
     var hasForwardedProto: Bool
@@ -222,7 +223,8 @@ struct ClientRequestParser {
             var chunked = false
             var close = false
             var keepAliveToken = false
-            var dropsLines = false
+            var dropped = DroppedLines()
+            var hasForwardedFor = false
             var connectionNamesHeaders = false
             var hasForwardedProto = false
             var hasForwardedHost = false
@@ -248,7 +250,7 @@ struct ClientRequestParser {
                         chunked = HTTPBytes.equals(coding, "chunked")
                     }
                 case 10 where HTTPBytes.equals(name, "connection"):
-                    dropsLines = true
+                    dropped.add(field)
                     HTTPBytes.forEachToken(value) { token in
                         if HTTPBytes.equals(token, "close") {
                             close = true
@@ -256,16 +258,17 @@ struct ClientRequestParser {
                             keepAliveToken = true
                         } else {
                             connectionNamesHeaders = true
+                            dropped.rescan = true
                         }
                     }
                 case 15 where HTTPBytes.equals(name, "x-forwarded-for"):
-                    dropsLines = true
+                    hasForwardedFor = true
                 case 17 where HTTPBytes.equals(name, "x-forwarded-proto"):
                     hasForwardedProto = true
                 case 16 where HTTPBytes.equals(name, "x-forwarded-host"):
                     hasForwardedHost = true
                 default:
-                    if !dropsLines && HTTPBytes.isHopByHop(name) { dropsLines = true }
+                    if HTTPBytes.isHopByHop(name) { dropped.add(field) }
                 }
             }
             if hosts > 1 || (hosts == 0 && minor >= 1) { throw .badHost }
@@ -285,7 +288,7 @@ struct ClientRequestParser {
                 raw: head, methodEnd: methodEnd, uriStart: uriStart, uriEnd: uriEnd, minor: min(minor, 1),
                 fieldsStart: fieldsStart, fieldsEnd: limit, host: host, framing: framing,
                 keepAlive: minor >= 1 ? !close : keepAliveToken, isHead: HTTPBytes.same(method, "HEAD"),
-                needsEmptyLength: bodyMethod && framing == .none, dropsLines: dropsLines, connectionNamesHeaders: connectionNamesHeaders,
+                needsEmptyLength: bodyMethod && framing == .none, dropped: dropped, hasForwardedFor: hasForwardedFor, connectionNamesHeaders: connectionNamesHeaders,
                 hasForwardedProto: hasForwardedProto, hasForwardedHost: hasForwardedHost
             )
         }

@@ -20,8 +20,8 @@ struct UpstreamResponseHead {
     /// Where the header lines start and the empty line ending them starts.
     var fieldsStart: Int
     var fieldsEnd: Int
-    /// Some header lines are not forwarded (see `isForwarded`).
-    var dropsLines: Bool
+    /// Header lines that are not forwarded (see `isForwarded`).
+    var dropped: DroppedLines
     /// A `Connection` header names headers besides close and keep-alive.
     var connectionNamesHeaders: Bool
     var framing: Framing
@@ -171,7 +171,7 @@ struct UpstreamResponseParser {
             var hasTransferEncoding = false
             var connectionClose = false
             var connectionKeepAlive = false
-            var dropsLines = false
+            var dropped = DroppedLines()
             var connectionNamesHeaders = false
             try HTTPBytes.forEachField(bytes, from: lineEnd + 2, to: count) { field throws(HTTPParseError) in
                 let name = HTTPBytes.name(bytes, field)
@@ -188,9 +188,9 @@ struct UpstreamResponseParser {
                     var last: UnsafeRawBufferPointer?
                     HTTPBytes.forEachToken(value) { last = $0 }
                     chunked = last.map { HTTPBytes.equals($0, "chunked") } ?? false
-                    if dechunk { dropsLines = true }
+                    if dechunk { dropped.add(field) }
                 } else if HTTPBytes.equals(name, "connection") {
-                    dropsLines = true
+                    dropped.add(field)
                     HTTPBytes.forEachToken(value) { token in
                         if HTTPBytes.equals(token, "close") {
                             connectionClose = true
@@ -198,10 +198,11 @@ struct UpstreamResponseParser {
                             connectionKeepAlive = true
                         } else {
                             connectionNamesHeaders = true
+                            dropped.rescan = true
                         }
                     }
-                } else if !dropsLines && HTTPBytes.isHopByHop(name) {
-                    dropsLines = true
+                } else if HTTPBytes.isHopByHop(name) {
+                    dropped.add(field)
                 }
             }
             if hasTransferEncoding && contentLength != nil { throw .conflictingLength }
@@ -217,7 +218,7 @@ struct UpstreamResponseParser {
             }
             let keepAlive = framing != .untilClose && (minor == 1 ? !connectionClose : connectionKeepAlive)
             return UpstreamResponseHead(status: status, raw: head, reason: reasonStart..<lineEnd, fieldsStart: lineEnd + 2, fieldsEnd: count,
-                                        dropsLines: dropsLines, connectionNamesHeaders: connectionNamesHeaders, framing: framing, keepAlive: keepAlive, dechunked: dechunk && framing == .chunked)
+                                        dropped: dropped, connectionNamesHeaders: connectionNamesHeaders, framing: framing, keepAlive: keepAlive, dechunked: dechunk && framing == .chunked)
         }
     }
 }

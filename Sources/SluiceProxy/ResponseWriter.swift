@@ -17,7 +17,7 @@ enum ResponseWriter {
                 // The status code and reason as sent; then the header lines.
                 out.write(UnsafeRawBufferPointer(rebasing: bytes[9..<head.reason.upperBound]))
                 out.write("\r\n")
-                HTTPBytes.copyFields(bytes, from: head.fieldsStart, to: head.fieldsEnd, dropping: head.dropsLines, into: &out) { !head.isForwarded($0, bytes) }
+                HTTPBytes.copyFields(bytes, from: head.fieldsStart, to: head.fieldsEnd, dropped: head.dropped, into: &out) { !head.isForwarded($0, bytes) }
             }
             out.write("x-sluice-version: ")
             out.write(version)
@@ -68,7 +68,10 @@ enum RequestWriter {
             head.withBytes { bytes in
                 out.write(UnsafeRawBufferPointer(rebasing: bytes[0..<head.uriEnd]))
                 out.write(" HTTP/1.1\r\n")
-                HTTPBytes.copyFields(bytes, from: head.fieldsStart, to: head.fieldsEnd, dropping: head.dropsLines, into: &out) { name in
+                // The client's X-Forwarded-For lines are replaced by one that adds its address.
+                var dropped = head.dropped
+                if clientAddress != nil && head.hasForwardedFor { dropped.rescan = true }
+                HTTPBytes.copyFields(bytes, from: head.fieldsStart, to: head.fieldsEnd, dropped: dropped, into: &out) { name in
                     HTTPBytes.equals(name, "connection") || HTTPBytes.isHopByHop(name)
                         || (clientAddress != nil && HTTPBytes.equals(name, "x-forwarded-for"))
                         || (head.connectionNamesHeaders && HTTPBytes.namedByConnection(name, bytes, from: head.fieldsStart, to: head.fieldsEnd))

@@ -157,6 +157,13 @@ struct RequestParserTests {
         let plain = "POST /m HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: outer\r\nContent-Length: 2\r\n\r\n"
         #expect(try Self.forwarded(plain) == "POST /m HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: outer\r\n"
             + "Content-Length: 2\r\nx-forwarded-for: 10.0.0.9\r\n\r\n")
+        // One, two or three hop-by-hop lines among others (remembered while parsing, or rescanned).
+        #expect(try Self.forwarded("GET / HTTP/1.1\r\nA: 1\r\nConnection: keep-alive\r\nHost: h\r\n\r\n", clientAddress: nil)
+            == "GET / HTTP/1.1\r\nA: 1\r\nHost: h\r\nx-forwarded-proto: http\r\nx-forwarded-host: h\r\n\r\n")
+        #expect(try Self.forwarded("GET / HTTP/1.1\r\nTE: trailers\r\nA: 1\r\nHost: h\r\nUpgrade: x\r\n\r\n", clientAddress: nil)
+            == "GET / HTTP/1.1\r\nA: 1\r\nHost: h\r\nx-forwarded-proto: http\r\nx-forwarded-host: h\r\n\r\n")
+        #expect(try Self.forwarded("GET / HTTP/1.1\r\nTE: t\r\nA: 1\r\nTrailer: x\r\nHost: h\r\nUpgrade: x\r\nB: 2\r\n\r\n", clientAddress: nil)
+            == "GET / HTTP/1.1\r\nA: 1\r\nHost: h\r\nB: 2\r\nx-forwarded-proto: http\r\nx-forwarded-host: h\r\n\r\n")
         // Framing passes as it is; a body method without one says its body is empty.
         #expect(try Self.forwarded("PUT /u HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n", clientAddress: nil)
             == "PUT /u HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nx-forwarded-proto: http\r\nx-forwarded-host: h\r\n\r\n")

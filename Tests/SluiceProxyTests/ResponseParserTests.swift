@@ -51,6 +51,14 @@ struct ResponseParserTests {
         #expect(Self.keptHeaders(head) == ["Content-Length: 5", "Server: up"], "connection, keep-alive and the header connection names go")
     }
 
+    @Test("a lone Connection line, or two hop-by-hop lines, leave the rest in order")
+    func fewDroppedLines() throws {
+        let one = try #require(try Self.parse("HTTP/1.1 200 OK\r\nServer: a\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n").heads.first)
+        #expect(Self.keptHeaders(one) == ["Server: a", "Content-Length: 0"])
+        let two = try #require(try Self.parse("HTTP/1.1 200 OK\r\nKeep-Alive: 5\r\nServer: a\r\nUpgrade: x\r\n\r\n", head: true).heads.first)
+        #expect(Self.keptHeaders(two) == ["Server: a"])
+    }
+
     @Test("chunked bodies are forwarded with their framing, or dechunked for HTTP/1.0 clients", arguments: [1, 4, 1000])
     func chunked(step: Int) throws {
         let body = "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer-Field: x\r\n\r\n"
