@@ -221,11 +221,9 @@ struct ClientRequestParser {
             var contentLengths = 0
             var transferEncoding = false
             var chunked = false
-            var close = false
-            var keepAliveToken = false
+            var connection = ConnectionOptions()
             var dropped = DroppedLines()
             var hasForwardedFor = false
-            var connectionNamesHeaders = false
             var hasForwardedProto = false
             var hasForwardedHost = false
             try HTTPBytes.forEachField(bytes, from: fieldsStart, to: limit) { field throws(HTTPParseError) in
@@ -251,16 +249,7 @@ struct ClientRequestParser {
                     }
                 case 10 where HTTPBytes.equals(name, "connection"):
                     dropped.add(field)
-                    HTTPBytes.forEachToken(value) { token in
-                        if HTTPBytes.equals(token, "close") {
-                            close = true
-                        } else if HTTPBytes.equals(token, "keep-alive") {
-                            keepAliveToken = true
-                        } else {
-                            connectionNamesHeaders = true
-                            dropped.rescan = true
-                        }
-                    }
+                    connection.read(value)
                 case 15 where HTTPBytes.equals(name, "x-forwarded-for"):
                     hasForwardedFor = true
                 case 17 where HTTPBytes.equals(name, "x-forwarded-proto"):
@@ -271,6 +260,7 @@ struct ClientRequestParser {
                     if HTTPBytes.isHopByHop(name) { dropped.add(field) }
                 }
             }
+            if connection.namesHeaders { dropped.rescan = true }
             if hosts > 1 || (hosts == 0 && minor >= 1) { throw .badHost }
             if contentLengths > 1 || (contentLength != nil && transferEncoding) { throw .conflictingLength }
             if transferEncoding && !chunked { throw .conflictingLength }
@@ -287,8 +277,8 @@ struct ClientRequestParser {
             return ClientRequestHead(
                 raw: head, methodEnd: methodEnd, uriStart: uriStart, uriEnd: uriEnd, minor: min(minor, 1),
                 fieldsStart: fieldsStart, fieldsEnd: limit, host: host, framing: framing,
-                keepAlive: minor >= 1 ? !close : keepAliveToken, isHead: HTTPBytes.same(method, "HEAD"),
-                needsEmptyLength: bodyMethod && framing == .none, dropped: dropped, hasForwardedFor: hasForwardedFor, connectionNamesHeaders: connectionNamesHeaders,
+                keepAlive: minor >= 1 ? !connection.close : connection.keepAlive, isHead: HTTPBytes.same(method, "HEAD"),
+                needsEmptyLength: bodyMethod && framing == .none, dropped: dropped, hasForwardedFor: hasForwardedFor, connectionNamesHeaders: connection.namesHeaders,
                 hasForwardedProto: hasForwardedProto, hasForwardedHost: hasForwardedHost
             )
         }

@@ -169,10 +169,8 @@ struct UpstreamResponseParser {
             var contentLength: Int?
             var chunked = false
             var hasTransferEncoding = false
-            var connectionClose = false
-            var connectionKeepAlive = false
+            var connection = ConnectionOptions()
             var dropped = DroppedLines()
-            var connectionNamesHeaders = false
             try HTTPBytes.forEachField(bytes, from: lineEnd + 2, to: count) { field throws(HTTPParseError) in
                 let name = HTTPBytes.name(bytes, field)
                 let value = HTTPBytes.value(bytes, field)
@@ -191,16 +189,7 @@ struct UpstreamResponseParser {
                     if dechunk { dropped.add(field) }
                 } else if HTTPBytes.equals(name, "connection") {
                     dropped.add(field)
-                    HTTPBytes.forEachToken(value) { token in
-                        if HTTPBytes.equals(token, "close") {
-                            connectionClose = true
-                        } else if HTTPBytes.equals(token, "keep-alive") {
-                            connectionKeepAlive = true
-                        } else {
-                            connectionNamesHeaders = true
-                            dropped.rescan = true
-                        }
-                    }
+                    connection.read(value)
                 } else if HTTPBytes.isHopByHop(name) {
                     dropped.add(field)
                 }
@@ -216,9 +205,10 @@ struct UpstreamResponseParser {
             } else {
                 framing = .untilClose
             }
-            let keepAlive = framing != .untilClose && (minor == 1 ? !connectionClose : connectionKeepAlive)
+            if connection.namesHeaders { dropped.rescan = true }
+            let keepAlive = framing != .untilClose && (minor == 1 ? !connection.close : connection.keepAlive)
             return UpstreamResponseHead(status: status, raw: head, reason: reasonStart..<lineEnd, fieldsStart: lineEnd + 2, fieldsEnd: count,
-                                        dropped: dropped, connectionNamesHeaders: connectionNamesHeaders, framing: framing, keepAlive: keepAlive, dechunked: dechunk && framing == .chunked)
+                                        dropped: dropped, connectionNamesHeaders: connection.namesHeaders, framing: framing, keepAlive: keepAlive, dechunked: dechunk && framing == .chunked)
         }
     }
 }
