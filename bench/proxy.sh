@@ -95,13 +95,25 @@ for port in 18081 18082 18090 18091 18092 18093; do
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
-declare -A RPS P50 P99 ERR
+declare -A RPS P50 P99 ERR USER SYS PID
+# The process doing each proxy's work (nginx: its one worker), for CPU time per request.
+PID[nginx]=$(pgrep -P "$(cat "$D/px.pid")" | head -1); PID[haproxy]=$(cat "$D/ha.pid")
+PID[sluice]=$(cat "$D/sluice.pid"); PID[relay]=$(cat "$D/relay.pid")
+TCK=$(getconf CLK_TCK)
+cputicks() { [ -n "${1:-}" ] && awk '{ print $14, $15 }' "/proc/$1/stat" || echo "0 0"; }
 ms() { # wrk latency (850.00us, 1.23ms, 1.01s) to milliseconds
     awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
 }
 run() { # NAME PORT [DURATION]: appends this run's figures to the target's lists
-    local out rps p50 p99 err
+    local out rps p50 p99 err u0 s0 u1 s1 n
+    read -r u0 s0 < <(cputicks "${PID[$1]:-}")
     out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${3:-$DUR}" --latency "http://127.0.0.1:$2/v2/models/m/infer" 2>&1) || true
+    read -r u1 s1 < <(cputicks "${PID[$1]:-}")
+    n=$(echo "$out" | awk '/requests in/{print $1}')
+    if [ -n "${PID[$1]:-}" ] && [ "${n:-0}" -gt 0 ]; then
+        USER[$1]+="$(awk -v t=$((u1 - u0)) -v k="$TCK" -v n="$n" 'BEGIN { print t / k / n * 1e6 }') "
+        SYS[$1]+="$(awk -v t=$((s1 - s0)) -v k="$TCK" -v n="$n" 'BEGIN { print t / k / n * 1e6 }') "
+    fi
     rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
     p50=$(ms "$(echo "$out" | awk '$1=="50%"{print $2}')")
     p99=$(ms "$(echo "$out" | awk '$1=="99%"{print $2}')")
@@ -125,10 +137,12 @@ for round in $(seq "$ROUNDS"); do
     for target in "${TARGETS[@]}"; do run $target; done
 done
 echo
-echo "median of $ROUNDS rounds:"
+echo "median of $ROUNDS rounds (CPU: the proxy process's user and system time per request, from /proc):"
 for target in "${TARGETS[@]}"; do
     set -- $target
-    printf '  %-8s req/s=%-10s p50=%-8sms p99=%-8sms errors=%s\n' "$1" "$(median ${RPS[$1]})" "$(median ${P50[$1]})" "$(median ${P99[$1]})" "${ERR[$1]}"
+    cpu=""
+    [ -n "${USER[$1]:-}" ] && cpu=$(printf 'cpu/req: user %.1f us, sys %.1f us' "$(median ${USER[$1]})" "$(median ${SYS[$1]})")
+    printf '  %-8s req/s=%-10s p50=%-8sms p99=%-8sms errors=%-3s %s\n' "$1" "$(median ${RPS[$1]})" "$(median ${P50[$1]})" "$(median ${P99[$1]})" "${ERR[$1]}" "$cpu"
 done
 
 echo "==> sluice again, swapping the routing table $SWAPS times under load"
