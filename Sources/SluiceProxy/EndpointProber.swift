@@ -9,9 +9,8 @@ import SluiceSpec
 enum EndpointProber {
     static func probe(_ endpoint: Endpoint, on loop: LoopState) {
         guard loop.health.isEjected(endpoint) else { return }
-        ClientBootstrap(group: loop.eventLoop)
-            .connectTimeout(loop.configuration.upstreamConnectTimeout)
-            .connect(host: endpoint.host, port: endpoint.port)
+        let bootstrap = ClientBootstrap(group: loop.eventLoop).connectTimeout(loop.configuration.upstreamConnectTimeout)
+        loop.connector.connect(bootstrap, to: endpoint, on: loop.eventLoop)
             .whenComplete { result in
                 switch result {
                 case .success(let channel):

@@ -26,10 +26,12 @@ final class HealthChecker: @unchecked Sendable {
     private let loops: [LoopState]
     private var probes: [Target: Probe] = [:]
     private var stopped = false
+    private let connector: EndpointConnector
 
-    init(eventLoop: any EventLoop, loops: [LoopState]) {
+    init(eventLoop: any EventLoop, loops: [LoopState], connector: EndpointConnector) {
         self.eventLoop = eventLoop
         self.loops = loops
+        self.connector = connector
     }
 
     /// Starts probing the table's checked endpoints and stops probing the ones it no longer has.
@@ -65,7 +67,8 @@ final class HealthChecker: @unchecked Sendable {
     }
 
     private func run(_ target: Target, _ probe: Probe) {
-        HealthProbe.get(target.endpoint, path: target.check.path, timeout: .nanoseconds(Int64(target.check.timeout.milliseconds) * 1_000_000), on: eventLoop)
+        HealthProbe.get(target.endpoint, path: target.check.path, timeout: .nanoseconds(Int64(target.check.timeout.milliseconds) * 1_000_000),
+                        on: eventLoop, connector: connector)
             .assumeIsolated()
             .whenComplete { [self] result in
                 guard !stopped, probes[target] === probe else { return }
@@ -99,11 +102,12 @@ final class HealthChecker: @unchecked Sendable {
 
 /// One `GET` on a fresh connection, answering the status code.
 enum HealthProbe {
-    static func get(_ endpoint: Endpoint, path: String, timeout: TimeAmount, on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
+    static func get(_ endpoint: Endpoint, path: String, timeout: TimeAmount, on eventLoop: any EventLoop,
+                    connector: EndpointConnector) -> EventLoopFuture<Int> {
         let promise = eventLoop.makePromise(of: Int.self)
         let deadline = eventLoop.scheduleTask(in: timeout) { promise.fail(ChannelError.connectTimeout(timeout)) }
         promise.futureResult.whenComplete { _ in deadline.cancel() }
-        ClientBootstrap(group: eventLoop)
+        let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -111,7 +115,7 @@ enum HealthProbe {
                     try channel.pipeline.syncOperations.addHandler(StatusHandler(promise: promise))
                 }
             }
-            .connect(host: endpoint.host, port: endpoint.port)
+        connector.connect(bootstrap, to: endpoint, on: eventLoop)
             .whenComplete { result in
                 switch result {
                 case .success(let channel):

@@ -22,6 +22,8 @@ final class LoopState: @unchecked Sendable {
     private var poolsByEndpoint: [Endpoint: EndpointPool] = [:]
     var rng: Xoshiro
     let health = EndpointHealth()
+    /// Opens connections to endpoints; shared by every loop of the proxy.
+    let connector: EndpointConnector
     var mirrorsInFlight = 0
     /// Set when the proxy starts shutting down.
     var quiescing = false
@@ -29,8 +31,10 @@ final class LoopState: @unchecked Sendable {
     /// Where version stats report tripped wires.
     private let trips: AsyncStream<TripwireEvent>.Continuation?
 
-    init(eventLoop: any EventLoop, configuration: ProxyConfiguration, seed: UInt64, trips: AsyncStream<TripwireEvent>.Continuation? = nil) {
+    init(eventLoop: any EventLoop, configuration: ProxyConfiguration, seed: UInt64, connector: EndpointConnector,
+         trips: AsyncStream<TripwireEvent>.Continuation? = nil) {
         self.eventLoop = eventLoop
+        self.connector = connector
         self.trips = trips
         self.configuration = configuration
         self.rng = Xoshiro(seed: seed)

@@ -23,6 +23,7 @@ public final class ProxyServer: Sendable {
     private let serverChannel: NIOLockedValueBox<(any Channel)?>
     private let logger: Logger
     private let healthChecker: HealthChecker
+    private let connector = EndpointConnector()
     /// Versions whose tripwire went off (`Backend.tripwire` hard failures in a row), as they happen.
     public let tripwireEvents: AsyncStream<TripwireEvent>
     private let trips: AsyncStream<TripwireEvent>.Continuation
@@ -43,12 +44,12 @@ public final class ProxyServer: Sendable {
         var loops: [LoopState] = []
         for eventLoop in self.group.makeIterator() {
             seed &+= 0x9e37_79b9_7f4a_7c15
-            loops.append(LoopState(eventLoop: eventLoop, configuration: configuration, seed: seed, trips: trips))
+            loops.append(LoopState(eventLoop: eventLoop, configuration: configuration, seed: seed, connector: connector, trips: trips))
         }
         self.loops = loops
         loopsByID = Dictionary(uniqueKeysWithValues: loops.map { (ObjectIdentifier($0.eventLoop), $0) })
         metrics = ProxyMetrics(loops: loops)
-        healthChecker = HealthChecker(eventLoop: self.group.next(), loops: loops)
+        healthChecker = HealthChecker(eventLoop: self.group.next(), loops: loops, connector: connector)
         quiesce = NIOLockedValueBox(ServerQuiescingHelper(group: self.group))
         serverChannel = NIOLockedValueBox(nil)
     }
@@ -143,6 +144,8 @@ public final class ProxyServer: Sendable {
         for loop in loops {
             try? await loop.eventLoop.submit { loop.closeAllPools() }.get()
         }
+        // Lookups in flight hand their answers to the loops: they finish while the loops still run.
+        try? await connector.shutdown()
         if ownsGroup {
             try await group.shutdownGracefully()
         }

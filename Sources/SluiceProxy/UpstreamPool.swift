@@ -75,7 +75,7 @@ final class EndpointPool {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
         // No codec handlers: `UpstreamHandler`, added once connected, writes requests and parses
         // responses as bytes itself.
-        bootstrap.connect(host: endpoint.host, port: endpoint.port).assumeIsolated().whenComplete { result in
+        loop.connector.connect(bootstrap, to: endpoint, on: loop.eventLoop).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let channel):
                 let connection = UpstreamConnection(

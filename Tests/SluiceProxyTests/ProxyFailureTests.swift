@@ -17,6 +17,24 @@ struct ProxyFailureTests {
         return Endpoint(scheme: .http, host: "127.0.0.1", port: port)
     }
 
+    @Test("an endpoint named by host name is looked up (every address tried); an unknown name is a 502 connect error")
+    func hostNames() async throws {
+        try await ProxyHarness.run { h in
+            // localhost resolves to ::1 and 127.0.0.1 here; the upstream listens on 127.0.0.1 only.
+            let named = Endpoint(scheme: .http, host: "localhost", port: h.upstreams["v1"]!.port)
+            let unknown = Endpoint(scheme: .http, host: "no-such-host.invalid", port: 80)
+            try await h.apply(h.route([("v1", 100)], endpoints: ["v1": [named]]),
+                              h.route([("v2", 100)], name: "gone", prefix: "/models/gone", endpoints: ["v2": [unknown]]))
+            let client = try await h.client()
+            let response = try await client.request(.GET, "/models/m")
+            #expect(response.status == 200 && response.headers.first(name: "x-sluice-version") == "v1")
+            let failed = try await client.request(.GET, "/models/gone")
+            #expect(failed.status == 502)
+            #expect(try await h.proxy.metrics.window(since: .uptimeNanoseconds(0))[MetricKey(route: "gone", version: "v2")]?.upstreamErrors[.connect] == 1)
+            await client.close()
+        }
+    }
+
     @Test("upstream down gives 502, counted against that version")
     func connectRefused() async throws {
         try await ProxyHarness.run { h in
