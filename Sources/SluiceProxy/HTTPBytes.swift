@@ -62,7 +62,8 @@ enum HTTPBytes {
     /// empty line ending the head. Refuses obs-fold, names that are not tokens, whitespace before the
     /// colon, and control characters (bare CR or LF included) in values.
     @inline(__always)
-    static func forEachField(_ bytes: UnsafeRawBufferPointer, from start: Int, to limit: Int, _ body: (HeaderField) throws(HTTPParseError) -> Void) throws(HTTPParseError) {
+    static func forEachField(_ bytes: UnsafeRawBufferPointer, from start: Int, to limit: Int,
+                             _ body: (HeaderField) throws(HTTPParseError) -> Void) throws(HTTPParseError) {
         var position = start
         while position < limit {
             let first = bytes[position]

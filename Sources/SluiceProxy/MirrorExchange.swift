@@ -20,8 +20,8 @@ final class MirrorExchange: UpstreamDelegate {
     private var status = 0
     private var done = false
     /// Keeps the mirror alive until it finishes: nothing else owns it once the client's exchange is
-    /// over, and the upstream handler lets go of its delegate when the exchange ends. `finish` breaks the cycle; the connect
-    /// timeout and then the upstream's response timeout guarantee that it runs.
+    /// over, and the upstream handler lets go of its delegate when the exchange ends. `finish` breaks
+    /// the cycle; the connect timeout and then the upstream's response timeout guarantee that it runs.
     private var keepAlive: MirrorExchange?
 
     /// `head`: the request head as forwarded; `isHead`: the request is a HEAD.

@@ -278,7 +278,8 @@ struct ClientRequestParser {
                 raw: head, methodEnd: methodEnd, uriStart: uriStart, uriEnd: uriEnd, minor: min(minor, 1),
                 fieldsStart: fieldsStart, fieldsEnd: limit, host: host, framing: framing,
                 keepAlive: minor >= 1 ? !connection.close : connection.keepAlive, isHead: HTTPBytes.same(method, "HEAD"),
-                needsEmptyLength: bodyMethod && framing == .none, dropped: dropped, hasForwardedFor: hasForwardedFor, connectionNamesHeaders: connection.namesHeaders,
+                needsEmptyLength: bodyMethod && framing == .none, dropped: dropped, hasForwardedFor: hasForwardedFor,
+                connectionNamesHeaders: connection.namesHeaders,
                 hasForwardedProto: hasForwardedProto, hasForwardedHost: hasForwardedHost
             )
         }

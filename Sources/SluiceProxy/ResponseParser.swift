@@ -207,8 +207,11 @@ struct UpstreamResponseParser {
             }
             if connection.namesHeaders { dropped.rescan = true }
             let keepAlive = framing != .untilClose && (minor == 1 ? !connection.close : connection.keepAlive)
-            return UpstreamResponseHead(status: status, raw: head, reason: reasonStart..<lineEnd, fieldsStart: lineEnd + 2, fieldsEnd: count,
-                                        dropped: dropped, connectionNamesHeaders: connection.namesHeaders, framing: framing, keepAlive: keepAlive, dechunked: dechunk && framing == .chunked)
+            return UpstreamResponseHead(
+                status: status, raw: head, reason: reasonStart..<lineEnd, fieldsStart: lineEnd + 2, fieldsEnd: count,
+                dropped: dropped, connectionNamesHeaders: connection.namesHeaders, framing: framing, keepAlive: keepAlive,
+                dechunked: dechunk && framing == .chunked
+            )
         }
     }
 }

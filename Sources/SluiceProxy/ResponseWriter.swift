@@ -17,7 +17,9 @@ enum ResponseWriter {
                 // The status code and reason as sent; then the header lines.
                 out.write(UnsafeRawBufferPointer(rebasing: bytes[9..<head.reason.upperBound]))
                 out.write("\r\n")
-                HTTPBytes.copyFields(bytes, from: head.fieldsStart, to: head.fieldsEnd, dropped: head.dropped, into: &out) { !head.isForwarded($0, bytes) }
+                HTTPBytes.copyFields(bytes, from: head.fieldsStart, to: head.fieldsEnd, dropped: head.dropped, into: &out) {
+                    !head.isForwarded($0, bytes)
+                }
             }
             out.write("x-sluice-version: ")
             out.write(version)
