@@ -77,7 +77,7 @@ enum HTTPBytes {
             while end < limit {
                 let byte = bytes[end]
                 if byte == 13 { break }
-                if (byte < 32 && byte != 9) || byte == 127 { throw .malformedHeader }
+                if isControl(byte) { throw .malformedHeader }
                 end += 1
             }
             guard end + 1 < bytes.count, bytes[end] == 13, bytes[end + 1] == 10 else { throw .malformedHeader }
@@ -95,6 +95,13 @@ enum HTTPBytes {
         if byte < 64 { return (0x03FF_6CFA_0000_0000 as UInt64) >> byte & 1 == 1 }
         if byte < 128 { return (0x57FF_FFFF_C7FF_FFFE as UInt64) >> (byte - 64) & 1 == 1 }
         return false
+    }
+
+    /// A control character other than HTAB (bare CR and LF included): never allowed in header values,
+    /// chunk extensions or trailers.
+    @inline(__always)
+    static func isControl(_ byte: UInt8) -> Bool {
+        (byte < 32 && byte != 9) || byte == 127
     }
 
     /// ASCII case-insensitive comparison with a lower-case constant.
@@ -312,7 +319,7 @@ struct ChunkedScanner {
             case .extensions(let value):
                 if byte == 13 {
                     state = .sizeLF(value: value)
-                } else if (byte < 32 && byte != 9) || byte == 127 {
+                } else if HTTPBytes.isControl(byte) {
                     throw .invalidChunk
                 }
                 index += 1
@@ -341,7 +348,7 @@ struct ChunkedScanner {
             case .trailerLine:
                 if byte == 13 {
                     state = .trailerLF(empty: false)
-                } else if (byte < 32 && byte != 9) || byte == 127 {
+                } else if HTTPBytes.isControl(byte) {
                     throw .invalidChunk
                 }
                 index += 1
