@@ -35,8 +35,14 @@ public struct MetricState: Sendable, Hashable, Codable {
     public var consecutiveErrors = 0
     /// The sequential error-rate test, for `compareTo: stable` on successRate or errorRate.
     public var errorRateTest = ErrorRateEProcess()
-    /// Latency tests run so far, for the α spent on each.
+    /// Latency comparisons judged so far (with enough evidence), for the α spent on each.
     public var latencyLooks = 0
+    /// Latency metrics pool their windows: a quantile needs more responses than one window holds
+    /// (`QuantileBounds.requiredSamples`). Sparse histograms, so their size is bounded by the number of
+    /// distinct latency buckets (a few thousand at most), however long the analysis runs.
+    public var pooledCandidate: [LatencyBin] = []
+    public var pooledStable: [LatencyBin] = []
+    public var pooledWindows = 0
     public var last: MetricResult?
 
     public init() {}
@@ -121,6 +127,9 @@ public enum Judge {
     // MARK: Builtin metrics
 
     static func builtin(_ metric: MetricSpec, _ kind: BuiltinMetric, stable: VersionSample, candidate: VersionSample, state: inout MetricState) -> MetricResult {
+        if let q = kind.quantile {
+            return latency(metric, kind, q: q, stable: stable, candidate: candidate, state: &state)
+        }
         var values: [String: Double] = [
             "candidate.requests": Double(candidate.responses), "candidate.errors": Double(candidate.errors),
             "stable.requests": Double(stable.responses), "stable.errors": Double(stable.errors),
@@ -165,34 +174,94 @@ public enum Judge {
         guard stable.responses >= metric.minSamples else {
             return tooFew(metric, stable.responses, what: "stable requests to compare with", values: values)
         }
-        if let maxRatio = metric.maxRatio {
-            // Error rates: Haldane's +½ keeps the ratio finite when stable had no errors in the window.
-            let (c, s): (Double, Double) = if kind == .errorRate || kind == .successRate {
-                ((Double(candidate.errors) + 0.5) / (Double(candidate.responses) + 1), (Double(stable.errors) + 0.5) / (Double(stable.responses) + 1))
-            } else {
-                (candidate.value(kind) ?? 0, stable.value(kind) ?? 0)
+        // Error rates (latencies never get here): Haldane's +½ keeps the ratio finite when stable had
+        // no errors in the window.
+        let maxRatio = metric.maxRatio ?? 1
+        let c = (Double(candidate.errors) + 0.5) / (Double(candidate.responses) + 1)
+        let s = (Double(stable.errors) + 0.5) / (Double(stable.responses) + 1)
+        let ratio = c / s
+        values["ratio"] = ratio
+        values["limit"] = maxRatio
+        let shown = "candidate error rate \(Format.number(c)) is \(Format.number(ratio))× stable's \(Format.number(s)); limit \(Format.number(maxRatio))×"
+        return MetricResult(metric: metric.name, outcome: ratio <= maxRatio ? .pass : .fail, reason: shown, values: values)
+    }
+
+    // MARK: Latency
+
+    /// Latency quantiles, judged on the responses pooled since the analysis began, and only once there
+    /// are enough of them for the quantile (`QuantileBounds.requiredSamples`: 1,000 for a p99).
+    ///
+    /// With `compareTo: stable` the candidate fails only when, with confidence 1 − α, its quantile is
+    /// more than `maxRatio` (default `latencyTolerance`, 1.1) times stable's: the lower confidence bound
+    /// of the candidate's quantile is above `maxRatio` times the upper bound of stable's. Each bound
+    /// holds with probability 1 − α_j/2 at the j-th look, α_j = α·6/(π²j²), so all looks together raise a
+    /// false alarm on two versions of the same latency with probability at most α. Conditions
+    /// (`successCondition: "< 250ms"`) judge the pooled quantile.
+    static func latency(_ metric: MetricSpec, _ kind: BuiltinMetric, q: Double, stable: VersionSample, candidate: VersionSample,
+                        state: inout MetricState) -> MetricResult {
+        state.pooledCandidate = state.pooledCandidate.merged(with: candidate.latency)
+        state.pooledStable = state.pooledStable.merged(with: stable.latency)
+        state.pooledWindows += 1
+        let pooledCandidate = VersionSample(responses: 0, errors: 0, latency: state.pooledCandidate, seconds: 0)
+        let pooledStable = VersionSample(responses: 0, errors: 0, latency: state.pooledStable, seconds: 0)
+        let nc = state.pooledCandidate.reduce(0) { $0 + $1.count }, ns = state.pooledStable.reduce(0) { $0 + $1.count }
+        let required = QuantileBounds.requiredSamples(q: q, minSamples: metric.minSamples)
+        var values: [String: Double] = [
+            "candidate.requests": Double(candidate.responses), "stable.requests": Double(stable.responses),
+            "candidate.pooled": Double(nc), "stable.pooled": Double(ns), "windows": Double(state.pooledWindows),
+            "required": Double(required),
+        ]
+        let value = pooledCandidate.quantile(q)
+        if let value { values["value"] = value }
+        if let stableValue = pooledStable.quantile(q) { values["stable.value"] = stableValue }
+        func tooFew(_ count: Int, _ whose: String) -> MetricResult {
+            MetricResult(metric: metric.name, outcome: .inconclusive, value: value,
+                         reason: "\(count) \(whose) responses over \(state.pooledWindows) window(s); a \(kind.rawValue) is judged from \(required) (about \(Int((Double(required) * (1 - q)).rounded())) beyond the quantile, and at least minSamples)",
+                         values: values)
+        }
+        var results: [MetricResult] = []
+        if metric.compareToStable {
+            if nc < required {
+                results.append(tooFew(nc, "candidate"))
+            } else if ns < required {
+                results.append(tooFew(ns, "stable"))
+            } else if let c = value, let s = pooledStable.quantile(q) {
+                state.latencyLooks += 1
+                let level = Judge.alpha(metric.alpha, look: state.latencyLooks)
+                let margin = metric.maxRatio ?? latencyTolerance
+                let candidateBounds = QuantileBounds.bounds(state.pooledCandidate, q: q, beta: level / 2)
+                let stableBounds = QuantileBounds.bounds(state.pooledStable, q: q, beta: level / 2)
+                let ratio = s > 0 ? c / s : 1
+                values["ratio"] = ratio
+                values["limit"] = margin
+                values["alpha"] = level
+                values["candidate.lower"] = candidateBounds.lower
+                values["stable.upper"] = stableBounds.upper
+                let slower = candidateBounds.lower > margin * stableBounds.upper
+                let relation = slower ? "above" : "not above"
+                let shown = "candidate \(kind.rawValue) \(show(kind, c)) is \(Format.number(ratio))× stable's \(show(kind, s)) over \(nc) and \(ns) responses; "
+                    + "at confidence \(Format.number(1 - level)) (look \(state.latencyLooks)) the candidate's is at least \(show(kind, candidateBounds.lower)), "
+                    + "\(relation) \(Format.number(margin))× stable's bound of \(show(kind, stableBounds.upper))"
+                results.append(MetricResult(metric: metric.name, outcome: slower ? .fail : .pass, value: c, reason: shown, values: values))
             }
-            let ratio = s > 0 ? c / s : (c > 0 ? .infinity : 1)
-            values["ratio"] = ratio
-            values["limit"] = maxRatio
-            let subject = kind.isFraction ? "error rate" : kind.rawValue
-            let shown = "candidate \(subject) \(show(kind == .successRate ? .errorRate : kind, c)) is \(Format.number(ratio))× stable's \(show(kind == .successRate ? .errorRate : kind, s)); limit \(Format.number(maxRatio))×"
-            return MetricResult(metric: metric.name, outcome: ratio <= maxRatio ? .pass : .fail, reason: shown, values: values)
         }
-        // Latency without maxRatio: Mann-Whitney, with α spent over the looks.
-        guard let test = MannWhitney.test(candidate: candidate.latency, stable: stable.latency),
-              let c = candidate.value(kind), let s = stable.value(kind) else {
-            return tooFew(metric, 0, what: "latency samples", values: values)
+        if metric.successCondition != nil || metric.failureCondition != nil {
+            if nc < required {
+                results.append(tooFew(nc, "candidate"))
+            } else if let value {
+                results.append(conditions(metric, value: value, shown: "\(show(kind, value)) over \(nc) responses", values: values)!)
+            }
         }
-        state.latencyLooks += 1
-        let level = MannWhitney.alpha(metric.alpha, look: state.latencyLooks)
-        values["z"] = test.z
-        values["pValue"] = test.pValue
-        values["alpha"] = level
-        values["ratio"] = s > 0 ? c / s : 1
-        let shown = "candidate \(kind.rawValue) \(show(kind, c)) vs stable \(show(kind, s)); Mann-Whitney z = \(Format.number(test.z)), p = \(Format.number(test.pValue)), level \(Format.number(level)) at look \(state.latencyLooks)"
-        let slower = test.pValue < level && c > s * latencyTolerance
-        return MetricResult(metric: metric.name, outcome: slower ? .fail : .pass, reason: shown, values: values)
+        let decided = results.first { $0.outcome == .fail } ?? results.first { $0.outcome == .inconclusive } ?? results.first
+        var result = decided ?? MetricResult(metric: metric.name, outcome: .error, reason: "the metric has nothing to judge")
+        result.value = value
+        return result
+    }
+
+    /// The significance level for the `look`-th test of a metric (1-based): α·6/(π²·look²). These sum to
+    /// α over all looks, so testing after every window keeps the chance of any false alarm below α.
+    public static func alpha(_ alpha: Double, look: Int) -> Double {
+        alpha * 6 / (Double.pi * Double.pi * Double(max(1, look) * max(1, look)))
     }
 
     static func sequentialErrorRate(_ metric: MetricSpec, stable: VersionSample, candidate: VersionSample,

@@ -18,6 +18,19 @@ enum Math {
     /// P(Z > z) for a standard normal Z.
     static func normalUpperTail(_ z: Double) -> Double { 0.5 * erfc(z / 2.0.squareRoot()) }
 
+    /// The z with P(Z > z) = `p` for a standard normal Z, by bisection on the tail (exact to 1e-12,
+    /// which is all a decision threshold needs; called a few times per window, not per request).
+    static func normalUpperQuantile(_ p: Double) -> Double {
+        guard p > 0 else { return .infinity }
+        guard p < 1 else { return -.infinity }
+        var low = -40.0, high = 40.0
+        for _ in 0..<200 where high - low > 1e-12 {
+            let middle = (low + high) / 2
+            if normalUpperTail(middle) > p { low = middle } else { high = middle }
+        }
+        return (low + high) / 2
+    }
+
     /// log(Σ exp(x)) without overflow.
     static func logSumExp(_ xs: [Double]) -> Double {
         guard let top = xs.max(), top.isFinite else { return xs.max() ?? -.infinity }

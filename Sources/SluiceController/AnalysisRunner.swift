@@ -100,7 +100,7 @@ actor AnalysisRunner {
     private func run(_ key: Key, _ spec: AnalysisSpec) async {
         var state = AnalysisState()
         // Windows are back to back: each starts where the last one was read.
-        var lastRead = NIODeadline.now()
+        let cursor = try? await proxyMetrics?.openCursor(route: key.deployment)
         var windowStart = Reconciler.now()
         let usesBuiltin = spec.metrics.contains { if case .builtin = $0.source { true } else { false } }
         let latencies = Set(spec.metrics.filter { if case .builtin(let kind) = $0.source { kind.isLatency } else { false } }.map(\.name))
@@ -108,9 +108,8 @@ actor AnalysisRunner {
             do { try await Task.sleep(for: spec.interval) } catch { return }
             let windowEnd = Reconciler.now()
             var windows: [MetricKey: VersionWindow]? = nil
-            if usesBuiltin, let proxyMetrics {
-                windows = try? await proxyMetrics.window(since: lastRead)
-                lastRead = .now()
+            if usesBuiltin, let cursor {
+                windows = try? await cursor.read()
             }
             guard !Task.isCancelled, let target = targets[key.deployment] else { return }
             let readings = await measure(spec, target, key, windows: windows, windowStart: windowStart, windowEnd: windowEnd)

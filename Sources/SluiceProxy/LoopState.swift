@@ -53,6 +53,7 @@ final class LoopState: @unchecked Sendable {
                 return stats
             }
         }
+        routedKeys = Set(stats.joined().map(\.key))
         nextEndpoint = newTable.routes.map { Array(repeating: 0, count: $0.backends.count) }
         pools = newTable.routes.map { route in
             route.backends.map { backend in backend.endpoints.map { pool(for: $0) } }
@@ -71,12 +72,23 @@ final class LoopState: @unchecked Sendable {
         for pool in poolsByEndpoint.values { pool.closeAll() }
     }
 
+    /// The counts since the last drain, of the versions that had any. Versions no longer in the table
+    /// are forgotten once drained and idle, so a 24/7 proxy that sees many versions come and go keeps
+    /// counters for the routed ones only.
     func drainStats() -> [MetricKey: VersionWindow] {
         eventLoop.assertInEventLoop()
         var out: [MetricKey: VersionWindow] = [:]
-        for (key, stats) in statsByKey { out[key] = stats.drain() }
+        for (key, stats) in statsByKey {
+            if let window = stats.drain() { out[key] = window }
+        }
+        if statsByKey.count > routedKeys.count {
+            statsByKey = statsByKey.filter { routedKeys.contains($0.key) || $0.value.inFlight > 0 }
+        }
         return out
     }
+
+    /// The versions the table in force routes to or mirrors.
+    private(set) var routedKeys: Set<MetricKey> = []
 
     func inFlightCounts() -> [MetricKey: Int] {
         statsByKey.mapValues(\.inFlight)

@@ -46,6 +46,10 @@ public final class PrometheusExporter: Sendable {
                                                    helpText: "Requests copied to a version as shadow traffic.") }
         static var mirrorsDropped: MetricNameDescriptor { .init(namespace: "sluice", metricName: "mirrors_dropped", unitName: "total",
                                                          helpText: "Shadow copies dropped because the shadow could not keep up.") }
+        static var connects: MetricNameDescriptor { .init(namespace: "sluice", metricName: "upstream_connects", unitName: "total",
+                                                   helpText: "Upstream connections opened for requests.") }
+        static var connectWait: MetricNameDescriptor { .init(namespace: "sluice", metricName: "upstream_connect_wait", unitName: "seconds_total",
+                                                      helpText: "Time requests waited for new upstream connections, kept out of request_duration.") }
         static var inFlight: MetricNameDescriptor { .init(namespace: "sluice", metricName: "requests_in_flight", unitName: "",
                                                    helpText: "Requests being served right now.") }
         static var latency: MetricNameDescriptor { .init(namespace: "sluice", metricName: "request_duration", unitName: "seconds",
@@ -69,6 +73,8 @@ public final class PrometheusExporter: Sendable {
         }
         registry.makeCounter(descriptor: Name.mirrored, labels: base).increment(by: Int64(window.mirrored))
         registry.makeCounter(descriptor: Name.mirrorsDropped, labels: base).increment(by: Int64(window.mirrorsDropped))
+        registry.makeCounter(descriptor: Name.connects, labels: base).increment(by: Int64(window.connects))
+        registry.makeCounter(descriptor: Name.connectWait, labels: base).increment(by: Double(window.connectMicros) / 1_000_000)
         guard window.latency.totalCount > 0 else { return }
         for quantile in [0.5, 0.9, 0.99] {
             let micros = window.latency.valueAtPercentile(quantile * 100)

@@ -39,6 +39,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         /// Whether the upstream keeps its connection open after this response.
         var upstreamKeepAlive = true
         var mirror: MirrorExchange?
+        /// How long the request waited for a new upstream connection: not part of its served latency.
+        var connectWait: Int64 = 0
 
         init(version: String, stats: LoopVersionStats, pool: EndpointPool, start: NIODeadline, keepAlive: Bool, clientMinor: Int, isHead: Bool) {
             (self.version, self.stats, self.pool, self.start) = (version, stats, pool, start)
@@ -212,7 +214,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         switch result {
         case .success(let connection):
             exchange.upstream = connection
-            connection.handler.beginExchange(self, head: exchange.isHead, dechunk: exchange.clientMinor == 0)
+            let now = NIODeadline.now()
+            exchange.connectWait = (now - exchange.start).nanoseconds
+            exchange.stats.window.connects += 1
+            exchange.stats.window.connectMicros += UInt64(max(0, exchange.connectWait / 1000))
+            connection.handler.beginExchange(self, head: exchange.isHead, dechunk: exchange.clientMinor == 0, now: now)
             for bytes in exchange.pending { connection.handler.write(bytes) }
             exchange.pending.removeAll()
             connection.handler.flush()
@@ -358,7 +364,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     private func finishExchange(_ exchange: Exchange, reusable: Bool, context: ChannelHandlerContext) {
         let now = NIODeadline.now()
-        let micros = (now - exchange.start).nanoseconds / 1000
+        let micros = ((now - exchange.start).nanoseconds - exchange.connectWait) / 1000
         exchange.stats.inFlight -= 1
         exchange.stats.recordResponse(status: exchange.responseStatus, latencyMicros: UInt64(max(1, micros)))
         detachUpstream(exchange, reuse: reusable, now: now)

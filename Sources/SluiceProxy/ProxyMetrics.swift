@@ -47,7 +47,13 @@ public struct VersionWindow: Sendable {
     public var mirrored: Int = 0
     /// Mirrors abandoned because the shadow could not keep up or too many were in flight.
     public var mirrorsDropped: Int = 0
-    /// Completed-response latency in microseconds.
+    /// Upstream connections opened for requests, and the time requests waited for them in all. That
+    /// wait is kept out of `latency`: a version's first requests pay for its new connections, which
+    /// says nothing about the model (issue 15), so it is measured apart.
+    public var connects: Int = 0
+    public var connectMicros: UInt64 = 0
+    /// Served latency in microseconds: from the request's arrival to its response's end, less any wait
+    /// for a new upstream connection.
     public var latency: Histogram<UInt64> = VersionWindow.makeHistogram()
 
     public init() {}
@@ -58,6 +64,9 @@ public struct VersionWindow: Sendable {
     }
 
     public var responses: Int { statusClasses.reduce(0, +) }
+
+    /// Nothing was counted.
+    var isEmpty: Bool { requests == 0 && responses == 0 && mirrorsDropped == 0 && upstreamErrors.isEmpty && connects == 0 }
     public var errors: Int { statusClasses[5] }
 
     mutating func add(_ other: VersionWindow) {
@@ -66,6 +75,8 @@ public struct VersionWindow: Sendable {
         upstreamErrors.merge(other.upstreamErrors, uniquingKeysWith: +)
         mirrored += other.mirrored
         mirrorsDropped += other.mirrorsDropped
+        connects += other.connects
+        connectMicros += other.connectMicros
         latency.add(other.latency)
     }
 }
@@ -106,25 +117,32 @@ final class LoopVersionStats {
         window.upstreamErrors[kind, default: 0] += 1
     }
 
-    /// Hands over the counts since the last drain and starts a new interval.
-    func drain() -> VersionWindow {
+    /// Hands over the counts since the last drain and starts a new interval; `nil` when nothing
+    /// happened, so idle versions cost no histogram per read.
+    func drain() -> VersionWindow? {
+        guard !window.isEmpty else { return nil }
         defer { window = VersionWindow() }
         return window
     }
 }
 
-/// Merges the per-loop counters into time-stamped slices, from which any window since a time is read.
+/// Merges the per-loop counters and hands them to whoever reads them: each `WindowCursor` (an analysis
+/// run) gets exactly what happened between its reads, and `/metrics` the totals.
 ///
-/// Draining happens off the hot path, when someone reads: each loop hands over its interval counters on
-/// its own thread. Slices older than `retention` are dropped, so memory stays bounded.
+/// Memory is bounded by what is open, not by time: a drain adds each non-empty per-loop window to every
+/// open cursor that watches its route, and a cursor hands its sums over and starts afresh at each read.
+/// An earlier design kept ten minutes of time-stamped slices of every version's histogram (about 24 KB
+/// each) for readers to pick from, which grew by megabytes a minute under analysis (issue 15).
 public final class ProxyMetrics: Sendable {
-    private struct Slice {
-        var at: NIODeadline
-        var versions: [MetricKey: VersionWindow]
+    private struct Cursor {
+        /// The route it reads; `nil` for every route.
+        var route: String?
+        var windows: [MetricKey: VersionWindow] = [:]
     }
 
     private struct State {
-        var slices: [Slice] = []
+        var cursors: [UInt64: Cursor] = [:]
+        var nextCursor: UInt64 = 0
         var totals: [MetricKey: VersionWindow] = [:]
         /// Everything drained since the exporter last took it.
         var unexported: [MetricKey: VersionWindow] = [:]
@@ -132,45 +150,70 @@ public final class ProxyMetrics: Sendable {
 
     private let state = NIOLockedValueBox(State())
     private let loops: [LoopState]
-    let retention: TimeAmount
 
-    init(loops: [LoopState], retention: TimeAmount = .minutes(10)) {
+    init(loops: [LoopState]) {
         self.loops = loops
-        self.retention = retention
     }
 
-    /// Collects every loop's counters since the last drain into a new slice stamped now.
+    /// Collects every loop's counters since the last drain and adds them to every reader's sums.
+    /// Versions that are no longer routed leave the totals (and the exporter's delta) a drain after
+    /// their last counts are in.
     private func drain() async throws {
         var merged: [MetricKey: VersionWindow] = [:]
+        var routed: Set<MetricKey> = []
         for loop in loops {
-            let part = try await loop.eventLoop.submit { loop.drainStats() }.get()
+            let (part, keys) = try await loop.eventLoop.submit { (loop.drainStats(), loop.routedKeys) }.get()
             merged.merge(part) { var a = $0; a.add($1); return a }
+            routed.formUnion(keys)
         }
-        let now = NIODeadline.now()
         state.withLockedValue { state in
             for (key, window) in merged {
                 state.totals[key, default: VersionWindow()].add(window)
                 state.unexported[key, default: VersionWindow()].add(window)
+                for id in state.cursors.keys where state.cursors[id]!.route == nil || state.cursors[id]!.route == key.route {
+                    state.cursors[id]!.windows[key, default: VersionWindow()].add(window)
+                }
             }
-            state.slices.append(Slice(at: now, versions: merged))
-            state.slices.removeAll { $0.at < now - retention }
+            for key in state.totals.keys where !routed.contains(key) && merged[key] == nil {
+                state.totals[key] = nil
+                state.unexported[key] = nil
+            }
         }
     }
 
-    /// Everything each version did since `start`: all traffic recorded after the last read before
-    /// `start`. Reading at T and again with `since: T` gives exactly the traffic in between.
-    public func window(since start: NIODeadline) async throws -> [MetricKey: VersionWindow] {
+    /// A reader of back-to-back windows of one route (or of all, with `nil`): its first `read()` returns
+    /// what happened since it was opened, each later one what happened since the read before.
+    public func openCursor(route: String? = nil) async throws -> WindowCursor {
+        // Counts recorded before the cursor opened belong to no window of it.
+        try await drain()
+        let id = state.withLockedValue { state in
+            state.nextCursor += 1
+            state.cursors[state.nextCursor] = Cursor(route: route)
+            return state.nextCursor
+        }
+        return WindowCursor(id: id, metrics: self)
+    }
+
+    fileprivate func read(_ id: UInt64) async throws -> [MetricKey: VersionWindow] {
         try await drain()
         return state.withLockedValue { state in
-            var result: [MetricKey: VersionWindow] = [:]
-            for slice in state.slices where slice.at >= start {
-                result.merge(slice.versions) { var a = $0; a.add($1); return a }
-            }
-            return result
+            defer { state.cursors[id]?.windows = [:] }
+            return state.cursors[id]?.windows ?? [:]
         }
     }
 
-    /// Totals since the proxy started, for `/metrics`.
+    fileprivate func close(_ id: UInt64) {
+        state.withLockedValue { _ = $0.cursors.removeValue(forKey: id) }
+    }
+
+    /// Histograms held for readers and totals right now: what the memory tests watch.
+    public var heldWindows: Int {
+        state.withLockedValue { state in
+            state.totals.count + state.unexported.count + state.cursors.values.reduce(0) { $0 + $1.windows.count }
+        }
+    }
+
+    /// Totals since the proxy started, of the versions routed now, for `/metrics`.
     public func totals() async throws -> [MetricKey: VersionWindow] {
         try await drain()
         return state.withLockedValue { $0.totals }
@@ -194,4 +237,23 @@ public final class ProxyMetrics: Sendable {
         }
         return result
     }
+}
+
+/// One reader's position in the proxy's counters (see `ProxyMetrics.openCursor`). Closed when released,
+/// so a cancelled analysis leaves nothing behind.
+public final class WindowCursor: Sendable {
+    private let id: UInt64
+    private let metrics: ProxyMetrics
+
+    fileprivate init(id: UInt64, metrics: ProxyMetrics) {
+        self.id = id
+        self.metrics = metrics
+    }
+
+    /// What each version did since the previous read (or since the cursor opened).
+    public func read() async throws -> [MetricKey: VersionWindow] {
+        try await metrics.read(id)
+    }
+
+    deinit { metrics.close(id) }
 }

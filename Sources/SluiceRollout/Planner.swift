@@ -221,9 +221,14 @@ struct Work {
             }
         }
         let steps = canary.steps
+        // A promote moves on through the steps that follow the hold it ended (setWeight, setMirror), up
+        // to the next pause or analysis, even while the analysis still waits for traffic: a person
+        // asked for the next weight, so it must not stay at the old one.
+        var promotedPast = false
         while let candidate = status.candidate, status.step < steps.count {
             // Too little traffic to judge holds the step, whatever it is: it is not a failure either.
-            if status.waitingForTraffic && !promoteRequested {
+            let movingOn = promotedPast && !steps[status.step].holds
+            if status.waitingForTraffic && !promoteRequested && !movingOn {
                 status.phase = .paused
                 requeue(after: .seconds(1))
                 return
@@ -242,6 +247,7 @@ struct Work {
             case .pause(let duration):
                 if promoteRequested {
                     promoteRequested = false
+                    promotedPast = true
                     record(.stepAdvanced, "pause at step \(status.step + 1) ended by promote")
                     nextStep()
                     continue
@@ -272,7 +278,7 @@ struct Work {
             status.phase = .progressing
         }
         guard status.candidate != nil else { return }
-        if status.waitingForTraffic && !promoteRequested {
+        if status.waitingForTraffic && !promoteRequested && !promotedPast {
             status.phase = .paused
             requeue(after: .seconds(1))
         } else {

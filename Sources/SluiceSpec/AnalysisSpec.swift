@@ -102,6 +102,16 @@ public enum BuiltinMetric: String, Sendable, Hashable, Codable, CaseIterable {
         }
     }
 
+    /// The quantile a latency metric names (0.5, 0.9, 0.99); `nil` for the others.
+    public var quantile: Double? {
+        switch self {
+        case .latencyP50: 0.5
+        case .latencyP90: 0.9
+        case .latencyP99: 0.99
+        case .successRate, .errorRate, .requestRate: nil
+        }
+    }
+
     /// Rates are fractions from 0 to 1.
     public var isFraction: Bool { self == .successRate || self == .errorRate }
 }

@@ -56,6 +56,14 @@ public enum CanaryStep: Sendable, Hashable, Codable {
     /// `setMirror: N`: copy N percent of the route's requests to the new version as shadow traffic.
     /// Mirrored responses are discarded; only their metrics count.
     case setMirror(Int)
+
+    /// Whether the rollout waits at this step (a pause or an analysis) rather than acting and moving on.
+    public var holds: Bool {
+        switch self {
+        case .pause, .analysis: true
+        case .setWeight, .setMirror: false
+        }
+    }
 }
 
 /// `blueGreen`: start the new version with no live traffic, preview it, then switch all traffic at once.

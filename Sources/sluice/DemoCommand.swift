@@ -118,12 +118,11 @@ struct DemoCommand: AsyncParsableCommand {
     /// Redraws the live view every second until `done` holds for the deployment; returns its view.
     func watch(proxy: ProxyServer, reconciler: Reconciler, until done: (DeploymentView) -> Bool) async throws -> DeploymentView {
         var lastLines = 0
-        var windowStart = NIODeadline.now()
+        let cursor = try await proxy.metrics.openCursor(route: "fraud-scorer")
         let deadline = ContinuousClock.now + .seconds(pause * 5 + 60)
         while ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(1000))
-            let window = try await proxy.metrics.window(since: windowStart)
-            windowStart = .now()
+            let window = try await cursor.read()
             guard let view = await reconciler.view(of: "fraud-scorer") else { continue }
             let served = window.filter { $0.key.route == "fraud-scorer" && $0.value.responses > 0 }
             let total = served.values.reduce(0) { $0 + $1.responses }

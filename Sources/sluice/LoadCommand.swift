@@ -12,8 +12,11 @@ struct LoadCommand: AsyncParsableCommand {
         discussion: """
             Sends POST requests with a small Open Inference Protocol v2 body at a fixed rate (open loop: \
             a slow answer does not slow the schedule, up to --connections requests in flight) until \
-            --duration passes or SIGINT/SIGTERM. Then prints, per version (the x-sluice-version header), \
-            the responses, the 5xx count, and the times of the first and last response, as JSON.
+            --duration passes or SIGINT/SIGTERM, whatever happens to the requests: those still in flight \
+            then get 2 seconds before they are cancelled. Requests that fail (connection refused, \
+            timeout) are reported on standard error once a second as they happen. At the end it prints, \
+            per version (the x-sluice-version header), the responses, the 5xx count, and the times of the \
+            first and last response, with the failed, not sent and cancelled requests, as JSON.
             """
     )
 
@@ -36,9 +39,12 @@ struct LoadCommand: AsyncParsableCommand {
         var last: Double = 0
     }
 
+    /// How long requests still in flight at the end of --duration may take before they are cancelled.
+    static let grace: Duration = .seconds(2)
+
     func run() async throws {
         let tallies = NIOLockedValueBox<[String: VersionTally]>([:])
-        let failures = NIOLockedValueBox(0)
+        let failures = NIOLockedValueBox(Failures())
         let url = url
         let body = #"{"inputs": [{"name": "features", "shape": [3], "datatype": "FP64", "data": [0.2, 1.0, -0.5]}]}"#
         let send: @Sendable () async -> Void = {
@@ -58,27 +64,60 @@ struct LoadCommand: AsyncParsableCommand {
                     tally.last = now
                     all[version] = tally
                 }
+            } catch where Task.isCancelled {
+                failures.withLockedValue { $0.cancelled += 1 }
             } catch {
-                failures.withLockedValue { $0 += 1 }
+                failures.withLockedValue { $0.record(error) }
             }
         }
+        let clock = ContinuousClock()
+        let start = clock.now
+        let end = start + .seconds(duration)
+        let (rate, connections) = (rate, connections)
+        let inFlight = NIOLockedValueBox(0)
         let schedule = Task {
-            await withTaskGroup(of: Void.self) { group in
-                let clock = ContinuousClock()
-                let start = clock.now
+            await withDiscardingTaskGroup { group in
                 let spacing = Duration.seconds(1) / rate
-                var inFlight = 0
-                for index in 0..<(rate * duration) {
-                    if Task.isCancelled { break }
-                    try? await clock.sleep(until: start + spacing * index)
-                    if inFlight >= connections {
-                        await group.next()
-                        inFlight -= 1
+                var index = 0
+                // Open loop, bounded by the clock, not by a count: a target that never answers cannot
+                // stretch the run past --duration. With --connections requests in flight, the next one
+                // is not sent (and counted), instead of waiting.
+                while !Task.isCancelled {
+                    let due = start + spacing * index
+                    guard due < end else { break }
+                    try? await clock.sleep(until: due)
+                    index += 1
+                    let admitted = inFlight.withLockedValue { count in
+                        guard count < connections else { return false }
+                        count += 1
+                        return true
                     }
-                    group.addTask { await send() }
-                    inFlight += 1
+                    guard admitted else {
+                        failures.withLockedValue { $0.notSent += 1 }
+                        continue
+                    }
+                    group.addTask {
+                        await send()
+                        inFlight.withLockedValue { $0 -= 1 }
+                    }
                 }
-                await group.waitForAll()
+                // What is still in flight gets a short grace, then is cancelled.
+                let graceEnd = clock.now + Self.grace
+                while clock.now < graceEnd, inFlight.withLockedValue({ $0 }) > 0 {
+                    try? await clock.sleep(for: .milliseconds(20))
+                }
+                group.cancelAll()
+            }
+        }
+        let progress = Task {
+            var reported = 0
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                let (count, last) = failures.withLockedValue { ($0.failed, $0.last) }
+                if count > reported {
+                    FileHandle.standardError.write(Data("load: \(count - reported) request(s) failed in the last second: \(last)\n".utf8))
+                    reported = count
+                }
             }
         }
         let signals = Task {
@@ -89,10 +128,30 @@ struct LoadCommand: AsyncParsableCommand {
         }
         await schedule.value
         signals.cancel()
+        progress.cancel()
         let versions = tallies.withLockedValue { $0 }.mapValues { tally -> [String: Any] in
             ["responses": tally.responses, "errors": tally.errors, "first": tally.first, "last": tally.last]
         }
-        let report: [String: Any] = ["versions": versions, "failedRequests": failures.withLockedValue { $0 }]
+        let failed = failures.withLockedValue { $0 }
+        let report: [String: Any] = [
+            "versions": versions, "failedRequests": failed.failed, "notSent": failed.notSent, "cancelledAtEnd": failed.cancelled,
+            "seconds": Double((clock.now - start).components.attoseconds) / 1e18 + Double((clock.now - start).components.seconds),
+        ]
         print(String(decoding: try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys]), as: UTF8.self))
+    }
+
+    /// Requests that got no response, and why the last one did not.
+    struct Failures: Sendable {
+        var failed = 0
+        var last = ""
+        /// Not sent because --connections requests were already in flight.
+        var notSent = 0
+        /// Still in flight at the end of the grace period.
+        var cancelled = 0
+
+        mutating func record(_ error: any Error) {
+            failed += 1
+            last = "\(error)"
+        }
     }
 }

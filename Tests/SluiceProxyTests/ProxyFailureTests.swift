@@ -30,7 +30,7 @@ struct ProxyFailureTests {
             #expect(response.status == 200 && response.headers.first(name: "x-sluice-version") == "v1")
             let failed = try await client.request(.GET, "/models/gone")
             #expect(failed.status == 502)
-            #expect(try await h.proxy.metrics.window(since: .uptimeNanoseconds(0))[MetricKey(route: "gone", version: "v2")]?.upstreamErrors[.connect] == 1)
+            #expect(try await h.proxy.metrics.totals()[MetricKey(route: "gone", version: "v2")]?.upstreamErrors[.connect] == 1)
             await client.close()
         }
     }
@@ -40,14 +40,12 @@ struct ProxyFailureTests {
         try await ProxyHarness.run { h in
             let dead = try await Self.refusedEndpoint(group: h.group)
             try await h.apply(h.route([("v2", 100), ("v1", 0)], endpoints: ["v2": [dead]]))
-            let start = NIODeadline.now()
-            _ = try await h.proxy.metrics.window(since: start)
-            let windowStart = NIODeadline.now()
+            let cursor = try await h.proxy.metrics.openCursor(route: "m")
             let client = try await h.client()
             let response = try await client.request(.GET, "/models/m")
             #expect(response.status == 502)
             #expect(response.version == "v2")
-            let window = try await h.proxy.metrics.window(since: windowStart)
+            let window = try await cursor.read()
             let v2 = try #require(window[MetricKey(route: "m", version: "v2")])
             #expect(v2.requests == 1)
             #expect(v2.statusClasses[5] == 1)
@@ -208,12 +206,11 @@ struct ProxyFailureTests {
     func exactWindows() async throws {
         try await ProxyHarness.run { h in
             try await h.apply(h.route([("v2", 30), ("v1", 70)]))
-            _ = try await h.proxy.metrics.window(since: .now())
-            let start = NIODeadline.now()
+            let cursor = try await h.proxy.metrics.openCursor()
             let ok = try await h.load("/models/m", count: 300, connections: 3)
             let errors = try await h.load("/models/m/status/500", count: 40, connections: 2)
             let notFound = try await h.load("/models/m/status/404", count: 10, connections: 1)
-            let window = try await h.proxy.metrics.window(since: start)
+            let window = try await cursor.read()
             let all = ok + errors + notFound
             for version in ["v1", "v2"] {
                 let stats = window[MetricKey(route: "m", version: version)] ?? VersionWindow()
@@ -223,7 +220,7 @@ struct ProxyFailureTests {
                 #expect(stats.statusClasses[4] == notFound.count { $0.version == version })
                 #expect(Int(stats.latency.totalCount) == stats.responses)
             }
-            let later = try await h.proxy.metrics.window(since: .now())
+            let later = try await cursor.read()
             #expect(later.values.allSatisfy { $0.requests == 0 }, "a new window starts empty")
             let inFlight = try await h.proxy.metrics.inFlight()
             #expect(inFlight.values.allSatisfy { $0 == 0 })

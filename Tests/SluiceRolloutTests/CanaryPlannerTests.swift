@@ -155,6 +155,23 @@ struct CanaryPlannerTests {
         #expect(d.weights == ["v2": 10, "v1": 90])
     }
 
+    @Test("promote while waiting for traffic moves on to the next weight and holds at the next pause")
+    func promoteWhileWaiting() {
+        // README's walkthrough (issue 15): no traffic, so the analysis waits; `sluice promote` must
+        // still move the weights to the next step, not only end the pause.
+        var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(10), .pause(.seconds(30)), .setWeight(50), .pause(nil)], background: true)))
+        d.plan(at: Fixture.at(0))
+        d.plan(at: Fixture.at(2), Observations(verdicts: [AnalysisVerdict(.background, .inconclusive(reason: "no traffic"))]))
+        #expect(d.weights == ["v2": 10, "v1": 90] && d.phase == .paused)
+        d.plan(at: Fixture.at(5), Observations(command: .promote))
+        #expect(d.weights == ["v2": 50, "v1": 50], "the promote reaches setWeight 50")
+        #expect(d.phase == .paused && d.status!.step == 3)
+        d.plan(at: Fixture.at(6))
+        #expect(d.weights == ["v2": 50, "v1": 50], "and holds there: still no evidence")
+        d.plan(at: Fixture.at(7), Observations(command: .promote))
+        #expect(d.phase == .healthy && d.weights == ["v2": 100])
+    }
+
     @Test("a stuck rollout is marked after its progress deadline")
     func progressDeadline() {
         var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(10), .pause(.seconds(5)), .setWeight(50)], background: true), progressDeadline: .seconds(60)))
