@@ -18,8 +18,8 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 P1=$(free_port); P2=$(free_port); PROXY=$(free_port); ADMIN=$(free_port)
-"$SLUICE" model-server --name m --version v1 --port "$P1" > /dev/null & pids+=($!)
-"$SLUICE" model-server --name m --version v2 --port "$P2" > /dev/null & pids+=($!)
+"$SLUICE" model-server --name m --model-version v1 --port "$P1" > /dev/null & pids+=($!)
+"$SLUICE" model-server --name m --model-version v2 --port "$P2" > /dev/null & pids+=($!)
 mkdir -p "$D/m"
 manifest() {
     cat > "$D/m/.next" <<M

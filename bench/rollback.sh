@@ -82,9 +82,9 @@ def run(scenario):
         p1, p2, proxy, admin = free_port(), free_port(), free_port(), free_port()
         v1_args = {"errors": ["--error-rate", "0.01"], "latency": ["--latency", "20"], "refused": [], "aa": ["--error-rate", "0.01", "--latency", "20"]}[scenario]
         v2_args = {"errors": ["--error-rate", "0.06"], "latency": ["--latency", "40"], "aa": ["--error-rate", "0.01", "--latency", "20"]}.get(scenario)
-        procs.append(subprocess.Popen([sluice, "model-server", "--name", "m", "--version", "v1", "--port", str(p1)] + v1_args, stdout=subprocess.DEVNULL))
+        procs.append(subprocess.Popen([sluice, "model-server", "--name", "m", "--model-version", "v1", "--port", str(p1)] + v1_args, stdout=subprocess.DEVNULL))
         if v2_args is not None:
-            procs.append(subprocess.Popen([sluice, "model-server", "--name", "m", "--version", "v2", "--port", str(p2)] + v2_args, stdout=subprocess.DEVNULL))
+            procs.append(subprocess.Popen([sluice, "model-server", "--name", "m", "--model-version", "v2", "--port", str(p2)] + v2_args, stdout=subprocess.DEVNULL))
             wait_port(p2)
         wait_port(p1)
         metrics = {"errors": ["errors"], "latency": ["latency"], "refused": ["errors"], "aa": ["errors", "latency"]}[scenario]

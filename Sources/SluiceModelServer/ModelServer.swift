@@ -23,6 +23,12 @@ public enum ModelServer {
         }
     }
 
+    /// A `POST /control` body: only the keys given change.
+    struct FaultChange: Decodable {
+        var errorRate: Double?
+        var latencyMs: Int?
+    }
+
     struct Tensor: Codable {
         var name: String
         var shape: [Int]
@@ -94,11 +100,27 @@ public enum ModelServer {
         router.get("/control") { _, _ -> Response in try json(.ok, state.withLockedValue { $0 }) }
         router.post("/control") { request, _ -> Response in
             let body = try await request.body.collect(upTo: 64 * 1024)
-            guard let faults = try? JSONDecoder().decode(Faults.self, from: Data(buffer: body)),
-                  (0...1).contains(faults.errorRate), faults.latencyMs >= 0 else {
-                return ModelServer.error(.badRequest, #"expected {"errorRate": 0..1, "latencyMs": >= 0}"#)
+            // Either key or both: the one left out keeps its current value.
+            let change: FaultChange
+            do {
+                change = try JSONDecoder().decode(FaultChange.self, from: Data(buffer: body))
+            } catch {
+                return ModelServer.error(.badRequest, #"expected a JSON object with "errorRate" (0 to 1), "latencyMs" (0 or more) or both"#)
             }
-            state.withLockedValue { $0 = faults }
+            guard change.errorRate != nil || change.latencyMs != nil else {
+                return ModelServer.error(.badRequest, #"give "errorRate" (0 to 1), "latencyMs" (0 or more) or both"#)
+            }
+            if let rate = change.errorRate, !(0...1).contains(rate) {
+                return ModelServer.error(.badRequest, "errorRate \(rate) is outside 0 to 1")
+            }
+            if let latency = change.latencyMs, latency < 0 {
+                return ModelServer.error(.badRequest, "latencyMs \(latency) is negative")
+            }
+            let faults = state.withLockedValue { faults in
+                if let rate = change.errorRate { faults.errorRate = rate }
+                if let latency = change.latencyMs { faults.latencyMs = latency }
+                return faults
+            }
             return try json(.ok, faults)
         }
         return Application(

@@ -46,6 +46,14 @@ struct LoadCommand: AsyncParsableCommand {
         let tallies = NIOLockedValueBox<[String: VersionTally]>([:])
         let failures = NIOLockedValueBox(Failures())
         let url = url
+        // Its own client: up to --connections connections, and a refused connection fails its request at
+        // once (the shared client retries connecting until the request's deadline, so a dead target
+        // looked like silence for ten seconds a request).
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = connections
+        configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.timeout.connect = .seconds(2)
+        let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
         let body = #"{"inputs": [{"name": "features", "shape": [3], "datatype": "FP64", "data": [0.2, 1.0, -0.5]}]}"#
         let send: @Sendable () async -> Void = {
             var request = HTTPClientRequest(url: url)
@@ -53,7 +61,7 @@ struct LoadCommand: AsyncParsableCommand {
             request.headers.add(name: "content-type", value: "application/json")
             request.body = .bytes(ByteBuffer(string: body))
             do {
-                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+                let response = try await client.execute(request, timeout: .seconds(10))
                 _ = try await response.body.collect(upTo: 1 << 20)
                 let now = Date().timeIntervalSince1970
                 let version = response.headers.first(name: "x-sluice-version") ?? "-"
@@ -129,6 +137,7 @@ struct LoadCommand: AsyncParsableCommand {
         await schedule.value
         signals.cancel()
         progress.cancel()
+        try? await client.shutdown()
         let versions = tallies.withLockedValue { $0 }.mapValues { tally -> [String: Any] in
             ["responses": tally.responses, "errors": tally.errors, "first": tally.first, "last": tally.last]
         }

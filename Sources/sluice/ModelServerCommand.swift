@@ -16,13 +16,23 @@ struct ModelServerCommand: AsyncParsableCommand {
     )
 
     @Option(name: .long, help: "Model name.") var name: String
-    @Option(name: .long, help: "Model version; it changes the model's answers.") var version: String
+    @Option(name: .customLong("model-version"), help: ArgumentHelp("Model version; it changes the model's answers.", valueName: "version"))
+    var modelVersion: String?
+    /// The old spelling, kept working for scripts (DESIGN.md §3); hidden because `--version` also
+    /// names sluice's own version flag in help.
+    @Option(name: .customLong("version"), help: .hidden) var legacyVersion: String?
+
+    var version: String { modelVersion ?? legacyVersion ?? "" }
     @Option(name: .long, help: "Port on 127.0.0.1 (0 picks a free one).") var port: Int
     @Option(name: .long, help: "Address to bind.") var host: String = "127.0.0.1"
     @Option(name: .long, help: "Fraction of inference requests answered 500, 0 to 1.") var errorRate: Double = 0
     @Option(name: .long, help: ArgumentHelp("Latency added to each inference, in milliseconds.", valueName: "ms")) var latency: Int = 0
 
     func validate() throws {
+        guard modelVersion != nil || legacyVersion != nil else { throw ValidationError("Missing expected argument '--model-version <version>'") }
+        if let modelVersion, let legacyVersion, modelVersion != legacyVersion {
+            throw ValidationError("--model-version \(modelVersion) and --version \(legacyVersion) disagree; give one")
+        }
         guard (0...1).contains(errorRate) else { throw ValidationError("--error-rate must be between 0 and 1") }
         guard latency >= 0 else { throw ValidationError("--latency must not be negative") }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535") }
@@ -38,7 +48,8 @@ struct ModelServerCommand: AsyncParsableCommand {
             print("model-server \(name) \(version) on \(host):\(port)")
             fflush(nil)
         }
-        let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let listener = Listener(what: "the model server", address: ListenAddress(host: host, port: port), service: app)
+        let group = ServiceGroup(configuration: .init(services: [listener], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

@@ -54,14 +54,15 @@ struct ProxyCommand: AsyncParsableCommand {
         logger.logLevel = .info
         let server = ProxyServer(configuration: configuration, logger: logger)
         let routesPath = routes
-        let service = ProxyService(server: server, gracePeriod: .seconds(Int64(gracePeriod))) { server in
+        let proxyService = ProxyService(server: server, gracePeriod: .seconds(Int64(gracePeriod))) { server in
             try await server.apply(table)
             print("sluice proxy: serving \(table.routes.count) route(s) on \(address.host):\(server.localPort ?? address.port)")
             fflush(nil)
         }
         let reloader = ReloadOnHangup(server: server, path: routesPath, logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: service), .init(service: reloader, successTerminationBehavior: .ignore),
+            .init(service: Listener(what: "the proxy", address: address, service: proxyService)),
+            .init(service: reloader, successTerminationBehavior: .ignore),
         ]
         if let metricsListen, let metricsAddress = ListenAddress(metricsListen) {
             let exporter = PrometheusExporter(metrics: server.metrics)
@@ -69,7 +70,7 @@ struct ProxyCommand: AsyncParsableCommand {
                 print("sluice proxy: metrics on \(metricsAddress.host):\(port)")
                 fflush(nil)
             }
-            services.append(.init(service: metricsServer))
+            services.append(.init(service: Listener(what: "the metrics endpoint", address: metricsAddress, service: metricsServer)))
         }
         let group = ServiceGroup(configuration: .init(
             services: services,
@@ -110,16 +111,26 @@ struct ReloadOnHangup: Service {
 }
 
 /// `HOST:PORT`, with `[v6]:PORT` for IPv6.
-struct ListenAddress {
+/// `HOST:PORT` (or `[::1]:PORT`) for a listener. An `http://` URL names the same address, so
+/// `--admin` takes the same value for `sluice run` as for the commands that talk to it.
+struct ListenAddress: CustomStringConvertible {
     var host: String
     var port: Int
 
     init?(_ text: String) {
+        var text = Substring(text)
+        if text.hasPrefix("http://") { text = text.dropFirst("http://".count) }
+        while text.hasSuffix("/") { text = text.dropLast() }
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else { return nil }
         var host = String(text[..<colon])
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty else { return nil }
+        guard !host.isEmpty, !host.contains("/") else { return nil }
         self.host = host
         self.port = port
     }
+
+    var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    /// Loopback only, where an unauthenticated admin API is safe.
+    var isLoopback: Bool { ["127.0.0.1", "localhost", "::1"].contains(host) || host.hasPrefix("127.") }
 }

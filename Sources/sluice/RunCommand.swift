@@ -32,7 +32,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("State directory: rollout statuses and the event log.", valueName: "dir"))
     var state: String = ".sluice-state"
 
-    @Option(name: .long, help: ArgumentHelp("Address of the admin API (status, promote, abort, retry, events, /metrics). Keep it on loopback unless a token is set.", valueName: "host:port"))
+    @Option(name: .long, help: ArgumentHelp("Address of the admin API (status, promote, abort, retry, events, /metrics), as HOST:PORT or http://HOST:PORT. Keep it on loopback unless a token is set.", valueName: "host:port"))
     var admin: String = "127.0.0.1:9900"
 
     @Option(name: .long, help: ArgumentHelp("Bearer token the admin API requires (except /healthz and /readyz). Default: $SLUICE_ADMIN_TOKEN.", valueName: "token"))
@@ -50,7 +50,10 @@ struct RunCommand: AsyncParsableCommand {
             throw ValidationError("no such directory: \(strategies)")
         }
         guard ListenAddress(listen) != nil else { throw ValidationError("--listen needs HOST:PORT, got '\(listen)'") }
-        guard ListenAddress(admin) != nil else { throw ValidationError("--admin needs HOST:PORT, got '\(admin)'") }
+        guard ListenAddress(admin) != nil else {
+            throw ValidationError(admin.hasPrefix("https://") ? "--admin: the admin API serves plain HTTP; give HOST:PORT or http://HOST:PORT"
+                                                             : "--admin needs HOST:PORT or http://HOST:PORT, got '\(admin)'")
+        }
         guard eventLoops >= 1 else { throw ValidationError("--event-loops must be at least 1") }
     }
 
@@ -83,7 +86,7 @@ struct RunCommand: AsyncParsableCommand {
         }
         let adminAddress = ListenAddress(admin)!
         let token = adminToken ?? ProcessInfo.processInfo.environment["SLUICE_ADMIN_TOKEN"]
-        if token?.isEmpty ?? true, !["127.0.0.1", "localhost", "::1"].contains(adminAddress.host) {
+        if token?.isEmpty ?? true, !adminAddress.isLoopback {
             logger.warning("the admin API listens beyond loopback without a token; set --admin-token or SLUICE_ADMIN_TOKEN")
         }
         let adminApp = AdminAPI.buildApplication(
@@ -93,7 +96,14 @@ struct RunCommand: AsyncParsableCommand {
             print("sluice run: admin API on \(adminAddress.host):\(port)")
             fflush(nil)
         }
-        let services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: proxyService), .init(service: reconciler), .init(service: adminApp)]
+        // A failing service shuts the others down gracefully, in reverse order: the reconciler finishes
+        // its pass before the proxy's event loops stop. Cancelling all at once (the default) let a
+        // pass schedule work on stopped loops and hang the exit, as a bind failure of the admin API showed.
+        let services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: Listener(what: "the proxy (--listen)", address: address, service: proxyService), failureTerminationBehavior: .gracefullyShutdownGroup),
+            .init(service: reconciler, failureTerminationBehavior: .gracefullyShutdownGroup),
+            .init(service: Listener(what: "the admin API (--admin)", address: adminAddress, service: adminApp), failureTerminationBehavior: .gracefullyShutdownGroup),
+        ]
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }

@@ -11,7 +11,11 @@ enum StatusRenderer {
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             return String(decoding: try encoder.encode(views), as: UTF8.self)
         case .yaml:
-            return try YAMLEncoder().encode(views)
+            // Unicode as it is (×, µ), not escaped as \xD7: YAML is for people here.
+            let encoder = YAMLEncoder()
+            encoder.options.allowUnicode = true
+            encoder.options.width = -1 // long reasons stay on one line, as in the table and JSON
+            return try encoder.encode(views)
         case .table:
             return table(views)
         }

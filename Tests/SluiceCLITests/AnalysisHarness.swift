@@ -26,7 +26,7 @@ final class AnalysisHarness: Sendable {
         var models: [RunningSluice] = []
         var ports: [String: Int] = [:]
         for (version, extra) in specs {
-            let model = try RunningSluice(["model-server", "--name", "scorer", "--version", version, "--port", "0"] + extra)
+            let model = try RunningSluice(["model-server", "--name", "scorer", "--model-version", version, "--port", "0"] + extra)
             models.append(model)
             ports[version] = try await model.port(after: "model-server scorer \(version) on")
         }

@@ -18,7 +18,7 @@ struct ModelServerTests {
     func modelServer() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let a = try RunningSluice(["model-server", "--name", "fraud", "--version", "v1", "--port", "0"])
-        let b = try RunningSluice(["model-server", "--name", "fraud", "--version", "v2", "--port", "0"])
+        let b = try RunningSluice(["model-server", "--name", "fraud", "--model-version", "v2", "--port", "0"])
         let clientA = try await TestClient.connect(port: try await a.port(after: "model-server fraud v1 on"), group: group)
         let clientB = try await TestClient.connect(port: try await b.port(after: "model-server fraud v2 on"), group: group)
 
@@ -44,9 +44,14 @@ struct ModelServerTests {
         // Every request fails after the error rate is raised at run time.
         #expect(try await clientA.request(.POST, "/control", body: #"{"errorRate": 1, "latencyMs": 0}"#).status == 200)
         #expect(try await clientA.request(.POST, "/v2/models/fraud/infer", body: Self.input).status == 500)
-        #expect(try await clientA.request(.POST, "/control", body: #"{"errorRate": 2, "latencyMs": 0}"#).status == 400)
+        let outOfRange = try await clientA.request(.POST, "/control", body: #"{"errorRate": 2, "latencyMs": 0}"#)
+        #expect(outOfRange.status == 400 && outOfRange.body.contains("errorRate 2.0 is outside 0 to 1"), "\(outOfRange.body)")
+        let empty = try await clientA.request(.POST, "/control", body: "{}")
+        #expect(empty.status == 400 && empty.body.contains("latencyMs"), "\(empty.body)")
         // Latency shows up in the answer time.
-        _ = try await clientB.request(.POST, "/control", body: #"{"errorRate": 0, "latencyMs": 300}"#)
+        // Either key alone: latency changes, the error rate stays.
+        let latencyOnly = try await clientB.request(.POST, "/control", body: #"{"latencyMs": 300}"#)
+        #expect(latencyOnly.status == 200 && latencyOnly.body.contains(#""errorRate":0"#), "\(latencyOnly.body)")
         let clock = ContinuousClock()
         let started = clock.now
         #expect(try await clientB.request(.POST, "/v2/models/fraud/infer", body: Self.input).status == 200)
