@@ -59,7 +59,7 @@ public struct MeasurementContext: Sendable, Hashable, Codable {
     }
 }
 
-/// The port to metric providers (DESIGN.md §1): Prometheus and webhooks in the controller shell. A
+/// The port to metric providers (README, Architecture): Prometheus and webhooks in the controller shell. A
 /// provider never throws: what goes wrong comes back as `.error` and counts toward the metric's
 /// `consecutiveErrorLimit`.
 public protocol MetricsSource: Sendable {

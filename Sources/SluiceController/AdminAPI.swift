@@ -5,7 +5,7 @@ import NIOCore
 import SluiceProxy
 import SluiceRollout
 
-/// The admin API of DESIGN.md §4, as a Hummingbird application: JSON over HTTP, loopback by default,
+/// The admin API (README, "A real rollout, by hand"), as a Hummingbird application: JSON over HTTP, loopback by default,
 /// a bearer token on everything but the health checks when one is configured.
 public enum AdminAPI {
     public static func buildApplication(
@@ -37,12 +37,21 @@ public enum AdminAPI {
                 let name = try context.parameters.require("name")
                 let full = request.uri.queryParameters.get("full").map { $0 == "true" || $0 == "1" } ?? false
                 let effective = command == .promote && full ? Command.promoteFull : command
+                let pass: UInt64
                 do {
-                    try await reconciler.submit(effective, for: name)
+                    pass = try await reconciler.submit(effective, for: name)
                 } catch Reconciler.ReconcilerError.unknownDeployment {
                     throw APIError(.notFound, "no deployment named \(name)")
                 } catch Reconciler.ReconcilerError.refused(let reason) {
                     throw APIError(.conflict, reason)
+                }
+                // Answer once the pass that takes the command is done (within a few seconds at most),
+                // so the next read shows its effect.
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask { await reconciler.waitForPass(pass) }
+                    group.addTask { try? await Task.sleep(for: .seconds(10)) }
+                    await group.next()
+                    group.cancelAll()
                 }
                 return try json(.accepted, ["accepted": effective.rawValue, "deployment": name])
             }

@@ -19,6 +19,9 @@ public struct DeploymentView: Sendable, Codable, Equatable {
     public var stuck: Bool
     public var mirrorPercent: Int
     public var preview: Bool
+    /// What a `Paused` rollout waits for: `traffic` (too little to judge) or `promote` (a person, at a
+    /// `pause: {}` step or a blue-green preview); `nil` otherwise.
+    public var waitingFor: String?
     /// The latest measurements with their values and verdicts (filled by analysis).
     public var analysis: [AnalysisView]
     /// Errors in the deployment's manifest file; while there are any, the last good spec runs.
@@ -68,6 +71,7 @@ public struct DeploymentView: Sendable, Codable, Equatable {
         stuck = status.stuck
         mirrorPercent = status.mirrorPercent
         preview = status.previewActive
+        waitingFor = status.phase != .paused ? nil : (status.waitingForTraffic ? "traffic" : "promote")
         analysis = []
         specErrors = []
     }

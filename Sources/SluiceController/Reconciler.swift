@@ -42,6 +42,11 @@ public actor Reconciler: Service {
     /// The sleep between passes, cut short by `wake()` when a verdict or a tripwire arrives.
     private var sleeper: Task<Void, Never>?
     private var wakePending = false
+    /// Passes finished, and whether one is under way: a command waits for the pass that takes it.
+    private var completedPasses: UInt64 = 0
+    private var passInProgress = false
+    private var passWaiters: [(id: UInt64, pass: UInt64, continuation: CheckedContinuation<Void, Never>)] = []
+    private var nextWaiter: UInt64 = 0
 
     /// - Parameters:
     ///   - proxyMetrics: the built-in proxy's counters, for builtin metrics; without them builtin
@@ -95,6 +100,9 @@ public actor Reconciler: Service {
             }
         }
         await runner.stopAll()
+        // Nothing more will be applied: whoever waits for a pass hears so now.
+        for waiter in passWaiters { waiter.continuation.resume() }
+        passWaiters.removeAll()
     }
 
     /// Sleeps until `delay` has passed, cancellation, or `wake()`.
@@ -148,6 +156,14 @@ public actor Reconciler: Service {
 
     /// One pass: poll the manifests, plan what is due, persist, apply routing.
     func reconcileOnce() async throws {
+        passInProgress = true
+        defer {
+            passInProgress = false
+            completedPasses += 1
+            let done = passWaiters.filter { $0.pass <= completedPasses }
+            passWaiters.removeAll { $0.pass <= completedPasses }
+            for waiter in done { waiter.continuation.resume() }
+        }
         do {
             if let snapshot = try reader.read() { try await adopt(snapshot) }
         } catch {
@@ -231,11 +247,36 @@ public actor Reconciler: Service {
 
     /// Queues a person's command; it takes effect on the next pass, within one poll interval.
     /// Throws `refused` with the reason when the command makes no sense in the current phase.
-    public func submit(_ command: Command, for deployment: String) throws {
+    /// Returns the pass that will take it, for `waitForPass`.
+    @discardableResult
+    public func submit(_ command: Command, for deployment: String) throws -> UInt64 {
         guard specs[deployment] != nil, let status = statuses[deployment] else { throw ReconcilerError.unknownDeployment(deployment) }
         if let reason = Planner.refusal(of: command, for: status) { throw ReconcilerError.refused(reason) }
         commands[deployment] = command
         dirty.insert(deployment)
+        wake()
+        // A pass under way may have planned this deployment already; then the next one takes it.
+        return completedPasses + (passInProgress ? 2 : 1)
+    }
+
+    /// Returns once pass `pass` has finished (its status saved and its routing applied), or the
+    /// reconciler has stopped. The admin API answers a command after it, so a `sluice promote`
+    /// followed by `sluice status` shows the promotion, not the state before it.
+    /// Cancelling the wait ends it too.
+    public func waitForPass(_ pass: UInt64) async {
+        guard completedPasses < pass, !Task.isCancelled else { return }
+        nextWaiter += 1
+        let id = nextWaiter
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { passWaiters.append((id, pass, $0)) }
+        } onCancel: {
+            Task { await self.endWait(id) }
+        }
+    }
+
+    private func endWait(_ id: UInt64) {
+        guard let index = passWaiters.firstIndex(where: { $0.id == id }) else { return }
+        passWaiters.remove(at: index).continuation.resume()
     }
 
     /// State loaded and the manifests read once.

@@ -1,6 +1,6 @@
 import NIOCore
 
-/// Limits and timeouts of the proxy. Every size and every wait has a bound (DESIGN.md §5).
+/// Limits and timeouts of the proxy. Every size and every wait has a bound (docs/proxy.md).
 public struct ProxyConfiguration: Sendable {
     public var host: String = "127.0.0.1"
     /// 0 picks a free port; `ProxyServer.localPort` tells which.

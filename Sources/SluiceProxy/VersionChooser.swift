@@ -1,6 +1,6 @@
 import SluiceSpec
 
-/// Picks the version for one request, in the order DESIGN.md §5 fixes: an explicit header rule, then
+/// Picks the version for one request, in the order docs/proxy.md documents: an explicit header rule, then
 /// a sticky bucket, then a weighted random draw. Pure: the request's attributes and the random number
 /// generator are parameters.
 enum VersionChooser {

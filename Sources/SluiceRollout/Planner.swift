@@ -84,7 +84,14 @@ struct Work {
         case nil:
             break
         }
+        let candidateBefore = status.candidate
         reconcileDesiredVersion()
+        if promoteRequested, status.candidate != candidateBefore {
+            // The promote was given for the rollout in progress; a rollout started by this pass's spec
+            // change did not get it (a promote of v2 must never push v3 past a pause).
+            promoteRequested = false
+            record(.commandDropped, "promote given for \(candidateBefore ?? "no rollout") dropped: now rolling out \(status.candidate ?? "nothing")")
+        }
         if let trip = observations.tripwire, trip.version == status.candidate {
             // No window to wait for: the data plane saw the version fail request after request.
             let kind = trip.lastStatus == 502 ? "connect failures or resets" : (trip.lastStatus == 504 ? "timeouts" : "5xx responses")

@@ -25,6 +25,8 @@ public struct RolloutEvent: Sendable, Hashable, Codable, CustomStringConvertible
     public enum Kind: String, Sendable, Hashable, Codable {
         case firstSeen, rolloutStarted, stepAdvanced, paused, promoted, rolledBack, aborted, retried
         case cancelled, superseded, waitingForTraffic, stuck, switched, rollbackWindowClosed
+        /// A command given for one rollout arrived after another began, and was not applied to it.
+        case commandDropped
         /// The deployment left the manifests.
         case removed
         /// Its manifest file has errors; the last good spec keeps running.

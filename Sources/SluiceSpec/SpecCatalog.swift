@@ -30,7 +30,7 @@ public struct ResolvedDeployment: Sendable, Hashable, Codable {
 /// Everything a set of spec files says, checked within and across files.
 ///
 /// A file with any error contributes nothing: the controller keeps that file's last good specs running
-/// (DESIGN.md §2, GitOps), and `sluice validate` prints the diagnostics.
+/// (docs/spec.md), and `sluice validate` prints the diagnostics.
 public struct SpecCatalog: Sendable {
     /// Valid deployments, by name.
     public private(set) var deployments: [String: ResolvedDeployment] = [:]

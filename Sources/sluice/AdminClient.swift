@@ -29,6 +29,12 @@ struct AdminClient {
 
     struct Failure: Error, CustomStringConvertible {
         var description: String
+        /// The HTTP status of the answer; `nil` when the admin API could not be reached.
+        var status: Int? = nil
+
+        /// Worth waiting out while a `sluice run` starts: not reachable yet, the deployment not read
+        /// yet, or not ready.
+        var isTransient: Bool { status == nil || status == 404 || status == 503 }
     }
 
     func get<T: Decodable>(_ path: String, as type: T.Type) async throws -> T {
@@ -59,7 +65,7 @@ struct AdminClient {
         guard (200..<300).contains(response.status.code) else {
             struct APIError: Decodable { var error: String }
             let message = (try? JSONDecoder().decode(APIError.self, from: Data(body.utf8)))?.error ?? body
-            throw Failure(description: "\(response.status.code) \(response.status.reasonPhrase): \(message)")
+            throw Failure(description: "\(response.status.code) \(response.status.reasonPhrase): \(message)", status: Int(response.status.code))
         }
         return body
     }

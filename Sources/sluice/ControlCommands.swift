@@ -81,8 +81,10 @@ struct StatusCommand: AsyncParsableCommand {
         commandName: "status",
         abstract: "Show phase, versions, weights, step and the last analysis of deployments.",
         discussion: """
-            With --watch (and a NAME), redraws a live view once a second and exits when the rollout is \
-            over: 0 when it ends Healthy, 1 when Degraded. CI pipelines can wait on it.
+            With --watch (and a NAME), redraws a live view once a second and exits when there is nothing \
+            more to watch: 0 when the rollout ends Healthy or stops to wait for sluice promote, 1 when it \
+            is Degraded, 2 after --timeout. While sluice run is still starting (or has not read the \
+            deployment yet) it waits for it. CI pipelines can wait on it.
             """
     )
 
@@ -91,13 +93,16 @@ struct StatusCommand: AsyncParsableCommand {
     }
 
     @Argument(help: "Deployment name; all deployments when omitted.") var name: String?
-    @Flag(name: .long, help: "Follow one rollout live until it is Healthy or Degraded.") var watch = false
+    @Flag(name: .long, help: "Follow one rollout live until it is Healthy, Degraded, or waits for sluice promote.") var watch = false
     @Option(name: [.customShort("o"), .customLong("output")], help: ArgumentHelp("Output format.", valueName: "table|json|yaml")) var format: Format = .table
+    @Option(name: .long, help: ArgumentHelp("With --watch: first wait until sluice run has read this spec.version (an edit just made, or a commit just synced), then follow its rollout.", valueName: "version"))
+    var desired: String?
     @Option(name: .long, help: ArgumentHelp("Seconds a --watch may last before it gives up with exit status 2.", valueName: "seconds")) var timeout: Int = 3600
     @OptionGroup var options: AdminOptions
 
     func validate() throws {
         if watch && name == nil { throw ValidationError("--watch follows one deployment: give its NAME") }
+        if desired != nil && !watch { throw ValidationError("--desired goes with --watch") }
     }
 
     func run() async throws {
@@ -112,8 +117,27 @@ struct StatusCommand: AsyncParsableCommand {
         }
         let deadline = ContinuousClock.now + .seconds(timeout)
         var lastLines = 0
+        var waitingSaid = false
         while ContinuousClock.now < deadline {
-            let view = try await withAdmin { try await client.get("/api/v1/deployments/\(name)", as: DeploymentView.self) }
+            let view: DeploymentView
+            do {
+                view = try await client.get("/api/v1/deployments/\(name)", as: DeploymentView.self)
+            } catch let failure as AdminClient.Failure where failure.isTransient {
+                // A `sluice run` that is still starting, or has not read the manifest yet: wait for it.
+                if !waitingSaid { printError("waiting: \(failure)") }
+                waitingSaid = true
+                try await Task.sleep(for: .seconds(1))
+                continue
+            } catch let failure as AdminClient.Failure {
+                printError("error: \(failure)")
+                throw ExitCode(1)
+            }
+            if let desired, view.desiredVersion != desired {
+                if !waitingSaid { printError("waiting: \(name) has spec.version \(view.desiredVersion); waiting for sluice run to read \(desired)") }
+                waitingSaid = true
+                try await Task.sleep(for: .milliseconds(250))
+                continue
+            }
             let text = StatusRenderer.live(view)
             // Redraw in place on a terminal; append otherwise (logs, CI).
             if isatty(STDOUT_FILENO) != 0 && lastLines > 0 { print("\u{1B}[\(lastLines)F\u{1B}[J", terminator: "") }
@@ -122,6 +146,11 @@ struct StatusCommand: AsyncParsableCommand {
             lastLines = text.split(separator: "\n", omittingEmptySubsequences: false).count
             if view.candidate == nil && view.desiredVersion == view.stableVersion && view.phase == "Healthy" { return }
             if view.phase == "Degraded" { throw ExitCode(1) }
+            if view.waitingFor == "promote" {
+                // Nothing more happens on its own: a person decides.
+                print("\(name) waits for a person: sluice promote \(name) (or abort)")
+                return
+            }
             try await Task.sleep(for: .seconds(1))
         }
         printError("error: \(name) still rolling out after \(timeout)s")

@@ -18,7 +18,7 @@ struct ModelServerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Model name.") var name: String
     @Option(name: .customLong("model-version"), help: ArgumentHelp("Model version; it changes the model's answers.", valueName: "version"))
     var modelVersion: String?
-    /// The old spelling, kept working for scripts (DESIGN.md §3); hidden because `--version` also
+    /// The old spelling, kept working for scripts written against it; hidden because `--version` also
     /// names sluice's own version flag in help.
     @Option(name: .customLong("version"), help: .hidden) var legacyVersion: String?
 

@@ -26,14 +26,14 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Directory of Strategy templates. Default: $SLUICE_STRATEGIES, else ./strategies when it exists.", valueName: "dir"))
     var strategies: String?
 
-    @Option(name: .long, help: ArgumentHelp("Address the proxy serves traffic on.", valueName: "host:port"))
-    var listen: String = "127.0.0.1:8080"
+    @Option(name: .long, help: ArgumentHelp("Address the proxy serves traffic on. Default: $SLUICE_LISTEN, else 127.0.0.1:8080.", valueName: "host:port"))
+    var listen: String = ProcessInfo.processInfo.environment["SLUICE_LISTEN"] ?? "127.0.0.1:8080"
 
     @Option(name: .long, help: ArgumentHelp("State directory: rollout statuses and the event log.", valueName: "dir"))
     var state: String = ".sluice-state"
 
-    @Option(name: .long, help: ArgumentHelp("Address of the admin API (status, promote, abort, retry, events, /metrics), as HOST:PORT or http://HOST:PORT. Keep it on loopback unless a token is set.", valueName: "host:port"))
-    var admin: String = "127.0.0.1:9900"
+    @Option(name: .long, help: ArgumentHelp("Address of the admin API (status, promote, abort, retry, events, /metrics), as HOST:PORT or http://HOST:PORT. Default: $SLUICE_ADMIN (which the client commands read too), else 127.0.0.1:9900. Keep it on loopback unless a token is set.", valueName: "host:port"))
+    var admin: String = ProcessInfo.processInfo.environment["SLUICE_ADMIN"] ?? "127.0.0.1:9900"
 
     @Option(name: .long, help: ArgumentHelp("Bearer token the admin API requires (except /healthz and /readyz). Default: $SLUICE_ADMIN_TOKEN.", valueName: "token"))
     var adminToken: String?

@@ -172,6 +172,18 @@ struct CanaryPlannerTests {
         #expect(d.phase == .healthy && d.weights == ["v2": 100])
     }
 
+    @Test("a promote given for v2 is not applied to v3 when spec.version moves on in the same pass")
+    func promoteDoesNotCarryOver() {
+        var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(10), .pause(nil), .setWeight(50), .pause(nil)])))
+        d.plan(at: Fixture.at(0))
+        #expect(d.status!.candidate == "v2" && d.weights == ["v2": 10, "v1": 90])
+        d.spec.deployment.version = "v3"
+        d.plan(at: Fixture.at(5), Observations(command: .promote))
+        #expect(d.status!.candidate == "v3")
+        #expect(d.weights == ["v3": 10, "v1": 90], "v3 starts at its first step and holds at the pause")
+        #expect(d.events.contains { $0.kind == .commandDropped && $0.message == "promote given for v2 dropped: now rolling out v3" })
+    }
+
     @Test("a stuck rollout is marked after its progress deadline")
     func progressDeadline() {
         var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(10), .pause(.seconds(5)), .setWeight(50)], background: true), progressDeadline: .seconds(60)))

@@ -16,7 +16,7 @@ struct SeededGenerator: RandomNumberGenerator {
 }
 
 /// A small world of routing, traffic verdicts, people and a manual clock. It applies every action the
-/// planner emits and records a violation whenever an action or a status breaks a rule of DESIGN.md §2.
+/// planner emits and records a violation whenever an action or a status breaks a rule of docs/rollout.md.
 struct RolloutWorld {
     var spec: ResolvedDeployment
     var status: RolloutStatus

@@ -27,7 +27,7 @@ func deploymentYAML(
 
 @Suite("Reading sets of spec files")
 struct CatalogTests {
-    @Test("the example of DESIGN.md §2 validates, template included")
+    @Test("the spec example of the design validates, template included")
     func designExample() throws {
         let deployment = """
             apiVersion: sluice/v1

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 
-/// DESIGN.md §1: the pure core does no I/O, so it can be tested with values alone and replayed exactly.
+/// README, Architecture: the pure core does no I/O, so it can be tested with values alone and replayed exactly.
 @Suite("Package boundaries")
 struct PackageBoundaryTests {
     static let pureTargets = ["SluiceSpec", "SluiceAnalysis", "SluiceRollout"]

@@ -1,0 +1,155 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import SluiceTestSupport
+import Testing
+
+/// The commands in README.md and docs/, run as they are written (issue 15: the README's walkthrough
+/// had drifted into one that stalled). Each test reads the document itself, so an edit to the text is
+/// an edit to the test.
+@Suite("The docs' commands, through the real binary")
+struct DocsTests {
+    static func document(_ path: String) throws -> String {
+        try String(contentsOf: SluiceBinary.repositoryRoot.appendingPathComponent(path), encoding: .utf8)
+    }
+
+    /// The fenced blocks of `language` between the heading `section` and the next heading of its level.
+    static func blocks(_ text: String, language: String, section: String? = nil) -> [String] {
+        var lines = text.components(separatedBy: "\n")
+        if let section, let start = lines.firstIndex(of: section) {
+            let level = section.prefix { $0 == "#" } + " "
+            let end = lines[(start + 1)...].firstIndex { $0.hasPrefix(level) } ?? lines.endIndex
+            lines = Array(lines[start..<end])
+        }
+        var blocks: [String] = []
+        var current: [String]?
+        for line in lines {
+            if current == nil, line == "```\(language)" {
+                current = []
+            } else if current != nil, line == "```" {
+                blocks.append(current!.joined(separator: "\n"))
+                current = nil
+            } else {
+                current?.append(line)
+            }
+        }
+        return blocks
+    }
+
+    /// Free ports on 127.0.0.1, found by binding port 0.
+    static func freePorts(_ count: Int) throws -> [Int] {
+        let sockets = try (0..<count).map { _ in try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).wait() }
+        defer { for socket in sockets { try? socket.close().wait() } }
+        return sockets.map { $0.localAddress!.port! }
+    }
+
+    @Test("README: every `$ swift run sluice …` in a console block prints what the README shows")
+    func consoleBlocks() throws {
+        let blocks = Self.blocks(try Self.document("README.md"), language: "console")
+        #expect(!blocks.isEmpty)
+        var checked = 0
+        for block in blocks {
+            for example in block.components(separatedBy: "\n\n") {
+                var lines = example.components(separatedBy: "\n")
+                guard let command = lines.first, command.hasPrefix("$ swift run sluice ") else { continue }
+                lines.removeFirst()
+                let arguments = command.dropFirst("$ swift run sluice ".count).split(separator: " ").map(String.init)
+                let result = try SluiceBinary.run(arguments)
+                let printed = (result.stdout + result.stderr).trimmingCharacters(in: .newlines)
+                #expect(printed == lines.joined(separator: "\n"), "\(command)")
+                checked += 1
+            }
+        }
+        #expect(checked >= 2)
+    }
+
+    /// The two walkthrough blocks, as one shell script. What changes: the binary is the one under
+    /// test (not `swift build` again), ports are free ones instead of 8080, 9900 and 9001–9004 (given to
+    /// sluice run and the CLI as SLUICE_LISTEN and SLUICE_ADMIN, which the README's defaults stand for),
+    /// and /tmp paths are a fresh directory.
+    @Test("README: the walkthrough rolls v2 out under traffic to promotion, then rolls a failing v3 back", .timeLimit(.minutes(10)))
+    func walkthrough() async throws {
+        let blocks = Self.blocks(try Self.document("README.md"), language: "sh", section: "## A real rollout, by hand")
+        #expect(blocks.count == 2)
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-walkthrough-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: work) }
+        let ports = try Self.freePorts(6)
+        let mapping = ["8080": ports[0], "9900": ports[1], "9001": ports[2], "9002": ports[3], "9003": ports[4], "9004": ports[5]]
+        func localize(_ text: String) -> String {
+            var text = text
+            for (old, new) in mapping {
+                text = text.replacingOccurrences(of: ":\(old)", with: ":\(new)").replacingOccurrences(of: "--port \(old)", with: "--port \(new)")
+            }
+            return text.replacingOccurrences(of: "/tmp/", with: work.path + "/")
+        }
+        // The repository as the walkthrough sees it: its manifests, with the ports moved.
+        let root = work.appendingPathComponent("repo/manifests")
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        try localize(try Self.document("manifests/fraud-scorer.yaml")).write(to: root.appendingPathComponent("fraud-scorer.yaml"), atomically: true, encoding: .utf8)
+
+        var script = localize(blocks.joined(separator: "\n"))
+        script = script.replacingOccurrences(of: "swift build\n", with: "")
+            .replacingOccurrences(of: "B=.build/debug/sluice", with: "B=\(SluiceBinary.url.path)")
+        // Each command announced, so a failure shows where it stopped.
+        script = "set -x\nexport SLUICE_LISTEN=127.0.0.1:\(ports[0]) SLUICE_ADMIN=127.0.0.1:\(ports[1])\n" + script
+        let file = work.appendingPathComponent("walkthrough.sh")
+        try script.write(to: file, atomically: true, encoding: .utf8)
+
+        let shell = Process()
+        shell.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
+        shell.arguments = ["bash", file.path]
+        shell.currentDirectoryURL = work.appendingPathComponent("repo")
+        let output = work.appendingPathComponent("output.txt")
+        FileManager.default.createFile(atPath: output.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: output)
+        shell.standardOutput = handle
+        shell.standardError = handle
+        try shell.run()
+        // The script runs in a session of its own; whatever it leaves behind is killed with it.
+        defer { kill(-shell.processIdentifier, SIGKILL) }
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(480)
+        while shell.isRunning && clock.now < deadline { try await Task.sleep(for: .milliseconds(200)) }
+        let finished = !shell.isRunning
+        let text = (try? String(contentsOf: output, encoding: .utf8)) ?? ""
+        #expect(finished, "the walkthrough did not finish in 8 minutes:\n\(text)")
+
+        #expect(text.contains("x-sluice-version: v1"), "the first request reached v1:\n\(text)")
+        #expect(text.contains("fraud-scorer waits for a person: sluice promote fraud-scorer"), "the watch returned at the pause for promote:\n\(text)")
+        #expect(text.contains("v2 promoted to stable"), "history shows the promotion:\n\(text)")
+        #expect(text.contains("rolled back v3: "), "v3 was rolled back:\n\(text)")
+        #expect(!text.contains("rolled back v2"), "no false rollback of v2:\n\(text)")
+        #expect(!text.contains("error:"), "\(text)")
+    }
+
+    @Test("docs/proxy.md: `sluice proxy` serves the routing file the page shows")
+    func proxyPage() async throws {
+        let page = try Self.document("docs/proxy.md")
+        let table = try #require(Self.blocks(page, language: "json").first)
+        let command = try #require(Self.blocks(page, language: "sh", section: "## `sluice proxy`").first)
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-proxy-doc-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: work) }
+        try table.write(to: work.appendingPathComponent("routes.json"), atomically: true, encoding: .utf8)
+        let ports = try Self.freePorts(2)
+        let arguments = command.replacingOccurrences(of: "127.0.0.1:8080", with: "127.0.0.1:\(ports[0])")
+            .replacingOccurrences(of: "127.0.0.1:9901", with: "127.0.0.1:\(ports[1])")
+            .split(separator: " ").dropFirst().map(String.init)
+        let proxy = try RunningSluice(arguments, in: work)
+        _ = try await proxy.line(containing: "sluice proxy: serving 1 route(s) on 127.0.0.1:\(ports[0])")
+        _ = try await proxy.line(containing: "sluice proxy: metrics on 127.0.0.1:\(ports[1])")
+        #expect(try await proxy.stop() == 0)
+    }
+
+    @Test("docs/analysis.md: the `sluice simulate` example runs and reports detection")
+    func simulatePage() throws {
+        let page = try Self.document("docs/analysis.md")
+        let start = try #require(page.range(of: "`sluice simulate --"))
+        let end = try #require(page[start.upperBound...].range(of: "`"))
+        let arguments = page[page.index(after: start.lowerBound)..<end.lowerBound].split(separator: " ").dropFirst().map(String.init)
+        let result = try SluiceBinary.run(arguments, timeout: .seconds(120))
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("rolled back"), "\(result.stdout)")
+    }
+}
