@@ -43,6 +43,13 @@ public struct MetricState: Sendable, Hashable, Codable {
     public var pooledCandidate: [LatencyBin] = []
     public var pooledStable: [LatencyBin] = []
     public var pooledWindows = 0
+    /// Success and error rates with conditions: responses and errors of the windows since the last
+    /// judged block. A window with fewer than `minSamples` responses is not judged on its own; it is
+    /// extended by the next ones until the block has enough (at 1% of 200 req/s, a 15 s window holds
+    /// 30 responses and would never be judged).
+    public var blockResponses = 0
+    public var blockErrors = 0
+    public var blockWindows = 0
     public var last: MetricResult?
 
     public init() {}
@@ -143,8 +150,8 @@ public enum Judge {
             results.append(compare(metric, kind, stable: stable, candidate: candidate, values: values, state: &state))
         }
         if metric.successCondition != nil || metric.failureCondition != nil {
-            if kind != .requestRate && candidate.responses < metric.minSamples {
-                results.append(tooFew(metric, candidate.responses, what: "requests to \(kind.rawValue)", values: values))
+            if kind.isFraction {
+                results.append(rateBlock(metric, kind, candidate: candidate, values: values, state: &state))
             } else if let value {
                 results.append(conditions(metric, value: value, shown: show(kind, value), values: values)!)
             }
@@ -152,8 +159,34 @@ public enum Judge {
         // A fail decides; then anything inconclusive; a pass only when every part passed.
         let decided = results.first { $0.outcome == .fail } ?? results.first { $0.outcome == .inconclusive } ?? results.first
         var result = decided ?? MetricResult(metric: metric.name, outcome: .error, reason: "the metric has nothing to judge")
-        result.value = value
+        // A judged block of windows reports its own value; otherwise the window's.
+        result.value = result.values["block.requests"] != nil ? result.values["value"] : value
         return result
+    }
+
+    /// A success or error rate against its conditions, over a block of windows with at least
+    /// `minSamples` responses in all (usually one window).
+    static func rateBlock(_ metric: MetricSpec, _ kind: BuiltinMetric, candidate: VersionSample, values: [String: Double],
+                          state: inout MetricState) -> MetricResult {
+        var values = values
+        state.blockResponses += candidate.responses
+        state.blockErrors += candidate.errors
+        state.blockWindows += 1
+        let (responses, errors, windows) = (state.blockResponses, state.blockErrors, state.blockWindows)
+        guard responses >= metric.minSamples else {
+            let over = windows == 1 ? "in the window" : "over the last \(windows) windows"
+            return MetricResult(metric: metric.name, outcome: .inconclusive,
+                                reason: "\(responses) requests to \(kind.rawValue) \(over), fewer than minSamples \(metric.minSamples)", values: values)
+        }
+        state.blockResponses = 0
+        state.blockErrors = 0
+        state.blockWindows = 0
+        let value = Double(kind == .errorRate ? errors : responses - errors) / Double(responses)
+        values["value"] = value
+        values["block.requests"] = Double(responses)
+        values["block.windows"] = Double(windows)
+        let shown = windows == 1 ? show(kind, value) : "\(show(kind, value)) over the last \(windows) windows (\(responses) requests)"
+        return conditions(metric, value: value, shown: shown, values: values)!
     }
 
     static func tooFew(_ metric: MetricSpec, _ count: Int, what: String, values: [String: Double]) -> MetricResult {

@@ -24,12 +24,20 @@ struct LoadCommand: AsyncParsableCommand {
     @Option(help: "Requests per second.") var rate = 200
     @Option(help: ArgumentHelp("Stop after this long.", valueName: "seconds")) var duration = 60
     @Option(help: "Requests in flight at most.") var connections = 32
+    @Option(name: .customLong("header"), help: ArgumentHelp("A header to send with every request, as NAME:VALUE (repeatable), such as x-sluice-preview:true or host:recs.internal.", valueName: "name:value"))
+    var headers: [String] = []
 
     func validate() throws {
         guard url.hasPrefix("http://") || url.hasPrefix("https://") else { throw ValidationError("--url must be an http(s) URL") }
         guard (1...100_000).contains(rate) else { throw ValidationError("--rate must be 1 to 100000") }
         guard duration >= 1 else { throw ValidationError("--duration must be at least 1 second") }
         guard (1...1024).contains(connections) else { throw ValidationError("--connections must be 1 to 1024") }
+        for header in headers {
+            guard let colon = header.firstIndex(of: ":"), colon != header.startIndex,
+                  header[..<colon].allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
+                throw ValidationError("--header needs NAME:VALUE, got '\(header)'")
+            }
+        }
     }
 
     struct VersionTally: Sendable {
@@ -46,6 +54,10 @@ struct LoadCommand: AsyncParsableCommand {
         let tallies = NIOLockedValueBox<[String: VersionTally]>([:])
         let failures = NIOLockedValueBox(Failures())
         let url = url
+        let extraHeaders = headers.map { header in
+            let colon = header.firstIndex(of: ":")!
+            return (String(header[..<colon]), String(header[header.index(after: colon)...]).trimmingCharacters(in: .whitespaces))
+        }
         // Its own client: up to --connections connections, and a refused connection fails its request at
         // once (the shared client retries connecting until the request's deadline, so a dead target
         // looked like silence for ten seconds a request).
@@ -59,6 +71,7 @@ struct LoadCommand: AsyncParsableCommand {
             var request = HTTPClientRequest(url: url)
             request.method = .POST
             request.headers.add(name: "content-type", value: "application/json")
+            for (name, value) in extraHeaders { request.headers.replaceOrAdd(name: name, value: value) }
             request.body = .bytes(ByteBuffer(string: body))
             do {
                 let response = try await client.execute(request, timeout: .seconds(10))

@@ -50,6 +50,26 @@ struct JudgeTests {
         #expect(Self.judge(both, .builtin(stable: Self.sample(100), candidate: Self.sample(100, latency: 0.22))).outcome == .inconclusive)
     }
 
+    @Test("a rate condition extends a window that is too small into the next ones until it has minSamples")
+    func rateBlocks() {
+        let metric = MetricSpec(name: "success", source: .builtin(.successRate), successCondition: Self.condition(">= 0.99"), minSamples: 200)
+        var state = MetricState()
+        // 1% of 200 req/s over 15 s: 30 responses a window.
+        for window in 1...6 {
+            let result = Judge.judge(metric, .builtin(stable: Self.sample(2970), candidate: Self.sample(30)), state: &state)
+            #expect(result.outcome == .inconclusive)
+            #expect(result.reason == (window == 1 ? "30 requests to successRate in the window, fewer than minSamples 200"
+                                                 : "\(30 * window) requests to successRate over the last \(window) windows, fewer than minSamples 200"))
+        }
+        let judged = Judge.judge(metric, .builtin(stable: Self.sample(2970), candidate: Self.sample(30, errors: 3)), state: &state)
+        #expect(judged.outcome == .fail, "3 errors in 210 requests: 0.986")
+        #expect(judged.reason == "0.986 over the last 7 windows (210 requests) is not >= 0.99")
+        #expect(judged.value == 207.0 / 210 && judged.values["block.windows"] == 7)
+        // The next block starts afresh.
+        #expect(Judge.judge(metric, .builtin(stable: Self.sample(2970), candidate: Self.sample(30)), state: &state).outcome == .inconclusive)
+        #expect(state.blockResponses == 30)
+    }
+
     @Test("failureLimit tolerates that many failed windows; the next one fails")
     func failureLimit() {
         let metric = MetricSpec(name: "success", source: .builtin(.successRate), successCondition: Self.condition(">= 0.99"), failureLimit: 2)
