@@ -314,8 +314,11 @@ public enum Judge {
         if rejected && test.candidateResponses >= metric.minSamples {
             return MetricResult(metric: metric.name, outcome: .fail, reason: shown + " ≥ 1/α = \(Format.number(1 / metric.alpha))", values: values)
         }
-        guard candidate.responses >= metric.minSamples else {
-            return tooFew(metric, candidate.responses, what: "candidate requests", values: values)
+        // The evidence accumulates: enough requests since the analysis began is enough to pass, however
+        // few each window holds.
+        guard test.candidateResponses >= metric.minSamples else {
+            return MetricResult(metric: metric.name, outcome: .inconclusive,
+                                reason: "\(test.candidateResponses) candidate requests since the analysis began, fewer than minSamples \(metric.minSamples)", values: values)
         }
         return MetricResult(metric: metric.name, outcome: .pass, reason: shown + " < 1/α = \(Format.number(1 / metric.alpha))", values: values)
     }

@@ -117,6 +117,37 @@ struct AnalysisEndToEndTests {
         try await harness.stop()
     }
 
+    /// The short version of `bench/false-rollbacks.sh`: the README example's own metrics
+    /// (manifests/fraud-scorer.yaml, success rate, the sequential error test and a p99 against stable
+    /// with maxRatio 1.25), windows of 1 s instead of 5, an identical candidate freshly started. The
+    /// per-window p99 ratio rolled this back three times out of three (issue 15).
+    @Test("A/A: an identical candidate judged by the README example's metrics is promoted, never rolled back")
+    func identicalCandidatePromoted() async throws {
+        let example = try String(contentsOf: SluiceBinary.repositoryRoot.appendingPathComponent("manifests/fraud-scorer.yaml"), encoding: .utf8)
+        let lines = example.components(separatedBy: "\n")
+        let start = try #require(lines.firstIndex { $0.trimmingCharacters(in: .whitespaces) == "analysis:" })
+        let analysis = lines[(start + 1)...].filter { !$0.isEmpty }.map { String($0.dropFirst(8)) }.joined(separator: "\n")
+            .replacingOccurrences(of: "interval: 5s", with: "interval: 1s")
+        #expect(analysis.contains("maxRatio: 1.25"), "\(analysis)")
+        // 25% of a few hundred requests a second: the p99 has its 1,000 candidate responses in well under
+        // a minute, while each window holds about a hundred, the size the old judge misread.
+        let steps = "- setWeight: 25\n- pause: {duration: 5s}\n- setWeight: 60\n- pause: {duration: 5s}"
+        let harness = try await Self.rollout(v2: [], steps: steps, analysis: analysis)
+        harness.startTraffic(connections: 4)
+        try Self.startCanary(harness, v2: harness.modelPorts["v2"]!, steps: steps, analysis: analysis)
+        let view = try await harness.waitFor("the promotion", timeout: .seconds(240)) {
+            ($0["phase"] as? String == "Healthy" && $0["stableVersion"] as? String == "v2") || $0["phase"] as? String == "Degraded"
+        }
+        await harness.stopTraffic()
+        #expect(view["phase"] as? String == "Healthy", "\(view["message"] ?? "")")
+        let latency = try #require(Self.analysis(view).first { $0["metric"] as? String == "latency" })
+        #expect((latency["passes"] as? Int ?? 0) >= 1, "the p99 was judged, with its evidence: \(latency)")
+        #expect(((latency["values"] as? [String: Double])?["candidate.pooled"] ?? 0) >= 1000)
+        let events = try await harness.admin("/api/v1/events?deployment=scorer") as? [[String: Any]] ?? []
+        #expect(!events.contains { ($0["event"] as? [String: Any])?["kind"] as? String == "rolledBack" })
+        try await harness.stop()
+    }
+
     @Test("blue-green: a webhook passes the preview, the switch happens, and post-promotion analysis switches back on a regression")
     func blueGreenAnalysis() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
