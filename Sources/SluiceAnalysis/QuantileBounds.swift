@@ -98,20 +98,24 @@ public enum QuantileBounds {
 }
 
 extension [LatencyBin] {
-    /// Two histograms as one, still sorted by `seconds`.
+    /// Two histograms as one, sorted by `seconds`, one bin per value (equal values are added up, also
+    /// within either side).
     func merged(with other: [LatencyBin]) -> [LatencyBin] {
-        guard !other.isEmpty else { return self }
-        guard !isEmpty else { return other }
         var out: [LatencyBin] = []
         out.reserveCapacity(Swift.max(count, other.count))
+        func append(_ bin: LatencyBin) {
+            if let last = out.last, last.seconds == bin.seconds {
+                out[out.count - 1].count += bin.count
+            } else {
+                out.append(bin)
+            }
+        }
         var i = startIndex, j = other.startIndex
         while i < endIndex || j < other.endIndex {
-            if j == other.endIndex || (i < endIndex && self[i].seconds < other[j].seconds) {
-                out.append(self[i]); i += 1
-            } else if i == endIndex || other[j].seconds < self[i].seconds {
-                out.append(other[j]); j += 1
+            if j == other.endIndex || (i < endIndex && self[i].seconds <= other[j].seconds) {
+                append(self[i]); i += 1
             } else {
-                out.append(LatencyBin(seconds: self[i].seconds, count: self[i].count + other[j].count)); i += 1; j += 1
+                append(other[j]); j += 1
             }
         }
         return out
