@@ -8,7 +8,7 @@
 # 2. Real runs through the release binary: demo model servers, `sluice run`, and `sluice load` at
 #    RATE req/s (default 200) with the canary at 10%. Scenarios, RUNS each (default 5):
 #      errors   stable 1% errors, candidate 6%        (compareTo: stable, the sequential test)
-#      latency  stable 20 ms, candidate 40 ms (x2)    (compareTo: stable, Mann-Whitney)
+#      latency  stable 20 ms, candidate 40 ms (x2)    (latencyP50, compareTo: stable: quantile confidence bounds)
 #      refused  the candidate's port refuses          (the tripwire)
 #      aa       both 1% errors and 20 ms, for 20 s    (every rollback is a false alarm)
 #    Detection time = from the candidate's first response to its last one, as the load generator saw
@@ -27,20 +27,11 @@ echo "==> simulation in the pure core (sluice simulate, 2,000 runs each)"
 
 echo "==> real runs: RUNS=$RUNS per scenario, $RATE req/s, canary at 10%"
 python3 - "$SLUICE" "$RUNS" "$RATE" <<'PY'
-import json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+import datetime, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 sluice, runs, rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close(); return port
-
-def wait_port(port, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close(); return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"port {port} never opened")
+sys.path.insert(0, "bench")
+from benchlib import free_port, wait_port
 
 METRICS = {
     "errors": '{name: errors, builtin: errorRate, compareTo: stable, minSamples: 20}',
@@ -127,17 +118,29 @@ def run(scenario):
 def quantile(values, q):
     values = sorted(values); return values[min(len(values) - 1, max(0, int(q * len(values) + 0.999999) - 1))]
 
+report = [f"### {datetime.date.today().isoformat()}: `RUNS={runs} RATE={rate} bench/rollback.sh` (real runs; the simulation's lines are printed above)", "",
+          "| scenario | rolled back | median | p90 | max | goal |", "|---|---|---|---|---|---|"]
+examples = []
 for scenario, goal in [("errors", "median <= 10 s"), ("latency", "-"), ("refused", "< 1 s"), ("aa", "no rollback")]:
     results = [run(scenario) for _ in range(runs)]
     times = [t for rb, t, _ in results if t is not None]
     rolled = sum(1 for rb, _, _ in results if rb)
     if scenario == "aa":
         print(f"{scenario:8} rolled back {rolled}/{runs} A/A canaries in 20 s each  (goal: false rollbacks <= 1%)")
+        report.append(f"| aa (20 s each) | **{rolled}/{runs}** | – | – | – | {goal} |")
         for rb, _, message in results:
             if rb: print(f"         false rollback: {message}")
         continue
     if not times:
-        print(f"{scenario:8} rolled back {rolled}/{runs}; no detection time measured"); continue
+        print(f"{scenario:8} rolled back {rolled}/{runs}; no detection time measured")
+        report.append(f"| {scenario} | {rolled}/{runs} | – | – | – | {goal} |")
+        continue
     print(f"{scenario:8} rolled back {rolled}/{runs}  median {statistics.median(times):.2f} s  p90 {quantile(times, 0.9):.2f} s  max {max(times):.2f} s  (goal: {goal})")
     print(f"         e.g. {results[0][2]}")
+    report.append(f"| {scenario} | {rolled}/{runs} | **{statistics.median(times):.2f} s** | {quantile(times, 0.9):.2f} s | {max(times):.2f} s | {goal} |")
+    examples.append(results[0][2])
+text = "\n".join(report + [""] + [f"- `{e}`" for e in examples])
+print(text)
+from benchlib import append_results
+append_results("Automatic rollback (`bench/rollback.sh`)", "", text)
 PY

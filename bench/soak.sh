@@ -30,17 +30,8 @@ import datetime, os, signal, socket, statistics, subprocess, sys, tempfile, time
 sluice, duration, rate, flip, sample = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 DEPLOYMENTS = 10
 
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close(); return port
-
-def wait_port(port, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close(); return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"port {port} never opened")
+sys.path.insert(0, "bench")
+from benchlib import free_port, wait_port
 
 ANALYSIS = """      analysis:
         interval: 1s
@@ -133,7 +124,7 @@ try:
         first, last = after_minute[0], samples[-1]
         fd_values = [s[2] for s in after_minute]
         summary.append((label, first[1], last[1], last[1] - first[1], max(s[1] for s in samples), min(fd_values), max(fd_values)))
-    lines = [f"\n### {datetime.date.today().isoformat()}: `DURATION={duration} RATE={rate} FLIP={flip} bench/soak.sh` ({flips} flips)\n",
+    lines = [f"### {datetime.date.today().isoformat()}: `DURATION={duration} RATE={rate} FLIP={flip} bench/soak.sh` ({flips} flips)\n",
              "| sluice run | RSS at 1 min | RSS at the end | growth after the first minute | peak RSS | descriptors after 1 min (min–max) |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {s[0]} | {s[1]:.1f} MB | {s[2]:.1f} MB | **{s[3]:+.1f} MB** | {s[4]:.1f} MB | {s[5]}–{s[6]} |" for s in summary]
@@ -141,11 +132,9 @@ try:
     lines.append(f"\nGoal: growth ≤ 5 MB after the first minute with analysis: {'met' if growth <= 5 else 'NOT met'} ({growth:+.1f} MB).")
     text = "\n".join(lines) + "\n"
     print(text)
-    results = open("bench/RESULTS.md").read()
-    marker = "## Memory under analysis (`bench/soak.sh`)"
-    if marker not in results:
-        results += f"\n{marker}\n\nGoal (issue 15): RSS after the first minute grows by at most 5 MB over the rest of a 10-minute soak; descriptors flat.\n"
-    open("bench/RESULTS.md", "w").write(results + text)
+    from benchlib import append_results
+    append_results("Memory under analysis (`bench/soak.sh`)",
+                   "Goal (issue 15): RSS after the first minute grows by at most 5 MB over the rest of a 10-minute soak; descriptors flat.", text)
     sys.exit(0 if growth <= 5 else 1)
 finally:
     for p in procs:

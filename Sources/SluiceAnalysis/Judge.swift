@@ -160,7 +160,7 @@ public enum Judge {
         let decided = results.first { $0.outcome == .fail } ?? results.first { $0.outcome == .inconclusive } ?? results.first
         var result = decided ?? MetricResult(metric: metric.name, outcome: .error, reason: "the metric has nothing to judge")
         // A judged block of windows reports its own value; otherwise the window's.
-        result.value = result.values["block.requests"] != nil ? result.values["value"] : value
+        result.value = result.values["block.windows"] != nil ? result.values["value"] : value
         return result
     }
 
@@ -183,7 +183,9 @@ public enum Judge {
         state.blockWindows = 0
         let value = Double(kind == .errorRate ? errors : responses - errors) / Double(responses)
         values["value"] = value
-        values["block.requests"] = Double(responses)
+        // The counts the verdict rests on: the whole block's, not the last window's.
+        values["candidate.requests"] = Double(responses)
+        values["candidate.errors"] = Double(errors)
         values["block.windows"] = Double(windows)
         let shown = windows == 1 ? show(kind, value) : "\(show(kind, value)) over the last \(windows) windows (\(responses) requests)"
         return conditions(metric, value: value, shown: shown, values: values)!

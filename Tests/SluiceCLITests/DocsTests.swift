@@ -36,11 +36,19 @@ struct DocsTests {
         return blocks
     }
 
-    /// Free ports on 127.0.0.1, found by binding port 0.
+    /// Ports on 127.0.0.1 that were free a moment ago, below Linux's ephemeral range (32768 and up): a
+    /// port that port 0 handed out and that was closed again can be taken by any outgoing connection
+    /// before the walkthrough's `sluice run` binds it, as a loaded CI machine showed.
     static func freePorts(_ count: Int) throws -> [Int] {
-        let sockets = try (0..<count).map { _ in try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).wait() }
-        defer { for socket in sockets { try? socket.close().wait() } }
-        return sockets.map { $0.localAddress!.port! }
+        var ports: [Int] = []
+        while ports.count < count {
+            let candidate = Int.random(in: 20_000..<32_000)
+            guard !ports.contains(candidate),
+                  let socket = try? ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: candidate).wait() else { continue }
+            try? socket.close().wait()
+            ports.append(candidate)
+        }
+        return ports
     }
 
     @Test("README: every `$ swift run sluice …` in a console block prints what the README shows")
