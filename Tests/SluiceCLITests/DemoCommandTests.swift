@@ -10,7 +10,10 @@ struct DemoCommandTests {
         #expect(acts.count == 2, "\(result.stdout)")
         let act1 = acts[0], act2 = acts.last ?? ""
         #expect(act1.contains("v2 is stable with all traffic"))
-        #expect(act1.contains("weights  v2=30% v1=70%") || act1.contains("v2=30%"), "the steps show up live")
+        // The steps show up live. With 1 s pauses a step can be shorter than the once-a-second redraw
+        // (evidence gathered at 10% carries over), so any two of the four weights will do.
+        let shown = ["v2=10%", "v2=30%", "v2=60%", "v2=90%"].filter { act1.contains($0) }
+        #expect(shown.count >= 2, "the steps show up live: \(shown)")
         #expect(act1.contains("served"))
         #expect(act1.contains("pass         success-rate: "), "each metric's verdict shows live")
         // Act 2: v3 is rolled back automatically, with the metric and its values.
