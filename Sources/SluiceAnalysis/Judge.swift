@@ -156,11 +156,16 @@ public enum Judge {
                 results.append(conditions(metric, value: value, shown: show(kind, value), values: values)!)
             }
         }
-        // A fail decides; then anything inconclusive; a pass only when every part passed.
+        return combine(metric, results, value: value)
+    }
+
+    /// The parts of one metric's judgement as one result: a fail decides; then anything inconclusive;
+    /// a pass only when every part passed. A part that measured its own value (a judged block of
+    /// windows) keeps it; the others report `value`.
+    static func combine(_ metric: MetricSpec, _ results: [MetricResult], value: Double?) -> MetricResult {
         let decided = results.first { $0.outcome == .fail } ?? results.first { $0.outcome == .inconclusive } ?? results.first
         var result = decided ?? MetricResult(metric: metric.name, outcome: .error, reason: "the metric has nothing to judge")
-        // A judged block of windows reports its own value; otherwise the window's.
-        result.value = result.values["block.windows"] != nil ? result.values["value"] : value
+        if result.value == nil { result.value = value }
         return result
     }
 
@@ -287,10 +292,7 @@ public enum Judge {
                 results.append(conditions(metric, value: value, shown: "\(show(kind, value)) over \(nc) responses", values: values)!)
             }
         }
-        let decided = results.first { $0.outcome == .fail } ?? results.first { $0.outcome == .inconclusive } ?? results.first
-        var result = decided ?? MetricResult(metric: metric.name, outcome: .error, reason: "the metric has nothing to judge")
-        result.value = value
-        return result
+        return combine(metric, results, value: value)
     }
 
     /// The significance level for the `look`-th test of a metric (1-based): α·6/(π²·look²). These sum to

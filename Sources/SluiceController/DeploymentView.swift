@@ -19,8 +19,7 @@ public struct DeploymentView: Sendable, Codable, Equatable {
     public var stuck: Bool
     public var mirrorPercent: Int
     public var preview: Bool
-    /// What a `Paused` rollout waits for: `traffic` (too little to judge) or `promote` (a person, at a
-    /// `pause: {}` step or a blue-green preview); `nil` otherwise.
+    /// `RolloutStatus.waitingFor`: `traffic` or `promote` while `Paused`.
     public var waitingFor: String?
     /// The latest measurements with their values and verdicts (filled by analysis).
     public var analysis: [AnalysisView]
@@ -71,7 +70,7 @@ public struct DeploymentView: Sendable, Codable, Equatable {
         stuck = status.stuck
         mirrorPercent = status.mirrorPercent
         preview = status.previewActive
-        waitingFor = status.phase != .paused ? nil : (status.waitingForTraffic ? "traffic" : "promote")
+        waitingFor = status.waitingFor
         analysis = []
         specErrors = []
     }

@@ -47,6 +47,12 @@ public struct RolloutStatus: Sendable, Hashable, Codable {
     public var stuck: Bool
     /// The last background verdict was inconclusive: steps hold until there is enough traffic.
     public var waitingForTraffic: Bool
+
+    /// What a `Paused` rollout waits for: `traffic` (too little evidence to judge) or `promote` (a
+    /// person, at a `pause: {}` step or a blue-green preview); `nil` when it is not paused.
+    public var waitingFor: String? {
+        phase != .paused ? nil : (waitingForTraffic ? "traffic" : "promote")
+    }
     /// Blue-green after the switch: the old version stays routable until this time.
     public var previousStable: String?
     public var rollbackUntil: Instant?
