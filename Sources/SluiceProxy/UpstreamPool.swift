@@ -177,7 +177,9 @@ final class UpstreamHandler: ChannelDuplexHandler {
     private var pendingRead = false
     private let responseTimeout: TimeAmount
     private let idleTimeout: TimeAmount
-    /// When the request in flight was sent, while its response head has not arrived.
+    /// When the request in flight last sent a byte (its head, or a piece of its body), while its
+    /// response head has not arrived: the response timeout counts from there, so an upload that takes
+    /// longer than the timeout over a slow link is not cut off while its bytes keep flowing.
     private var awaitingHeadSince: NIODeadline?
     /// When the connection went back to the pool.
     private var idleSince: NIODeadline?
@@ -281,6 +283,7 @@ final class UpstreamHandler: ChannelDuplexHandler {
     /// Request bytes, framed already (`RequestWriter` heads, body bytes as the client framed them).
     func write(_ bytes: ByteBuffer) {
         guard let context else { return }
+        if awaitingHeadSince != nil { awaitingHeadSince = .now() }
         context.write(wrapOutboundOut(bytes), promise: nil)
         unflushed = true
     }

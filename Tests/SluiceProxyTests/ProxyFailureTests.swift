@@ -72,6 +72,25 @@ struct ProxyFailureTests {
         }
     }
 
+    @Test("an upload that takes longer than the response timeout, bytes flowing all along, is not cut off")
+    func slowUpload() async throws {
+        // Over a weak link a big request can take longer to send than the upstream has to answer: the
+        // response timeout counts from the request's last byte, not its head.
+        try await ProxyHarness.run(configure: { $0.upstreamResponseTimeout = .seconds(3) }) { h in
+            try await h.apply(h.route([("v1", 100)]))
+            let client = try await h.client()
+            let clock = ContinuousClock()
+            let started = clock.now
+            // 40 pieces 150 ms apart: 6 s of upload, twice the timeout; a loaded box may stall one gap to
+            // a second or two, not to 3 s.
+            let response = try await client.upload("/models/m/count", total: 40 * 16 * 1024, chunk: 16 * 1024, pace: .milliseconds(150))
+            #expect(clock.now - started > .seconds(5), "the upload outlasted the timeout")
+            #expect(response.status == 200)
+            #expect(response.body == String(40 * 16 * 1024), "the upstream received every byte")
+            await client.close()
+        }
+    }
+
     @Test("repeated connect failures eject the endpoint: 503 with no healthy endpoint, then back when it listens")
     func passiveEjection() async throws {
         try await ProxyHarness.run(configure: {

@@ -56,7 +56,8 @@ public final class TestClient: Sendable {
     }
 
     /// Streams `total` bytes as a chunked request body in chunks of `chunk`, respecting backpressure.
-    public func upload(_ uri: String, total: Int, chunk: Int = 64 * 1024) async throws -> Response {
+    /// A chunked upload of `total` bytes; with `pace`, a pause after each chunk (a slow link).
+    public func upload(_ uri: String, total: Int, chunk: Int = 64 * 1024, pace: Duration? = nil) async throws -> Response {
         var headers = HTTPHeaders()
         headers.add(name: "host", value: "localhost")
         headers.add(name: "transfer-encoding", value: "chunked")
@@ -75,6 +76,7 @@ public final class TestClient: Sendable {
             // Waiting on each write keeps at most one chunk queued: memory stays flat however big the upload.
             try await channel.writeAndFlush(HTTPClientRequestPart.body(.byteBuffer(buffer.getSlice(at: 0, length: size)!)))
             sent += size
+            if let pace { try await Task.sleep(for: pace) }
         }
         try await channel.writeAndFlush(HTTPClientRequestPart.end(nil))
         return try await response.get()
