@@ -61,7 +61,7 @@ struct ExampleManifestTests {
         #expect(canary.steps == [.setWeight(10), .pause(.seconds(30)), .setWeight(50), .pause(nil)])
         let analysis = try #require(canary.analysis)
         #expect(analysis.interval == .seconds(5))
-        #expect(analysis.metrics.map(\.name) == ["success-rate", "errors-vs-stable", "latency"])
+        #expect(analysis.metrics.map(\.name) == ["success-rate", "errors-vs-stable", "median-latency", "latency"])
         #expect(analysis.metrics[0].source == .builtin(.successRate))
         #expect(analysis.metrics[0].successCondition?.op == .greaterThanOrEqual)
         #expect(analysis.metrics[0].successCondition?.value == 0.99)
@@ -71,6 +71,7 @@ struct ExampleManifestTests {
         #expect(analysis.metrics[1].alpha == MetricSpec.defaultAlpha)
         #expect(analysis.metrics[2].compareToStable)
         #expect(analysis.metrics[2].maxRatio == 1.25)
+        #expect(analysis.metrics[2].source == .builtin(.latencyP50))
         #expect(analysis.metrics[2].minSamples == MetricSpec.defaultMinSamples)
     }
 
