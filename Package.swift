@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/pointfreeco/swift-clocks", from: "1.1.1"),
     ],
     targets: [
         // Pure core: the spec model and its validation. Parses YAML text; never touches files.
@@ -117,11 +118,11 @@ let package = Package(
         ),
         .testTarget(
             name: "SluiceRolloutTests",
-            dependencies: ["SluiceRollout", "SluiceSpec"]
+            dependencies: ["SluiceRollout", "SluiceSpec", "SluiceTestSupport"]
         ),
         .testTarget(
             name: "SluiceAnalysisTests",
-            dependencies: ["SluiceAnalysis", "SluiceRollout", "SluiceSpec"]
+            dependencies: ["SluiceAnalysis", "SluiceRollout", "SluiceSpec", "SluiceTestSupport"]
         ),
         // Real HTTP peers for tests: upstream servers, keep-alive and raw clients.
         .target(
@@ -146,7 +147,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SluiceControllerTests",
-            dependencies: ["SluiceController", "SluiceRollout", "SluiceSpec"]
+            dependencies: ["SluiceController", "SluiceRollout", "SluiceSpec", "SluiceAnalysis", .product(name: "Clocks", package: "swift-clocks")]
         ),
         // End-to-end tests that run the real `sluice` binary.
         .testTarget(
@@ -155,6 +156,7 @@ let package = Package(
                 "sluice",
                 "SluiceTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]

@@ -17,7 +17,8 @@ public enum AdminAPI {
         // Health first, so a token never stands between a load balancer and the health checks.
         router.get("/healthz") { _, _ in "ok\n" }
         router.get("/readyz") { _, _ -> Response in
-            await reconciler.isReady ? plain(.ok, "ready\n") : plain(.serviceUnavailable, "not ready: state not loaded yet\n")
+            let (ready, reason) = await reconciler.readiness
+            return ready ? plain(.ok, "ready\n") : plain(.serviceUnavailable, "not ready: \(reason)\n")
         }
         let api = router.group()
         if let token, !token.isEmpty { api.add(middleware: BearerTokenMiddleware(token: token)) }

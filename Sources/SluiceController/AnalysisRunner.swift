@@ -7,14 +7,10 @@ import SluiceSpec
 
 /// One window's verdict of one analysis, for the reconciler.
 struct AnalysisReport: Sendable {
-    var deployment: String
-    var candidate: String
-    var kind: AnalysisKind
-    var verdict: Verdict
+    /// For the planner: what was judged, and how.
+    var verdict: AnalysisVerdict
     /// Each metric's result, as the admin API shows it.
     var metrics: [DeploymentView.AnalysisView]
-    /// The metric that failed the analysis, when it failed.
-    var failedMetric: String?
 }
 
 /// Runs the analyses the planner wants running: one task per deployment, candidate and kind, which
@@ -36,11 +32,13 @@ actor AnalysisRunner {
     private let proxyMetrics: ProxyMetrics?
     private let source: any MetricsSource
     private let reports: AsyncStream<AnalysisReport>.Continuation
+    private let clock: ShellClock
 
-    init(proxyMetrics: ProxyMetrics?, source: any MetricsSource, reports: AsyncStream<AnalysisReport>.Continuation) {
+    init(proxyMetrics: ProxyMetrics?, source: any MetricsSource, reports: AsyncStream<AnalysisReport>.Continuation, clock: ShellClock = .system) {
         self.proxyMetrics = proxyMetrics
         self.source = source
         self.reports = reports
+        self.clock = clock
     }
 
     /// Makes exactly `wanted` run for the deployment's candidate.
@@ -101,12 +99,12 @@ actor AnalysisRunner {
         var state = AnalysisState()
         // Windows are back to back: each starts where the last one was read.
         let cursor = try? await proxyMetrics?.openCursor(route: key.deployment)
-        var windowStart = Reconciler.now()
+        var windowStart = clock.now()
         let usesBuiltin = spec.metrics.contains { if case .builtin = $0.source { true } else { false } }
         let latencies = Set(spec.metrics.filter { if case .builtin(let kind) = $0.source { kind.isLatency } else { false } }.map(\.name))
         while true {
-            do { try await Task.sleep(for: spec.interval) } catch { return }
-            let windowEnd = Reconciler.now()
+            do { try await clock.sleep(for: spec.interval) } catch { return }
+            let windowEnd = clock.now()
             var windows: [MetricKey: VersionWindow]? = nil
             if usesBuiltin, let cursor {
                 windows = try? await cursor.read()
@@ -114,15 +112,17 @@ actor AnalysisRunner {
             guard !Task.isCancelled, let target = targets[key.deployment] else { return }
             let readings = await measure(spec, target, key, windows: windows, windowStart: windowStart, windowEnd: windowEnd)
             guard !Task.isCancelled else { return }
-            windowStart = windowEnd
+            defer { windowStart = windowEnd }
             let (verdict, results) = Analysis.evaluate(spec, readings, state: &state)
-            let at = ISO8601DateFormatter().string(from: Date())
+            let at = windowEnd.iso8601
             let views = results.map { result in
                 DeploymentView.AnalysisView(result, analysis: Self.describe(key.kind), version: key.candidate, unit: latencies.contains(result.metric) ? "seconds" : nil,
                                             state: state.metrics[result.metric] ?? MetricState(), measuredAt: at)
             }
             let failed: String? = if case .fail = verdict { results.first { $0.outcome == .fail }?.metric } else { nil }
-            reports.yield(AnalysisReport(deployment: key.deployment, candidate: key.candidate, kind: key.kind, verdict: verdict, metrics: views, failedMetric: failed))
+            let judged = AnalysisVerdict(deployment: key.deployment, candidate: key.candidate, kind: key.kind,
+                                         window: .init(start: windowStart, end: windowEnd), verdict: verdict, metric: failed)
+            reports.yield(AnalysisReport(verdict: judged, metrics: views))
         }
     }
 

@@ -25,6 +25,9 @@ public struct DeploymentView: Sendable, Codable, Equatable {
     public var analysis: [AnalysisView]
     /// Errors in the deployment's manifest file; while there are any, the last good spec runs.
     public var specErrors: [String]
+    /// What failed and is being retried (its status could not be saved, or the routing could not be
+    /// applied); traffic goes on by the last routing applied. `nil` when nothing is failing.
+    public var fault: String?
 
     /// One metric's latest measurement.
     public struct AnalysisView: Sendable, Codable, Equatable {
@@ -73,5 +76,6 @@ public struct DeploymentView: Sendable, Codable, Equatable {
         waitingFor = status.waitingFor
         analysis = []
         specErrors = []
+        fault = nil
     }
 }

@@ -15,10 +15,14 @@ import SluiceSpec
 /// the next manifest poll (250 ms), whichever comes first.
 public actor Reconciler: Service {
     private var reader: ManifestReader
+    /// Tells which manifest and strategy files changed (inotify, or file stamps where it is missing).
+    private var watcher: DirectoryWatcher?
+    private let useInotify: Bool
     private let store: any StatusStore
     private let router: any TrafficRouter
     private let logger: Logger
     private let pollInterval: Duration
+    private let clock: ShellClock
 
     private var specs: [String: ResolvedDeployment] = [:]
     private var statuses: [String: RolloutStatus] = [:]
@@ -30,13 +34,23 @@ public actor Reconciler: Service {
     private var routingStale = true
     private var ready = false
 
+    /// Failures being retried with capped exponential back-off: a status that could not be saved (per
+    /// deployment; nothing of its plan is carried out until it is) and routing that could not be
+    /// applied. Traffic goes on by the last routing applied meanwhile.
+    private var saveFaults: [String: Fault] = [:]
+    private var routingFault: Fault?
+    private var routingRetryAt: Instant?
+    /// Deployments the routing table could not include, with the reason; their last good route stays.
+    private var routeErrors: [String: String] = [:]
+    /// Deployments that left the manifests whose stored status could not be deleted yet.
+    private var pendingDeletes: Set<String> = []
+
     // Analysis and the tripwire.
     private let runner: AnalysisRunner
     private let reports: AsyncStream<AnalysisReport>
     private let tripwireEvents: AsyncStream<TripwireEvent>?
     private let registry: PrometheusCollectorRegistry?
     private var verdicts: [String: [AnalysisVerdict]] = [:]
-    private var failedMetric: [String: String] = [:]
     private var trips: [String: TripwireObservation] = [:]
     private var analysisViews: [String: [String: DeploymentView.AnalysisView]] = [:]
     /// The sleep between passes, cut short by `wake()` when a verdict or a tripwire arrives.
@@ -54,26 +68,28 @@ public actor Reconciler: Service {
     ///   - tripwireEvents: the proxy's tripped wires.
     ///   - metricsSource: Prometheus and webhook metrics.
     ///   - registry: where analysis results and rollbacks are counted for `/metrics`.
+    ///   - clock: where time comes from, for the planner's `now`, the sleeps and the analysis windows.
     public init(manifests: String, strategies: String?, store: any StatusStore, router: any TrafficRouter,
                 proxyMetrics: ProxyMetrics? = nil, tripwireEvents: AsyncStream<TripwireEvent>? = nil,
                 metricsSource: any MetricsSource = HTTPMetricsSource(), registry: PrometheusCollectorRegistry? = nil,
-                pollInterval: Duration = .milliseconds(250), logger: Logger = Logger(label: "sluice.reconciler")) {
+                pollInterval: Duration = .milliseconds(250), clock: ShellClock = .system, useInotify: Bool = true,
+                logger: Logger = Logger(label: "sluice.reconciler")) {
         reader = ManifestReader(manifests: manifests, strategies: strategies)
+        self.useInotify = useInotify
         self.store = store
         self.router = router
         self.pollInterval = pollInterval
+        self.clock = clock
         self.logger = logger
         let (reports, continuation) = AsyncStream.makeStream(of: AnalysisReport.self, bufferingPolicy: .bufferingNewest(1024))
         self.reports = reports
-        runner = AnalysisRunner(proxyMetrics: proxyMetrics, source: metricsSource, reports: continuation)
+        runner = AnalysisRunner(proxyMetrics: proxyMetrics, source: metricsSource, reports: continuation, clock: clock)
         self.tripwireEvents = tripwireEvents
         self.registry = registry
     }
 
     /// Wall-clock time: statuses keep it across restarts, so a pause keeps its original start.
-    static func now() -> Instant {
-        Instant(milliseconds: Int64((Date().timeIntervalSince1970 * 1000).rounded()))
-    }
+    private func now() -> Instant { clock.now() }
 
     public func run() async throws {
         statuses = try await store.loadAll()
@@ -111,7 +127,7 @@ public actor Reconciler: Service {
             wakePending = false
             return
         }
-        let sleep = Task { _ = try? await Task.sleep(for: delay) }
+        let sleep = Task { [clock] in _ = try? await clock.sleep(for: delay) }
         sleeper = sleep
         await withTaskCancellationHandler { await sleep.value } onCancel: { sleep.cancel() }
         sleeper = nil
@@ -124,23 +140,24 @@ public actor Reconciler: Service {
 
     /// A verdict from a running analysis: queued for the next pass, which starts at once.
     func observe(_ report: AnalysisReport) {
-        // A verdict about a version no longer being rolled out is history.
-        guard statuses[report.deployment]?.candidate == report.candidate else { return }
-        verdicts[report.deployment, default: []].append(AnalysisVerdict(report.kind, report.verdict))
-        if let metric = report.failedMetric { failedMetric[report.deployment] = metric }
-        var views = analysisViews[report.deployment, default: [:]].filter { $0.value.version == report.candidate }
+        let verdict = report.verdict
+        let deployment = verdict.deployment
+        // A verdict about a version no longer being rolled out is history (the planner checks it too).
+        guard statuses[deployment]?.candidate == verdict.candidate else { return }
+        verdicts[deployment, default: []].append(verdict)
+        var views = analysisViews[deployment, default: [:]].filter { $0.value.version == verdict.candidate }
         for view in report.metrics {
             views[view.metric] = view
             guard let registry else { continue }
-            let labels = [("deployment", report.deployment), ("metric", view.metric)]
+            let labels = [("deployment", deployment), ("metric", view.metric)]
             if let value = view.value { registry.makeGauge(descriptor: AnalysisMetricNames.value, labels: labels).set(value) }
             registry.makeCounter(descriptor: AnalysisMetricNames.measurements, labels: labels + [("verdict", view.verdict)]).increment()
         }
-        analysisViews[report.deployment] = views
-        if case .fail(let reason, _) = report.verdict {
-            logger.warning("analysis failed", metadata: ["deployment": "\(report.deployment)", "candidate": "\(report.candidate)", "reason": "\(reason)"])
+        analysisViews[deployment] = views
+        if case .fail(let reason, _) = verdict.verdict {
+            logger.warning("analysis failed", metadata: ["deployment": "\(deployment)", "candidate": "\(verdict.candidate)", "reason": "\(reason)"])
         }
-        dirty.insert(report.deployment)
+        dirty.insert(deployment)
         wake()
     }
 
@@ -165,11 +182,12 @@ public actor Reconciler: Service {
             for waiter in done { waiter.continuation.resume() }
         }
         do {
-            if let snapshot = try reader.read() { try await adopt(snapshot) }
+            let changed = fileChanges()
+            if changed?.isEmpty != true, let snapshot = try reader.read(changed: changed) { await adopt(snapshot) }
         } catch {
             logger.error("cannot read the manifests; the last good specs keep running", metadata: ["error": "\(error)"])
         }
-        let now = Self.now()
+        let now = clock.now()
         let due = dirty.union(requeueAt.filter { $0.value <= now }.map(\.key))
         dirty.removeAll()
         for name in due.sorted() {
@@ -177,18 +195,38 @@ public actor Reconciler: Service {
             requeueAt[name] = nil
             let observations = Observations(verdicts: verdicts.removeValue(forKey: name) ?? [], command: commands.removeValue(forKey: name),
                                             tripwire: trips.removeValue(forKey: name))
-            let failed = failedMetric.removeValue(forKey: name)
             let plan = Planner.plan(spec, status: statuses[name], observations: observations, now: now)
             var events: [RolloutEvent] = []
             for case .record(let event) in plan.actions { events.append(event) }
-            if let registry, events.contains(where: { $0.kind == .rolledBack }) {
-                // The planner acts on a tripped wire before any verdict of the same pass.
-                let tripped = observations.tripwire.map { $0.version == statuses[name]?.candidate } ?? false
-                let cause = tripped ? "tripwire" : (failed ?? "unknown")
-                registry.makeCounter(descriptor: AnalysisMetricNames.rollbacks, labels: [("deployment", name), ("metric", cause)]).increment()
+            if let fault = saveFaults[name] {
+                events.insert(RolloutEvent(.faultCleared, name, "status saved again after \(fault.attempts) failed attempt(s) since \(fault.since): \(fault.error)"), at: 0)
             }
             if plan.status != statuses[name] || !events.isEmpty {
-                try await store.save(plan.status, events: events, at: now)
+                do {
+                    try await store.save(plan.status, events: events, at: now)
+                } catch {
+                    // Persist first, then act: nothing of this plan happens until it is saved. What it
+                    // observed goes back in the queue (behind anything newer), and it is planned again.
+                    // (At shutdown the write is cancelled: not a fault, and nothing more is planned.)
+                    verdicts[name] = Self.bounded(observations.verdicts + (verdicts[name] ?? []))
+                    if commands[name] == nil { commands[name] = observations.command }
+                    if trips[name] == nil { trips[name] = observations.tripwire }
+                    if Task.isCancelled || error is CancellationError { return }
+                    let fault = Fault.next(after: saveFaults[name], error: error, at: now)
+                    saveFaults[name] = fault
+                    requeueAt[name] = now + fault.backoff
+                    logger.error("cannot save the status; traffic stays as it is, retrying", metadata: [
+                        "deployment": "\(name)", "error": "\(error)", "attempt": "\(fault.attempts)", "retryIn": "\(fault.backoff)"])
+                    continue
+                }
+            }
+            if saveFaults.removeValue(forKey: name) != nil {
+                logger.notice("status saved again; the rollout goes on", metadata: ["deployment": "\(name)"])
+            }
+            if let registry {
+                for event in events where event.kind == .rolledBack {
+                    registry.makeCounter(descriptor: AnalysisMetricNames.rollbacks, labels: [("deployment", name), ("metric", event.cause ?? "unknown")]).increment()
+                }
             }
             if plan.status.routing != statuses[name]?.routing { routingStale = true }
             statuses[name] = plan.status
@@ -198,49 +236,131 @@ public actor Reconciler: Service {
             if let delay = plan.requeueAfter { requeueAt[name] = now + delay }
             await runner.ensure(spec, plan.status, wanted: plan.analyses)
         }
-        if routingStale {
-            revision += 1
-            let routed = specs.compactMap { name, spec in statuses[name].map { RoutedDeployment(spec: spec, status: $0) } }
-            try await router.apply(revision: revision, routed)
-            // Check that the data plane really routes by it; if not, apply again on the next pass.
-            let live = try await router.verify()
-            routingStale = live != revision
-            if routingStale { logger.error("routing revision \(revision) applied but \(live) is live; retrying") }
+        if routingStale, routingRetryAt.map({ now >= $0 }) ?? true {
+            await applyRouting(now: now)
+        }
+        for name in pendingDeletes {
+            if (try? await store.delete(name, at: now)) != nil { pendingDeletes.remove(name) }
         }
         ready = true
     }
 
-    private func adopt(_ snapshot: SpecSnapshot) async throws {
+    /// A fault can last hours while windows keep closing: the queue keeps every failure and the newest
+    /// 64 other verdicts, which say all the planner needs (the latest evidence, or the wait for it).
+    static func bounded(_ queue: [AnalysisVerdict]) -> [AnalysisVerdict] {
+        guard queue.count > 64 else { return queue }
+        let others = queue.indices.filter { if case .fail = queue[$0].verdict { false } else { true } }
+        let dropped = Set(others.dropLast(64))
+        return queue.indices.filter { !dropped.contains($0) }.map { queue[$0] }
+    }
+
+    /// Installs every deployment's routing as one new revision, and checks that it is live. On failure
+    /// the data plane keeps the last revision it applied; this retries with back-off.
+    private func applyRouting(now: Instant) async {
+        revision += 1
+        let routed = specs.compactMap { name, spec in statuses[name].map { RoutedDeployment(spec: spec, status: $0) } }
+        do {
+            let unroutable = try await router.apply(revision: revision, routed)
+            for (name, reason) in unroutable where routeErrors[name] != reason {
+                logger.error("cannot route this deployment; its last good route stays live", metadata: ["deployment": "\(name)", "error": "\(reason)"])
+            }
+            routeErrors = unroutable
+            // Check that the data plane really routes by it; if it lags, apply again on the next pass.
+            let live = try await router.verify()
+            routingStale = live != revision
+            if routingStale { logger.warning("routing revision \(revision) applied but \(live) is live; applying again") }
+            if let fault = routingFault {
+                logger.notice("routing applied again after \(fault.attempts) failed attempt(s)", metadata: ["revision": "\(revision)"])
+            }
+            routingFault = nil
+            routingRetryAt = nil
+        } catch {
+            routingStale = true
+            let fault = Fault.next(after: routingFault, error: error, at: now)
+            routingFault = fault
+            routingRetryAt = now + fault.backoff
+            logger.error("cannot apply the routing; the data plane keeps the last revision it applied, retrying", metadata: [
+                "revision": "\(revision)", "error": "\(error)", "attempt": "\(fault.attempts)", "retryIn": "\(fault.backoff)"])
+        }
+    }
+
+    /// Whether `/readyz` should answer 200, and if not, why.
+    public var readiness: (ready: Bool, reason: String) {
+        if !ready { return (false, "state not loaded yet") }
+        if let fault = routingFault { return (false, "routing not applied (\(fault.attempts) attempt(s) since \(fault.since)): \(fault.error)") }
+        if let (name, fault) = saveFaults.min(by: { $0.key < $1.key }) {
+            return (false, "status of \(name)\(saveFaults.count > 1 ? " and \(saveFaults.count - 1) more" : "") not saved (\(fault.attempts) attempt(s) since \(fault.since)): \(fault.error)")
+        }
+        return (true, "ready")
+    }
+
+    private func adopt(_ snapshot: SpecSnapshot) async {
         for diagnostic in snapshot.diagnostics where !diagnostics.contains(diagnostic) {
             logger.error("\(diagnostic)")
             // Into the event log of every deployment that file defines: they keep their last good spec.
             for spec in snapshot.deployments.values where spec.file == diagnostic.location.file {
                 guard let status = statuses[spec.name] else { continue }
                 let event = RolloutEvent(.specInvalid, spec.name, "\(diagnostic); the last good spec keeps running")
-                try await store.save(status, events: [event], at: Self.now())
+                do {
+                    try await store.save(status, events: [event], at: now())
+                } catch {
+                    logger.error("cannot record the manifest error in the event log", metadata: ["deployment": "\(spec.name)", "error": "\(error)"])
+                }
             }
         }
         diagnostics = snapshot.diagnostics
         let removed = Set(specs.keys).subtracting(snapshot.deployments.keys)
         for name in removed {
-            try await store.delete(name, at: Self.now())
+            do {
+                try await store.delete(name, at: now())
+            } catch {
+                pendingDeletes.insert(name)
+                logger.error("cannot delete the stored status of a removed deployment; retrying", metadata: ["deployment": "\(name)", "error": "\(error)"])
+            }
+            saveFaults[name] = nil
+            routeErrors[name] = nil
             await runner.remove(name)
             analysisViews[name] = nil
             statuses[name] = nil
             requeueAt[name] = nil
             logger.info("deployment removed", metadata: ["deployment": "\(name)"])
         }
-        for (name, spec) in snapshot.deployments where specs[name] != spec { dirty.insert(name) }
+        for (name, spec) in snapshot.deployments where specs[name] != spec {
+            dirty.insert(name)
+            pendingDeletes.remove(name)
+        }
         specs = snapshot.deployments
         if !removed.isEmpty { routingStale = true }
     }
 
-    /// Until the earliest requeue time, or the next manifest poll. Commands are picked up by the next
-    /// pass, so they wait at most one poll interval.
+    /// The files changed since the last pass, from the watcher (started on the first pass); `nil` to
+    /// read everything again.
+    private func fileChanges() -> Set<String>? {
+        if let watcher { return watcher.changes() }
+        let directories = [reader.manifests] + (reader.strategies.map { [$0] } ?? [])
+        let watcher = DirectoryWatcher(directories: directories, useInotify: useInotify) { [weak self] in
+            Task { await self?.filesChanged() }
+        }
+        self.watcher = watcher
+        logger.info(watcher.isWatching ? "watching the manifests with inotify" : "inotify unavailable: checking the manifests' file stamps every \(pollInterval)",
+                    metadata: ["directories": "\(directories.joined(separator: ", "))"])
+        _ = watcher.changes()
+        return nil
+    }
+
+    /// inotify saw a file change: plan now.
+    private func filesChanged() {
+        wake()
+    }
+
+    /// Until the earliest requeue time, or the next look at the manifests: with inotify, a change wakes
+    /// the loop at once, so it looks only every 5 s as a safety net; without it, every poll interval.
+    /// Commands and verdicts wake it too.
     private func nextDelay() -> Duration {
-        let now = Self.now()
-        guard let next = requeueAt.values.min() else { return pollInterval }
-        return min(pollInterval, max(.zero, next - now))
+        let now = clock.now()
+        let idle = watcher?.isWatching == true ? max(pollInterval, .seconds(5)) : pollInterval
+        guard let next = requeueAt.values.min() else { return idle }
+        return min(idle, max(.zero, next - now))
     }
 
     // MARK: For the admin API and the CLI
@@ -295,6 +415,13 @@ public actor Reconciler: Service {
             .filter { status.candidate == nil || $0.version == status.candidate }
             .sorted { $0.metric < $1.metric }
         view.specErrors = diagnostics.filter { $0.location.file == spec.file }.map(\.description)
+        if let fault = saveFaults[deployment] {
+            view.fault = "status not saved (\(fault.attempts) attempt(s) since \(fault.since)): \(fault.error); routing stays as it was, retrying"
+        } else if let error = routeErrors[deployment] {
+            view.fault = "cannot be routed: \(error); its last good route stays live"
+        } else if let fault = routingFault {
+            view.fault = "routing not applied (\(fault.attempts) attempt(s) since \(fault.since)): \(fault.error); the last applied routing stays live"
+        }
         return view
     }
 
@@ -319,6 +446,22 @@ public actor Reconciler: Service {
             case .refused(let reason): reason
             }
         }
+    }
+}
+
+/// A failure being retried: what failed, how often, since when, and how long until the next try
+/// (0.25 s doubling up to 30 s).
+struct Fault: Sendable {
+    var error: String
+    var attempts: Int
+    var since: Instant
+
+    var backoff: Duration {
+        .milliseconds(min(30_000, 250 << min(attempts - 1, 8)))
+    }
+
+    static func next(after previous: Fault?, error: any Error, at now: Instant) -> Fault {
+        Fault(error: "\(error)", attempts: (previous?.attempts ?? 0) + 1, since: previous?.since ?? now)
     }
 }
 

@@ -5,9 +5,21 @@ import SluiceSpec
 /// Turns each deployment's status into the proxy's routing table. The policy is all in the status;
 /// this only looks up endpoints and orders backends.
 public enum RoutingTableBuilder {
-    public static func table(revision: UInt64, _ deployments: [RoutedDeployment]) -> RoutingTable {
-        let routes = deployments.sorted { $0.spec.name < $1.spec.name }.compactMap { try? rule($0.spec, $0.status) }
-        return RoutingTable(revision: revision, routes: routes)
+    /// The table for `deployments`. One whose route cannot be built keeps its route in `lastGood` (if
+    /// it ever had one), and is named in `unroutable` with the reason: never dropped without a word.
+    public static func table(revision: UInt64, _ deployments: [RoutedDeployment],
+                             lastGood: [String: RouteRule] = [:]) -> (table: RoutingTable, unroutable: [String: String]) {
+        var routes: [RouteRule] = []
+        var unroutable: [String: String] = [:]
+        for deployment in deployments.sorted(by: { $0.spec.name < $1.spec.name }) {
+            do {
+                routes.append(try rule(deployment.spec, deployment.status))
+            } catch {
+                unroutable[deployment.spec.name] = "\(error)"
+                if let previous = lastGood[deployment.spec.name] { routes.append(previous) }
+            }
+        }
+        return (RoutingTable(revision: revision, routes: routes), unroutable)
     }
 
     /// One deployment's route. The candidate comes first, so sticky users only move toward it.
@@ -38,16 +50,22 @@ public enum RoutingTableBuilder {
     }
 }
 
-/// The built-in proxy as a `TrafficRouter`.
-public struct ProxyTrafficRouter: TrafficRouter {
+/// The built-in proxy as a `TrafficRouter`. It remembers the routes it installed, so a deployment
+/// whose route cannot be built keeps the last one.
+public actor ProxyTrafficRouter: TrafficRouter {
     public let proxy: ProxyServer
+    private var installed: [String: RouteRule] = [:]
 
     public init(proxy: ProxyServer) {
         self.proxy = proxy
     }
 
-    public func apply(revision: UInt64, _ deployments: [RoutedDeployment]) async throws {
-        try await proxy.apply(RoutingTableBuilder.table(revision: revision, deployments))
+    @discardableResult
+    public func apply(revision: UInt64, _ deployments: [RoutedDeployment]) async throws -> [String: String] {
+        let (table, unroutable) = RoutingTableBuilder.table(revision: revision, deployments, lastGood: installed)
+        try await proxy.apply(table)
+        installed = Dictionary(uniqueKeysWithValues: table.routes.map { ($0.name, $0) })
+        return unroutable
     }
 
     public func verify() async throws -> UInt64 {

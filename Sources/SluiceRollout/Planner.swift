@@ -52,8 +52,8 @@ struct Work {
     var name: String { spec.name }
     var desired: String { spec.deployment.version }
 
-    mutating func record(_ kind: RolloutEvent.Kind, _ message: String, values: [String: Double] = [:]) {
-        actions.append(.record(RolloutEvent(kind, name, message, values: values)))
+    mutating func record(_ kind: RolloutEvent.Kind, _ message: String, values: [String: Double] = [:], cause: String? = nil) {
+        actions.append(.record(RolloutEvent(kind, name, message, values: values, cause: cause)))
     }
 
     mutating func requeue(after delay: Duration) {
@@ -96,16 +96,38 @@ struct Work {
             // No window to wait for: the data plane saw the version fail request after request.
             let kind = trip.lastStatus == 502 ? "connect failures or resets" : (trip.lastStatus == 504 ? "timeouts" : "5xx responses")
             rollBack("tripwire: \(trip.failures) hard failures in a row (\(kind), last status \(trip.lastStatus))",
-                     values: ["failures": Double(trip.failures), "lastStatus": Double(trip.lastStatus), "limit": Double(spec.strategy.tripwire)])
+                     values: ["failures": Double(trip.failures), "lastStatus": Double(trip.lastStatus), "limit": Double(spec.strategy.tripwire)],
+                     cause: "tripwire")
         }
         if status.candidate != nil {
+            let verdicts = observations.verdicts.filter(judgesRolloutInProgress)
             switch spec.strategy {
-            case .canary(let canary): advanceCanary(canary, observations.verdicts)
-            case .blueGreen(let blueGreen): advanceBlueGreen(blueGreen, observations.verdicts)
+            case .canary(let canary): advanceCanary(canary, verdicts)
+            case .blueGreen(let blueGreen): advanceBlueGreen(blueGreen, verdicts)
             }
         }
         closeRollbackWindow(observations)
         checkProgressDeadline()
+    }
+
+    /// A verdict counts only for what it judged: this deployment's candidate, by an analysis wanted
+    /// now, over traffic since this rollout began (not a version rejected and retried since).
+    func judgesRolloutInProgress(_ item: AnalysisVerdict) -> Bool {
+        guard item.deployment == name, item.candidate == status.candidate,
+              Work.wantedAnalyses(status, spec.strategy).contains(item.kind) else { return false }
+        return status.rolloutStartedAt.map { item.window.start >= $0 } ?? true
+    }
+
+    /// Whether a passing verdict covers the traffic since `time`: a pass about a window that began
+    /// earlier judged (partly) another weight or step.
+    func covers(_ item: AnalysisVerdict, since time: Instant?) -> Bool {
+        time.map { item.window.start >= $0 } ?? true
+    }
+
+    /// The candidate's routing changed: evidence about the old one no longer counts.
+    mutating func routed() {
+        status.routedAt = now
+        status.evidenceAt = nil
     }
 
     /// Compares `spec.version` with what is stable and being rolled out.
@@ -143,6 +165,8 @@ struct Work {
         status.step = 0
         status.stepStartedAt = now
         status.analysisPasses = 0
+        status.rolloutStartedAt = now
+        routed()
         status.lastProgressAt = now
         status.stuck = false
         status.waitingForTraffic = false
@@ -167,17 +191,20 @@ struct Work {
         status.step = 0
         status.stepStartedAt = nil
         status.analysisPasses = 0
+        status.rolloutStartedAt = nil
+        status.routedAt = nil
+        status.evidenceAt = nil
         status.waitingForTraffic = false
         status.stuck = false
     }
 
-    mutating func rollBack(_ reason: String, kind: RolloutEvent.Kind = .rolledBack, values: [String: Double]) {
+    mutating func rollBack(_ reason: String, kind: RolloutEvent.Kind = .rolledBack, values: [String: Double], cause: String? = nil) {
         guard let candidate = status.candidate else { return }
         resetToStable()
         status.rejected = candidate
         status.phase = .degraded
         status.message = kind == .aborted ? reason : "rolled back \(candidate): \(reason)"
-        record(kind, status.message, values: values)
+        record(kind, status.message, values: values, cause: cause)
     }
 
     /// The candidate becomes stable with all traffic.
@@ -207,18 +234,19 @@ struct Work {
     // MARK: Canary
 
     mutating func advanceCanary(_ canary: CanaryStrategy, _ verdicts: [AnalysisVerdict]) {
-        let wanted = Work.wantedAnalyses(status, spec.strategy)
-        for item in verdicts where wanted.contains(item.kind) {
+        for item in verdicts {
             switch (item.kind, item.verdict) {
             case (_, .fail(let reason, let values)):
-                rollBack(reason, values: values)
+                rollBack(reason, values: values, cause: item.metric)
                 return
             case (.background, .pass):
                 status.waitingForTraffic = false
+                if covers(item, since: status.routedAt) { status.evidenceAt = max(status.evidenceAt ?? item.window.end, item.window.end) }
             case (.background, .inconclusive(let reason)):
                 status.waitingForTraffic = true
                 status.message = "waiting for traffic: \(reason)"
             case (.step, .pass):
+                guard covers(item, since: status.stepStartedAt) else { continue }
                 status.analysisPasses += 1
                 status.lastProgressAt = now
             case (.step, .inconclusive(let reason)):
@@ -242,11 +270,13 @@ struct Work {
             }
             switch steps[status.step] {
             case .setWeight(let weight):
+                if status.weights[candidate] != weight { routed() }
                 status.weights = [candidate: weight, status.stableVersion: 100 - weight]
                 status.message = "step \(status.step + 1)/\(steps.count): \(candidate) at \(weight)%"
                 record(.stepAdvanced, status.message, values: ["weight": Double(weight)])
                 nextStep()
             case .setMirror(let percent):
+                if status.mirrorPercent != percent { routed() }
                 status.mirrorPercent = percent
                 status.message = "step \(status.step + 1)/\(steps.count): mirroring \(percent)% to \(candidate)"
                 record(.stepAdvanced, status.message, values: ["mirror": Double(percent)])
@@ -272,6 +302,12 @@ struct Work {
                     requeue(after: end - now)
                     return
                 }
+                if let interval = awaitedEvidence(canary) {
+                    status.phase = .progressing
+                    status.message = "step \(status.step + 1)/\(steps.count): pause over; waiting for a passing analysis of \(candidate) at \(status.weights[candidate] ?? 0)% (every \(interval.specDescription))"
+                    requeue(after: interval)
+                    return
+                }
                 nextStep()
             case .analysis(let analysis):
                 guard status.analysisPasses >= (analysis.count ?? 1) else {
@@ -284,13 +320,26 @@ struct Work {
             }
             status.phase = .progressing
         }
-        guard status.candidate != nil else { return }
+        guard let candidate = status.candidate else { return }
         if status.waitingForTraffic && !promoteRequested && !promotedPast {
             status.phase = .paused
             requeue(after: .seconds(1))
+        } else if !promoteRequested && !promotedPast, let interval = awaitedEvidence(canary) {
+            status.phase = .progressing
+            status.message = "last step done; waiting for a passing analysis of \(candidate) at \(status.weights[candidate] ?? 0)% before promotion (every \(interval.specDescription))"
+            requeue(after: interval)
         } else {
             complete()
         }
+    }
+
+    /// The background analysis's interval while it is in force and has not yet passed the candidate at
+    /// the routing in force: a timed pause does not end, nor the rollout complete, before it has.
+    /// `nil` when nothing is awaited. A person's promote is not held by it.
+    func awaitedEvidence(_ canary: CanaryStrategy) -> Duration? {
+        guard let background = canary.analysis, Work.wantedAnalyses(status, spec.strategy).contains(.background),
+              status.evidenceAt == nil else { return nil }
+        return background.interval
     }
 
     // MARK: Blue-green
@@ -298,13 +347,14 @@ struct Work {
     /// Stages: 0 preview and pre-promotion analysis, 1 waiting for promotion, 2 switched and
     /// post-promotion analysis.
     mutating func advanceBlueGreen(_ strategy: BlueGreenStrategy, _ verdicts: [AnalysisVerdict]) {
-        let wanted = Work.wantedAnalyses(status, spec.strategy)
-        for item in verdicts where wanted.contains(item.kind) {
+        for item in verdicts {
             switch item.verdict {
             case .fail(let reason, let values):
-                rollBack(reason, values: values)
+                rollBack(reason, values: values, cause: item.metric)
                 return
             case .pass:
+                // Only traffic of this stage counts: post-promotion passes judge windows after the switch.
+                guard covers(item, since: status.stepStartedAt) else { continue }
                 status.analysisPasses += 1
                 status.lastProgressAt = now
             case .inconclusive(let reason):
@@ -340,6 +390,7 @@ struct Work {
             status.previousStable = status.stableVersion
             status.rollbackUntil = now + strategy.rollbackWindow
             status.weights = [candidate: 100, status.stableVersion: 0]
+            routed()
             status.previewActive = false
             status.phase = .progressing
             status.message = "switched all traffic to \(candidate)"

@@ -49,8 +49,11 @@ public struct RoutedDeployment: Sendable {
 /// HAProxy's runtime API or Gateway API routes. `apply` returns the revision it installed, and `verify`
 /// the revision actually in force, so the controller can tell that traffic really moved.
 public protocol TrafficRouter: Sendable {
-    /// Installs the routing of every deployment at once, as revision `revision`.
-    func apply(revision: UInt64, _ deployments: [RoutedDeployment]) async throws
+    /// Installs the routing of every deployment at once, as revision `revision`. A deployment that
+    /// cannot be routed keeps its last good route; the result names each such deployment with the
+    /// reason. Throws when nothing could be installed: the data plane keeps its last revision.
+    @discardableResult
+    func apply(revision: UInt64, _ deployments: [RoutedDeployment]) async throws -> [String: String]
     /// The revision the data plane routes by everywhere.
     func verify() async throws -> UInt64
 }

@@ -31,6 +31,8 @@ public struct RolloutEvent: Sendable, Hashable, Codable, CustomStringConvertible
         case removed
         /// Its manifest file has errors; the last good spec keeps running.
         case specInvalid
+        /// Its status could be saved again after failures (the message says what failed, and since when).
+        case faultCleared
     }
 
     public var kind: Kind
@@ -38,12 +40,15 @@ public struct RolloutEvent: Sendable, Hashable, Codable, CustomStringConvertible
     public var message: String
     /// The measurements behind the decision, when there are any.
     public var values: [String: Double]
+    /// What decided a rollback: the failing metric's name, or `tripwire`.
+    public var cause: String?
 
-    public init(_ kind: Kind, _ deployment: String, _ message: String, values: [String: Double] = [:]) {
+    public init(_ kind: Kind, _ deployment: String, _ message: String, values: [String: Double] = [:], cause: String? = nil) {
         self.kind = kind
         self.deployment = deployment
         self.message = message
         self.values = values
+        self.cause = cause
     }
 
     public var description: String { "\(kind.rawValue): \(message)" }
@@ -67,14 +72,36 @@ public enum Command: String, Sendable, Hashable, Codable {
     case retry
 }
 
-/// A verdict and the analysis it came from.
+/// A verdict and what it judged: which deployment, which candidate, by which of the strategy's
+/// analyses, over which window of traffic. The planner applies it only to the rollout in progress, and
+/// counts a pass as evidence only for the routing in force through its whole window.
 public struct AnalysisVerdict: Sendable, Hashable, Codable {
+    public var deployment: String
+    public var candidate: String
     public var kind: AnalysisKind
+    /// The traffic judged: responses from `start` to `end`.
+    public var window: Window
     public var verdict: Verdict
+    /// The metric that decided a failure (the first in the spec's order that failed).
+    public var metric: String?
 
-    public init(_ kind: AnalysisKind, _ verdict: Verdict) {
+    public struct Window: Sendable, Hashable, Codable {
+        public var start: Instant
+        public var end: Instant
+
+        public init(start: Instant, end: Instant) {
+            self.start = start
+            self.end = end
+        }
+    }
+
+    public init(deployment: String, candidate: String, kind: AnalysisKind, window: Window, verdict: Verdict, metric: String? = nil) {
+        self.deployment = deployment
+        self.candidate = candidate
         self.kind = kind
+        self.window = window
         self.verdict = verdict
+        self.metric = metric
     }
 }
 
@@ -95,8 +122,8 @@ public struct TripwireObservation: Sendable, Hashable, Codable {
 
 /// Everything the shell observed since the last plan.
 public struct Observations: Sendable, Hashable {
-    /// Verdicts of the analyses that were running, oldest first. Verdicts of an analysis that is no
-    /// longer wanted are ignored.
+    /// Verdicts of the analyses that were running, oldest first. Verdicts about another deployment or
+    /// candidate, of an analysis that is no longer wanted, or from before the rollout began are ignored.
     public var verdicts: [AnalysisVerdict]
     public var command: Command?
     /// A tripped wire; ignored unless it names the version being rolled out.

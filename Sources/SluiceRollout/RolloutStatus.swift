@@ -41,6 +41,14 @@ public struct RolloutStatus: Sendable, Hashable, Codable {
     public var stepStartedAt: Instant?
     /// Passing measurements so far in the current step's analysis.
     public var analysisPasses: Int
+    /// When the rollout in progress began: verdicts about earlier traffic belong to an earlier attempt.
+    public var rolloutStartedAt: Instant?
+    /// When the candidate's routing (its weight, its mirror share, a blue-green switch) last changed.
+    public var routedAt: Instant?
+    /// The end of the newest passing background window that began at or after `routedAt`: evidence
+    /// that the candidate is healthy at the routing in force. A timed pause does not end, and the
+    /// rollout does not complete, without it while background analysis is in force.
+    public var evidenceAt: Instant?
     /// When the rollout last moved forward, for the progress deadline.
     public var lastProgressAt: Instant?
     /// The rollout has made no progress for longer than its deadline.
@@ -71,6 +79,9 @@ public struct RolloutStatus: Sendable, Hashable, Codable {
         self.step = 0
         self.stepStartedAt = nil
         self.analysisPasses = 0
+        self.rolloutStartedAt = nil
+        self.routedAt = nil
+        self.evidenceAt = nil
         self.lastProgressAt = nil
         self.stuck = false
         self.waitingForTraffic = false

@@ -27,6 +27,20 @@ public struct ResolvedDeployment: Sendable, Hashable, Codable {
     public var name: String { deployment.name }
 }
 
+/// One file, parsed and checked on its own: the costly part of reading a catalog, which a watcher
+/// redoes only for the files that changed. It keeps the decoded documents and the positions the
+/// cross-file checks need, not the YAML.
+public struct ParsedFile: Sendable {
+    public let file: SourceFile
+    let documents: [ParsedDocument]
+    let errors: [Diagnostic]
+
+    public init(_ file: SourceFile) {
+        self.file = file
+        (documents, errors) = SpecCatalog.parse(file)
+    }
+}
+
 /// Everything a set of spec files says, checked within and across files.
 ///
 /// A file with any error contributes nothing: the controller keeps that file's last good specs running
@@ -49,29 +63,33 @@ public struct SpecCatalog: Sendable {
     /// Templates resolve by name from both sets. When two documents claim the same deployment name,
     /// template name or route, the later one in path order is the one reported.
     public init(manifests: [SourceFile], strategies: [SourceFile] = []) {
+        self.init(parsedManifests: manifests.map(ParsedFile.init), parsedStrategies: strategies.map(ParsedFile.init))
+    }
+
+    /// The same from files parsed already (`ParsedFile`), so that only changed files are parsed again.
+    public init(parsedManifests: [ParsedFile], parsedStrategies: [ParsedFile] = []) {
         var parsed: [(file: SourceFile, documents: [ParsedDocument], errors: [Diagnostic])] = []
-        for file in strategies.sorted(by: { $0.path < $1.path }) {
-            var (documents, errors) = Self.parse(file)
+        for entry in parsedStrategies.sorted(by: { $0.file.path < $1.file.path }) {
+            var (documents, errors) = (entry.documents, entry.errors)
             for case .deployment(let deployment, let origin) in documents {
                 errors.append(Self.diagnostic(
                     "a strategies directory holds only Strategy documents; move ModelDeployment '\(deployment.name)' to the manifests directory",
-                    file.path, origin.name))
+                    origin.name))
             }
             documents.removeAll { if case .deployment = $0 { true } else { false } }
-            parsed.append((file, documents, errors))
+            parsed.append((entry.file, documents, errors))
         }
-        for file in manifests.sorted(by: { $0.path < $1.path }) {
-            let (documents, errors) = Self.parse(file)
-            parsed.append((file, documents, errors))
+        for entry in parsedManifests.sorted(by: { $0.file.path < $1.file.path }) {
+            parsed.append((entry.file, entry.documents, entry.errors))
         }
 
         // Templates first: deployments in any file may refer to templates in any other.
         var templateOrigin: [String: SourceLocation] = [:]
         for entry in parsed {
-            for case .strategy(let template, let nameValue) in entry.documents {
-                let here = Self.location(entry.file.path, nameValue)
+            for case .strategy(let template, let namePlace) in entry.documents {
+                let here = namePlace.location
                 if let first = templateOrigin[template.name] {
-                    diagnostics.append(Self.diagnostic("duplicate Strategy '\(template.name)'; first defined at \(first)", entry.file.path, nameValue))
+                    diagnostics.append(Self.diagnostic("duplicate Strategy '\(template.name)'; first defined at \(first)", namePlace))
                     continue
                 }
                 templateOrigin[template.name] = here
@@ -87,19 +105,19 @@ public struct SpecCatalog: Sendable {
             for case .deployment(let deployment, let origin) in entry.documents {
                 let path = entry.file.path
                 if let first = nameOrigin[deployment.name] {
-                    diagnostics.append(Self.diagnostic("duplicate ModelDeployment '\(deployment.name)'; first defined at \(first)", path, origin.name))
+                    diagnostics.append(Self.diagnostic("duplicate ModelDeployment '\(deployment.name)'; first defined at \(first)", origin.name))
                     continue
                 }
-                nameOrigin[deployment.name] = Self.location(path, origin.name)
+                nameOrigin[deployment.name] = origin.name.location
                 let route = deployment.route
                 if let first = routeOrigin[route.conflictKey] {
                     let hostText = route.host.map { " and host '\($0)'" } ?? ""
                     diagnostics.append(Self.diagnostic(
                         "route pathPrefix '\(route.pathPrefix)'\(hostText) is already claimed by deployment '\(first.name)' at \(first.location)",
-                        path, origin.route.child("pathPrefix") ?? origin.route))
+                        origin.pathPrefix))
                     continue
                 }
-                routeOrigin[route.conflictKey] = (deployment.name, Self.location(path, origin.route.child("pathPrefix") ?? origin.route))
+                routeOrigin[route.conflictKey] = (deployment.name, origin.pathPrefix.location)
                 guard let strategy = resolve(deployment, origin, path) else { continue }
                 candidates[path, default: []].append(ResolvedDeployment(deployment: deployment, strategy: strategy, file: path))
             }
@@ -125,7 +143,7 @@ public struct SpecCatalog: Sendable {
             let known = templates.keys.sorted()
             let hint = Suggestion.hint(for: name, in: known)
             let list = known.isEmpty ? "; no Strategy documents were loaded (pass --strategies DIR)" : "; known: \(known.joined(separator: ", "))"
-            diagnostics.append(Self.diagnostic("unknown strategy template '\(name)'\(hint.isEmpty ? list : hint)", path, origin.template ?? origin.strategy))
+            diagnostics.append(Self.diagnostic("unknown strategy template '\(name)'\(hint.isEmpty ? list : hint)", origin.template ?? origin.strategy))
             return nil
         }
     }
@@ -208,11 +226,7 @@ public struct SpecCatalog: Sendable {
         return nil
     }
 
-    private static func location(_ file: String, _ value: SpecValue) -> SourceLocation {
-        SourceLocation(file: file, line: value.mark?.line ?? 1, column: value.mark?.column ?? 1)
-    }
-
-    private static func diagnostic(_ message: String, _ file: String, _ value: SpecValue) -> Diagnostic {
-        Diagnostic(location: location(file, value), message: message, path: value.path.description)
+    private static func diagnostic(_ message: String, _ place: Place) -> Diagnostic {
+        Diagnostic(location: place.location, message: message, path: place.path)
     }
 }

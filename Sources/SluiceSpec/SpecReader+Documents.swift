@@ -6,12 +6,32 @@ enum DocumentKind: String, CaseIterable {
     case strategy = "Strategy"
 }
 
+/// Where a value stood in its file, kept from the YAML (without the YAML) for the checks that span
+/// documents and files.
+struct Place: Sendable {
+    var location: SourceLocation
+    var path: String
+
+    init(_ value: SpecValue, file: String) {
+        location = SourceLocation(file: file, line: value.mark?.line ?? 1, column: value.mark?.column ?? 1)
+        path = value.path.description
+    }
+}
+
 /// Positions kept from the YAML for checks that span documents and files.
-struct DeploymentOrigin {
-    var name: SpecValue
-    var route: SpecValue
-    var template: SpecValue?
-    var strategy: SpecValue
+struct DeploymentOrigin: Sendable {
+    var name: Place
+    /// The route's `pathPrefix`, or the route when it has none.
+    var pathPrefix: Place
+    var template: Place?
+    var strategy: Place
+
+    init(name: SpecValue, route: SpecValue, template: SpecValue?, strategy: SpecValue, file: String) {
+        self.name = Place(name, file: file)
+        pathPrefix = Place(route.child("pathPrefix") ?? route, file: file)
+        self.template = template.map { Place($0, file: file) }
+        self.strategy = Place(strategy, file: file)
+    }
 }
 
 extension SpecReader {
@@ -47,13 +67,13 @@ extension SpecReader {
             var result = deployment
             result.name = metadata.name
             result.labels = metadata.labels
-            return .deployment(result, DeploymentOrigin(name: metadata.nameValue, route: origin.route, template: origin.template, strategy: origin.strategy))
+            return .deployment(result, DeploymentOrigin(name: metadata.nameValue, route: origin.route, template: origin.template, strategy: origin.strategy, file: file))
         case .strategy:
             let spec: StrategySpec? = top.required("spec") { value in
                 fields(value, keys: ["canary", "blueGreen"]).flatMap { strategySpec($0, what: "a Strategy spec") }
             }
             guard diagnostics.count == before, let metadata, let spec else { return nil }
-            return .strategy(StrategyTemplate(name: metadata.name, labels: metadata.labels, spec: spec), metadata.nameValue)
+            return .strategy(StrategyTemplate(name: metadata.name, labels: metadata.labels, spec: spec), Place(metadata.nameValue, file: file))
         }
     }
 
@@ -87,7 +107,7 @@ extension SpecReader {
 
     // MARK: ModelDeployment
 
-    private func deploymentSpec(_ value: SpecValue, name: String?) -> (ModelDeployment, DeploymentOrigin)? {
+    private func deploymentSpec(_ value: SpecValue, name: String?) -> (ModelDeployment, (route: SpecValue, template: SpecValue?, strategy: SpecValue))? {
         guard let f = fields(value, keys: ["route", "version", "versions", "strategy", "progressDeadline"]) else { return nil }
         let route = f.required("route") { self.route($0) }
         let versions = f.required("versions") { list($0, nonEmpty: true, what: "versions") { modelVersion($0) } }
@@ -116,7 +136,7 @@ extension SpecReader {
             strategy: strategy, progressDeadline: deadline
         )
         let templateValue = strategyValue.child("template")
-        return (deployment, DeploymentOrigin(name: value, route: routeValue, template: templateValue, strategy: strategyValue))
+        return (deployment, (routeValue, templateValue, strategyValue))
     }
 
     private func route(_ value: SpecValue) -> Route? {
@@ -221,7 +241,7 @@ extension SpecReader {
 }
 
 /// One decoded document with the positions later checks need.
-enum ParsedDocument {
+enum ParsedDocument: Sendable {
     case deployment(ModelDeployment, DeploymentOrigin)
-    case strategy(StrategyTemplate, SpecValue)
+    case strategy(StrategyTemplate, Place)
 }

@@ -30,7 +30,8 @@ enum StatusRenderer {
         let rows = views.map { view in
             [view.name, view.phase + (view.stuck ? " (stuck)" : ""), view.stableVersion, view.desiredVersion, weights(view),
              view.candidate == nil ? "-" : "\(view.step)/\(view.steps)",
-             view.message + (view.specErrors.isEmpty ? "" : " [manifest has \(view.specErrors.count) error(s); running the last good spec]")]
+             view.message + (view.specErrors.isEmpty ? "" : " [manifest has \(view.specErrors.count) error(s); running the last good spec]")
+                + (view.fault.map { " [fault: \($0)]" } ?? "")]
         }
         guard !rows.isEmpty else { return "no deployments" }
         var text = columns([header] + rows)
@@ -77,5 +78,6 @@ enum StatusRenderer {
               \(view.message)
             """ + view.analysis.map { "\n  \($0.verdict.padding(toLength: 12, withPad: " ", startingAt: 0)) \($0.metric): \($0.reason)" }.joined()
             + view.specErrors.map { "\n  ! \($0)" }.joined()
+            + (view.fault.map { "\n  ! \($0)" } ?? "")
     }
 }

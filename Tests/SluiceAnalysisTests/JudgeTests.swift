@@ -1,6 +1,7 @@
 import Foundation
 import SluiceRollout
 import SluiceSpec
+import SluiceTestSupport
 import Testing
 @testable import SluiceAnalysis
 
@@ -181,17 +182,20 @@ struct JudgeTests {
     /// Issue 15: what an analysis keeps must not grow with its windows. 2,000 windows of varied
     /// latencies leave pooled histograms no longer than the number of distinct buckets they saw.
     @Test("2,000 windows: a latency metric's state stays the size of its distinct buckets")
-    func boundedState() throws {
-        let metric = MetricSpec(name: "p99", source: .builtin(.latencyP99), compareToStable: true, maxRatio: 1.25)
-        var state = MetricState()
-        var rng = SplitMix64(seed: 7)
-        var buckets: Set<Double> = []
-        for _ in 0..<2000 {
-            // 100 distinct buckets at most, as a 2-significant-digit histogram between 1 and 2 ms has.
-            let bins = (0..<20).map { _ in LatencyBin(seconds: 0.001 * (1 + Double(rng.next() % 100) / 100), count: 1) }
-            buckets.formUnion(bins.map(\.seconds))
-            let window = VersionSample(responses: 20, errors: 0, latency: bins, seconds: 1)
-            _ = Judge.judge(metric, .builtin(stable: window, candidate: window), state: &state)
+    func boundedState() async throws {
+        let (state, buckets) = try await onOwnThread {
+            let metric = MetricSpec(name: "p99", source: .builtin(.latencyP99), compareToStable: true, maxRatio: 1.25)
+            var state = MetricState()
+            var rng = SplitMix64(seed: 7)
+            var buckets: Set<Double> = []
+            for _ in 0..<2000 {
+                // 100 distinct buckets at most, as a 2-significant-digit histogram between 1 and 2 ms has.
+                let bins = (0..<20).map { _ in LatencyBin(seconds: 0.001 * (1 + Double(rng.next() % 100) / 100), count: 1) }
+                buckets.formUnion(bins.map(\.seconds))
+                let window = VersionSample(responses: 20, errors: 0, latency: bins, seconds: 1)
+                _ = Judge.judge(metric, .builtin(stable: window, candidate: window), state: &state)
+            }
+            return (state, buckets)
         }
         #expect(state.pooledCandidate.count == buckets.count && buckets.count <= 100)
         #expect(state.pooledCandidate.reduce(0) { $0 + $1.count } == 40_000)

@@ -60,7 +60,7 @@ struct AnalysisEndToEndTests {
         #expect(metrics.contains(#"sluice_analysis_measurements_total{deployment="scorer",metric="success-rate",verdict="fail"}"#))
 
         // `sluice status` shows the analysis too.
-        let status = try SluiceBinary.run(["status", "scorer", "--admin", "127.0.0.1:\(harness.adminPort)"])
+        let status = try await SluiceBinary.run(["status", "scorer", "--admin", "127.0.0.1:\(harness.adminPort)"])
         #expect(status.stdout.contains("analysis of scorer: v2, background"), "\(status.stdout)")
         #expect(status.stdout.split(separator: "\n").contains { $0.contains("success-rate") && $0.contains("  fail  ") && $0.contains("is not >= 0.95") },
                 "\(status.stdout)")
@@ -88,7 +88,7 @@ struct AnalysisEndToEndTests {
         #expect((values["ratio"] ?? 0) > 1.5)
         #expect((values["candidate.lower"] ?? 0) > 1.1 * (values["stable.upper"] ?? .infinity))
         // YAML output is for people: the × stays a ×, not \xD7.
-        let yaml = try SluiceBinary.run(["status", "scorer", "-o", "yaml", "--admin", "http://127.0.0.1:\(harness.adminPort)"])
+        let yaml = try await SluiceBinary.run(["status", "scorer", "-o", "yaml", "--admin", "http://127.0.0.1:\(harness.adminPort)"])
         #expect(yaml.status == 0 && yaml.stdout.contains("1.1× stable's bound") && !yaml.stdout.contains("\\xD7"), "\(yaml.stdout)")
         try await harness.stop()
     }

@@ -1,6 +1,7 @@
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import SluiceTestSupport
 
@@ -22,7 +23,8 @@ final class AnalysisHarness: Sendable {
 
     /// Starts a model server per `(version, extra arguments)`; their ports go to `manifest`, which is
     /// written before `sluice run` starts.
-    static func start(models specs: [(String, [String])], manifest: ([String: Int]) -> String) async throws -> AnalysisHarness {
+    /// `state` is the state directory, `work/state` unless given.
+    static func start(models specs: [(String, [String])], state: URL? = nil, manifest: ([String: Int]) -> String) async throws -> AnalysisHarness {
         var models: [RunningSluice] = []
         var ports: [String: Int] = [:]
         for (version, extra) in specs {
@@ -34,7 +36,7 @@ final class AnalysisHarness: Sendable {
         let manifests = work.appendingPathComponent("manifests")
         try FileManager.default.createDirectory(at: manifests, withIntermediateDirectories: true)
         try manifest(ports).write(to: manifests.appendingPathComponent("scorer.yaml"), atomically: true, encoding: .utf8)
-        let sluice = try RunningSluice(["run", "--manifests", manifests.path, "--state", work.appendingPathComponent("state").path,
+        let sluice = try RunningSluice(["run", "--manifests", manifests.path, "--state", (state ?? work.appendingPathComponent("state")).path,
                                         "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--event-loops", "1"], in: work)
         let proxyPort = try await sluice.port(after: "proxy on")
         let adminPort = try await sluice.port(after: "admin API on")
@@ -115,10 +117,15 @@ final class AnalysisHarness: Sendable {
     }
 
     func metricsText() async throws -> String {
+        try await adminRequest(.GET, "/metrics").body
+    }
+
+    /// Any request to the admin API: its status and body.
+    func adminRequest(_ method: HTTPMethod, _ path: String) async throws -> (status: Int, body: String) {
         let client = try await TestClient.connect(port: adminPort, group: group)
-        let response = try await client.request(.GET, "/metrics")
+        let response = try await client.request(method, path)
         await client.close()
-        return response.body
+        return (response.status, response.body)
     }
 
     func stop() async throws {

@@ -69,7 +69,7 @@ struct BlueGreenTests {
             }
         }
         try await Task.sleep(for: .milliseconds(300))
-        #expect(try SluiceBinary.run(["promote", "ranker", "--admin", "127.0.0.1:\(admin)"]).status == 0)
+        #expect(try await SluiceBinary.run(["promote", "ranker", "--admin", "127.0.0.1:\(admin)"]).status == 0)
         #expect(try await eventually { try await probe.request(.GET, "/v2/models/ranker").version == "v2" })
         try await Task.sleep(for: .milliseconds(300))
         stop.set()

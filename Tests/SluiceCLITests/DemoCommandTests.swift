@@ -3,8 +3,8 @@ import Testing
 @Suite("sluice demo, through the real binary")
 struct DemoCommandTests {
     @Test("the demo runs a canary from v1 to v2 to completion without errors, then rolls the failing v3 back on its own")
-    func demo() throws {
-        let result = try SluiceBinary.run(["demo", "--pause", "1"], timeout: .seconds(180))
+    func demo() async throws {
+        let result = try await SluiceBinary.run(["demo", "--pause", "1"], timeout: .seconds(180))
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         let acts = result.stdout.components(separatedBy: "Act 2:")
         #expect(acts.count == 2, "\(result.stdout)")

@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import SluiceTestSupport
@@ -39,11 +40,14 @@ struct DocsTests {
     /// Ports on 127.0.0.1 that were free a moment ago, below Linux's ephemeral range (32768 and up): a
     /// port that port 0 handed out and that was closed again can be taken by any outgoing connection
     /// before the walkthrough's `sluice run` binds it, as a loaded CI machine showed.
+    /// Ports handed out already in this process: two tests running at once must not get the same one.
+    static let handedOut = NIOLockedValueBox<Set<Int>>([])
+
     static func freePorts(_ count: Int) throws -> [Int] {
         var ports: [Int] = []
         while ports.count < count {
             let candidate = Int.random(in: 20_000..<32_000)
-            guard !ports.contains(candidate),
+            guard Self.handedOut.withLockedValue({ $0.insert(candidate).inserted }),
                   let socket = try? ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: candidate).wait() else { continue }
             try? socket.close().wait()
             ports.append(candidate)
@@ -52,7 +56,7 @@ struct DocsTests {
     }
 
     @Test("README: every `$ swift run sluice …` in a console block prints what the README shows")
-    func consoleBlocks() throws {
+    func consoleBlocks() async throws {
         let blocks = Self.blocks(try Self.document("README.md"), language: "console")
         #expect(!blocks.isEmpty)
         var checked = 0
@@ -62,7 +66,7 @@ struct DocsTests {
                 guard let command = lines.first, command.hasPrefix("$ swift run sluice ") else { continue }
                 lines.removeFirst()
                 let arguments = command.dropFirst("$ swift run sluice ".count).split(separator: " ").map(String.init)
-                let result = try SluiceBinary.run(arguments)
+                let result = try await SluiceBinary.run(arguments)
                 let printed = (result.stdout + result.stderr).trimmingCharacters(in: .newlines)
                 #expect(printed == lines.joined(separator: "\n"), "\(command)")
                 checked += 1
@@ -118,7 +122,10 @@ struct DocsTests {
         defer { kill(-shell.processIdentifier, SIGKILL) }
         let clock = ContinuousClock()
         let deadline = clock.now + .seconds(480)
-        while shell.isRunning && clock.now < deadline { try await Task.sleep(for: .milliseconds(200)) }
+        func printed() -> String { (try? String(contentsOf: output, encoding: .utf8)) ?? "" }
+        // A port taken between the probe and the bind ends `sluice run` at once; `status --watch` would
+        // then wait its hour for it. Stop there, and say so.
+        while shell.isRunning && clock.now < deadline && !printed().contains("Error: cannot listen") { try await Task.sleep(for: .milliseconds(200)) }
         let finished = !shell.isRunning
         let text = (try? String(contentsOf: output, encoding: .utf8)) ?? ""
         #expect(finished, "the walkthrough did not finish in 8 minutes:\n\(text)")
@@ -151,12 +158,12 @@ struct DocsTests {
     }
 
     @Test("docs/analysis.md: the `sluice simulate` example runs and reports detection")
-    func simulatePage() throws {
+    func simulatePage() async throws {
         let page = try Self.document("docs/analysis.md")
         let start = try #require(page.range(of: "`sluice simulate --"))
         let end = try #require(page[start.upperBound...].range(of: "`"))
         let arguments = page[page.index(after: start.lowerBound)..<end.lowerBound].split(separator: " ").dropFirst().map(String.init)
-        let result = try SluiceBinary.run(arguments, timeout: .seconds(120))
+        let result = try await SluiceBinary.run(arguments, timeout: .seconds(120))
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.contains("rolled back"), "\(result.stdout)")
     }

@@ -22,17 +22,17 @@ struct FirstHourTests {
         defer { try? FileManager.default.removeItem(at: work) }
         let base = ["run", "--manifests", work.appendingPathComponent("manifests").path, "--state", work.appendingPathComponent("state").path]
 
-        let proxy = try SluiceBinary.run(base + ["--listen", "127.0.0.1:\(taken.port)", "--admin", "127.0.0.1:0"], timeout: .seconds(60))
+        let proxy = try await SluiceBinary.run(base + ["--listen", "127.0.0.1:\(taken.port)", "--admin", "127.0.0.1:0"], timeout: .seconds(60))
         #expect(proxy.status == 1)
         #expect(proxy.stderr.contains("Error: cannot listen on 127.0.0.1:\(taken.port) for the proxy (--listen): address already in use"), "\(proxy.stderr)")
 
         // The admin API as a URL, the form the client commands take.
-        let admin = try SluiceBinary.run(base + ["--listen", "127.0.0.1:0", "--admin", "http://127.0.0.1:\(taken.port)"], timeout: .seconds(60))
+        let admin = try await SluiceBinary.run(base + ["--listen", "127.0.0.1:0", "--admin", "http://127.0.0.1:\(taken.port)"], timeout: .seconds(60))
         #expect(admin.status == 1)
         #expect(admin.stderr.contains("Error: cannot listen on 127.0.0.1:\(taken.port) for the admin API (--admin): address already in use"), "\(admin.stderr)")
         #expect(!admin.stderr.contains("beyond loopback"), "a loopback URL is loopback: \(admin.stderr)")
 
-        let model = try SluiceBinary.run(["model-server", "--name", "m", "--model-version", "v1", "--port", "\(taken.port)"], timeout: .seconds(60))
+        let model = try await SluiceBinary.run(["model-server", "--name", "m", "--model-version", "v1", "--port", "\(taken.port)"], timeout: .seconds(60))
         #expect(model.status == 1)
         #expect(model.stderr.contains("cannot listen on 127.0.0.1:\(taken.port) for the model server: address already in use"), "\(model.stderr)")
         await taken.stop()
@@ -47,10 +47,10 @@ struct FirstHourTests {
                                         "--listen", "127.0.0.1:0", "--admin", "http://127.0.0.1:0/"])
         let adminPort = try await sluice.port(after: "admin API on")
         for form in ["127.0.0.1:\(adminPort)", "http://127.0.0.1:\(adminPort)", "http://127.0.0.1:\(adminPort)/"] {
-            let status = try SluiceBinary.run(["status", "--admin", form])
+            let status = try await SluiceBinary.run(["status", "--admin", form])
             #expect(status.status == 0, "--admin \(form): \(status.stderr)")
         }
-        let bad = try SluiceBinary.run(["run", "--manifests", ".", "--admin", "https://127.0.0.1:1"])
+        let bad = try await SluiceBinary.run(["run", "--manifests", ".", "--admin", "https://127.0.0.1:1"])
         #expect(bad.status == 2 && bad.stderr.contains("the admin API serves plain HTTP"), "\(bad.stderr)")
         #expect(!sluice.text.contains("beyond loopback"))
         #expect(try await sluice.stop() == 0)
@@ -58,13 +58,13 @@ struct FirstHourTests {
 
     @Test("model-server: --model-version in help, --version once (sluice's own), and the old spelling still works")
     func modelServerHelp() async throws {
-        let help = try SluiceBinary.run(["model-server", "--help"])
+        let help = try await SluiceBinary.run(["model-server", "--help"])
         #expect(help.stdout.contains("--model-version <version>"), "\(help.stdout)")
         #expect(help.stdout.components(separatedBy: "--version").count - 1 == 1, "\(help.stdout)")
         let old = try RunningSluice(["model-server", "--name", "m", "--version", "v7", "--port", "0"])
         _ = try await old.line(containing: "model-server m v7 on")
         #expect(try await old.stop() == 0)
-        let missing = try SluiceBinary.run(["model-server", "--name", "m", "--port", "0"])
+        let missing = try await SluiceBinary.run(["model-server", "--name", "m", "--port", "0"])
         #expect(missing.status == 2 && missing.stderr.contains("--model-version"), "\(missing.stderr)")
     }
 
@@ -77,7 +77,7 @@ struct FirstHourTests {
         await gone.stop()
         let clock = ContinuousClock()
         let started = clock.now
-        let load = try SluiceBinary.run(["load", "--url", "http://127.0.0.1:\(port)/x", "--rate", "50", "--duration", "2"], timeout: .seconds(60))
+        let load = try await SluiceBinary.run(["load", "--url", "http://127.0.0.1:\(port)/x", "--rate", "50", "--duration", "2"], timeout: .seconds(60))
         let took = clock.now - started
         #expect(load.status == 0, "\(load.stderr)")
         #expect(took < .seconds(15), "took \(took) for --duration 2")

@@ -71,13 +71,13 @@ struct ProxyCommandTests {
     }
 
     @Test("bad flags and bad routing files are usage errors")
-    func usage() throws {
-        let missing = try SluiceBinary.run(["proxy", "--routes", "/no/such/file.json"])
+    func usage() async throws {
+        let missing = try await SluiceBinary.run(["proxy", "--routes", "/no/such/file.json"])
         #expect(missing.status == 2)
         #expect(missing.stderr.contains("no such file"))
-        let badListen = try SluiceBinary.run(["proxy", "--routes", "Package.swift", "--listen", "nowhere"])
+        let badListen = try await SluiceBinary.run(["proxy", "--routes", "Package.swift", "--listen", "nowhere"])
         #expect(badListen.status == 2)
-        let notJSON = try SluiceBinary.run(["proxy", "--routes", "Package.swift", "--listen", "127.0.0.1:0"])
+        let notJSON = try await SluiceBinary.run(["proxy", "--routes", "Package.swift", "--listen", "127.0.0.1:0"])
         #expect(notJSON.status != 0)
         #expect(notJSON.stderr.contains("not a valid routing table"))
     }

@@ -62,7 +62,7 @@ struct RunCommandTests {
 
         // Promote past the first pause: 60%.
         var adminPort = try await sluice.port(after: "admin API on")
-        #expect(try SluiceBinary.run(["promote", "scorer", "--admin", "127.0.0.1:\(adminPort)"]).status == 0)
+        #expect(try await SluiceBinary.run(["promote", "scorer", "--admin", "127.0.0.1:\(adminPort)"]).status == 0)
         #expect(try await eventually { abs(try await Self.share("v2", port: port, group: group, count: 100) - 0.60) < 0.15 })
         let atSixty = try await Self.share("v2", port: port, group: group)
         #expect(abs(atSixty - 0.60) < 0.10, "v2 share \(atSixty) at weight 60%")
@@ -80,9 +80,9 @@ struct RunCommandTests {
         // A broken edit keeps the rollout running and says where it is broken.
         try write(Self.manifest(version: "v2", v1: v1.port, v2: v2.port).replacingOccurrences(of: "setWeight: 20", with: "setWeight: 200"))
         _ = try await sluice.line(containing: "200 is outside 0–100")
-        let status = try SluiceBinary.run(["status", "scorer", "-o", "json", "--admin", "127.0.0.1:\(adminPort)"])
+        let status = try await SluiceBinary.run(["status", "scorer", "-o", "json", "--admin", "127.0.0.1:\(adminPort)"])
         #expect(status.stdout.contains("200 is outside 0–100"), "the error shows in status: \(status.stdout)")
-        let events = try SluiceBinary.run(["history", "scorer", "--admin", "127.0.0.1:\(adminPort)"])
+        let events = try await SluiceBinary.run(["history", "scorer", "--admin", "127.0.0.1:\(adminPort)"])
         #expect(events.stdout.contains("specInvalid"), "and in the events: \(events.stdout)")
         let whileBroken = try await Self.share("v2", port: port, group: group)
         #expect(abs(whileBroken - 0.60) < 0.10, "v2 share \(whileBroken) with a broken file")
@@ -105,8 +105,8 @@ struct RunCommandTests {
     }
 
     @Test("run refuses a missing manifests directory")
-    func usage() throws {
-        let result = try SluiceBinary.run(["run", "--manifests", "/no/such/dir", "--listen", "127.0.0.1:0"])
+    func usage() async throws {
+        let result = try await SluiceBinary.run(["run", "--manifests", "/no/such/dir", "--listen", "127.0.0.1:0"])
         #expect(result.status == 2)
         #expect(result.stderr.contains("--manifests must be a directory"))
     }
@@ -133,17 +133,17 @@ struct ControlCommandTests {
         let adminPort = try await sluice.port(after: "admin API on")
         let admin = ["--admin", "http://127.0.0.1:\(adminPort)"]
         let withToken = ["SLUICE_ADMIN_TOKEN": "s3cret"]
-        func cli(_ arguments: [String], token: Bool = true) throws -> SluiceBinary.Result {
-            try SluiceBinary.run(arguments + admin, environment: token ? withToken : [:])
+        func cli(_ arguments: [String], token: Bool = true) async throws -> SluiceBinary.Result {
+            try await SluiceBinary.run(arguments + admin, environment: token ? withToken : [:])
         }
-        func phase() throws -> String {
-            let result = try cli(["status", "scorer", "-o", "json"])
+        func phase() async throws -> String {
+            let result = try await cli(["status", "scorer", "-o", "json"])
             let views = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]]
             return views?.first?["phase"] as? String ?? "?"
         }
 
         // The token is enforced, except on the health checks.
-        let denied = try cli(["status"], token: false)
+        let denied = try await cli(["status"], token: false)
         #expect(denied.status == 1)
         #expect(denied.stderr.contains("401"))
         let health = try await TestClient.connect(port: adminPort, group: group)
@@ -152,40 +152,46 @@ struct ControlCommandTests {
         #expect(try await health.request(.GET, "/api/v1/deployments", headers: [("authorization", "Bearer wrong")]).status == 401)
         await health.close()
 
-        #expect(try await eventually { try cli(["status"]).stdout.contains("Healthy") })
-        let table = try cli(["status"]).stdout
+        #expect(try await eventually { try await cli(["status"]).stdout.contains("Healthy") })
+        let table = try await cli(["status"]).stdout
         #expect(table.contains("NAME") && table.contains("scorer") && table.contains("v1=100%"), "\(table)")
 
         // Invalid in the phase: 409 with the reason; unknown: 404.
-        let nothing = try cli(["promote", "scorer"])
+        let nothing = try await cli(["promote", "scorer"])
         #expect(nothing.status == 1)
         #expect(nothing.stderr.contains("409") && nothing.stderr.contains("no rollout in progress"), "\(nothing.stderr)")
-        #expect(try cli(["abort", "nope"]).stderr.contains("404"))
+        #expect(try await cli(["abort", "nope"]).stderr.contains("404"))
 
         // v2 pauses at 20%; a promote moves it to the pause at 60%, a second one completes the rollout.
-        func weights() throws -> String { try cli(["status", "scorer"]).stdout }
+        func weights() async throws -> String { try await cli(["status", "scorer"]).stdout }
         try write("v2")
-        #expect(try await eventually { try phase() == "Paused" && weights().contains("v2=20%") })
-        #expect(try cli(["promote", "scorer"]).status == 0)
-        #expect(try await eventually { try phase() == "Paused" && weights().contains("v2=60%") })
-        #expect(try cli(["promote", "scorer"]).status == 0)
+        #expect(try await eventually {
+            let (phase, weights) = (try await phase(), try await weights())
+            return phase == "Paused" && weights.contains("v2=20%")
+        })
+        #expect(try await cli(["promote", "scorer"]).status == 0)
+        #expect(try await eventually {
+            let (phase, weights) = (try await phase(), try await weights())
+            return phase == "Paused" && weights.contains("v2=60%")
+        })
+        #expect(try await cli(["promote", "scorer"]).status == 0)
         // No waiting: the admin API answers after the pass that took the promote.
-        #expect(try phase() == "Healthy")
-        #expect(try cli(["status", "scorer", "-o", "yaml"]).stdout.contains("stableVersion: v2"))
+        #expect(try await phase() == "Healthy")
+        #expect(try await cli(["status", "scorer", "-o", "yaml"]).stdout.contains("stableVersion: v2"))
 
         // Back to v1 as a new rollout; abort; --watch exits 1; retry; promote --full; --watch exits 0.
         try write("v1")
-        #expect(try await eventually { try phase() == "Paused" })
-        #expect(try cli(["abort", "scorer"]).status == 0)
-        #expect(try await eventually { try phase() == "Degraded" })
-        #expect(try cli(["status", "scorer", "--watch"]).status == 1)
-        #expect(try cli(["retry", "scorer"]).status == 0)
-        #expect(try await eventually { try phase() == "Paused" })
-        #expect(try cli(["promote", "scorer", "--full"]).status == 0)
-        let watched = try cli(["status", "scorer", "--watch"])
+        #expect(try await eventually { try await phase() == "Paused" })
+        #expect(try await cli(["abort", "scorer"]).status == 0)
+        #expect(try await eventually { try await phase() == "Degraded" })
+        #expect(try await cli(["status", "scorer", "--watch"]).status == 1)
+        #expect(try await cli(["retry", "scorer"]).status == 0)
+        #expect(try await eventually { try await phase() == "Paused" })
+        #expect(try await cli(["promote", "scorer", "--full"]).status == 0)
+        let watched = try await cli(["status", "scorer", "--watch"])
         #expect(watched.status == 0, "\(watched.stdout)\(watched.stderr)")
 
-        let history = try cli(["history", "scorer"]).stdout
+        let history = try await cli(["history", "scorer"]).stdout
         for kind in ["firstSeen", "rolloutStarted", "paused", "promoted", "aborted", "retried"] {
             #expect(history.contains(kind), "history lacks \(kind):\n\(history)")
         }

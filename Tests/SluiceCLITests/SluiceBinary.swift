@@ -1,4 +1,5 @@
 import Foundation
+import SluiceTestSupport
 
 /// Runs the real `sluice` executable that `swift test` built next to the test bundle.
 enum SluiceBinary {
@@ -23,9 +24,22 @@ enum SluiceBinary {
     }
 
     /// Runs `sluice ARGUMENTS` to completion; kills it and throws if it outlives `timeout`.
-    static func run(_ arguments: [String], in directory: URL = repositoryRoot, environment: [String: String] = [:], input: String? = nil, timeout: Duration = .seconds(60)) throws -> Result {
+    static func run(_ arguments: [String], in directory: URL = repositoryRoot, environment: [String: String] = [:], input: String? = nil,
+                    timeout: Duration = .seconds(60)) async throws -> Result {
+        try await runTool(url.path, arguments, in: directory, environment: environment, input: input, timeout: timeout)
+    }
+
+    /// Runs any program to completion, the same way. The wait happens on a thread of its own: blocking
+    /// one of the test pool's two threads for a whole `sluice demo` stalled every other test.
+    static func runTool(_ path: String, _ arguments: [String], in directory: URL = repositoryRoot, environment: [String: String] = [:], input: String? = nil,
+                        timeout: Duration = .seconds(60)) async throws -> Result {
+        try await onOwnThread { try runBlocking(path, arguments, in: directory, environment: environment, input: input, timeout: timeout) }
+    }
+
+    private static func runBlocking(_ path: String, _ arguments: [String], in directory: URL, environment: [String: String], input: String?,
+                                    timeout: Duration) throws -> Result {
         let process = Process()
-        process.executableURL = url
+        process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
         process.currentDirectoryURL = directory
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }

@@ -10,20 +10,20 @@ struct ValidateCommandTests {
     }()
 
     @Test("the examples validate: exit 0")
-    func examplesValidate() throws {
-        let result = try SluiceBinary.run(["validate", "manifests/"])
+    func examplesValidate() async throws {
+        let result = try await SluiceBinary.run(["validate", "manifests/"])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         #expect(result.stdout.contains("ok: 4 file(s), 5 deployment(s)"))
     }
 
     @Test("each broken file exits 1 and prints its FILE:LINE:COLUMN: error: line", arguments: invalidFiles)
-    func brokenFile(file: String) throws {
+    func brokenFile(file: String) async throws {
         let header = try String(contentsOf: SluiceBinary.repositoryRoot.appendingPathComponent(file), encoding: .utf8)
             .split(separator: "\n").first ?? ""
         let expected = header.dropFirst("# expect: ".count)
         let position = expected.prefix { $0 != " " } // "LINE:COLUMN:"
         let message = expected.dropFirst(position.count + 1)
-        let result = try SluiceBinary.run(["validate", file])
+        let result = try await SluiceBinary.run(["validate", file])
         #expect(result.status == 1)
         let lines = result.stdout.split(separator: "\n")
         #expect(lines.contains { $0.hasPrefix("\(file):\(position) error: ") && $0.contains(message) }, "expected \(file):\(position) error: \(message)\ngot:\n\(result.stdout)")
@@ -31,9 +31,9 @@ struct ValidateCommandTests {
     }
 
     @Test("several paths: every error from every file, exit 1")
-    func severalFiles() throws {
+    func severalFiles() async throws {
         let files = Array(Self.invalidFiles.prefix(5))
-        let result = try SluiceBinary.run(["validate"] + files)
+        let result = try await SluiceBinary.run(["validate"] + files)
         #expect(result.status == 1)
         for file in files {
             #expect(result.stdout.contains("\(file):"), "no error printed for \(file)")
@@ -41,37 +41,37 @@ struct ValidateCommandTests {
     }
 
     @Test("usage errors exit 2", arguments: [["validate", "no/such/dir"], ["validate"], ["validate", "--no-such-flag", "manifests"]])
-    func usageErrors(arguments: [String]) throws {
-        let result = try SluiceBinary.run(arguments)
+    func usageErrors(arguments: [String]) async throws {
+        let result = try await SluiceBinary.run(arguments)
         #expect(result.status == 2, "\(result.stderr)")
         #expect(!result.stderr.isEmpty)
     }
 
     @Test("--help explains the command and its exit codes")
-    func help() throws {
-        let result = try SluiceBinary.run(["validate", "--help"])
+    func help() async throws {
+        let result = try await SluiceBinary.run(["validate", "--help"])
         #expect(result.status == 0)
         #expect(result.stdout.contains("FILE:LINE:COLUMN"))
         #expect(result.stdout.contains("Exit status"))
         #expect(result.stdout.contains("--strategies"))
-        let top = try SluiceBinary.run(["--help"])
+        let top = try await SluiceBinary.run(["--help"])
         #expect(top.stdout.contains("validate"))
     }
 
     @Test("- reads the spec from standard input")
-    func standardInput() throws {
+    func standardInput() async throws {
         let spec = try String(contentsOf: SluiceBinary.repositoryRoot.appendingPathComponent("manifests/fraud-scorer.yaml"), encoding: .utf8)
-        let good = try SluiceBinary.run(["validate", "-"], input: spec)
+        let good = try await SluiceBinary.run(["validate", "-"], input: spec)
         #expect(good.status == 0, "\(good.stdout)\(good.stderr)")
-        let bad = try SluiceBinary.run(["validate", "-"], input: spec.replacingOccurrences(of: "setWeight: 50", with: "setWeight: 500"))
+        let bad = try await SluiceBinary.run(["validate", "-"], input: spec.replacingOccurrences(of: "setWeight: 50", with: "setWeight: 500"))
         #expect(bad.status == 1)
         #expect(bad.stdout.contains("<stdin>:24:"), "\(bad.stdout)")
         #expect(bad.stdout.contains("500 is outside 0–100"))
     }
 
     @Test("-o json reports diagnostics as data")
-    func json() throws {
-        let result = try SluiceBinary.run(["validate", "-o", "json", "manifests/invalid/weight-over-100.yaml"])
+    func json() async throws {
+        let result = try await SluiceBinary.run(["validate", "-o", "json", "manifests/invalid/weight-over-100.yaml"])
         #expect(result.status == 1)
         let report = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
         #expect(report["valid"] as? Bool == false)
@@ -81,24 +81,24 @@ struct ValidateCommandTests {
     }
 
     @Test("templates come from --strategies, and without it from ./strategies")
-    func strategiesDirectory() throws {
+    func strategiesDirectory() async throws {
         let work = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-validate-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: work.appendingPathComponent("presets"), withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: work) }
         let manifest = SluiceBinary.repositoryRoot.appendingPathComponent("manifests/recommender.yaml")
         try FileManager.default.copyItem(at: manifest, to: work.appendingPathComponent("app.yaml"))
 
-        let missing = try SluiceBinary.run(["validate", "app.yaml"], in: work)
+        let missing = try await SluiceBinary.run(["validate", "app.yaml"], in: work)
         #expect(missing.status == 1)
         #expect(missing.stdout.contains("unknown strategy template 'blue-green-preview'"))
 
         let preset = SluiceBinary.repositoryRoot.appendingPathComponent("strategies/blue-green-preview.yaml")
         try FileManager.default.copyItem(at: preset, to: work.appendingPathComponent("presets/bg.yaml"))
-        let explicit = try SluiceBinary.run(["validate", "--strategies", "presets", "app.yaml"], in: work)
+        let explicit = try await SluiceBinary.run(["validate", "--strategies", "presets", "app.yaml"], in: work)
         #expect(explicit.status == 0, "\(explicit.stdout)")
 
         try FileManager.default.moveItem(at: work.appendingPathComponent("presets"), to: work.appendingPathComponent("strategies"))
-        let implicit = try SluiceBinary.run(["validate", "app.yaml"], in: work)
+        let implicit = try await SluiceBinary.run(["validate", "app.yaml"], in: work)
         #expect(implicit.status == 0, "\(implicit.stdout)")
     }
 }

@@ -9,8 +9,9 @@ actor RecordingRouter: TrafficRouter {
     var applied: [(revision: UInt64, routing: [String: Routing])] = []
     var lagging = false
 
-    func apply(revision: UInt64, _ deployments: [RoutedDeployment]) async throws {
+    func apply(revision: UInt64, _ deployments: [RoutedDeployment]) async throws -> [String: String] {
         applied.append((revision, Dictionary(uniqueKeysWithValues: deployments.map { ($0.spec.name, $0.status.routing) })))
+        return [:]
     }
 
     func verify() async throws -> UInt64 {
@@ -82,5 +83,47 @@ struct ReconcilerTests {
         #expect(try await store.load("b") == nil)
         #expect(await router.lastRouting?.keys.sorted() == ["a"])
         #expect(try await store.events(deployment: "b", limit: 5).last?.event.kind == .removed)
+    }
+
+    @Test("a deployment whose route cannot be built keeps its last good route and says why; the others are routed")
+    func unroutableKeepsLastGood() throws {
+        func deployment(_ name: String, versions: [String], version: String) -> ResolvedDeployment {
+            let model = ModelDeployment(name: name, route: Route(pathPrefix: "/\(name)"), version: version,
+                                        versions: versions.enumerated().map { ModelVersion(name: $1, endpoints: [Endpoint(scheme: .http, host: "127.0.0.1", port: 9000 + $0)]) },
+                                        strategy: .inline(.canary(CanaryStrategy(steps: [.setWeight(30)]))), progressDeadline: .seconds(600))
+            return ResolvedDeployment(deployment: model, strategy: .canary(CanaryStrategy(steps: [.setWeight(30)])), file: "\(name).yaml")
+        }
+        var rolling = RolloutStatus(deployment: "a", stableVersion: "v1")
+        rolling.candidate = "v2"
+        rolling.weights = ["v1": 70, "v2": 30]
+        let good = RoutedDeployment(spec: deployment("a", versions: ["v1", "v2"], version: "v2"), status: rolling)
+        let other = RoutedDeployment(spec: deployment("b", versions: ["v1"], version: "v1"), status: RolloutStatus(deployment: "b", stableVersion: "v1"))
+        let first = RoutingTableBuilder.table(revision: 1, [good, other])
+        #expect(first.unroutable.isEmpty && first.table.routes.map(\.name) == ["a", "b"])
+
+        // The status still routes 30% to v2, which the spec no longer has (its plan could not be saved yet).
+        let broken = RoutedDeployment(spec: deployment("a", versions: ["v1", "v3"], version: "v3"), status: rolling)
+        let lastGood = Dictionary(uniqueKeysWithValues: first.table.routes.map { ($0.name, $0) })
+        let second = RoutingTableBuilder.table(revision: 2, [broken, other], lastGood: lastGood)
+        #expect(second.unroutable.keys.sorted() == ["a"])
+        #expect(second.unroutable["a"]?.contains("100") == true, "the reason: \(second.unroutable)")
+        #expect(second.table.routes.map(\.name) == ["a", "b"], "a is not dropped")
+        #expect(second.table.routes.first == first.table.routes.first, "a keeps its last good route")
+        #expect(RoutingTableBuilder.table(revision: 3, [broken, other]).table.routes.map(\.name) == ["b"], "no last good route: only b")
+    }
+
+    @Test("verdicts queued through a long fault keep every failure and the newest others")
+    func boundedQueue() {
+        func verdict(_ index: Int, _ verdict: Verdict) -> AnalysisVerdict {
+            AnalysisVerdict(deployment: "a", candidate: "v2", kind: .background,
+                            window: .init(start: Instant(milliseconds: Int64(index) * 1000), end: Instant(milliseconds: Int64(index + 1) * 1000)), verdict: verdict)
+        }
+        var queue = (0..<1000).map { verdict($0, .inconclusive(reason: "few")) }
+        queue[10] = verdict(10, .fail(reason: "bad", values: [:]))
+        let kept = Reconciler.bounded(queue)
+        #expect(kept.count == 65)
+        #expect(kept.first == queue[10], "the old failure stays, first")
+        #expect(Array(kept.dropFirst()) == Array(queue.suffix(64)), "then the newest 64, in order")
+        #expect(Reconciler.bounded(Array(queue.prefix(64))) == Array(queue.prefix(64)))
     }
 }

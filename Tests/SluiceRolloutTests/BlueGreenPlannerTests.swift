@@ -11,7 +11,7 @@ struct BlueGreenPlannerTests {
         #expect(d.weights == ["v1": 100, "v2": 0])
         #expect(d.status!.routing.preview == "v2")
         #expect(start.analyses == [.prePromotion])
-        d.plan(at: Fixture.at(5), Observations(verdicts: [AnalysisVerdict(.prePromotion, .pass), AnalysisVerdict(.prePromotion, .pass)]))
+        d.plan(at: Fixture.at(5), Observations(verdicts: [Fixture.verdict(.prePromotion, .pass, from: 0, to: 2.5), Fixture.verdict(.prePromotion, .pass, from: 2.5, to: 5)]))
         #expect(d.phase == .paused)
         #expect(d.weights == ["v1": 100, "v2": 0], "no live traffic before the switch")
 
@@ -21,7 +21,9 @@ struct BlueGreenPlannerTests {
         #expect(d.status!.routing.standby == "v1")
         #expect(switched.analyses == [.postPromotion])
 
-        d.plan(at: Fixture.at(30), Observations(verdicts: [AnalysisVerdict(.postPromotion, .pass)]))
+        d.plan(at: Fixture.at(25), Observations(verdicts: [Fixture.verdict(.postPromotion, .pass, from: 15, to: 25)]))
+        #expect(d.phase == .progressing, "a window that began before the switch judged the preview, not live traffic")
+        d.plan(at: Fixture.at(30), Observations(verdicts: [Fixture.verdict(.postPromotion, .pass, from: 20, to: 30)]))
         #expect(d.phase == .healthy)
         #expect(d.status!.stableVersion == "v2")
         #expect(d.status!.routing.standby == "v1", "old version still routable in the window")
@@ -39,7 +41,7 @@ struct BlueGreenPlannerTests {
         d.plan(at: Fixture.at(0))
         d.plan(at: Fixture.at(1), Observations(command: .promote))
         #expect(d.weights == ["v2": 100, "v1": 0])
-        d.plan(at: Fixture.at(10), Observations(verdicts: [AnalysisVerdict(.postPromotion, Fixture.fail)]))
+        d.plan(at: Fixture.at(10), Observations(verdicts: [Fixture.verdict(.postPromotion, Fixture.fail, from: 1, to: 10)]))
         #expect(d.phase == .degraded)
         #expect(d.weights == ["v1": 100])
         #expect(d.status!.stableVersion == "v1")

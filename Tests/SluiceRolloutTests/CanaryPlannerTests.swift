@@ -54,7 +54,7 @@ struct CanaryPlannerTests {
         var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(10), .pause(.seconds(60)), .setWeight(50)], background: true)))
         let started = d.plan(at: Fixture.at(0))
         #expect(started.analyses == [.background])
-        let plan = d.plan(at: Fixture.at(5), Observations(verdicts: [AnalysisVerdict(.background, Fixture.fail)]))
+        let plan = d.plan(at: Fixture.at(5), Observations(verdicts: [Fixture.verdict(.background, Fixture.fail, from: 0, to: 5)]))
         #expect(d.phase == .degraded)
         #expect(d.weights == ["v1": 100])
         #expect(d.status!.rejected == "v2")
@@ -111,14 +111,79 @@ struct CanaryPlannerTests {
     func waitingForTraffic() {
         var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(10), .pause(.seconds(10)), .setWeight(50)], background: true)))
         d.plan(at: Fixture.at(0))
-        d.plan(at: Fixture.at(5), Observations(verdicts: [AnalysisVerdict(.background, .inconclusive(reason: "12 requests < 50 needed"))]))
+        d.plan(at: Fixture.at(5), Observations(verdicts: [Fixture.verdict(.background, .inconclusive(reason: "12 requests < 50 needed"), from: 0, to: 5)]))
         d.plan(at: Fixture.at(60))
         #expect(d.weights == ["v2": 10, "v1": 90], "held at 10% although the pause is over")
         #expect(d.phase == .paused)
         #expect(d.status!.message.contains("waiting for traffic"))
-        d.plan(at: Fixture.at(61), Observations(verdicts: [AnalysisVerdict(.background, .pass)]))
-        #expect(d.phase == .healthy, "then it completes: 50%, then promotion")
+        d.plan(at: Fixture.at(61), Observations(verdicts: [Fixture.verdict(.background, .pass, from: 56, to: 61)]))
+        #expect(d.weights == ["v2": 50, "v1": 50], "then 50%")
+        #expect(d.phase == .progressing)
+        d.plan(at: Fixture.at(66), Observations(verdicts: [Fixture.verdict(.background, .pass, from: 61, to: 66)]))
+        #expect(d.phase == .healthy, "and promotion once 50% has passed too")
         #expect(d.weights == ["v2": 100])
+    }
+
+    @Test("evidence before promotion: a pause shorter than the analysis interval waits for a pass at its weight")
+    func evidenceBeforePromotion() throws {
+        // Issue 10: setWeight 50 with a 2 s pause and analysis every 5 s promoted v2 with no traffic at all.
+        var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(10), .pause(.seconds(2)), .setWeight(50), .pause(.seconds(2))], background: true)))
+        d.plan(at: Fixture.at(0))
+        d.plan(at: Fixture.at(2))
+        #expect(d.weights == ["v2": 10, "v1": 90], "the pause is over, but nothing has judged 10% yet")
+        #expect(d.phase == .progressing)
+        #expect(d.status!.message == "step 2/4: pause over; waiting for a passing analysis of v2 at 10% (every 5s)")
+        #expect(d.last!.requeueAfter == .seconds(5))
+        d.plan(at: Fixture.at(5), Observations(verdicts: [Fixture.verdict(.background, .inconclusive(reason: "no traffic"), from: 0, to: 5)]))
+        d.plan(at: Fixture.at(600))
+        #expect(d.weights == ["v2": 10, "v1": 90] && d.phase == .paused && d.status!.waitingFor == "traffic", "no traffic: held for ever, never promoted")
+
+        d.plan(at: Fixture.at(605), Observations(verdicts: [Fixture.verdict(.background, .pass, from: 600, to: 605)]))
+        #expect(d.weights == ["v2": 50, "v1": 50])
+        d.plan(at: Fixture.at(608), Observations(verdicts: [Fixture.verdict(.background, .pass, from: 603, to: 608)]))
+        #expect(d.weights == ["v2": 50, "v1": 50] && d.phase == .progressing, "a pass over a window that began at 10% is no evidence for 50%")
+        #expect(d.status!.message == "step 4/4: pause over; waiting for a passing analysis of v2 at 50% (every 5s)")
+        d.plan(at: Fixture.at(613), Observations(verdicts: [Fixture.verdict(.background, .pass, from: 608, to: 613)]))
+        #expect(d.phase == .healthy && d.weights == ["v2": 100])
+    }
+
+    @Test("evidence before promotion: a rollout whose last step sets a weight completes only after a pass at it")
+    func evidenceAtTheLastWeight() {
+        var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(10), .pause(.seconds(10)), .setWeight(60)], background: true)))
+        d.plan(at: Fixture.at(0))
+        d.plan(at: Fixture.at(10), Observations(verdicts: [Fixture.verdict(.background, .pass, from: 5, to: 10)]))
+        #expect(d.weights == ["v2": 60, "v1": 40] && d.phase == .progressing)
+        #expect(d.status!.message == "last step done; waiting for a passing analysis of v2 at 60% before promotion (every 5s)")
+        d.plan(at: Fixture.at(15), Observations(verdicts: [Fixture.verdict(.background, .pass, from: 10, to: 15)]))
+        #expect(d.phase == .healthy)
+    }
+
+    @Test("verdicts count only for what they judged: another candidate, another deployment, or an earlier attempt")
+    func verdictsCarryWhatTheyJudged() throws {
+        var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(10), .pause(.seconds(30)), .setWeight(50), .pause(nil)], background: true)))
+        d.plan(at: Fixture.at(0))
+        d.spec.deployment.version = "v3"
+        d.plan(at: Fixture.at(4))
+        #expect(d.status!.candidate == "v3")
+        // A failure of v2 that arrives after spec.version moved to v3 must not roll v3 back.
+        d.plan(at: Fixture.at(5), Observations(verdicts: [Fixture.verdict(.background, Fixture.fail, from: 0, to: 5, candidate: "v2")]))
+        #expect(d.phase == .progressing && d.status!.candidate == "v3")
+        // Nor a verdict about another deployment.
+        var other = Fixture.verdict(.background, Fixture.fail, from: 4, to: 9, candidate: "v3")
+        other.deployment = "another"
+        d.plan(at: Fixture.at(9), Observations(verdicts: [other]))
+        #expect(d.phase == .progressing)
+
+        // v3 fails, is retried; a pass about the first attempt's traffic is no evidence for the second.
+        d.plan(at: Fixture.at(10), Observations(verdicts: [Fixture.verdict(.background, Fixture.fail, from: 4, to: 10, candidate: "v3")]))
+        #expect(d.phase == .degraded)
+        let rollback = try #require(d.events.last)
+        #expect(rollback.kind == .rolledBack && rollback.cause == "ok", "the event names the metric that decided")
+        d.plan(at: Fixture.at(20), Observations(command: .retry))
+        d.plan(at: Fixture.at(50), Observations(verdicts: [Fixture.verdict(.background, .pass, from: 5, to: 15, candidate: "v3")]))
+        #expect(d.weights == ["v3": 10, "v1": 90], "the retried rollout still waits for evidence of its own")
+        d.plan(at: Fixture.at(51), Observations(verdicts: [Fixture.verdict(.background, .pass, from: 45, to: 50, candidate: "v3")]))
+        #expect(d.weights == ["v3": 50, "v1": 50])
     }
 
     @Test("an analysis step needs `count` passing verdicts; inconclusive ones do not count")
@@ -126,13 +191,13 @@ struct CanaryPlannerTests {
         var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(10), Fixture.analysisStep(count: 2), .setWeight(40), .pause(nil)])))
         let started = d.plan(at: Fixture.at(0))
         #expect(started.analyses == [.step(1)])
-        d.plan(at: Fixture.at(5), Observations(verdicts: [AnalysisVerdict(.step(1), .pass), AnalysisVerdict(.step(1), .inconclusive(reason: "few"))]))
+        d.plan(at: Fixture.at(5), Observations(verdicts: [Fixture.verdict(.step(1), .pass, from: 0, to: 5), Fixture.verdict(.step(1), .inconclusive(reason: "few"), from: 0, to: 5)]))
         #expect(d.weights == ["v2": 10, "v1": 90])
-        d.plan(at: Fixture.at(10), Observations(verdicts: [AnalysisVerdict(.step(1), .pass)]))
+        d.plan(at: Fixture.at(10), Observations(verdicts: [Fixture.verdict(.step(1), .pass, from: 5, to: 10)]))
         #expect(d.weights == ["v2": 40, "v1": 60])
         #expect(d.last!.analyses == [])
         // A stale verdict of the finished step changes nothing.
-        d.plan(at: Fixture.at(11), Observations(verdicts: [AnalysisVerdict(.step(1), Fixture.fail)]))
+        d.plan(at: Fixture.at(11), Observations(verdicts: [Fixture.verdict(.step(1), Fixture.fail, from: 10, to: 11)]))
         #expect(d.phase == .paused)
     }
 
@@ -161,7 +226,7 @@ struct CanaryPlannerTests {
         // still move the weights to the next step, not only end the pause.
         var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(10), .pause(.seconds(30)), .setWeight(50), .pause(nil)], background: true)))
         d.plan(at: Fixture.at(0))
-        d.plan(at: Fixture.at(2), Observations(verdicts: [AnalysisVerdict(.background, .inconclusive(reason: "no traffic"))]))
+        d.plan(at: Fixture.at(2), Observations(verdicts: [Fixture.verdict(.background, .inconclusive(reason: "no traffic"), from: 0, to: 2)]))
         #expect(d.weights == ["v2": 10, "v1": 90] && d.phase == .paused)
         d.plan(at: Fixture.at(5), Observations(command: .promote))
         #expect(d.weights == ["v2": 50, "v1": 50], "the promote reaches setWeight 50")
@@ -187,7 +252,7 @@ struct CanaryPlannerTests {
     @Test("a stuck rollout is marked after its progress deadline")
     func progressDeadline() {
         var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(10), .pause(.seconds(5)), .setWeight(50)], background: true), progressDeadline: .seconds(60)))
-        d.plan(at: Fixture.at(0), Observations(verdicts: [AnalysisVerdict(.background, .inconclusive(reason: "no traffic"))]))
+        d.plan(at: Fixture.at(0), Observations(verdicts: [Fixture.verdict(.background, .inconclusive(reason: "no traffic"), from: 0, to: 0)]))
         d.plan(at: Fixture.at(59))
         #expect(!d.status!.stuck)
         d.plan(at: Fixture.at(61))
@@ -234,6 +299,7 @@ struct TripwirePlannerTests {
         #expect(plan.actions.first == .setRouting(Routing(weights: ["v1": 100])))
         #expect(d.status!.message == "rolled back v2: tripwire: 5 hard failures in a row (connect failures or resets, last status 502)")
         #expect(d.events.last?.values["failures"] == 5)
+        #expect(d.events.last?.cause == "tripwire")
     }
 
     @Test("a tripped wire on any other version is ignored")

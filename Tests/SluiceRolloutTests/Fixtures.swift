@@ -39,6 +39,13 @@ enum Fixture {
     }
 
     static let fail = Verdict.fail(reason: "success-rate 0.91 < 0.99", values: ["value": 0.91, "limit": 0.99])
+
+    /// A verdict about the fixture deployment's `candidate`, judged over the traffic from `from` to `to`
+    /// seconds after `t0`.
+    static func verdict(_ kind: AnalysisKind, _ verdict: Verdict, from: Double, to: Double, candidate: String = "v2") -> AnalysisVerdict {
+        let metric: String? = if case .fail = verdict { "ok" } else { nil }
+        return AnalysisVerdict(deployment: "scorer", candidate: candidate, kind: kind, window: .init(start: at(from), end: at(to)), verdict: verdict, metric: metric)
+    }
 }
 
 /// Drives the planner through a sequence, keeping the status between passes as the shell would.

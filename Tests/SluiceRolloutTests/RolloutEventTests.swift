@@ -19,14 +19,15 @@ struct RolloutEventTests {
         #expect(rollout.analyses == [.background])
 
         // Inconclusive holds; pass clears the hold; promote moves past the pause.
-        #expect(rollout.verdict(AnalysisVerdict(.background, .inconclusive(reason: "3 requests")), now: Fixture.at(2)).isEmpty)
+        #expect(rollout.verdict(Fixture.verdict(.background, .inconclusive(reason: "3 requests"), from: 1, to: 2), now: Fixture.at(2)).isEmpty)
         #expect(rollout.status?.message == "waiting for traffic: 3 requests")
-        _ = rollout.verdict(AnalysisVerdict(.background, .pass), now: Fixture.at(3))
+        _ = rollout.verdict(Fixture.verdict(.background, .pass, from: 2, to: 3), now: Fixture.at(3))
         let promoted = try rollout.command(.promote, now: Fixture.at(4))
         #expect(promoted.first == .setRouting(Routing(weights: ["v2": 60, "v1": 40])))
         #expect(rollout.requeueAfter == .seconds(30))
 
-        // Time: the timed pause ends exactly at 30 s, and the rollout completes.
+        // Time: the timed pause ends exactly at 30 s, and the rollout completes, with a pass at 60%.
+        _ = rollout.verdict(Fixture.verdict(.background, .pass, from: 4, to: 9), now: Fixture.at(9))
         #expect(rollout.tick(now: Fixture.at(33.999)).isEmpty)
         let done = rollout.tick(now: Fixture.at(34))
         #expect(done.first == .setRouting(Routing(weights: ["v2": 100])))

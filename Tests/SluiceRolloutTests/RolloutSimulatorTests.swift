@@ -1,5 +1,6 @@
 import Foundation
 import SluiceSpec
+import SluiceTestSupport
 import Testing
 @testable import SluiceRollout
 
@@ -25,6 +26,11 @@ struct RolloutWorld {
     var routing: Routing
     var analyses: Set<AnalysisKind>
     var violations: [String] = []
+    /// Where each running analysis's next window begins: where it started, or its last verdict ended.
+    var windowStart: [AnalysisKind: Instant] = [:]
+    /// When the routing last changed, and whether a background pass has judged a window entirely after it.
+    var routedAt: Instant
+    var passAtRouting = false
 
     init(strategy: StrategySpec, now: Instant) {
         spec = Fixture.deployment(version: "v1", strategy: strategy)
@@ -32,14 +38,26 @@ struct RolloutWorld {
         status = plan.status
         self.now = now
         routing = Routing(weights: [:])
+        routedAt = now
         analyses = []
         apply(plan, command: nil)
     }
 
+    /// A verdict of a running analysis about the candidate, over the traffic since its last one.
+    mutating func verdict(_ kind: AnalysisKind, _ verdict: Verdict) -> AnalysisVerdict {
+        let start = windowStart[kind] ?? now
+        windowStart[kind] = now
+        return AnalysisVerdict(deployment: spec.name, candidate: status.candidate ?? "none", kind: kind, window: .init(start: start, end: now), verdict: verdict, metric: "ok")
+    }
+
     mutating func step(_ observations: Observations) {
         let before = status
+        for item in observations.verdicts where item.kind == .background && item.verdict == .pass && item.candidate == before.candidate && item.window.start >= routedAt {
+            passAtRouting = true
+        }
         let plan = Planner.plan(spec, status: status, observations: observations, now: now)
         checkPauses(before: before, after: plan.status, command: observations.command)
+        checkEvidence(before: before, after: plan.status, observations)
         status = plan.status
         apply(plan, command: observations.command)
     }
@@ -63,11 +81,15 @@ struct RolloutWorld {
                 }
                 routing = next
                 routed = true
+                routedAt = now
+                passAtRouting = false
             case .startAnalysis, .stopAnalysis, .record:
                 break
             }
         }
         if !routed && plan.status.routing != routing { violation("routing changed without a setRouting action") }
+        for kind in plan.analyses where !analyses.contains(kind) { windowStart[kind] = now }
+        for kind in analyses where !plan.analyses.contains(kind) { windowStart[kind] = nil }
         analyses = plan.analyses
         if let delay = plan.requeueAfter, delay <= .zero { violation("requeueAfter \(delay) is not positive") }
         let s = plan.status
@@ -85,6 +107,25 @@ struct RolloutWorld {
             // The candidate's weight is that of the last setWeight step passed.
             let expected = canary.steps.prefix(s.step).reduce(0) { last, step in if case .setWeight(let w) = step { w } else { last } }
             if s.weights[candidate] != expected { violation("candidate at \(s.weights[candidate] ?? -1)%, steps say \(expected)%") }
+        }
+    }
+
+    /// No promotion without evidence: with background analysis in force, a canary completes, or leaves
+    /// a timed pause, only after a pass over a window that began at the routing in force, unless a
+    /// person promoted it. And it is rolled back only by a failure of this candidate, a tripwire or abort.
+    private mutating func checkEvidence(before: RolloutStatus, after: RolloutStatus, _ observations: Observations) {
+        guard case .canary(let canary) = spec.strategy, let candidate = before.candidate else { return }
+        let promoted = observations.command == .promote || observations.command == .promoteFull
+        if after.phase == .degraded, after.rejected == candidate, observations.command != .abort, observations.tripwire?.version != candidate,
+           !observations.verdicts.contains(where: { if case .fail = $0.verdict { $0.candidate == candidate } else { false } }) {
+            violation("rolled back \(candidate) with no failure of it")
+        }
+        guard canary.analysis != nil, analyses.contains(.background), !promoted else { return }
+        let completed = after.candidate == nil && after.stableVersion == candidate
+        let leftPause = after.candidate == candidate && after.step > before.step && before.step < canary.steps.count
+            && { if case .pause(.some) = canary.steps[before.step] { true } else { false } }()
+        if (completed || leftPause) && !passAtRouting {
+            violation(completed ? "promoted \(candidate) with no pass at its final weight" : "left a timed pause with no pass at its weight")
         }
     }
 
@@ -113,7 +154,17 @@ struct RolloutSimulatorTests {
     ]
 
     @Test("invariants hold through 2,000 random runs per strategy", arguments: strategies.map(\.0))
-    func randomRuns(strategyName: String) {
+    func randomRuns(strategyName: String) async throws {
+        let (failures, reachedHealthyCandidate, rolledBack) = try await onOwnThread { Self.simulate(strategyName) }
+        let firstFailures = failures.prefix(3).joined(separator: "\n")
+        #expect(failures.count == 0, "runs broke a rule; first:\n\(firstFailures)")
+        // The worlds really went places: promotions and rollbacks both happened.
+        #expect(reachedHealthyCandidate > 100)
+        #expect(rolledBack > 50)
+    }
+
+    /// 2,000 seeded worlds: the rules they broke, and how many reached promotion and rollback.
+    static func simulate(_ strategyName: String) -> (failures: [String], promoted: Int, rolledBack: Int) {
         let strategy = Self.strategies.first { $0.0 == strategyName }!.1
         var failures: [String] = []
         var reachedHealthyCandidate = 0
@@ -129,10 +180,17 @@ struct RolloutSimulatorTests {
                 case 0..<35:
                     world.now = world.now + .milliseconds(Int64(rng.next(upperBound: UInt64(40_000))))
                 case 35..<65:
-                    for kind in world.analyses {
+                    for kind in world.analyses.sorted(by: { "\($0)" < "\($1)" }) {
                         let roll = rng.next(upperBound: UInt64(20))
                         let verdict: Verdict = roll == 0 ? Fixture.fail : (roll < 5 ? .inconclusive(reason: "few requests") : .pass)
-                        observations.verdicts.append(AnalysisVerdict(kind, verdict))
+                        observations.verdicts.append(world.verdict(kind, verdict))
+                    }
+                    if rng.next(upperBound: UInt64(10)) == 0 {
+                        // A late failure about another version, as a verdict queued before spec.version moved.
+                        let others: [String] = ["v1", "v2", "v3"].filter { $0 != world.status.candidate }
+                        let other = others[Int(rng.next(upperBound: UInt64(2)))]
+                        observations.verdicts.append(AnalysisVerdict(deployment: world.spec.name, candidate: other, kind: .background,
+                                                                     window: .init(start: world.now, end: world.now), verdict: Fixture.fail))
                     }
                 case 65..<80:
                     observations.command = [Command.promote, .promoteFull, .abort, .retry][Int(rng.next(upperBound: UInt64(4)))]
@@ -147,11 +205,7 @@ struct RolloutSimulatorTests {
             if world.status.phase == .degraded { rolledBack += 1 }
             if let first = world.violations.first { failures.append("seed \(seed): \(first)") }
         }
-        let firstFailures = failures.prefix(3).joined(separator: "\n")
-        #expect(failures.count == 0, "runs broke a rule; first:\n\(firstFailures)")
-        // The worlds really went places: promotions and rollbacks both happened.
-        #expect(reachedHealthyCandidate > 100)
-        #expect(rolledBack > 50)
+        return (failures, reachedHealthyCandidate, rolledBack)
     }
 
     @Test("the simulator catches an illegal plan", arguments: [0])
