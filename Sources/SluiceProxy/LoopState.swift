@@ -14,6 +14,9 @@ final class LoopState: @unchecked Sendable {
     /// `stats[r][b]` counts `table.routes[r].backends[b]`, resolved once per table, not per request.
     private(set) var stats: [[LoopVersionStats]] = []
     private var statsByKey: [MetricKey: LoopVersionStats] = [:]
+
+    /// How many routed versions hold a window of counts now (for the memory tests).
+    var windowsHeldForTesting: Int { statsByKey.values.filter(\.holdsWindow).count }
     /// Round-robin position per route and backend.
     private var nextEndpoint: [[Int]] = []
     /// `pools[r][b][e]` serves `table.routes[r].backends[b].endpoints[e]`.

@@ -85,7 +85,16 @@ public struct VersionWindow: Sendable {
 /// hot path pays a few integer increments and one histogram record.
 final class LoopVersionStats {
     let key: MetricKey
-    var window = VersionWindow()
+    /// Counts since the last drain; made at the first count after it, so an idle version holds no
+    /// histogram (about 24 KB each: a thousand idle deployments on two loops held 49 MB of them).
+    private var current: VersionWindow?
+    var window: VersionWindow {
+        get { current ?? VersionWindow() }
+        _modify {
+            if current == nil { current = VersionWindow() }
+            yield &current!
+        }
+    }
     /// A gauge, not reset by draining.
     var inFlight = 0
     /// Hard failures (5xx and proxy errors) in a row on this loop, and how many trip the wire (0: off).
@@ -120,10 +129,13 @@ final class LoopVersionStats {
     /// Hands over the counts since the last drain and starts a new interval; `nil` when nothing
     /// happened, so idle versions cost no histogram per read.
     func drain() -> VersionWindow? {
-        guard !window.isEmpty else { return nil }
-        defer { window = VersionWindow() }
-        return window
+        guard let drained = current, !drained.isEmpty else { return nil }
+        current = nil
+        return drained
     }
+
+    /// Whether a window is allocated now (for the memory tests).
+    var holdsWindow: Bool { current != nil }
 }
 
 /// Merges the per-loop counters and hands them to whoever reads them: each `WindowCursor` (an analysis

@@ -69,6 +69,26 @@ struct ProxyMetricsMemoryTests {
             #expect(try await cursor.read().isEmpty)
         }
     }
+
+    @Test("a thousand routed versions that serve nothing hold no histogram; one that serves holds one until drained")
+    func idleVersionsHoldNothing() async throws {
+        try await ProxyHarness.run { h in
+            let routes = try (0..<1000).map { index in
+                try RouteRule(name: "m\(index)", pathPrefix: "/models/m\(index)", backends: [Backend(version: "v1", weight: 100, endpoints: [h.endpoint("v1")])])
+            }
+            try await h.proxy.apply(RoutingTable(revision: 1, routes: routes))
+            func held() async throws -> Int {
+                var total = 0
+                for loop in h.proxy.loopsForTesting { total += try await loop.eventLoop.submit { loop.windowsHeldForTesting }.get() }
+                return total
+            }
+            #expect(try await held() == 0, "idle versions allocate no window")
+            _ = try await h.load("/models/m7", count: 4, connections: 1)
+            #expect(try await held() == 1, "the version that served holds one window")
+            _ = try await h.proxy.metrics.totals() // drains every loop
+            #expect(try await held() == 0, "and gives it up when drained")
+        }
+    }
 }
 
 extension Array {
@@ -77,4 +97,5 @@ extension Array {
         for element in self { out.append(try await transform(element)) }
         return out
     }
+
 }
