@@ -89,6 +89,13 @@ let package = Package(
         ),
         // bench/proxy.sh's floor: a raw SwiftNIO TCP relay that parses nothing, to show what any NIO
         // proxy design can reach on the machine. Not part of Sluice.
+        // libFuzzer harnesses (bench/fuzz.sh); a normal build replays inputs through them.
+        .executableTarget(
+            name: "sluice-fuzz",
+            dependencies: ["SluiceSpec", "SluiceProxy"],
+            path: "Fuzz",
+            exclude: ["seeds", "crashes"]
+        ),
         .executableTarget(
             name: "relay-floor",
             dependencies: [.product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],

@@ -14,8 +14,9 @@ struct RunCommand: AsyncParsableCommand {
             Reads ModelDeployment and Strategy documents from --manifests (and --strategies), plans each \
             rollout, keeps its status in the state directory (SQLite), and moves live traffic through the \
             built-in proxy. The admin API (--admin) serves status and the manual controls used by \
-            sluice status, promote, abort, retry and history. Edits to the manifests are picked up within a second; a broken file keeps its \
-            last good spec running and its errors are logged. After a crash or kill -9, every rollout \
+            sluice status, promote, abort, retry and history. Edits to the manifests are picked up at once \
+            (inotify; file stamps every 250 ms where it is missing); a broken file keeps its last good spec \
+            running and its errors are logged. After a crash or kill -9, every rollout \
             resumes at the same step and weights. SIGTERM or SIGINT drains requests in flight and exits.
             """
     )
