@@ -9,15 +9,7 @@ package enum ParserFuzzing {
     package static func clientRequests(_ bytes: [UInt8]) {
         guard let first = bytes.first else { return }
         var parser = ClientRequestParser(limits: RequestLimits(ProxyConfiguration()))
-        let split = 1 + Int(first) % max(1, bytes.count)
-        for piece in [bytes[1..<min(split, bytes.count)], bytes[min(split, bytes.count)...]] {
-            var buffer = ByteBuffer(bytes: piece)
-            do {
-                while let part = try parser.next(&buffer) { _ = part }
-            } catch {
-                return
-            }
-        }
+        feed(bytes, split: 1 + Int(first) % max(1, bytes.count)) { try parser.next(&$0) != nil }
     }
 
     /// The upstream side: a response to a GET or, when the first byte is odd, to a HEAD; dechunked for
@@ -26,11 +18,17 @@ package enum ParserFuzzing {
         guard let first = bytes.first else { return }
         var parser = UpstreamResponseParser(maxHeadBytes: ProxyConfiguration().maxHeaderBytes)
         parser.expectResponse(toHead: first & 1 == 1, dechunk: first & 2 == 2)
-        let split = 1 + Int(first >> 2) % max(1, bytes.count)
-        for piece in [bytes[1..<min(split, bytes.count)], bytes[min(split, bytes.count)...]] {
+        feed(bytes, split: 1 + Int(first >> 2) % max(1, bytes.count)) { try parser.next(&$0) != nil }
+    }
+
+    /// The bytes after the first, in two pieces cut at `split`; `next` pulls one part, and says whether
+    /// there was one.
+    private static func feed(_ bytes: [UInt8], split: Int, _ next: (inout ByteBuffer) throws -> Bool) {
+        let cut = min(split, bytes.count)
+        for piece in [bytes[1..<cut], bytes[cut...]] {
             var buffer = ByteBuffer(bytes: piece)
             do {
-                while let part = try parser.next(&buffer) { _ = part }
+                while try next(&buffer) {}
             } catch {
                 return
             }
