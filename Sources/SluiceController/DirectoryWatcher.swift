@@ -55,13 +55,15 @@ final class DirectoryWatcher: @unchecked Sendable {
         let source = DispatchSource.makeReadSource(fileDescriptor: inotify, queue: queue)
         self.source = source
         source.setEventHandler { [weak self] in self?.drainEvents(notify: true) }
+        // Closed once the source can no longer read it, never under a handler that is running.
+        let descriptor = inotify
+        source.setCancelHandler { close(descriptor) }
         source.resume()
         addWatches()
     }
 
     deinit {
         source?.cancel()
-        if inotify >= 0 { close(inotify) }
     }
 
     /// Whether inotify is in use (otherwise every `changes()` compares file stamps).

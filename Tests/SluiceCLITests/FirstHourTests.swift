@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import NIOCore
 import NIOPosix
 import SluiceTestSupport
@@ -70,11 +71,19 @@ struct FirstHourTests {
 
     @Test("sluice load ends at --duration when its target refuses every connection, and says so as it happens")
     func loadUnreachable() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        // A port that was just free: bound, then closed.
-        let gone = try await TestUpstream.start(name: "gone", group: group)
-        let port = gone.port
-        await gone.stop()
+        // A port bound but not listening: every connection is refused, and no other test can take it
+        // meanwhile (a port closed again was reused by a server of another test under the full suite).
+        let refuser = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(refuser) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(refuser, $0, length) == 0 && getsockname(refuser, $0, &length) == 0 }
+        }
+        #expect(bound)
+        let port = Int(UInt16(bigEndian: address.sin_port))
         let clock = ContinuousClock()
         let started = clock.now
         let load = try await SluiceBinary.run(["load", "--url", "http://127.0.0.1:\(port)/x", "--rate", "50", "--duration", "2"], timeout: .seconds(60))
@@ -85,6 +94,5 @@ struct FirstHourTests {
         let report = try JSONSerialization.jsonObject(with: Data(load.stdout.utf8)) as? [String: Any] ?? [:]
         #expect((report["failedRequests"] as? Int ?? 0) + (report["cancelledAtEnd"] as? Int ?? 0) > 0, "\(load.stdout)")
         #expect((report["versions"] as? [String: Any])?.isEmpty == true)
-        try await group.shutdownGracefully()
     }
 }
