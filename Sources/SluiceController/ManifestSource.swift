@@ -48,7 +48,7 @@ public struct ManifestReader: Sendable {
         var differs = false
         // A hidden entry that changed may be a directory of symlinks swapped under the files (as a
         // Kubernetes ConfigMap volume does): then every file is read again (and parsed only if changed).
-        if hasRead, let changed, !changed.contains(where: { ($0 as NSString).lastPathComponent.hasPrefix(".") && !Self.isSpecFile($0) }) {
+        if hasRead, let changed, !changed.contains(where: { ($0 as NSString).lastPathComponent.hasPrefix(".") }) {
             for path in changed {
                 let directory = (path as NSString).deletingLastPathComponent
                 if directory == manifests { differs = Self.update(&manifestFiles, path) || differs }

@@ -39,7 +39,6 @@ public actor Reconciler: Service {
     /// applied. Traffic goes on by the last routing applied meanwhile.
     private var saveFaults: [String: Fault] = [:]
     private var routingFault: Fault?
-    private var routingRetryAt: Instant?
     /// Deployments the routing table could not include, with the reason; their last good route stays.
     private var routeErrors: [String: String] = [:]
     /// Deployments that left the manifests whose stored status could not be deleted yet.
@@ -214,7 +213,7 @@ public actor Reconciler: Service {
                     if Task.isCancelled || error is CancellationError { return }
                     let fault = Fault.next(after: saveFaults[name], error: error, at: now)
                     saveFaults[name] = fault
-                    requeueAt[name] = now + fault.backoff
+                    requeueAt[name] = fault.retryAt
                     logger.error("cannot save the status; traffic stays as it is, retrying", metadata: [
                         "deployment": "\(name)", "error": "\(error)", "attempt": "\(fault.attempts)", "retryIn": "\(fault.backoff)"])
                     continue
@@ -236,7 +235,7 @@ public actor Reconciler: Service {
             if let delay = plan.requeueAfter { requeueAt[name] = now + delay }
             await runner.ensure(spec, plan.status, wanted: plan.analyses)
         }
-        if routingStale, routingRetryAt.map({ now >= $0 }) ?? true {
+        if routingStale, routingFault.map({ now >= $0.retryAt }) ?? true {
             await applyRouting(now: now)
         }
         for name in pendingDeletes {
@@ -273,12 +272,10 @@ public actor Reconciler: Service {
                 logger.notice("routing applied again after \(fault.attempts) failed attempt(s)", metadata: ["revision": "\(revision)"])
             }
             routingFault = nil
-            routingRetryAt = nil
         } catch {
             routingStale = true
             let fault = Fault.next(after: routingFault, error: error, at: now)
             routingFault = fault
-            routingRetryAt = now + fault.backoff
             logger.error("cannot apply the routing; the data plane keeps the last revision it applied, retrying", metadata: [
                 "revision": "\(revision)", "error": "\(error)", "attempt": "\(fault.attempts)", "retryIn": "\(fault.backoff)"])
         }
@@ -449,19 +446,19 @@ public actor Reconciler: Service {
     }
 }
 
-/// A failure being retried: what failed, how often, since when, and how long until the next try
-/// (0.25 s doubling up to 30 s).
+/// A failure being retried: what failed, how often, since when, and when to try again (after a back-off
+/// of 0.25 s doubling up to 30 s).
 struct Fault: Sendable {
     var error: String
     var attempts: Int
     var since: Instant
-
-    var backoff: Duration {
-        .milliseconds(min(30_000, 250 << min(attempts - 1, 8)))
-    }
+    var backoff: Duration
+    var retryAt: Instant
 
     static func next(after previous: Fault?, error: any Error, at now: Instant) -> Fault {
-        Fault(error: "\(error)", attempts: (previous?.attempts ?? 0) + 1, since: previous?.since ?? now)
+        let attempts = (previous?.attempts ?? 0) + 1
+        let backoff = Duration.milliseconds(min(30_000, 250 << min(attempts - 1, 8)))
+        return Fault(error: "\(error)", attempts: attempts, since: previous?.since ?? now, backoff: backoff, retryAt: now + backoff)
     }
 }
 

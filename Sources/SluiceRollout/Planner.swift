@@ -113,13 +113,12 @@ struct Work {
     /// A verdict counts only for what it judged: this deployment's candidate, by an analysis wanted
     /// now, over traffic since this rollout began (not a version rejected and retried since).
     func judgesRolloutInProgress(_ item: AnalysisVerdict) -> Bool {
-        guard item.deployment == name, item.candidate == status.candidate,
-              Work.wantedAnalyses(status, spec.strategy).contains(item.kind) else { return false }
-        return status.rolloutStartedAt.map { item.window.start >= $0 } ?? true
+        item.deployment == name && item.candidate == status.candidate
+            && Work.wantedAnalyses(status, spec.strategy).contains(item.kind) && covers(item, since: status.rolloutStartedAt)
     }
 
-    /// Whether a passing verdict covers the traffic since `time`: a pass about a window that began
-    /// earlier judged (partly) another weight or step.
+    /// Whether a verdict covers only the traffic since `time`: one about a window that began earlier
+    /// judged (partly) another weight, step or attempt.
     func covers(_ item: AnalysisVerdict, since time: Instant?) -> Bool {
         time.map { item.window.start >= $0 } ?? true
     }

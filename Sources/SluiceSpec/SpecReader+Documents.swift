@@ -11,11 +11,6 @@ enum DocumentKind: String, CaseIterable {
 struct Place: Sendable {
     var location: SourceLocation
     var path: String
-
-    init(_ value: SpecValue, file: String) {
-        location = SourceLocation(file: file, line: value.mark?.line ?? 1, column: value.mark?.column ?? 1)
-        path = value.path.description
-    }
 }
 
 /// Positions kept from the YAML for checks that span documents and files.
@@ -25,16 +20,13 @@ struct DeploymentOrigin: Sendable {
     var pathPrefix: Place
     var template: Place?
     var strategy: Place
-
-    init(name: SpecValue, route: SpecValue, template: SpecValue?, strategy: SpecValue, file: String) {
-        self.name = Place(name, file: file)
-        pathPrefix = Place(route.child("pathPrefix") ?? route, file: file)
-        self.template = template.map { Place($0, file: file) }
-        self.strategy = Place(strategy, file: file)
-    }
 }
 
 extension SpecReader {
+    func place(_ value: SpecValue) -> Place {
+        Place(location: location(value.mark), path: value.path.description)
+    }
+
     static let apiVersion = "sluice/v1"
 
     /// Decodes one document. Returns `nil` for an empty document and for one whose errors were reported.
@@ -67,13 +59,14 @@ extension SpecReader {
             var result = deployment
             result.name = metadata.name
             result.labels = metadata.labels
-            return .deployment(result, DeploymentOrigin(name: metadata.nameValue, route: origin.route, template: origin.template, strategy: origin.strategy, file: file))
+            return .deployment(result, DeploymentOrigin(name: place(metadata.nameValue), pathPrefix: place(origin.route.child("pathPrefix") ?? origin.route),
+                                                        template: origin.template.map(place), strategy: place(origin.strategy)))
         case .strategy:
             let spec: StrategySpec? = top.required("spec") { value in
                 fields(value, keys: ["canary", "blueGreen"]).flatMap { strategySpec($0, what: "a Strategy spec") }
             }
             guard diagnostics.count == before, let metadata, let spec else { return nil }
-            return .strategy(StrategyTemplate(name: metadata.name, labels: metadata.labels, spec: spec), Place(metadata.nameValue, file: file))
+            return .strategy(StrategyTemplate(name: metadata.name, labels: metadata.labels, spec: spec), place(metadata.nameValue))
         }
     }
 

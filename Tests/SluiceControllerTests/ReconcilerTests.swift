@@ -4,12 +4,18 @@ import SluiceSpec
 import Testing
 @testable import SluiceController
 
-/// A data plane that records what it was asked to do, and can be told to lag behind.
+/// A data plane that records what it was asked to do, and can be told to lag behind or to refuse.
 actor RecordingRouter: TrafficRouter {
     var applied: [(revision: UInt64, routing: [String: Routing])] = []
     var lagging = false
+    var refusing = false
+    private(set) var attempts = 0
+
+    struct Refused: Error, CustomStringConvertible { var description: String { "the data plane refused the table" } }
 
     func apply(revision: UInt64, _ deployments: [RoutedDeployment]) async throws -> [String: String] {
+        attempts += 1
+        if refusing { throw Refused() }
         applied.append((revision, Dictionary(uniqueKeysWithValues: deployments.map { ($0.spec.name, $0.status.routing) })))
         return [:]
     }
@@ -20,6 +26,7 @@ actor RecordingRouter: TrafficRouter {
     }
 
     func setLagging(_ value: Bool) { lagging = value }
+    func setRefusing(_ value: Bool) { refusing = value }
     var lastRouting: [String: Routing]? { applied.last?.routing }
     var count: Int { applied.count }
 }

@@ -123,6 +123,36 @@ struct VirtualTimeTests {
         #expect(kinds.suffix(4) == [.faultCleared, .rolloutStarted, .stepAdvanced, .paused], "\(kinds)")
     }
 
+    @Test("a data plane that refuses the routing keeps the last one; the status is saved, routing retried with back-off, and ready again when it takes it")
+    func routingBackOff() async throws {
+        let clock = TestClock()
+        let router = RecordingRouter()
+        let directory = try Self.manifests(Self.canary(version: "v1", steps: "[{setWeight: 10}, {pause: {}}]"))
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let reconciler = Reconciler(manifests: directory.path, strategies: nil, store: FlakyStore(), router: router,
+                                    clock: ShellClock(clock, startingAt: Self.t0))
+        try await reconciler.reconcileOnce()
+        await router.setRefusing(true)
+        try Self.canary(version: "v2", steps: "[{setWeight: 10}, {pause: {}}]").write(to: directory.appendingPathComponent("a.yaml"), atomically: true, encoding: .utf8)
+        try await reconciler.reconcileOnce()
+        #expect(await reconciler.status(of: "a")?.weights == ["v1": 90, "v2": 10], "the plan is saved")
+        #expect(await router.lastRouting == ["a": Routing(weights: ["v1": 100])], "the data plane keeps the last table it took")
+        #expect(await reconciler.readiness == (false, "routing not applied (1 attempt(s) since \(Self.t0)): the data plane refused the table"))
+        #expect(await reconciler.view(of: "a")?.fault?.hasPrefix("routing not applied (1 attempt(s)") == true)
+        for (wait, retried) in [(249, false), (1, true), (499, false), (1, true)] {
+            let before = await router.attempts
+            await clock.advance(by: .milliseconds(wait))
+            try await reconciler.reconcileOnce()
+            #expect(await router.attempts == before + (retried ? 1 : 0), "after \(wait) ms more")
+        }
+        await router.setRefusing(false)
+        await clock.advance(by: .seconds(1))
+        try await reconciler.reconcileOnce()
+        #expect(await router.lastRouting == ["a": Routing(weights: ["v1": 90, "v2": 10])])
+        #expect(await reconciler.readiness.ready)
+        #expect(await reconciler.view(of: "a")?.fault == nil)
+    }
+
     @Test("analysis windows follow the clock: back to back, one interval long, and named in the verdict")
     func analysisWindows() async throws {
         let clock = TestClock()
