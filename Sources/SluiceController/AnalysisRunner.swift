@@ -13,22 +13,28 @@ struct AnalysisReport: Sendable {
     var metrics: [DeploymentView.AnalysisView]
 }
 
-/// Runs the analyses the planner wants running: one task per deployment, candidate and kind, which
-/// every `interval` reads the window that just closed, judges it with `SluiceAnalysis`, and reports the
-/// verdict. Level-based like the planner: `ensure` is told what should run and makes it so.
+/// Runs the analyses the planner starts (`RolloutAction.startAnalysis`) until it stops them: one task
+/// per deployment and run, which every `interval` reads the window that just closed, judges it with
+/// `SluiceAnalysis`, and reports the verdict.
 ///
 /// A run's memory (the sequential test's evidence, failure counts) lives in its task. A restart begins
 /// the evidence afresh, which keeps every guarantee: the test is valid from any starting point.
 actor AnalysisRunner {
     struct Key: Hashable {
         var deployment: String
-        var candidate: String
-        var kind: AnalysisKind
+        var run: AnalysisRun
+    }
+
+    /// What a measurement needs to know about its deployment besides the run: the route and the
+    /// status in force (stable version, weights, step), for Prometheus queries and webhooks.
+    struct Target: Sendable {
+        var route: String
+        var status: RolloutStatus
     }
 
     private var runs: [Key: Task<Void, Never>] = [:]
-    /// The newest spec and status of each deployment, for the context of each measurement.
-    private var targets: [String: RoutedDeployment] = [:]
+    /// The newest route and status of each deployment, for the context of each measurement.
+    private var targets: [String: Target] = [:]
     private let proxyMetrics: ProxyMetrics?
     private let source: any MetricsSource
     private let reports: AsyncStream<AnalysisReport>.Continuation
@@ -41,22 +47,27 @@ actor AnalysisRunner {
         self.clock = clock
     }
 
-    /// Makes exactly `wanted` run for the deployment's candidate.
-    func ensure(_ spec: ResolvedDeployment, _ status: RolloutStatus, wanted: Set<AnalysisKind>) {
-        targets[spec.name] = RoutedDeployment(spec: spec, status: status)
-        let keys = Set(status.candidate.map { candidate in wanted.map { Key(deployment: spec.name, candidate: candidate, kind: $0) } } ?? [])
-        for (key, task) in runs where key.deployment == spec.name && !keys.contains(key) {
+    /// The deployment's route and status now, for the measurements of its runs.
+    func track(_ deployment: String, route: String, status: RolloutStatus) {
+        targets[deployment] = Target(route: route, status: status)
+    }
+
+    func start(_ deployment: String, _ run: AnalysisRun) {
+        let key = Key(deployment: deployment, run: run)
+        guard runs[key] == nil else { return }
+        runs[key] = Task { await self.run(key) }
+    }
+
+    func stop(_ deployment: String, _ run: AnalysisRun) {
+        runs.removeValue(forKey: Key(deployment: deployment, run: run))?.cancel()
+    }
+
+    /// The deployment left the manifests: its runs end.
+    func remove(_ deployment: String) {
+        for (key, task) in runs where key.deployment == deployment {
             task.cancel()
             runs[key] = nil
         }
-        for key in keys where runs[key] == nil {
-            guard let analysis = Self.analysis(of: spec.strategy, key.kind) else { continue }
-            runs[key] = Task { await self.run(key, analysis) }
-        }
-    }
-
-    func remove(_ deployment: String) {
-        ensureNone(deployment)
         targets[deployment] = nil
     }
 
@@ -65,37 +76,10 @@ actor AnalysisRunner {
         runs.removeAll()
     }
 
-    private func ensureNone(_ deployment: String) {
-        for (key, task) in runs where key.deployment == deployment {
-            task.cancel()
-            runs[key] = nil
-        }
-    }
-
-    static func analysis(of strategy: StrategySpec, _ kind: AnalysisKind) -> AnalysisSpec? {
-        switch (strategy, kind) {
-        case (.canary(let canary), .background): return canary.analysis
-        case (.canary(let canary), .step(let index)):
-            guard index < canary.steps.count, case .analysis(let spec) = canary.steps[index] else { return nil }
-            return spec
-        case (.blueGreen(let blueGreen), .prePromotion): return blueGreen.prePromotionAnalysis
-        case (.blueGreen(let blueGreen), .postPromotion): return blueGreen.postPromotionAnalysis
-        default: return nil
-        }
-    }
-
-    static func describe(_ kind: AnalysisKind) -> String {
-        switch kind {
-        case .background: "background"
-        case .step(let index): "step \(index + 1)"
-        case .prePromotion: "prePromotion"
-        case .postPromotion: "postPromotion"
-        }
-    }
-
     // MARK: One run
 
-    private func run(_ key: Key, _ spec: AnalysisSpec) async {
+    private func run(_ key: Key) async {
+        let spec = key.run.analysis
         var state = AnalysisState()
         // Windows are back to back: each starts where the last one was read.
         let cursor = try? await proxyMetrics?.openCursor(route: key.deployment)
@@ -116,11 +100,11 @@ actor AnalysisRunner {
             let (verdict, results) = Analysis.evaluate(spec, readings, state: &state)
             let at = windowEnd.iso8601
             let views = results.map { result in
-                DeploymentView.AnalysisView(result, analysis: Self.describe(key.kind), version: key.candidate, unit: latencies.contains(result.metric) ? "seconds" : nil,
+                DeploymentView.AnalysisView(result, analysis: "\(key.run.kind)", version: key.run.candidate, unit: latencies.contains(result.metric) ? "seconds" : nil,
                                             state: state.metrics[result.metric] ?? MetricState(), measuredAt: at)
             }
             let failed: String? = if case .fail = verdict { results.first { $0.outcome == .fail }?.metric } else { nil }
-            let judged = AnalysisVerdict(deployment: key.deployment, candidate: key.candidate, kind: key.kind,
+            let judged = AnalysisVerdict(deployment: key.deployment, candidate: key.run.candidate, kind: key.run.kind,
                                          window: .init(start: windowStart, end: windowEnd), verdict: verdict, metric: failed)
             reports.yield(AnalysisReport(verdict: judged, metrics: views))
         }
@@ -128,7 +112,7 @@ actor AnalysisRunner {
 
     /// Every metric's reading for the window: builtin ones from the proxy's windows, the others from
     /// their providers, all at once.
-    private func measure(_ spec: AnalysisSpec, _ target: RoutedDeployment, _ key: Key, windows: [MetricKey: VersionWindow]?,
+    private func measure(_ spec: AnalysisSpec, _ target: Target, _ key: Key, windows: [MetricKey: VersionWindow]?,
                          windowStart: Instant, windowEnd: Instant) async -> [String: MetricReading] {
         let seconds = Double((windowEnd.milliseconds - windowStart.milliseconds)) / 1000
         let status = target.status
@@ -142,13 +126,13 @@ actor AnalysisRunner {
                         continue
                     }
                     let stable = windows[MetricKey(route: key.deployment, version: status.stableVersion)]
-                    let candidate = windows[MetricKey(route: key.deployment, version: key.candidate)]
+                    let candidate = windows[MetricKey(route: key.deployment, version: key.run.candidate)]
                     readings[metric.name] = .builtin(stable: BuiltinSamples.sample(stable, seconds: seconds),
                                                      candidate: BuiltinSamples.sample(candidate, seconds: seconds))
                 case .prometheus, .webhook:
                     let context = MeasurementContext(
-                        deployment: key.deployment, route: target.spec.deployment.route.pathPrefix, stable: status.stableVersion,
-                        candidate: key.candidate, weights: status.weights, step: status.step + 1, analysis: Self.describe(key.kind),
+                        deployment: key.deployment, route: target.route, stable: status.stableVersion,
+                        candidate: key.run.candidate, weights: status.weights, step: status.step + 1, analysis: "\(key.run.kind)",
                         metric: metric.name, windowStart: windowStart, windowEnd: windowEnd)
                     let source = source
                     group.addTask { (metric.name, await source.sample(metric, context: context)) }

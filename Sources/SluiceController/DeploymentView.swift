@@ -11,7 +11,7 @@ public struct DeploymentView: Sendable, Codable, Equatable {
     public var rejected: String?
     /// Percent per version, summing to 100.
     public var weights: [String: Int]
-    /// 1-based step of the strategy, and how many there are (blue-green: 3 stages).
+    /// 1-based step of the strategy (0 with no rollout), and how many there are (blue-green: 3 stages).
     public var step: Int
     public var steps: Int
     public var strategy: String
@@ -60,15 +60,10 @@ public struct DeploymentView: Sendable, Codable, Equatable {
         candidate = status.candidate
         rejected = status.rejected
         weights = status.weights.filter { $0.value > 0 || $0.key == status.stableVersion || $0.key == status.candidate }
-        switch spec.strategy {
-        case .canary(let canary):
-            strategy = "canary"
-            steps = canary.steps.count
-        case .blueGreen:
-            strategy = "blueGreen"
-            steps = 3
-        }
-        step = status.candidate == nil ? 0 : min(status.step + 1, steps)
+        let rollout = spec.strategy.rollout
+        strategy = rollout.name
+        steps = rollout.stepCount
+        step = rollout.progress(status)
         message = status.message
         stuck = status.stuck
         mirrorPercent = status.mirrorPercent

@@ -26,6 +26,9 @@ public actor Reconciler: Service {
 
     private var specs: [String: ResolvedDeployment] = [:]
     private var statuses: [String: RolloutStatus] = [:]
+    /// What has been carried out for each deployment (its routing, its analyses): the planner plans
+    /// against it, and the routing table is built from it.
+    private var inForce: [String: InForce] = [:]
     private var diagnostics: [Diagnostic] = []
     private var dirty: Set<String> = []
     private var requeueAt: [String: Instant] = [:]
@@ -91,8 +94,7 @@ public actor Reconciler: Service {
     private func now() -> Instant { clock.now() }
 
     public func run() async throws {
-        statuses = try await store.loadAll()
-        logger.info("state loaded", metadata: ["deployments": "\(statuses.count)"])
+        try await loadState()
         // Cancelled at graceful shutdown: the pass in progress finishes (its status is saved), the sleep ends.
         try await cancelWhenGracefulShutdown {
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -118,6 +120,12 @@ public actor Reconciler: Service {
         // Nothing more will be applied: whoever waits for a pass hears so now.
         for waiter in passWaiters { waiter.continuation.resume() }
         passWaiters.removeAll()
+    }
+
+    /// The statuses saved by an earlier run: the rollouts in progress go on where they were.
+    func loadState() async throws {
+        statuses = try await store.loadAll()
+        logger.info("state loaded", metadata: ["deployments": "\(statuses.count)"])
     }
 
     /// Sleeps until `delay` has passed, cancellation, or `wake()`.
@@ -194,7 +202,7 @@ public actor Reconciler: Service {
             requeueAt[name] = nil
             let observations = Observations(verdicts: verdicts.removeValue(forKey: name) ?? [], command: commands.removeValue(forKey: name),
                                             tripwire: trips.removeValue(forKey: name))
-            let plan = Planner.plan(spec, status: statuses[name], observations: observations, now: now)
+            let plan = Planner.plan(spec, status: statuses[name], observations: observations, now: now, inForce: inForce[name] ?? .nothing)
             var events: [RolloutEvent] = []
             for case .record(let event) in plan.actions { events.append(event) }
             if let fault = saveFaults[name] {
@@ -211,6 +219,12 @@ public actor Reconciler: Service {
                     if commands[name] == nil { commands[name] = observations.command }
                     if trips[name] == nil { trips[name] = observations.tripwire }
                     if Task.isCancelled || error is CancellationError { return }
+                    if inForce[name]?.routing == nil, let stored = statuses[name] {
+                        // Just started, and the first plan cannot be saved: route by the status that
+                        // was, which is persisted, rather than not at all.
+                        inForce[name, default: .nothing].routing = spec.strategy.rollout.routing(stored)
+                        routingStale = true
+                    }
                     let fault = Fault.next(after: saveFaults[name], error: error, at: now)
                     saveFaults[name] = fault
                     requeueAt[name] = fault.retryAt
@@ -222,18 +236,10 @@ public actor Reconciler: Service {
             if saveFaults.removeValue(forKey: name) != nil {
                 logger.notice("status saved again; the rollout goes on", metadata: ["deployment": "\(name)"])
             }
-            if let registry {
-                for event in events where event.kind == .rolledBack {
-                    registry.makeCounter(descriptor: AnalysisMetricNames.rollbacks, labels: [("deployment", name), ("metric", event.cause ?? "unknown")]).increment()
-                }
-            }
-            if plan.status.routing != statuses[name]?.routing { routingStale = true }
             statuses[name] = plan.status
-            for event in events {
-                logger.info("\(event.message)", metadata: ["deployment": "\(name)", "event": "\(event.kind.rawValue)", "phase": "\(plan.status.phase.rawValue)"])
-            }
+            await runner.track(name, route: spec.deployment.route.pathPrefix, status: plan.status)
+            await carryOut(plan.actions, for: name, phase: plan.status.phase)
             if let delay = plan.requeueAfter { requeueAt[name] = now + delay }
-            await runner.ensure(spec, plan.status, wanted: plan.analyses)
         }
         if routingStale, routingFault.map({ now >= $0.retryAt }) ?? true {
             await applyRouting(now: now)
@@ -242,6 +248,27 @@ public actor Reconciler: Service {
             if (try? await store.delete(name, at: now)) != nil { pendingDeletes.remove(name) }
         }
         ready = true
+    }
+
+    /// Carries out a saved plan's actions in order: the one channel from the planner to the world.
+    private func carryOut(_ actions: [RolloutAction], for name: String, phase: RolloutStatus.Phase) async {
+        for action in actions {
+            switch action {
+            case .setRouting:
+                // The table holds every deployment's routing in force; it is applied once, after the pass.
+                routingStale = true
+            case .startAnalysis(let run):
+                await runner.start(name, run)
+            case .stopAnalysis(let run):
+                await runner.stop(name, run)
+            case .record(let event):
+                logger.info("\(event.message)", metadata: ["deployment": "\(name)", "event": "\(event.kind.rawValue)", "phase": "\(phase.rawValue)"])
+                if event.kind == .rolledBack, let registry {
+                    registry.makeCounter(descriptor: AnalysisMetricNames.rollbacks, labels: [("deployment", name), ("metric", event.cause ?? "unknown")]).increment()
+                }
+            }
+            inForce[name, default: .nothing].apply(action)
+        }
     }
 
     /// A fault can last hours while windows keep closing: the queue keeps every failure and the newest
@@ -257,7 +284,7 @@ public actor Reconciler: Service {
     /// the data plane keeps the last revision it applied; this retries with back-off.
     private func applyRouting(now: Instant) async {
         revision += 1
-        let routed = specs.compactMap { name, spec in statuses[name].map { RoutedDeployment(spec: spec, status: $0) } }
+        let routed = specs.compactMap { name, spec in inForce[name]?.routing.map { RoutedDeployment(spec: spec, routing: $0) } }
         do {
             let unroutable = try await router.apply(revision: revision, routed)
             for (name, reason) in unroutable where routeErrors[name] != reason {
@@ -316,6 +343,7 @@ public actor Reconciler: Service {
             }
             saveFaults[name] = nil
             routeErrors[name] = nil
+            inForce[name] = nil
             await runner.remove(name)
             analysisViews[name] = nil
             statuses[name] = nil
@@ -325,6 +353,8 @@ public actor Reconciler: Service {
         for (name, spec) in snapshot.deployments where specs[name] != spec {
             dirty.insert(name)
             pendingDeletes.remove(name)
+            // Its route is built from the spec too (path, host, endpoints): build the table again.
+            routingStale = true
         }
         specs = snapshot.deployments
         if !removed.isEmpty { routingStale = true }

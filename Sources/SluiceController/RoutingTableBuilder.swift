@@ -2,8 +2,8 @@ import SluiceProxy
 import SluiceRollout
 import SluiceSpec
 
-/// Turns each deployment's status into the proxy's routing table. The policy is all in the status;
-/// this only looks up endpoints and orders backends.
+/// Turns each deployment's routing into the proxy's routing table. The policy is all in the routing the
+/// planner chose; this only looks up endpoints and orders backends, and knows no strategy.
 public enum RoutingTableBuilder {
     /// The table for `deployments`. One whose route cannot be built keeps its route in `lastGood` (if
     /// it ever had one), and is named in `unroutable` with the reason: never dropped without a word.
@@ -13,7 +13,7 @@ public enum RoutingTableBuilder {
         var unroutable: [String: String] = [:]
         for deployment in deployments.sorted(by: { $0.spec.name < $1.spec.name }) {
             do {
-                routes.append(try rule(deployment.spec, deployment.status))
+                routes.append(try rule(deployment.spec, deployment.routing))
             } catch {
                 unroutable[deployment.spec.name] = "\(error)"
                 if let previous = lastGood[deployment.spec.name] { routes.append(previous) }
@@ -23,28 +23,24 @@ public enum RoutingTableBuilder {
     }
 
     /// One deployment's route. The candidate comes first, so sticky users only move toward it.
-    static func rule(_ spec: ResolvedDeployment, _ status: RolloutStatus) throws -> RouteRule {
-        let routing = status.routing
+    static func rule(_ spec: ResolvedDeployment, _ routing: Routing) throws -> RouteRule {
         var versions = routing.weights.keys.sorted()
-        for extra in [routing.preview, routing.standby, routing.mirror?.version].compactMap({ $0 }) where !versions.contains(extra) {
+        for extra in [routing.preview?.version, routing.standby, routing.mirror?.version].compactMap({ $0 }) where !versions.contains(extra) {
             versions.append(extra)
         }
-        if let candidate = status.candidate, let index = versions.firstIndex(of: candidate) {
+        if let candidate = routing.candidate, let index = versions.firstIndex(of: candidate) {
             versions.swapAt(0, index)
         }
         let backends: [Backend] = versions.compactMap { name in
             guard let version = spec.deployment.version(named: name) else { return nil }
             // Only the version being rolled out is watched by the tripwire.
-            let tripwire = name == status.candidate ? spec.strategy.tripwire : nil
+            let tripwire = name == routing.candidate ? routing.tripwire : nil
             return Backend(version: name, weight: routing.weights[name] ?? 0, endpoints: version.endpoints, healthCheck: version.healthCheck, tripwire: tripwire)
-        }
-        var headerRules: [HeaderRule] = []
-        if let preview = routing.preview, case .blueGreen(let blueGreen) = spec.strategy {
-            headerRules.append(HeaderRule(header: blueGreen.previewHeader, version: preview))
         }
         return try RouteRule(
             name: spec.name, host: spec.deployment.route.host, pathPrefix: spec.deployment.route.pathPrefix,
-            backends: backends, headerRules: headerRules, stickiness: spec.deployment.route.stickiness,
+            backends: backends, headerRules: routing.preview.map { [HeaderRule(header: $0.header, version: $0.version)] } ?? [],
+            stickiness: spec.deployment.route.stickiness,
             mirror: routing.mirror.map { MirrorRule(version: $0.version, percent: $0.percent) }
         )
     }

@@ -4,39 +4,42 @@ import SluiceSpec
 public struct Plan: Sendable, Hashable {
     /// To be persisted before any action is taken.
     public var status: RolloutStatus
-    /// Changes to carry out, in order, and decisions to record.
+    /// Changes to carry out, in order, and decisions to record: all the shell acts on.
     public var actions: [RolloutAction]
-    /// The analyses that should be running now (level: the shell makes it so, also after a restart).
+    /// The analyses that should be running once the actions are carried out (for tests and views).
     public var analyses: Set<AnalysisKind>
     /// Plan again after this long even if nothing happens, for example when a timed pause ends.
     public var requeueAfter: Duration?
 }
 
-/// `plan(spec, status, observations, now) -> (status, actions, requeueAfter)`: level-based. It reads
-/// the whole state every time and never asks which event woke it, so a restart in the middle of a
-/// rollout needs no special code.
+/// `plan(spec, status, observations, now, inForce) -> (status, actions, requeueAfter)`: level-based. It
+/// reads the whole state every time and never asks which event woke it. Its actions bring what the
+/// shell has in force to what the status asks for, so a restart in the middle of a rollout (nothing in
+/// force) needs no special code: the first plan issues the routing and the analyses again.
 public enum Planner {
-    public static func plan(_ spec: ResolvedDeployment, status: RolloutStatus?, observations: Observations = .none, now: Instant) -> Plan {
+    public static func plan(_ spec: ResolvedDeployment, status: RolloutStatus?, observations: Observations = .none, now: Instant,
+                            inForce: InForce) -> Plan {
         guard var previous = status else {
             // First sight: spec.version is stable at once; there is nothing to roll out from.
             var work = Work(spec: spec, status: RolloutStatus(deployment: spec.name, stableVersion: spec.deployment.version), now: now)
             work.record(.firstSeen, "first seen; \(spec.deployment.version) is stable")
-            return work.finish(previousRouting: nil, previousAnalyses: [])
+            return work.finish(inForce: inForce)
         }
         if spec.deployment.version(named: previous.stableVersion) == nil {
             // The stable version left the spec: nothing else can take traffic, so adopt the desired one.
             previous = RolloutStatus(deployment: spec.name, stableVersion: spec.deployment.version)
         }
-        let before = Work.wantedAnalyses(previous, spec.strategy)
         var work = Work(spec: spec, status: previous, now: now)
         work.step(observations)
-        return work.finish(previousRouting: status?.routing, previousAnalyses: before)
+        return work.finish(inForce: inForce)
     }
 }
 
 /// One planning pass: a mutable copy of the status and the actions it collects.
 struct Work {
     let spec: ResolvedDeployment
+    /// The strategy's rules, which decide how the rollout moves.
+    let rules: any StrategyRules
     var status: RolloutStatus
     let now: Instant
     var actions: [RolloutAction] = []
@@ -45,6 +48,7 @@ struct Work {
 
     init(spec: ResolvedDeployment, status: RolloutStatus, now: Instant) {
         self.spec = spec
+        self.rules = spec.strategy.rules
         self.status = status
         self.now = now
     }
@@ -100,11 +104,8 @@ struct Work {
                      cause: "tripwire")
         }
         if status.candidate != nil {
-            let verdicts = observations.verdicts.filter(judgesRolloutInProgress)
-            switch spec.strategy {
-            case .canary(let canary): advanceCanary(canary, verdicts)
-            case .blueGreen(let blueGreen): advanceBlueGreen(blueGreen, verdicts)
-            }
+            let rules = rules
+            rules.advance(&self, observations.verdicts.filter(judgesRolloutInProgress))
         }
         closeRollbackWindow(observations)
         checkProgressDeadline()
@@ -114,7 +115,7 @@ struct Work {
     /// now, over traffic since this rollout began (not a version rejected and retried since).
     func judgesRolloutInProgress(_ item: AnalysisVerdict) -> Bool {
         item.deployment == name && item.candidate == status.candidate
-            && Work.wantedAnalyses(status, spec.strategy).contains(item.kind) && covers(item, since: status.rolloutStartedAt)
+            && rules.analyses(status)[item.kind] != nil && covers(item, since: status.rolloutStartedAt)
     }
 
     /// Whether a verdict covers only the traffic since `time`: one about a window that began earlier
@@ -171,8 +172,9 @@ struct Work {
         status.waitingForTraffic = false
         status.weights = [status.stableVersion: 100, desired: 0]
         status.mirrorPercent = 0
-        if case .blueGreen = spec.strategy { status.previewActive = true }
         status.message = "rolling out \(desired)"
+        let rules = rules
+        rules.begin(&self)
         record(.rolloutStarted, "rollout of \(desired) started from \(status.stableVersion)")
     }
 
@@ -230,182 +232,6 @@ struct Work {
         status.stuck = false
     }
 
-    // MARK: Canary
-
-    mutating func advanceCanary(_ canary: CanaryStrategy, _ verdicts: [AnalysisVerdict]) {
-        for item in verdicts {
-            switch (item.kind, item.verdict) {
-            case (_, .fail(let reason, let values)):
-                rollBack(reason, values: values, cause: item.metric)
-                return
-            case (.background, .pass):
-                status.waitingForTraffic = false
-                if covers(item, since: status.routedAt) { status.evidenceAt = max(status.evidenceAt ?? item.window.end, item.window.end) }
-            case (.background, .inconclusive(let reason)):
-                status.waitingForTraffic = true
-                status.message = "waiting for traffic: \(reason)"
-            case (.step, .pass):
-                guard covers(item, since: status.stepStartedAt) else { continue }
-                status.analysisPasses += 1
-                status.lastProgressAt = now
-            case (.step, .inconclusive(let reason)):
-                status.message = "waiting for traffic: \(reason)"
-            default:
-                break
-            }
-        }
-        let steps = canary.steps
-        // A promote moves on through the steps that follow the hold it ended (setWeight, setMirror), up
-        // to the next pause or analysis, even while the analysis still waits for traffic: a person
-        // asked for the next weight, so it must not stay at the old one.
-        var promotedPast = false
-        while let candidate = status.candidate, status.step < steps.count {
-            // Too little traffic to judge holds the step, whatever it is: it is not a failure either.
-            let movingOn = promotedPast && !steps[status.step].holds
-            if status.waitingForTraffic && !promoteRequested && !movingOn {
-                status.phase = .paused
-                requeue(after: .seconds(1))
-                return
-            }
-            switch steps[status.step] {
-            case .setWeight(let weight):
-                if status.weights[candidate] != weight { routed() }
-                status.weights = [candidate: weight, status.stableVersion: 100 - weight]
-                status.message = "step \(status.step + 1)/\(steps.count): \(candidate) at \(weight)%"
-                record(.stepAdvanced, status.message, values: ["weight": Double(weight)])
-                nextStep()
-            case .setMirror(let percent):
-                if status.mirrorPercent != percent { routed() }
-                status.mirrorPercent = percent
-                status.message = "step \(status.step + 1)/\(steps.count): mirroring \(percent)% to \(candidate)"
-                record(.stepAdvanced, status.message, values: ["mirror": Double(percent)])
-                nextStep()
-            case .pause(let duration):
-                if promoteRequested {
-                    promoteRequested = false
-                    promotedPast = true
-                    record(.stepAdvanced, "pause at step \(status.step + 1) ended by promote")
-                    nextStep()
-                    continue
-                }
-                guard let duration else {
-                    if status.phase != .paused { record(.paused, "paused at step \(status.step + 1): waiting for sluice promote \(name)") }
-                    status.phase = .paused
-                    status.message = "paused at step \(status.step + 1)/\(steps.count) at \(status.weights[candidate] ?? 0)%: run sluice promote \(name)"
-                    return
-                }
-                let end = (status.stepStartedAt ?? now) + duration
-                guard now >= end else {
-                    status.phase = .progressing
-                    status.message = "step \(status.step + 1)/\(steps.count): pausing \(duration.specDescription) at \(status.weights[candidate] ?? 0)%"
-                    requeue(after: end - now)
-                    return
-                }
-                if let interval = awaitedEvidence(canary) {
-                    status.phase = .progressing
-                    status.message = "step \(status.step + 1)/\(steps.count): pause over; waiting for a passing analysis of \(candidate) at \(status.weights[candidate] ?? 0)% (every \(interval.specDescription))"
-                    requeue(after: interval)
-                    return
-                }
-                nextStep()
-            case .analysis(let analysis):
-                guard status.analysisPasses >= (analysis.count ?? 1) else {
-                    status.phase = .progressing
-                    requeue(after: analysis.interval)
-                    return
-                }
-                record(.stepAdvanced, "analysis at step \(status.step + 1) passed \(status.analysisPasses) time(s)")
-                nextStep()
-            }
-            status.phase = .progressing
-        }
-        guard let candidate = status.candidate else { return }
-        if status.waitingForTraffic && !promoteRequested && !promotedPast {
-            status.phase = .paused
-            requeue(after: .seconds(1))
-        } else if !promoteRequested && !promotedPast, let interval = awaitedEvidence(canary) {
-            status.phase = .progressing
-            status.message = "last step done; waiting for a passing analysis of \(candidate) at \(status.weights[candidate] ?? 0)% before promotion (every \(interval.specDescription))"
-            requeue(after: interval)
-        } else {
-            complete()
-        }
-    }
-
-    /// The background analysis's interval while it is in force and has not yet passed the candidate at
-    /// the routing in force: a timed pause does not end, nor the rollout complete, before it has.
-    /// `nil` when nothing is awaited. A person's promote is not held by it.
-    func awaitedEvidence(_ canary: CanaryStrategy) -> Duration? {
-        guard let background = canary.analysis, Work.wantedAnalyses(status, spec.strategy).contains(.background),
-              status.evidenceAt == nil else { return nil }
-        return background.interval
-    }
-
-    // MARK: Blue-green
-
-    /// Stages: 0 preview and pre-promotion analysis, 1 waiting for promotion, 2 switched and
-    /// post-promotion analysis.
-    mutating func advanceBlueGreen(_ strategy: BlueGreenStrategy, _ verdicts: [AnalysisVerdict]) {
-        for item in verdicts {
-            switch item.verdict {
-            case .fail(let reason, let values):
-                rollBack(reason, values: values, cause: item.metric)
-                return
-            case .pass:
-                // Only traffic of this stage counts: post-promotion passes judge windows after the switch.
-                guard covers(item, since: status.stepStartedAt) else { continue }
-                status.analysisPasses += 1
-                status.lastProgressAt = now
-            case .inconclusive(let reason):
-                status.message = "waiting for traffic: \(reason)"
-            }
-        }
-        guard let candidate = status.candidate else { return }
-        if status.step == 0 {
-            if let pre = strategy.prePromotionAnalysis, status.analysisPasses < (pre.count ?? 1), !promoteRequested {
-                status.phase = .progressing
-                requeue(after: pre.interval)
-                return
-            }
-            nextStep()
-        }
-        if status.step == 1 {
-            if !promoteRequested {
-                guard let seconds = strategy.autoPromotionSeconds else {
-                    if status.phase != .paused { record(.paused, "\(candidate) ready in preview: waiting for sluice promote \(name)") }
-                    status.phase = .paused
-                    status.message = "\(candidate) in preview (header \(strategy.previewHeader.name): \(strategy.previewHeader.value)); run sluice promote \(name)"
-                    return
-                }
-                let end = (status.stepStartedAt ?? now) + .seconds(seconds)
-                guard now >= end else {
-                    status.phase = .progressing
-                    status.message = "\(candidate) in preview; switching in \((end - now).specDescription)"
-                    requeue(after: end - now)
-                    return
-                }
-            }
-            promoteRequested = false
-            status.previousStable = status.stableVersion
-            status.rollbackUntil = now + strategy.rollbackWindow
-            status.weights = [candidate: 100, status.stableVersion: 0]
-            routed()
-            status.previewActive = false
-            status.phase = .progressing
-            status.message = "switched all traffic to \(candidate)"
-            record(.switched, "switched all traffic from \(status.stableVersion) to \(candidate) at once")
-            nextStep()
-        }
-        if status.step == 2 {
-            if let post = strategy.postPromotionAnalysis, status.analysisPasses < (post.count ?? 1) {
-                requeue(after: post.interval)
-                return
-            }
-            complete()
-            if let until = status.rollbackUntil { requeue(after: until - now) }
-        }
-    }
-
     /// After a blue-green switch the old version stays routable for the rollback window; an abort in
     /// the window switches straight back.
     mutating func closeRollbackWindow(_ observations: Observations) {
@@ -448,31 +274,23 @@ struct Work {
 
     // MARK: Output
 
-    static func wantedAnalyses(_ status: RolloutStatus, _ strategy: StrategySpec) -> Set<AnalysisKind> {
-        guard status.candidate != nil else { return [] }
-        switch strategy {
-        case .canary(let canary):
-            var wanted: Set<AnalysisKind> = []
-            if let background = canary.analysis, status.step >= (background.startingStep ?? 0) { wanted.insert(.background) }
-            if status.step < canary.steps.count, case .analysis = canary.steps[status.step] { wanted.insert(.step(status.step)) }
-            return wanted
-        case .blueGreen(let blueGreen):
-            if status.step == 0, blueGreen.prePromotionAnalysis != nil { return [.prePromotion] }
-            if status.step == 2, blueGreen.postPromotionAnalysis != nil { return [.postPromotion] }
-            return []
-        }
+    /// The plan: the status, and the actions that bring what is in force to what it asks for (the
+    /// routing, then the analyses to stop, then those to start), after the decisions recorded.
+    func finish(inForce: InForce) -> Plan {
+        var output = actions
+        let routing = rules.routing(status)
+        if routing != inForce.routing { output.insert(.setRouting(routing), at: 0) }
+        let wanted = wantedRuns()
+        let order: (AnalysisRun, AnalysisRun) -> Bool = { "\($0.kind)" < "\($1.kind)" }
+        for run in inForce.analyses.subtracting(wanted).sorted(by: order) { output.append(.stopAnalysis(run)) }
+        for run in wanted.subtracting(inForce.analyses).sorted(by: order) { output.append(.startAnalysis(run)) }
+        return Plan(status: status, actions: output, analyses: Set(wanted.map(\.kind)), requeueAfter: requeue)
     }
 
-    mutating func finish(previousRouting: Routing?, previousAnalyses: Set<AnalysisKind>) -> Plan {
-        var output = actions
-        let routing = status.routing
-        if routing != previousRouting { output.insert(.setRouting(routing), at: 0) }
-        let analyses = Work.wantedAnalyses(status, spec.strategy)
-        if analyses != previousAnalyses {
-            if !previousAnalyses.isEmpty { output.append(.stopAnalysis) }
-            for kind in analyses.sorted(by: { "\($0)" < "\($1)" }) { output.append(.startAnalysis(kind)) }
-        }
-        return Plan(status: status, actions: output, analyses: analyses, requeueAfter: requeue)
+    /// The analyses the strategy wants now, about the candidate.
+    func wantedRuns() -> Set<AnalysisRun> {
+        guard let candidate = status.candidate else { return [] }
+        return Set(rules.analyses(status).map { AnalysisRun(kind: $0.key, candidate: candidate, analysis: $0.value) })
     }
 }
 

@@ -34,18 +34,19 @@ public struct StoredEvent: Sendable, Hashable, Codable {
     }
 }
 
-/// One deployment as the data plane needs it: its spec (route, endpoints) and its status's routing.
+/// One deployment as the data plane needs it: its spec (route, endpoints) and the routing the planner
+/// last asked for (`RolloutAction.setRouting`).
 public struct RoutedDeployment: Sendable {
     public var spec: ResolvedDeployment
-    public var status: RolloutStatus
+    public var routing: Routing
 
-    public init(spec: ResolvedDeployment, status: RolloutStatus) {
+    public init(spec: ResolvedDeployment, routing: Routing) {
         self.spec = spec
-        self.status = status
+        self.routing = routing
     }
 }
 
-/// A data plane that can route each deployment as its status asks: the built-in proxy, and later
+/// A data plane that can route each deployment as the planner asks: the built-in proxy, and later
 /// HAProxy's runtime API or Gateway API routes. `apply` returns the revision it installed, and `verify`
 /// the revision actually in force, so the controller can tell that traffic really moved.
 public protocol TrafficRouter: Sendable {

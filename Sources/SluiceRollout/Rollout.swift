@@ -10,6 +10,8 @@ public struct Rollout: Sendable {
     public private(set) var spec: ResolvedDeployment
     /// `nil` until the first event: first sight.
     public private(set) var status: RolloutStatus?
+    /// What the actions returned so far have put in force (the caller carries out every one).
+    public private(set) var inForce: InForce = .nothing
     /// The analyses that should be running now.
     public private(set) var analyses: Set<AnalysisKind> = []
     /// When to call `tick` next if nothing else happens.
@@ -53,7 +55,8 @@ public struct Rollout: Sendable {
     }
 
     private mutating func apply(_ observations: Observations, now: Instant) -> [RolloutAction] {
-        let plan = Planner.plan(spec, status: status, observations: observations, now: now)
+        let plan = Planner.plan(spec, status: status, observations: observations, now: now, inForce: inForce)
+        for action in plan.actions { inForce.apply(action) }
         status = plan.status
         analyses = plan.analyses
         requeueAfter = plan.requeueAfter

@@ -1,23 +1,76 @@
-/// What the planner asks the shell to do. Values only, so actions can be logged as the audit trail
-/// and compared in tests.
+import SluiceSpec
+
+/// What the planner asks the shell to do: the one channel from core to shell. Values only, so actions
+/// can be logged as the audit trail and compared in tests.
 public enum RolloutAction: Sendable, Hashable, Codable {
     /// Make the proxy route this deployment so.
     case setRouting(Routing)
-    /// Measure these metrics (by the strategy's analysis of this kind) and report verdicts.
-    case startAnalysis(AnalysisKind)
-    case stopAnalysis
+    /// Measure this analysis's metrics, window after window, and report each verdict.
+    case startAnalysis(AnalysisRun)
+    /// Stop measuring it: its verdicts would no longer count.
+    case stopAnalysis(AnalysisRun)
     /// Record a decision in the event log.
     case record(RolloutEvent)
 }
 
 /// Which of a strategy's analyses is running.
-public enum AnalysisKind: Sendable, Hashable, Codable {
+public enum AnalysisKind: Sendable, Hashable, Codable, CustomStringConvertible {
     /// `canary.analysis`, through the whole rollout.
     case background
     /// The analysis step at this index.
     case step(Int)
     case prePromotion
     case postPromotion
+
+    /// As the status and the webhooks name it: `background`, `step 3` (1-based), `prePromotion`.
+    public var description: String {
+        switch self {
+        case .background: "background"
+        case .step(let index): "step \(index + 1)"
+        case .prePromotion: "prePromotion"
+        case .postPromotion: "postPromotion"
+        }
+    }
+}
+
+/// One analysis to run: which of the strategy's analyses, about which candidate, by which spec. A
+/// change of any of them is a new run (the spec edited mid-rollout starts its evidence afresh).
+public struct AnalysisRun: Sendable, Hashable, Codable {
+    public var kind: AnalysisKind
+    public var candidate: String
+    public var analysis: AnalysisSpec
+
+    public init(kind: AnalysisKind, candidate: String, analysis: AnalysisSpec) {
+        self.kind = kind
+        self.candidate = candidate
+        self.analysis = analysis
+    }
+}
+
+/// What the shell has carried out for one deployment: the routing it handed to the data plane and the
+/// analyses it runs. Changed only by `apply(_:)` with the actions it carried out. The planner plans
+/// against it, so after a restart (nothing in force) it issues everything again, and the actions of a
+/// plan that could not be saved are issued again by the next one.
+public struct InForce: Sendable, Hashable {
+    public var routing: Routing?
+    public var analyses: Set<AnalysisRun>
+
+    public init(routing: Routing? = nil, analyses: Set<AnalysisRun> = []) {
+        self.routing = routing
+        self.analyses = analyses
+    }
+
+    public static let nothing = InForce()
+
+    /// Notes an action as carried out.
+    public mutating func apply(_ action: RolloutAction) {
+        switch action {
+        case .setRouting(let routing): self.routing = routing
+        case .startAnalysis(let run): analyses.insert(run)
+        case .stopAnalysis(let run): analyses.remove(run)
+        case .record: break
+        }
+    }
 }
 
 /// One decision with its reason, for `sluice history` and `GET /api/v1/events`.

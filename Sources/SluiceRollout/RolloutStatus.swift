@@ -35,7 +35,7 @@ public struct RolloutStatus: Sendable, Hashable, Codable {
     public var mirrorPercent: Int
     /// Blue-green: requests with the preview header reach the candidate.
     public var previewActive: Bool
-    /// Index of the current canary step, or of the blue-green stage.
+    /// Index of the current canary step, or of the blue-green stage (`BlueGreenRollout.Stage`).
     public var step: Int
     /// When the current step began: a timed pause ends at `stepStartedAt + duration`.
     public var stepStartedAt: Instant?
@@ -89,15 +89,10 @@ public struct RolloutStatus: Sendable, Hashable, Codable {
         self.rollbackUntil = nil
         self.message = "\(stableVersion) is stable"
     }
-
-    /// The routing this status asks for.
-    public var routing: Routing {
-        Routing(weights: weights, mirror: candidate.flatMap { mirrorPercent > 0 ? Routing.Mirror(version: $0, percent: mirrorPercent) : nil },
-                preview: previewActive ? candidate : nil, standby: previousStable)
-    }
 }
 
-/// What the proxy should do for one deployment: derived from the status, applied by the shell.
+/// What the proxy should do for one deployment: derived from the status by the strategy
+/// (`RolloutStrategy.routing`), sent to the shell in `setRouting`.
 public struct Routing: Sendable, Hashable, Codable {
     public struct Mirror: Sendable, Hashable, Codable {
         public var version: String
@@ -109,16 +104,33 @@ public struct Routing: Sendable, Hashable, Codable {
         }
     }
 
+    /// Requests carrying `header` reach `version` whatever the weights (blue-green's preview).
+    public struct Preview: Sendable, Hashable, Codable {
+        public var version: String
+        public var header: HeaderMatch
+
+        public init(version: String, header: HeaderMatch) {
+            self.version = version
+            self.header = header
+        }
+    }
+
     /// Percent per version, summing to 100. Versions at 0 stay routable (for preview and rollback).
     public var weights: [String: Int]
+    /// The version being rolled out: listed first (sticky users only ever move toward it), and the one
+    /// the tripwire watches.
+    public var candidate: String?
+    /// Hard failures in a row of the candidate that trip the wire; 0 is off.
+    public var tripwire: Int
     public var mirror: Mirror?
-    /// Blue-green: the version the preview header reaches.
-    public var preview: String?
+    public var preview: Preview?
     /// Blue-green: the previous version, kept routable at weight 0 during the rollback window.
     public var standby: String?
 
-    public init(weights: [String: Int], mirror: Mirror? = nil, preview: String? = nil, standby: String? = nil) {
+    public init(weights: [String: Int], candidate: String? = nil, tripwire: Int = 0, mirror: Mirror? = nil, preview: Preview? = nil, standby: String? = nil) {
         self.weights = weights
+        self.candidate = candidate
+        self.tripwire = tripwire
         self.mirror = mirror
         self.preview = preview
         self.standby = standby

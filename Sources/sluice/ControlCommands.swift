@@ -160,6 +160,6 @@ struct StatusCommand: AsyncParsableCommand {
 
 /// POSTs a manual control to the admin API and says what was asked.
 func requestAction(_ action: String, of deployment: String, _ options: AdminOptions, said: String) async throws {
-    try await withAdmin { try await AdminClient(options: options).post("/api/v1/deployments/\(deployment)/\(action)") }
+    _ = try await withAdmin { try await AdminClient(options: options).post("/api/v1/deployments/\(deployment)/\(action)") }
     print("\(deployment): \(said)")
 }

@@ -82,7 +82,7 @@ struct DemoCommand: AsyncParsableCommand {
         let endpoints = ["v1": try await ports.wait("v1"), "v2": try await ports.wait("v2"), "v3": try await ports.wait("v3")]
         try manifest(version: "v1", ports: endpoints).write(to: file, atomically: true, encoding: .utf8)
         let proxyPort = try await waitFor { proxy.localPort }
-        try await waitFor { await reconciler.view(of: "fraud-scorer")?.phase == "Healthy" ? true : nil }
+        _ = try await waitFor { await reconciler.view(of: "fraud-scorer")?.phase == "Healthy" ? true : nil }
 
         print("""
             Sluice demo: three model servers (fraud-scorer v1 on :\(endpoints["v1"]!), v2 on :\(endpoints["v2"]!), v3 on :\(endpoints["v3"]!)),

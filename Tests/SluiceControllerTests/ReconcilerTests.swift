@@ -7,6 +7,8 @@ import Testing
 /// A data plane that records what it was asked to do, and can be told to lag behind or to refuse.
 actor RecordingRouter: TrafficRouter {
     var applied: [(revision: UInt64, routing: [String: Routing])] = []
+    /// The specs of the last table applied.
+    var specs: [String: ResolvedDeployment] = [:]
     var lagging = false
     var refusing = false
     private(set) var attempts = 0
@@ -16,7 +18,8 @@ actor RecordingRouter: TrafficRouter {
     func apply(revision: UInt64, _ deployments: [RoutedDeployment]) async throws -> [String: String] {
         attempts += 1
         if refusing { throw Refused() }
-        applied.append((revision, Dictionary(uniqueKeysWithValues: deployments.map { ($0.spec.name, $0.status.routing) })))
+        applied.append((revision, Dictionary(uniqueKeysWithValues: deployments.map { ($0.spec.name, $0.routing) })))
+        specs = Dictionary(uniqueKeysWithValues: deployments.map { ($0.spec.name, $0.spec) })
         return [:]
     }
 
@@ -33,7 +36,7 @@ actor RecordingRouter: TrafficRouter {
 
 @Suite("Reconciler: persist, then act")
 struct ReconcilerTests {
-    func manifest(_ name: String, version: String) -> String {
+    func manifest(_ name: String, version: String, port: Int = 9002) -> String {
         """
         apiVersion: sluice/v1
         kind: ModelDeployment
@@ -43,7 +46,7 @@ struct ReconcilerTests {
           version: \(version)
           versions:
             - {name: v1, endpoints: ["http://127.0.0.1:9001"]}
-            - {name: v2, endpoints: ["http://127.0.0.1:9002"]}
+            - {name: v2, endpoints: ["http://127.0.0.1:\(port)"]}
           strategy:
             canary: {steps: [{setWeight: 30}, {pause: {}}]}
         """
@@ -75,7 +78,23 @@ struct ReconcilerTests {
         await router.setLagging(false)
         try await reconciler.reconcileOnce()
         #expect(await router.count == afterLag + 1, "re-applied after verify saw an old revision")
-        #expect(await router.lastRouting?["a"] == Routing(weights: ["v2": 30, "v1": 70]))
+        #expect(await router.lastRouting?["a"] == Routing(weights: ["v2": 30, "v1": 70], candidate: "v2", tripwire: 5))
+
+        // An endpoint moved and nothing else: the table is built and applied again with it.
+        let beforeMove = await router.count
+        try manifest("a", version: "v2", port: 9102).write(to: manifests.appendingPathComponent("a.yaml"), atomically: true, encoding: .utf8)
+        try await reconciler.reconcileOnce()
+        #expect(await router.count == beforeMove + 1, "applied again")
+        #expect(await router.specs["a"]?.deployment.version(named: "v2")?.endpoints.map(\.port) == [9102])
+        #expect(await router.lastRouting?["a"]?.weights == ["v2": 30, "v1": 70], "the rollout did not move")
+
+        // A restart: nothing is in force in a new process, so its first pass issues the stored routing.
+        let restartedRouter = RecordingRouter()
+        let restarted = Reconciler(manifests: manifests.path, strategies: nil, store: store, router: restartedRouter)
+        try await restarted.loadState()
+        try await restarted.reconcileOnce()
+        #expect(await restartedRouter.lastRouting == ["a": Routing(weights: ["v2": 30, "v1": 70], candidate: "v2", tripwire: 5), "b": Routing(weights: ["v1": 100])])
+        #expect(await restarted.status(of: "a") == (await reconciler.status(of: "a")), "resumed where it was")
 
         // Commands are checked against the phase.
         await #expect(throws: Reconciler.ReconcilerError.self) { try await reconciler.submit(.retry, for: "a") }
@@ -103,13 +122,18 @@ struct ReconcilerTests {
         var rolling = RolloutStatus(deployment: "a", stableVersion: "v1")
         rolling.candidate = "v2"
         rolling.weights = ["v1": 70, "v2": 30]
-        let good = RoutedDeployment(spec: deployment("a", versions: ["v1", "v2"], version: "v2"), status: rolling)
-        let other = RoutedDeployment(spec: deployment("b", versions: ["v1"], version: "v1"), status: RolloutStatus(deployment: "b", stableVersion: "v1"))
+        let strategy = CanaryStrategy(steps: [.setWeight(30)])
+        let routing = StrategySpec.canary(strategy).rollout.routing(rolling)
+        #expect(routing == Routing(weights: ["v1": 70, "v2": 30], candidate: "v2", tripwire: 5))
+        let good = RoutedDeployment(spec: deployment("a", versions: ["v1", "v2"], version: "v2"), routing: routing)
+        let other = RoutedDeployment(spec: deployment("b", versions: ["v1"], version: "v1"), routing: Routing(weights: ["v1": 100]))
         let first = RoutingTableBuilder.table(revision: 1, [good, other])
         #expect(first.unroutable.isEmpty && first.table.routes.map(\.name) == ["a", "b"])
+        #expect(first.table.routes[0].backends.map(\.version) == ["v2", "v1"], "the candidate first")
+        #expect(first.table.routes[0].backends.map(\.tripwire) == [5, nil], "only the candidate watched")
 
         // The status still routes 30% to v2, which the spec no longer has (its plan could not be saved yet).
-        let broken = RoutedDeployment(spec: deployment("a", versions: ["v1", "v3"], version: "v3"), status: rolling)
+        let broken = RoutedDeployment(spec: deployment("a", versions: ["v1", "v3"], version: "v3"), routing: routing)
         let lastGood = Dictionary(uniqueKeysWithValues: first.table.routes.map { ($0.name, $0) })
         let second = RoutingTableBuilder.table(revision: 2, [broken, other], lastGood: lastGood)
         #expect(second.unroutable.keys.sorted() == ["a"])

@@ -148,7 +148,7 @@ struct VirtualTimeTests {
         await router.setRefusing(false)
         await clock.advance(by: .seconds(1))
         try await reconciler.reconcileOnce()
-        #expect(await router.lastRouting == ["a": Routing(weights: ["v1": 90, "v2": 10])])
+        #expect(await router.lastRouting == ["a": Routing(weights: ["v1": 90, "v2": 10], candidate: "v2", tripwire: 5)])
         #expect(await reconciler.readiness.ready)
         #expect(await reconciler.view(of: "a")?.fault == nil)
     }
@@ -160,14 +160,10 @@ struct VirtualTimeTests {
         let runner = AnalysisRunner(proxyMetrics: nil, source: ConstantSource(value: 0.001), reports: continuation, clock: ShellClock(clock, startingAt: Self.t0))
         let metric = MetricSpec(name: "errors", source: .prometheus(PrometheusQuery(address: Endpoint(scheme: .http, host: "127.0.0.1", port: 9090), query: "q")),
                                 successCondition: try Condition.parse("< 0.01").get())
-        let strategy = StrategySpec.canary(CanaryStrategy(steps: [.setWeight(10)], analysis: AnalysisSpec(interval: .seconds(10), metrics: [metric])))
-        let model = ModelDeployment(name: "a", route: Route(pathPrefix: "/a"), version: "v2",
-                                    versions: [ModelVersion(name: "v1", endpoints: [Endpoint(scheme: .http, host: "127.0.0.1", port: 9001)]),
-                                               ModelVersion(name: "v2", endpoints: [Endpoint(scheme: .http, host: "127.0.0.1", port: 9002)])],
-                                    strategy: .inline(strategy), progressDeadline: .seconds(600))
         var status = RolloutStatus(deployment: "a", stableVersion: "v1")
         status.candidate = "v2"
-        await runner.ensure(ResolvedDeployment(deployment: model, strategy: strategy, file: "a.yaml"), status, wanted: [.background])
+        await runner.track("a", route: "/a", status: status)
+        await runner.start("a", AnalysisRun(kind: .background, candidate: "v2", analysis: AnalysisSpec(interval: .seconds(10), metrics: [metric])))
         var iterator = reports.makeAsyncIterator()
         await clock.advance(by: .seconds(10))
         let first = try #require(await iterator.next()).verdict

@@ -9,7 +9,7 @@ struct BlueGreenPlannerTests {
         var d = Driver(Fixture.deployment(strategy: Fixture.blueGreen(pre: 2, post: 1, window: .seconds(300))))
         let start = d.plan(at: Fixture.at(0))
         #expect(d.weights == ["v1": 100, "v2": 0])
-        #expect(d.status!.routing.preview == "v2")
+        #expect(d.routing.preview?.version == "v2")
         #expect(start.analyses == [.prePromotion])
         d.plan(at: Fixture.at(5), Observations(verdicts: [Fixture.verdict(.prePromotion, .pass, from: 0, to: 2.5), Fixture.verdict(.prePromotion, .pass, from: 2.5, to: 5)]))
         #expect(d.phase == .paused)
@@ -17,8 +17,8 @@ struct BlueGreenPlannerTests {
 
         let switched = d.plan(at: Fixture.at(20), Observations(command: .promote))
         #expect(d.weights == ["v2": 100, "v1": 0], "all traffic at once")
-        #expect(d.status!.routing.preview == nil)
-        #expect(d.status!.routing.standby == "v1")
+        #expect(d.routing.preview == nil)
+        #expect(d.routing.standby == "v1")
         #expect(switched.analyses == [.postPromotion])
 
         d.plan(at: Fixture.at(25), Observations(verdicts: [Fixture.verdict(.postPromotion, .pass, from: 15, to: 25)]))
@@ -26,12 +26,12 @@ struct BlueGreenPlannerTests {
         d.plan(at: Fixture.at(30), Observations(verdicts: [Fixture.verdict(.postPromotion, .pass, from: 20, to: 30)]))
         #expect(d.phase == .healthy)
         #expect(d.status!.stableVersion == "v2")
-        #expect(d.status!.routing.standby == "v1", "old version still routable in the window")
+        #expect(d.routing.standby == "v1", "old version still routable in the window")
         #expect(d.last!.requeueAfter == .seconds(290))
 
         d.plan(at: Fixture.at(320))
         #expect(d.weights == ["v2": 100])
-        #expect(d.status!.routing.standby == nil)
+        #expect(d.routing.standby == nil)
         #expect(d.events.last?.kind == .rollbackWindowClosed)
     }
 

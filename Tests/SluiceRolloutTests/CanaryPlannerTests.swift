@@ -7,7 +7,7 @@ import Testing
 struct CanaryPlannerTests {
     @Test("first sight makes spec.version stable at once")
     func firstSight() {
-        let plan = Planner.plan(Fixture.deployment(strategy: Fixture.canary([.setWeight(10)])), status: nil, now: Fixture.t0)
+        let plan = Planner.plan(Fixture.deployment(strategy: Fixture.canary([.setWeight(10)])), status: nil, now: Fixture.t0, inForce: .nothing)
         #expect(plan.status.phase == .healthy)
         #expect(plan.status.stableVersion == "v2")
         #expect(plan.status.weights == ["v2": 100])
@@ -22,7 +22,7 @@ struct CanaryPlannerTests {
         #expect(d.weights == ["v2": 10, "v1": 90])
         #expect(d.phase == .progressing)
         #expect(start.requeueAfter == .seconds(30))
-        #expect(start.actions.first == .setRouting(Routing(weights: ["v2": 10, "v1": 90])))
+        #expect(start.actions.first == .setRouting(Routing(weights: ["v2": 10, "v1": 90], candidate: "v2", tripwire: 5)))
 
         d.plan(at: Fixture.at(29.999))
         #expect(d.weights == ["v2": 10, "v1": 90], "a 30s pause must not end at 29.999s")
@@ -60,7 +60,8 @@ struct CanaryPlannerTests {
         #expect(d.status!.rejected == "v2")
         #expect(d.status!.message.contains("success-rate 0.91 < 0.99"))
         #expect(plan.actions.first == .setRouting(Routing(weights: ["v1": 100])))
-        #expect(plan.actions.contains(.stopAnalysis))
+        #expect(plan.actions.contains { if case .stopAnalysis(let run) = $0 { run.kind == .background && run.candidate == "v2" } else { false } })
+        #expect(d.running.isEmpty, "nothing runs after the rollback")
         let event = try #require(d.events.last)
         #expect(event.kind == .rolledBack)
         #expect(event.values == ["value": 0.91, "limit": 0.99])
@@ -209,14 +210,41 @@ struct CanaryPlannerTests {
         #expect(d.last!.analyses == [.background])
     }
 
+    @Test("analyses are started and stopped by actions: a new candidate or an edited analysis is a new run")
+    func analysisRuns() throws {
+        var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setWeight(10), .pause(nil)], background: true)))
+        d.plan(at: Fixture.at(0))
+        let first = try #require(d.inForce.analyses.first)
+        #expect(d.inForce.analyses.count == 1 && first.kind == .background && first.candidate == "v2")
+        #expect(d.plan(at: Fixture.at(1)).actions.isEmpty, "nothing changed: nothing to do")
+
+        // The analysis edited mid-rollout: the old run stops, the new one starts.
+        var edited = try #require(Fixture.canaryStrategy(d.spec))
+        edited.analysis?.interval = .seconds(7)
+        d.spec = Fixture.deployment(strategy: .canary(edited))
+        let restarted = d.plan(at: Fixture.at(2)).actions
+        var second = first
+        second.analysis.interval = .seconds(7)
+        #expect(restarted == [.stopAnalysis(first), .startAnalysis(second)])
+        #expect(d.status!.weights == ["v2": 10, "v1": 90], "the rollout stays where it was")
+
+        // A third version: the run about v2 stops, one about v3 starts.
+        d.spec.deployment.version = "v3"
+        let superseded = d.plan(at: Fixture.at(3)).actions
+        var third = second
+        third.candidate = "v3"
+        #expect(superseded.contains(.stopAnalysis(second)) && superseded.contains(.startAnalysis(third)))
+        #expect(d.inForce.analyses == [third])
+    }
+
     @Test("mirror steps set shadow traffic to the candidate")
     func mirror() {
         var d = Driver(Fixture.deployment(strategy: Fixture.canary([.setMirror(50), .pause(nil), .setMirror(0), .setWeight(10), .pause(nil)])))
         d.plan(at: Fixture.at(0))
-        #expect(d.status!.routing.mirror == Routing.Mirror(version: "v2", percent: 50))
+        #expect(d.routing.mirror == Routing.Mirror(version: "v2", percent: 50))
         #expect(d.weights == ["v1": 100, "v2": 0])
         d.plan(at: Fixture.at(1), Observations(command: .promote))
-        #expect(d.status!.routing.mirror == nil)
+        #expect(d.routing.mirror == nil)
         #expect(d.weights == ["v2": 10, "v1": 90])
     }
 
@@ -269,11 +297,14 @@ struct CanaryPlannerTests {
         let data = try JSONEncoder().encode(d.status!)
         let restored = try JSONDecoder().decode(RolloutStatus.self, from: data)
         #expect(restored == d.status!)
-        let resumed = Planner.plan(d.spec, status: restored, now: Fixture.at(100))
+        let resumed = Planner.plan(d.spec, status: restored, now: Fixture.at(100), inForce: .nothing)
         #expect(resumed.status.weights == ["v2": 60, "v1": 40])
         #expect(resumed.requeueAfter == .seconds(20), "the pause started at t=0, not at the restart")
-        #expect(!resumed.actions.contains { if case .setRouting = $0 { true } else { false } }, "nothing moved")
-        let later = Planner.plan(d.spec, status: resumed.status, now: Fixture.at(120))
+        // Nothing is in force after the restart: the same routing is issued again, no step moved.
+        #expect(resumed.actions == [.setRouting(Routing(weights: ["v2": 60, "v1": 40], candidate: "v2", tripwire: 5))])
+        let running = Planner.plan(d.spec, status: restored, now: Fixture.at(100), inForce: d.inForce)
+        #expect(running.actions.isEmpty, "with the routing in force, nothing to do: \(running.actions)")
+        let later = Planner.plan(d.spec, status: resumed.status, now: Fixture.at(120), inForce: d.inForce)
         #expect(later.status.weights == ["v2": 90, "v1": 10])
     }
 

@@ -19,6 +19,10 @@ enum Fixture {
         .canary(CanaryStrategy(steps: steps, analysis: background ? AnalysisSpec(interval: .seconds(5), startingStep: startingStep, metrics: [metric]) : nil))
     }
 
+    static func canaryStrategy(_ spec: ResolvedDeployment) -> CanaryStrategy? {
+        if case .canary(let canary) = spec.strategy { canary } else { nil }
+    }
+
     static func analysisStep(count: Int) -> CanaryStep {
         .analysis(AnalysisSpec(interval: .seconds(5), count: count, metrics: [metric]))
     }
@@ -48,10 +52,12 @@ enum Fixture {
     }
 }
 
-/// Drives the planner through a sequence, keeping the status between passes as the shell would.
+/// Drives the planner through a sequence, keeping the status between passes and carrying out every
+/// action, as the shell would.
 struct Driver {
     var spec: ResolvedDeployment
     var status: RolloutStatus?
+    var inForce = InForce.nothing
     var events: [RolloutEvent] = []
     var last: Plan?
 
@@ -59,19 +65,26 @@ struct Driver {
         // The deployment was first seen at `stable`, then spec.version moved on.
         var first = spec
         first.deployment.version = stable
-        let plan = Planner.plan(first, status: nil, now: time)
+        let plan = Planner.plan(first, status: nil, now: time, inForce: .nothing)
         self.spec = spec
         self.status = plan.status
+        for action in plan.actions { inForce.apply(action) }
     }
 
     @discardableResult
     mutating func plan(at time: Instant, _ observations: Observations = .none) -> Plan {
-        let plan = Planner.plan(spec, status: status, observations: observations, now: time)
+        let plan = Planner.plan(spec, status: status, observations: observations, now: time, inForce: inForce)
         status = plan.status
+        for action in plan.actions { inForce.apply(action) }
         for case .record(let event) in plan.actions { events.append(event) }
         last = plan
         return plan
     }
+
+    /// The routing in force: what the last `setRouting` asked for.
+    var routing: Routing { inForce.routing! }
+    /// The analyses running, by kind.
+    var running: Set<AnalysisKind> { Set(inForce.analyses.map(\.kind)) }
 
     var weights: [String: Int] { status!.weights }
     var phase: RolloutStatus.Phase { status!.phase }

@@ -13,8 +13,9 @@ struct RolloutEventTests {
 
         spec.deployment.version = "v2"
         let started = rollout.specChanged(spec, now: Fixture.at(1))
-        #expect(started.first == .setRouting(Routing(weights: ["v2": 20, "v1": 80])))
-        #expect(started.contains(.startAnalysis(.background)))
+        #expect(started.first == .setRouting(Routing(weights: ["v2": 20, "v1": 80], candidate: "v2", tripwire: 5)))
+        let background = AnalysisRun(kind: .background, candidate: "v2", analysis: try #require(Fixture.canaryStrategy(spec)?.analysis))
+        #expect(started.contains(.startAnalysis(background)))
         #expect(rollout.status?.phase == .paused)
         #expect(rollout.analyses == [.background])
 
@@ -23,7 +24,7 @@ struct RolloutEventTests {
         #expect(rollout.status?.message == "waiting for traffic: 3 requests")
         _ = rollout.verdict(Fixture.verdict(.background, .pass, from: 2, to: 3), now: Fixture.at(3))
         let promoted = try rollout.command(.promote, now: Fixture.at(4))
-        #expect(promoted.first == .setRouting(Routing(weights: ["v2": 60, "v1": 40])))
+        #expect(promoted.first == .setRouting(Routing(weights: ["v2": 60, "v1": 40], candidate: "v2", tripwire: 5)))
         #expect(rollout.requeueAfter == .seconds(30))
 
         // Time: the timed pause ends exactly at 30 s, and the rollout completes, with a pass at 60%.
@@ -32,7 +33,8 @@ struct RolloutEventTests {
         let done = rollout.tick(now: Fixture.at(34))
         #expect(done.first == .setRouting(Routing(weights: ["v2": 100])))
         #expect(rollout.status?.stableVersion == "v2" && rollout.status?.phase == .healthy)
-        #expect(done.contains(.stopAnalysis))
+        #expect(done.contains(.stopAnalysis(background)))
+        #expect(rollout.inForce == InForce(routing: Routing(weights: ["v2": 100]), analyses: []))
 
         // Commands that make no sense are refused with the reason, and change nothing.
         #expect(throws: Rollout.Refused.self) { try rollout.command(.abort, now: Fixture.at(35)) }
@@ -43,7 +45,9 @@ struct RolloutEventTests {
     func agreesWithPlanner() {
         var spec = Fixture.deployment(version: "v1", strategy: Fixture.canary([.setWeight(10), .pause(.seconds(60))]))
         var rollout = Rollout(spec: spec)
-        var status = Planner.plan(spec, status: nil, now: Fixture.at(0)).status
+        var inForce = InForce.nothing
+        var status = Planner.plan(spec, status: nil, now: Fixture.at(0), inForce: inForce).status
+        inForce.routing = Routing(weights: ["v1": 100])
         _ = rollout.tick(now: Fixture.at(0))
         spec.deployment.version = "v2"
         let steps: [(Double, Observations)] = [
@@ -51,8 +55,9 @@ struct RolloutEventTests {
             (31, Observations(tripwire: TripwireObservation(version: "v2", failures: 5, lastStatus: 502))), (90, .none),
         ]
         for (index, (time, observations)) in steps.enumerated() {
-            let plan = Planner.plan(spec, status: status, observations: observations, now: Fixture.at(time))
+            let plan = Planner.plan(spec, status: status, observations: observations, now: Fixture.at(time), inForce: inForce)
             status = plan.status
+            for action in plan.actions { inForce.apply(action) }
             let actions = if let trip = observations.tripwire {
                 rollout.tripwire(trip, now: Fixture.at(time))
             } else if index == 0 {

@@ -24,7 +24,11 @@ struct RolloutWorld {
     var now: Instant
     /// What the proxy would be routing: only ever changed by `.setRouting` actions.
     var routing: Routing
-    var analyses: Set<AnalysisKind>
+    /// The analyses running: only ever changed by `.startAnalysis` and `.stopAnalysis` actions.
+    var runs: Set<AnalysisRun> = []
+    var analyses: Set<AnalysisKind> { Set(runs.map(\.kind)) }
+    /// What the world has carried out, as the shell tells the planner.
+    var inForce: InForce { InForce(routing: routing, analyses: runs) }
     var violations: [String] = []
     /// Where each running analysis's next window begins: where it started, or its last verdict ended.
     var windowStart: [AnalysisKind: Instant] = [:]
@@ -34,12 +38,11 @@ struct RolloutWorld {
 
     init(strategy: StrategySpec, now: Instant) {
         spec = Fixture.deployment(version: "v1", strategy: strategy)
-        let plan = Planner.plan(spec, status: nil, now: now)
+        let plan = Planner.plan(spec, status: nil, now: now, inForce: .nothing)
         status = plan.status
         self.now = now
         routing = Routing(weights: [:])
         routedAt = now
-        analyses = []
         apply(plan, command: nil)
     }
 
@@ -55,7 +58,7 @@ struct RolloutWorld {
         for item in observations.verdicts where item.kind == .background && item.verdict == .pass && item.candidate == before.candidate && item.window.start >= routedAt {
             passAtRouting = true
         }
-        let plan = Planner.plan(spec, status: status, observations: observations, now: now)
+        let plan = Planner.plan(spec, status: status, observations: observations, now: now, inForce: inForce)
         checkPauses(before: before, after: plan.status, command: observations.command)
         checkEvidence(before: before, after: plan.status, observations)
         status = plan.status
@@ -83,14 +86,20 @@ struct RolloutWorld {
                 routed = true
                 routedAt = now
                 passAtRouting = false
-            case .startAnalysis, .stopAnalysis, .record:
+            case .startAnalysis(let run):
+                if analyses.contains(run.kind) { violation("started \(run.kind) while it runs") }
+                if run.candidate != plan.status.candidate { violation("started \(run.kind) about \(run.candidate), not the candidate") }
+                runs.insert(run)
+                windowStart[run.kind] = now
+            case .stopAnalysis(let run):
+                if runs.remove(run) == nil { violation("stopped \(run.kind), which was not running") }
+                windowStart[run.kind] = nil
+            case .record:
                 break
             }
         }
-        if !routed && plan.status.routing != routing { violation("routing changed without a setRouting action") }
-        for kind in plan.analyses where !analyses.contains(kind) { windowStart[kind] = now }
-        for kind in analyses where !plan.analyses.contains(kind) { windowStart[kind] = nil }
-        analyses = plan.analyses
+        if !routed && spec.strategy.rollout.routing(plan.status) != routing { violation("routing changed without a setRouting action") }
+        if analyses != plan.analyses { violation("running \(analyses), but the plan wants \(plan.analyses)") }
         if let delay = plan.requeueAfter, delay <= .zero { violation("requeueAfter \(delay) is not positive") }
         let s = plan.status
         switch s.phase {
