@@ -12,6 +12,7 @@ enum Math {
     static func exp(_ x: Double) -> Double { cExp(x) }
     static func log10(_ x: Double) -> Double { cLog10(x) }
     static func pow(_ x: Double, _ y: Double) -> Double { cPow(x, y) }
+    static func cos(_ x: Double) -> Double { cCos(x) }
     /// The complementary error function, for normal tail probabilities.
     static func erfc(_ x: Double) -> Double { cErfc(x) }
 
@@ -31,6 +32,47 @@ enum Math {
         return (low + high) / 2
     }
 
+    /// log Γ(x) for x > 0.
+    static func logGamma(_ x: Double) -> Double { cLogGamma(x) }
+
+    /// The regularized upper incomplete gamma function Q(a, x) = Γ(a, x)/Γ(a): by its power series
+    /// when x < a + 1, else by its continued fraction (modified Lentz), each to double precision
+    /// (Press et al., Numerical Recipes, 3rd ed., §6.2). P(χ²_k > x) = Q(k/2, x/2).
+    static func regularizedGammaQ(_ a: Double, _ x: Double) -> Double {
+        guard a > 0, x > 0 else { return x <= 0 ? 1 : .nan }
+        let front = exp(-x + a * log(x) - logGamma(a))
+        if x < a + 1 {
+            var term = 1 / a, sum = term, n = a
+            for _ in 0..<10_000 {
+                n += 1
+                term *= x / n
+                sum += term
+                if abs(term) < abs(sum) * 1e-16 { break }
+            }
+            return max(0, 1 - sum * front)
+        }
+        let tiny = 1e-300
+        var b = x + 1 - a, c = 1 / tiny, d = 1 / b, h = d
+        for i in 1..<10_000 {
+            let an = -Double(i) * (Double(i) - a)
+            b += 2
+            d = an * d + b
+            if abs(d) < tiny { d = tiny }
+            c = b + an / c
+            if abs(c) < tiny { c = tiny }
+            d = 1 / d
+            let delta = d * c
+            h *= delta
+            if abs(delta - 1) < 1e-16 { break }
+        }
+        return min(1, front * h)
+    }
+
+    /// P(X > x) for X chi-squared with `k` degrees of freedom.
+    static func chiSquaredUpperTail(_ x: Double, degreesOfFreedom k: Int) -> Double {
+        regularizedGammaQ(Double(k) / 2, x / 2)
+    }
+
     /// log(Σ exp(x)) without overflow.
     static func logSumExp(_ xs: [Double]) -> Double {
         guard let top = xs.max(), top.isFinite else { return xs.max() ?? -.infinity }
@@ -43,6 +85,8 @@ private func cExp(_ x: Double) -> Double { exp(x) }
 private func cLog10(_ x: Double) -> Double { log10(x) }
 private func cPow(_ x: Double, _ y: Double) -> Double { pow(x, y) }
 private func cErfc(_ x: Double) -> Double { erfc(x) }
+private func cLogGamma(_ x: Double) -> Double { lgamma(x) }
+private func cCos(_ x: Double) -> Double { cos(x) }
 
 /// Numbers for people: three significant digits, scientific notation when very small or large.
 enum Format {

@@ -6,6 +6,16 @@ import SluiceSpec
 struct SimulateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "simulate",
+        abstract: "Simulate canaries and experiments through the real statistics, in simulated time.",
+        discussion: "Without a subcommand, simulates canaries (`sluice simulate canary`).",
+        subcommands: [SimulateCanaryCommand.self, SimulateExperimentCommand.self, SimulateSampleRatioCommand.self, SimulateBanditCommand.self],
+        defaultSubcommand: SimulateCanaryCommand.self
+    )
+}
+
+struct SimulateCanaryCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "canary",
         abstract: "Simulate canaries through the error-rate judge: false rollbacks and time to detect.",
         discussion: """
             Runs seeded canaries in simulated time through the same judge `sluice run` uses for \
@@ -50,18 +60,146 @@ struct SimulateCommand: ParsableCommand {
         let summary = simulation.summary(runs: runs, seed: seed)
         let median = summary.detection(quantile: 0.5), p90 = summary.detection(quantile: 0.9)
         if output == "json" {
-            let object: [String: Any] = [
+            return try printJSON([
                 "runs": runs, "rolledBack": summary.failed, "rolledBackFraction": summary.failedFraction,
                 "medianSeconds": median ?? NSNull(), "p90Seconds": p90 ?? NSNull(),
-            ]
-            print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
-            return
+            ])
         }
         let show = { (value: Double?) in value.map { "\(Int($0)) s" } ?? "not reached" }
         print("""
             \(runs) canaries: stable \(stableErrorRate) vs candidate \(candidateErrorRate) errors, \(canary)% of \(rate) req/s, judged every \(interval) s for \(seconds) s (alpha \(alpha), minSamples \(minSamples), seed \(seed))
             rolled back: \(summary.failed) (\(String(format: "%.2f", summary.failedFraction * 100))%)
             time to rollback: median \(show(median)), p90 \(show(p90))
+            """)
+    }
+}
+
+/// Prints `object` as one line of sorted JSON.
+func printJSON(_ object: [String: Any]) throws {
+    print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
+}
+
+/// Comma-separated numbers, such as `0.10,0.12`.
+struct NumberList: ExpressibleByArgument {
+    var values: [Double]
+    init?(argument: String) {
+        let parts = argument.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+        guard !parts.isEmpty, parts.allSatisfy({ $0?.isFinite == true }) else { return nil }
+        values = parts.compactMap { $0 }
+    }
+}
+
+struct SimulateExperimentCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "experiment",
+        abstract: "Simulate A/B/n experiments on a binary goal: winners, false winners and time to decide.",
+        discussion: """
+            Runs seeded experiments through the goal's anytime-valid test (the mixture SPRT, with Holm's \
+            procedure across challengers), looking after every batch of outcomes. --rates gives the \
+            control's conversion rate first, then each challenger's. With equal rates (an A/A experiment) \
+            every winner is a false one, and their fraction stays below --alpha. Also prints the outcomes a \
+            fixed-horizon test needs at 80% power for the first challenger's difference.
+            """
+    )
+
+    @Option(help: "Runs to simulate.") var runs = 1000
+    @Option(help: "Conversion rates, control first, comma-separated (0 to 1).") var rates = NumberList(argument: "0.10,0.12")!
+    @Option(help: "Outcomes per variant between looks.") var batch = 100
+    @Option(help: "Outcomes per variant after which a run ends undecided.") var maxPerVariant = 20_000
+    @Option(help: "False-winner rate of the test.") var alpha = 0.05
+    @Option(help: "Outcomes each variant needs before any decision.") var minSamples = 200
+    @Option(help: "Seed; the same seed gives the same runs.") var seed: UInt64 = 1
+    @Option(name: .shortAndLong, help: "Output format: text or json.") var output: String = "text"
+
+    func validate() throws {
+        guard (1...1_000_000).contains(runs) else { throw ValidationError("--runs must be 1 to 1000000") }
+        guard rates.values.count >= 2, rates.values.allSatisfy({ (0...1).contains($0) }) else { throw ValidationError("--rates needs a control and at least one challenger, each 0 to 1") }
+        guard batch >= 1, maxPerVariant >= batch else { throw ValidationError("--batch must be at least 1 and at most --max-per-variant") }
+        guard alpha > 0, alpha < 1 else { throw ValidationError("--alpha must be in (0, 1)") }
+        guard ["text", "json"].contains(output) else { throw ValidationError("--output must be text or json") }
+    }
+
+    func run() throws {
+        var simulation = ExperimentSimulation(rates: rates.values)
+        simulation.batchPerVariant = batch
+        simulation.maxPerVariant = maxPerVariant
+        simulation.alpha = alpha
+        simulation.minSamples = minSamples
+        let summary = simulation.summary(runs: runs, seed: seed)
+        let control = rates.values[0], first = rates.values[1]
+        let fixed = control == first ? nil : PowerPlanner.samplesPerVariant(baseline: control, expected: first, alpha: alpha)
+        if output == "json" {
+            try printJSON(["runs": runs, "wins": summary.wins, "controlWins": summary.controlWins, "undecided": summary.undecided,
+                           "medianPerVariant": summary.medianDecision ?? NSNull(), "fixedHorizonPerVariant": fixed ?? NSNull()])
+            return
+        }
+        print("""
+            \(runs) experiments: rates \(rates.values.map { "\($0)" }.joined(separator: " / ")), a look every \(batch) outcomes per variant (alpha \(alpha), minSamples \(minSamples), seed \(seed))
+            winners: \(summary.wins.enumerated().map { "challenger \($0.offset + 1): \($0.element)" }.joined(separator: ", ")); control: \(summary.controlWins); undecided: \(summary.undecided)
+            outcomes per variant at the decision: median \(summary.medianDecision.map { "\($0)" } ?? "not reached")\(fixed.map { "; a fixed-horizon test at 80% power needs \($0)" } ?? "")
+            """)
+    }
+}
+
+struct SimulateSampleRatioCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "srm",
+        abstract: "Simulate the sample-ratio check: how often it alarms for a split delivered as given.",
+        discussion: "Assigns --exposures requests one by one with the --delivered split and checks them against --configured (χ², alarm at p < 0.001)."
+    )
+
+    @Option(help: "Runs to simulate.") var runs = 1000
+    @Option(help: "The split configured, comma-separated weights.") var configured = NumberList(argument: "50,50")!
+    @Option(help: "The split delivered, comma-separated weights.") var delivered = NumberList(argument: "52,48")!
+    @Option(help: "Exposures per run.") var exposures = 20_000
+    @Option(help: "Seed; the same seed gives the same runs.") var seed: UInt64 = 1
+    @Option(name: .shortAndLong, help: "Output format: text or json.") var output: String = "text"
+
+    func validate() throws {
+        guard (1...1_000_000).contains(runs), (1...10_000_000).contains(exposures) else { throw ValidationError("--runs must be 1 to 1000000 and --exposures 1 to 10000000") }
+        guard configured.values.count == delivered.values.count, configured.values.count >= 2,
+              (configured.values + delivered.values).allSatisfy({ $0 >= 0 }) else { throw ValidationError("--configured and --delivered need the same number (2 or more) of weights, none negative") }
+        guard ["text", "json"].contains(output) else { throw ValidationError("--output must be text or json") }
+    }
+
+    func run() throws {
+        let alarms = ExperimentSimulation.sampleRatioAlarms(configured: configured.values, delivered: delivered.values, exposures: exposures, runs: runs, seed: seed)
+        if output == "json" { return try printJSON(["runs": runs, "alarmFraction": alarms]) }
+        print("\(runs) runs of \(exposures) exposures, delivered \(delivered.values) against \(configured.values): alarmed in \(String(format: "%.2f", alarms * 100))%")
+    }
+}
+
+struct SimulateBanditCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bandit",
+        abstract: "Simulate Thompson allocation against a uniform split: conversions lost (regret).",
+        discussion: "Serves --requests requests across arms with the --rates conversion rates, re-allocating the weights every --reallocate-every requests, never below --min-weight percent."
+    )
+
+    @Option(help: "Runs to simulate.") var runs = 200
+    @Option(help: "Conversion rate of each arm, comma-separated (0 to 1).") var rates = NumberList(argument: "0.10,0.12,0.15")!
+    @Option(help: "The smallest weight of any arm, percent.") var minWeight = 10
+    @Option(help: "Requests per run.") var requests = 20_000
+    @Option(help: "Requests between re-allocations.") var reallocateEvery = 1_000
+    @Option(help: "Seed; the same seed gives the same runs.") var seed: UInt64 = 1
+    @Option(name: .shortAndLong, help: "Output format: text or json.") var output: String = "text"
+
+    func validate() throws {
+        guard (1...100_000).contains(runs), requests >= 1, reallocateEvery >= 1 else { throw ValidationError("--runs must be 1 to 100000; --requests and --reallocate-every at least 1") }
+        guard rates.values.count >= 2, rates.values.allSatisfy({ (0...1).contains($0) }) else { throw ValidationError("--rates needs two or more arms, each 0 to 1") }
+        guard minWeight >= 0, minWeight * rates.values.count <= 100 else { throw ValidationError("--min-weight times the arms must be at most 100") }
+        guard ["text", "json"].contains(output) else { throw ValidationError("--output must be text or json") }
+    }
+
+    func run() throws {
+        let result = ExperimentSimulation.banditRegret(rates: rates.values, minWeight: minWeight, requests: requests, reallocateEvery: reallocateEvery, runs: runs, seed: seed)
+        let ratio = result.uniform > 0 ? result.thompson / result.uniform : 0
+        if output == "json" {
+            return try printJSON(["runs": runs, "thompsonRegret": result.thompson, "uniformRegret": result.uniform, "ratio": ratio, "smallestWeight": result.smallestWeight])
+        }
+        print("""
+            \(runs) runs of \(requests) requests over arms \(rates.values), re-allocated every \(reallocateEvery) (minWeight \(minWeight)%)
+            regret (conversions lost): Thompson \(String(format: "%.1f", result.thompson)), uniform \(String(format: "%.1f", result.uniform)): \(String(format: "%.2f", ratio))x; smallest weight given \(result.smallestWeight)%
             """)
     }
 }

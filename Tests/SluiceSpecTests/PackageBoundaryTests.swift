@@ -55,7 +55,8 @@ struct PackageBoundaryTests {
         var checked = 0
         for target in Self.pureTargets {
             let directory = Fixtures.root.appendingPathComponent("Sources/\(target)")
-            guard let files = try? FileManager.default.contentsOfDirectory(atPath: directory.path) else { continue }
+            // Every file, in subfolders too (SluiceAnalysis/Experiment).
+            guard let files = FileManager.default.subpaths(atPath: directory.path) else { continue }
             for file in files where file.hasSuffix(".swift") {
                 let text = try String(contentsOf: directory.appendingPathComponent(file), encoding: .utf8)
                 checked += 1
