@@ -24,6 +24,8 @@ final class LoopState: @unchecked Sendable {
     /// Every endpoint's pool, kept across tables so connections survive a weight change.
     private var poolsByEndpoint: [Endpoint: EndpointPool] = [:]
     var rng: Xoshiro
+    /// Makes request ids; separate from `rng`, so ids do not shift the seeded routing draws.
+    var requestIDs: Xoshiro
     let health = EndpointHealth()
     /// Opens connections to endpoints; shared by every loop of the proxy.
     let connector: EndpointConnector
@@ -41,6 +43,7 @@ final class LoopState: @unchecked Sendable {
         self.trips = trips
         self.configuration = configuration
         self.rng = Xoshiro(seed: seed)
+        self.requestIDs = Xoshiro(seed: seed ^ 0x5851_f42d_4c95_7f2d)
     }
 
     /// Installs a new table. Requests already routed keep their exchange; new ones see the new table.

@@ -28,6 +28,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         /// 0 for an HTTP/1.0 client, 1 for HTTP/1.1.
         let clientMinor: Int
         let isHead: Bool
+        let requestID: RequestID
         /// The client connection closes after this response (its body ends only with the close).
         var closeAfterResponse = false
         var upstream: UpstreamConnection?
@@ -42,9 +43,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         /// How long the request waited for a new upstream connection: not part of its served latency.
         var connectWait: Int64 = 0
 
-        init(version: String, stats: LoopVersionStats, pool: EndpointPool, start: NIODeadline, keepAlive: Bool, clientMinor: Int, isHead: Bool) {
+        init(version: String, stats: LoopVersionStats, pool: EndpointPool, start: NIODeadline, keepAlive: Bool, clientMinor: Int, isHead: Bool,
+             requestID: RequestID) {
             (self.version, self.stats, self.pool, self.start) = (version, stats, pool, start)
-            (self.keepAlive, self.clientMinor, self.isHead) = (keepAlive, clientMinor, isHead)
+            (self.keepAlive, self.clientMinor, self.isHead, self.requestID) = (keepAlive, clientMinor, isHead, requestID)
         }
     }
 
@@ -154,13 +156,14 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     }
 
     private func startExchange(_ head: ClientRequestHead, now: NIODeadline, context: ChannelHandlerContext) {
+        let requestID = head.requestID ?? RequestID(generatedBy: &loop.requestIDs)
         let table = loop.table
         let found = head.withBytes { bytes in
             table.matchIndex(host: head.host.map { UnsafeRawBufferPointer(rebasing: bytes[$0]) },
                              target: UnsafeRawBufferPointer(rebasing: bytes[head.uriStart..<head.uriEnd]))
         }
         guard let routeIndex = found else {
-            respondDirectly(.notFound, version: nil, keepAlive: head.keepAlive, context: context)
+            respondDirectly(.notFound, version: nil, requestID: requestID, keepAlive: head.keepAlive, context: context)
             state = .discarding(closeAfter: !head.keepAlive)
             return
         }
@@ -177,17 +180,17 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         guard let pool = loop.pickEndpoint(route: routeIndex, backend: backendIndex) else {
             stats.recordUpstreamError(.noHealthyEndpoint)
             stats.recordResponse(status: 503, latencyMicros: 1)
-            respondDirectly(.serviceUnavailable, version: backend.version, keepAlive: head.keepAlive, context: context)
+            respondDirectly(.serviceUnavailable, version: backend.version, requestID: requestID, keepAlive: head.keepAlive, context: context)
             state = .discarding(closeAfter: !head.keepAlive)
             return
         }
         stats.inFlight += 1
         let exchange = Exchange(
             version: backend.version, stats: stats, pool: pool, start: now,
-            keepAlive: head.keepAlive, clientMinor: head.minor, isHead: head.isHead
+            keepAlive: head.keepAlive, clientMinor: head.minor, isHead: head.isHead, requestID: requestID
         )
         state = .active(exchange)
-        let forwarded = RequestWriter.head(head, clientAddress: clientAddress, allocator: allocator)
+        let forwarded = RequestWriter.head(head, requestID: requestID, clientAddress: clientAddress, allocator: allocator)
         if route.mirror != nil {
             exchange.mirror = startMirror(route: route, routeIndex: routeIndex, chosen: backendIndex, head: forwarded, isHead: head.isHead)
         }
@@ -278,7 +281,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             let connection: StaticString? = close ? "close" : (exchange.clientMinor == 0 ? "keep-alive" : nil)
             var spare = 0
             if case .length(let length) = head.framing { spare = min(length, Self.maxMergedBody) }
-            let bytes = ResponseWriter.head(head, clientMinor: exchange.clientMinor, version: exchange.version, connection: connection,
+            let bytes = ResponseWriter.head(head, clientMinor: exchange.clientMinor, version: exchange.version, requestID: exchange.requestID, connection: connection,
                                             spare: spare, allocator: allocator)
             if head.status >= 200 {
                 // Held until the body's first bytes or the end: a small response leaves in one write.
@@ -422,13 +425,13 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         exchange.responseStarted = true
         // A request whose body was not read to the end leaves the connection out of step: close it.
         let keepAlive = exchange.keepAlive && exchange.requestEnded
-        respondDirectly(status, version: exchange.version, keepAlive: keepAlive, context: context)
+        respondDirectly(status, version: exchange.version, requestID: exchange.requestID, keepAlive: keepAlive, context: context)
         finishExchange(exchange, reusable: false, context: context)
         if !keepAlive { context.close(promise: nil) }
     }
 
-    private func respondDirectly(_ status: HTTPResponseStatus, version: String?, keepAlive: Bool, context: ChannelHandlerContext) {
-        let response = ResponseWriter.direct(status, version: version, close: !keepAlive || quiescing, allocator: allocator)
+    private func respondDirectly(_ status: HTTPResponseStatus, version: String?, requestID: RequestID?, keepAlive: Bool, context: ChannelHandlerContext) {
+        let response = ResponseWriter.direct(status, version: version, requestID: requestID, close: !keepAlive || quiescing, allocator: allocator)
         context.writeAndFlush(wrapOutboundOut(response), promise: nil)
     }
 
@@ -457,7 +460,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             exchange.mirror?.clientGone()
             failExchange(exchange, status: status, error: nil, context: context)
         case .idle:
-            respondDirectly(status, version: nil, keepAlive: false, context: context)
+            respondDirectly(status, version: nil, requestID: nil, keepAlive: false, context: context)
         case .discarding, .closed:
             break // Already answered: the close is all that is left to say.
         }

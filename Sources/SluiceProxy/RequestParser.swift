@@ -36,6 +36,9 @@ struct ClientRequestHead {
     var connectionNamesHeaders: Bool
     var hasForwardedProto: Bool
     var hasForwardedHost: Bool
+    /// The client's `x-request-id`, when it sent exactly one and it is well formed. Its lines are
+    /// dropped either way, and the proxy writes the id it uses.
+    var requestID: RequestID?
 
     /// Reads the head's bytes.
     func withBytes<T>(_ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
@@ -226,6 +229,8 @@ struct ClientRequestParser {
             var hasForwardedFor = false
             var hasForwardedProto = false
             var hasForwardedHost = false
+            var requestIDLines = 0
+            var requestID: RequestID?
             try HTTPBytes.forEachField(bytes, from: fieldsStart, to: limit) { field throws(HTTPParseError) in
                 count += 1
                 if count > limits.maxHeaderCount { throw .tooManyHeaders }
@@ -256,6 +261,10 @@ struct ClientRequestParser {
                     hasForwardedProto = true
                 case 16 where HTTPBytes.equals(name, "x-forwarded-host"):
                     hasForwardedHost = true
+                case 12 where HTTPBytes.equals(name, "x-request-id"):
+                    requestIDLines += 1
+                    dropped.add(field)
+                    requestID = head.getSlice(at: head.readerIndex + field.valueStart, length: field.valueEnd - field.valueStart).flatMap(RequestID.init(client:))
                 default:
                     if HTTPBytes.isHopByHop(name) { dropped.add(field) }
                 }
@@ -280,7 +289,9 @@ struct ClientRequestParser {
                 keepAlive: minor >= 1 ? !connection.close : connection.keepAlive, isHead: HTTPBytes.same(method, "HEAD"),
                 needsEmptyLength: bodyMethod && framing == .none, dropped: dropped, hasForwardedFor: hasForwardedFor,
                 connectionNamesHeaders: connection.namesHeaders,
-                hasForwardedProto: hasForwardedProto, hasForwardedHost: hasForwardedHost
+                hasForwardedProto: hasForwardedProto, hasForwardedHost: hasForwardedHost,
+                // Two ids are one too many: which one would the client mean?
+                requestID: requestIDLines == 1 ? requestID : nil
             )
         }
     }

@@ -32,9 +32,10 @@ struct UpstreamResponseHead {
     var dechunked: Bool
 
     /// Whether a header line goes on to the client: not if it is hop-by-hop (RFC 9110 §7.6.1, the
-    /// fixed list and those `Connection` names), nor `transfer-encoding` when the body is dechunked.
+    /// fixed list and those `Connection` names), nor `transfer-encoding` when the body is dechunked,
+    /// nor `x-request-id`, which the proxy writes itself.
     func isForwarded(_ name: UnsafeRawBufferPointer, _ bytes: UnsafeRawBufferPointer) -> Bool {
-        if HTTPBytes.equals(name, "connection") || HTTPBytes.isHopByHop(name) { return false }
+        if HTTPBytes.equals(name, "connection") || HTTPBytes.isHopByHop(name) || HTTPBytes.equals(name, "x-request-id") { return false }
         if dechunked && HTTPBytes.equals(name, "transfer-encoding") { return false }
         return !connectionNamesHeaders || !HTTPBytes.namedByConnection(name, bytes, from: fieldsStart, to: fieldsEnd)
     }
@@ -190,7 +191,7 @@ struct UpstreamResponseParser {
                 } else if HTTPBytes.equals(name, "connection") {
                     dropped.add(field)
                     connection.read(value)
-                } else if HTTPBytes.isHopByHop(name) {
+                } else if HTTPBytes.isHopByHop(name) || HTTPBytes.equals(name, "x-request-id") {
                     dropped.add(field)
                 }
             }

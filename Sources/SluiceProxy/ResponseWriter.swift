@@ -5,11 +5,11 @@ import NIOHTTP1
 /// proxy's own short answers.
 enum ResponseWriter {
     /// The status line in the client's HTTP version, the upstream's header lines that are not
-    /// hop-by-hop (copied as bytes), then `x-sluice-version` and, when needed, `connection`. `spare`:
-    /// room for body bytes to follow in the same buffer.
-    static func head(_ head: UpstreamResponseHead, clientMinor: Int, version: String, connection: StaticString?, spare: Int = 0,
+    /// hop-by-hop (copied as bytes), then `x-sluice-version`, `x-request-id` and, when needed,
+    /// `connection`. `spare`: room for body bytes to follow in the same buffer.
+    static func head(_ head: UpstreamResponseHead, clientMinor: Int, version: String, requestID: RequestID, connection: StaticString?, spare: Int = 0,
                      allocator: ByteBufferAllocator) -> ByteBuffer {
-        let maxBytes = head.raw.readableBytes + version.utf8.count + 48
+        let maxBytes = head.raw.readableBytes + version.utf8.count + requestID.length + 64
         var out = allocator.buffer(capacity: maxBytes + spare)
         out.writeHead(maxBytes: maxBytes) { out in
             out.write(clientMinor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
@@ -23,6 +23,8 @@ enum ResponseWriter {
             }
             out.write("x-sluice-version: ")
             out.write(version)
+            out.write("\r\nx-request-id: ")
+            requestID.write(into: &out)
             out.write("\r\n")
             if let connection {
                 out.write("connection: ")
@@ -35,13 +37,19 @@ enum ResponseWriter {
     }
 
     /// A complete short response of the proxy's own: 400, 404, 413, 502, 503, 504 and the like.
-    static func direct(_ status: HTTPResponseStatus, version: String?, close: Bool, allocator: ByteBufferAllocator) -> ByteBuffer {
+    static func direct(_ status: HTTPResponseStatus, version: String?, requestID: RequestID?, close: Bool, allocator: ByteBufferAllocator) -> ByteBuffer {
         let body = "\(status.code) \(status.reasonPhrase)\n"
-        var out = allocator.buffer(capacity: 160 + body.utf8.count)
+        var out = allocator.buffer(capacity: 192 + body.utf8.count + (requestID?.length ?? 0))
         out.writeStaticString("HTTP/1.1 ")
         writeStatus(Int(status.code), into: &out)
         out.writeString(" \(status.reasonPhrase)\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: \(body.utf8.count)\r\n")
         if let version { out.writeString("x-sluice-version: \(version)\r\n") }
+        if let requestID {
+            out.writeStaticString("x-request-id: ")
+            let length = requestID.length
+            out.writeHead(maxBytes: length) { requestID.write(into: &$0) }
+            out.writeStaticString("\r\n")
+        }
         if close { out.writeStaticString("connection: close\r\n") }
         out.writeStaticString("\r\n")
         out.writeString(body)
@@ -58,13 +66,14 @@ enum ResponseWriter {
 /// Serialises requests for the upstream from the client's bytes.
 enum RequestWriter {
     /// The request line as HTTP/1.1, the client's header lines as they came but for hop-by-hop ones
-    /// (RFC 9110 §7.6.1: the fixed list and those `Connection` names), then `x-forwarded-for`
-    /// (extended with the client's address), `x-forwarded-proto` and `x-forwarded-host` unless the
-    /// client sent them. The body keeps its framing, so Content-Length and Transfer-Encoding pass.
-    static func head(_ head: ClientRequestHead, clientAddress: String?, allocator: ByteBufferAllocator) -> ByteBuffer {
-        // Room for the client's head and what is added: the X-Forwarded-* lines (the Host value
-        // again, the client's address after any earlier ones) and an empty length.
-        let maxBytes = head.raw.readableBytes * 2 + 128 + (clientAddress?.utf8.count ?? 0)
+    /// (RFC 9110 §7.6.1: the fixed list and those `Connection` names) and `x-request-id`, then
+    /// `x-forwarded-for` (extended with the client's address), the request's id as `x-request-id`, and
+    /// `x-forwarded-proto` and `x-forwarded-host` unless the client sent them. The body keeps its
+    /// framing, so Content-Length and Transfer-Encoding pass.
+    static func head(_ head: ClientRequestHead, requestID: RequestID, clientAddress: String?, allocator: ByteBufferAllocator) -> ByteBuffer {
+        // Room for the client's head and what is added: the id, the X-Forwarded-* lines (the Host
+        // value again, the client's address after any earlier ones) and an empty length.
+        let maxBytes = head.raw.readableBytes * 2 + 160 + requestID.length + (clientAddress?.utf8.count ?? 0)
         var out = allocator.buffer(capacity: maxBytes)
         out.writeHead(maxBytes: maxBytes) { out in
             head.withBytes { bytes in
@@ -74,7 +83,7 @@ enum RequestWriter {
                 var dropped = head.dropped
                 if clientAddress != nil && head.hasForwardedFor { dropped.rescan = true }
                 HTTPBytes.copyFields(bytes, from: head.fieldsStart, to: head.fieldsEnd, dropped: dropped, into: &out) { name in
-                    HTTPBytes.equals(name, "connection") || HTTPBytes.isHopByHop(name)
+                    HTTPBytes.equals(name, "connection") || HTTPBytes.isHopByHop(name) || HTTPBytes.equals(name, "x-request-id")
                         || (clientAddress != nil && HTTPBytes.equals(name, "x-forwarded-for"))
                         || (head.connectionNamesHeaders && HTTPBytes.namedByConnection(name, bytes, from: head.fieldsStart, to: head.fieldsEnd))
                 }
@@ -89,6 +98,9 @@ enum RequestWriter {
                     out.write(clientAddress)
                     out.write("\r\n")
                 }
+                out.write("x-request-id: ")
+                requestID.write(into: &out)
+                out.write("\r\n")
                 if !head.hasForwardedProto { out.write("x-forwarded-proto: http\r\n") }
                 if let host = head.host, !head.hasForwardedHost {
                     out.write("x-forwarded-host: ")

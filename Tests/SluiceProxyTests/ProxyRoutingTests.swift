@@ -119,6 +119,36 @@ struct ProxyRoutingTests {
         }
     }
 
+    @Test("every request has an id: the client's when well formed, else a new one; the upstream, the mirror and the client see the same")
+    func requestIDs() async throws {
+        try await ProxyHarness.run { h in
+            try await h.apply(h.route([("v1", 100), ("v2", 0)], mirror: MirrorRule(version: "v2", percent: 100)))
+            let client = try await h.client()
+            func sentUpstream(_ response: TestClient.Response) -> [String] {
+                response.body.split(separator: "\n").filter { $0.hasPrefix("x-request-id: ") }.map { String($0.dropFirst(14)) }
+            }
+            let given = try await client.request(.GET, "/models/m/headers", headers: [("x-request-id", "order-42:a")])
+            #expect(sentUpstream(given) == ["order-42:a"])
+            #expect(given.headers["x-request-id"] == ["order-42:a"])
+
+            var seen: Set<String> = []
+            for headers in [[], [("x-request-id", "bad value")], [("x-request-id", "a"), ("x-request-id", "b")]] {
+                let response = try await client.request(.GET, "/models/m/headers", headers: headers)
+                let upstream = sentUpstream(response)
+                #expect(upstream.count == 1 && upstream.first?.count == 32, "\(headers): \(upstream)")
+                #expect(response.headers["x-request-id"] == upstream, "the client gets the id the upstream got")
+                seen.formUnion(upstream)
+            }
+            #expect(seen.count == 3, "new ids differ: \(seen)")
+            // The mirror (100% to v2) gets each request with the same id as the primary.
+            #expect(try await eventually { Set(h.upstreams["v2"]!.requestIDs) == seen.union(["order-42:a"]) }, "\(h.upstreams["v2"]!.requestIDs)")
+            // Errors the proxy answers itself carry the id too.
+            let missing = try await client.request(.GET, "/nowhere", headers: [("x-request-id", "lost-1")])
+            #expect(missing.status == 404 && missing.headers["x-request-id"] == ["lost-1"])
+            await client.close()
+        }
+    }
+
     @Test("1,000 routing swaps under concurrent load fail no request")
     func swapsUnderLoad() async throws {
         try await ProxyHarness.run { h in

@@ -144,7 +144,26 @@ struct RequestParserTests {
 
     static func forwarded(_ text: String, clientAddress: String? = "10.0.0.9") throws -> String {
         let head = try #require(try parse(text).heads.first)
-        return String(buffer: RequestWriter.head(head, clientAddress: clientAddress, allocator: ByteBufferAllocator()))
+        // The client's id when it sent a good one, else a fixed one for the expected strings.
+        let id = head.requestID ?? RequestID(client: ByteBuffer(string: "r1"))!
+        return String(buffer: RequestWriter.head(head, requestID: id, clientAddress: clientAddress, allocator: ByteBufferAllocator()))
+    }
+
+    @Test("the client's well-formed x-request-id is kept; a malformed, empty or repeated one is replaced")
+    func requestIDs() throws {
+        #expect(try Self.forwarded("GET / HTTP/1.1\r\nHost: h\r\nX-Request-Id: 3f2a-9b:7/+=_.Z\r\nA: 1\r\n\r\n", clientAddress: nil)
+            == "GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nx-request-id: 3f2a-9b:7/+=_.Z\r\nx-forwarded-proto: http\r\nx-forwarded-host: h\r\n\r\n")
+        for bad in ["X-Request-Id: has space", "X-Request-Id: quo\"te", "X-Request-Id: ", "X-Request-Id: " + String(repeating: "a", count: 129),
+                    "X-Request-Id: a\r\nX-Request-Id: b"] {
+            let head = try #require(try Self.parse("GET / HTTP/1.1\r\nHost: h\r\n\(bad)\r\n\r\n").heads.first)
+            #expect(head.requestID == nil, "\(bad)")
+            #expect(try Self.forwarded("GET / HTTP/1.1\r\nHost: h\r\n\(bad)\r\n\r\n", clientAddress: nil)
+                == "GET / HTTP/1.1\r\nHost: h\r\nx-request-id: r1\r\nx-forwarded-proto: http\r\nx-forwarded-host: h\r\n\r\n", "\(bad)")
+        }
+        #expect(try Self.parse("GET / HTTP/1.1\r\nHost: h\r\nx-request-id: \(String(repeating: "a", count: 128))\r\n\r\n").heads.first?.requestID != nil, "128 is the limit")
+        var generator = Xoshiro(seed: 1)
+        let first = RequestID(generatedBy: &generator).text, second = RequestID(generatedBy: &generator).text
+        #expect(first.count == 32 && first.allSatisfy { $0.isHexDigit && !$0.isUppercase } && first != second, "\(first) \(second)")
     }
 
     @Test("the upstream gets HTTP/1.1 with hop-by-hop headers dropped and X-Forwarded-* added")
@@ -152,23 +171,23 @@ struct RequestParserTests {
         let text = "GET /m?q=1 HTTP/1.0\r\nHost: a.example\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\n"
             + "TE: trailers\r\nUpgrade: h2c\r\nProxy-Connection: x\r\nX-Forwarded-For: 1.2.3.4\r\nAccept: */*\r\nx-forwarded-for: 5.6.7.8\r\n\r\n"
         #expect(try Self.forwarded(text) == "GET /m?q=1 HTTP/1.1\r\nHost: a.example\r\nAccept: */*\r\n"
-            + "x-forwarded-for: 1.2.3.4, 5.6.7.8, 10.0.0.9\r\nx-forwarded-proto: http\r\nx-forwarded-host: a.example\r\n\r\n")
+            + "x-forwarded-for: 1.2.3.4, 5.6.7.8, 10.0.0.9\r\nx-request-id: r1\r\nx-forwarded-proto: http\r\nx-forwarded-host: a.example\r\n\r\n")
         // Nothing to drop: the header block is copied as it is; the client's own X-Forwarded-Proto/-Host stay.
         let plain = "POST /m HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: outer\r\nContent-Length: 2\r\n\r\n"
         #expect(try Self.forwarded(plain) == "POST /m HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: outer\r\n"
-            + "Content-Length: 2\r\nx-forwarded-for: 10.0.0.9\r\n\r\n")
+            + "Content-Length: 2\r\nx-forwarded-for: 10.0.0.9\r\nx-request-id: r1\r\n\r\n")
         // One, two or three hop-by-hop lines among others (remembered while parsing, or rescanned).
         #expect(try Self.forwarded("GET / HTTP/1.1\r\nA: 1\r\nConnection: keep-alive\r\nHost: h\r\n\r\n", clientAddress: nil)
-            == "GET / HTTP/1.1\r\nA: 1\r\nHost: h\r\nx-forwarded-proto: http\r\nx-forwarded-host: h\r\n\r\n")
+            == "GET / HTTP/1.1\r\nA: 1\r\nHost: h\r\nx-request-id: r1\r\nx-forwarded-proto: http\r\nx-forwarded-host: h\r\n\r\n")
         #expect(try Self.forwarded("GET / HTTP/1.1\r\nTE: trailers\r\nA: 1\r\nHost: h\r\nUpgrade: x\r\n\r\n", clientAddress: nil)
-            == "GET / HTTP/1.1\r\nA: 1\r\nHost: h\r\nx-forwarded-proto: http\r\nx-forwarded-host: h\r\n\r\n")
+            == "GET / HTTP/1.1\r\nA: 1\r\nHost: h\r\nx-request-id: r1\r\nx-forwarded-proto: http\r\nx-forwarded-host: h\r\n\r\n")
         #expect(try Self.forwarded("GET / HTTP/1.1\r\nTE: t\r\nA: 1\r\nTrailer: x\r\nHost: h\r\nUpgrade: x\r\nB: 2\r\n\r\n", clientAddress: nil)
-            == "GET / HTTP/1.1\r\nA: 1\r\nHost: h\r\nB: 2\r\nx-forwarded-proto: http\r\nx-forwarded-host: h\r\n\r\n")
+            == "GET / HTTP/1.1\r\nA: 1\r\nHost: h\r\nB: 2\r\nx-request-id: r1\r\nx-forwarded-proto: http\r\nx-forwarded-host: h\r\n\r\n")
         // Framing passes as it is; a body method without one says its body is empty.
         #expect(try Self.forwarded("PUT /u HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n", clientAddress: nil)
-            == "PUT /u HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nx-forwarded-proto: http\r\nx-forwarded-host: h\r\n\r\n")
+            == "PUT /u HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nx-request-id: r1\r\nx-forwarded-proto: http\r\nx-forwarded-host: h\r\n\r\n")
         #expect(try Self.forwarded("POST /m HTTP/1.1\r\nHost: h\r\n\r\n", clientAddress: nil)
-            == "POST /m HTTP/1.1\r\nHost: h\r\nx-forwarded-proto: http\r\nx-forwarded-host: h\r\ncontent-length: 0\r\n\r\n")
+            == "POST /m HTTP/1.1\r\nHost: h\r\nx-request-id: r1\r\nx-forwarded-proto: http\r\nx-forwarded-host: h\r\ncontent-length: 0\r\n\r\n")
     }
 
     @Test("routes match the Host without its port, in any case, and the longest path prefix")

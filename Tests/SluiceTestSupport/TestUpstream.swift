@@ -14,7 +14,10 @@ public final class TestUpstream: Sendable {
     private let counters: NIOLockedValueBox<(requests: Int, connections: Int)>
     /// What `/health` answers: 200 while true, 503 while false.
     public let healthy: NIOLockedValueBox<Bool>
+    /// Every `x-request-id` received, in order.
+    private let ids: NIOLockedValueBox<[String]>
 
+    public var requestIDs: [String] { ids.withLockedValue { $0 } }
     public var port: Int { channel.localAddress!.port! }
     public var requests: Int { counters.withLockedValue { $0.requests } }
     public var connections: Int { counters.withLockedValue { $0.connections } }
@@ -23,24 +26,27 @@ public final class TestUpstream: Sendable {
     public static func start(name: String, group: any EventLoopGroup, fixedDelay: TimeAmount? = nil) async throws -> TestUpstream {
         let box = NIOLockedValueBox((requests: 0, connections: 0))
         let healthy = NIOLockedValueBox(true)
+        let ids = NIOLockedValueBox<[String]>([])
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 box.withLockedValue { $0.connections += 1 }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(Handler(name: name, counters: box, fixedDelay: fixedDelay, healthy: healthy))
+                    try channel.pipeline.syncOperations.addHandler(Handler(name: name, counters: box, fixedDelay: fixedDelay, healthy: healthy, ids: ids))
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
-        return TestUpstream(name: name, channel: channel, counters: box, healthy: healthy)
+        return TestUpstream(name: name, channel: channel, counters: box, healthy: healthy, ids: ids)
     }
 
-    private init(name: String, channel: any Channel, counters: NIOLockedValueBox<(requests: Int, connections: Int)>, healthy: NIOLockedValueBox<Bool>) {
+    private init(name: String, channel: any Channel, counters: NIOLockedValueBox<(requests: Int, connections: Int)>, healthy: NIOLockedValueBox<Bool>,
+                 ids: NIOLockedValueBox<[String]>) {
         self.name = name
         self.channel = channel
         self.counters = counters
         self.healthy = healthy
+        self.ids = ids
     }
 
     public func stop() async {
@@ -58,12 +64,15 @@ public final class TestUpstream: Sendable {
         var downloadRemaining = 0
         let fixedDelay: TimeAmount?
         let healthy: NIOLockedValueBox<Bool>
+        let ids: NIOLockedValueBox<[String]>
 
-        init(name: String, counters: NIOLockedValueBox<(requests: Int, connections: Int)>, fixedDelay: TimeAmount?, healthy: NIOLockedValueBox<Bool>) {
+        init(name: String, counters: NIOLockedValueBox<(requests: Int, connections: Int)>, fixedDelay: TimeAmount?, healthy: NIOLockedValueBox<Bool>,
+             ids: NIOLockedValueBox<[String]>) {
             self.name = name
             self.counters = counters
             self.fixedDelay = fixedDelay
             self.healthy = healthy
+            self.ids = ids
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -72,6 +81,7 @@ public final class TestUpstream: Sendable {
                 self.head = head
                 received = 0
                 counters.withLockedValue { $0.requests += 1 }
+                if let id = head.headers.first(name: "x-request-id") { ids.withLockedValue { $0.append(id) } }
             case .body(let buffer):
                 received += buffer.readableBytes
             case .end:
