@@ -190,7 +190,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             keepAlive: head.keepAlive, clientMinor: head.minor, isHead: head.isHead, requestID: requestID
         )
         state = .active(exchange)
-        let forwarded = RequestWriter.head(head, requestID: requestID, clientAddress: clientAddress, allocator: allocator)
+        let forwarded = RequestWriter.head(head, requestID: requestID, clientAddress: clientAddress,
+                                           rewrite: route.replacePrefix.map { (route.pathPrefix.utf8.count, $0) }, allocator: allocator)
         if route.mirror != nil {
             exchange.mirror = startMirror(route: route, routeIndex: routeIndex, chosen: backendIndex, head: forwarded, isHead: head.isHead)
         }

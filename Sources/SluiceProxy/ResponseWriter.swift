@@ -70,14 +70,28 @@ enum RequestWriter {
     /// `x-forwarded-for` (extended with the client's address), the request's id as `x-request-id`, and
     /// `x-forwarded-proto` and `x-forwarded-host` unless the client sent them. The body keeps its
     /// framing, so Content-Length and Transfer-Encoding pass.
-    static func head(_ head: ClientRequestHead, requestID: RequestID, clientAddress: String?, allocator: ByteBufferAllocator) -> ByteBuffer {
+    ///
+    /// `rewrite` replaces the first `prefixLength` bytes of the target (the route's `pathPrefix`) with
+    /// `replacement`; one of two slashes where they meet is dropped, so `/fraud` → `/` turns
+    /// `/fraud/v2/infer` into `/v2/infer`, and `/fraud?x=1` into `/?x=1`.
+    static func head(_ head: ClientRequestHead, requestID: RequestID, clientAddress: String?, rewrite: (prefixLength: Int, replacement: String)? = nil,
+                     allocator: ByteBufferAllocator) -> ByteBuffer {
         // Room for the client's head and what is added: the id, the X-Forwarded-* lines (the Host
-        // value again, the client's address after any earlier ones) and an empty length.
-        let maxBytes = head.raw.readableBytes * 2 + 160 + requestID.length + (clientAddress?.utf8.count ?? 0)
+        // value again, the client's address after any earlier ones), a replacement prefix and an
+        // empty length.
+        let maxBytes = head.raw.readableBytes * 2 + 160 + requestID.length + (clientAddress?.utf8.count ?? 0) + (rewrite?.replacement.utf8.count ?? 0)
         var out = allocator.buffer(capacity: maxBytes)
         out.writeHead(maxBytes: maxBytes) { out in
             head.withBytes { bytes in
-                out.write(UnsafeRawBufferPointer(rebasing: bytes[0..<head.uriEnd]))
+                if let rewrite {
+                    out.write(UnsafeRawBufferPointer(rebasing: bytes[0..<head.uriStart]))
+                    out.write(rewrite.replacement)
+                    var rest = head.uriStart + rewrite.prefixLength
+                    if rewrite.replacement.utf8.last == UInt8(ascii: "/"), rest < head.uriEnd, bytes[rest] == UInt8(ascii: "/") { rest += 1 }
+                    out.write(UnsafeRawBufferPointer(rebasing: bytes[rest..<head.uriEnd]))
+                } else {
+                    out.write(UnsafeRawBufferPointer(rebasing: bytes[0..<head.uriEnd]))
+                }
                 out.write(" HTTP/1.1\r\n")
                 // The client's X-Forwarded-For lines are replaced by one that adds its address.
                 var dropped = head.dropped

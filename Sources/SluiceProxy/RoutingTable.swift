@@ -69,10 +69,12 @@ public struct RouteRule: Sendable, Equatable, Codable {
     public var stickiness: Stickiness?
     /// Copies a share of requests to another version; its responses are discarded.
     public var mirror: MirrorRule?
+    /// Replaces `pathPrefix` in the request target before forwarding (`route.rewrite.replacePrefix`).
+    public var replacePrefix: String?
 
     public init(
         name: String, host: String? = nil, pathPrefix: String, backends: [Backend],
-        headerRules: [HeaderRule] = [], stickiness: Stickiness? = nil, mirror: MirrorRule? = nil
+        headerRules: [HeaderRule] = [], stickiness: Stickiness? = nil, mirror: MirrorRule? = nil, replacePrefix: String? = nil
     ) throws(RoutingError) {
         let total = backends.reduce(0) { $0 + $1.weight }
         guard !backends.isEmpty, total == 100, backends.allSatisfy({ (0...100).contains($0.weight) }) else {
@@ -91,10 +93,11 @@ public struct RouteRule: Sendable, Equatable, Codable {
         self.headerRules = headerRules
         self.stickiness = stickiness
         self.mirror = mirror
+        self.replacePrefix = replacePrefix
     }
 
     private enum CodingKeys: String, CodingKey {
-        case name, host, pathPrefix, backends, headerRules, stickiness, mirror
+        case name, host, pathPrefix, backends, headerRules, stickiness, mirror, replacePrefix
     }
 
     /// Decoding checks what the initializer checks: a routing file cannot smuggle in bad weights.
@@ -107,7 +110,8 @@ public struct RouteRule: Sendable, Equatable, Codable {
             backends: c.decode([Backend].self, forKey: .backends),
             headerRules: c.decodeIfPresent([HeaderRule].self, forKey: .headerRules) ?? [],
             stickiness: c.decodeIfPresent(Stickiness.self, forKey: .stickiness),
-            mirror: c.decodeIfPresent(MirrorRule.self, forKey: .mirror)
+            mirror: c.decodeIfPresent(MirrorRule.self, forKey: .mirror),
+            replacePrefix: c.decodeIfPresent(String.self, forKey: .replacePrefix)
         )
     }
 

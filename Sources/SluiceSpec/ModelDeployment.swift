@@ -45,11 +45,14 @@ public struct Route: Sendable, Hashable, Codable {
     public var host: String?
     /// Keeps each user on one version as weights change.
     public var stickiness: Stickiness?
+    /// `rewrite: {replacePrefix: /}`: the matched `pathPrefix` is replaced by this before forwarding.
+    public var replacePrefix: String?
 
-    public init(pathPrefix: String, host: String? = nil, stickiness: Stickiness? = nil) {
+    public init(pathPrefix: String, host: String? = nil, stickiness: Stickiness? = nil, replacePrefix: String? = nil) {
         self.pathPrefix = pathPrefix
         self.host = host
         self.stickiness = stickiness
+        self.replacePrefix = replacePrefix
     }
 
     /// Two routes conflict when they claim the same host (or both none) and the same prefix.

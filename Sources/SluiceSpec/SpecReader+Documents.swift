@@ -133,19 +133,8 @@ extension SpecReader {
     }
 
     private func route(_ value: SpecValue) -> Route? {
-        guard let f = fields(value, keys: ["pathPrefix", "host", "stickiness"]) else { return nil }
-        let prefix: String? = f.required("pathPrefix") { value in
-            guard let text = string(value) else { return nil }
-            guard text.hasPrefix("/") else {
-                error("pathPrefix '\(text)' must start with '/'", at: value)
-                return nil
-            }
-            guard !text.contains(where: { $0.isWhitespace || $0 == "?" || $0 == "#" }) else {
-                error("pathPrefix '\(text)' must be a plain path, without spaces, query or fragment", at: value)
-                return nil
-            }
-            return text
-        }
+        guard let f = fields(value, keys: ["pathPrefix", "host", "stickiness", "rewrite"]) else { return nil }
+        let prefix: String? = f.required("pathPrefix") { plainPath($0, what: "pathPrefix") }
         let host: String? = f.optional("host") { value in
             guard let text = string(value) else { return nil }
             let valid = text.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-.:".contains($0)) }
@@ -156,8 +145,26 @@ extension SpecReader {
             return text.lowercased()
         }
         let stickiness = f.optional("stickiness") { self.stickiness($0) }
+        let replacePrefix: String? = f.optional("rewrite") { value in
+            guard let rewrite = fields(value, keys: ["replacePrefix"]) else { return nil }
+            return rewrite.required("replacePrefix") { plainPath($0, what: "replacePrefix") }
+        }
         guard let prefix else { return nil }
-        return Route(pathPrefix: prefix, host: host, stickiness: stickiness)
+        return Route(pathPrefix: prefix, host: host, stickiness: stickiness, replacePrefix: replacePrefix)
+    }
+
+    /// A path that starts with '/' and has no spaces, query or fragment.
+    private func plainPath(_ value: SpecValue, what: String) -> String? {
+        guard let text = string(value) else { return nil }
+        guard text.hasPrefix("/") else {
+            error("\(what) '\(text)' must start with '/'", at: value)
+            return nil
+        }
+        guard !text.contains(where: { $0.isWhitespace || $0 == "?" || $0 == "#" }) else {
+            error("\(what) '\(text)' must be a plain path, without spaces, query or fragment", at: value)
+            return nil
+        }
+        return text
     }
 
     private func stickiness(_ value: SpecValue) -> Stickiness? {

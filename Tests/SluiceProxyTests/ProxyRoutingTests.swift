@@ -149,6 +149,19 @@ struct ProxyRoutingTests {
         }
     }
 
+    @Test("route.rewrite replaces the prefix before forwarding; the route still matches on the client's path")
+    func rewrite() async throws {
+        try await ProxyHarness.run { h in
+            var rule = try h.route([("v1", 100)], prefix: "/fraud")
+            rule.replacePrefix = "/"
+            try await h.apply(rule)
+            let client = try await h.client()
+            let response = try await client.request(.GET, "/fraud/v2/models/m/uri?x=1")
+            #expect(response.status == 200 && response.body == "/v2/models/m/uri?x=1", "\(response.body)")
+            await client.close()
+        }
+    }
+
     @Test("1,000 routing swaps under concurrent load fail no request")
     func swapsUnderLoad() async throws {
         try await ProxyHarness.run { h in

@@ -166,6 +166,22 @@ struct RequestParserTests {
         #expect(first.count == 32 && first.allSatisfy { $0.isHexDigit && !$0.isUppercase } && first != second, "\(first) \(second)")
     }
 
+    @Test("a route's replacePrefix replaces the matched pathPrefix, with one slash where they meet")
+    func rewrite() throws {
+        func rewritten(_ target: String, prefix: String, replacement: String) throws -> String {
+            let head = try #require(try Self.parse("GET \(target) HTTP/1.1\r\nHost: h\r\n\r\n").heads.first)
+            let written = String(buffer: RequestWriter.head(head, requestID: RequestID(client: ByteBuffer(string: "r1"))!, clientAddress: nil,
+                                                            rewrite: (prefix.utf8.count, replacement), allocator: ByteBufferAllocator()))
+            return written.components(separatedBy: "\r\n")[0]
+        }
+        #expect(try rewritten("/fraud/v2/models/m/infer", prefix: "/fraud", replacement: "/") == "GET /v2/models/m/infer HTTP/1.1")
+        #expect(try rewritten("/fraud/v2/models/m/infer", prefix: "/fraud/", replacement: "/") == "GET /v2/models/m/infer HTTP/1.1")
+        #expect(try rewritten("/fraud", prefix: "/fraud", replacement: "/") == "GET / HTTP/1.1")
+        #expect(try rewritten("/fraud?x=1", prefix: "/fraud", replacement: "/") == "GET /?x=1 HTTP/1.1")
+        #expect(try rewritten("/a/models", prefix: "/a", replacement: "/v2") == "GET /v2/models HTTP/1.1")
+        #expect(try rewritten("/a/b", prefix: "/a/b", replacement: "/v2/models/m/infer") == "GET /v2/models/m/infer HTTP/1.1")
+    }
+
     @Test("the upstream gets HTTP/1.1 with hop-by-hop headers dropped and X-Forwarded-* added")
     func writer() throws {
         let text = "GET /m?q=1 HTTP/1.0\r\nHost: a.example\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\n"

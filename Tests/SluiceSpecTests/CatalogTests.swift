@@ -117,6 +117,16 @@ struct CatalogTests {
         #expect(Array(catalog.deployments.keys) == ["a"])
     }
 
+    @Test("route.rewrite.replacePrefix is read; an unknown key under rewrite is an error")
+    func rewrite() throws {
+        let text = deploymentYAML(host: "h.internal").replacingOccurrences(of: "    host: h.internal\n", with: "    rewrite: {replacePrefix: /v2}\n")
+        let catalog = SpecCatalog(manifests: [Fixtures.yaml(text)])
+        #expect(catalog.diagnostics == [])
+        #expect(try #require(catalog.deployments["scorer"]).deployment.route.replacePrefix == "/v2")
+        let typo = SpecCatalog(manifests: [Fixtures.yaml(text.replacingOccurrences(of: "replacePrefix", with: "replacePrefx"))])
+        #expect(typo.diagnostics.map(\.message).contains { $0.contains("did you mean 'replacePrefix'") }, "\(typo.diagnostics)")
+    }
+
     @Test("the same prefix on different hosts is no conflict")
     func sameprefixOtherHost() {
         let a = Fixtures.yaml(deploymentYAML(name: "a", host: "a.internal"), path: "a.yaml")

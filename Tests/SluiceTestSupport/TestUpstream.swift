@@ -97,7 +97,7 @@ public final class TestUpstream: Sendable {
         private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
             // The behaviour is the first keyword in the path, its argument the next component.
             let parts = head.uri.split(separator: "?").first?.split(separator: "/") ?? []
-            let at = parts.firstIndex { ["status", "delay", "count", "download", "headers", "health"].contains($0) } ?? parts.endIndex
+            let at = parts.firstIndex { ["status", "delay", "count", "download", "headers", "health", "uri"].contains($0) } ?? parts.endIndex
             let keyword = at < parts.endIndex ? parts[at] : nil
             let argument = at + 1 < parts.endIndex ? Int(parts[at + 1]) : nil
             switch (keyword, argument) {
@@ -115,6 +115,8 @@ public final class TestUpstream: Sendable {
                 context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
                 downloadRemaining = bytes
                 writeDownload(context: context)
+            case ("uri", _):
+                send(status: .ok, body: head.uri, context: context)
             case ("health", _):
                 send(status: healthy.withLockedValue { $0 } ? .ok : .serviceUnavailable, body: name, context: context)
             case ("headers", _):
