@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import NIOConcurrencyHelpers
@@ -29,16 +30,34 @@ public enum ModelServer {
         var latencyMs: Int?
     }
 
+    /// A tensor in a request or response. `data` is absent when its bytes travel in binary
+    /// (`parameters.binary_data_size`, the KServe v2 binary tensor extension that Triton's clients use).
     struct Tensor: Codable {
         var name: String
         var shape: [Int]
         var datatype: String
-        var data: [Double]
+        var data: [Double]?
+        var parameters: Parameters?
+    }
+
+    struct Parameters: Codable {
+        var binary_data_size: Int?
+        /// On a requested output: answer it in binary.
+        var binary_data: Bool?
+        /// On a request: answer every output in binary.
+        var binary_data_output: Bool?
+    }
+
+    struct RequestedOutput: Codable {
+        var name: String
+        var parameters: Parameters?
     }
 
     struct InferRequest: Codable {
         var id: String?
         var inputs: [Tensor]
+        var outputs: [RequestedOutput]?
+        var parameters: Parameters?
     }
 
     struct InferResponse: Codable {
@@ -46,6 +65,71 @@ public enum ModelServer {
         var model_version: String
         var id: String?
         var outputs: [Tensor]
+    }
+
+    struct TensorMetadata: Codable {
+        var name: String
+        var datatype: String
+        var shape: [Int]
+    }
+
+    /// `GET /v2/models/{name}`: shapes are integer arrays, -1 for a dimension of any size.
+    struct ModelMetadata: Codable {
+        var name: String
+        var versions: [String]
+        var platform: String
+        var inputs: [TensorMetadata]
+        var outputs: [TensorMetadata]
+    }
+
+    /// The bytes of one element of each numeric datatype the server reads.
+    static let elementSize = ["FP64": 8, "FP32": 4, "INT64": 8, "INT32": 4]
+
+    enum RequestError: Error, CustomStringConvertible {
+        case malformed(String)
+        var description: String { if case .malformed(let reason) = self { reason } else { "" } }
+    }
+
+    /// The request's JSON header and its first input's values, from a JSON body or a binary one
+    /// (`Inference-Header-Content-Length` bytes of JSON, then each binary input's bytes in order,
+    /// little-endian).
+    static func decode(_ body: ByteBuffer, headerLength: Int?) throws(RequestError) -> (InferRequest, [Double]) {
+        var body = body
+        let jsonLength = headerLength ?? body.readableBytes
+        guard jsonLength >= 0, jsonLength <= body.readableBytes, let json = body.readSlice(length: jsonLength) else {
+            throw .malformed("Inference-Header-Content-Length \(jsonLength) is more than the body's \(body.readableBytes) bytes")
+        }
+        let request: InferRequest
+        do {
+            request = try JSONDecoder().decode(InferRequest.self, from: Data(buffer: json))
+        } catch {
+            throw .malformed("malformed inference request: \(error)")
+        }
+        var first: [Double]?
+        for input in request.inputs {
+            let values: [Double]
+            if let size = input.parameters?.binary_data_size {
+                guard let width = elementSize[input.datatype] else { throw .malformed("binary input \(input.name): datatype \(input.datatype) is not one of \(elementSize.keys.sorted())") }
+                guard size % width == 0, let bytes = body.readSlice(length: size) else {
+                    throw .malformed("binary input \(input.name): \(size) bytes do not fit the body or the datatype \(input.datatype)")
+                }
+                values = (0..<(size / width)).map { index in
+                    let offset = bytes.readerIndex + index * width
+                    switch input.datatype {
+                    case "FP64": return Double(bitPattern: bytes.getInteger(at: offset, endianness: .little, as: UInt64.self)!)
+                    case "FP32": return Double(Float(bitPattern: bytes.getInteger(at: offset, endianness: .little, as: UInt32.self)!))
+                    case "INT64": return Double(bytes.getInteger(at: offset, endianness: .little, as: Int64.self)!)
+                    default: return Double(bytes.getInteger(at: offset, endianness: .little, as: Int32.self)!)
+                    }
+                }
+            } else {
+                values = input.data ?? []
+            }
+            if first == nil { first = values }
+        }
+        guard body.readableBytes == 0 else { throw .malformed("\(body.readableBytes) bytes after the last binary input") }
+        guard let first, !first.isEmpty else { throw .malformed("an inference request needs at least one input tensor with data") }
+        return (request, first)
     }
 
     /// The deterministic model: `1 / (1 + e^-(w·x + b))`, with weights drawn from the version name.
@@ -68,34 +152,52 @@ public enum ModelServer {
         let router = Router()
         router.get("/v2/health/live") { _, _ in "live\n" }
         router.get("/v2/health/ready") { _, _ in "ready\n" }
-        router.get("/v2/models/:model") { _, context -> Response in
-            guard try context.parameters.require("model") == name else { return error(.notFound, "no model named \(try context.parameters.require("model"))") }
-            return try json(.ok, [
-                "name": AnyCodable.string(name), "versions": .strings([version]), "platform": .string("sluice-demo"),
-                "inputs": .tensors([["name": "features", "datatype": "FP64", "shape": "[-1]"]]),
-                "outputs": .tensors([["name": "score", "datatype": "FP64", "shape": "[1]"]]),
-            ])
+        /// Whether this server serves the model and, when the path names one, the version.
+        @Sendable func served(_ context: BasicRequestContext) throws -> Bool {
+            try context.parameters.require("model") == name && (context.parameters.get("version").map { $0 == version } ?? true)
         }
-        router.post("/v2/models/:model/infer") { request, context -> Response in
-            guard try context.parameters.require("model") == name else { return error(.notFound, "no model named \(try context.parameters.require("model"))") }
-            let body = try await request.body.collect(upTo: 1 << 20)
-            let decoded: InferRequest
-            do {
-                decoded = try JSONDecoder().decode(InferRequest.self, from: Data(buffer: body))
-            } catch {
-                return ModelServer.error(.badRequest, "malformed inference request: \(error)")
+        let metadata = ModelMetadata(name: name, versions: [version], platform: "sluice-demo",
+                                     inputs: [TensorMetadata(name: "features", datatype: "FP64", shape: [-1])],
+                                     outputs: [TensorMetadata(name: "score", datatype: "FP64", shape: [1])])
+        for path in ["/v2/models/:model", "/v2/models/:model/versions/:version"] {
+            router.get(RouterPath(path)) { _, context -> Response in
+                guard try served(context) else { return error(.notFound, "no model \(try context.parameters.require("model")) here") }
+                return try json(.ok, metadata)
             }
-            guard let input = decoded.inputs.first, !input.data.isEmpty else {
-                return ModelServer.error(.badRequest, "an inference request needs at least one input tensor with data")
+            router.get(RouterPath(path + "/ready")) { _, context -> Response in
+                try served(context) ? Response(status: .ok) : error(.notFound, "no model \(try context.parameters.require("model")) here")
             }
-            let faults = state.withLockedValue { $0 }
-            if faults.latencyMs > 0 { try await Task.sleep(for: .milliseconds(faults.latencyMs)) }
-            if faults.errorRate > 0, Double.random(in: 0..<1) < faults.errorRate {
-                return ModelServer.error(.internalServerError, "injected failure (error rate \(faults.errorRate))")
+            router.post(RouterPath(path + "/infer")) { request, context -> Response in
+                guard try served(context) else { return error(.notFound, "no model \(try context.parameters.require("model")) here") }
+                let body = try await request.body.collect(upTo: 1 << 20)
+                let headerLength = request.headers[HTTPField.Name("Inference-Header-Content-Length")!].map { Int($0) ?? -1 }
+                let decoded: InferRequest, values: [Double]
+                do {
+                    (decoded, values) = try Self.decode(body, headerLength: headerLength)
+                } catch {
+                    return ModelServer.error(.badRequest, "\(error)")
+                }
+                let faults = state.withLockedValue { $0 }
+                if faults.latencyMs > 0 { try await Task.sleep(for: .milliseconds(faults.latencyMs)) }
+                if faults.errorRate > 0, Double.random(in: 0..<1) < faults.errorRate {
+                    return ModelServer.error(.internalServerError, "injected failure (error rate \(faults.errorRate))")
+                }
+                let score = Self.score(values, version: version)
+                let binary = decoded.parameters?.binary_data_output == true
+                    || decoded.outputs?.first { $0.name == "score" }?.parameters?.binary_data == true
+                guard binary else {
+                    return try json(.ok, InferResponse(model_name: name, model_version: version, id: decoded.id,
+                                                       outputs: [Tensor(name: "score", shape: [1], datatype: "FP64", data: [score])]))
+                }
+                let header = try JSONEncoder().encode(InferResponse(
+                    model_name: name, model_version: version, id: decoded.id,
+                    outputs: [Tensor(name: "score", shape: [1], datatype: "FP64", parameters: Parameters(binary_data_size: 8))]))
+                var out = ByteBuffer(bytes: header)
+                out.writeInteger(score.bitPattern, endianness: .little)
+                return Response(status: .ok, headers: [.contentType: "application/octet-stream",
+                                                       HTTPField.Name("Inference-Header-Content-Length")!: String(header.count)],
+                                body: .init(byteBuffer: out))
             }
-            let score = Self.score(input.data, version: version)
-            return try json(.ok, InferResponse(model_name: name, model_version: version, id: decoded.id,
-                                               outputs: [Tensor(name: "score", shape: [1], datatype: "FP64", data: [score])]))
         }
         router.get("/control") { _, _ -> Response in try json(.ok, state.withLockedValue { $0 }) }
         router.post("/control") { request, _ -> Response in
@@ -129,22 +231,6 @@ public enum ModelServer {
             onServerRunning: { channel in onRunning(channel.localAddress?.port ?? port) },
             logger: logger
         )
-    }
-
-    /// Loose JSON values for the metadata document.
-    enum AnyCodable: Encodable {
-        case string(String)
-        case strings([String])
-        case tensors([[String: String]])
-
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.singleValueContainer()
-            switch self {
-            case .string(let value): try container.encode(value)
-            case .strings(let value): try container.encode(value)
-            case .tensors(let value): try container.encode(value)
-            }
-        }
     }
 
     static func json(_ status: HTTPResponse.Status, _ value: some Encodable) throws -> Response {

@@ -1,0 +1,40 @@
+"""Drives a KServe v2 endpoint with Triton's own HTTP client (tritonclient, from PyPI), as a user
+would, and prints what it saw as JSON: readiness, metadata, and which version answered each
+inference, in binary and in JSON tensor encoding.
+
+    triton_client.py HOST:PORT MODEL REQUESTS
+"""
+import json
+import sys
+
+import numpy as np
+import tritonclient.http as httpclient
+
+url, model, requests = sys.argv[1], sys.argv[2], int(sys.argv[3])
+client = httpclient.InferenceServerClient(url=url)
+metadata = client.get_model_metadata(model)
+report = {
+    "serverReady": client.is_server_ready(),
+    "modelReady": client.is_model_ready(model),
+    "unknownModelReady": client.is_model_ready("no-such-model"),
+    "inputShape": metadata["inputs"][0]["shape"],
+    "outputShape": metadata["outputs"][0]["shape"],
+    "versions": {},
+    "scores": {},
+}
+features = np.array([0.5, -1.0, 2.0], dtype=np.float64)
+for index in range(requests):
+    binary = index % 2 == 0
+    tensor = httpclient.InferInput("features", list(features.shape), "FP64")
+    tensor.set_data_from_numpy(features, binary_data=binary)
+    output = httpclient.InferRequestedOutput("score", binary_data=binary)
+    result = client.infer(model, [tensor], outputs=[output], request_id=f"req-{index}")
+    response = result.get_response()
+    version = response["model_version"]
+    assert response["id"] == f"req-{index}", response
+    report["versions"][version] = report["versions"].get(version, 0) + 1
+    score = float(result.as_numpy("score")[0])
+    # The same version answers the same features the same way, in either encoding.
+    report["scores"].setdefault(version, set()).add(round(score, 12))
+report["scores"] = {version: sorted(scores) for version, scores in report["scores"].items()}
+print(json.dumps(report, sort_keys=True))
