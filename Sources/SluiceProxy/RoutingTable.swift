@@ -37,10 +37,19 @@ public struct RoutingTable: Sendable, Equatable, Codable {
             if let wanted = route.host {
                 guard let name, HTTPBytes.equalsIgnoringCase(name, wanted.utf8) else { continue }
             }
-            let prefix = route.pathPrefix.utf8
-            if target.count >= prefix.count && zip(target, prefix).allSatisfy({ $0 == $1 }) { return index }
+            if Self.matches(target, prefix: route.pathPrefix.utf8) { return index }
         }
         return nil
+    }
+
+    /// Whether the target's path starts with `prefix` at a segment boundary, as the Gateway API's
+    /// `PathPrefix` matches: `/fraud` takes `/fraud`, `/fraud/x` and `/fraud?q`, not `/fraudulent`. A
+    /// prefix that ends in `/` takes everything under it.
+    static func matches(_ target: UnsafeRawBufferPointer, prefix: String.UTF8View) -> Bool {
+        guard target.count >= prefix.count, zip(target, prefix).allSatisfy({ $0 == $1 }) else { return false }
+        guard target.count > prefix.count, prefix.last != UInt8(ascii: "/") else { return true }
+        let next = target[prefix.count]
+        return next == UInt8(ascii: "/") || next == UInt8(ascii: "?") || next == UInt8(ascii: "#")
     }
 
     /// `host[:port]` or `[v6]:port` without the port.

@@ -39,7 +39,8 @@ public struct ModelDeployment: Sendable, Hashable, Codable {
 
 /// `spec.route`: which requests belong to a deployment.
 public struct Route: Sendable, Hashable, Codable {
-    /// Requests whose path starts with this belong here; the longest matching prefix wins.
+    /// Requests whose path starts with this at a segment boundary belong here (`/fraud` takes
+    /// `/fraud/x`, not `/fraudulent`); the longest matching prefix wins.
     public var pathPrefix: String
     /// Optional `Host` match, lower-cased, without port unless one was written.
     public var host: String?

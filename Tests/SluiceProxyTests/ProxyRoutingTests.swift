@@ -158,6 +158,9 @@ struct ProxyRoutingTests {
             let client = try await h.client()
             let response = try await client.request(.GET, "/fraud/v2/models/m/uri?x=1")
             #expect(response.status == 200 && response.body == "/v2/models/m/uri?x=1", "\(response.body)")
+            let bare = try await client.request(.GET, "/fraud?uri=1")
+            #expect(bare.status == 200, "the empty rest is the replacement alone")
+            #expect(try await client.request(.GET, "/fraudulent/uri").status == 404, "/fraud does not take /fraudulent")
             await client.close()
         }
     }

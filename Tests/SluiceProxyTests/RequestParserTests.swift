@@ -228,5 +228,15 @@ struct RequestParserTests {
         #expect(route("[::1]:9000", "/x") == "v6")
         #expect(route("other", "/models/m") == "models")
         #expect(route(nil, "/models") == "any")
+        // Prefixes match at segment boundaries: /models/m takes /models/m/x and /models/m?q, not /models/mx.
+        let segments = try RoutingTable(revision: 1, routes: [
+            RouteRule(name: "root", pathPrefix: "/", backends: [Backend(version: "v1", weight: 100, endpoints: [])]),
+            RouteRule(name: "fraud", pathPrefix: "/fraud", backends: [Backend(version: "v1", weight: 100, endpoints: [])]),
+        ])
+        func segment(_ path: String) -> String? {
+            Array(path.utf8).withUnsafeBytes { target in segments.matchIndex(host: nil, target: target) }.map { segments.routes[$0].name }
+        }
+        #expect(segment("/fraud") == "fraud" && segment("/fraud/v2") == "fraud" && segment("/fraud?x=1") == "fraud")
+        #expect(segment("/fraudulent") == "root" && segment("/fraud-beta/x") == "root")
     }
 }
