@@ -123,6 +123,37 @@ struct VirtualTimeTests {
         #expect(kinds.suffix(4) == [.faultCleared, .rolloutStarted, .stepAdvanced, .paused], "\(kinds)")
     }
 
+    @Test("after a restart, a deployment whose first plan cannot be saved is routed by its stored status")
+    func restartOnFullDisk() async throws {
+        let clock = TestClock()
+        let store = FlakyStore()
+        let steps = "[{setWeight: 10}, {pause: {duration: 30s}}, {setWeight: 50}, {pause: {}}]"
+        let directory = try Self.manifests(Self.canary(version: "v1", steps: steps))
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let first = Reconciler(manifests: directory.path, strategies: nil, store: store, router: RecordingRouter(), clock: ShellClock(clock, startingAt: Self.t0))
+        try await first.reconcileOnce()
+        try Self.canary(version: "v2", steps: steps).write(to: directory.appendingPathComponent("a.yaml"), atomically: true, encoding: .utf8)
+        try await first.reconcileOnce()
+        #expect(try await store.load("a")?.weights == ["v1": 90, "v2": 10])
+
+        // "Restart" after the pause has ended, on a full disk: the plan (to 50%) cannot be saved.
+        await clock.advance(by: .seconds(60))
+        await store.setFailing(true)
+        let router = RecordingRouter()
+        // A new process's clock reads the wall time, 60 s on.
+        let restarted = Reconciler(manifests: directory.path, strategies: nil, store: store, router: router,
+                                   clock: ShellClock(clock, startingAt: Self.t0 + .seconds(60)))
+        try await restarted.loadState()
+        try await restarted.reconcileOnce()
+        #expect(await router.lastRouting == ["a": Routing(weights: ["v1": 90, "v2": 10], candidate: "v2", tripwire: 5)], "the stored 10%, not nothing and not 50%")
+        #expect(await restarted.readiness.ready == false)
+
+        await store.setFailing(false)
+        await clock.advance(by: .seconds(1))
+        try await restarted.reconcileOnce()
+        #expect(await router.lastRouting?["a"]?.weights == ["v1": 50, "v2": 50], "saved, then carried out")
+    }
+
     @Test("a data plane that refuses the routing keeps the last one; the status is saved, routing retried with back-off, and ready again when it takes it")
     func routingBackOff() async throws {
         let clock = TestClock()
