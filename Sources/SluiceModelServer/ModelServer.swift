@@ -73,6 +73,13 @@ public enum ModelServer {
         var shape: [Int]
     }
 
+    /// `GET /v2`.
+    struct ServerMetadata: Codable {
+        var name: String
+        var version: String
+        var extensions: [String]
+    }
+
     /// `GET /v2/models/{name}`: shapes are integer arrays, -1 for a dimension of any size.
     struct ModelMetadata: Codable {
         var name: String
@@ -152,6 +159,10 @@ public enum ModelServer {
         let router = Router()
         router.get("/v2/health/live") { _, _ in "live\n" }
         router.get("/v2/health/ready") { _, _ in "ready\n" }
+        // Server metadata (OIP v2): the extensions say clients may send and ask for binary tensors.
+        router.get("/v2") { _, _ -> Response in
+            try json(.ok, ServerMetadata(name: "sluice-model-server", version: version, extensions: ["binary_tensor_data"]))
+        }
         /// Whether this server serves the model and, when the path names one, the version.
         @Sendable func served(_ context: BasicRequestContext) throws -> Bool {
             try context.parameters.require("model") == name && (context.parameters.get("version").map { $0 == version } ?? true)

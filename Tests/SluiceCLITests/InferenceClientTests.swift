@@ -7,7 +7,7 @@ import Testing
 struct InferenceClientTests {
     static var python: URL { SluiceBinary.repositoryRoot.appendingPathComponent(".build/py-clients/bin/python") }
 
-    @Test("tritonclient.http: ready, integer shapes, binary and JSON tensors, split between versions at 50%")
+    @Test("tritonclient.http: server metadata, ready, integer shapes, binary and JSON tensors, split between versions at 50%")
     func tritonHTTP() async throws {
         #expect(FileManager.default.isExecutableFile(atPath: Self.python.path), "run scripts/test, which installs tritonclient into .build/py-clients")
         let v1 = try RunningSluice(["model-server", "--name", "fraud", "--model-version", "v1", "--port", "0"])
@@ -31,6 +31,7 @@ struct InferenceClientTests {
         #expect(result.status == 0, "\(result.stderr)")
         let report = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], "\(result.stdout)")
         #expect(report["serverReady"] as? Bool == true)
+        #expect(report["serverExtensions"] as? [String] == ["binary_tensor_data"])
         #expect(report["modelReady"] as? Bool == true)
         #expect(report["unknownModelReady"] as? Bool == false)
         #expect(report["inputShape"] as? [Int] == [-1])

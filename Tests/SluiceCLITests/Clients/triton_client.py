@@ -13,7 +13,9 @@ import tritonclient.http as httpclient
 url, model, requests = sys.argv[1], sys.argv[2], int(sys.argv[3])
 client = httpclient.InferenceServerClient(url=url)
 metadata = client.get_model_metadata(model)
+server = client.get_server_metadata()
 report = {
+    "serverExtensions": server["extensions"],
     "serverReady": client.is_server_ready(),
     "modelReady": client.is_model_ready(model),
     "unknownModelReady": client.is_model_ready("no-such-model"),
