@@ -37,8 +37,7 @@ struct SimulateCanaryCommand: ParsableCommand {
     @Option(help: ArgumentHelp("How long each canary lasts if nothing fails.", valueName: "seconds")) var seconds = 120
     @Option(help: "False-alarm rate of the test.") var alpha = MetricSpec.defaultAlpha
     @Option(help: "Candidate requests needed before any verdict.") var minSamples = 20
-    @Option(help: "Seed; the same seed gives the same runs.") var seed: UInt64 = 1
-    @Option(name: .shortAndLong, help: "Output format: text or json.") var output: String = "text"
+    @OptionGroup var options: SimulationOptions
 
     func validate() throws {
         guard (1...1_000_000).contains(runs) else { throw ValidationError("--runs must be 1 to 1000000") }
@@ -47,7 +46,6 @@ struct SimulateCanaryCommand: ParsableCommand {
         guard (1...100).contains(canary) else { throw ValidationError("--canary must be 1 to 100") }
         guard interval >= 1, seconds >= interval else { throw ValidationError("--interval must be at least 1 and at most --seconds") }
         guard alpha > 0, alpha <= 0.2 else { throw ValidationError("--alpha must be in (0, 0.2]") }
-        guard ["text", "json"].contains(output) else { throw ValidationError("--output must be text or json") }
     }
 
     func run() throws {
@@ -57,9 +55,9 @@ struct SimulateCanaryCommand: ParsableCommand {
         simulation.canaryPercent = canary
         simulation.intervalSeconds = interval
         simulation.seconds = seconds
-        let summary = simulation.summary(runs: runs, seed: seed)
+        let summary = simulation.summary(runs: runs, seed: options.seed)
         let median = summary.detection(quantile: 0.5), p90 = summary.detection(quantile: 0.9)
-        if output == "json" {
+        if options.json {
             return try printJSON([
                 "runs": runs, "rolledBack": summary.failed, "rolledBackFraction": summary.failedFraction,
                 "medianSeconds": median ?? NSNull(), "p90Seconds": p90 ?? NSNull(),
@@ -67,10 +65,22 @@ struct SimulateCanaryCommand: ParsableCommand {
         }
         let show = { (value: Double?) in value.map { "\(Int($0)) s" } ?? "not reached" }
         print("""
-            \(runs) canaries: stable \(stableErrorRate) vs candidate \(candidateErrorRate) errors, \(canary)% of \(rate) req/s, judged every \(interval) s for \(seconds) s (alpha \(alpha), minSamples \(minSamples), seed \(seed))
+            \(runs) canaries: stable \(stableErrorRate) vs candidate \(candidateErrorRate) errors, \(canary)% of \(rate) req/s, judged every \(interval) s for \(seconds) s (alpha \(alpha), minSamples \(minSamples), seed \(options.seed))
             rolled back: \(summary.failed) (\(String(format: "%.2f", summary.failedFraction * 100))%)
             time to rollback: median \(show(median)), p90 \(show(p90))
             """)
+    }
+}
+
+/// What every simulation takes besides its model: the seed and the output format.
+struct SimulationOptions: ParsableArguments {
+    @Option(help: "Seed; the same seed gives the same runs.") var seed: UInt64 = 1
+    @Option(name: .shortAndLong, help: "Output format: text or json.") var output: String = "text"
+
+    var json: Bool { output == "json" }
+
+    func validate() throws {
+        guard ["text", "json"].contains(output) else { throw ValidationError("--output must be text or json") }
     }
 }
 
@@ -108,15 +118,13 @@ struct SimulateExperimentCommand: ParsableCommand {
     @Option(help: "Outcomes per variant after which a run ends undecided.") var maxPerVariant = 20_000
     @Option(help: "False-winner rate of the test.") var alpha = 0.05
     @Option(help: "Outcomes each variant needs before any decision.") var minSamples = 200
-    @Option(help: "Seed; the same seed gives the same runs.") var seed: UInt64 = 1
-    @Option(name: .shortAndLong, help: "Output format: text or json.") var output: String = "text"
+    @OptionGroup var options: SimulationOptions
 
     func validate() throws {
         guard (1...1_000_000).contains(runs) else { throw ValidationError("--runs must be 1 to 1000000") }
         guard rates.values.count >= 2, rates.values.allSatisfy({ (0...1).contains($0) }) else { throw ValidationError("--rates needs a control and at least one challenger, each 0 to 1") }
         guard batch >= 1, maxPerVariant >= batch else { throw ValidationError("--batch must be at least 1 and at most --max-per-variant") }
         guard alpha > 0, alpha < 1 else { throw ValidationError("--alpha must be in (0, 1)") }
-        guard ["text", "json"].contains(output) else { throw ValidationError("--output must be text or json") }
     }
 
     func run() throws {
@@ -125,16 +133,16 @@ struct SimulateExperimentCommand: ParsableCommand {
         simulation.maxPerVariant = maxPerVariant
         simulation.alpha = alpha
         simulation.minSamples = minSamples
-        let summary = simulation.summary(runs: runs, seed: seed)
+        let summary = simulation.summary(runs: runs, seed: options.seed)
         let control = rates.values[0], first = rates.values[1]
         let fixed = control == first ? nil : PowerPlanner.samplesPerVariant(baseline: control, expected: first, alpha: alpha)
-        if output == "json" {
+        if options.json {
             try printJSON(["runs": runs, "wins": summary.wins, "controlWins": summary.controlWins, "undecided": summary.undecided,
                            "medianPerVariant": summary.medianDecision ?? NSNull(), "fixedHorizonPerVariant": fixed ?? NSNull()])
             return
         }
         print("""
-            \(runs) experiments: rates \(rates.values.map { "\($0)" }.joined(separator: " / ")), a look every \(batch) outcomes per variant (alpha \(alpha), minSamples \(minSamples), seed \(seed))
+            \(runs) experiments: rates \(rates.values.map { "\($0)" }.joined(separator: " / ")), a look every \(batch) outcomes per variant (alpha \(alpha), minSamples \(minSamples), seed \(options.seed))
             winners: \(summary.wins.enumerated().map { "challenger \($0.offset + 1): \($0.element)" }.joined(separator: ", ")); control: \(summary.controlWins); undecided: \(summary.undecided)
             outcomes per variant at the decision: median \(summary.medianDecision.map { "\($0)" } ?? "not reached")\(fixed.map { "; a fixed-horizon test at 80% power needs \($0)" } ?? "")
             """)
@@ -152,19 +160,17 @@ struct SimulateSampleRatioCommand: ParsableCommand {
     @Option(help: "The split configured, comma-separated weights.") var configured = NumberList(argument: "50,50")!
     @Option(help: "The split delivered, comma-separated weights.") var delivered = NumberList(argument: "52,48")!
     @Option(help: "Exposures per run.") var exposures = 20_000
-    @Option(help: "Seed; the same seed gives the same runs.") var seed: UInt64 = 1
-    @Option(name: .shortAndLong, help: "Output format: text or json.") var output: String = "text"
+    @OptionGroup var options: SimulationOptions
 
     func validate() throws {
         guard (1...1_000_000).contains(runs), (1...10_000_000).contains(exposures) else { throw ValidationError("--runs must be 1 to 1000000 and --exposures 1 to 10000000") }
         guard configured.values.count == delivered.values.count, configured.values.count >= 2,
               (configured.values + delivered.values).allSatisfy({ $0 >= 0 }) else { throw ValidationError("--configured and --delivered need the same number (2 or more) of weights, none negative") }
-        guard ["text", "json"].contains(output) else { throw ValidationError("--output must be text or json") }
     }
 
     func run() throws {
-        let alarms = ExperimentSimulation.sampleRatioAlarms(configured: configured.values, delivered: delivered.values, exposures: exposures, runs: runs, seed: seed)
-        if output == "json" { return try printJSON(["runs": runs, "alarmFraction": alarms]) }
+        let alarms = ExperimentSimulation.sampleRatioAlarms(configured: configured.values, delivered: delivered.values, exposures: exposures, runs: runs, seed: options.seed)
+        if options.json { return try printJSON(["runs": runs, "alarmFraction": alarms]) }
         print("\(runs) runs of \(exposures) exposures, delivered \(delivered.values) against \(configured.values): alarmed in \(String(format: "%.2f", alarms * 100))%")
     }
 }
@@ -181,20 +187,18 @@ struct SimulateBanditCommand: ParsableCommand {
     @Option(help: "The smallest weight of any arm, percent.") var minWeight = 10
     @Option(help: "Requests per run.") var requests = 20_000
     @Option(help: "Requests between re-allocations.") var reallocateEvery = 1_000
-    @Option(help: "Seed; the same seed gives the same runs.") var seed: UInt64 = 1
-    @Option(name: .shortAndLong, help: "Output format: text or json.") var output: String = "text"
+    @OptionGroup var options: SimulationOptions
 
     func validate() throws {
         guard (1...100_000).contains(runs), requests >= 1, reallocateEvery >= 1 else { throw ValidationError("--runs must be 1 to 100000; --requests and --reallocate-every at least 1") }
         guard rates.values.count >= 2, rates.values.allSatisfy({ (0...1).contains($0) }) else { throw ValidationError("--rates needs two or more arms, each 0 to 1") }
         guard minWeight >= 0, minWeight * rates.values.count <= 100 else { throw ValidationError("--min-weight times the arms must be at most 100") }
-        guard ["text", "json"].contains(output) else { throw ValidationError("--output must be text or json") }
     }
 
     func run() throws {
-        let result = ExperimentSimulation.banditRegret(rates: rates.values, minWeight: minWeight, requests: requests, reallocateEvery: reallocateEvery, runs: runs, seed: seed)
+        let result = ExperimentSimulation.banditRegret(rates: rates.values, minWeight: minWeight, requests: requests, reallocateEvery: reallocateEvery, runs: runs, seed: options.seed)
         let ratio = result.uniform > 0 ? result.thompson / result.uniform : 0
-        if output == "json" {
+        if options.json {
             return try printJSON(["runs": runs, "thompsonRegret": result.thompson, "uniformRegret": result.uniform, "ratio": ratio, "smallestWeight": result.smallestWeight])
         }
         print("""

@@ -38,6 +38,8 @@ public struct MixtureSPRT: Sendable, Hashable, Codable {
     public private(set) var mixingVariance: Double?
     /// θ̂ = challenger's mean − control's mean at the last look.
     public private(set) var difference: Double = 0
+    /// The evidence against "no difference" at the last look: Λ(0), the mixture likelihood ratio.
+    public private(set) var eValue: Double = 1
     /// Running p-value, valid at every look.
     public private(set) var pValue: Double = 1
     /// The confidence sequence's running intersection; `nil` is unbounded.
@@ -50,9 +52,6 @@ public struct MixtureSPRT: Sendable, Hashable, Codable {
         self.alpha = alpha
         self.plannedSamples = plannedSamples
     }
-
-    /// The evidence against "no difference" at the last look: Λ(0), the mixture likelihood ratio.
-    public private(set) var eValue: Double = 1
 
     /// Looks at everything seen so far. Both variants need two outcomes and some variance.
     public mutating func update(control: OutcomeSummary, challenger: OutcomeSummary) {

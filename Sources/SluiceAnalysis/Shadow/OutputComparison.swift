@@ -61,34 +61,30 @@ public struct OutputComparison: Sendable, Hashable {
         return found
     }
 
-    private func compare(_ a: JSONValue, _ b: JSONValue, at steps: [JSONPath.Step], field: String, into found: inout [Difference]) {
+    /// Compares `a` and `b` at `steps` (named `field`); a side that is `nil` is absent there.
+    private func compare(_ a: JSONValue?, _ b: JSONValue?, at steps: [JSONPath.Step], field: String, into found: inout [Difference]) {
         guard found.count < maxDifferences, !ignore.contains(where: { $0.covers(steps) }) else { return }
         switch (a, b) {
-        case (.number(let x), .number(let y)):
-            if !tolerance.agrees(x, y) { found.append(Difference(field: field, stable: a.description, shadow: b.description)) }
-        case (.array(let xs), .array(let ys)) where xs.count == ys.count:
+        case (.number(let x)?, .number(let y)?):
+            if !tolerance.agrees(x, y) { found.append(Difference(field: field, stable: a!.description, shadow: b!.description)) }
+        case (.array(let xs)?, .array(let ys)?) where xs.count == ys.count:
             for (index, pair) in zip(xs, ys).enumerated() {
                 compare(pair.0, pair.1, at: steps + [.index(index)], field: "\(field)[\(index)]", into: &found)
             }
-        case (.object(let xs), .object):
-            var seen = Set<String>()
-            for (key, x) in xs {
-                seen.insert(key)
-                let y = b[key] ?? .null
-                if b[key] == nil, !ignore.contains(where: { $0.covers(steps + [.member(key)]) }) {
-                    if found.count < maxDifferences { found.append(Difference(field: "\(field).\(key)", stable: x.description, shadow: "(absent)")) }
-                    continue
-                }
-                compare(x, y, at: steps + [.member(key)], field: "\(field).\(key)", into: &found)
-            }
-            if case .object(let ys) = b {
-                for (key, y) in ys where !seen.contains(key) && !ignore.contains(where: { $0.covers(steps + [.member(key)]) }) {
-                    if found.count < maxDifferences { found.append(Difference(field: "\(field).\(key)", stable: "(absent)", shadow: y.description)) }
-                }
+        case (.object(let xs)?, .object(let ys)?):
+            // Every member of either side, stable's order first.
+            let keys = xs.map(\.0) + ys.map(\.0).filter { key in !xs.contains { $0.0 == key } }
+            for key in keys {
+                compare(a![key], b![key], at: steps + [.member(key)], field: "\(field).\(key)", into: &found)
             }
         default:
-            if a != b { found.append(Difference(field: field, stable: Self.shorten(a.description), shadow: Self.shorten(b.description))) }
+            if a != b { found.append(Difference(field: field, stable: Self.show(a), shadow: Self.show(b))) }
         }
+    }
+
+    /// A value for the status, or `(absent)`.
+    static func show(_ value: JSONValue?) -> String {
+        value.map { shorten($0.description) } ?? "(absent)"
     }
 
     static func show(_ values: [JSONValue]) -> String {
