@@ -51,7 +51,7 @@ struct CanaryRollout: StrategyRules {
                 work.status.lastProgressAt = work.now
             case (.step, .inconclusive(let reason)):
                 work.status.message = "waiting for traffic: \(reason)"
-            case (.prePromotion, _), (.postPromotion, _):
+            case (.prePromotion, _), (.postPromotion, _), (.guardrail, _):
                 continue // not a canary's; `judgesRolloutInProgress` has dropped them already
             }
         }

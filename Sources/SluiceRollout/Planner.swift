@@ -45,6 +45,8 @@ struct Work {
     var actions: [RolloutAction] = []
     var requeue: Duration?
     var promoteRequested = false
+    /// The experiment judge's reading of the experiment in progress, if one came with this pass.
+    var reading: ExperimentReading?
 
     init(spec: ResolvedDeployment, status: RolloutStatus, now: Instant) {
         self.spec = spec
@@ -74,7 +76,7 @@ struct Work {
                 rollBack("aborted by user; \(candidate) rejected", kind: .aborted, values: [:])
             }
         case .retry?:
-            if status.phase == .degraded, let rejected = status.rejected {
+            if status.candidate == nil, let rejected = status.rejected {
                 status.rejected = nil
                 record(.retried, "retry of \(rejected) requested")
             }
@@ -96,15 +98,16 @@ struct Work {
             promoteRequested = false
             record(.commandDropped, "promote given for \(candidateBefore ?? "no rollout") dropped: now rolling out \(status.candidate ?? "nothing")")
         }
-        if let trip = observations.tripwire, trip.version == status.candidate {
+        let rules = rules
+        if let trip = observations.tripwire, rules.judged(status).contains(trip.version) {
             // No window to wait for: the data plane saw the version fail request after request.
             let kind = trip.lastStatus == 502 ? "connect failures or resets" : (trip.lastStatus == 504 ? "timeouts" : "5xx responses")
-            rollBack("tripwire: \(trip.failures) hard failures in a row (\(kind), last status \(trip.lastStatus))",
-                     values: ["failures": Double(trip.failures), "lastStatus": Double(trip.lastStatus), "limit": Double(spec.strategy.tripwire)],
-                     cause: "tripwire")
+            rules.reject(&self, trip.version, reason: "tripwire: \(trip.failures) hard failures in a row (\(kind), last status \(trip.lastStatus))",
+                         values: ["failures": Double(trip.failures), "lastStatus": Double(trip.lastStatus), "limit": Double(spec.strategy.tripwire)],
+                         cause: "tripwire")
         }
         if status.candidate != nil {
-            let rules = rules
+            reading = observations.experiment.flatMap { $0.experiment == status.experiment?.id ? $0 : nil }
             rules.advance(&self, observations.verdicts.filter(judgesRolloutInProgress))
         }
         closeRollbackWindow(observations)
@@ -114,7 +117,7 @@ struct Work {
     /// A verdict counts only for what it judged: this deployment's candidate, by an analysis wanted
     /// now, over traffic since this rollout began (not a version rejected and retried since).
     func judgesRolloutInProgress(_ item: AnalysisVerdict) -> Bool {
-        item.deployment == name && item.candidate == status.candidate
+        item.deployment == name && rules.judged(status).contains(item.candidate)
             && rules.analyses(status)[item.kind] != nil && covers(item, since: status.rolloutStartedAt)
     }
 
@@ -173,6 +176,7 @@ struct Work {
         status.weights = [status.stableVersion: 100, desired: 0]
         status.mirrorPercent = 0
         status.message = "rolling out \(desired)"
+        status.experiment = nil
         let rules = rules
         rules.begin(&self)
         record(.rolloutStarted, "rollout of \(desired) started from \(status.stableVersion)")
@@ -180,6 +184,7 @@ struct Work {
 
     /// All traffic to the stable version; no candidate.
     mutating func resetToStable() {
+        endExperiment(.stopped, reason: "stopped before a decision")
         if status.candidate != nil, status.previousStable == status.stableVersion {
             // Switched but not completed (blue-green): going back to stable ends the rollback window.
             status.previousStable = nil
@@ -201,6 +206,7 @@ struct Work {
 
     mutating func rollBack(_ reason: String, kind: RolloutEvent.Kind = .rolledBack, values: [String: Double], cause: String? = nil) {
         guard let candidate = status.candidate else { return }
+        endExperiment(.stopped, reason: reason)
         resetToStable()
         status.rejected = candidate
         status.phase = .degraded
@@ -211,6 +217,7 @@ struct Work {
     /// The candidate becomes stable with all traffic.
     mutating func complete() {
         guard let candidate = status.candidate else { return }
+        endExperiment(.stopped, reason: "\(candidate) promoted by hand")
         let wasBlueGreenSwitched = status.previousStable != nil
         status.stableVersion = candidate
         resetToStable()
@@ -222,6 +229,13 @@ struct Work {
         }
         status.message = "\(candidate) is stable"
         record(.promoted, "\(candidate) promoted to stable")
+    }
+
+    /// Records how a running experiment ended; one that has ended already keeps its conclusion.
+    mutating func endExperiment(_ result: ExperimentStatus.Conclusion.Result, version: String? = nil, reason: String) {
+        guard status.experiment?.isRunning == true else { return }
+        let at = now
+        status.experiment?.conclusion = .init(result: result, version: version, reason: reason, at: at)
     }
 
     mutating func nextStep() {
@@ -289,8 +303,9 @@ struct Work {
 
     /// The analyses the strategy wants now, about the candidate.
     func wantedRuns() -> Set<AnalysisRun> {
-        guard let candidate = status.candidate else { return [] }
-        return Set(rules.analyses(status).map { AnalysisRun(kind: $0.key, candidate: candidate, analysis: $0.value) })
+        guard status.candidate != nil else { return [] }
+        let analyses = rules.analyses(status)
+        return Set(rules.judged(status).flatMap { version in analyses.map { AnalysisRun(kind: $0.key, candidate: version, analysis: $0.value) } })
     }
 }
 
@@ -304,8 +319,8 @@ extension Planner {
             if status.candidate != nil || status.previousStable != nil { return nil }
             return "\(status.deployment) has no rollout in progress (phase \(status.phase.rawValue)); nothing to abort"
         case .retry:
-            guard status.phase == .degraded, status.rejected != nil else {
-                return "\(status.deployment) is \(status.phase.rawValue), not Degraded; retry applies to a rolled-back version"
+            guard status.candidate == nil, status.rejected != nil else {
+                return "\(status.deployment) is \(status.phase.rawValue) with no rejected version; retry applies to a version rolled back or not chosen by an experiment"
             }
             return nil
         }

@@ -10,6 +10,9 @@ public struct Revision: Sendable, Hashable, Codable {
         case cancelled
         /// `spec.version` named yet another version.
         case superseded
+        /// An experiment ended without promoting it: the control won, there was no clear difference by
+        /// `maxDuration`, or every challenger was removed.
+        case notPromoted
     }
 
     /// 1, 2, 3… per deployment.
@@ -63,6 +66,7 @@ public enum RevisionHistory {
             case .aborted: out.append(.close(outcome: .aborted, reason: event.message))
             case .cancelled: out.append(.close(outcome: .cancelled, reason: event.message))
             case .superseded: out.append(.close(outcome: .superseded, reason: event.message))
+            case .experimentConcluded: out.append(.close(outcome: .notPromoted, reason: event.message))
             default: break
             }
         }

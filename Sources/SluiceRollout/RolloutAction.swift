@@ -21,6 +21,8 @@ public enum AnalysisKind: Sendable, Hashable, Codable, CustomStringConvertible {
     case step(Int)
     case prePromotion
     case postPromotion
+    /// An experiment's guardrails, about one challenger against the control.
+    case guardrail
 
     /// As the status and the webhooks name it: `background`, `step 3` (1-based), `prePromotion`.
     public var description: String {
@@ -29,6 +31,7 @@ public enum AnalysisKind: Sendable, Hashable, Codable, CustomStringConvertible {
         case .step(let index): "step \(index + 1)"
         case .prePromotion: "prePromotion"
         case .postPromotion: "postPromotion"
+        case .guardrail: "guardrail"
         }
     }
 }
@@ -86,6 +89,17 @@ public struct RolloutEvent: Sendable, Hashable, Codable, CustomStringConvertible
         case specInvalid
         /// Its status could be saved again after failures (the message says what failed, and since when).
         case faultCleared
+        /// An experiment took a challenger out (a guardrail or the tripwire); the others go on.
+        case variantRemoved
+        /// An experiment found a winner and holds it for `sluice promote` (`onWin: hold`).
+        case winnerHeld
+        /// An experiment ended without a promotion: the control won, it was inconclusive, or every
+        /// challenger was removed.
+        case experimentConcluded
+        /// A bandit moved traffic between the variants.
+        case reallocated
+        /// The exposures stopped fitting the split: the experiment holds.
+        case sampleRatioMismatch
     }
 
     public var kind: Kind
@@ -181,11 +195,14 @@ public struct Observations: Sendable, Hashable {
     public var command: Command?
     /// A tripped wire; ignored unless it names the version being rolled out.
     public var tripwire: TripwireObservation?
+    /// The experiment judge's newest reading; ignored unless it reads the experiment in progress.
+    public var experiment: ExperimentReading?
 
-    public init(verdicts: [AnalysisVerdict] = [], command: Command? = nil, tripwire: TripwireObservation? = nil) {
+    public init(verdicts: [AnalysisVerdict] = [], command: Command? = nil, tripwire: TripwireObservation? = nil, experiment: ExperimentReading? = nil) {
         self.verdicts = verdicts
         self.command = command
         self.tripwire = tripwire
+        self.experiment = experiment
     }
 
     public static let none = Observations()

@@ -66,6 +66,8 @@ public struct RolloutStatus: Sendable, Hashable, Codable {
     public var rollbackUntil: Instant?
     /// A person's words, for the status line.
     public var message: String
+    /// The experiment in progress, or the last one with its result (`experiment` strategy only).
+    public var experiment: ExperimentStatus?
 
     public init(deployment: String, stableVersion: String) {
         self.deployment = deployment
@@ -126,13 +128,35 @@ public struct Routing: Sendable, Hashable, Codable {
     public var preview: Preview?
     /// Blue-green: the previous version, kept routable at weight 0 during the rollback window.
     public var standby: String?
+    /// An experiment's other challengers: listed after the candidate and watched by the tripwire too.
+    public var challengers: [String]
+    public var experiment: Experiment?
 
-    public init(weights: [String: Int], candidate: String? = nil, tripwire: Int = 0, mirror: Mirror? = nil, preview: Preview? = nil, standby: String? = nil) {
+    /// An experiment running on the route: the proxy records who saw which variant.
+    public struct Experiment: Sendable, Hashable, Codable {
+        /// `ExperimentStatus.id`; also salts the assignment hash, so two experiments split users independently.
+        public var id: String
+        /// How long an exposure waits for its feedback.
+        public var window: Duration
+        /// Keeps a unit on one variant; `nil` assigns each request afresh.
+        public var assignment: Stickiness?
+
+        public init(id: String, window: Duration, assignment: Stickiness?) {
+            self.id = id
+            self.window = window
+            self.assignment = assignment
+        }
+    }
+
+    public init(weights: [String: Int], candidate: String? = nil, tripwire: Int = 0, mirror: Mirror? = nil, preview: Preview? = nil, standby: String? = nil,
+                challengers: [String] = [], experiment: Experiment? = nil) {
         self.weights = weights
         self.candidate = candidate
         self.tripwire = tripwire
         self.mirror = mirror
         self.preview = preview
         self.standby = standby
+        self.challengers = challengers
+        self.experiment = experiment
     }
 }

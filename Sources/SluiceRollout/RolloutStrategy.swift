@@ -13,6 +13,9 @@ public protocol RolloutStrategy: Sendable {
     func progress(_ status: RolloutStatus) -> Int
     /// The analyses that should run now, each with its spec.
     func analyses(_ status: RolloutStatus) -> [AnalysisKind: AnalysisSpec]
+    /// The versions those analyses judge, each against the stable version: the candidate, or an
+    /// experiment's challengers still in it.
+    func judged(_ status: RolloutStatus) -> [String]
     /// How the proxy should route the deployment now.
     func routing(_ status: RolloutStatus) -> Routing
 }
@@ -24,6 +27,21 @@ protocol StrategyRules: RolloutStrategy {
     /// One pass over a rollout in progress with the verdicts that judge it (already filtered to this
     /// rollout): hold, move on, complete or roll back, saying why in the status message and events.
     func advance(_ work: inout Work, _ verdicts: [AnalysisVerdict])
+    /// `version`, one of `judged`, failed hard (the tripwire): roll back, or, for an experiment with
+    /// other challengers left, take it out.
+    func reject(_ work: inout Work, _ version: String, reason: String, values: [String: Double], cause: String?)
+}
+
+extension RolloutStrategy {
+    func judged(_ status: RolloutStatus) -> [String] {
+        status.candidate.map { [$0] } ?? []
+    }
+}
+
+extension StrategyRules {
+    func reject(_ work: inout Work, _ version: String, reason: String, values: [String: Double], cause: String?) {
+        work.rollBack(reason, values: values, cause: cause)
+    }
 }
 
 extension StrategySpec {
@@ -32,6 +50,7 @@ extension StrategySpec {
         switch self {
         case .canary(let canary): CanaryRollout(canary)
         case .blueGreen(let blueGreen): BlueGreenRollout(blueGreen)
+        case .experiment(let experiment): ExperimentRollout(experiment)
         }
     }
 

@@ -135,17 +135,38 @@ public struct SpecCatalog: Sendable {
     }
 
     private mutating func resolve(_ deployment: ModelDeployment, _ origin: DeploymentOrigin, _ path: String) -> StrategySpec? {
+        let spec: StrategySpec
         switch deployment.strategy {
-        case .inline(let spec):
-            return spec
+        case .inline(let inline):
+            spec = inline
         case .template(let name):
-            if let template = templates[name] { return template.spec }
-            let known = templates.keys.sorted()
-            let hint = Suggestion.hint(for: name, in: known)
-            let list = known.isEmpty ? "; no Strategy documents were loaded (pass --strategies DIR)" : "; known: \(known.joined(separator: ", "))"
-            diagnostics.append(Self.diagnostic("unknown strategy template '\(name)'\(hint.isEmpty ? list : hint)", origin.template ?? origin.strategy))
-            return nil
+            guard let template = templates[name] else {
+                reportUnknownTemplate(name, origin)
+                return nil
+            }
+            spec = template.spec
         }
+        if case .experiment(let experiment) = spec {
+            let known = deployment.versions.map(\.name)
+            for challenger in experiment.challengers where !known.contains(challenger) {
+                diagnostics.append(Self.diagnostic(
+                    "experiment challenger '\(challenger)' is not in spec.versions (\(known.joined(separator: ", ")))", origin.template ?? origin.strategy))
+                return nil
+            }
+            if experiment.challengers.contains(deployment.version) {
+                diagnostics.append(Self.diagnostic(
+                    "experiment challenger '\(deployment.version)' is spec.version, which is a challenger already", origin.template ?? origin.strategy))
+                return nil
+            }
+        }
+        return spec
+    }
+
+    private mutating func reportUnknownTemplate(_ name: String, _ origin: DeploymentOrigin) {
+        let known = templates.keys.sorted()
+        let hint = Suggestion.hint(for: name, in: known)
+        let list = known.isEmpty ? "; no Strategy documents were loaded (pass --strategies DIR)" : "; known: \(known.joined(separator: ", "))"
+        diagnostics.append(Self.diagnostic("unknown strategy template '\(name)'\(hint.isEmpty ? list : hint)", origin.template ?? origin.strategy))
     }
 
     // MARK: Parsing one file

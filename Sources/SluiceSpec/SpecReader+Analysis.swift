@@ -26,7 +26,7 @@ extension SpecReader {
         return AnalysisSpec(interval: interval, count: count, startingStep: start, metrics: metrics)
     }
 
-    private func metric(_ value: SpecValue, noStable: String?) -> MetricSpec? {
+    func metric(_ value: SpecValue, noStable: String? = nil) -> MetricSpec? {
         let sources = ["builtin", "prometheus", "webhook"]
         let keys = ["name"] + sources + [
             "successCondition", "failureCondition", "compareTo", "maxRatio", "alpha",

@@ -63,7 +63,7 @@ extension SpecReader {
                                                         template: origin.template.map(place), strategy: place(origin.strategy)))
         case .strategy:
             let spec: StrategySpec? = top.required("spec") { value in
-                fields(value, keys: ["canary", "blueGreen"]).flatMap { strategySpec($0, what: "a Strategy spec") }
+                fields(value, keys: Self.strategyKinds).flatMap { strategySpec($0, what: "a Strategy spec") }
             }
             guard diagnostics.count == before, let metadata, let spec else { return nil }
             return .strategy(StrategyTemplate(name: metadata.name, labels: metadata.labels, spec: spec), place(metadata.nameValue))
@@ -167,7 +167,7 @@ extension SpecReader {
         return text
     }
 
-    private func stickiness(_ value: SpecValue) -> Stickiness? {
+    func stickiness(_ value: SpecValue) -> Stickiness? {
         guard let f = fields(value, keys: ["header", "cookie"]) else { return nil }
         switch f.exactlyOne(of: ["header", "cookie"], what: "stickiness") {
         case "header": return f.required("header") { string($0) }.map { .header($0.lowercased()) }
@@ -225,11 +225,11 @@ extension SpecReader {
     private func strategyReference(_ value: SpecValue) -> StrategyReference? {
         if case .scalar = value.node, !value.isNull, let name = value.node.scalar?.string {
             // `strategy: progressive-canary` is a natural slip for `strategy: {template: progressive-canary}`.
-            error("expected a mapping with template, canary or blueGreen, found '\(name)'; to use a Strategy by name, write template: \(name)", at: value)
+            error("expected a mapping with template, canary, blueGreen or experiment, found '\(name)'; to use a Strategy by name, write template: \(name)", at: value)
             return nil
         }
-        guard let f = fields(value, keys: ["template", "canary", "blueGreen"]) else { return nil }
-        switch f.exactlyOne(of: ["template", "canary", "blueGreen"], what: "strategy") {
+        guard let f = fields(value, keys: ["template"] + Self.strategyKinds) else { return nil }
+        switch f.exactlyOne(of: ["template"] + Self.strategyKinds, what: "strategy") {
         case "template":
             return f.required("template") { string($0, what: "the name of a Strategy") }.map { .template($0) }
         case .some:

@@ -1,11 +1,14 @@
 import Yams
 
 extension SpecReader {
-    /// The `canary:` or `blueGreen:` inside `f`, which must hold exactly one of them.
+    static let strategyKinds = ["canary", "blueGreen", "experiment"]
+
+    /// The `canary:`, `blueGreen:` or `experiment:` inside `f`, which must hold exactly one of them.
     func strategySpec(_ f: Fields, what: String) -> StrategySpec? {
-        switch f.exactlyOne(of: f.has("template") ? ["template", "canary", "blueGreen"] : ["canary", "blueGreen"], what: what) {
+        switch f.exactlyOne(of: (f.has("template") ? ["template"] : []) + Self.strategyKinds, what: what) {
         case "canary": return f.required("canary") { canary($0) }.map { .canary($0) }
         case "blueGreen": return f.required("blueGreen") { blueGreen($0) }.map { .blueGreen($0) }
+        case "experiment": return f.required("experiment") { experiment($0) }.map { .experiment($0) }
         default: return nil
         }
     }
@@ -119,5 +122,137 @@ extension SpecReader {
     /// `tripwire: 5`: consecutive hard failures; 0 turns it off.
     private func tripwire(_ value: SpecValue) -> Int? {
         int(value, in: 0...1000, what: "a count of consecutive failures (0 turns the tripwire off)")
+    }
+}
+
+// MARK: Experiment
+
+extension SpecReader {
+    func experiment(_ value: SpecValue) -> ExperimentStrategy? {
+        let keys = ["challengers", "weight", "allocation", "assignment", "goal", "guardrails", "guardrailInterval",
+                    "alpha", "minSamples", "maxDuration", "onWin", "tripwire"]
+        guard let f = fields(value, keys: keys) else { return nil }
+        let before = diagnostics.count
+        let challengers = f.optional("challengers") { list($0, nonEmpty: true, what: "challengers") { identifier($0, what: "version name") } } ?? []
+        if let listValue = f.value("challengers"), case .sequence(let nodes) = listValue.node {
+            var seen: Set<String> = []
+            for (index, name) in challengers.enumerated() where !seen.insert(name).inserted {
+                error("duplicate challenger '\(name)'", at: nodes[index].mark, listValue.path.appending(index: index))
+            }
+        }
+        // spec.version is a challenger too; the control takes what the challengers leave.
+        let variants = challengers.count + 1
+        var allocation = ExperimentStrategy.Allocation.weight(ExperimentStrategy.defaultWeight)
+        switch (f.value("weight"), f.value("allocation")) {
+        case (let weight?, _?):
+            error("an experiment takes either weight or allocation, not both", at: weight)
+        case (let weightValue?, nil):
+            let limit = 99 / variants
+            if let weight = int(weightValue, in: 1...99, what: "a percentage for each challenger") {
+                if weight > limit {
+                    error("weight \(weight) for each of \(variants) challenger(s) leaves the control \(100 - weight * variants)%; at most \(limit) leaves it some traffic", at: weightValue)
+                } else {
+                    allocation = .weight(weight)
+                }
+            }
+        case (nil, let allocationValue?):
+            if let chosen = self.allocation(allocationValue, variants: variants + 1) { allocation = chosen }
+        case (nil, nil):
+            if ExperimentStrategy.defaultWeight * variants > 99 { allocation = .weight(100 / (variants + 1)) }
+        }
+        let assignment = f.optional("assignment") { stickiness($0) }
+        let goal = f.required("goal") { self.goal($0) }
+        let guardrails = f.optional("guardrails") { list($0, what: "guardrails") { metric($0) } } ?? []
+        if let listValue = f.value("guardrails"), case .sequence(let nodes) = listValue.node {
+            var seen: Set<String> = []
+            for (index, metric) in guardrails.enumerated() where !seen.insert(metric.name).inserted {
+                let item = SpecValue(node: nodes[index], path: listValue.path.appending(index: index), keyMark: nodes[index].mark)
+                error("duplicate guardrail name '\(metric.name)'", at: item.child("name") ?? item)
+            }
+        }
+        let interval = f.optional("guardrailInterval") { positiveDuration($0) } ?? AnalysisSpec.defaultInterval
+        if interval < .seconds(1), let intervalValue = f.value("guardrailInterval") {
+            error("guardrailInterval \(interval.specDescription) is shorter than 1s; windows that short hold too few requests to judge", at: intervalValue)
+        }
+        let alpha: Double? = f.optional("alpha") { value in
+            guard let alpha = number(value) else { return nil }
+            guard alpha > 0, alpha <= 0.5 else {
+                error("alpha \(alpha) must be above 0 and at most 0.5 (0.05 is usual)", at: value)
+                return nil
+            }
+            return alpha
+        }
+        let minSamples = f.optional("minSamples") { int($0, in: 10...100_000_000, what: "a number of outcomes per variant") }
+        let maxDuration = f.optional("maxDuration") { positiveDuration($0) }
+        let onWin: ExperimentStrategy.OnWin? = f.optional("onWin") { value in
+            guard let text = string(value) else { return nil }
+            guard let onWin = ExperimentStrategy.OnWin(rawValue: text) else {
+                error(Suggestion.unknown("onWin", text, known: ["promote", "hold"]), at: value)
+                return nil
+            }
+            return onWin
+        }
+        let tripwire = f.optional("tripwire") { self.tripwire($0) } ?? StrategySpec.defaultTripwire
+        guard diagnostics.count == before, let goal else { return nil }
+        return ExperimentStrategy(
+            challengers: challengers, allocation: allocation, assignment: assignment, goal: goal, guardrails: guardrails,
+            guardrailInterval: interval, alpha: alpha ?? ExperimentStrategy.defaultAlpha,
+            minSamples: minSamples ?? ExperimentStrategy.defaultMinSamples, maxDuration: maxDuration ?? ExperimentStrategy.defaultMaxDuration,
+            onWin: onWin ?? .promote, tripwire: tripwire
+        )
+    }
+
+    /// `{thompson: {minWeight: N}}`, for `variants` variants (the control included).
+    private func allocation(_ value: SpecValue, variants: Int) -> ExperimentStrategy.Allocation? {
+        guard let f = fields(value, keys: ["thompson"]) else { return nil }
+        return f.required("thompson") { value -> ExperimentStrategy.Allocation? in
+            guard let t = fields(value, keys: ["minWeight"]) else { return nil }
+            let limit = 100 / variants
+            guard let minValue = t.value("minWeight") else {
+                return .thompson(minWeight: min(ExperimentStrategy.defaultMinWeight, limit))
+            }
+            guard let minWeight = int(minValue, in: 0...100, what: "a percentage") else { return nil }
+            if minWeight > limit {
+                error("minWeight \(minWeight) for each of \(variants) variants is more than 100%; at most \(limit)", at: minValue)
+                return nil
+            }
+            return .thompson(minWeight: minWeight)
+        }
+    }
+
+    private func goal(_ value: SpecValue) -> ExperimentGoal? {
+        guard let f = fields(value, keys: ["name", "feedback", "direction"]) else { return nil }
+        let name = f.required("name") { identifier($0, what: "goal name") }
+        let feedback: (String, ExperimentGoal.Kind, Duration)? = f.required("feedback") { value in
+            guard let g = fields(value, keys: ["metric", "kind", "window"]) else { return nil }
+            let metric = g.required("metric") { identifier($0, what: "feedback metric name") }
+            let kind: ExperimentGoal.Kind? = g.required("kind") { value in
+                guard let text = string(value) else { return nil }
+                guard let kind = ExperimentGoal.Kind(rawValue: text) else {
+                    error(Suggestion.unknown("kind", text, known: ["binary", "continuous"]), at: value)
+                    return nil
+                }
+                return kind
+            }
+            let window = g.optional("window") { positiveDuration($0) } ?? ExperimentGoal.defaultWindow
+            if window > .seconds(86_400), let windowValue = g.value("window") {
+                error("feedback window \(window.specDescription) is longer than 24h; exposures are kept in memory only that long", at: windowValue)
+                return nil
+            }
+            guard let metric, let kind else { return nil }
+            return (metric, kind, window)
+        }
+        let increase: Bool? = f.required("direction") { value in
+            guard let text = string(value) else { return nil }
+            switch text {
+            case "increase": return true
+            case "decrease": return false
+            default:
+                error(Suggestion.unknown("direction", text, known: ["increase", "decrease"]), at: value)
+                return nil
+            }
+        }
+        guard let name, let feedback, let increase else { return nil }
+        return ExperimentGoal(name: name, metric: feedback.0, kind: feedback.1, window: feedback.2, increase: increase)
     }
 }

@@ -2,6 +2,7 @@
 public enum StrategySpec: Sendable, Hashable, Codable {
     case canary(CanaryStrategy)
     case blueGreen(BlueGreenStrategy)
+    case experiment(ExperimentStrategy)
 
     /// Five failures in a row is about one chance in 10^10 for a version with 1% errors, and takes a
     /// fraction of a second at modest traffic when the version is dead.
@@ -12,6 +13,7 @@ public enum StrategySpec: Sendable, Hashable, Codable {
         switch self {
         case .canary(let canary): canary.tripwire
         case .blueGreen(let blueGreen): blueGreen.tripwire
+        case .experiment(let experiment): experiment.tripwire
         }
     }
 }

@@ -29,9 +29,11 @@ public struct GoalAnalysis: Sendable, Hashable, Codable {
         significant = Array(repeating: false, count: challengers)
     }
 
-    /// Looks at everything seen so far and decides.
-    public mutating func look(control: OutcomeSummary, challengers: [OutcomeSummary]) -> Decision {
+    /// Looks at everything seen so far and decides. Only challengers marked `eligible` (default: all)
+    /// can win or make the control win; the others are still tested, so the correction stays the same.
+    public mutating func look(control: OutcomeSummary, challengers: [OutcomeSummary], eligible: [Bool]? = nil) -> Decision {
         precondition(challengers.count == tests.count)
+        let eligible = eligible ?? Array(repeating: true, count: challengers.count)
         guard control.count >= minSamples else {
             return .undecided(reason: "the control has \(control.count) outcomes; each variant needs \(minSamples)")
         }
@@ -39,11 +41,12 @@ public struct GoalAnalysis: Sendable, Hashable, Codable {
             tests[index].update(control: control, challenger: challenger)
         }
         significant = MultipleTesting.holm(tests.map(\.pValue), alpha: alpha)
-        let better = tests.indices.filter { significant[$0] && (tests[$0].difference > 0) == increase }
+        let better = tests.indices.filter { eligible[$0] && significant[$0] && (tests[$0].difference > 0) == increase }
         if let best = better.max(by: { (tests[$0].difference < tests[$1].difference) == increase }) {
             return .winner(best, reason: "challenger \(best + 1) differs from the control by \(Format.number(tests[best].difference)) (p \(Format.number(tests[best].pValue)) ≤ \(Format.number(alpha)), Holm over \(tests.count))")
         }
-        if tests.indices.allSatisfy({ significant[$0] }) {
+        let candidates = tests.indices.filter { eligible[$0] }
+        if !candidates.isEmpty, candidates.allSatisfy({ significant[$0] }) {
             return .controlWins(reason: "every challenger is clearly worse than the control")
         }
         let short = challengers.filter { $0.count < minSamples }.count
