@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import SluiceAnalysis
 import SluiceProxy
 import SluiceRollout
 
@@ -9,7 +10,7 @@ import SluiceRollout
 /// a bearer token on everything but the health checks when one is configured.
 public enum AdminAPI {
     public static func buildApplication(
-        reconciler: Reconciler, exporter: PrometheusExporter, host: String, port: Int, token: String?,
+        reconciler: Reconciler, exporter: PrometheusExporter, host: String, port: Int, token: String?, feedbackToken: String? = nil,
         logger: Logger = Logger(label: "sluice.admin"), onRunning: @escaping @Sendable (Int) -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let router = Router()
@@ -20,8 +21,33 @@ public enum AdminAPI {
             let (ready, reason) = await reconciler.readiness
             return ready ? plain(.ok, "ready\n") : plain(.serviceUnavailable, "not ready: \(reason)\n")
         }
+        // Feedback takes the admin token or its own, which is good for this endpoint only: applications
+        // that report outcomes never hold the admin token.
+        let tokens = [token, feedbackToken].compactMap { $0?.isEmpty == false ? $0 : nil }
+        let feedback = router.group("/api/v1/feedback")
+        if !tokens.isEmpty { feedback.add(middleware: BearerTokenMiddleware(tokens: tokens)) }
+        feedback.post { request, _ -> Response in
+            let body = try await request.body.collect(upTo: maxFeedbackBytes)
+            let items: [FeedbackItem]
+            do {
+                items = try FeedbackParser.parse(body.readableBytesView)
+            } catch let error as FeedbackError {
+                switch error {
+                case .malformed(let reason): throw APIError(.badRequest, reason)
+                case .invalid(let reason): throw APIError(.unprocessableContent, reason)
+                }
+            }
+            do {
+                return try json(.accepted, try await reconciler.feedback(items))
+            } catch let error as FeedbackRefusal {
+                switch error {
+                case .invalid(let reason): throw APIError(.unprocessableContent, reason)
+                case .unavailable(let reason): throw APIError(.serviceUnavailable, "\(reason); nothing was recorded, send it again")
+                }
+            }
+        }
         let api = router.group()
-        if let token, !token.isEmpty { api.add(middleware: BearerTokenMiddleware(token: token)) }
+        if let token, !token.isEmpty { api.add(middleware: BearerTokenMiddleware(tokens: [token])) }
         api.get("/metrics") { _, _ -> Response in
             plain(.ok, try await exporter.render(), contentType: "text/plain; version=0.0.4")
         }
@@ -31,6 +57,14 @@ public enum AdminAPI {
         api.get("/api/v1/deployments/:name") { _, context -> Response in
             let name = try context.parameters.require("name")
             guard let view = await reconciler.view(of: name) else { throw APIError(.notFound, "no deployment named \(name)") }
+            return try json(.ok, view)
+        }
+        api.get("/api/v1/deployments/:name/experiment") { _, context -> Response in
+            let name = try context.parameters.require("name")
+            guard await reconciler.view(of: name) != nil else { throw APIError(.notFound, "no deployment named \(name)") }
+            guard let view = await reconciler.experimentView(of: name) else {
+                throw APIError(.notFound, "\(name) has no experiment: its strategy has not run one")
+            }
             return try json(.ok, view)
         }
         for (path, command) in [("promote", Command.promote), ("abort", .abort), ("retry", .retry)] {
@@ -78,6 +112,9 @@ public enum AdminAPI {
         )
     }
 
+    /// The largest feedback body: 1,000 items of a few hundred bytes each.
+    static let maxFeedbackBytes = 1 << 20
+
     static func plain(_ status: HTTPResponse.Status, _ body: String, contentType: String = "text/plain; charset=utf-8") -> Response {
         Response(status: status, headers: [.contentType: contentType], body: .init(byteBuffer: ByteBuffer(string: body)))
     }
@@ -111,14 +148,20 @@ public enum AdminAPI {
         }
     }
 
+    /// Lets a request through when it carries one of `tokens`.
     struct BearerTokenMiddleware<Context: RequestContext>: RouterMiddleware {
-        let token: String
+        let tokens: [String]
 
         func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
             let presented = request.headers[.authorization].flatMap { value -> Substring? in
                 value.hasPrefix("Bearer ") ? value.dropFirst(7) : nil
             }
-            guard let presented, constantTimeEqual(Array(presented.utf8), Array(token.utf8)) else {
+            // Every token is compared, whichever matches, so timing says nothing about which one was tried.
+            var matches = false
+            if let presented {
+                for token in tokens where constantTimeEqual(Array(presented.utf8), Array(token.utf8)) { matches = true }
+            }
+            guard matches else {
                 var response = (try? json(.unauthorized, ["error": "missing or wrong bearer token", "status": "401"])) ?? plain(.unauthorized, "unauthorized")
                 response.headers[.wwwAuthenticate] = "Bearer"
                 return response

@@ -28,6 +28,8 @@ public struct DeploymentView: Sendable, Codable, Equatable {
     /// What failed and is being retried (its status could not be saved, or the routing could not be
     /// applied); traffic goes on by the last routing applied. `nil` when nothing is failing.
     public var fault: String?
+    /// The experiment's state in one line (`ExperimentView.summary`), when the deployment has one.
+    public var experiment: String?
 
     /// One metric's latest measurement.
     public struct AnalysisView: Sendable, Codable, Equatable {
@@ -72,5 +74,6 @@ public struct DeploymentView: Sendable, Codable, Equatable {
         analysis = []
         specErrors = []
         fault = nil
+        experiment = status.experiment.map { ExperimentView(spec: spec, status: status, experiment: $0).summary }
     }
 }

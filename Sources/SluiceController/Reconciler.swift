@@ -54,6 +54,10 @@ public actor Reconciler: Service {
     private let registry: PrometheusCollectorRegistry?
     private var verdicts: [String: [AnalysisVerdict]] = [:]
     private var trips: [String: TripwireObservation] = [:]
+    /// Experiments: the ledger takes feedback and exposures; its readings wait here for the next pass.
+    let ledger: ExperimentLedger
+    private let readings: AsyncStream<(deployment: String, reading: ExperimentReading)>
+    private var experimentReadings: [String: ExperimentReading] = [:]
     private var analysisViews: [String: [String: DeploymentView.AnalysisView]] = [:]
     /// The sleep between passes, cut short by `wake()` when a verdict or a tripwire arrives.
     private var sleeper: Task<Void, Never>?
@@ -71,10 +75,15 @@ public actor Reconciler: Service {
     ///   - metricsSource: Prometheus and webhook metrics.
     ///   - registry: where analysis results and rollbacks are counted for `/metrics`.
     ///   - clock: where time comes from, for the planner's `now`, the sleeps and the analysis windows.
+    ///   - exposures: who saw which experiment variant (the built-in proxy), for feedback.
+    ///   - evidence: where experiments keep their outcomes; default the status store when it can
+    ///     (SQLite), else memory.
+    ///   - seed: the bandits' random draws; default from the system.
     public init(manifests: String, strategies: String?, store: any StatusStore, router: any TrafficRouter,
                 proxyMetrics: ProxyMetrics? = nil, tripwireEvents: AsyncStream<TripwireEvent>? = nil,
                 metricsSource: any MetricsSource = HTTPMetricsSource(), registry: PrometheusCollectorRegistry? = nil,
                 pollInterval: Duration = .milliseconds(250), clock: ShellClock = .system, useInotify: Bool = true,
+                exposures: (any ExposureSource)? = nil, evidence: (any ExperimentEvidenceStore)? = nil, seed: UInt64? = nil,
                 logger: Logger = Logger(label: "sluice.reconciler")) {
         reader = ManifestReader(manifests: manifests, strategies: strategies)
         self.useInotify = useInotify
@@ -88,6 +97,12 @@ public actor Reconciler: Service {
         runner = AnalysisRunner(proxyMetrics: proxyMetrics, source: metricsSource, reports: continuation, clock: clock)
         self.tripwireEvents = tripwireEvents
         self.registry = registry
+        let (readings, readingsContinuation) = AsyncStream.makeStream(of: (deployment: String, reading: ExperimentReading).self,
+                                                                      bufferingPolicy: .bufferingNewest(1024))
+        self.readings = readings
+        ledger = ExperimentLedger(exposures: exposures, store: evidence ?? (store as? any ExperimentEvidenceStore) ?? MemoryEvidenceStore(),
+                                  readings: readingsContinuation, registry: registry, clock: clock,
+                                  seed: seed ?? UInt64.random(in: .min ... .max), logger: logger)
     }
 
     /// Wall-clock time: statuses keep it across restarts, so a pause keeps its original start.
@@ -101,6 +116,10 @@ public actor Reconciler: Service {
                 group.addTask {
                     for await report in self.reports { await self.observe(report) }
                 }
+                group.addTask {
+                    for await (deployment, reading) in self.readings { await self.observe(reading, of: deployment) }
+                }
+                group.addTask { await self.ledger.run() }
                 if let trips = self.tripwireEvents {
                     group.addTask {
                         for await event in trips { await self.trip(event) }
@@ -145,12 +164,27 @@ public actor Reconciler: Service {
         if let sleeper { sleeper.cancel() } else { wakePending = true }
     }
 
+    /// Whether `version` is being judged in `deployment`'s rollout: its candidate, or a challenger of
+    /// its experiment. Verdicts and trips about any other version are history.
+    private func isJudged(_ version: String, in deployment: String) -> Bool {
+        guard let spec = specs[deployment], let status = statuses[deployment] else { return false }
+        return spec.strategy.rollout.judged(status).contains(version)
+    }
+
+    /// An experiment's reading: queued for the next pass, which starts at once.
+    func observe(_ reading: ExperimentReading, of deployment: String) {
+        guard statuses[deployment]?.experiment?.id == reading.experiment else { return }
+        experimentReadings[deployment] = reading
+        dirty.insert(deployment)
+        wake()
+    }
+
     /// A verdict from a running analysis: queued for the next pass, which starts at once.
     func observe(_ report: AnalysisReport) {
         let verdict = report.verdict
         let deployment = verdict.deployment
         // A verdict about a version no longer being rolled out is history (the planner checks it too).
-        guard statuses[deployment]?.candidate == verdict.candidate else { return }
+        guard isJudged(verdict.candidate, in: deployment) else { return }
         verdicts[deployment, default: []].append(verdict)
         var views = analysisViews[deployment, default: [:]].filter { $0.value.version == verdict.candidate }
         for view in report.metrics {
@@ -171,7 +205,7 @@ public actor Reconciler: Service {
     /// The proxy saw the candidate fail request after request: plan now.
     func trip(_ event: TripwireEvent) {
         let name = event.key.route
-        guard statuses[name]?.candidate == event.key.version else { return }
+        guard isJudged(event.key.version, in: name) else { return }
         trips[name] = TripwireObservation(version: event.key.version, failures: event.failures, lastStatus: event.lastStatus)
         logger.warning("tripwire", metadata: ["deployment": "\(name)", "version": "\(event.key.version)", "failures": "\(event.failures)", "lastStatus": "\(event.lastStatus)"])
         dirty.insert(name)
@@ -201,7 +235,7 @@ public actor Reconciler: Service {
             guard let spec = specs[name] else { continue }
             requeueAt[name] = nil
             let observations = Observations(verdicts: verdicts.removeValue(forKey: name) ?? [], command: commands.removeValue(forKey: name),
-                                            tripwire: trips.removeValue(forKey: name))
+                                            tripwire: trips.removeValue(forKey: name), experiment: experimentReadings.removeValue(forKey: name))
             let plan = Planner.plan(spec, status: statuses[name], observations: observations, now: now, inForce: inForce[name] ?? .nothing)
             var events: [RolloutEvent] = []
             for case .record(let event) in plan.actions { events.append(event) }
@@ -218,6 +252,7 @@ public actor Reconciler: Service {
                     verdicts[name] = Self.bounded(observations.verdicts + (verdicts[name] ?? []))
                     if commands[name] == nil { commands[name] = observations.command }
                     if trips[name] == nil { trips[name] = observations.tripwire }
+                    if experimentReadings[name] == nil { experimentReadings[name] = observations.experiment }
                     if Task.isCancelled || error is CancellationError { return }
                     if inForce[name]?.routing == nil, let stored = statuses[name] {
                         // Just started, and the first plan cannot be saved: route by the status that
@@ -238,6 +273,7 @@ public actor Reconciler: Service {
             }
             statuses[name] = plan.status
             await runner.track(name, route: spec.deployment.route.pathPrefix, status: plan.status)
+            await ledger.track(name, status: plan.status, strategy: spec.strategy)
             await carryOut(plan.actions, for: name, phase: plan.status.phase)
             if let delay = plan.requeueAfter { requeueAt[name] = now + delay }
         }
@@ -345,6 +381,8 @@ public actor Reconciler: Service {
             routeErrors[name] = nil
             inForce[name] = nil
             await runner.remove(name)
+            await ledger.forget(name)
+            experimentReadings[name] = nil
             analysisViews[name] = nil
             statuses[name] = nil
             requeueAt[name] = nil
@@ -461,6 +499,24 @@ public actor Reconciler: Service {
     }
 
     public func status(of deployment: String) -> RolloutStatus? { statuses[deployment] }
+
+    /// Feedback for the experiments in progress (`POST /api/v1/feedback`).
+    public func feedback(_ items: [FeedbackItem]) async throws(FeedbackRefusal) -> FeedbackReceipt {
+        do {
+            return try await ledger.accept(items)
+        } catch .invalid(let reason) {
+            throw .invalid(reason)
+        } catch .unavailable(let reason) {
+            throw .unavailable(reason)
+        }
+    }
+
+    /// The experiment of a deployment, running or last run, for the results API; `nil` when the
+    /// deployment has none.
+    public func experimentView(of deployment: String) -> ExperimentView? {
+        guard let spec = specs[deployment], let status = statuses[deployment], let experiment = status.experiment else { return nil }
+        return ExperimentView(spec: spec, status: status, experiment: experiment)
+    }
     public func allStatuses() -> [String: RolloutStatus] { statuses }
     public func currentDiagnostics() -> [Diagnostic] { diagnostics }
 

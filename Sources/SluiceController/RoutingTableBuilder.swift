@@ -28,21 +28,22 @@ public enum RoutingTableBuilder {
         for extra in [routing.preview?.version, routing.standby, routing.mirror?.version].compactMap({ $0 }) where !versions.contains(extra) {
             versions.append(extra)
         }
-        if let candidate = routing.candidate, let index = versions.firstIndex(of: candidate) {
-            versions.swapAt(0, index)
-        }
+        // The versions being rolled out come first (sticky users only move toward them) and are the
+        // ones the tripwire watches.
+        let watched = (routing.candidate.map { [$0] } ?? []) + routing.challengers
+        versions = watched.filter(versions.contains) + versions.filter { !watched.contains($0) }
         let backends: [Backend] = versions.compactMap { name in
             guard let version = spec.deployment.version(named: name) else { return nil }
-            // Only the version being rolled out is watched by the tripwire.
-            let tripwire = name == routing.candidate ? routing.tripwire : nil
+            let tripwire = watched.contains(name) ? routing.tripwire : nil
             return Backend(version: name, weight: routing.weights[name] ?? 0, endpoints: version.endpoints, healthCheck: version.healthCheck, tripwire: tripwire)
         }
         return try RouteRule(
             name: spec.name, host: spec.deployment.route.host, pathPrefix: spec.deployment.route.pathPrefix,
             backends: backends, headerRules: routing.preview.map { [HeaderRule(header: $0.header, version: $0.version)] } ?? [],
-            stickiness: spec.deployment.route.stickiness,
+            stickiness: routing.experiment?.assignment ?? spec.deployment.route.stickiness,
             mirror: routing.mirror.map { MirrorRule(version: $0.version, percent: $0.percent) },
-            replacePrefix: spec.deployment.route.replacePrefix
+            replacePrefix: spec.deployment.route.replacePrefix,
+            experiment: routing.experiment.map { ExperimentRule(id: $0.id, windowMilliseconds: Int64($0.window.components.seconds * 1000 + $0.window.components.attoseconds / 1_000_000_000_000_000)) }
         )
     }
 }

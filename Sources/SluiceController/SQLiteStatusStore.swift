@@ -9,7 +9,7 @@ import SluiceRollout
 /// (each version a deployment adopted or tried, and how that ended).
 public final class SQLiteStatusStore: StatusStore {
     public let path: String
-    private let database: DatabaseQueue
+    let database: DatabaseQueue
 
     /// Opens (creating if needed) `DIRECTORY/sluice.sqlite`.
     public init(directory: String) throws {
@@ -69,6 +69,26 @@ public final class SQLiteStatusStore: StatusStore {
                 t.column("endedAt", .integer)
                 t.column("outcome", .text).notNull()
                 t.column("reason", .text).notNull()
+            }
+        }
+        migrator.registerMigration("v3-experiments") { db in
+            // One row per outcome: the primary key makes feedback idempotent per (subject, metric).
+            try db.create(table: "experiment_outcomes") { t in
+                t.primaryKey {
+                    t.column("experiment", .text)
+                    t.column("subject", .text)
+                    t.column("metric", .text)
+                }
+                t.column("deployment", .text).notNull().indexed()
+                t.column("variant", .text).notNull()
+                t.column("value", .double).notNull()
+                t.column("at", .integer).notNull()
+            }
+            try db.create(table: "experiments") { t in
+                t.primaryKey("id", .text)
+                t.column("deployment", .text).notNull().indexed()
+                t.column("json", .text).notNull()
+                t.column("updatedAt", .integer).notNull()
             }
         }
         return migrator

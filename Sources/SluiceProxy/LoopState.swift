@@ -30,6 +30,8 @@ final class LoopState: @unchecked Sendable {
     /// Opens connections to endpoints; shared by every loop of the proxy.
     let connector: EndpointConnector
     var mirrorsInFlight = 0
+    /// Who saw which experiment variant; its memory grows only once an experiment routes here.
+    private(set) lazy var exposures = ExposureLog(capacity: configuration.exposureCapacity)
     /// Set when the proxy starts shutting down.
     var quiescing = false
 

@@ -36,6 +36,10 @@ public struct ProxyConfiguration: Sendable {
     /// How often an ejected endpoint without a health check is probed with a TCP connect.
     public var ejectedProbeInterval: TimeAmount = .seconds(2)
 
+    /// Exposures each event loop remembers for experiment feedback (about 200 bytes each); when full,
+    /// the oldest go first and are counted if their window was still open.
+    public var exposureCapacity: Int = 100_000
+
     /// Seed for the weighted random draw; `nil` seeds from the system. Tests pass one to be repeatable.
     public var randomSeed: UInt64?
 

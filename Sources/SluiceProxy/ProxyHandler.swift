@@ -175,6 +175,15 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             using: &loop.rng
         )
         let backend = route.backends[backendIndex]
+        if let experiment = route.experiment {
+            let unit: Substring? = switch route.stickiness {
+            case .header(let name)?: head.firstValue(of: name)
+            case .cookie(let name)?: head.cookie(name)
+            case nil: nil
+            }
+            loop.exposures.record(requestID.exposureKey, unit: unit, experiment: experiment.id, variant: backend.version,
+                                  window: .milliseconds(experiment.windowMilliseconds), at: now)
+        }
         let stats = loop.stats[routeIndex][backendIndex]
         stats.window.requests += 1
         guard let pool = loop.pickEndpoint(route: routeIndex, backend: backendIndex) else {

@@ -101,6 +101,34 @@ public final class ProxyServer: Sendable {
         healthChecker.update(table)
     }
 
+    /// Which variant served each queried request or unit, from the loops' exposure logs (the newest
+    /// when more than one loop holds one); `nil` where no loop holds an exposure within its window.
+    public func lookUpExposures(_ queries: [ExposureQuery]) async throws -> [ExposureMatch?] {
+        var found = [ExposureMatch?](repeating: nil, count: queries.count)
+        for loop in loops {
+            let answers = try await loop.eventLoop.submit { loop.exposures.answer(queries, now: .now()) }.get()
+            for (index, answer) in answers.enumerated() {
+                guard let answer else { continue }
+                if let held = found[index], held.age <= answer.age { continue }
+                found[index] = answer
+            }
+        }
+        return found
+    }
+
+    /// Exposures since the last drain per experiment and variant, summed over the loops, and how many
+    /// exposures all loops have pushed out of their logs within their window so far.
+    public func drainExposures() async throws -> (counts: [String: [String: Int]], dropped: Int) {
+        var counts: [String: [String: Int]] = [:]
+        var dropped = 0
+        for loop in loops {
+            let (drained, loopDropped) = try await loop.eventLoop.submit { (loop.exposures.drainCounts(), loop.exposures.dropped) }.get()
+            for (key, count) in drained { counts[key.experiment, default: [:]][key.variant, default: 0] += count }
+            dropped += loopDropped
+        }
+        return (counts, dropped)
+    }
+
     /// The revision every loop routes by: the lowest, so a partly applied table does not count.
     public func verify() async throws -> UInt64 {
         var lowest = UInt64.max

@@ -54,6 +54,17 @@ struct RequestID: Equatable {
         }
     }
 
+    /// The id as an exposure log key; allocates only for a client's id that is not 32 hex digits.
+    var exposureKey: ExposureKey {
+        switch storage {
+        case .client(let value):
+            if let (high, low) = ExposureKey.words(value.readableBytesView) { return .words(high, low) }
+            return .text(String(buffer: value))
+        case .generated(let high, let low):
+            return .words(high, low)
+        }
+    }
+
     /// The id as text, for logs, exposures and tests.
     var text: String {
         var buffer = ByteBufferAllocator().buffer(capacity: length)

@@ -80,10 +80,14 @@ public struct RouteRule: Sendable, Equatable, Codable {
     public var mirror: MirrorRule?
     /// Replaces `pathPrefix` in the request target before forwarding (`route.rewrite.replacePrefix`).
     public var replacePrefix: String?
+    /// An experiment runs on this route: each request's variant is recorded, and sticky units hash
+    /// with the experiment's id.
+    public var experiment: ExperimentRule?
 
     public init(
         name: String, host: String? = nil, pathPrefix: String, backends: [Backend],
-        headerRules: [HeaderRule] = [], stickiness: Stickiness? = nil, mirror: MirrorRule? = nil, replacePrefix: String? = nil
+        headerRules: [HeaderRule] = [], stickiness: Stickiness? = nil, mirror: MirrorRule? = nil, replacePrefix: String? = nil,
+        experiment: ExperimentRule? = nil
     ) throws(RoutingError) {
         let total = backends.reduce(0) { $0 + $1.weight }
         guard !backends.isEmpty, total == 100, backends.allSatisfy({ (0...100).contains($0.weight) }) else {
@@ -103,10 +107,11 @@ public struct RouteRule: Sendable, Equatable, Codable {
         self.stickiness = stickiness
         self.mirror = mirror
         self.replacePrefix = replacePrefix
+        self.experiment = experiment
     }
 
     private enum CodingKeys: String, CodingKey {
-        case name, host, pathPrefix, backends, headerRules, stickiness, mirror, replacePrefix
+        case name, host, pathPrefix, backends, headerRules, stickiness, mirror, replacePrefix, experiment
     }
 
     /// Decoding checks what the initializer checks: a routing file cannot smuggle in bad weights.
@@ -120,7 +125,8 @@ public struct RouteRule: Sendable, Equatable, Codable {
             headerRules: c.decodeIfPresent([HeaderRule].self, forKey: .headerRules) ?? [],
             stickiness: c.decodeIfPresent(Stickiness.self, forKey: .stickiness),
             mirror: c.decodeIfPresent(MirrorRule.self, forKey: .mirror),
-            replacePrefix: c.decodeIfPresent(String.self, forKey: .replacePrefix)
+            replacePrefix: c.decodeIfPresent(String.self, forKey: .replacePrefix),
+            experiment: c.decodeIfPresent(ExperimentRule.self, forKey: .experiment)
         )
     }
 
@@ -157,6 +163,18 @@ public struct HeaderRule: Sendable, Equatable, Codable {
     public init(header: HeaderMatch, version: String) {
         self.header = header
         self.version = version
+    }
+}
+
+/// An experiment on a route: the proxy records each request's variant for `window` (DESIGN.md §8).
+public struct ExperimentRule: Sendable, Equatable, Codable {
+    /// The experiment's id: exposures carry it, and it salts the assignment hash.
+    public var id: String
+    public var windowMilliseconds: Int64
+
+    public init(id: String, windowMilliseconds: Int64) {
+        self.id = id
+        self.windowMilliseconds = windowMilliseconds
     }
 }
 

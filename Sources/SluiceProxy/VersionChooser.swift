@@ -26,7 +26,7 @@ enum VersionChooser {
             case .cookie(let name): cookie(name)
             }
             if let key, !key.isEmpty {
-                return backend(route, forBucket: bucket(of: key))
+                return backend(route, forBucket: bucket(of: key, salt: route.experiment?.id))
             }
         }
         return backend(route, forBucket: rng.next(upperBound: bucketCount))
@@ -44,8 +44,13 @@ enum VersionChooser {
     }
 
     /// FNV-1a: stable across processes and restarts, unlike `Hasher`, so a user keeps their version.
-    static func bucket(of key: Substring) -> UInt64 {
+    /// An experiment's id salts it, so each experiment splits users independently of the others.
+    static func bucket(of key: Substring, salt: String? = nil) -> UInt64 {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in (salt.map { $0 + "\u{0}" } ?? "").utf8 {
+            hash ^= UInt64(byte)
+            hash &*= 0x0000_0100_0000_01b3
+        }
         for byte in key.utf8 {
             hash ^= UInt64(byte)
             hash &*= 0x0000_0100_0000_01b3

@@ -39,6 +39,12 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Bearer token the admin API requires (except /healthz and /readyz). Default: $SLUICE_ADMIN_TOKEN.", valueName: "token"))
     var adminToken: String?
 
+    @Option(name: .long, help: ArgumentHelp("Bearer token good for POST /api/v1/feedback only, for applications that report experiment outcomes. The admin token works there too. Default: $SLUICE_FEEDBACK_TOKEN.", valueName: "token"))
+    var feedbackToken: String?
+
+    @Option(name: .long, help: ArgumentHelp("Experiment exposures each event loop remembers for feedback (about 200 bytes each). When full the oldest go first, counted in sluice_exposures_dropped_total.", valueName: "n"))
+    var exposureCapacity: Int = ProxyConfiguration().exposureCapacity
+
     @Option(name: .long, help: "Event loops (threads) serving traffic. Default: one per core.")
     var eventLoops: Int = System.coreCount
 
@@ -56,6 +62,7 @@ struct RunCommand: AsyncParsableCommand {
                                                              : "--admin needs HOST:PORT or http://HOST:PORT, got '\(admin)'")
         }
         guard eventLoops >= 1 else { throw ValidationError("--event-loops must be at least 1") }
+        guard (1...100_000_000).contains(exposureCapacity) else { throw ValidationError("--exposure-capacity must be from 1 to 100000000") }
     }
 
     func run() async throws {
@@ -66,6 +73,7 @@ struct RunCommand: AsyncParsableCommand {
         configuration.host = address.host
         configuration.port = address.port
         configuration.eventLoops = eventLoops
+        configuration.exposureCapacity = exposureCapacity
         let proxy = ProxyServer(configuration: configuration, logger: logger)
         let store: SQLiteStatusStore
         do {
@@ -78,7 +86,7 @@ struct RunCommand: AsyncParsableCommand {
         let reconciler = Reconciler(
             manifests: manifests, strategies: strategies ?? SpecFiles.defaultStrategiesDirectory(),
             store: store, router: ProxyTrafficRouter(proxy: proxy), proxyMetrics: proxy.metrics,
-            tripwireEvents: proxy.tripwireEvents, registry: exporter.registry, logger: logger
+            tripwireEvents: proxy.tripwireEvents, registry: exporter.registry, exposures: proxy, logger: logger
         )
         let proxyService = ProxyService(server: proxy) { server in
             print("sluice run: state in \(store.path)")
@@ -92,7 +100,8 @@ struct RunCommand: AsyncParsableCommand {
         }
         let adminApp = AdminAPI.buildApplication(
             reconciler: reconciler, exporter: exporter,
-            host: adminAddress.host, port: adminAddress.port, token: token, logger: logger
+            host: adminAddress.host, port: adminAddress.port, token: token,
+            feedbackToken: feedbackToken ?? ProcessInfo.processInfo.environment["SLUICE_FEEDBACK_TOKEN"], logger: logger
         ) { port in
             print("sluice run: admin API on \(adminAddress.host):\(port)")
             fflush(nil)

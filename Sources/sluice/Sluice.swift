@@ -14,7 +14,7 @@ struct Sluice: AsyncParsableCommand {
         version: "0.1.0",
         subcommands: [
             DemoCommand.self, ValidateCommand.self, RunCommand.self, StatusCommand.self, PromoteCommand.self, AbortCommand.self,
-            RetryCommand.self, HistoryCommand.self, ModelServerCommand.self, ProxyCommand.self, LoadCommand.self, SimulateCommand.self,
+            RetryCommand.self, HistoryCommand.self, ExperimentCommand.self, ModelServerCommand.self, ProxyCommand.self, LoadCommand.self, SimulateCommand.self,
         ]
     )
 

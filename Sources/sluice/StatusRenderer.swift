@@ -35,6 +35,9 @@ enum StatusRenderer {
         }
         guard !rows.isEmpty else { return "no deployments" }
         var text = columns([header] + rows)
+        for view in views {
+            if let experiment = view.experiment { text += "\n\n\(view.name): \(experiment)" }
+        }
         for view in views where !view.analysis.isEmpty {
             text += "\n\n" + analysis(view)
         }
@@ -77,6 +80,7 @@ enum StatusRenderer {
               steps    \(bar) \(view.candidate == nil ? "done" : "\(view.step)/\(view.steps)")
               \(view.message)
             """ + view.analysis.map { "\n  \($0.verdict.padding(toLength: 12, withPad: " ", startingAt: 0)) \($0.metric): \($0.reason)" }.joined()
+            + (view.experiment.map { "\n  \($0)" } ?? "")
             + view.specErrors.map { "\n  ! \($0)" }.joined()
             + (view.fault.map { "\n  ! \($0)" } ?? "")
     }
