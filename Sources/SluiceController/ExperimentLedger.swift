@@ -32,6 +32,9 @@ actor ExperimentLedger {
     typealias Refusal = FeedbackRefusal
 
     private var tracked: [String: Tracked] = [:]
+    /// The goal metric of every deployment whose strategy is an experiment, running or not: feedback
+    /// for one of these is never refused as unknown (it arrived late, or early), only unmatched.
+    private var declared: [String: String] = [:]
     private let exposures: (any ExposureSource)?
     private let store: any ExperimentEvidenceStore
     private let readings: AsyncStream<(deployment: String, reading: ExperimentReading)>.Continuation
@@ -57,6 +60,7 @@ actor ExperimentLedger {
 
     /// After each saved plan: follows the deployment's experiment while it runs, and stops when it ends.
     func track(_ deployment: String, status: RolloutStatus, strategy: StrategySpec) async {
+        if case .experiment(let spec) = strategy { declared[deployment] = spec.goal.metric } else { declared[deployment] = nil }
         guard case .experiment(let spec) = strategy, let experiment = status.experiment, experiment.isRunning, status.candidate != nil else {
             tracked = tracked.filter { $0.value.deployment != deployment }
             return
@@ -88,6 +92,7 @@ actor ExperimentLedger {
     }
 
     func forget(_ deployment: String) {
+        declared[deployment] = nil
         tracked = tracked.filter { $0.value.deployment != deployment }
     }
 
@@ -107,10 +112,11 @@ actor ExperimentLedger {
         for (id, entry) in tracked { experimentsByMetric[entry.strategy.goal.metric, default: []].append(id) }
         for (index, item) in items.enumerated() {
             let at = items.count > 1 ? "item \(index): " : ""
-            guard let ids = experimentsByMetric[item.metric] else {
-                let known = experimentsByMetric.keys.sorted()
-                throw .invalid("\(at)no experiment in progress takes metric '\(item.metric)'" + (known.isEmpty ? "; none is running" : "; running ones take: \(known.joined(separator: ", "))"))
+            guard declared.values.contains(item.metric) else {
+                let known = Set(declared.values).sorted()
+                throw .invalid("\(at)unknown metric '\(item.metric)': no experiment takes it" + (known.isEmpty ? "; no deployment runs an experiment" : "; experiments take: \(known.joined(separator: ", "))"))
             }
+            let ids = experimentsByMetric[item.metric] ?? []
             if ids.contains(where: { tracked[$0]?.strategy.goal.kind == .binary }), item.value != 0, item.value != 1 {
                 throw .invalid("\(at)value \(item.value) is out of range: '\(item.metric)' is a binary goal, 0 or 1")
             }

@@ -151,8 +151,14 @@ public enum ModelServer {
         return 1 / (1 + exp(-z))
     }
 
+    /// The response header that carries a simulated outcome's probability (`conversion`): hidden from
+    /// the body, read by `sluice load --feedback`.
+    public static let conversionHeader = "x-sluice-simulated-conversion"
+
+    /// - Parameter conversion: when set, every answer carries this probability of a simulated
+    ///   conversion in `conversionHeader`, for experiment demos and tests.
     public static func buildApplication(
-        name: String, version: String, host: String, port: Int, faults: Faults,
+        name: String, version: String, host: String, port: Int, faults: Faults, conversion: Double? = nil,
         logger: Logger = Logger(label: "sluice.model-server"), onRunning: @escaping @Sendable (Int) -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let state = NIOLockedValueBox(faults)
@@ -194,20 +200,25 @@ public enum ModelServer {
                     return ModelServer.error(.internalServerError, "injected failure (error rate \(faults.errorRate))")
                 }
                 let score = Self.score(values, version: version)
+                var extra = HTTPFields()
+                if let conversion { extra[HTTPField.Name(conversionHeader)!] = String(conversion) }
                 let binary = decoded.parameters?.binary_data_output == true
                     || decoded.outputs?.first { $0.name == "score" }?.parameters?.binary_data == true
                 guard binary else {
-                    return try json(.ok, InferResponse(model_name: name, model_version: version, id: decoded.id,
-                                                       outputs: [Tensor(name: "score", shape: [1], datatype: "FP64", data: [score])]))
+                    var response = try json(.ok, InferResponse(model_name: name, model_version: version, id: decoded.id,
+                                                                outputs: [Tensor(name: "score", shape: [1], datatype: "FP64", data: [score])]))
+                    response.headers.append(contentsOf: extra)
+                    return response
                 }
                 let header = try JSONEncoder().encode(InferResponse(
                     model_name: name, model_version: version, id: decoded.id,
                     outputs: [Tensor(name: "score", shape: [1], datatype: "FP64", parameters: Parameters(binary_data_size: 8))]))
                 var out = ByteBuffer(bytes: header)
                 out.writeInteger(score.bitPattern, endianness: .little)
-                return Response(status: .ok, headers: [.contentType: "application/octet-stream",
-                                                       HTTPField.Name("Inference-Header-Content-Length")!: String(header.count)],
-                                body: .init(byteBuffer: out))
+                var headers: HTTPFields = [.contentType: "application/octet-stream",
+                                           HTTPField.Name("Inference-Header-Content-Length")!: String(header.count)]
+                headers.append(contentsOf: extra)
+                return Response(status: .ok, headers: headers, body: .init(byteBuffer: out))
             }
         }
         router.get("/control") { _, _ -> Response in try json(.ok, state.withLockedValue { $0 }) }

@@ -17,6 +17,12 @@ struct LoadCommand: AsyncParsableCommand {
             timeout) are reported on standard error once a second as they happen. At the end it prints, \
             per version (the x-sluice-version header), the responses, the 5xx count, and the times of the \
             first and last response, with the failed, not sent and cancelled requests, as JSON.
+
+            With --feedback METRIC it also plays the application of an experiment: every response that \
+            carries a simulated conversion probability (sluice model-server --conversion P) converts with \
+            that probability, and the outcome (1 or 0) is posted to the admin API's /api/v1/feedback by \
+            the response's x-request-id, in batches, with the feedback token. --units N sends each request \
+            as one of N users (--unit-header, default x-user-id) for experiments that assign by unit.
             """
     )
 
@@ -26,12 +32,20 @@ struct LoadCommand: AsyncParsableCommand {
     @Option(help: "Requests in flight at most.") var connections = 32
     @Option(name: .customLong("header"), help: ArgumentHelp("A header to send with every request, as NAME:VALUE (repeatable), such as x-sluice-preview:true or host:recs.internal.", valueName: "name:value"))
     var headers: [String] = []
+    @Option(help: ArgumentHelp("Post simulated outcomes as feedback for this metric (see above).", valueName: "metric")) var feedback: String?
+    @Option(help: ArgumentHelp("Send each request as one of this many users, in --unit-header.", valueName: "n")) var units: Int?
+    @Option(help: ArgumentHelp("The header that names the user with --units.", valueName: "name")) var unitHeader = "x-user-id"
+    @Option(help: ArgumentHelp("Seed of the simulated outcomes and users. Default: random.", valueName: "n")) var seed: UInt64?
+    @Option(name: .long, help: ArgumentHelp("Token for /api/v1/feedback. Default: $SLUICE_FEEDBACK_TOKEN, else the admin token.", valueName: "token"))
+    var feedbackToken: String?
+    @OptionGroup var admin: AdminOptions
 
     func validate() throws {
         guard url.hasPrefix("http://") || url.hasPrefix("https://") else { throw ValidationError("--url must be an http(s) URL") }
         guard (1...100_000).contains(rate) else { throw ValidationError("--rate must be 1 to 100000") }
         guard duration >= 1 else { throw ValidationError("--duration must be at least 1 second") }
         guard (1...1024).contains(connections) else { throw ValidationError("--connections must be 1 to 1024") }
+        if let units, units < 1 { throw ValidationError("--units must be at least 1") }
         for header in headers {
             guard let colon = header.firstIndex(of: ":"), colon != header.startIndex,
                   header[..<colon].allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
@@ -67,17 +81,27 @@ struct LoadCommand: AsyncParsableCommand {
         configuration.timeout.connect = .seconds(2)
         let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
         let body = #"{"inputs": [{"name": "features", "shape": [3], "datatype": "FP64", "data": [0.2, 1.0, -0.5]}]}"#
+        let random = NIOLockedValueBox(SeededGenerator(seed: seed ?? UInt64.random(in: .min ... .max)))
+        let outcomes = FeedbackSender(url: admin.baseURL + "/api/v1/feedback",
+                                      token: feedbackToken ?? ProcessInfo.processInfo.environment["SLUICE_FEEDBACK_TOKEN"] ?? admin.token, client: client)
+        let (feedback, units, unitHeader) = (feedback, units, unitHeader)
         let send: @Sendable () async -> Void = {
             var request = HTTPClientRequest(url: url)
             request.method = .POST
             request.headers.add(name: "content-type", value: "application/json")
             for (name, value) in extraHeaders { request.headers.replaceOrAdd(name: name, value: value) }
+            if let units { request.headers.replaceOrAdd(name: unitHeader, value: "user-\(random.withLockedValue { $0.next() % UInt64(units) })") }
             request.body = .bytes(ByteBuffer(string: body))
             do {
                 let response = try await client.execute(request, timeout: .seconds(10))
                 _ = try await response.body.collect(upTo: 1 << 20)
                 let now = Date().timeIntervalSince1970
                 let version = response.headers.first(name: "x-sluice-version") ?? "-"
+                if let feedback, response.status.code < 500, let id = response.headers.first(name: "x-request-id"),
+                   let probability = response.headers.first(name: "x-sluice-simulated-conversion").flatMap(Double.init) {
+                    let converted = random.withLockedValue { Double($0.next() >> 11) / Double(1 << 53) } < probability
+                    outcomes.add(requestID: id, metric: feedback, value: converted ? 1 : 0)
+                }
                 tallies.withLockedValue { all in
                     var tally = all[version] ?? VersionTally(first: now)
                     tally.responses += 1
@@ -141,6 +165,12 @@ struct LoadCommand: AsyncParsableCommand {
                 }
             }
         }
+        let poster = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(200))
+                await outcomes.flush()
+            }
+        }
         let signals = Task {
             for await _ in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
                 schedule.cancel()
@@ -150,15 +180,22 @@ struct LoadCommand: AsyncParsableCommand {
         await schedule.value
         signals.cancel()
         progress.cancel()
+        poster.cancel()
+        await outcomes.flush()
         try? await client.shutdown()
         let versions = tallies.withLockedValue { $0 }.mapValues { tally -> [String: Any] in
             ["responses": tally.responses, "errors": tally.errors, "first": tally.first, "last": tally.last]
         }
         let failed = failures.withLockedValue { $0 }
-        let report: [String: Any] = [
+        var report: [String: Any] = [
             "versions": versions, "failedRequests": failed.failed, "notSent": failed.notSent, "cancelledAtEnd": failed.cancelled,
             "seconds": Double((clock.now - start).components.attoseconds) / 1e18 + Double((clock.now - start).components.seconds),
         ]
+        if feedback != nil {
+            let sent = outcomes.totals
+            report["feedback"] = ["accepted": sent.accepted, "duplicates": sent.duplicates, "unmatched": sent.unmatched,
+                                  "failedPosts": sent.failedPosts, "lastError": sent.lastError]
+        }
         print(String(decoding: try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys]), as: UTF8.self))
     }
 
@@ -175,5 +212,98 @@ struct LoadCommand: AsyncParsableCommand {
             failed += 1
             last = "\(error)"
         }
+    }
+}
+
+/// Simulated outcomes waiting to be posted, and what the feedback endpoint said of those posted.
+final class FeedbackSender: Sendable {
+    struct Totals: Sendable {
+        var accepted = 0
+        var duplicates = 0
+        var unmatched = 0
+        var failedPosts = 0
+        var lastError = ""
+    }
+
+    let url: String
+    let token: String?
+    let client: HTTPClient
+    private struct Item: Encodable {
+        var requestId: String
+        var metric: String
+        var value: Double
+    }
+
+    private let pending = NIOLockedValueBox<[Item]>([])
+    private let sums = NIOLockedValueBox(Totals())
+
+    init(url: String, token: String?, client: HTTPClient) {
+        self.url = url
+        self.token = token
+        self.client = client
+    }
+
+    var totals: Totals { sums.withLockedValue { $0 } }
+
+    func add(requestID: String, metric: String, value: Double) {
+        pending.withLockedValue { $0.append(Item(requestId: requestID, metric: metric, value: value)) }
+    }
+
+    /// Posts what is pending, 1,000 items a request (the endpoint's limit).
+    func flush() async {
+        let items = pending.withLockedValue { items in
+            defer { items.removeAll() }
+            return items
+        }
+        var start = 0
+        while start < items.count {
+            let batch = Array(items[start..<min(start + 1_000, items.count)])
+            start += batch.count
+            var request = HTTPClientRequest(url: url)
+            request.method = .POST
+            request.headers.add(name: "content-type", value: "application/json")
+            if let token, !token.isEmpty { request.headers.add(name: "authorization", value: "Bearer \(token)") }
+            do {
+                request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(batch)))
+                let response = try await client.execute(request, timeout: .seconds(10))
+                let body = try await response.body.collect(upTo: 1 << 20)
+                guard response.status == .accepted,
+                      let receipt = try JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any] else {
+                    throw FeedbackFailure(message: "\(response.status.code) \(String(buffer: body))")
+                }
+                sums.withLockedValue {
+                    $0.accepted += receipt["accepted"] as? Int ?? 0
+                    $0.duplicates += receipt["duplicates"] as? Int ?? 0
+                    $0.unmatched += receipt["unmatched"] as? Int ?? 0
+                }
+            } catch {
+                sums.withLockedValue {
+                    $0.failedPosts += 1
+                    $0.lastError = "\(error)"
+                }
+            }
+        }
+    }
+
+    struct FeedbackFailure: Error, CustomStringConvertible {
+        var message: String
+        var description: String { message }
+    }
+}
+
+/// SplitMix64: the load's simulated outcomes and users, repeatable with --seed.
+struct SeededGenerator: RandomNumberGenerator {
+    private var state: UInt64
+
+    init(seed: UInt64) {
+        state = seed
+    }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9e37_79b9_7f4a_7c15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
     }
 }

@@ -27,6 +27,8 @@ struct ModelServerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Address to bind.") var host: String = "127.0.0.1"
     @Option(name: .long, help: "Fraction of inference requests answered 500, 0 to 1.") var errorRate: Double = 0
     @Option(name: .long, help: ArgumentHelp("Latency added to each inference, in milliseconds.", valueName: "ms")) var latency: Int = 0
+    @Option(name: .long, help: ArgumentHelp("Simulate an outcome for experiments: each answer carries this probability of a conversion in the x-sluice-simulated-conversion header, which sluice load --feedback turns into feedback.", valueName: "p"))
+    var conversion: Double?
 
     func validate() throws {
         guard modelVersion != nil || legacyVersion != nil else { throw ValidationError("Missing expected argument '--model-version <version>'") }
@@ -34,6 +36,7 @@ struct ModelServerCommand: AsyncParsableCommand {
             throw ValidationError("--model-version \(modelVersion) and --version \(legacyVersion) disagree; give one")
         }
         guard (0...1).contains(errorRate) else { throw ValidationError("--error-rate must be between 0 and 1") }
+        if let conversion, !(0...1).contains(conversion) { throw ValidationError("--conversion must be between 0 and 1") }
         guard latency >= 0 else { throw ValidationError("--latency must not be negative") }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535") }
     }
@@ -43,7 +46,7 @@ struct ModelServerCommand: AsyncParsableCommand {
         logger.logLevel = .warning
         let app = ModelServer.buildApplication(
             name: name, version: version, host: host, port: port,
-            faults: .init(errorRate: errorRate, latencyMs: latency), logger: logger
+            faults: .init(errorRate: errorRate, latencyMs: latency), conversion: conversion, logger: logger
         ) { [name, version, host] port in
             print("model-server \(name) \(version) on \(host):\(port)")
             fflush(nil)

@@ -15,6 +15,8 @@ final class AnalysisHarness: Sendable {
     let adminPort: Int
     let models: [RunningSluice]
     let modelPorts: [String: Int]
+    /// The arguments `sluice run` was started with, for `restart()`.
+    let runArguments: [String]
     private let traffic = NIOLockedValueBox<[Task<Void, Never>]>([])
     /// Every response the traffic saw: when, its status, and the version that served it.
     let responses = NIOLockedValueBox<[(at: Date, status: Int, version: String?)]>([])
@@ -23,8 +25,9 @@ final class AnalysisHarness: Sendable {
 
     /// Starts a model server per `(version, extra arguments)`; their ports go to `manifest`, which is
     /// written before `sluice run` starts.
-    /// `state` is the state directory, `work/state` unless given.
-    static func start(models specs: [(String, [String])], state: URL? = nil, manifest: ([String: Int]) -> String) async throws -> AnalysisHarness {
+    /// `state` is the state directory, `work/state` unless given; `extraArguments` go to `sluice run`.
+    static func start(models specs: [(String, [String])], state: URL? = nil, extraArguments: [String] = [],
+                      manifest: ([String: Int]) -> String) async throws -> AnalysisHarness {
         var models: [RunningSluice] = []
         var ports: [String: Int] = [:]
         for (version, extra) in specs {
@@ -36,16 +39,30 @@ final class AnalysisHarness: Sendable {
         let manifests = work.appendingPathComponent("manifests")
         try FileManager.default.createDirectory(at: manifests, withIntermediateDirectories: true)
         try manifest(ports).write(to: manifests.appendingPathComponent("scorer.yaml"), atomically: true, encoding: .utf8)
-        let sluice = try RunningSluice(["run", "--manifests", manifests.path, "--state", (state ?? work.appendingPathComponent("state")).path,
-                                        "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--event-loops", "1"], in: work)
+        let arguments = ["run", "--manifests", manifests.path, "--state", (state ?? work.appendingPathComponent("state")).path,
+                         "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--event-loops", "1"] + extraArguments
+        let sluice = try RunningSluice(arguments, in: work)
         let proxyPort = try await sluice.port(after: "proxy on")
         let adminPort = try await sluice.port(after: "admin API on")
         return AnalysisHarness(group: MultiThreadedEventLoopGroup(numberOfThreads: 1), work: work, sluice: sluice,
-                               proxyPort: proxyPort, adminPort: adminPort, models: models, modelPorts: ports)
+                               proxyPort: proxyPort, adminPort: adminPort, models: models, modelPorts: ports, runArguments: arguments)
+    }
+
+    /// Stops `sluice run` (SIGTERM) and starts it again with the same arguments and state; the model
+    /// servers go on. Use the harness returned from then on.
+    func restart() async throws -> AnalysisHarness {
+        await stopTraffic()
+        try await sluice.stop()
+        let sluice = try RunningSluice(runArguments, in: work)
+        let proxyPort = try await sluice.port(after: "proxy on")
+        let adminPort = try await sluice.port(after: "admin API on")
+        return AnalysisHarness(group: group, work: work, sluice: sluice, proxyPort: proxyPort, adminPort: adminPort,
+                               models: models, modelPorts: modelPorts, runArguments: runArguments)
     }
 
     private init(group: MultiThreadedEventLoopGroup, work: URL, sluice: RunningSluice, proxyPort: Int, adminPort: Int,
-                 models: [RunningSluice], modelPorts: [String: Int]) {
+                 models: [RunningSluice], modelPorts: [String: Int], runArguments: [String]) {
+        self.runArguments = runArguments
         self.modelPorts = modelPorts
         self.group = group
         self.work = work
