@@ -245,12 +245,20 @@ def preset_docs(name):
                       "versions": [{"name": "v1", "endpoints": ["http://127.0.0.1:1"]}, {"name": "v2", "endpoints": ["http://127.0.0.1:2"]}],
                       "strategy": {"template": name}}}]
 
+def is_experiment(docs):
+    # Experiments are judged on feedback, not rolled out: their A/A runs (false winners) are in
+    # bench/experiment.sh.
+    return any("experiment" in json.dumps(d.get("spec", {}).get("strategy", d.get("spec", {}))) for d in docs)
+
 configs = []
 for path in sorted(glob.glob("manifests/*.yaml")):
-    configs.append((os.path.basename(path)[:-5], load_docs(path)))
+    docs = load_docs(path)
+    if not is_experiment(docs):
+        configs.append((os.path.basename(path)[:-5], docs))
 for path in sorted(glob.glob("strategies/*.yaml")):
-    name = load_docs(path)[0]["metadata"]["name"]
-    configs.append((f"preset {name}", preset_docs(name)))
+    docs = load_docs(path)
+    if not is_experiment(docs):
+        configs.append((f"preset {docs[0]['metadata']['name']}", preset_docs(docs[0]["metadata"]["name"])))
 if only:
     wanted = only.split(",")
     configs = [c for c in configs if c[0] in wanted or c[0].replace("preset ", "") in wanted]

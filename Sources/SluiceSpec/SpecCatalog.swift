@@ -148,14 +148,16 @@ public struct SpecCatalog: Sendable {
         }
         if case .experiment(let experiment) = spec {
             let known = deployment.versions.map(\.name)
-            for challenger in experiment.challengers where !known.contains(challenger) {
-                diagnostics.append(Self.diagnostic(
-                    "experiment challenger '\(challenger)' is not in spec.versions (\(known.joined(separator: ", ")))", origin.template ?? origin.strategy))
+            // An inline experiment is blamed at the entry; a template's at the deployment's reference to it.
+            func place(_ index: Int) -> Place {
+                origin.template ?? (index < origin.challengers.count ? origin.challengers[index] : origin.strategy)
+            }
+            for (index, challenger) in experiment.challengers.enumerated() where !known.contains(challenger) {
+                diagnostics.append(Self.diagnostic("experiment challenger '\(challenger)' is not in spec.versions (\(known.joined(separator: ", ")))", place(index)))
                 return nil
             }
-            if experiment.challengers.contains(deployment.version) {
-                diagnostics.append(Self.diagnostic(
-                    "experiment challenger '\(deployment.version)' is spec.version, which is a challenger already", origin.template ?? origin.strategy))
+            if let index = experiment.challengers.firstIndex(of: deployment.version) {
+                diagnostics.append(Self.diagnostic("experiment challenger '\(deployment.version)' is spec.version, which is a challenger already", place(index)))
                 return nil
             }
         }

@@ -20,6 +20,8 @@ struct DeploymentOrigin: Sendable {
     var pathPrefix: Place
     var template: Place?
     var strategy: Place
+    /// An inline experiment's `challengers` entries, in order.
+    var challengers: [Place] = []
 }
 
 extension SpecReader {
@@ -59,8 +61,14 @@ extension SpecReader {
             var result = deployment
             result.name = metadata.name
             result.labels = metadata.labels
+            var challengers: [Place] = []
+            if let list = origin.strategy.child("experiment")?.child("challengers"), case .sequence(let nodes) = list.node {
+                challengers = nodes.enumerated().map { index, node in
+                    place(SpecValue(node: node, path: list.path.appending(index: index), keyMark: node.mark))
+                }
+            }
             return .deployment(result, DeploymentOrigin(name: place(metadata.nameValue), pathPrefix: place(origin.route.child("pathPrefix") ?? origin.route),
-                                                        template: origin.template.map(place), strategy: place(origin.strategy)))
+                                                        template: origin.template.map(place), strategy: place(origin.strategy), challengers: challengers))
         case .strategy:
             let spec: StrategySpec? = top.required("spec") { value in
                 fields(value, keys: Self.strategyKinds).flatMap { strategySpec($0, what: "a Strategy spec") }

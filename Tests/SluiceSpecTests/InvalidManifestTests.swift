@@ -37,7 +37,7 @@ struct ExampleManifestTests {
         #expect(Fixtures.strategies.count >= 4)
         let catalog = SpecCatalog(manifests: Fixtures.manifests, strategies: Fixtures.strategies)
         #expect(catalog.diagnostics == [])
-        #expect(Set(catalog.deployments.keys) == ["fraud-scorer", "recommender", "churn-predictor", "defect-detector", "ocr"])
+        #expect(Set(catalog.deployments.keys) == ["fraud-scorer", "recommender", "churn-predictor", "defect-detector", "ocr", "ranker"])
         #expect(Set(catalog.templates.keys).isSuperset(of: ["progressive-canary", "conservative-canary", "fast-canary", "blue-green-preview", "vision-canary"]))
     }
 
