@@ -107,28 +107,7 @@ struct DocsTests {
         script = "set -x\nexport SLUICE_LISTEN=127.0.0.1:\(ports[0]) SLUICE_ADMIN=127.0.0.1:\(ports[1])\n" + script
         let file = work.appendingPathComponent("walkthrough.sh")
         try script.write(to: file, atomically: true, encoding: .utf8)
-
-        let shell = Process()
-        shell.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
-        shell.arguments = ["bash", file.path]
-        shell.currentDirectoryURL = work.appendingPathComponent("repo")
-        let output = work.appendingPathComponent("output.txt")
-        FileManager.default.createFile(atPath: output.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: output)
-        shell.standardOutput = handle
-        shell.standardError = handle
-        try shell.run()
-        // The script runs in a session of its own; whatever it leaves behind is killed with it.
-        defer { kill(-shell.processIdentifier, SIGKILL) }
-        let clock = ContinuousClock()
-        let deadline = clock.now + .seconds(480)
-        func printed() -> String { (try? String(contentsOf: output, encoding: .utf8)) ?? "" }
-        // A port taken between the probe and the bind ends `sluice run` at once; `status --watch` would
-        // then wait its hour for it. Stop there, and say so.
-        while shell.isRunning && clock.now < deadline && !printed().contains("Error: cannot listen") { try await Task.sleep(for: .milliseconds(200)) }
-        let finished = !shell.isRunning
-        let text = (try? String(contentsOf: output, encoding: .utf8)) ?? ""
-        #expect(finished, "the walkthrough did not finish in 8 minutes:\n\(text)")
+        let text = try await Self.runScript(file, in: work.appendingPathComponent("repo"), output: work.appendingPathComponent("output.txt"))
 
         #expect(text.contains("x-sluice-version: v1"), "the first request reached v1:\n\(text)")
         #expect(text.contains("fraud-scorer waits for a person: sluice promote fraud-scorer"), "the watch returned at the pause for promote:\n\(text)")
@@ -136,6 +115,56 @@ struct DocsTests {
         #expect(text.contains("rolled back v3: "), "v3 was rolled back:\n\(text)")
         #expect(!text.contains("rolled back v2"), "no false rollback of v2:\n\(text)")
         #expect(!text.contains("error:"), "\(text)")
+    }
+
+    @Test("docs/experiments.md: trying it runs an A/B/n experiment to a held winner, then promotes it", .timeLimit(.minutes(10)))
+    func experimentsPage() async throws {
+        let block = try #require(Self.blocks(try Self.document("docs/experiments.md"), language: "sh", section: "## Trying it").first)
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-experiment-doc-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: work.appendingPathComponent("repo/manifests"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: work) }
+        let ports = try Self.freePorts(5)
+        let mapping = ["8080": ports[0], "9900": ports[1], "9301": ports[2], "9302": ports[3], "9303": ports[4]]
+        func localize(_ text: String) -> String {
+            var text = text
+            for (old, new) in mapping {
+                text = text.replacingOccurrences(of: ":\(old)", with: ":\(new)").replacingOccurrences(of: "--port \(old)", with: "--port \(new)")
+            }
+            return text.replacingOccurrences(of: "/tmp/", with: work.path + "/")
+        }
+        try localize(try Self.document("manifests/ranker.yaml")).write(to: work.appendingPathComponent("repo/manifests/ranker.yaml"), atomically: true, encoding: .utf8)
+        let script = "set -x\nexport SLUICE_LISTEN=127.0.0.1:\(ports[0]) SLUICE_ADMIN=127.0.0.1:\(ports[1])\n"
+            + localize(block).replacingOccurrences(of: "B=.build/debug/sluice", with: "B=\(SluiceBinary.url.path)")
+        let file = work.appendingPathComponent("experiment.sh")
+        try script.write(to: file, atomically: true, encoding: .utf8)
+        let text = try await Self.runScript(file, in: work.appendingPathComponent("repo"), output: work.appendingPathComponent("output.txt"))
+        #expect(text.contains("experiment ranker (ranker/v2@"), "the results were shown:\n\(text)")
+        #expect(text.contains(": winnerHeld"), "v2 won and was held:\n\(text)")
+        #expect(text.contains("ranker: promotion requested"), "\(text)")
+        #expect(text.range(of: #"ranker +Healthy +v2"#, options: .regularExpression) != nil, "v2 is stable:\n\(text)")
+        #expect(!text.contains("error:"), "\(text)")
+    }
+
+    /// Runs a doc's script in a session of its own (killed with whatever it left behind), for up to 8
+    /// minutes; returns what it printed. A port taken between the probe and the bind ends `sluice run`
+    /// at once, and a `--watch` would then wait its hour for it: it stops there, and says so.
+    static func runScript(_ file: URL, in directory: URL, output: URL) async throws -> String {
+        let shell = Process()
+        shell.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
+        shell.arguments = ["bash", file.path]
+        shell.currentDirectoryURL = directory
+        FileManager.default.createFile(atPath: output.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: output)
+        shell.standardOutput = handle
+        shell.standardError = handle
+        try shell.run()
+        defer { kill(-shell.processIdentifier, SIGKILL) }
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(480)
+        func printed() -> String { (try? String(contentsOf: output, encoding: .utf8)) ?? "" }
+        while shell.isRunning && clock.now < deadline && !printed().contains("Error: cannot listen") { try await Task.sleep(for: .milliseconds(200)) }
+        #expect(!shell.isRunning, "the script did not finish in 8 minutes:\n\(printed())")
+        return printed()
     }
 
     @Test("docs/proxy.md: `sluice proxy` serves the routing file the page shows")

@@ -13,7 +13,7 @@ struct ExperimentEndToEndTests {
     static let adminToken = "admin-9d21"
 
     /// An experiment manifest for `scorer`, v1 the control; `version` is spec.version.
-    static func manifest(version: String, ports: [String: Int], minSamples: Int = 100, guardrails: String = "", extra: String = "") -> String {
+    static func manifest(version: String, ports: [String: Int], minSamples: Int = 100, guardrails: String = "", assignment: String? = nil) -> String {
         let versions = ports.keys.sorted().map { "    - {name: \($0), endpoints: [\"http://127.0.0.1:\(ports[$0]!)\"]}" }.joined(separator: "\n")
         return """
         apiVersion: sluice/v1
@@ -33,19 +33,20 @@ struct ExperimentEndToEndTests {
                 direction: increase
               minSamples: \(minSamples)
               maxDuration: 1h
+        \(assignment.map { "      assignment: {header: \($0)}" } ?? "")
         \(guardrails.isEmpty ? "" : "      guardrailInterval: 1s\n      guardrails:\n" + guardrails.split(separator: "\n").map { "        " + $0 }.joined(separator: "\n"))
-        \(extra)
         """
     }
 
     /// Starts v1 stable, then moves spec.version to v2 and waits for the experiment to run.
-    static func startExperiment(v1: [String] = [], v2: [String] = [], minSamples: Int = 100, guardrails: String = "") async throws -> AnalysisHarness {
+    static func startExperiment(v1: [String] = [], v2: [String] = [], minSamples: Int = 100, guardrails: String = "",
+                                assignment: String? = nil) async throws -> AnalysisHarness {
         let harness = try await AnalysisHarness.start(models: [("v1", v1), ("v2", v2)],
                                                       extraArguments: ["--feedback-token", feedbackToken]) { ports in
-            manifest(version: "v1", ports: ports, minSamples: minSamples, guardrails: guardrails)
+            manifest(version: "v1", ports: ports, minSamples: minSamples, guardrails: guardrails, assignment: assignment)
         }
         _ = try await harness.waitFor("v1 stable") { $0["phase"] as? String == "Healthy" }
-        try harness.write(manifest(version: "v2", ports: harness.modelPorts, minSamples: minSamples, guardrails: guardrails))
+        try harness.write(manifest(version: "v2", ports: harness.modelPorts, minSamples: minSamples, guardrails: guardrails, assignment: assignment))
         _ = try await harness.waitFor("the experiment") { ($0["weights"] as? [String: Int]) == ["v1": 50, "v2": 50] }
         return harness
     }
@@ -82,11 +83,11 @@ struct ExperimentEndToEndTests {
         return out
     }
 
-    @Test("v2 converts better: real feedback from sluice load makes it win, and it is promoted with its lift and interval")
+    @Test("v2 converts better: real feedback from sluice load (5,000 sticky users) makes it win, and it is promoted with its lift and interval")
     func winnerPromoted() async throws {
-        let harness = try await Self.startExperiment(v1: ["--conversion", "0.10"], v2: ["--conversion", "0.30"])
+        let harness = try await Self.startExperiment(v1: ["--conversion", "0.10"], v2: ["--conversion", "0.30"], assignment: "x-user-id")
         let load = try RunningSluice(["load", "--url", "http://127.0.0.1:\(harness.proxyPort)/v2/models/scorer/infer", "--rate", "100",
-                                      "--duration", "120", "--connections", "8", "--feedback", "converted", "--seed", "7",
+                                      "--duration", "120", "--connections", "8", "--feedback", "converted", "--seed", "7", "--units", "5000",
                                       "--admin", "http://127.0.0.1:\(harness.adminPort)", "--feedback-token", Self.feedbackToken])
         let view = try await harness.waitFor("the winner promoted", timeout: .seconds(120)) { $0["stableVersion"] as? String == "v2" }
         load.signal(SIGINT)
@@ -100,7 +101,9 @@ struct ExperimentEndToEndTests {
         #expect((v2["lower"] as? Double ?? -1) > 0, "the interval excludes no difference: \(v2)")
         #expect((v2["lift"] as? Double ?? 0) > 0.05)
         #expect((v1["outcomes"] as? Int ?? 0) >= 100 && (v2["outcomes"] as? Int ?? 0) >= 100, "minSamples before any decision: \(v1) \(v2)")
-        #expect((v1["exposures"] as? Int ?? 0) >= (v1["outcomes"] as? Int ?? 0))
+        // Sticky users are counted once each: with 5,000 of them, far fewer exposures than requests.
+        #expect((v1["exposures"] as? Int ?? 0) > 0 && (v1["exposures"] as? Int ?? 0) <= 5_000)
+        #expect(experiment["assignment"] as? String == "header x-user-id")
         let events = try await harness.admin("/api/v1/events?deployment=scorer") as? [[String: Any]] ?? []
         let kinds = events.compactMap { ($0["event"] as? [String: Any])?["kind"] as? String }
         #expect(kinds.contains("promoted"), "\(kinds)")

@@ -13,7 +13,7 @@ struct ValidateCommandTests {
     func examplesValidate() async throws {
         let result = try await SluiceBinary.run(["validate", "manifests/"])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
-        #expect(result.stdout.contains("ok: 4 file(s), 5 deployment(s)"))
+        #expect(result.stdout.contains("ok: 5 file(s), 6 deployment(s)"))
     }
 
     @Test("each broken file exits 1 and prints its FILE:LINE:COLUMN: error: line", arguments: invalidFiles)

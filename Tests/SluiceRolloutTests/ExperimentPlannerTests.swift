@@ -182,6 +182,25 @@ struct ExperimentPlannerTests {
         #expect(d.weights == ["v1": 30, "v2": 70, "v3": 0])
     }
 
+    @Test("sluice promote before a decision promotes spec.version; abort ends the experiment with the control stable")
+    func commands() {
+        var d = Driver(Self.experiment(challengers: ["v3"]))
+        d.plan(at: Fixture.at(0))
+        d.plan(at: Fixture.at(10), Observations(command: .promote))
+        #expect(d.status!.stableVersion == "v2")
+        #expect(d.status!.experiment?.conclusion?.result == .winner)
+        #expect(d.status!.experiment?.conclusion?.reason.contains("before a decision") == true)
+
+        var e = Driver(Self.experiment())
+        e.plan(at: Fixture.at(0))
+        #expect(Planner.refusal(of: .abort, for: e.status!) == nil)
+        e.plan(at: Fixture.at(10), Observations(command: .abort))
+        #expect(e.phase == .degraded)
+        #expect(e.weights == ["v1": 100])
+        #expect(e.status!.experiment?.conclusion?.result == .stopped)
+        #expect(e.routing.experiment == nil)
+    }
+
     @Test("spec.version set back to the control stops the experiment at once")
     func cancelled() {
         var d = Driver(Self.experiment())
