@@ -7,6 +7,7 @@ import NIOCore
 import ServiceLifecycle
 import SluiceController
 import SluiceModelServer
+import SluiceAnalysis
 import SluiceProxy
 import SluiceRollout
 
@@ -20,16 +21,21 @@ struct DemoCommand: AsyncParsableCommand {
             directory) and steady traffic. Act 1 changes the manifest from v1 to v2 and shows the canary \
             moving step by step to 100%: the phase, the planned weights, the share of requests each version \
             really served, and each metric's verdict. Act 2 changes it to v3, whose analysis fails: Sluice \
-            sends all traffic back to v2 on its own and says which metric failed, with the values.
+            sends all traffic back to v2 on its own and says which metric failed, with the values. Act 3 \
+            runs an A/B experiment on a second model, ranker, whose v2 converts 7% of the time against \
+            v1's 5%: simulated users report conversions as feedback, and the results show v2 winning \
+            live, with its lift and confidence interval, before it is promoted.
             """
     )
 
     @Option(name: .long, help: ArgumentHelp("Seconds each canary step pauses.", valueName: "seconds")) var pause: Int = 4
     @Option(name: .long, help: "Requests per second of demo traffic.") var rate: Int = 100
+    @Option(name: .long, help: "Requests per second to the experiment of act 3 (it needs a few thousand outcomes per variant).") var experimentRate: Int = 400
 
     func validate() throws {
         guard (1...60).contains(pause) else { throw ValidationError("--pause must be 1 to 60 seconds") }
         guard (1...2000).contains(rate) else { throw ValidationError("--rate must be 1 to 2000") }
+        guard (10...4000).contains(experimentRate) else { throw ValidationError("--experiment-rate must be 10 to 4000") }
     }
 
     func run() async throws {
@@ -43,12 +49,19 @@ struct DemoCommand: AsyncParsableCommand {
 
         // Model servers on free ports.
         let ports = PortBox()
-        let models = ["v1", "v2", "v3"].map { version in
+        var models = ["v1", "v2", "v3"].map { version in
             // v3 is the regression of act 2.
             let faults = version == "v3" ? ModelServer.Faults(errorRate: 0.2) : ModelServer.Faults()
             return ModelServer.buildApplication(name: "fraud-scorer", version: version, host: "127.0.0.1", port: 0, faults: faults, logger: logger) { port in
                 ports.set(version, port)
             }
+        }
+        // Act 3's experiment: ranker v2 converts 2 points better than v1.
+        for (version, conversion) in [("v1", 0.05), ("v2", 0.07)] {
+            models.append(ModelServer.buildApplication(name: "ranker", version: version, host: "127.0.0.1", port: 0, faults: .init(),
+                                                       conversion: conversion, logger: logger) { port in
+                ports.set("ranker-" + version, port)
+            })
         }
         var configuration = ProxyConfiguration()
         configuration.port = 0
@@ -56,7 +69,7 @@ struct DemoCommand: AsyncParsableCommand {
         let proxy = ProxyServer(configuration: configuration, logger: logger)
         let store = try SQLiteStatusStore(directory: work.appendingPathComponent("state").path)
         let reconciler = Reconciler(manifests: manifests.path, strategies: nil, store: store, router: ProxyTrafficRouter(proxy: proxy),
-                                    proxyMetrics: proxy.metrics, tripwireEvents: proxy.tripwireEvents, logger: logger)
+                                    proxyMetrics: proxy.metrics, tripwireEvents: proxy.tripwireEvents, exposures: proxy, logger: logger)
         let services: [ServiceGroupConfiguration.ServiceConfiguration] = models.map { .init(service: $0) } + [
             .init(service: ProxyService(server: proxy)), .init(service: reconciler),
         ]
@@ -111,8 +124,117 @@ struct DemoCommand: AsyncParsableCommand {
 
             """)
         print(StatusRenderer.analysis(rolledBack))
-        print("\nTry it yourself: sluice run --manifests manifests/ (see README.md).")
         fflush(nil)
+        try await experimentAct(ports: ports, manifests: manifests, proxyPort: proxyPort, reconciler: reconciler)
+        print("\nTry it yourself: sluice run --manifests manifests/ (see README.md and docs/experiments.md).")
+        fflush(nil)
+    }
+
+    /// Act 3: an A/B experiment on `ranker`, v2 converting 7% against v1's 5%, judged on simulated
+    /// feedback, shown live until v2 wins and is promoted.
+    func experimentAct(ports: PortBox, manifests: URL, proxyPort: Int, reconciler: Reconciler) async throws {
+        let file = manifests.appendingPathComponent("ranker.yaml")
+        let endpoints = ["v1": try await ports.wait("ranker-v1"), "v2": try await ports.wait("ranker-v2")]
+        try experimentManifest(version: "v1", ports: endpoints).write(to: file, atomically: true, encoding: .utf8)
+        _ = try await waitFor { await reconciler.view(of: "ranker")?.phase == "Healthy" ? true : nil }
+        print("""
+
+            Act 3: an A/B experiment on a second model, ranker. Its v2 converts 7% of the time, v1 5%. The \
+            manifest changes to version: v2 with strategy experiment; users (simulated, \(experimentRate) requests/s) \
+            report each conversion to POST /api/v1/feedback, and Sluice tests v2 against v1 after every batch.
+
+            """)
+        fflush(nil)
+        let traffic = Task { await sendExperimentTraffic(port: proxyPort, reconciler: reconciler) }
+        defer { traffic.cancel() }
+        try experimentManifest(version: "v2", ports: endpoints).write(to: file, atomically: true, encoding: .utf8)
+        var lastLines = 0
+        let deadline = ContinuousClock.now + .seconds(300)
+        while ContinuousClock.now < deadline {
+            try await Task.sleep(for: .seconds(1))
+            guard let view = await reconciler.experimentView(of: "ranker") else { continue }
+            let text = ExperimentCommand.table(view)
+            if isatty(STDOUT_FILENO) != 0 && lastLines > 0 { print("\u{1B}[\(lastLines)F\u{1B}[J", terminator: "") }
+            print(text + (isatty(STDOUT_FILENO) == 0 ? "\n" : ""))
+            fflush(nil)
+            lastLines = text.split(separator: "\n", omittingEmptySubsequences: false).count
+            guard view.state == "running" || view.state == "holding" else {
+                traffic.cancel()
+                await traffic.value
+                print("\nThe experiment is over (\(view.state)): \(view.reason)")
+                if let status = await reconciler.view(of: "ranker") { print("ranker is \(status.phase): \(status.message)") }
+                return
+            }
+        }
+        throw ValidationError("the demo experiment did not finish in time")
+    }
+
+    func experimentManifest(version: String, ports: [String: Int]) -> String {
+        """
+        apiVersion: sluice/v1
+        kind: ModelDeployment
+        metadata: {name: ranker}
+        spec:
+          route: {pathPrefix: /v2/models/ranker}
+          version: \(version)
+          versions:
+            - {name: v1, endpoints: ["http://127.0.0.1:\(ports["v1"]!)"]}
+            - {name: v2, endpoints: ["http://127.0.0.1:\(ports["v2"]!)"]}
+          strategy:
+            experiment:
+              weight: 50
+              goal:
+                name: conversion
+                feedback: {metric: converted, kind: binary, window: 5m}
+                direction: increase
+              guardrails:
+                - {name: errors, builtin: errorRate, compareTo: stable}
+              minSamples: 500
+              maxDuration: 10m
+        """
+    }
+
+    /// Requests to `ranker` at `experimentRate`, each answer's simulated conversion drawn and reported as
+    /// feedback in batches, as an application would, until cancelled.
+    func sendExperimentTraffic(port: Int, reconciler: Reconciler) async {
+        let body = #"{"inputs": [{"name": "features", "shape": [3], "datatype": "FP64", "data": [0.2, 1.0, -0.5]}]}"#
+        let workers = 16
+        let interval = Duration.microseconds(Int64(1_000_000 * workers / experimentRate))
+        let pending = NIOLockedValueBox<[FeedbackItem]>([])
+        let random = NIOLockedValueBox(SeededGenerator(seed: 2026))
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(200))
+                    let batch = pending.withLockedValue { items in
+                        defer { items.removeAll() }
+                        return items
+                    }
+                    for start in stride(from: 0, to: batch.count, by: FeedbackParser.maxItems) {
+                        _ = try? await reconciler.feedback(Array(batch[start..<min(start + FeedbackParser.maxItems, batch.count)]))
+                    }
+                }
+            }
+            for _ in 0..<workers {
+                group.addTask {
+                    while !Task.isCancelled {
+                        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/v2/models/ranker/infer")
+                        request.method = .POST
+                        request.headers.add(name: "content-type", value: "application/json")
+                        request.body = .bytes(ByteBuffer(string: body))
+                        if let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(5)) {
+                            _ = try? await response.body.collect(upTo: 1 << 16)
+                            if let id = response.headers.first(name: "x-request-id"),
+                               let probability = response.headers.first(name: ModelServer.conversionHeader).flatMap(Double.init) {
+                                let converted = random.withLockedValue { $0.uniform() } < probability
+                                pending.withLockedValue { $0.append(FeedbackItem(subject: .request(id), metric: "converted", value: converted ? 1 : 0)) }
+                            }
+                        }
+                        try? await Task.sleep(for: interval)
+                    }
+                }
+            }
+        }
     }
 
     /// Redraws the live view every second until `done` holds for the deployment; returns its view.

@@ -99,7 +99,7 @@ struct LoadCommand: AsyncParsableCommand {
                 let version = response.headers.first(name: "x-sluice-version") ?? "-"
                 if let feedback, response.status.code < 500, let id = response.headers.first(name: "x-request-id"),
                    let probability = response.headers.first(name: "x-sluice-simulated-conversion").flatMap(Double.init) {
-                    let converted = random.withLockedValue { Double($0.next() >> 11) / Double(1 << 53) } < probability
+                    let converted = random.withLockedValue { $0.uniform() } < probability
                     outcomes.add(requestID: id, metric: feedback, value: converted ? 1 : 0)
                 }
                 tallies.withLockedValue { all in
@@ -305,5 +305,10 @@ struct SeededGenerator: RandomNumberGenerator {
         z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
         z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
         return z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1), from the top 53 bits.
+    mutating func uniform() -> Double {
+        Double(next() >> 11) / Double(1 << 53)
     }
 }

@@ -2,13 +2,16 @@ import Testing
 
 @Suite("sluice demo, through the real binary")
 struct DemoCommandTests {
-    @Test("the demo runs a canary from v1 to v2 to completion without errors, then rolls the failing v3 back on its own")
+    @Test("the demo runs a canary from v1 to v2 to completion without errors, rolls the failing v3 back on its own, then shows an experiment won by v2")
     func demo() async throws {
-        let result = try await SluiceBinary.run(["demo", "--pause", "1"], timeout: .seconds(180))
+        let result = try await SluiceBinary.run(["demo", "--pause", "1"], timeout: .seconds(420))
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         let acts = result.stdout.components(separatedBy: "Act 2:")
         #expect(acts.count == 2, "\(result.stdout)")
-        let act1 = acts[0], act2 = acts.last ?? ""
+        let act1 = acts[0], rest = acts.last ?? ""
+        let parts = rest.components(separatedBy: "Act 3:")
+        #expect(parts.count == 2, "\(result.stdout)")
+        let act2 = parts[0], act3 = parts.last ?? ""
         #expect(act1.contains("v2 is stable with all traffic"))
         // The steps show up live. With 1 s pauses a step can be shorter than the once-a-second redraw
         // (evidence gathered at 10% carries over), so any two of the four weights will do.
@@ -29,5 +32,10 @@ struct DemoCommandTests {
         }
         #expect(!errorCounts.isEmpty)
         #expect(errorCounts.allSatisfy { $0 == 0 }, "errors during the demo: \(errorCounts)")
+        // Act 3: the experiment shows its figures live and ends with v2 the winner, promoted.
+        #expect(act3.contains("experiment ranker (ranker/v2@"), "\(act3)")
+        #expect(act3.contains("decision: no clear difference yet") || act3.contains("each variant needs 500"), "undecided at first: \(act3)")
+        #expect(act3.contains("The experiment is over (winner): v2 won on conversion"), "\(act3)")
+        #expect(act3.contains("ranker is Healthy: v2 is stable"), "\(act3)")
     }
 }
