@@ -46,6 +46,11 @@ struct AdminClient {
         }
     }
 
+    /// The body of a `GET`, as text (`/metrics`).
+    func text(_ path: String) async throws -> String {
+        try await send(.GET, path)
+    }
+
     @discardableResult
     func post(_ path: String) async throws -> String {
         try await send(.POST, path)

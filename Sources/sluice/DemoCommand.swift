@@ -153,7 +153,7 @@ struct DemoCommand: AsyncParsableCommand {
         while ContinuousClock.now < deadline {
             try await Task.sleep(for: .seconds(1))
             guard let view = await reconciler.experimentView(of: "ranker") else { continue }
-            let text = ExperimentCommand.table(view)
+            let text = ExperimentShowCommand.table(view)
             if isatty(STDOUT_FILENO) != 0 && lastLines > 0 { print("\u{1B}[\(lastLines)F\u{1B}[J", terminator: "") }
             print(text + (isatty(STDOUT_FILENO) == 0 ? "\n" : ""))
             fflush(nil)

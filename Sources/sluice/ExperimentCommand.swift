@@ -1,10 +1,21 @@
 import ArgumentParser
 import Foundation
+import SluiceAnalysis
 import SluiceController
 
 struct ExperimentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "experiment",
+        abstract: "Show an experiment's results, or plan one.",
+        discussion: "sluice experiment NAME shows the results (the default); sluice experiment plan sizes an experiment before you run it.",
+        subcommands: [ExperimentShowCommand.self, ExperimentPlanCommand.self],
+        defaultSubcommand: ExperimentShowCommand.self
+    )
+}
+
+struct ExperimentShowCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "show",
         abstract: "Show an experiment's results per variant and its decision.",
         discussion: """
             Per variant: the share of traffic, exposures, outcomes reported as feedback, the goal's mean, \
@@ -79,5 +90,107 @@ struct ExperimentCommand: AsyncParsableCommand {
               \(ratio)
               decision: \(view.winner.map { "\($0): " } ?? "")\(view.reason)
             """
+    }
+}
+
+struct ExperimentPlanCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plan",
+        abstract: "How many outcomes and how long an experiment needs to detect a stated lift.",
+        discussion: """
+            The fixed-horizon yardstick: outcomes per variant for a two-sided test at --alpha with --power \
+            (80% by default) to detect a conversion moving from --baseline by --lift (or, for a \
+            continuous goal, a mean moving by --difference with standard deviation --sd), and the time \
+            it takes at the deployment's request rate, measured now from sluice run's /metrics over \
+            --measure seconds (or given with --rate), with --share of it to the smallest variant and \
+            --feedback-rate of the requests reporting an outcome. The anytime-valid test an experiment \
+            decides with stops at about the same median when the lift is as planned \
+            (bench/experiment.sh), earlier when it is larger, later when it is smaller.
+            """
+    )
+
+    @Argument(help: "Deployment whose current request rate to plan with; omit with --rate.") var name: String?
+    @Option(help: ArgumentHelp("The control's conversion rate, 0 to 1.", valueName: "p")) var baseline: Double?
+    @Option(help: ArgumentHelp("The absolute lift to detect, such as 0.02 for 10% → 12%.", valueName: "d")) var lift: Double?
+    @Option(help: ArgumentHelp("Continuous goals: the difference in means to detect.", valueName: "d")) var difference: Double?
+    @Option(help: ArgumentHelp("Continuous goals: the goal's standard deviation.", valueName: "sd")) var sd: Double?
+    @Option(help: "The false-winner rate.") var alpha = 0.05
+    @Option(help: "The chance to detect the lift when it is there.") var power = 0.8
+    @Option(help: ArgumentHelp("Requests per second, instead of measuring the deployment's.", valueName: "n")) var rate: Double?
+    @Option(help: ArgumentHelp("The smallest variant's share of the traffic, 0 to 1 (0.5 for a 50/50 A/B test).", valueName: "f")) var share = 0.5
+    @Option(help: ArgumentHelp("The fraction of requests that report an outcome.", valueName: "f")) var feedbackRate = 1.0
+    @Option(help: ArgumentHelp("Seconds to measure the deployment's request rate over.", valueName: "seconds")) var measure = 5
+    @OptionGroup var options: AdminOptions
+
+    func validate() throws {
+        switch (baseline, lift, difference, sd) {
+        case (let p?, let d?, nil, nil):
+            guard (0..<1).contains(p), d != 0, (0...1).contains(p + d) else { throw ValidationError("--baseline must be in [0, 1) and --baseline + --lift in [0, 1], with a lift other than 0") }
+        case (nil, nil, let d?, let s?):
+            guard d != 0, s > 0 else { throw ValidationError("--difference must not be 0 and --sd must be positive") }
+        default:
+            throw ValidationError("give --baseline and --lift (a conversion), or --difference and --sd (a continuous goal)")
+        }
+        guard alpha > 0, alpha < 0.5 else { throw ValidationError("--alpha must be above 0 and below 0.5") }
+        guard power > 0.5, power < 1 else { throw ValidationError("--power must be above 0.5 and below 1") }
+        guard share > 0, share <= 1, feedbackRate > 0, feedbackRate <= 1 else { throw ValidationError("--share and --feedback-rate must be in (0, 1]") }
+        guard (name == nil) != (rate == nil) else { throw ValidationError("give a deployment NAME to measure its request rate, or --rate, not both") }
+        if let rate, rate <= 0 { throw ValidationError("--rate must be positive") }
+        guard (1...300).contains(measure) else { throw ValidationError("--measure must be 1 to 300 seconds") }
+    }
+
+    func run() async throws {
+        let samples: Int
+        let what: String
+        if let baseline, let lift {
+            samples = PowerPlanner.samplesPerVariant(baseline: baseline, expected: baseline + lift, alpha: alpha, power: power)
+            what = "a conversion of \(Self.percent(baseline)) → \(Self.percent(baseline + lift))"
+        } else {
+            samples = PowerPlanner.samplesPerVariant(standardDeviation: sd!, difference: difference!, alpha: alpha, power: power)
+            what = "a difference of \(difference!) in means (standard deviation \(sd!))"
+        }
+        var requestRate = rate ?? 0
+        var source = "given"
+        if let name {
+            requestRate = try await withAdmin { try await measureRate(of: name) }
+            source = "measured on \(name) over \(measure) s"
+        }
+        let seconds = PowerPlanner.seconds(samplesPerVariant: samples, smallestShare: share, requestsPerSecond: requestRate, feedbackRate: feedbackRate)
+        print("samples per variant: \(samples) to detect \(what) at alpha \(alpha) with \(Self.percent(power)) power (two-sided, fixed horizon)")
+        print(String(format: "request rate:        %.1f req/s (%@), %@ to the smallest variant, %@ reporting an outcome", requestRate, source, Self.percent(share), Self.percent(feedbackRate)))
+        print("time:                \(seconds.isFinite ? Self.duration(seconds) : "never: no traffic")")
+        print("Sluice's anytime-valid test stops at about this median when the lift is as planned; set minSamples well below \(samples).")
+    }
+
+    /// Requests per second to `name`, from two reads of `/metrics` `measure` seconds apart.
+    func measureRate(of name: String) async throws -> Double {
+        let client = AdminClient(options: options)
+        _ = try await client.get("/api/v1/deployments/\(name)", as: DeploymentView.self)
+        let first = Self.requests(in: try await client.text("/metrics"), deployment: name)
+        let start = ContinuousClock.now
+        try await Task.sleep(for: .seconds(measure))
+        let second = Self.requests(in: try await client.text("/metrics"), deployment: name)
+        let elapsed = start.duration(to: .now)
+        return Double(second - first) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+    }
+
+    /// The sum of `sluice_requests_total` over a deployment's versions.
+    static func requests(in metrics: String, deployment: String) -> Double {
+        metrics.split(separator: "\n").reduce(0) { sum, line in
+            guard line.hasPrefix("sluice_requests_total{"), line.contains("deployment=\"\(deployment)\""),
+                  let value = line.split(separator: " ").last.flatMap({ Double($0) }) else { return sum }
+            return sum + value
+        }
+    }
+
+    static func percent(_ x: Double) -> String { String(format: "%g%%", x * 100) }
+
+    static func duration(_ seconds: Double) -> String {
+        switch seconds {
+        case ..<120: String(format: "%.0f s", seconds)
+        case ..<7200: String(format: "%.1f min", seconds / 60)
+        case ..<172_800: String(format: "%.1f h", seconds / 3600)
+        default: String(format: "%.1f days", seconds / 86_400)
+        }
     }
 }

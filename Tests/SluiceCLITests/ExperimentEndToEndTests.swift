@@ -89,6 +89,14 @@ struct ExperimentEndToEndTests {
         let load = try RunningSluice(["load", "--url", "http://127.0.0.1:\(harness.proxyPort)/v2/models/scorer/infer", "--rate", "100",
                                       "--duration", "120", "--connections", "8", "--feedback", "converted", "--seed", "7", "--units", "5000",
                                       "--admin", "http://127.0.0.1:\(harness.adminPort)", "--feedback-token", Self.feedbackToken])
+        // While the load runs: sluice experiment plan measures the deployment's request rate.
+        let plan = try await SluiceBinary.run(["experiment", "plan", "scorer", "--baseline", "0.10", "--lift", "0.02", "--measure", "2",
+                                               "--admin", "http://127.0.0.1:\(harness.adminPort)"])
+        #expect(plan.status == 0, "\(plan.stderr)")
+        #expect(plan.stdout.contains("samples per variant: 3841 "), "\(plan.stdout)")
+        let measured = plan.stdout.split(separator: "\n").first { $0.hasPrefix("request rate:") }
+            .flatMap { $0.split(separator: " ").compactMap { Double($0) }.first } ?? 0
+        #expect(measured > 20 && measured < 300, "the load sends 100 req/s: \(plan.stdout)")
         let view = try await harness.waitFor("the winner promoted", timeout: .seconds(120)) { $0["stableVersion"] as? String == "v2" }
         load.signal(SIGINT)
         _ = try await load.stop()
@@ -211,6 +219,25 @@ struct ExperimentEndToEndTests {
         let rollback = events.compactMap { $0["event"] as? [String: Any] }.last { $0["kind"] as? String == "rolledBack" }
         #expect(rollback?["cause"] as? String == "latency")
         try await harness.stop()
+    }
+
+    @Test("sluice experiment plan: samples per variant and the time at a rate; bad input is refused with the reason")
+    func plan() async throws {
+        let binary = try await SluiceBinary.run(["experiment", "plan", "--baseline", "0.10", "--lift", "0.02", "--rate", "200"])
+        #expect(binary.status == 0)
+        #expect(binary.stdout.contains("samples per variant: 3841 "), "\(binary.stdout)")
+        #expect(binary.stdout.contains("time:                38 s"), "3841 outcomes at 100 a second per variant: \(binary.stdout)")
+        let continuous = try await SluiceBinary.run(["experiment", "plan", "--difference", "0.5", "--sd", "5", "--rate", "10", "--share", "0.25"])
+        // 2·25·(1.959964 + 0.841621)² / 0.25 = 1569.7 → 1570 per variant, at 2.5 a second.
+        #expect(continuous.stdout.contains("samples per variant: 1570 "), "\(continuous.stdout)")
+        #expect(continuous.stdout.contains("10.5 min"), "\(continuous.stdout)")
+        for (arguments, reason) in [(["--baseline", "0.1", "--rate", "5"], "give --baseline and --lift"),
+                                    (["--baseline", "0.1", "--lift", "0.02"], "or --rate"),
+                                    (["--baseline", "0.1", "--lift", "0.02", "--rate", "5", "--power", "1.2"], "--power")] {
+            let refused = try await SluiceBinary.run(["experiment", "plan"] + arguments)
+            #expect(refused.status == 2, "\(arguments)")
+            #expect(refused.stderr.contains(reason), "\(refused.stderr)")
+        }
     }
 
     /// Polls the results until the outcomes add up to `total`.
