@@ -13,7 +13,8 @@ struct ExperimentEndToEndTests {
     static let adminToken = "admin-9d21"
 
     /// An experiment manifest for `scorer`, v1 the control; `version` is spec.version.
-    static func manifest(version: String, ports: [String: Int], minSamples: Int = 100, guardrails: String = "", assignment: String? = nil) -> String {
+    static func manifest(version: String, ports: [String: Int], minSamples: Int = 100, guardrails: String = "", assignment: String? = nil,
+                         allocation: String = "weight: 50", onWin: String = "promote") -> String {
         let versions = ports.keys.sorted().map { "    - {name: \($0), endpoints: [\"http://127.0.0.1:\(ports[$0]!)\"]}" }.joined(separator: "\n")
         return """
         apiVersion: sluice/v1
@@ -26,7 +27,8 @@ struct ExperimentEndToEndTests {
         \(versions)
           strategy:
             experiment:
-              weight: 50
+              \(allocation)
+              onWin: \(onWin)
               goal:
                 name: conversion
                 feedback: {metric: converted, kind: binary, window: 10m}
@@ -40,15 +42,24 @@ struct ExperimentEndToEndTests {
 
     /// Starts v1 stable, then moves spec.version to v2 and waits for the experiment to run.
     static func startExperiment(v1: [String] = [], v2: [String] = [], minSamples: Int = 100, guardrails: String = "",
-                                assignment: String? = nil) async throws -> AnalysisHarness {
-        let harness = try await AnalysisHarness.start(models: [("v1", v1), ("v2", v2)],
-                                                      extraArguments: ["--feedback-token", feedbackToken]) { ports in
-            manifest(version: "v1", ports: ports, minSamples: minSamples, guardrails: guardrails, assignment: assignment)
+                                assignment: String? = nil, allocation: String = "weight: 50", onWin: String = "promote") async throws -> AnalysisHarness {
+        let write = { (version: String, ports: [String: Int]) in
+            manifest(version: version, ports: ports, minSamples: minSamples, guardrails: guardrails, assignment: assignment, allocation: allocation, onWin: onWin)
         }
+        let harness = try await AnalysisHarness.start(models: [("v1", v1), ("v2", v2)],
+                                                      extraArguments: ["--feedback-token", feedbackToken]) { write("v1", $0) }
         _ = try await harness.waitFor("v1 stable") { $0["phase"] as? String == "Healthy" }
-        try harness.write(manifest(version: "v2", ports: harness.modelPorts, minSamples: minSamples, guardrails: guardrails, assignment: assignment))
+        try harness.write(write("v2", harness.modelPorts))
         _ = try await harness.waitFor("the experiment") { ($0["weights"] as? [String: Int]) == ["v1": 50, "v2": 50] }
         return harness
+    }
+
+    /// `sluice load` sending feedback for `converted` to the harness's experiment.
+    static func load(_ harness: AnalysisHarness, rate: Int = 100, units: Int? = nil) throws -> RunningSluice {
+        try RunningSluice(["load", "--url", "http://127.0.0.1:\(harness.proxyPort)/v2/models/scorer/infer", "--rate", "\(rate)",
+                           "--duration", "120", "--connections", "8", "--feedback", "converted", "--seed", "7",
+                           "--admin", "http://127.0.0.1:\(harness.adminPort)", "--feedback-token", feedbackToken]
+                          + (units.map { ["--units", "\($0)"] } ?? []))
     }
 
     /// `POST /api/v1/feedback` with curl: its status and body.
@@ -86,9 +97,7 @@ struct ExperimentEndToEndTests {
     @Test("v2 converts better: real feedback from sluice load (5,000 sticky users) makes it win, and it is promoted with its lift and interval")
     func winnerPromoted() async throws {
         let harness = try await Self.startExperiment(v1: ["--conversion", "0.10"], v2: ["--conversion", "0.30"], assignment: "x-user-id")
-        let load = try RunningSluice(["load", "--url", "http://127.0.0.1:\(harness.proxyPort)/v2/models/scorer/infer", "--rate", "100",
-                                      "--duration", "120", "--connections", "8", "--feedback", "converted", "--seed", "7", "--units", "5000",
-                                      "--admin", "http://127.0.0.1:\(harness.adminPort)", "--feedback-token", Self.feedbackToken])
+        let load = try Self.load(harness, units: 5000)
         // While the load runs: sluice experiment plan measures the deployment's request rate.
         let plan = try await SluiceBinary.run(["experiment", "plan", "scorer", "--baseline", "0.10", "--lift", "0.02", "--measure", "2",
                                                "--admin", "http://127.0.0.1:\(harness.adminPort)"])
@@ -218,6 +227,29 @@ struct ExperimentEndToEndTests {
         let events = try await harness.admin("/api/v1/events?deployment=scorer") as? [[String: Any]] ?? []
         let rollback = events.compactMap { $0["event"] as? [String: Any] }.last { $0["kind"] as? String == "rolledBack" }
         #expect(rollback?["cause"] as? String == "latency")
+        try await harness.stop()
+    }
+
+    @Test("a bandit moves traffic toward the better variant through routing swaps, never below minWeight")
+    func bandit() async throws {
+        let harness = try await Self.startExperiment(v1: ["--conversion", "0.05"], v2: ["--conversion", "0.30"], minSamples: 100_000,
+                                                     allocation: "allocation: {thompson: {minWeight: 10}}")
+        let load = try Self.load(harness, rate: 150)
+        // Within a few re-allocations (every 5 s at most) the better variant has most of the traffic.
+        let view = try await harness.waitFor("the bandit favouring v2", timeout: .seconds(90)) { ($0["weights"] as? [String: Int])?["v2"] ?? 0 >= 80 }
+        load.signal(SIGINT)
+        _ = try await load.stop()
+        #expect((view["weights"] as? [String: Int])?["v1"] ?? 0 >= 10, "the floor holds: \(view)")
+        let events = try await harness.admin("/api/v1/events?deployment=scorer") as? [[String: Any]] ?? []
+        let splits = events.compactMap { $0["event"] as? [String: Any] }.filter { $0["kind"] as? String == "reallocated" }
+        #expect(!splits.isEmpty)
+        for split in splits {
+            let values = split["values"] as? [String: Double] ?? [:]
+            #expect(values.values.allSatisfy { $0 >= 10 } && values.values.reduce(0, +) == 100, "\(values)")
+        }
+        let experiment = try await Self.experiment(harness)
+        #expect(experiment["allocation"] as? String == "thompson minWeight 10")
+        #expect(experiment["sampleRatio"] == nil || experiment["sampleRatio"] is NSNull, "no sample-ratio check once a bandit moved the split")
         try await harness.stop()
     }
 
