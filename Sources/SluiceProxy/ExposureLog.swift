@@ -34,18 +34,31 @@ enum ExposureKey: Hashable {
 /// When it is full the oldest exposure goes first. One that goes while its feedback window is still
 /// open is counted in `dropped` (exported as `sluice_exposures_dropped_total`): feedback for it will
 /// find no exposure. Exposures older than their window match nothing anyway.
+///
+/// The request path hashes only the request id (and the unit, with sticky assignment): each routed
+/// (experiment, variant) is interned once, when a routing table is installed, and an exposure keeps its
+/// index; the counts since the last drain live in that table too.
 final class ExposureLog {
+    /// An experiment's variant, interned: what an exposure refers to.
+    struct Variant {
+        var experiment: String
+        /// Index of `experiment` in `experiments`, for the unit map.
+        var experimentIndex: Int32
+        var version: String
+        var window: TimeAmount
+        /// Exposures since the last drain: requests, or new units when the experiment assigns by unit.
+        var count = 0
+    }
+
     struct Entry {
         var key: ExposureKey
         var unit: String?
-        var experiment: String
-        var variant: String
+        var variant: Int32
         var at: NIODeadline
-        var window: TimeAmount
     }
 
     struct UnitKey: Hashable {
-        var experiment: String
+        var experiment: Int32
         var unit: String
     }
 
@@ -55,67 +68,96 @@ final class ExposureLog {
     }
 
     let capacity: Int
-    private var ring: [Entry?]
+    private(set) var variants: [Variant] = []
+    private var variantIndex: [CountKey: Int32] = [:]
+    private var experiments: [String: Int32] = [:]
+    private var ring: [Entry?] = []
     private var next = 0
-    private var byRequest: [ExposureKey: Int] = [:]
-    private var byUnit: [UnitKey: Int] = [:]
-    /// Exposures counted since the last drain, per experiment and variant: requests, or new units when
-    /// the experiment assigns by unit.
-    private(set) var counts: [CountKey: Int] = [:]
+    private var byRequest: [ExposureKey: Int32] = [:]
+    private var byUnit: [UnitKey: Int32] = [:]
     /// Exposures pushed out while their window was still open.
     private(set) var dropped = 0
 
     init(capacity: Int) {
-        precondition(capacity > 0)
+        precondition(capacity > 0 && capacity < Int(Int32.max))
         self.capacity = capacity
-        ring = []
     }
 
     var count: Int { byRequest.count }
 
-    func record(_ key: ExposureKey, unit: Substring?, experiment: String, variant: String, window: TimeAmount, at now: NIODeadline) {
+    /// The index of an experiment's variant, for `record`; at table installs, not per request. A
+    /// variant keeps its index for the log's life, and a new window applies to its later exposures.
+    func intern(experiment: String, version: String, window: TimeAmount) -> Int32 {
+        let key = CountKey(experiment: experiment, variant: version)
+        if let index = variantIndex[key] {
+            variants[Int(index)].window = window
+            return index
+        }
+        let experimentIndex = experiments[experiment] ?? {
+            let index = Int32(experiments.count)
+            experiments[experiment] = index
+            return index
+        }()
+        let index = Int32(variants.count)
+        variants.append(Variant(experiment: experiment, experimentIndex: experimentIndex, version: version, window: window))
+        variantIndex[key] = index
+        return index
+    }
+
+    func record(_ key: ExposureKey, unit: Substring?, variant: Int32, at now: NIODeadline) {
         if ring.count < capacity {
             ring.append(nil)
         } else if let old = ring[next] {
-            evict(old, slot: next, now: now)
+            evict(old, slot: Int32(next), now: now)
         }
-        let unitText = unit.flatMap { $0.isEmpty ? nil : String($0) }
-        var newUnit = true
-        if let unitText {
-            let unitKey = UnitKey(experiment: experiment, unit: unitText)
-            newUnit = byUnit[unitKey] == nil
-            byUnit[unitKey] = next
+        let slot = Int32(next)
+        var unitText: String?
+        var counted = true
+        if let unit, !unit.isEmpty {
+            let text = String(unit)
+            let unitKey = UnitKey(experiment: variants[Int(variant)].experimentIndex, unit: text)
+            counted = byUnit.updateValue(slot, forKey: unitKey) == nil
+            unitText = text
         }
-        if unitText == nil || newUnit {
-            counts[CountKey(experiment: experiment, variant: variant), default: 0] += 1
-        }
-        byRequest[key] = next
-        ring[next] = Entry(key: key, unit: unitText, experiment: experiment, variant: variant, at: now, window: window)
-        next = (next + 1) % capacity
+        if counted { variants[Int(variant)].count += 1 }
+        byRequest[key] = slot
+        ring[next] = Entry(key: key, unit: unitText, variant: variant, at: now)
+        next = next + 1 == capacity ? 0 : next + 1
     }
 
-    private func evict(_ entry: Entry, slot: Int, now: NIODeadline) {
-        if byRequest[entry.key] == slot { byRequest[entry.key] = nil }
+    private func evict(_ entry: Entry, slot: Int32, now: NIODeadline) {
+        if let index = byRequest.index(forKey: entry.key), byRequest.values[index] == slot { byRequest.remove(at: index) }
+        let variant = variants[Int(entry.variant)]
         if let unit = entry.unit {
-            let unitKey = UnitKey(experiment: entry.experiment, unit: unit)
+            let unitKey = UnitKey(experiment: variant.experimentIndex, unit: unit)
             if byUnit[unitKey] == slot { byUnit[unitKey] = nil }
         }
-        if entry.at + entry.window > now { dropped += 1 }
+        if entry.at + variant.window > now { dropped += 1 }
+    }
+
+    private func live(_ slot: Int32?, now: NIODeadline) -> Entry? {
+        guard let slot, let entry = ring[Int(slot)], entry.at + variants[Int(entry.variant)].window >= now else { return nil }
+        return entry
     }
 
     /// The exposure of a request, if it is still held and within its window.
     func find(request key: ExposureKey, now: NIODeadline) -> Entry? {
-        byRequest[key].flatMap { ring[$0] }.flatMap { $0.at + $0.window >= now ? $0 : nil }
+        live(byRequest[key], now: now)
     }
 
     /// A unit's newest exposure in `experiment`, if within its window.
     func find(unit: String, experiment: String, now: NIODeadline) -> Entry? {
-        byUnit[UnitKey(experiment: experiment, unit: unit)].flatMap { ring[$0] }.flatMap { $0.at + $0.window >= now ? $0 : nil }
+        guard let index = experiments[experiment] else { return nil }
+        return live(byUnit[UnitKey(experiment: index, unit: unit)], now: now)
     }
 
     func drainCounts() -> [CountKey: Int] {
-        defer { counts.removeAll(keepingCapacity: true) }
-        return counts
+        var out: [CountKey: Int] = [:]
+        for index in variants.indices where variants[index].count > 0 {
+            out[CountKey(experiment: variants[index].experiment, variant: variants[index].version)] = variants[index].count
+            variants[index].count = 0
+        }
+        return out
     }
 }
 
@@ -159,7 +201,7 @@ extension ExposureLog {
             case .unit(let unit, let experiments):
                 experiments.compactMap { find(unit: unit, experiment: $0, now: now) }.max { $0.at < $1.at }
             }
-            return entry.map { ExposureMatch(experiment: $0.experiment, variant: $0.variant, age: now - $0.at) }
+            return entry.map { ExposureMatch(experiment: variants[Int($0.variant)].experiment, variant: variants[Int($0.variant)].version, age: now - $0.at) }
         }
     }
 }

@@ -32,6 +32,9 @@ final class LoopState: @unchecked Sendable {
     var mirrorsInFlight = 0
     /// Who saw which experiment variant; its memory grows only once an experiment routes here.
     private(set) lazy var exposures = ExposureLog(capacity: configuration.exposureCapacity)
+    /// `exposureVariants[r][b]`: the exposure log's index of `table.routes[r].backends[b]` in the route's
+    /// experiment; empty for routes without one. Resolved once per table, not per request.
+    private(set) var exposureVariants: [[Int32]] = []
     /// Set when the proxy starts shutting down.
     var quiescing = false
 
@@ -62,6 +65,10 @@ final class LoopState: @unchecked Sendable {
             }
         }
         routedKeys = Set(stats.joined().map(\.key))
+        exposureVariants = newTable.routes.map { route in
+            guard let experiment = route.experiment else { return [] }
+            return route.backends.map { exposures.intern(experiment: experiment.id, version: $0.version, window: .milliseconds(experiment.windowMilliseconds)) }
+        }
         nextEndpoint = newTable.routes.map { Array(repeating: 0, count: $0.backends.count) }
         pools = newTable.routes.map { route in
             route.backends.map { backend in backend.endpoints.map { pool(for: $0) } }

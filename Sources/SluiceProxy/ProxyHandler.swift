@@ -175,14 +175,13 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             using: &loop.rng
         )
         let backend = route.backends[backendIndex]
-        if let experiment = route.experiment {
+        if route.experiment != nil {
             let unit: Substring? = switch route.stickiness {
             case .header(let name)?: head.firstValue(of: name)
             case .cookie(let name)?: head.cookie(name)
             case nil: nil
             }
-            loop.exposures.record(requestID.exposureKey, unit: unit, experiment: experiment.id, variant: backend.version,
-                                  window: .milliseconds(experiment.windowMilliseconds), at: now)
+            loop.exposures.record(requestID.exposureKey, unit: unit, variant: loop.exposureVariants[routeIndex][backendIndex], at: now)
         }
         let stats = loop.stats[routeIndex][backendIndex]
         stats.window.requests += 1

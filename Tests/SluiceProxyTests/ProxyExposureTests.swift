@@ -56,17 +56,19 @@ struct ProxyExposureTests {
     func boundedLog() {
         let log = ExposureLog(capacity: 3)
         let t0 = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        let v1 = log.intern(experiment: "e", version: "v1", window: .seconds(60))
+        #expect(log.intern(experiment: "e", version: "v1", window: .seconds(60)) == v1, "interned once")
         for index in 0..<5 {
-            log.record(.text("r\(index)"), unit: nil, experiment: "e", variant: "v1", window: .seconds(60), at: t0 + .seconds(Int64(index)))
+            log.record(.text("r\(index)"), unit: nil, variant: v1, at: t0 + .seconds(Int64(index)))
         }
         #expect(log.count == 3)
         #expect(log.dropped == 2)
         #expect(log.find(request: .text("r0"), now: t0 + .seconds(5)) == nil)
-        #expect(log.find(request: .text("r4"), now: t0 + .seconds(5))?.variant == "v1")
+        #expect(log.find(request: .text("r4"), now: t0 + .seconds(5))?.variant == v1)
         #expect(log.find(request: .text("r4"), now: t0 + .seconds(65)) == nil, "past its window it matches nothing")
         // Pushing out exposures whose window has closed is expiry, not a drop.
         for index in 5..<8 {
-            log.record(.text("r\(index)"), unit: nil, experiment: "e", variant: "v1", window: .seconds(60), at: t0 + .seconds(100 + Int64(index)))
+            log.record(.text("r\(index)"), unit: nil, variant: v1, at: t0 + .seconds(100 + Int64(index)))
         }
         #expect(log.dropped == 2)
     }
