@@ -54,6 +54,8 @@ final class ExposureLog {
         var key: ExposureKey
         var unit: String?
         var variant: Int32
+        /// The key names its slot (an id the proxy made): it is not in `byRequest`.
+        var indexed: Bool
         var at: NIODeadline
     }
 
@@ -83,7 +85,8 @@ final class ExposureLog {
         self.capacity = capacity
     }
 
-    var count: Int { byRequest.count }
+    /// Exposures held.
+    var count: Int { ring.count { $0 != nil } }
 
     /// The index of an experiment's variant, for `record`; at table installs, not per request. A
     /// variant keeps its index for the log's life, and a new window applies to its later exposures.
@@ -104,7 +107,12 @@ final class ExposureLog {
         return index
     }
 
-    func record(_ key: ExposureKey, unit: Substring?, variant: Int32, at now: NIODeadline) {
+    /// The slot the next exposure takes, for an id that names it (`RequestID(generatedBy:slot:)`).
+    var nextSlot: UInt32 { UInt32(next) }
+
+    /// Records an exposure. `indexed`: the key names the slot it goes in (`nextSlot`), so it needs no
+    /// entry in the request index; a client's own id does.
+    func record(_ key: ExposureKey, indexed: Bool = false, unit: Substring?, variant: Int32, at now: NIODeadline) {
         if ring.count < capacity {
             ring.append(nil)
         } else if let old = ring[next] {
@@ -120,13 +128,13 @@ final class ExposureLog {
             unitText = text
         }
         if counted { variants[Int(variant)].count += 1 }
-        byRequest[key] = slot
-        ring[next] = Entry(key: key, unit: unitText, variant: variant, at: now)
+        if !indexed { byRequest[key] = slot }
+        ring[next] = Entry(key: key, unit: unitText, variant: variant, indexed: indexed, at: now)
         next = next + 1 == capacity ? 0 : next + 1
     }
 
     private func evict(_ entry: Entry, slot: Int32, now: NIODeadline) {
-        if let index = byRequest.index(forKey: entry.key), byRequest.values[index] == slot { byRequest.remove(at: index) }
+        if !entry.indexed, let index = byRequest.index(forKey: entry.key), byRequest.values[index] == slot { byRequest.remove(at: index) }
         let variant = variants[Int(entry.variant)]
         if let unit = entry.unit {
             let unitKey = UnitKey(experiment: variant.experimentIndex, unit: unit)
@@ -140,9 +148,16 @@ final class ExposureLog {
         return entry
     }
 
-    /// The exposure of a request, if it is still held and within its window.
+    /// The exposure of a request, if it is still held and within its window: in the slot its id
+    /// names, or through the index for a client's id.
     func find(request key: ExposureKey, now: NIODeadline) -> Entry? {
-        live(byRequest[key], now: now)
+        if case .words(_, let low) = key {
+            let slot = Int(low & 0xffff_ffff)
+            if slot < ring.count, let entry = ring[slot], entry.indexed, entry.key == key {
+                return live(Int32(slot), now: now)
+            }
+        }
+        return live(byRequest[key], now: now)
     }
 
     /// A unit's newest exposure in `experiment`, if within its window.

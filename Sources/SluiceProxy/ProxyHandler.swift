@@ -156,13 +156,13 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     }
 
     private func startExchange(_ head: ClientRequestHead, now: NIODeadline, context: ChannelHandlerContext) {
-        let requestID = head.requestID ?? RequestID(generatedBy: &loop.requestIDs)
         let table = loop.table
         let found = head.withBytes { bytes in
             table.matchIndex(host: head.host.map { UnsafeRawBufferPointer(rebasing: bytes[$0]) },
                              target: UnsafeRawBufferPointer(rebasing: bytes[head.uriStart..<head.uriEnd]))
         }
         guard let routeIndex = found else {
+            let requestID = head.requestID ?? RequestID(generatedBy: &loop.requestIDs)
             respondDirectly(.notFound, version: nil, requestID: requestID, keepAlive: head.keepAlive, context: context)
             state = .discarding(closeAfter: !head.keepAlive)
             return
@@ -175,13 +175,19 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             using: &loop.rng
         )
         let backend = route.backends[backendIndex]
+        let requestID: RequestID
         if route.experiment != nil {
             let unit: Substring? = switch route.stickiness {
             case .header(let name)?: head.firstValue(of: name)
             case .cookie(let name)?: head.cookie(name)
             case nil: nil
             }
-            loop.exposures.record(requestID.exposureKey, unit: unit, variant: loop.exposureVariants[routeIndex][backendIndex], at: now)
+            // An id the proxy makes names the exposure log's slot, so it is found without an index.
+            requestID = head.requestID ?? RequestID(generatedBy: &loop.requestIDs, slot: loop.exposures.nextSlot)
+            loop.exposures.record(requestID.exposureKey, indexed: head.requestID == nil, unit: unit,
+                                  variant: loop.exposureVariants[routeIndex][backendIndex], at: now)
+        } else {
+            requestID = head.requestID ?? RequestID(generatedBy: &loop.requestIDs)
         }
         let stats = loop.stats[routeIndex][backendIndex]
         stats.window.requests += 1

@@ -30,6 +30,12 @@ struct RequestID: Equatable {
         storage = .generated(generator.next(), generator.next())
     }
 
+    /// A new id whose last 32 bits are `slot` of the loop's exposure log (96 random bits remain), so
+    /// feedback finds its exposure without an index (`ExposureLog.find`).
+    init(generatedBy generator: inout Xoshiro, slot: UInt32) {
+        storage = .generated(generator.next(), generator.next() & ~0xffff_ffff | UInt64(slot))
+    }
+
     /// How many bytes `write(into:)` writes.
     var length: Int {
         switch storage {

@@ -237,8 +237,6 @@ struct ExperimentEndToEndTests {
         let load = try Self.load(harness, rate: 150)
         // Within a few re-allocations (every 5 s at most) the better variant has most of the traffic.
         let view = try await harness.waitFor("the bandit favouring v2", timeout: .seconds(90)) { ($0["weights"] as? [String: Int])?["v2"] ?? 0 >= 80 }
-        load.signal(SIGINT)
-        _ = try await load.stop()
         #expect((view["weights"] as? [String: Int])?["v1"] ?? 0 >= 10, "the floor holds: \(view)")
         let events = try await harness.admin("/api/v1/events?deployment=scorer") as? [[String: Any]] ?? []
         let splits = events.compactMap { $0["event"] as? [String: Any] }.filter { $0["kind"] as? String == "reallocated" }
@@ -247,9 +245,18 @@ struct ExperimentEndToEndTests {
             let values = split["values"] as? [String: Double] ?? [:]
             #expect(values.values.allSatisfy { $0 >= 10 } && values.values.reduce(0, +) == 100, "\(values)")
         }
-        let experiment = try await Self.experiment(harness)
+        // The reading after the move has no sample-ratio check: the split is no longer the configured one.
+        var experiment: [String: Any] = [:]
+        let deadline = ContinuousClock.now + .seconds(30)
+        repeat {
+            experiment = try await Self.experiment(harness)
+            if experiment["sampleRatio"] == nil || experiment["sampleRatio"] is NSNull { break }
+            try await Task.sleep(for: .milliseconds(200))
+        } while ContinuousClock.now < deadline
         #expect(experiment["allocation"] as? String == "thompson minWeight 10")
         #expect(experiment["sampleRatio"] == nil || experiment["sampleRatio"] is NSNull, "no sample-ratio check once a bandit moved the split")
+        load.signal(SIGINT)
+        _ = try await load.stop()
         try await harness.stop()
     }
 

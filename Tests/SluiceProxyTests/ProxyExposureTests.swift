@@ -73,6 +73,26 @@ struct ProxyExposureTests {
         #expect(log.dropped == 2)
     }
 
+    @Test("an id the proxy makes names its slot: found without the index, and not once the slot is reused")
+    func slotIDs() {
+        let log = ExposureLog(capacity: 2)
+        let t0 = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        let v1 = log.intern(experiment: "e", version: "v1", window: .seconds(60))
+        var generator = Xoshiro(seed: 5)
+        func next() -> ExposureKey {
+            let id = RequestID(generatedBy: &generator, slot: log.nextSlot)
+            log.record(id.exposureKey, indexed: true, unit: nil, variant: v1, at: t0)
+            return ExposureKey(Substring(id.text))
+        }
+        let first = next(), second = next()
+        #expect(log.find(request: first, now: t0)?.variant == v1, "found by the text the client got back")
+        #expect(log.find(request: second, now: t0) != nil)
+        let third = next() // takes the first's slot
+        #expect(log.find(request: first, now: t0) == nil, "a reused slot holds another id")
+        #expect(log.find(request: third, now: t0) != nil)
+        #expect(log.dropped == 1)
+    }
+
     @Test("32 hex digits are the same key whether the proxy made them or the client sent them")
     func keys() {
         #expect(ExposureKey(Substring("0123456789abcdef0123456789abcdef")) == .words(0x0123_4567_89ab_cdef, 0x0123_4567_89ab_cdef))
