@@ -7,7 +7,8 @@
 # one thread). The upstream nginx and wrk share CPU 1. A second Sluice serves the same split with an
 # A/B experiment on the route (issue 11: every request's exposure recorded in the event loop's log, at
 # its default capacity, so the log is full and evicting for most of the run); its throughput is
-# compared with the plain split's, round by round. Then it runs Sluice again while the routing table is
+# compared with the plain split's, round by round, next to a third, identical plain Sluice (sluice2),
+# whose ratio to the first shows how far two identical processes differ on this box. Then it runs Sluice again while the routing table is
 # swapped 1,000 times, and reports errors and Sluice's peak RSS.
 #
 #   bench/proxy.sh            # env: ROUNDS (default 5), DUR (default 5s), CONNS (default 64), SWAPS (default 1000)
@@ -84,7 +85,7 @@ routes 1 10 > "$D/routes.json"
 routes 1 10 | sed 's|"pathPrefix": "/",|"pathPrefix": "/", "experiment": {"id": "m/v2@1", "windowMilliseconds": 600000},|' > "$D/routes-experiment.json"
 grep -q '"experiment"' "$D/routes-experiment.json" || { echo "error: could not add the experiment to the routes" >&2; exit 1; }
 
-for port in 18081 18082 18090 18091 18092 18093 18094; do
+for port in 18081 18082 18090 18091 18092 18093 18094 18095; do
     if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
         echo "error: port $port is already in use; stop what listens there and run again" >&2
         exit 1
@@ -96,16 +97,17 @@ taskset -c 0 nginx -c "$D/px.conf" -p "$D" & echo $! > "$D/px.pid"
 taskset -c 0 haproxy -db -q -f "$D/ha.cfg" & echo $! > "$D/ha.pid"
 taskset -c 0 "$SLUICE" proxy --routes "$D/routes.json" --listen 127.0.0.1:18092 --event-loops 1 > "$D/sluice.log" 2>&1 & echo $! > "$D/sluice.pid"
 taskset -c 0 "$SLUICE" proxy --routes "$D/routes-experiment.json" --listen 127.0.0.1:18094 --event-loops 1 > "$D/sluicex.log" 2>&1 & echo $! > "$D/sluicex.pid"
+taskset -c 0 "$SLUICE" proxy --routes "$D/routes.json" --listen 127.0.0.1:18095 --event-loops 1 > "$D/sluice2.log" 2>&1 & echo $! > "$D/sluice2.pid"
 # The floor of any SwiftNIO proxy: a raw TCP relay on one event loop that parses nothing (bench/RelayFloor).
 taskset -c 0 "$RELAY" 18093 18081 > /dev/null 2>&1 & echo $! > "$D/relay.pid"
-for port in 18081 18082 18090 18091 18092 18093 18094; do
+for port in 18081 18082 18090 18091 18092 18093 18094 18095; do
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
 declare -A RPS P50 P99 ERR USER SYS PID
 # The process doing each proxy's work (nginx: its one worker), for CPU time per request.
 PID[nginx]=$(pgrep -P "$(cat "$D/px.pid")" | head -1); PID[haproxy]=$(cat "$D/ha.pid")
-PID[sluice]=$(cat "$D/sluice.pid"); PID[relay]=$(cat "$D/relay.pid"); PID[sluice+ab]=$(cat "$D/sluicex.pid")
+PID[sluice]=$(cat "$D/sluice.pid"); PID[relay]=$(cat "$D/relay.pid"); PID[sluice+ab]=$(cat "$D/sluicex.pid"); PID[sluice2]=$(cat "$D/sluice2.pid")
 TCK=$(getconf CLK_TCK)
 cputicks() { [ -n "${1:-}" ] && awk '{ print $14, $15 }' "/proc/$1/stat" || echo "0 0"; }
 ms() { # wrk latency (850.00us, 1.23ms, 1.01s) to milliseconds
@@ -137,7 +139,7 @@ pairs() { # OP A B: the per-round ratios A[i]/B[i]
     done
 }
 
-TARGETS=("direct 18081" "nginx 18090" "haproxy 18091" "sluice 18092" "sluice+ab 18094" "relay 18093")
+TARGETS=("direct 18081" "nginx 18090" "haproxy 18091" "sluice 18092" "sluice+ab 18094" "sluice2 18095" "relay 18093")
 echo "==> $ROUNDS rounds of $DUR per target, $CONNS connections, wrk on CPU 1, proxies on CPU 0"
 for round in $(seq "$ROUNDS"); do
     echo "round $round"
@@ -170,6 +172,7 @@ printf 'sluice/haproxy req/s: %-18s %-8s\n' "$(ratio "$(m sluice)" "$(m haproxy)
 printf 'sluice/direct req/s:  %-18s %-8s (goal >= 0.75)\n' "$(ratio "$(m sluice)" "$(m direct)")" "$(printf '%.2f' "$(median $(pairs rps sluice direct))")"
 printf 'sluice+ab/sluice:     %-18s %-8s (an experiment on the route; goal >= 0.95)\n' "$(ratio "$(m sluice+ab)" "$(m sluice)")" "$(printf '%.2f' "$(median $(pairs rps sluice+ab sluice))")"
 printf 'sluice+ab/sluice p99: %-18s %-8s\n' "$(ratio "$(median ${P99[sluice+ab]})" "$(median ${P99[sluice]})")" "$(printf '%.2f' "$(median $(pairs p99 sluice+ab sluice))")"
+printf 'sluice2/sluice:       %-18s %-8s (two identical processes: the noise floor of the line above)\n' "$(ratio "$(m sluice2)" "$(m sluice)")" "$(printf '%.2f' "$(median $(pairs rps sluice2 sluice))")"
 echo "sluice+ab peak RSS:   $(( $(awk '/VmHWM/{print $2}' "/proc/$(cat "$D/sluicex.pid")/status") / 1024 )) MB   (100,000 exposures held)"
 printf 'relay/nginx req/s:    %-18s %-8s (the NIO floor: a TCP relay that parses nothing)\n' "$(ratio "$(m relay)" "$(m nginx)")" "$(printf '%.2f' "$(median $(pairs rps relay nginx))")"
 printf 'sluice/relay req/s:   %-18s %-8s\n' "$(ratio "$(m sluice)" "$(m relay)")" "$(printf '%.2f' "$(median $(pairs rps sluice relay))")"

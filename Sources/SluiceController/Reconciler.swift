@@ -502,13 +502,7 @@ public actor Reconciler: Service {
 
     /// Feedback for the experiments in progress (`POST /api/v1/feedback`).
     public func feedback(_ items: [FeedbackItem]) async throws(FeedbackRefusal) -> FeedbackReceipt {
-        do {
-            return try await ledger.accept(items)
-        } catch .invalid(let reason) {
-            throw .invalid(reason)
-        } catch .unavailable(let reason) {
-            throw .unavailable(reason)
-        }
+        try await ledger.accept(items)
     }
 
     /// The experiment of a deployment, running or last run, for the results API; `nil` when the

@@ -36,7 +36,7 @@ public struct ProxyConfiguration: Sendable {
     /// How often an ejected endpoint without a health check is probed with a TCP connect.
     public var ejectedProbeInterval: TimeAmount = .seconds(2)
 
-    /// Exposures each event loop remembers for experiment feedback (about 200 bytes each); when full,
+    /// Exposures each event loop remembers for experiment feedback (about 70 bytes each, more for a client's own request id or a unit); when full,
     /// the oldest go first and are counted if their window was still open.
     public var exposureCapacity: Int = 100_000
 

@@ -5,7 +5,8 @@ import SluiceSpec
 public struct RolloutStatus: Sendable, Hashable, Codable {
     public enum Phase: String, Sendable, Hashable, Codable {
         /// No rollout: the stable version has all traffic.
-        /// → `Progressing` (or `Paused`) when `spec.version` names another version;
+        /// → `Progressing` (or `Paused`) when `spec.version` names another version, or on `retry` when an
+        /// experiment ended without choosing it;
         /// → `Degraded` on an abort inside a blue-green rollback window.
         case healthy = "Healthy"
         /// Moving through steps, timed pauses or analysis.

@@ -42,7 +42,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Bearer token good for POST /api/v1/feedback only, for applications that report experiment outcomes. The admin token works there too. Default: $SLUICE_FEEDBACK_TOKEN.", valueName: "token"))
     var feedbackToken: String?
 
-    @Option(name: .long, help: ArgumentHelp("Experiment exposures each event loop remembers for feedback (about 200 bytes each). When full the oldest go first, counted in sluice_exposures_dropped_total.", valueName: "n"))
+    @Option(name: .long, help: ArgumentHelp("Experiment exposures each event loop remembers for feedback (about 70 bytes each; a client's own request id or a unit adds its text). When full the oldest go first, counted in sluice_exposures_dropped_total.", valueName: "n"))
     var exposureCapacity: Int = ProxyConfiguration().exposureCapacity
 
     @Option(name: .long, help: "Event loops (threads) serving traffic. Default: one per core.")
