@@ -59,7 +59,8 @@ public struct ExperimentJudge: Sendable, Hashable, Codable {
         let order = [control] + challengers
         var ratio: SampleRatioFigures?
         if splitFixed, let check = SampleRatioCheck(exposures: order.map { tally.exposures[$0] ?? 0 }, weights: order.map { Double(weights[$0] ?? 0) }) {
-            ratio = SampleRatioFigures(statistic: check.statistic, pValue: check.pValue, mismatch: check.mismatch)
+            // Finite, so the status can be saved as JSON (exposures of a variant at weight 0 make it infinite).
+            ratio = SampleRatioFigures(statistic: min(check.statistic, .greatestFiniteMagnitude), pValue: check.pValue, mismatch: check.mismatch)
         }
 
         let decision: ExperimentDecision
