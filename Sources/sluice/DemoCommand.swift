@@ -201,7 +201,7 @@ struct DemoCommand: AsyncParsableCommand {
         let workers = 16
         let interval = Duration.microseconds(Int64(1_000_000 * workers / experimentRate))
         let pending = NIOLockedValueBox<[FeedbackItem]>([])
-        let random = NIOLockedValueBox(SeededGenerator(seed: 2026))
+        let random = NIOLockedValueBox(SplitMix64(seed: 2026))
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 while !Task.isCancelled {

@@ -3,6 +3,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
+import SluiceAnalysis
 import UnixSignals
 
 struct LoadCommand: AsyncParsableCommand {
@@ -81,7 +82,7 @@ struct LoadCommand: AsyncParsableCommand {
         configuration.timeout.connect = .seconds(2)
         let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
         let body = #"{"inputs": [{"name": "features", "shape": [3], "datatype": "FP64", "data": [0.2, 1.0, -0.5]}]}"#
-        let random = NIOLockedValueBox(SeededGenerator(seed: seed ?? UInt64.random(in: .min ... .max)))
+        let random = NIOLockedValueBox(SplitMix64(seed: seed ?? UInt64.random(in: .min ... .max)))
         let outcomes = FeedbackSender(url: admin.baseURL + "/api/v1/feedback",
                                       token: feedbackToken ?? ProcessInfo.processInfo.environment["SLUICE_FEEDBACK_TOKEN"] ?? admin.token, client: client)
         let (feedback, units, unitHeader) = (feedback, units, unitHeader)
@@ -291,22 +292,7 @@ final class FeedbackSender: Sendable {
     }
 }
 
-/// SplitMix64: the load's simulated outcomes and users, repeatable with --seed.
-struct SeededGenerator: RandomNumberGenerator {
-    private var state: UInt64
-
-    init(seed: UInt64) {
-        state = seed
-    }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-
+extension SplitMix64 {
     /// Uniform in [0, 1), from the top 53 bits.
     mutating func uniform() -> Double {
         Double(next() >> 11) / Double(1 << 53)

@@ -70,7 +70,7 @@ struct ExperimentJudgeTests {
         var strategy = Self.strategy
         strategy.allocation = .thompson(minWeight: 10)
         var judge = ExperimentJudge(Self.status, strategy)
-        var rng = SeededRandom(seed: 3)
+        var rng = SplitMix64(seed: 3)
         let reading = judge.look(Self.tally(["v1": (100, 1000), "v2": (200, 1000), "v3": (90, 1000)]), weights: Self.weights, splitFixed: false,
                                  removed: [], at: Instant(milliseconds: 1000), using: &rng)
         let split = reading.allocation ?? [:]
@@ -110,18 +110,5 @@ struct ExperimentJudgeTests {
         }
         let tooMany = "[" + Array(repeating: #"{"requestId": "r", "metric": "m", "value": 1}"#, count: 1_001).joined(separator: ",") + "]"
         #expect(throws: FeedbackError.invalid("a batch of 1001 items; at most 1000 per request")) { try FeedbackParser.parse(Array(tooMany.utf8)) }
-    }
-}
-
-/// SplitMix64, for repeatable draws.
-struct SeededRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
     }
 }
