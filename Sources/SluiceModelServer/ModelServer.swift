@@ -17,17 +17,41 @@ public enum ModelServer {
         public var errorRate: Double
         /// Added to every inference response, in milliseconds.
         public var latencyMs: Int
+        /// Fraction of inputs answered differently (the score `s` becomes `1 − s`), for shadow
+        /// comparison: the same inputs each time, chosen by a hash of the input values.
+        public var disagreeRate: Double
+        /// Added to every score, for score-drift tests.
+        public var shift: Double
 
-        public init(errorRate: Double = 0, latencyMs: Int = 0) {
+        public init(errorRate: Double = 0, latencyMs: Int = 0, disagreeRate: Double = 0, shift: Double = 0) {
             self.errorRate = errorRate
             self.latencyMs = latencyMs
+            self.disagreeRate = disagreeRate
+            self.shift = shift
         }
+
+        /// The score this server answers for `inputs`, given its version's own.
+        func answer(_ score: Double, for inputs: [Double]) -> Double {
+            (disagreeRate > 0 && ModelServer.inputShare(inputs) < disagreeRate ? 1 - score : score) + shift
+        }
+    }
+
+    /// Where an input falls in [0, 1): a hash of its values, the same for every version and run.
+    static func inputShare(_ inputs: [Double]) -> Double {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for value in inputs {
+            hash = (hash ^ value.bitPattern) &* 0x0000_0100_0000_01b3
+            hash ^= hash >> 29
+        }
+        return Double(hash >> 11) / Double(1 << 53)
     }
 
     /// A `POST /control` body: only the keys given change.
     struct FaultChange: Decodable {
         var errorRate: Double?
         var latencyMs: Int?
+        var disagreeRate: Double?
+        var shift: Double?
     }
 
     /// A tensor in a request or response. `data` is absent when its bytes travel in binary
@@ -199,7 +223,7 @@ public enum ModelServer {
                 if faults.errorRate > 0, Double.random(in: 0..<1) < faults.errorRate {
                     return ModelServer.error(.internalServerError, "injected failure (error rate \(faults.errorRate))")
                 }
-                let score = Self.score(values, version: version)
+                let score = faults.answer(Self.score(values, version: version), for: values)
                 var extra = HTTPFields()
                 if let conversion { extra[HTTPField.Name(conversionHeader)!] = String(conversion) }
                 let binary = decoded.parameters?.binary_data_output == true
@@ -229,10 +253,16 @@ public enum ModelServer {
             do {
                 change = try JSONDecoder().decode(FaultChange.self, from: Data(buffer: body))
             } catch {
-                return ModelServer.error(.badRequest, #"expected a JSON object with "errorRate" (0 to 1), "latencyMs" (0 or more) or both"#)
+                return ModelServer.error(.badRequest, #"expected a JSON object with any of "errorRate" (0 to 1), "latencyMs" (0 or more), "disagreeRate" (0 to 1), "shift""#)
             }
-            guard change.errorRate != nil || change.latencyMs != nil else {
-                return ModelServer.error(.badRequest, #"give "errorRate" (0 to 1), "latencyMs" (0 or more) or both"#)
+            guard change.errorRate != nil || change.latencyMs != nil || change.disagreeRate != nil || change.shift != nil else {
+                return ModelServer.error(.badRequest, #"give any of "errorRate" (0 to 1), "latencyMs" (0 or more), "disagreeRate" (0 to 1), "shift""#)
+            }
+            if let rate = change.disagreeRate, !(0...1).contains(rate) {
+                return ModelServer.error(.badRequest, "disagreeRate \(rate) is outside 0 to 1")
+            }
+            if let shift = change.shift, !shift.isFinite || abs(shift) > 1_000 {
+                return ModelServer.error(.badRequest, "shift \(shift) must be a number from -1000 to 1000")
             }
             if let rate = change.errorRate, !(0...1).contains(rate) {
                 return ModelServer.error(.badRequest, "errorRate \(rate) is outside 0 to 1")
@@ -243,6 +273,8 @@ public enum ModelServer {
             let faults = state.withLockedValue { faults in
                 if let rate = change.errorRate { faults.errorRate = rate }
                 if let latency = change.latencyMs { faults.latencyMs = latency }
+                if let rate = change.disagreeRate { faults.disagreeRate = rate }
+                if let shift = change.shift { faults.shift = shift }
                 return faults
             }
             return try json(.ok, faults)

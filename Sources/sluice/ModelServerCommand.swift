@@ -11,7 +11,8 @@ struct ModelServerCommand: AsyncParsableCommand {
         discussion: """
             Serves GET /v2/health/live, /v2/health/ready, /v2/models/NAME and POST /v2/models/NAME/infer \
             with a deterministic logistic model that differs by version. Inject faults with --error-rate \
-            and --latency, or at run time: POST /control {"errorRate": 0.3, "latencyMs": 200}.
+            and --latency, wrong answers for shadow comparison with --disagree and --shift, or any of them \
+            at run time: POST /control {"errorRate": 0.3, "latencyMs": 200, "disagreeRate": 0.1, "shift": 0.05}.
             """
     )
 
@@ -27,6 +28,9 @@ struct ModelServerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Address to bind.") var host: String = "127.0.0.1"
     @Option(name: .long, help: "Fraction of inference requests answered 500, 0 to 1.") var errorRate: Double = 0
     @Option(name: .long, help: ArgumentHelp("Latency added to each inference, in milliseconds.", valueName: "ms")) var latency: Int = 0
+    @Option(name: .long, help: ArgumentHelp("Fraction of inputs answered differently (score s becomes 1 - s), the same inputs every time, for shadow comparison.", valueName: "rate"))
+    var disagree: Double = 0
+    @Option(name: .long, help: ArgumentHelp("Added to every score, to test score drift.", valueName: "x")) var shift: Double = 0
     @Option(name: .long, help: ArgumentHelp("Simulate an outcome for experiments: each answer carries this probability of a conversion in the x-sluice-simulated-conversion header, which sluice load --feedback turns into feedback.", valueName: "p"))
     var conversion: Double?
 
@@ -37,6 +41,8 @@ struct ModelServerCommand: AsyncParsableCommand {
         }
         guard (0...1).contains(errorRate) else { throw ValidationError("--error-rate must be between 0 and 1") }
         if let conversion, !(0...1).contains(conversion) { throw ValidationError("--conversion must be between 0 and 1") }
+        guard (0...1).contains(disagree) else { throw ValidationError("--disagree must be between 0 and 1") }
+        guard shift.isFinite, abs(shift) <= 1_000 else { throw ValidationError("--shift must be a number from -1000 to 1000") }
         guard latency >= 0 else { throw ValidationError("--latency must not be negative") }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535") }
     }
@@ -46,7 +52,7 @@ struct ModelServerCommand: AsyncParsableCommand {
         logger.logLevel = .warning
         let app = ModelServer.buildApplication(
             name: name, version: version, host: host, port: port,
-            faults: .init(errorRate: errorRate, latencyMs: latency), conversion: conversion, logger: logger
+            faults: .init(errorRate: errorRate, latencyMs: latency, disagreeRate: disagree, shift: shift), conversion: conversion, logger: logger
         ) { [name, version, host] port in
             print("model-server \(name) \(version) on \(host):\(port)")
             fflush(nil)

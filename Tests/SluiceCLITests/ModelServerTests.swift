@@ -14,6 +14,44 @@ struct ModelServerTests {
         return try #require((outputs?.first?["data"] as? [Double])?.first)
     }
 
+    @Test("--disagree answers a share of inputs differently, the same ones every time; --shift moves every score; both change at run time")
+    func disagreeAndShift() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let plain = try RunningSluice(["model-server", "--name", "m", "--model-version", "v1", "--port", "0"])
+        let odd = try RunningSluice(["model-server", "--name", "m", "--model-version", "v1", "--port", "0", "--disagree", "0.25"])
+        let clientP = try await TestClient.connect(port: try await plain.port(after: "model-server m v1 on"), group: group)
+        let clientO = try await TestClient.connect(port: try await odd.port(after: "model-server m v1 on"), group: group)
+        func body(_ index: Int) -> String {
+            #"{"inputs": [{"name": "features", "shape": [2], "datatype": "FP64", "data": [\#(Double(index) * 0.37), \#(Double(index % 7) - 3.5)]}]}"#
+        }
+        func scores(_ client: TestClient) async throws -> [Double] {
+            var out: [Double] = []
+            for index in 0..<400 { out.append(try score(try await client.request(.POST, "/v2/models/m/infer", body: body(index)).body)) }
+            return out
+        }
+        let expected = try await scores(clientP), answered = try await scores(clientO)
+        let differing = zip(expected, answered).filter { $0 != $1 }
+        // 400 inputs, each differing with probability 0.25: sd 2.2 points.
+        #expect(abs(Double(differing.count) / 400 - 0.25) < 0.08, "\(differing.count) of 400 differ")
+        #expect(differing.allSatisfy { abs($0.0 + $0.1 - 1) < 1e-12 }, "a differing score is 1 - s")
+        #expect(try await scores(clientO) == answered, "the same inputs differ every time")
+
+        let change = try await clientO.request(.POST, "/control", body: #"{"disagreeRate": 0, "shift": 0.5}"#)
+        #expect(change.status == 200 && change.body.contains(#""shift":0.5"#), "\(change.body)")
+        let shifted = try await scores(clientO)
+        #expect(zip(shifted, expected).allSatisfy { abs($0 - $1 - 0.5) < 1e-9 }, "every score moved by 0.5")
+        let bad = try await clientO.request(.POST, "/control", body: #"{"disagreeRate": 1.5}"#)
+        #expect(bad.status == 400 && bad.body.contains("disagreeRate 1.5 is outside 0 to 1"), "\(bad.body)")
+        let refused = try await SluiceBinary.run(["model-server", "--name", "m", "--model-version", "v1", "--port", "0", "--disagree", "2"])
+        #expect(refused.status == 2 && refused.stderr.contains("--disagree must be between 0 and 1"), "\(refused.stderr)")
+
+        await clientP.close()
+        await clientO.close()
+        try await plain.stop()
+        try await odd.stop()
+        try await group.shutdownGracefully()
+    }
+
     @Test("serves OIP v2: health, metadata, deterministic inference that differs by version, 400 on bad input, faults at run time")
     func modelServer() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
