@@ -16,12 +16,19 @@ final class RunningSluice: Sendable {
         process.standardOutput = pipe
         process.standardError = pipe
         let output = self.output
-        pipe.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if !data.isEmpty { output.withLockedValue { $0 += String(decoding: data, as: UTF8.self) } }
-        }
         try process.run()
         self.process = process
+        // A thread of its own reads until the child's end of the pipe closes. (A `readabilityHandler`
+        // left a dispatch source on a descriptor the released `FileHandle` closed, and libdispatch
+        // crashed the whole test process in `_dispatch_event_loop_drain` under CI load.)
+        nonisolated(unsafe) let handle = pipe.fileHandleForReading
+        Thread {
+            while true {
+                let data = handle.availableData
+                if data.isEmpty { return }
+                output.withLockedValue { $0 += String(decoding: data, as: UTF8.self) }
+            }
+        }.start()
     }
 
     var text: String { output.withLockedValue { $0 } }
