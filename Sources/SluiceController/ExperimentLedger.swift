@@ -96,13 +96,6 @@ actor ExperimentLedger {
         tracked = tracked.filter { $0.value.deployment != deployment }
     }
 
-    /// The goal metrics the experiments in progress take, for `sluice status` and errors.
-    var metrics: [String: [String]] {
-        var out: [String: [String]] = [:]
-        for entry in tracked.values { out[entry.strategy.goal.metric, default: []].append(entry.deployment) }
-        return out
-    }
-
     // MARK: Feedback
 
     /// Matches each item to the exposure it is about and records the new outcomes. All or nothing for

@@ -43,7 +43,7 @@ public enum RoutingTableBuilder {
             stickiness: routing.experiment?.assignment ?? spec.deployment.route.stickiness,
             mirror: routing.mirror.map { MirrorRule(version: $0.version, percent: $0.percent) },
             replacePrefix: spec.deployment.route.replacePrefix,
-            experiment: routing.experiment.map { ExperimentRule(id: $0.id, windowMilliseconds: Int64($0.window.components.seconds * 1000 + $0.window.components.attoseconds / 1_000_000_000_000_000)) }
+            experiment: routing.experiment.map { ExperimentRule(id: $0.id, windowMilliseconds: $0.window.milliseconds) }
         )
     }
 }

@@ -170,8 +170,7 @@ struct ExperimentPlanCommand: AsyncParsableCommand {
         let start = ContinuousClock.now
         try await Task.sleep(for: .seconds(measure))
         let second = Self.requests(in: try await client.text("/metrics"), deployment: name)
-        let elapsed = start.duration(to: .now)
-        return Double(second - first) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        return Double(second - first) / start.duration(to: .now).seconds
     }
 
     /// The sum of `sluice_requests_total` over a deployment's versions.
