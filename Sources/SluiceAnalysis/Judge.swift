@@ -128,7 +128,31 @@ public enum Judge {
                 return MetricResult(metric: name, outcome: .error, reason: "a builtin measurement for a metric that is not builtin")
             }
             return builtin(metric, kind, stable: stable, candidate: candidate, state: &state)
+        case .shadow(let reading):
+            guard let shadow = metric.shadow else {
+                return MetricResult(metric: name, outcome: .error, reason: "a shadow measurement for a metric that is not a shadow metric")
+            }
+            return Self.shadow(metric, shadow, reading)
         }
+    }
+
+    // MARK: Shadow metrics
+
+    /// Judged on the pairs so far, once there are `minSamples` of them: fewer is inconclusive, never a
+    /// failure.
+    static func shadow(_ metric: MetricSpec, _ shadow: ShadowMetric, _ reading: ShadowReading) -> MetricResult {
+        guard let value = reading.value else {
+            return MetricResult(metric: metric.name, outcome: .inconclusive, reason: reading.reason, values: reading.values)
+        }
+        let shown = shadow.measure == .shadowLatencyP99 ? Format.duration(value) : Format.number(value)
+        let evidence = shadow.measure == .shadowLatencyP99 ? "answers" : "pairs"
+        guard reading.pairs >= metric.minSamples else {
+            return MetricResult(metric: metric.name, outcome: .inconclusive, value: value,
+                                reason: "\(shown) over \(reading.pairs) \(evidence); judged from \(metric.minSamples) (minSamples)", values: reading.values)
+        }
+        var result = conditions(metric, value: value, shown: shown, values: reading.values)!
+        result.reason += " over \(reading.pairs) \(evidence)"
+        return result
     }
 
     // MARK: Builtin metrics

@@ -69,4 +69,6 @@ public enum MetricReading: Sendable, Hashable {
     case webhook(status: Int, value: Double?, body: String)
     /// The provider could not measure: unreachable, timed out, or an answer it cannot read.
     case error(String)
+    /// A shadow metric's measure over the pairs since the mirror began.
+    case shadow(ShadowReading)
 }

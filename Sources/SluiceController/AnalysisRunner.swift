@@ -39,9 +39,12 @@ actor AnalysisRunner {
     private let source: any MetricsSource
     private let reports: AsyncStream<AnalysisReport>.Continuation
     private let clock: ShellClock
+    private let shadows: ShadowLedger?
 
-    init(proxyMetrics: ProxyMetrics?, source: any MetricsSource, reports: AsyncStream<AnalysisReport>.Continuation, clock: ShellClock = .system) {
+    init(proxyMetrics: ProxyMetrics?, source: any MetricsSource, reports: AsyncStream<AnalysisReport>.Continuation, clock: ShellClock = .system,
+         shadows: ShadowLedger? = nil) {
         self.proxyMetrics = proxyMetrics
+        self.shadows = shadows
         self.source = source
         self.reports = reports
         self.clock = clock
@@ -85,7 +88,13 @@ actor AnalysisRunner {
         let cursor = try? await proxyMetrics?.openCursor(route: key.deployment)
         var windowStart = clock.now()
         let usesBuiltin = spec.metrics.contains { if case .builtin = $0.source { true } else { false } }
-        let latencies = Set(spec.metrics.filter { if case .builtin(let kind) = $0.source { kind.isLatency } else { false } }.map(\.name))
+        let latencies = Set(spec.metrics.filter { metric in
+            switch metric.source {
+            case .builtin(let kind): kind.isLatency
+            case .shadow(let shadow): shadow.measure == .shadowLatencyP99
+            case .prometheus, .webhook: false
+            }
+        }.map(\.name))
         while true {
             do { try await clock.sleep(for: spec.interval) } catch { return }
             let windowEnd = clock.now()
@@ -129,6 +138,9 @@ actor AnalysisRunner {
                     let candidate = windows[MetricKey(route: key.deployment, version: key.run.candidate)]
                     readings[metric.name] = .builtin(stable: BuiltinSamples.sample(stable, seconds: seconds),
                                                      candidate: BuiltinSamples.sample(candidate, seconds: seconds))
+                case .shadow(let shadow):
+                    readings[metric.name] = shadows?.reading(key.deployment, candidate: key.run.candidate, shadow)
+                        ?? .error("shadow metrics need the built-in proxy's pairs")
                 case .prometheus, .webhook:
                     let context = MeasurementContext(
                         deployment: key.deployment, route: target.route, stable: status.stableVersion,

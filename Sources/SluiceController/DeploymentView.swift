@@ -30,6 +30,8 @@ public struct DeploymentView: Sendable, Codable, Equatable {
     public var fault: String?
     /// The experiment's state in one line (`ExperimentView.summary`), when the deployment has one.
     public var experiment: String?
+    /// Shadow comparison of the candidate (or the last one): pairs, agreement, drift, disagreements.
+    public var shadow: ShadowView?
 
     /// One metric's latest measurement.
     public struct AnalysisView: Sendable, Codable, Equatable {

@@ -23,6 +23,7 @@ public struct HTTPMetricsSource: MetricsSource {
         case .prometheus(let query): await prometheus(query, context: context)
         case .webhook(let hook): await webhook(hook, context: context)
         case .builtin: .error("builtin metrics are measured from the proxy")
+        case .shadow: .error("shadow metrics are measured from the proxy's pairs")
         }
     }
 

@@ -56,6 +56,8 @@ public actor Reconciler: Service {
     private var trips: [String: TripwireObservation] = [:]
     /// Experiments: the ledger takes feedback and exposures; its readings wait here for the next pass.
     let ledger: ExperimentLedger
+    /// Shadow comparison: pairs from the proxy, readings for the analysis, views for the status.
+    let shadows: ShadowLedger
     private let readings: AsyncStream<(deployment: String, reading: ExperimentReading)>
     private var experimentReadings: [String: ExperimentReading] = [:]
     private var analysisViews: [String: [String: DeploymentView.AnalysisView]] = [:]
@@ -79,12 +81,13 @@ public actor Reconciler: Service {
     ///   - evidence: where experiments keep their outcomes; default the status store when it can
     ///     (SQLite), else memory.
     ///   - seed: the bandits' random draws; default from the system.
+    ///   - shadowPairs: the built-in proxy's pairs of compared mirrors, for shadow metrics.
     public init(manifests: String, strategies: String?, store: any StatusStore, router: any TrafficRouter,
                 proxyMetrics: ProxyMetrics? = nil, tripwireEvents: AsyncStream<TripwireEvent>? = nil,
                 metricsSource: any MetricsSource = HTTPMetricsSource(), registry: PrometheusCollectorRegistry? = nil,
                 pollInterval: Duration = .milliseconds(250), clock: ShellClock = .system, useInotify: Bool = true,
                 exposures: (any ExposureSource)? = nil, evidence: (any ExperimentEvidenceStore)? = nil, seed: UInt64? = nil,
-                logger: Logger = Logger(label: "sluice.reconciler")) {
+                shadowPairs: (any ShadowPairSource)? = nil, logger: Logger = Logger(label: "sluice.reconciler")) {
         reader = ManifestReader(manifests: manifests, strategies: strategies)
         self.useInotify = useInotify
         self.store = store
@@ -94,7 +97,8 @@ public actor Reconciler: Service {
         self.logger = logger
         let (reports, continuation) = AsyncStream.makeStream(of: AnalysisReport.self, bufferingPolicy: .bufferingNewest(1024))
         self.reports = reports
-        runner = AnalysisRunner(proxyMetrics: proxyMetrics, source: metricsSource, reports: continuation, clock: clock)
+        shadows = ShadowLedger(source: shadowPairs, clock: clock, logger: logger)
+        runner = AnalysisRunner(proxyMetrics: proxyMetrics, source: metricsSource, reports: continuation, clock: clock, shadows: shadows)
         self.tripwireEvents = tripwireEvents
         self.registry = registry
         let (readings, readingsContinuation) = AsyncStream.makeStream(of: (deployment: String, reading: ExperimentReading).self,
@@ -120,6 +124,7 @@ public actor Reconciler: Service {
                     for await (deployment, reading) in self.readings { await self.observe(reading, of: deployment) }
                 }
                 group.addTask { await self.ledger.run() }
+                group.addTask { await self.shadows.run() }
                 if let trips = self.tripwireEvents {
                     group.addTask {
                         for await event in trips { await self.trip(event) }
@@ -274,6 +279,7 @@ public actor Reconciler: Service {
             statuses[name] = plan.status
             await runner.track(name, route: spec.deployment.route.pathPrefix, status: plan.status)
             await ledger.track(name, status: plan.status, strategy: spec.strategy)
+            shadows.track(name, status: plan.status, strategy: spec.strategy)
             await carryOut(plan.actions, for: name, phase: plan.status.phase)
             if let delay = plan.requeueAfter { requeueAt[name] = now + delay }
         }
@@ -382,6 +388,7 @@ public actor Reconciler: Service {
             inForce[name] = nil
             await runner.remove(name)
             await ledger.forget(name)
+            shadows.forget(name)
             experimentReadings[name] = nil
             analysisViews[name] = nil
             statuses[name] = nil
@@ -479,6 +486,7 @@ public actor Reconciler: Service {
         view.analysis = (analysisViews[deployment] ?? [:]).values
             .filter { status.candidate == nil || $0.version == status.candidate }
             .sorted { $0.metric < $1.metric }
+        view.shadow = shadows.view(deployment)
         view.specErrors = diagnostics.filter { $0.location.file == spec.file }.map(\.description)
         if let fault = saveFaults[deployment] {
             view.fault = "status not saved (\(fault.attempts) attempt(s) since \(fault.since)): \(fault.error); routing stays as it was, retrying"

@@ -22,17 +22,22 @@ public enum ModelServer {
         public var disagreeRate: Double
         /// Added to every score, for score-drift tests.
         public var shift: Double
+        /// Uniform noise up to ± this added to every score, different each time: a model that is not
+        /// deterministic, for the noise floor.
+        public var noise: Double
 
-        public init(errorRate: Double = 0, latencyMs: Int = 0, disagreeRate: Double = 0, shift: Double = 0) {
+        public init(errorRate: Double = 0, latencyMs: Int = 0, disagreeRate: Double = 0, shift: Double = 0, noise: Double = 0) {
             self.errorRate = errorRate
             self.latencyMs = latencyMs
             self.disagreeRate = disagreeRate
             self.shift = shift
+            self.noise = noise
         }
 
         /// The score this server answers for `inputs`, given its version's own.
         func answer(_ score: Double, for inputs: [Double]) -> Double {
             (disagreeRate > 0 && ModelServer.inputShare(inputs) < disagreeRate ? 1 - score : score) + shift
+                + (noise > 0 ? Double.random(in: -noise...noise) : 0)
         }
     }
 
@@ -182,7 +187,7 @@ public enum ModelServer {
     /// - Parameter conversion: when set, every answer carries this probability of a simulated
     ///   conversion in `conversionHeader`, for experiment demos and tests.
     public static func buildApplication(
-        name: String, version: String, host: String, port: Int, faults: Faults, conversion: Double? = nil,
+        name: String, version: String, host: String, port: Int, faults: Faults, conversion: Double? = nil, weightsOf: String? = nil,
         logger: Logger = Logger(label: "sluice.model-server"), onRunning: @escaping @Sendable (Int) -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let state = NIOLockedValueBox(faults)
@@ -223,7 +228,7 @@ public enum ModelServer {
                 if faults.errorRate > 0, Double.random(in: 0..<1) < faults.errorRate {
                     return ModelServer.error(.internalServerError, "injected failure (error rate \(faults.errorRate))")
                 }
-                let score = faults.answer(Self.score(values, version: version), for: values)
+                let score = faults.answer(Self.score(values, version: weightsOf ?? version), for: values)
                 var extra = HTTPFields()
                 if let conversion { extra[HTTPField.Name(conversionHeader)!] = String(conversion) }
                 let binary = decoded.parameters?.binary_data_output == true

@@ -35,6 +35,8 @@ final class LoopState: @unchecked Sendable {
     /// `exposureVariants[r][b]`: the exposure log's index of `table.routes[r].backends[b]` in the route's
     /// experiment; empty for routes without one. Resolved once per table, not per request.
     private(set) var exposureVariants: [[Int32]] = []
+    /// Finished pairs of compared mirrors, until the controller drains them.
+    private(set) lazy var shadows = ShadowLog(maxBytes: configuration.shadowLogBytes)
     /// Set when the proxy starts shutting down.
     var quiescing = false
 
@@ -109,14 +111,15 @@ final class LoopState: @unchecked Sendable {
         statsByKey.mapValues(\.inFlight)
     }
 
-    /// The next endpoint of a backend, round robin, skipping ones out of service; `nil` when all are.
-    func pickEndpoint(route routeIndex: Int, backend backendIndex: Int) -> EndpointPool? {
+    /// The next endpoint of a backend, round robin, skipping ones out of service (and `excluding`);
+    /// `nil` when all are.
+    func pickEndpoint(route routeIndex: Int, backend backendIndex: Int, excluding: Endpoint? = nil) -> EndpointPool? {
         let candidates = pools[routeIndex][backendIndex]
         guard !candidates.isEmpty else { return nil }
         let start = nextEndpoint[routeIndex][backendIndex]
         for offset in 0..<candidates.count {
             let index = (start + offset) % candidates.count
-            if health.isUp(candidates[index].endpoint) {
+            if health.isUp(candidates[index].endpoint), candidates[index].endpoint != excluding {
                 nextEndpoint[routeIndex][backendIndex] = index + 1
                 return candidates[index]
             }

@@ -1,8 +1,10 @@
 import NIOCore
 import SluiceSpec
 
-/// A copy of a client request sent to a shadow version. Its response is read and discarded; only its
-/// metrics count.
+/// A copy of a client request sent to a shadow version. Its response is read and discarded, and only
+/// its metrics count, unless the route compares outputs: then its answer goes to the request's
+/// `ShadowCapture` (up to the body limit). A copy to a second stable endpoint, for the noise floor,
+/// counts in no version's metrics.
 ///
 /// It never holds the client back: it buffers at most `maxPendingBytes` while connecting, and if the
 /// shadow cannot take bytes as fast as the client sends them it is abandoned, never queued.
@@ -10,7 +12,9 @@ final class MirrorExchange: UpstreamDelegate {
     static let maxPendingBytes = 1 << 20
 
     private let loop: LoopState
-    private let stats: LoopVersionStats
+    private let stats: LoopVersionStats?
+    private let capture: ShadowCapture?
+    private let role: ShadowCapture.Role
     private let pool: EndpointPool
     private let start = NIODeadline.now()
     private var upstream: UpstreamConnection?
@@ -25,13 +29,16 @@ final class MirrorExchange: UpstreamDelegate {
     private var keepAlive: MirrorExchange?
 
     /// `head`: the request head as forwarded; `isHead`: the request is a HEAD.
-    init(loop: LoopState, stats: LoopVersionStats, pool: EndpointPool, head: ByteBuffer, isHead: Bool) {
+    init(loop: LoopState, stats: LoopVersionStats?, pool: EndpointPool, head: ByteBuffer, isHead: Bool,
+         capture: ShadowCapture? = nil, role: ShadowCapture.Role = .shadow) {
         self.loop = loop
         self.stats = stats
         self.pool = pool
+        self.capture = capture
+        self.role = role
         loop.mirrorsInFlight += 1
-        stats.window.requests += 1
-        stats.window.mirrored += 1
+        stats?.window.requests += 1
+        stats?.window.mirrored += 1
         pending.append(head)
         keepAlive = self
         pool.acquire { [self] result in
@@ -86,8 +93,9 @@ final class MirrorExchange: UpstreamDelegate {
         switch part {
         case .head(let head):
             if head.status >= 200 { status = head.status }
-        case .body:
-            break
+            capture?.head(role, head)
+        case .body(let bytes):
+            capture?.body(role, bytes)
         case .end:
             finish(error: nil)
         }
@@ -119,12 +127,14 @@ final class MirrorExchange: UpstreamDelegate {
             }
             self.upstream = nil
         }
+        let micros = (NIODeadline.now() - start).nanoseconds / 1000
+        capture?.finish(role, answered: error == nil && !abandoned, latencyMicros: UInt64(max(1, micros)))
+        guard let stats else { return }
         if abandoned {
             stats.window.mirrorsDropped += 1
             return
         }
         if let error { stats.recordUpstreamError(error) }
-        let micros = (NIODeadline.now() - start).nanoseconds / 1000
         stats.recordResponse(status: error == nil ? status : (error == .timeout ? 504 : 502), latencyMicros: UInt64(max(1, micros)))
     }
 }

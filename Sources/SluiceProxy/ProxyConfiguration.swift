@@ -40,6 +40,16 @@ public struct ProxyConfiguration: Sendable {
     /// the oldest go first and are counted if their window was still open.
     public var exposureCapacity: Int = 100_000
 
+    /// Body bytes kept per answer of a compared mirror (stable's and the shadow's); a bigger answer is
+    /// counted as not compared, never buffered beyond this.
+    public var shadowBodyLimit: Int = 64 * 1024
+    /// Every n-th compared mirror also goes to a second endpoint of the version serving the request,
+    /// when it has one: the stable-versus-stable noise floor.
+    public var shadowNoiseEvery: Int = 10
+    /// Bytes of finished pairs each event loop holds until the controller takes them; past this, pairs
+    /// are dropped and counted.
+    public var shadowLogBytes: Int = 8 << 20
+
     /// Seed for the weighted random draw; `nil` seeds from the system. Tests pass one to be repeatable.
     public var randomSeed: UInt64?
 

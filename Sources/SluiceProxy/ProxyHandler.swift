@@ -40,6 +40,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         /// Whether the upstream keeps its connection open after this response.
         var upstreamKeepAlive = true
         var mirror: MirrorExchange?
+        /// A second stable endpoint's copy, for the noise floor of a compared mirror.
+        var noise: MirrorExchange?
+        /// Pairs stable's answer with the mirror's, when the route compares them.
+        var capture: ShadowCapture?
         /// How long the request waited for a new upstream connection: not part of its served latency.
         var connectWait: Int64 = 0
 
@@ -141,6 +145,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             case .active(let exchange):
                 exchange.requestEnded = true
                 exchange.mirror?.requestComplete()
+                exchange.noise?.requestComplete()
                 exchange.upstream?.handler.flush()
             case .discarding(let closeAfter):
                 requestDone(closeAfter: closeAfter, now: now, context: context)
@@ -207,7 +212,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         let forwarded = RequestWriter.head(head, requestID: requestID, clientAddress: clientAddress,
                                            rewrite: route.replacePrefix.map { (route.pathPrefix.utf8.count, $0) }, allocator: allocator)
         if route.mirror != nil {
-            exchange.mirror = startMirror(route: route, routeIndex: routeIndex, chosen: backendIndex, head: forwarded, isHead: head.isHead)
+            startMirror(exchange, route: route, routeIndex: routeIndex, chosen: backendIndex, head: forwarded, isHead: head.isHead)
         }
         if let connection = pool.takeIdle() {
             // The common case: a pooled connection, written to at once; the request's end or the
@@ -254,22 +259,39 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     }
 
     /// Copies the request to the route's mirror version, if this request is drawn for it and the loop
-    /// has room for another mirror in flight.
-    private func startMirror(route: RouteRule, routeIndex: Int, chosen: Int, head: ByteBuffer, isHead: Bool) -> MirrorExchange? {
+    /// has room for another mirror in flight. When the route compares outputs, the answers are paired,
+    /// and every `shadowNoiseEvery`-th compared request also goes to a second endpoint of the version
+    /// that serves it, for the noise floor.
+    private func startMirror(_ exchange: Exchange, route: RouteRule, routeIndex: Int, chosen: Int, head: ByteBuffer, isHead: Bool) {
         guard let mirror = route.mirror, VersionChooser.shouldMirror(mirror, using: &loop.rng),
-              let mirrorIndex = route.backendIndex(of: mirror.version), mirrorIndex != chosen else { return nil }
+              let mirrorIndex = route.backendIndex(of: mirror.version), mirrorIndex != chosen else { return }
         let stats = loop.stats[routeIndex][mirrorIndex]
         guard loop.mirrorsInFlight < loop.configuration.maxMirrorsInFlight,
               let pool = loop.pickEndpoint(route: routeIndex, backend: mirrorIndex) else {
             stats.window.mirrorsDropped += 1
-            return nil
+            return
         }
-        return MirrorExchange(loop: loop, stats: stats, pool: pool, head: head, isHead: isHead)
+        var noisePool: EndpointPool?
+        if mirror.compare {
+            let shadows = loop.shadows
+            shadows.noiseCounter += 1
+            if shadows.noiseCounter % loop.configuration.shadowNoiseEvery == 0, loop.mirrorsInFlight + 1 < loop.configuration.maxMirrorsInFlight {
+                noisePool = loop.pickEndpoint(route: routeIndex, backend: chosen, excluding: exchange.pool.endpoint)
+            }
+            exchange.capture = ShadowCapture(log: shadows, limit: loop.configuration.shadowBodyLimit, route: route.name,
+                                             requestID: exchange.requestID.text, stableVersion: exchange.version,
+                                             shadowVersion: mirror.version, withNoise: noisePool != nil)
+        }
+        exchange.mirror = MirrorExchange(loop: loop, stats: stats, pool: pool, head: head, isHead: isHead, capture: exchange.capture, role: .shadow)
+        if let noisePool {
+            exchange.noise = MirrorExchange(loop: loop, stats: nil, pool: noisePool, head: head, isHead: isHead, capture: exchange.capture, role: .noise)
+        }
     }
 
     /// Request body bytes, to the upstream and the mirror; flushed at the end of the read batch.
     private func send(_ bytes: ByteBuffer, _ exchange: Exchange) {
         exchange.mirror?.forward(bytes)
+        exchange.noise?.forward(bytes)
         if let upstream = exchange.upstream {
             upstream.handler.write(bytes)
         } else {
@@ -288,6 +310,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             // 1xx responses are interim: passed on, and the real head follows.
             if head.status >= 200 { exchange.responseStarted = true }
             exchange.responseStatus = head.status
+            exchange.capture?.head(.stable, head)
             exchange.upstreamKeepAlive = head.keepAlive
             // A body that ends with the upstream's close, or loses its chunked framing for an HTTP/1.0
             // client, can only end with the client connection's close too.
@@ -306,6 +329,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
                 clientUnflushed = true
             }
         case .body(let buffer):
+            exchange.capture?.body(.stable, buffer)
             if let room = unsentHead?.writableBytes, buffer.readableBytes <= room {
                 unsentHead!.writeImmutableBuffer(buffer)
                 return
@@ -385,6 +409,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         let micros = ((now - exchange.start).nanoseconds - exchange.connectWait) / 1000
         exchange.stats.inFlight -= 1
         exchange.stats.recordResponse(status: exchange.responseStatus, latencyMicros: UInt64(max(1, micros)))
+        exchange.capture?.finish(.stable, answered: true, latencyMicros: UInt64(max(1, micros)))
         detachUpstream(exchange, reuse: reusable, now: now)
         let closeAfter = !exchange.keepAlive || quiescing || exchange.closeAfterResponse
         if exchange.requestEnded {
@@ -425,6 +450,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     /// Answers for a failed upstream, counted against the version the request was meant for.
     private func failExchange(_ exchange: Exchange, status: HTTPResponseStatus, error: UpstreamErrorKind?, context: ChannelHandlerContext) {
         if let error { exchange.stats.recordUpstreamError(error) }
+        exchange.capture?.finish(.stable, answered: false, latencyMicros: 0)
         exchange.responseStatus = Int(status.code)
         if unsentHead != nil {
             // The upstream's head never left: the client can still get a clean error instead.
@@ -473,6 +499,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         case .active(let exchange):
             // Mid-body: counted against the version, like any answer the exchange gets.
             exchange.mirror?.clientGone()
+            exchange.noise?.clientGone()
+            exchange.capture?.finish(.stable, answered: false, latencyMicros: 0)
             failExchange(exchange, status: status, error: nil, context: context)
         case .idle:
             respondDirectly(status, version: nil, requestID: nil, keepAlive: false, context: context)
@@ -508,6 +536,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     func channelInactive(context: ChannelHandlerContext) {
         if case .active(let exchange) = state {
             exchange.mirror?.clientGone()
+            exchange.noise?.clientGone()
+            exchange.capture?.finish(.stable, answered: false, latencyMicros: 0)
             exchange.stats.inFlight -= 1
             detachUpstream(exchange, reuse: false)
         }

@@ -129,6 +129,19 @@ public final class ProxyServer: Sendable {
         return (counts, dropped)
     }
 
+    /// The pairs of compared mirrors finished since the last drain, and how many all loops have
+    /// dropped so far because the controller fell behind.
+    public func drainShadowPairs() async throws -> (pairs: [CapturedPair], dropped: Int) {
+        var pairs: [CapturedPair] = []
+        var dropped = 0
+        for loop in loops {
+            let (drained, loopDropped) = try await loop.eventLoop.submit { (loop.shadows.drain(), loop.shadows.dropped) }.get()
+            pairs += drained
+            dropped += loopDropped
+        }
+        return (pairs, dropped)
+    }
+
     /// The revision every loop routes by: the lowest, so a partly applied table does not count.
     public func verify() async throws -> UInt64 {
         var lowest = UInt64.max

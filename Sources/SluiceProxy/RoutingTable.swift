@@ -182,10 +182,23 @@ public struct ExperimentRule: Sendable, Equatable, Codable {
 public struct MirrorRule: Sendable, Equatable, Codable {
     public var version: String
     public var percent: Int
+    /// Pair each mirrored answer with stable's, for shadow metrics (`ProxyServer.drainShadowPairs`).
+    public var compare: Bool
 
-    public init(version: String, percent: Int) {
+    public init(version: String, percent: Int, compare: Bool = false) {
         self.version = version
         self.percent = percent
+        self.compare = compare
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case version, percent, compare
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(version: try c.decode(String.self, forKey: .version), percent: try c.decode(Int.self, forKey: .percent),
+                  compare: try c.decodeIfPresent(Bool.self, forKey: .compare) ?? false)
     }
 }
 

@@ -80,6 +80,8 @@ public enum MetricSource: Sendable, Hashable, Codable {
     case builtin(BuiltinMetric)
     case prometheus(PrometheusQuery)
     case webhook(Webhook)
+    /// Measured on the pairs of answers of shadow traffic (`builtin: shadowAgreement` and the like).
+    case shadow(ShadowMetric)
 }
 
 /// The metrics the proxy measures itself.

@@ -2,7 +2,8 @@ import Yams
 
 extension SpecReader {
     /// `noStable`: why this analysis cannot compare with stable (after a blue-green switch stable serves nothing).
-    func analysis(_ value: SpecValue, allowsCount: Bool, allowsStartingStep: Bool, noStable: String? = nil) -> AnalysisSpec? {
+    /// `shadowAllowed`: a canary analysis step, the only place shadow metrics are judged.
+    func analysis(_ value: SpecValue, allowsCount: Bool, allowsStartingStep: Bool, noStable: String? = nil, shadowAllowed: Bool = false) -> AnalysisSpec? {
         var keys = ["interval", "metrics"]
         if allowsCount { keys.append("count") }
         if allowsStartingStep { keys.append("startingStep") }
@@ -21,6 +22,10 @@ extension SpecReader {
                 let item = SpecValue(node: nodes[index], path: listValue.path.appending(index: index), keyMark: nodes[index].mark)
                 error("duplicate metric name '\(metric.name)'", at: item.child("name") ?? item)
             }
+            for (index, metric) in metrics.enumerated() where metric.shadow != nil && !shadowAllowed {
+                let item = SpecValue(node: nodes[index], path: listValue.path.appending(index: index), keyMark: nodes[index].mark)
+                error("shadow metrics are judged in a canary analysis step while setMirror is on, where they gate the next step", at: item.child("builtin") ?? item)
+            }
         }
         guard diagnostics.count == before, let metrics else { return nil }
         return AnalysisSpec(interval: interval, count: count, startingStep: start, metrics: metrics)
@@ -31,12 +36,13 @@ extension SpecReader {
         let keys = ["name"] + sources + [
             "successCondition", "failureCondition", "compareTo", "maxRatio", "alpha",
             "failureLimit", "inconclusiveLimit", "consecutiveErrorLimit", "minSamples",
+            "compare", "ignore", "statistic", "capture",
         ]
         guard let f = fields(value, keys: keys) else { return nil }
         let before = diagnostics.count
         let name = f.required("name") { identifier($0, what: "metric name") }
         let source: MetricSource? = switch f.exactlyOne(of: sources, what: "a metric") {
-        case "builtin": f.required("builtin") { builtin($0) }.map { .builtin($0) }
+        case "builtin": f.required("builtin") { builtin($0, f) }
         case "prometheus": f.required("prometheus") { prometheus($0) }.map { .prometheus($0) }
         case "webhook": f.required("webhook") { webhook($0) }.map { .webhook($0) }
         default: nil
@@ -72,6 +78,12 @@ extension SpecReader {
         let errorLimit = f.optional("consecutiveErrorLimit") { int($0, in: 0...1000) } ?? MetricSpec.defaultConsecutiveErrorLimit
         let minSamples = f.optional("minSamples") { int($0, in: 1...10_000_000) } ?? MetricSpec.defaultMinSamples
 
+        if case .shadow = source {} else {
+            for key in ["compare", "ignore", "statistic", "capture"] {
+                guard let extra = f.value(key) else { continue }
+                error("\(key) applies to shadow metrics only (builtin: \(ShadowMetric.Measure.allCases.map(\.rawValue).joined(separator: ", ")))", at: extra)
+            }
+        }
         if let source {
             checkJudgement(f, source: source, success: success, failure: failure, compare: compare, maxRatio: maxRatio)
         }
@@ -91,7 +103,7 @@ extension SpecReader {
         if maxRatio != nil && !compare, let ratioValue = f.value("maxRatio") {
             error("maxRatio needs compareTo: stable", at: ratioValue)
         }
-        if compare, case .builtin = source {} else if compare, let compareValue = f.value("compareTo") {
+        if compare, case .builtin = source {} else if compare, case .shadow = source {} else if compare, let compareValue = f.value("compareTo") {
             error("compareTo: stable works with builtin metrics only; Sluice measures both versions itself", at: compareValue)
         }
         if compare, case .builtin(.requestRate) = source, let compareValue = f.value("compareTo") {
@@ -117,18 +129,85 @@ extension SpecReader {
             if !f.has("successCondition") && !f.has("failureCondition") {
                 error("a prometheus metric needs successCondition or failureCondition", at: f.mark, f.path)
             }
+        case .shadow(let metric):
+            if let compareValue = f.value("compareTo") {
+                error("compareTo: stable does not apply to \(metric.measure.rawValue): every shadow metric already compares the shadow with stable", at: compareValue)
+            }
+            if !f.has("successCondition") && !f.has("failureCondition") {
+                error("\(metric.measure.rawValue) needs successCondition or failureCondition", at: f.mark, f.path)
+            }
+            for key in ["successCondition", "failureCondition"] {
+                guard let value = f.value(key), let condition = key == "successCondition" ? success : failure else { continue }
+                let isDuration = metric.measure == .shadowLatencyP99
+                if isDuration && condition.unit != .seconds {
+                    error("\(metric.measure.rawValue) is a duration; give the limit a unit, such as \"< 250ms\"", at: value)
+                } else if !isDuration && condition.unit == .seconds {
+                    error("\(metric.measure.rawValue) is not a duration; '\(condition.text)' has a time unit", at: value)
+                } else if metric.measure.unit == "a fraction" && !(0...1).contains(condition.value) {
+                    error("\(metric.measure.rawValue) is a fraction from 0 to 1 (or a percentage); \(condition.text) can never be measured", at: value)
+                }
+            }
         case .webhook:
             break // The status code judges it; a condition, if any, judges the returned value.
         }
     }
 
-    private func builtin(_ value: SpecValue) -> BuiltinMetric? {
+    /// `builtin: NAME`: a metric of the proxy's own counts, or a shadow metric with its comparison.
+    private func builtin(_ value: SpecValue, _ f: Fields) -> MetricSource? {
         guard let text = string(value) else { return nil }
+        if let measure = ShadowMetric.Measure(rawValue: text) { return shadowMetric(measure, f).map { .shadow($0) } }
         guard let metric = BuiltinMetric(rawValue: text) else {
-            error(Suggestion.unknown("builtin metric", text, known: BuiltinMetric.allCases.map(\.rawValue)), at: value)
+            let known = BuiltinMetric.allCases.map(\.rawValue) + ShadowMetric.Measure.allCases.map(\.rawValue)
+            error(Suggestion.unknown("builtin metric", text, known: known), at: value)
             return nil
         }
-        return metric
+        return .builtin(metric)
+    }
+
+    private func shadowMetric(_ measure: ShadowMetric.Measure, _ f: Fields) -> ShadowMetric? {
+        let before = diagnostics.count
+        let compare = f.optional("compare") { value -> ShadowCompare? in
+            guard let c = fields(value, keys: ["json", "tolerance", "relative"]) else { return nil }
+            let json = c.optional("json") { jsonPath($0) }
+            let tolerance: Double = c.optional("tolerance") { value in
+                guard let tolerance = number(value) else { return nil }
+                guard tolerance >= 0, tolerance.isFinite else {
+                    error("tolerance must be 0 or more", at: value)
+                    return nil
+                }
+                return tolerance
+            } ?? 0
+            let relative = c.optional("relative") { bool($0) } ?? false
+            if relative, tolerance >= 1, let value = c.value("tolerance") {
+                error("a relative tolerance of \(tolerance) lets any two numbers of one sign agree; give a fraction below 1, such as 0.01", at: value)
+            }
+            return ShadowCompare(json: json, tolerance: tolerance, relative: relative)
+        } ?? ShadowCompare()
+        let ignore = f.optional("ignore") { list($0, what: "JSONPaths") { jsonPath($0) } } ?? []
+        let statistic = f.optional("statistic") { value -> ShadowMetric.DriftStatistic? in
+            guard let text = string(value) else { return nil }
+            guard let statistic = ShadowMetric.DriftStatistic(rawValue: text) else {
+                error(Suggestion.unknown("drift statistic", text, known: ShadowMetric.DriftStatistic.allCases.map(\.rawValue)), at: value)
+                return nil
+            }
+            return statistic
+        } ?? .psi
+        if measure != .shadowDrift, let value = f.value("statistic") {
+            error("statistic applies to shadowDrift only", at: value)
+        }
+        let capture = f.optional("capture") { bool($0) } ?? false
+        guard diagnostics.count == before else { return nil }
+        return ShadowMetric(measure, compare: compare, ignore: ignore, statistic: statistic, capture: capture)
+    }
+
+    private func jsonPath(_ value: SpecValue) -> JSONPath? {
+        guard let text = string(value, what: "a JSONPath such as $.outputs[0].data") else { return nil }
+        do {
+            return try JSONPath(text)
+        } catch {
+            self.error("\(error); Sluice reads $, .name, ['name'], [N] and [*]", at: value)
+            return nil
+        }
     }
 
     private func prometheus(_ value: SpecValue) -> PrometheusQuery? {

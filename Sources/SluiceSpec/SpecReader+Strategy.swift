@@ -20,6 +20,7 @@ extension SpecReader {
         let steps = f.required("steps") { list($0, nonEmpty: true, what: "steps") { step($0) } }
         if let steps, let stepsValue = f.value("steps") {
             checkWeightsRise(steps, stepsValue)
+            checkShadowsMirrored(steps, stepsValue)
         }
         let background: AnalysisSpec? = f.optional("analysis") { value in
             guard let spec = analysis(value, allowsCount: false, allowsStartingStep: true) else { return nil }
@@ -53,6 +54,21 @@ extension SpecReader {
         }
     }
 
+    /// A step that judges shadow metrics needs shadow traffic: a `setMirror` above 0 before it.
+    private func checkShadowsMirrored(_ steps: [CanaryStep], _ stepsValue: SpecValue) {
+        guard case .sequence(let nodes) = stepsValue.node else { return }
+        var mirror = 0
+        for (index, step) in steps.enumerated() {
+            switch step {
+            case .setMirror(let percent): mirror = percent
+            case .analysis(let spec) where spec.comparesShadows && mirror == 0:
+                let stepValue = SpecValue(node: nodes[index], path: stepsValue.path.appending(index: index), keyMark: nodes[index].mark)
+                error("this analysis judges shadow metrics, but no shadow traffic flows here; put a setMirror step (such as setMirror: 100) before it", at: stepValue.child("analysis") ?? stepValue)
+            default: continue
+            }
+        }
+    }
+
     private func step(_ value: SpecValue) -> CanaryStep? {
         let kinds = ["setWeight", "pause", "analysis", "setMirror"]
         guard let f = fields(value, keys: kinds, what: "a step such as 'setWeight: 10' or 'pause: {duration: 30s}'") else { return nil }
@@ -67,7 +83,7 @@ extension SpecReader {
                 return duration(durationValue).map { .pause($0) }
             } ?? nil
         case "analysis":
-            return f.required("analysis") { analysis($0, allowsCount: true, allowsStartingStep: false) }.map { .analysis($0) }
+            return f.required("analysis") { analysis($0, allowsCount: true, allowsStartingStep: false, shadowAllowed: true) }.map { .analysis($0) }
         case "setMirror":
             return f.required("setMirror") { int($0, in: 0...100, what: "a percentage from 0 to 100") }.map { .setMirror($0) }
         default:

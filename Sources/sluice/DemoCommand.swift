@@ -69,7 +69,7 @@ struct DemoCommand: AsyncParsableCommand {
         let proxy = ProxyServer(configuration: configuration, logger: logger)
         let store = try SQLiteStatusStore(directory: work.appendingPathComponent("state").path)
         let reconciler = Reconciler(manifests: manifests.path, strategies: nil, store: store, router: ProxyTrafficRouter(proxy: proxy),
-                                    proxyMetrics: proxy.metrics, tripwireEvents: proxy.tripwireEvents, exposures: proxy, logger: logger)
+                                    proxyMetrics: proxy.metrics, tripwireEvents: proxy.tripwireEvents, exposures: proxy, shadowPairs: proxy, logger: logger)
         let services: [ServiceGroupConfiguration.ServiceConfiguration] = models.map { .init(service: $0) } + [
             .init(service: ProxyService(server: proxy)), .init(service: reconciler),
         ]

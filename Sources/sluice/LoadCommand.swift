@@ -11,7 +11,7 @@ struct LoadCommand: AsyncParsableCommand {
         commandName: "load",
         abstract: "Send steady inference traffic to a URL and report what each version served.",
         discussion: """
-            Sends POST requests with a small Open Inference Protocol v2 body at a fixed rate (open loop: \
+            Sends POST requests with a small Open Inference Protocol v2 body (three features, drawn anew for each request) at a fixed rate (open loop: \
             a slow answer does not slow the schedule, up to --connections requests in flight) until \
             --duration passes or SIGINT/SIGTERM, whatever happens to the requests: those still in flight \
             then get 2 seconds before they are cancelled. Requests that fail (connection refused, \
@@ -81,7 +81,6 @@ struct LoadCommand: AsyncParsableCommand {
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.timeout.connect = .seconds(2)
         let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
-        let body = #"{"inputs": [{"name": "features", "shape": [3], "datatype": "FP64", "data": [0.2, 1.0, -0.5]}]}"#
         let random = NIOLockedValueBox(SplitMix64(seed: seed ?? UInt64.random(in: .min ... .max)))
         let outcomes = FeedbackSender(url: admin.baseURL + "/api/v1/feedback",
                                       token: feedbackToken ?? ProcessInfo.processInfo.environment["SLUICE_FEEDBACK_TOKEN"] ?? admin.token, client: client)
@@ -92,7 +91,10 @@ struct LoadCommand: AsyncParsableCommand {
             request.headers.add(name: "content-type", value: "application/json")
             for (name, value) in extraHeaders { request.headers.replaceOrAdd(name: name, value: value) }
             if let units { request.headers.replaceOrAdd(name: unitHeader, value: "user-\(random.withLockedValue { $0.next() % UInt64(units) })") }
-            request.body = .bytes(ByteBuffer(string: body))
+            // Inputs drawn anew for each request, so answers spread as a real model's do.
+            let features = random.withLockedValue { generator in (0..<3).map { _ in (generator.uniform() * 4 - 2) } }
+            request.body = .bytes(ByteBuffer(string: #"{"inputs": [{"name": "features", "shape": [3], "datatype": "FP64", "data": ["#
+                + features.map { String(format: "%.4f", $0) }.joined(separator: ", ") + "]}]}"))
             do {
                 let response = try await client.execute(request, timeout: .seconds(10))
                 _ = try await response.body.collect(upTo: 1 << 20)

@@ -31,6 +31,10 @@ struct ModelServerCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Fraction of inputs answered differently (score s becomes 1 - s), the same inputs every time, for shadow comparison.", valueName: "rate"))
     var disagree: Double = 0
     @Option(name: .long, help: ArgumentHelp("Added to every score, to test score drift.", valueName: "x")) var shift: Double = 0
+    @Option(name: .long, help: ArgumentHelp("Uniform noise up to +/- this added to every score, different on every call: a model that is not deterministic.", valueName: "x"))
+    var noise: Double = 0
+    @Option(name: .customLong("weights-of"), help: ArgumentHelp("Answer as that version does (its weights) under this version's name: a rebuild that should change nothing.", valueName: "version"))
+    var weightsOf: String?
     @Option(name: .long, help: ArgumentHelp("Simulate an outcome for experiments: each answer carries this probability of a conversion in the x-sluice-simulated-conversion header, which sluice load --feedback turns into feedback.", valueName: "p"))
     var conversion: Double?
 
@@ -43,6 +47,7 @@ struct ModelServerCommand: AsyncParsableCommand {
         if let conversion, !(0...1).contains(conversion) { throw ValidationError("--conversion must be between 0 and 1") }
         guard (0...1).contains(disagree) else { throw ValidationError("--disagree must be between 0 and 1") }
         guard shift.isFinite, abs(shift) <= 1_000 else { throw ValidationError("--shift must be a number from -1000 to 1000") }
+        guard noise.isFinite, (0...1).contains(noise) else { throw ValidationError("--noise must be between 0 and 1") }
         guard latency >= 0 else { throw ValidationError("--latency must not be negative") }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535") }
     }
@@ -52,7 +57,8 @@ struct ModelServerCommand: AsyncParsableCommand {
         logger.logLevel = .warning
         let app = ModelServer.buildApplication(
             name: name, version: version, host: host, port: port,
-            faults: .init(errorRate: errorRate, latencyMs: latency, disagreeRate: disagree, shift: shift), conversion: conversion, logger: logger
+            faults: .init(errorRate: errorRate, latencyMs: latency, disagreeRate: disagree, shift: shift, noise: noise), conversion: conversion,
+            weightsOf: weightsOf, logger: logger
         ) { [name, version, host] port in
             print("model-server \(name) \(version) on \(host):\(port)")
             fflush(nil)

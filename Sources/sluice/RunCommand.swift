@@ -86,7 +86,7 @@ struct RunCommand: AsyncParsableCommand {
         let reconciler = Reconciler(
             manifests: manifests, strategies: strategies ?? SpecFiles.defaultStrategiesDirectory(),
             store: store, router: ProxyTrafficRouter(proxy: proxy), proxyMetrics: proxy.metrics,
-            tripwireEvents: proxy.tripwireEvents, registry: exporter.registry, exposures: proxy, logger: logger
+            tripwireEvents: proxy.tripwireEvents, registry: exporter.registry, exposures: proxy, shadowPairs: proxy, logger: logger
         )
         let proxyService = ProxyService(server: proxy) { server in
             print("sluice run: state in \(store.path)")

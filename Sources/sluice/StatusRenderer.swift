@@ -41,6 +41,35 @@ enum StatusRenderer {
         for view in views where !view.analysis.isEmpty {
             text += "\n\n" + analysis(view)
         }
+        for view in views {
+            if let shadow = view.shadow { text += "\n\n" + self.shadow(shadow, of: view.name) }
+        }
+        return text
+    }
+
+    /// Pairs, agreement, drift and the most frequent disagreements of a shadow comparison.
+    static func shadow(_ shadow: ShadowView, of name: String) -> String {
+        var text = "shadow of \(name): \(shadow.candidate) against \(shadow.stable), \(shadow.active ? "mirrored" : "mirror ended"), since \(shadow.since)"
+        if shadow.dropped > 0 { text += " (\(shadow.dropped) pairs dropped: the controller fell behind the proxy)" }
+        for c in shadow.comparisons {
+            text += "\n  comparing \(c.compare): \(c.compared) of \(c.mirrored) pairs compared, \(c.agreeing) agree"
+            if let agreement = c.agreement { text += ", agreement \(ShadowView.percent(agreement))" }
+            if let noise = c.noiseAgreement { text += " (noise floor: stable against stable \(ShadowView.percent(noise)) over \(c.noisePairs))" }
+            let drift = [("PSI", c.psi), ("JS", c.js), ("KS", c.ks)].compactMap { name, value in value.map { "\(name) \(ShadowView.short($0))" } }
+            if !drift.isEmpty { text += "\n  drift: " + drift.joined(separator: ", ") }
+            text += "\n  shadow failures: \(c.shadowFailures)" + (c.latencyP99Seconds.map { ", p99 \(number($0 * 1000))ms" } ?? "")
+            if !c.notCompared.isEmpty {
+                text += "\n  not compared: " + c.notCompared.sorted { $0.value > $1.value }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+            }
+            if !c.disagreements.isEmpty {
+                let rows = c.disagreements.map { [$0.field, "\($0.count)", $0.stable, $0.shadow, $0.requestID] }
+                text += "\n  most frequent disagreements:\n" + columns([["FIELD", "COUNT", "STABLE", "SHADOW", "REQUEST"]] + rows, indent: "    ")
+                if c.otherFields > 0 { text += "\n    and \(c.otherFields) in other fields" }
+            }
+            for captured in c.captured {
+                text += "\n  captured \(captured.requestID):\n    stable: \(captured.stable)\n    shadow: \(captured.shadow)"
+            }
+        }
         return text
     }
 
@@ -81,6 +110,7 @@ enum StatusRenderer {
               \(view.message)
             """ + view.analysis.map { "\n  \($0.verdict.padding(toLength: 12, withPad: " ", startingAt: 0)) \($0.metric): \($0.reason)" }.joined()
             + (view.experiment.map { "\n  \($0)" } ?? "")
+            + (view.shadow.map { "\n  shadow: \($0.summary)" } ?? "")
             + view.specErrors.map { "\n  ! \($0)" }.joined()
             + (view.fault.map { "\n  ! \($0)" } ?? "")
     }

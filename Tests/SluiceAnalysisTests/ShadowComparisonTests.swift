@@ -1,4 +1,5 @@
 import Foundation
+import SluiceSpec
 import Testing
 @testable import SluiceAnalysis
 

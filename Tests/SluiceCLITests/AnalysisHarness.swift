@@ -23,6 +23,16 @@ final class AnalysisHarness: Sendable {
 
     static let inferBody = #"{"inputs": [{"name": "features", "shape": [3], "datatype": "FP64", "data": [0.5, 1.5, -2.0]}]}"#
 
+    /// An inference body whose three features in [-2, 2) derive from `n`.
+    static func variedBody(_ n: Int) -> String {
+        var state = UInt64(truncatingIfNeeded: n) &* 0x9E37_79B9_7F4A_7C15
+        let features = (0..<3).map { _ -> String in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return String(format: "%.4f", Double(state >> 11) / Double(1 << 53) * 4 - 2)
+        }
+        return #"{"inputs": [{"name": "features", "shape": [3], "datatype": "FP64", "data": ["# + features.joined(separator: ", ") + "]}]}"
+    }
+
     /// Starts a model server per `(version, extra arguments)`; their ports go to `manifest`, which is
     /// written before `sluice run` starts.
     /// `state` is the state directory, `work/state` unless given; `extraArguments` go to `sluice run`.
@@ -78,14 +88,19 @@ final class AnalysisHarness: Sendable {
 
     /// Sends inference requests on `connections` keep-alive connections until `stop()`, one every
     /// `spacing` per connection, recording each response.
-    func startTraffic(path: String = "/v2/models/scorer/infer", connections: Int = 2, spacing: Duration = .milliseconds(5)) {
-        let tasks = (0..<connections).map { _ in
+    /// `varied`: each request's features differ (a hash of a counter), so a model answers each
+    /// differently, as shadow comparison needs.
+    func startTraffic(path: String = "/v2/models/scorer/infer", connections: Int = 2, spacing: Duration = .milliseconds(5), varied: Bool = false) {
+        let tasks = (0..<connections).map { connection in
             Task { [self] in
+                var sent = 0
                 while !Task.isCancelled {
                     do {
                         let client = try await TestClient.connect(port: proxyPort, group: group)
                         while !Task.isCancelled {
-                            let response = try await client.request(.POST, path, headers: [("content-type", "application/json")], body: Self.inferBody)
+                            sent += 1
+                            let body = varied ? Self.variedBody(connection * 1_000_003 + sent) : Self.inferBody
+                            let response = try await client.request(.POST, path, headers: [("content-type", "application/json")], body: body)
                             responses.withLockedValue { $0.append((Date(), response.status, response.version)) }
                             try await Task.sleep(for: spacing)
                         }

@@ -1,3 +1,5 @@
+import SluiceSpec
+
 /// Whether a shadow's answer agrees with stable's for the same request, and where it differs.
 ///
 /// The compared value is what `path` selects from each answer (the whole answer without one). Numbers
@@ -13,9 +15,30 @@ public struct OutputComparison: Sendable, Hashable {
         case relative(Double)
 
         public func agrees(_ a: Double, _ b: Double) -> Bool {
+            gap(a, b) <= limit
+        }
+
+        public var limit: Double {
             switch self {
-            case .absolute(let limit): abs(a - b) <= limit
-            case .relative(let limit): abs(a - b) <= limit * max(abs(a), abs(b))
+            case .absolute(let limit), .relative(let limit): limit
+            }
+        }
+
+        /// How far apart two numbers are, in this tolerance's terms: |a − b|, or that over the larger
+        /// magnitude.
+        public func gap(_ a: Double, _ b: Double) -> Double {
+            guard a != b else { return 0 }
+            switch self {
+            case .absolute: return abs(a - b)
+            case .relative: return abs(a - b) / max(abs(a), abs(b))
+            }
+        }
+
+        /// The same kind of tolerance with another limit.
+        public func with(limit: Double) -> Tolerance {
+            switch self {
+            case .absolute: .absolute(limit)
+            case .relative: .relative(limit)
             }
         }
     }
@@ -41,45 +64,87 @@ public struct OutputComparison: Sendable, Hashable {
         self.ignore = ignore
     }
 
+    /// How two answers compare: `gap` is the largest gap between numbers at the same place (in the
+    /// tolerance's terms), infinite when anything else differs (a label, a shape, a missing field); the
+    /// pair agrees at any tolerance of at least `gap`. `differences` are those beyond `tolerance`.
+    public struct Outcome: Sendable, Hashable {
+        public var gap: Double = 0
+        public var differences: [Difference] = []
+        public var agrees: Bool { differences.isEmpty }
+    }
+
     /// The differences between two answers; none means they agree.
     public func differences(stable: JSONValue, shadow: JSONValue) -> [Difference] {
-        var found: [Difference] = []
+        compare(stable: stable, shadow: shadow).differences
+    }
+
+    public func compare(stable: JSONValue, shadow: JSONValue) -> Outcome {
+        var outcome = Outcome()
         if let path {
             let a = path.select(stable), b = path.select(shadow)
             if a.count != b.count || a.isEmpty {
-                return [Difference(field: path.description, stable: Self.show(a), shadow: Self.show(b))]
+                return Outcome(gap: .infinity, differences: [Difference(field: path.description, stable: Self.show(a), shadow: Self.show(b))])
             }
             // One value selected: compared at the path itself; several (a [*]): one after the other,
             // each named by its position among them.
             for (index, pair) in zip(a, b).enumerated() {
                 let field = a.count == 1 ? path.description : "\(path.description)#\(index)"
-                compare(pair.0, pair.1, at: path.steps, field: field, into: &found)
+                compare(pair.0, pair.1, at: path.steps, field: field, into: &outcome)
             }
-            return found
+            return outcome
         }
-        compare(stable, shadow, at: [], field: "$", into: &found)
-        return found
+        compare(stable, shadow, at: [], field: "$", into: &outcome)
+        return outcome
     }
 
     /// Compares `a` and `b` at `steps` (named `field`); a side that is `nil` is absent there.
-    private func compare(_ a: JSONValue?, _ b: JSONValue?, at steps: [JSONPath.Step], field: String, into found: inout [Difference]) {
-        guard found.count < maxDifferences, !ignore.contains(where: { $0.covers(steps) }) else { return }
+    private func compare(_ a: JSONValue?, _ b: JSONValue?, at steps: [JSONPath.Step], field: String, into outcome: inout Outcome) {
+        guard !ignore.contains(where: { $0.covers(steps) }) else { return }
+        func differ(_ stable: String, _ shadow: String) {
+            if outcome.differences.count < maxDifferences { outcome.differences.append(Difference(field: field, stable: stable, shadow: shadow)) }
+        }
         switch (a, b) {
         case (.number(let x)?, .number(let y)?):
-            if !tolerance.agrees(x, y) { found.append(Difference(field: field, stable: a!.description, shadow: b!.description)) }
+            let gap = tolerance.gap(x, y)
+            outcome.gap = max(outcome.gap, gap)
+            if gap > tolerance.limit { differ(a!.description, b!.description) }
         case (.array(let xs)?, .array(let ys)?) where xs.count == ys.count:
             for (index, pair) in zip(xs, ys).enumerated() {
-                compare(pair.0, pair.1, at: steps + [.index(index)], field: "\(field)[\(index)]", into: &found)
+                compare(pair.0, pair.1, at: steps + [.index(index)], field: "\(field)[\(index)]", into: &outcome)
             }
         case (.object(let xs)?, .object(let ys)?):
             // Every member of either side, stable's order first.
             let keys = xs.map(\.0) + ys.map(\.0).filter { key in !xs.contains { $0.0 == key } }
             for key in keys {
-                compare(a![key], b![key], at: steps + [.member(key)], field: "\(field).\(key)", into: &found)
+                compare(a![key], b![key], at: steps + [.member(key)], field: "\(field).\(key)", into: &outcome)
             }
         default:
-            if a != b { found.append(Difference(field: field, stable: Self.show(a), shadow: Self.show(b))) }
+            if a != b {
+                outcome.gap = .infinity
+                differ(Self.show(a), Self.show(b))
+            }
         }
+    }
+
+    /// Every number `path` selects in `answer` (all of them, depth first, without one), minus the
+    /// ignored fields: the scores whose populations drift compares.
+    public func numbers(in answer: JSONValue) -> [Double] {
+        var found: [Double] = []
+        func walk(_ value: JSONValue, _ steps: [JSONPath.Step]) {
+            guard !ignore.contains(where: { $0.covers(steps) }) else { return }
+            switch value {
+            case .number(let x): found.append(x)
+            case .array(let items): for (index, item) in items.enumerated() { walk(item, steps + [.index(index)]) }
+            case .object(let members): for (key, member) in members { walk(member, steps + [.member(key)]) }
+            case .null, .bool, .string: break
+            }
+        }
+        if let path {
+            for value in path.select(answer) { walk(value, path.steps) }
+        } else {
+            walk(answer, [])
+        }
+        return found
     }
 
     /// A value for the status, or `(absent)`.

@@ -1,8 +1,8 @@
 /// The small JSONPath subset shadow comparisons need (RFC 9535 syntax): `$`, `.name`, `['name']`,
 /// `[N]` (negative counts from the end) and `[*]`. It covers OIP v2 (`$.outputs[0].data`), KServe v1
 /// (`$.predictions[*].score`) and plain JSON (`$.label`).
-public struct JSONPath: Sendable, Hashable, CustomStringConvertible {
-    public enum Step: Sendable, Hashable {
+public struct JSONPath: Sendable, Hashable, Codable, CustomStringConvertible {
+    public enum Step: Sendable, Hashable, Codable {
         case member(String)
         case index(Int)
         case all
@@ -53,39 +53,14 @@ public struct JSONPath: Sendable, Hashable, CustomStringConvertible {
         self.steps = steps
     }
 
-    /// Every value the path reaches in `document`, in document order (none when it reaches nothing).
-    public func select(_ document: JSONValue) -> [JSONValue] {
-        var current = [document]
-        for step in steps {
-            var next: [JSONValue] = []
-            for value in current {
-                switch (step, value) {
-                case (.member(let name), .object):
-                    if let member = value[name] { next.append(member) }
-                case (.index(let index), .array(let items)):
-                    let position = index < 0 ? items.count + index : index
-                    if items.indices.contains(position) { next.append(items[position]) }
-                case (.all, .array(let items)):
-                    next.append(contentsOf: items)
-                case (.all, .object(let members)):
-                    next.append(contentsOf: members.map(\.1))
-                default:
-                    continue
-                }
-            }
-            current = next
-        }
-        return current
+    /// Written as its text: `"$.outputs[0].data"`.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
     }
 
-    /// Whether `other`'s steps start with this path's (an ignored path covers everything below it).
-    func covers(_ other: [Step]) -> Bool {
-        guard steps.count <= other.count else { return false }
-        return zip(steps, other).allSatisfy { mine, theirs in
-            switch (mine, theirs) {
-            case (.all, .index), (.all, .all): true
-            default: mine == theirs
-            }
-        }
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        try self.init(text)
     }
 }

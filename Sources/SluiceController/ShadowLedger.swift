@@ -1,0 +1,228 @@
+import Logging
+import SluiceAnalysis
+import SluiceProxy
+import SluiceRollout
+import SluiceSpec
+import Synchronization
+
+/// Where the pairs of compared mirrors come from: the built-in proxy's per-loop logs (`ProxyServer`).
+public protocol ShadowPairSource: Sendable {
+    func drainShadowPairs() async throws -> (pairs: [CapturedPair], dropped: Int)
+}
+
+extension ProxyServer: ShadowPairSource {}
+
+/// The shell of shadow comparison: it follows each deployment whose candidate is mirrored with
+/// shadow metrics, takes the proxy's pairs a few times a second, feeds them to one `ShadowTally` per
+/// comparison (pure, in `SluiceAnalysis`), and answers the analysis runner's readings and the
+/// status's view.
+///
+/// The evidence is the candidate's since its mirror began: a new candidate starts afresh, and the
+/// last one's tallies stay (without new pairs) for the status once its rollout ends, so a rolled-back
+/// version still shows what disagreed.
+final class ShadowLedger: Sendable {
+    struct Tracked {
+        var stable: String
+        var candidate: String
+        /// Pairs are taken while the mirror is on.
+        var active: Bool
+        var tallies: [ShadowComparisonKey: ShadowTally]
+        /// Pairs for this candidate the controller did not keep up with (dropped by the proxy).
+        var started: Instant
+    }
+
+    private struct State {
+        var tracked: [String: Tracked] = [:]
+        var dropped = 0
+    }
+
+    private let state = Mutex(State())
+    private let source: (any ShadowPairSource)?
+    private let clock: ShellClock
+    private let logger: Logger
+
+    init(source: (any ShadowPairSource)?, clock: ShellClock, logger: Logger) {
+        self.source = source
+        self.clock = clock
+        self.logger = logger
+    }
+
+    /// The comparisons a strategy's shadow metrics use, in the order they are first named.
+    static func comparisons(_ strategy: StrategySpec) -> [ShadowComparisonKey] {
+        guard case .canary(let canary) = strategy else { return [] }
+        var keys: [ShadowComparisonKey] = []
+        for step in canary.steps {
+            guard case .analysis(let spec) = step else { continue }
+            for metric in spec.metrics { if let key = metric.shadow?.comparison, !keys.contains(key) { keys.append(key) } }
+        }
+        return keys
+    }
+
+    /// After each saved plan: follows the deployment's candidate while it is mirrored.
+    func track(_ deployment: String, status: RolloutStatus, strategy: StrategySpec) {
+        let keys = Self.comparisons(strategy)
+        state.withLock { state in
+            guard !keys.isEmpty else {
+                state.tracked[deployment] = nil
+                return
+            }
+            let mirrored = status.mirrorPercent > 0
+            if let candidate = status.candidate, var known = state.tracked[deployment], known.candidate == candidate, known.stable == status.stableVersion {
+                known.active = mirrored
+                for key in keys where known.tallies[key] == nil { known.tallies[key] = ShadowTally(key) }
+                state.tracked[deployment] = known
+            } else if let candidate = status.candidate, mirrored {
+                state.tracked[deployment] = Tracked(stable: status.stableVersion, candidate: candidate, active: true,
+                                                    tallies: Dictionary(uniqueKeysWithValues: keys.map { ($0, ShadowTally($0)) }), started: clock.now())
+            } else {
+                state.tracked[deployment]?.active = false
+            }
+        }
+    }
+
+    func forget(_ deployment: String) {
+        state.withLock { _ = $0.tracked.removeValue(forKey: deployment) }
+    }
+
+    /// Takes the proxy's pairs every 200 ms until cancelled.
+    func run() async {
+        guard let source else { return }
+        while !Task.isCancelled {
+            do {
+                try await clock.sleep(for: .milliseconds(200))
+            } catch {
+                return
+            }
+            do {
+                let (pairs, dropped) = try await source.drainShadowPairs()
+                add(pairs, dropped: dropped)
+            } catch {
+                logger.warning("cannot read the proxy's shadow pairs", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    func add(_ pairs: [CapturedPair], dropped: Int = 0) {
+        state.withLock { state in
+            state.dropped = dropped
+            for pair in pairs {
+                guard var tracked = state.tracked[pair.route], tracked.active, tracked.candidate == pair.shadowVersion,
+                      tracked.stable == pair.stableVersion else { continue }
+                let sample = ShadowPair(requestID: pair.requestID, stable: ShadowAnswer(pair.stable), shadow: ShadowAnswer(pair.shadow),
+                                        noise: pair.noise.map(ShadowAnswer.init))
+                state.tracked[pair.route] = nil // no copy of the tallies while they change
+                for key in tracked.tallies.keys { tracked.tallies[key]!.add(sample) }
+                state.tracked[pair.route] = tracked
+            }
+        }
+    }
+
+    /// A shadow metric's reading for the analysis of `candidate`.
+    func reading(_ deployment: String, candidate: String, _ metric: ShadowMetric) -> MetricReading {
+        state.withLock { state in
+            guard let tracked = state.tracked[deployment], tracked.candidate == candidate, let tally = tracked.tallies[metric.comparison] else {
+                return .shadow(ShadowReading(value: nil, pairs: 0, reason: "no shadow pairs for \(candidate) yet"))
+            }
+            return .shadow(tally.reading(metric))
+        }
+    }
+
+    /// What the status shows: counts, agreement, drift and the most frequent disagreements.
+    func view(_ deployment: String) -> ShadowView? {
+        state.withLock { state in
+            guard let tracked = state.tracked[deployment] else { return nil }
+            return ShadowView(tracked, dropped: state.dropped)
+        }
+    }
+}
+
+extension ShadowAnswer {
+    init(_ captured: CapturedAnswer) {
+        self.init(status: captured.status, latencyMicros: captured.latencyMicros, body: captured.bodyBytes)
+    }
+}
+
+/// A deployment's shadow comparison as the admin API and `sluice status` show it.
+public struct ShadowView: Sendable, Codable, Equatable {
+    public var stable: String
+    public var candidate: String
+    /// Pairs are being taken (the mirror is on).
+    public var active: Bool
+    public var since: String
+    /// Pairs the proxy dropped since it started because the controller fell behind.
+    public var dropped: Int
+    public var comparisons: [Comparison]
+
+    /// One comparison (`compare:` with its `ignore:`), shared by the metrics that name it.
+    public struct Comparison: Sendable, Codable, Equatable {
+        /// `$.outputs[0].data within 0.01`.
+        public var compare: String
+        public var mirrored: Int
+        public var compared: Int
+        public var agreeing: Int
+        /// Against the noise floor when there is one.
+        public var agreement: Double?
+        public var noisePairs: Int
+        public var noiseAgreement: Double?
+        public var noiseTolerance: Double?
+        public var notCompared: [String: Int]
+        public var shadowFailures: Int
+        /// Population stability index, Jensen–Shannon distance and Kolmogorov–Smirnov D of the scores.
+        public var psi: Double?
+        public var js: Double?
+        public var ks: Double?
+        public var latencyP99Seconds: Double?
+        public var disagreements: [ShadowTally.Field]
+        public var otherFields: Int
+        /// Bodies of the last disagreeing pairs, only with `capture: true`.
+        public var captured: [ShadowTally.Captured]
+    }
+
+    init(_ tracked: ShadowLedger.Tracked, dropped: Int) {
+        stable = tracked.stable
+        candidate = tracked.candidate
+        active = tracked.active
+        since = tracked.started.iso8601
+        self.dropped = dropped
+        comparisons = tracked.tallies.sorted { "\($0.key.compare.json?.description ?? "$")" < "\($1.key.compare.json?.description ?? "$")" }.map { key, tally in
+            func value(_ measure: ShadowMetric.Measure, _ statistic: ShadowMetric.DriftStatistic = .psi) -> Double? {
+                tally.reading(ShadowMetric(measure, statistic: statistic)).value
+            }
+            let noise = tally.noiseFloor
+            var shown = key.compare.json?.description ?? "the whole answer"
+            if key.compare.tolerance > 0 { shown += " within \(key.compare.relative ? "\(key.compare.tolerance * 100)%" : "\(key.compare.tolerance)")" }
+            if !key.ignore.isEmpty { shown += ", ignoring \(key.ignore.map(\.description).joined(separator: ", "))" }
+            return Comparison(
+                compare: shown, mirrored: tally.mirrored, compared: tally.compared, agreeing: tally.agreeing, agreement: tally.agreement,
+                noisePairs: tally.noisePairs, noiseAgreement: noise?.agreement, noiseTolerance: noise?.tolerance,
+                notCompared: tally.notCompared, shadowFailures: tally.shadowFailures,
+                psi: value(.shadowDrift, .psi), js: value(.shadowDrift, .js), ks: value(.shadowDrift, .ks),
+                latencyP99Seconds: value(.shadowLatencyP99), disagreements: tally.topFields(), otherFields: tally.otherFields,
+                captured: tally.captured)
+        }
+    }
+
+    /// One line for `sluice status`: `agreement 90.1% over 512 pairs (noise floor 100%), PSI 0.02; top: $.label 51×`.
+    public var summary: String {
+        comparisons.map { c in
+            var parts: [String] = []
+            if let agreement = c.agreement {
+                parts.append("agreement \(Self.percent(agreement)) over \(c.compared) pairs" + (c.noiseAgreement.map { " (noise floor \(Self.percent($0)) over \(c.noisePairs))" } ?? ""))
+            } else {
+                parts.append("\(c.compared) pairs compared of \(c.mirrored) mirrored")
+            }
+            if let psi = c.psi { parts.append("PSI \(Self.short(psi))") }
+            if let top = c.disagreements.first { parts.append("most often \(top.field): \(top.stable) → \(top.shadow) (\(top.count)×, request \(top.requestID))") }
+            return parts.joined(separator: ", ")
+        }.joined(separator: "; ")
+    }
+
+    public static func percent(_ share: Double) -> String {
+        let tenths = (share * 1000).rounded() / 10
+        return "\(tenths == tenths.rounded() ? String(Int(tenths)) : String(tenths))%"
+    }
+
+    public static func short(_ value: Double) -> String {
+        String((value * 1000).rounded() / 1000)
+    }
+}

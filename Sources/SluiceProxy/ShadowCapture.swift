@@ -1,0 +1,176 @@
+import NIOCore
+
+/// One answer of a captured pair: status, latency and the body up to the limit.
+public struct CapturedAnswer: Sendable {
+    /// 0 when there was no answer (refused, reset, timed out, abandoned).
+    public var status: Int
+    public var latencyMicros: UInt64
+    /// The body bytes as received, `nil` when it was over the limit or content-encoded.
+    public var body: ByteBuffer?
+    /// `body` still has its chunked framing.
+    public var chunked: Bool
+}
+
+/// A mirrored request's answers, paired by its request id: stable's (the one the client got), the
+/// shadow's, and sometimes a second stable endpoint's for the noise floor.
+public struct CapturedPair: Sendable {
+    /// The route (deployment) it came through.
+    public var route: String
+    public var requestID: String
+    public var stableVersion: String
+    public var shadowVersion: String
+    public var stable: CapturedAnswer
+    public var shadow: CapturedAnswer
+    public var noise: CapturedAnswer?
+}
+
+/// Collects the answers of one mirrored request whose outputs are compared. Each side keeps at most
+/// `limit` body bytes; a bigger body is dropped at once and its pair counted "not compared", never
+/// buffered beyond the limit. When every side has finished, the pair goes to the loop's `ShadowLog`.
+///
+/// Lives on one event loop: the client's exchange and the mirrors that feed it all run there.
+final class ShadowCapture {
+    enum Role: Int {
+        case stable, shadow, noise
+    }
+
+    private struct Side {
+        var status = 0
+        var latencyMicros: UInt64 = 0
+        var body: ByteBuffer?
+        var over = false
+        var chunked = false
+        var done = false
+    }
+
+    private let log: ShadowLog
+    private let limit: Int
+    private let route: String
+    private let requestID: String
+    private let stableVersion: String
+    private let shadowVersion: String
+    private var sides: [Side]
+    private var open: Int
+
+    init(log: ShadowLog, limit: Int, route: String, requestID: String, stableVersion: String, shadowVersion: String, withNoise: Bool) {
+        self.log = log
+        self.limit = limit
+        self.route = route
+        self.requestID = requestID
+        self.stableVersion = stableVersion
+        self.shadowVersion = shadowVersion
+        sides = Array(repeating: Side(), count: withNoise ? 3 : 2)
+        open = sides.count
+    }
+
+    /// A final response head arrived for `role`.
+    func head(_ role: Role, _ head: UpstreamResponseHead) {
+        guard head.status >= 200 else { return }
+        sides[role.rawValue].status = head.status
+        sides[role.rawValue].chunked = head.framing == .chunked && !head.dechunked
+        if head.isContentEncoded { sides[role.rawValue].over = true }
+    }
+
+    func body(_ role: Role, _ bytes: ByteBuffer) {
+        var side = sides[role.rawValue]
+        guard !side.over, !side.done else { return }
+        if (side.body?.readableBytes ?? 0) + bytes.readableBytes > limit {
+            side.over = true
+            side.body = nil
+        } else if side.body == nil {
+            // A copy: the received buffer is shared with the bytes going out to the client.
+            var copy = ByteBuffer()
+            copy.reserveCapacity(bytes.readableBytes)
+            copy.writeImmutableBuffer(bytes)
+            side.body = copy
+        } else {
+            side.body!.writeImmutableBuffer(bytes)
+        }
+        sides[role.rawValue] = side
+    }
+
+    /// `role` finished: `answered` false when it failed or was abandoned (its status is dropped).
+    func finish(_ role: Role, answered: Bool, latencyMicros: UInt64) {
+        guard !sides[role.rawValue].done else { return }
+        sides[role.rawValue].done = true
+        sides[role.rawValue].latencyMicros = latencyMicros
+        if !answered { sides[role.rawValue].status = 0 }
+        open -= 1
+        guard open == 0 else { return }
+        func answer(_ side: Side) -> CapturedAnswer {
+            CapturedAnswer(status: side.status, latencyMicros: side.latencyMicros, body: side.over ? nil : (side.body ?? ByteBuffer()), chunked: side.chunked)
+        }
+        log.add(CapturedPair(route: route, requestID: requestID, stableVersion: stableVersion, shadowVersion: shadowVersion,
+                             stable: answer(sides[0]), shadow: answer(sides[1]), noise: sides.count > 2 ? answer(sides[2]) : nil))
+    }
+}
+
+/// The finished pairs of one event loop, until the controller drains them: bounded by bytes, the
+/// newest dropped (and counted) when the controller falls behind.
+final class ShadowLog {
+    private let maxBytes: Int
+    private var pairs: [CapturedPair] = []
+    private var bytes = 0
+    /// Pairs dropped because the log was full, since the proxy started.
+    private(set) var dropped = 0
+    /// Counts mirrors compared, to send every n-th to a second stable endpoint.
+    var noiseCounter = 0
+
+    init(maxBytes: Int) {
+        self.maxBytes = maxBytes
+    }
+
+    func add(_ pair: CapturedPair) {
+        let size = 256 + [pair.stable.body, pair.shadow.body, pair.noise?.body].reduce(0) { $0 + ($1?.readableBytes ?? 0) }
+        guard bytes + size <= maxBytes else {
+            dropped += 1
+            return
+        }
+        bytes += size
+        pairs.append(pair)
+    }
+
+    func drain() -> [CapturedPair] {
+        defer {
+            pairs = []
+            bytes = 0
+        }
+        return pairs
+    }
+}
+
+extension UpstreamResponseHead {
+    /// A `Content-Encoding` other than identity: the body is compressed, and not compared.
+    var isContentEncoded: Bool {
+        raw.withUnsafeReadableBytes { bytes in
+            var encoded = false
+            try? HTTPBytes.forEachField(bytes, from: fieldsStart, to: fieldsEnd) { field in
+                guard HTTPBytes.equals(HTTPBytes.name(bytes, field), "content-encoding") else { return }
+                if !HTTPBytes.equals(HTTPBytes.value(bytes, field), "identity") { encoded = true }
+            }
+            return encoded
+        }
+    }
+}
+
+extension CapturedAnswer {
+    /// The body without its chunked framing, by the proxy's own chunk scanner; `nil` when it was not
+    /// kept or its framing is broken.
+    public var bodyBytes: [UInt8]? {
+        guard let body else { return nil }
+        guard chunked else { return Array(body.readableBytesView) }
+        return body.withUnsafeReadableBytes { bytes -> [UInt8]? in
+            var scanner = ChunkedScanner()
+            var out: [UInt8] = []
+            var at = 0
+            while at < bytes.count {
+                guard let step = try? scanner.scan(UnsafeRawBufferPointer(rebasing: bytes[at...]), stopAtData: true) else { return nil }
+                if let data = step.data { out.append(contentsOf: bytes[(at + data.lowerBound)..<(at + data.upperBound)]) }
+                at += step.consumed
+                if step.finished { return out }
+                if step.consumed == 0 { return nil }
+            }
+            return nil
+        }
+    }
+}

@@ -1,0 +1,103 @@
+import Foundation
+import SluiceTestSupport
+import Testing
+
+/// Shadow comparison through the real binary: two model servers, `sluice run` mirroring every request
+/// to the candidate and comparing the answers. A candidate that disagrees on 10% of inputs is stopped
+/// before it serves anyone; a rebuild that answers the same passes on to live traffic.
+@Suite("End to end: shadow comparison", .serialized)
+struct ShadowEndToEndTests {
+    static let steps = """
+        - setMirror: 100
+        - analysis:
+            interval: 1s
+            metrics:
+              - name: agreement
+                builtin: shadowAgreement
+                compare: {json: "$.outputs[0].data", tolerance: 0.001}
+                ignore: ["$.id"]
+                successCondition: ">= 0.98"
+                minSamples: 300
+              - name: drift
+                builtin: shadowDrift
+                compare: {json: "$.outputs[0].data", tolerance: 0.001}
+                ignore: ["$.id"]
+                successCondition: "< 0.1"
+                minSamples: 300
+        - setMirror: 0
+        - setWeight: 10
+        - pause: {duration: 1s}
+        """
+
+    static func start(v2: [String]) async throws -> AnalysisHarness {
+        let harness = try await AnalysisHarness.start(models: [("v1", []), ("v2", v2)]) {
+            AnalysisHarness.canary(version: "v1", ports: $0, steps: steps)
+        }
+        _ = try await harness.waitFor("v1 stable") { $0["phase"] as? String == "Healthy" }
+        harness.startTraffic(connections: 2, spacing: .milliseconds(4), varied: true)
+        try harness.write(AnalysisHarness.canary(version: "v2", ports: harness.modelPorts, steps: steps))
+        return harness
+    }
+
+    static func comparison(_ view: [String: Any]) -> [String: Any] {
+        ((view["shadow"] as? [String: Any])?["comparisons"] as? [[String: Any]])?.first ?? [:]
+    }
+
+    @Test("a candidate that disagrees on 10% of inputs is stopped by shadow analysis before any live traffic, its status naming the field and both values")
+    func disagreeingCandidateStopped() async throws {
+        let harness = try await Self.start(v2: ["--weights-of", "v1", "--disagree", "0.1"])
+        do {
+            let view = try await harness.waitFor("the rollback", timeout: .seconds(120)) { $0["phase"] as? String == "Degraded" }
+            await harness.stopTraffic()
+            #expect(view["stableVersion"] as? String == "v1")
+            #expect(view["rejected"] as? String == "v2")
+            // Clients only ever got v1's answers.
+            let versions = Set(harness.responses.withLockedValue { $0.map(\.version) })
+            #expect(versions == ["v1"], "versions served: \(versions)")
+            let analysis = (view["analysis"] as? [[String: Any]]) ?? []
+            let agreement = try #require(analysis.first { $0["metric"] as? String == "agreement" })
+            #expect(agreement["verdict"] as? String == "fail")
+            let measured = try #require(agreement["value"] as? Double)
+            #expect(measured > 0.8 && measured < 0.98, "agreement \(measured) for a 10% disagreement")
+            let compared = Self.comparison(view)
+            #expect((compared["compared"] as? Int ?? 0) >= 300)
+            let top = try #require((compared["disagreements"] as? [[String: Any]])?.first)
+            #expect(top["field"] as? String == "$.outputs[0].data[*]")
+            // --disagree answers 1 − s where stable answers s: the two values shown add up to 1.
+            let stableText: String = top["stable"] as? String ?? "", shadowText: String = top["shadow"] as? String ?? ""
+            let stable = try #require(Double(stableText)), shadow = try #require(Double(shadowText))
+            #expect(abs(stable + shadow - 1) < 1e-9, "stable \(stable), shadow \(shadow)")
+            #expect((top["requestID"] as? String)?.isEmpty == false)
+            // No bodies without capture: true.
+            #expect((compared["captured"] as? [Any])?.isEmpty ?? true)
+            let status = try await SluiceBinary.run(["status", "--admin", "http://127.0.0.1:\(harness.adminPort)"])
+            #expect(status.stdout.contains("most frequent disagreements"), "\(status.stdout)")
+            #expect(status.stdout.contains("$.outputs[0].data[*]"))
+        } catch {
+            try await harness.stop()
+            throw error
+        }
+        try await harness.stop()
+    }
+
+    @Test("a rebuild that answers the same passes the shadow step and goes on to live traffic")
+    func matchingCandidatePasses() async throws {
+        let harness = try await Self.start(v2: ["--weights-of", "v1"])
+        do {
+            let live = try await harness.waitFor("live traffic to v2", timeout: .seconds(120)) {
+                ($0["weights"] as? [String: Int])?["v2"] == 10 || $0["phase"] as? String == "Degraded"
+            }
+            #expect(live["phase"] as? String != "Degraded", "\(live)")
+            let compared = Self.comparison(live)
+            #expect(compared["agreement"] as? Double == 1)
+            #expect((compared["compared"] as? Int ?? 0) >= 300)
+            #expect((compared["disagreements"] as? [Any])?.isEmpty ?? false)
+            let done = try await harness.waitFor("the promotion", timeout: .seconds(60)) { $0["stableVersion"] as? String == "v2" }
+            #expect(done["phase"] as? String == "Healthy")
+        } catch {
+            try await harness.stop()
+            throw error
+        }
+        try await harness.stop()
+    }
+}
