@@ -80,11 +80,16 @@ public struct ShadowComparisonKey: Sendable, Hashable, Codable {
     public var capture: Bool
 }
 
-extension MetricSpec {
+extension MetricSource {
     /// The shadow metric, if this is one.
     public var shadow: ShadowMetric? {
-        if case .shadow(let metric) = source { metric } else { nil }
+        if case .shadow(let metric) = self { metric } else { nil }
     }
+}
+
+extension MetricSpec {
+    /// The shadow metric, if this is one.
+    public var shadow: ShadowMetric? { source.shadow }
 }
 
 extension AnalysisSpec {

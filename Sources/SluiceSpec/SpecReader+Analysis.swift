@@ -78,7 +78,7 @@ extension SpecReader {
         let errorLimit = f.optional("consecutiveErrorLimit") { int($0, in: 0...1000) } ?? MetricSpec.defaultConsecutiveErrorLimit
         let minSamples = f.optional("minSamples") { int($0, in: 1...10_000_000) } ?? MetricSpec.defaultMinSamples
 
-        if case .shadow = source {} else {
+        if let source, source.shadow == nil {
             for key in ["compare", "ignore", "statistic", "capture"] {
                 guard let extra = f.value(key) else { continue }
                 error("\(key) applies to shadow metrics only (builtin: \(ShadowMetric.Measure.allCases.map(\.rawValue).joined(separator: ", ")))", at: extra)

@@ -212,6 +212,53 @@ struct CatalogTests {
         #expect(metric.minSamples == MetricSpec.defaultMinSamples)
     }
 
+    @Test("shadow metrics read compare, ignore, statistic and capture; their conditions are checked in the metric's units")
+    func shadowMetrics() throws {
+        let text = deploymentYAML(strategy: """
+                canary:
+                  steps:
+                    - setMirror: 100
+                    - analysis:
+                        metrics:
+                          - name: agreement
+                            builtin: shadowAgreement
+                            compare: {json: "$.predictions[*].score", tolerance: 0.01, relative: true}
+                            ignore: ["$.id", "$.predictions[*].timestamp"]
+                            capture: true
+                            successCondition: ">= 98%"
+                            minSamples: 500
+                          - {name: drift, builtin: shadowDrift, statistic: js, successCondition: "< 0.1"}
+                          - {name: p99, builtin: shadowLatencyP99, successCondition: "< 200ms"}
+                    - setMirror: 0
+                    - setWeight: 10
+            """)
+        let catalog = SpecCatalog(manifests: [Fixtures.yaml(text)])
+        #expect(catalog.diagnostics == [])
+        let resolved = try #require(catalog.deployments["scorer"])
+        guard case .canary(let canary) = resolved.strategy, case .analysis(let step) = canary.steps[1] else {
+            Issue.record("expected a canary with an analysis step")
+            return
+        }
+        let agreement = try #require(step.metrics[0].shadow)
+        #expect(agreement.measure == .shadowAgreement)
+        #expect(agreement.compare == ShadowCompare(json: try JSONPath("$.predictions[*].score"), tolerance: 0.01, relative: true))
+        #expect(agreement.ignore.map(\.description) == ["$.id", "$.predictions[*].timestamp"])
+        #expect(agreement.capture)
+        #expect(step.metrics[0].successCondition?.value == 0.98)
+        #expect(step.metrics[0].minSamples == 500)
+        let drift = try #require(step.metrics[1].shadow)
+        #expect(drift.statistic == .js && drift.compare == ShadowCompare() && !drift.capture)
+        #expect(step.metrics[2].successCondition?.value == 0.2)
+        #expect(step.comparesShadows)
+
+        let wrongUnit = SpecCatalog(manifests: [Fixtures.yaml(text.replacingOccurrences(of: "< 200ms", with: "< 200"))])
+        #expect(wrongUnit.diagnostics.map(\.message).contains { $0.contains("shadowLatencyP99 is a duration") }, "\(wrongUnit.diagnostics)")
+        let notFraction = SpecCatalog(manifests: [Fixtures.yaml(text.replacingOccurrences(of: ">= 98%", with: ">= 98"))])
+        #expect(notFraction.diagnostics.map(\.message).contains { $0.contains("shadowAgreement is a fraction") }, "\(notFraction.diagnostics)")
+        let compareTo = SpecCatalog(manifests: [Fixtures.yaml(text.replacingOccurrences(of: "capture: true", with: "compareTo: stable"))])
+        #expect(compareTo.diagnostics.map(\.message).contains { $0.contains("already compares the shadow with stable") }, "\(compareTo.diagnostics)")
+    }
+
     @Test("a lower weight is accepted when the step says so")
     func allowDecrease() throws {
         let text = deploymentYAML(strategy: "    canary:\n      steps:\n        - setWeight: 50\n        - setWeight: {weight: 20, allowDecrease: true}\n")

@@ -6,7 +6,7 @@ import NIOPosix
 /// A real HTTP server on 127.0.0.1, port 0, standing in for one model version.
 ///
 /// Paths: `/status/N` answers N; `/delay/MS` answers after MS milliseconds; `/count` reads the request
-/// body and answers its size; `/download/BYTES` streams BYTES bytes; `/headers` answers the request
+/// body and answers its size; `/download/BYTES` streams BYTES bytes; `/chunked/N` answers the name N times, chunked; `/headers` answers the request
 /// headers, one `name: value` per line; anything else answers the server's name.
 public final class TestUpstream: Sendable {
     public let name: String
@@ -97,7 +97,7 @@ public final class TestUpstream: Sendable {
         private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
             // The behaviour is the first keyword in the path, its argument the next component.
             let parts = head.uri.split(separator: "?").first?.split(separator: "/") ?? []
-            let at = parts.firstIndex { ["status", "delay", "count", "download", "headers", "health", "uri"].contains($0) } ?? parts.endIndex
+            let at = parts.firstIndex { ["status", "delay", "count", "download", "headers", "health", "uri", "chunked"].contains($0) } ?? parts.endIndex
             let keyword = at < parts.endIndex ? parts[at] : nil
             let argument = at + 1 < parts.endIndex ? Int(parts[at + 1]) : nil
             switch (keyword, argument) {
@@ -115,6 +115,11 @@ public final class TestUpstream: Sendable {
                 context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
                 downloadRemaining = bytes
                 writeDownload(context: context)
+            case ("chunked", let parts?):
+                // No content-length: NIO frames the body chunked, one chunk per write.
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok))), promise: nil)
+                for _ in 0..<parts { context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: name)))), promise: nil) }
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             case ("uri", _):
                 send(status: .ok, body: head.uri, context: context)
             case ("health", _):
