@@ -106,3 +106,10 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
         return z ^ (z >> 31)
     }
 }
+
+extension SplitMix64 {
+    /// Uniform in [0, 1), from the top 53 bits.
+    public mutating func uniform() -> Double {
+        Double(next() >> 11) / Double(1 << 53)
+    }
+}

@@ -78,6 +78,12 @@ public struct ShadowComparisonKey: Sendable, Hashable, Codable {
     public var compare: ShadowCompare
     public var ignore: [JSONPath]
     public var capture: Bool
+
+    public init(compare: ShadowCompare, ignore: [JSONPath] = [], capture: Bool = false) {
+        self.compare = compare
+        self.ignore = ignore
+        self.capture = capture
+    }
 }
 
 extension MetricSource {

@@ -293,10 +293,3 @@ final class FeedbackSender: Sendable {
         var description: String { message }
     }
 }
-
-extension SplitMix64 {
-    /// Uniform in [0, 1), from the top 53 bits.
-    mutating func uniform() -> Double {
-        Double(next() >> 11) / Double(1 << 53)
-    }
-}

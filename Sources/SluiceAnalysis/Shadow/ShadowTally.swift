@@ -62,10 +62,10 @@ public struct ShadowTally: Sendable {
     public static let maxFields = 64
     public static let maxCaptured = 5
     /// Noise pairs needed before the noise floor counts.
-    public static let minNoisePairs = 20
+    public static let minNoisePairs = 30
     /// Numbers agree within this many times the largest stable-versus-stable gap, when that is wider
     /// than the tolerance: the noise floor for models that are not deterministic.
-    public static let noiseMargin = 1.5
+    public static let noiseMargin = 2.0
 
     /// The most frequent disagreement of one field (indexes written `[*]`): how often, and the
     /// latest example with its request id.
@@ -234,6 +234,13 @@ public struct ShadowTally: Sendable {
         switch metric.measure {
         case .shadowAgreement:
             guard let agreement else { return ShadowReading(value: nil, pairs: 0, reason: noPairs, values: values) }
+            // Noise copies are coming (stable has a second endpoint) but too few to trust: a model
+            // that is not deterministic would look like it disagrees with itself until they are in.
+            if noiseGaps.count > 0 && noiseGaps.count < Self.minNoisePairs {
+                values["noisePairs"] = Double(noisePairs)
+                return ShadowReading(value: nil, pairs: compared,
+                                     reason: "waiting for the noise floor: \(noisePairs) of \(Self.minNoisePairs) stable-versus-stable pairs", values: values)
+            }
             values["rawAgreement"] = Double(agreeing) / Double(compared)
             if let noise = noiseFloor {
                 values["noisePairs"] = Double(noisePairs)
