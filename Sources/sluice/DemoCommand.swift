@@ -22,7 +22,9 @@ struct DemoCommand: AsyncParsableCommand {
             moving step by step to 100%: the phase, the planned weights, the share of requests each version \
             really served, and each metric's verdict. Act 2 changes it to v3, whose analysis fails: Sluice \
             sends all traffic back to v2 on its own and says which metric failed, with the values. Act 3 \
-            runs an A/B experiment on a second model, ranker, whose v2 converts 7% of the time against \
+            changes it to v4, healthy and fast but answering 10% of inputs differently from v2: a shadow \
+            step mirrors every request to v4 and compares the two answers, and Sluice stops v4 before it \
+            serves anyone, naming the field that differs with both values. Act 4 runs an A/B experiment on a second model, ranker, whose v2 converts 7% of the time against \
             v1's 5%: simulated users report conversions as feedback, and the results show v2 winning \
             live, with its lift and confidence interval, before it is promoted.
             """
@@ -49,14 +51,19 @@ struct DemoCommand: AsyncParsableCommand {
 
         // Model servers on free ports.
         let ports = PortBox()
-        var models = ["v1", "v2", "v3"].map { version in
-            // v3 is the regression of act 2.
-            let faults = version == "v3" ? ModelServer.Faults(errorRate: 0.2) : ModelServer.Faults()
-            return ModelServer.buildApplication(name: "fraud-scorer", version: version, host: "127.0.0.1", port: 0, faults: faults, logger: logger) { port in
+        var models = ["v1", "v2", "v3", "v4"].map { version in
+            // v3 is the regression of act 2; v4, act 3's, answers as v2 does but differently on 10% of inputs.
+            let faults = switch version {
+            case "v3": ModelServer.Faults(errorRate: 0.2)
+            case "v4": ModelServer.Faults(disagreeRate: 0.1)
+            default: ModelServer.Faults()
+            }
+            return ModelServer.buildApplication(name: "fraud-scorer", version: version, host: "127.0.0.1", port: 0, faults: faults,
+                                                weightsOf: version == "v4" ? "v2" : nil, logger: logger) { port in
                 ports.set(version, port)
             }
         }
-        // Act 3's experiment: ranker v2 converts 2 points better than v1.
+        // Act 4's experiment: ranker v2 converts 2 points better than v1.
         for (version, conversion) in [("v1", 0.05), ("v2", 0.07)] {
             models.append(ModelServer.buildApplication(name: "ranker", version: version, host: "127.0.0.1", port: 0, faults: .init(),
                                                        conversion: conversion, logger: logger) { port in
@@ -92,7 +99,7 @@ struct DemoCommand: AsyncParsableCommand {
     /// that regresses and is rolled back automatically. Shown live.
     func script(ports: PortBox, manifests: URL, proxy: ProxyServer, reconciler: Reconciler) async throws {
         let file = manifests.appendingPathComponent("fraud-scorer.yaml")
-        let endpoints = ["v1": try await ports.wait("v1"), "v2": try await ports.wait("v2"), "v3": try await ports.wait("v3")]
+        let endpoints = ["v1": try await ports.wait("v1"), "v2": try await ports.wait("v2"), "v3": try await ports.wait("v3"), "v4": try await ports.wait("v4")]
         try manifest(version: "v1", ports: endpoints).write(to: file, atomically: true, encoding: .utf8)
         let proxyPort = try await waitFor { proxy.localPort }
         _ = try await waitFor { await reconciler.view(of: "fraud-scorer")?.phase == "Healthy" ? true : nil }
@@ -114,8 +121,6 @@ struct DemoCommand: AsyncParsableCommand {
 
         try manifest(version: "v3", ports: endpoints).write(to: file, atomically: true, encoding: .utf8)
         let rolledBack = try await watch(proxy: proxy, reconciler: reconciler) { $0.phase == "Degraded" && $0.rejected == "v3" }
-        traffic.cancel()
-        await traffic.value
         print("""
 
             Sluice rolled v3 back on its own: all traffic is on v2 again, and v3 stays rejected until the manifest
@@ -124,13 +129,32 @@ struct DemoCommand: AsyncParsableCommand {
 
             """)
         print(StatusRenderer.analysis(rolledBack))
+        print("""
+
+            Act 3: the manifest changes to version: v4, which is healthy and fast but answers 10% of inputs differently
+            from v2. Its strategy starts with a shadow step: every request is mirrored to v4, clients only get v2's
+            answers, and Sluice compares the two outputs until 300 pairs agree at least 98% of the time.
+
+            """)
+        fflush(nil)
+        try manifest(version: "v4", ports: endpoints, shadowFirst: true).write(to: file, atomically: true, encoding: .utf8)
+        let stopped = try await watch(proxy: proxy, reconciler: reconciler) { $0.phase == "Degraded" && $0.rejected == "v4" }
+        traffic.cancel()
+        await traffic.value
+        print("""
+
+            Sluice stopped v4 in its shadow step, before it served a single request: all traffic stayed on v2. Why:
+              \(stopped.message)
+
+            """)
+        if let shadow = stopped.shadow { print(StatusRenderer.shadow(shadow, of: "fraud-scorer")) }
         fflush(nil)
         try await experimentAct(ports: ports, manifests: manifests, proxyPort: proxyPort, reconciler: reconciler)
         print("\nTry it yourself: sluice run --manifests manifests/ (see README.md and docs/experiments.md).")
         fflush(nil)
     }
 
-    /// Act 3: an A/B experiment on `ranker`, v2 converting 7% against v1's 5%, judged on simulated
+    /// Act 4: an A/B experiment on `ranker`, v2 converting 7% against v1's 5%, judged on simulated
     /// feedback, shown live until v2 wins and is promoted.
     func experimentAct(ports: PortBox, manifests: URL, proxyPort: Int, reconciler: Reconciler) async throws {
         let file = manifests.appendingPathComponent("ranker.yaml")
@@ -139,7 +163,7 @@ struct DemoCommand: AsyncParsableCommand {
         _ = try await waitFor { await reconciler.view(of: "ranker")?.phase == "Healthy" ? true : nil }
         print("""
 
-            Act 3: an A/B experiment on a second model, ranker. Its v2 converts 7% of the time, v1 5%. The \
+            Act 4: an A/B experiment on a second model, ranker. Its v2 converts 7% of the time, v1 5%. The \
             manifest changes to version: v2 with strategy experiment; users (simulated, \(experimentRate) requests/s) \
             report each conversion to POST /api/v1/feedback, and Sluice tests v2 against v1 after every batch.
 
@@ -246,12 +270,15 @@ struct DemoCommand: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(1000))
             let window = try await cursor.read()
             guard let view = await reconciler.view(of: "fraud-scorer") else { continue }
-            let served = window.filter { $0.key.route == "fraud-scorer" && $0.value.responses > 0 }
-            let total = served.values.reduce(0) { $0 + $1.responses }
+            // Served to clients: mirrored copies are counted apart.
+            let served = window.filter { $0.key.route == "fraud-scorer" && $0.value.requests > $0.value.mirrored }
+            let total = served.values.reduce(0) { $0 + $1.requests - $1.mirrored }
             let shares = served.sorted { $0.key.version < $1.key.version }
-                .map { "\($0.key.version) \(total == 0 ? 0 : $0.value.responses * 100 / total)%" }.joined(separator: "  ")
+                .map { "\($0.key.version) \(total == 0 ? 0 : ($0.value.requests - $0.value.mirrored) * 100 / total)%" }.joined(separator: "  ")
+                + (window.filter { $0.key.route == "fraud-scorer" && $0.value.mirrored > 0 }
+                    .map { "  (\($0.value.mirrored) copies mirrored to \($0.key.version))" }.joined())
             let errors = served.values.reduce(0) { $0 + $1.errors }
-            let text = StatusRenderer.live(view) + "\n  served   \(shares)  (\(total) requests in the last second, \(errors) errors)"
+            let text = StatusRenderer.live(view) + "\n  served   \(shares)  (\(total) client requests in the last second, \(errors) errors)"
             if isatty(STDOUT_FILENO) != 0 && lastLines > 0 { print("\u{1B}[\(lastLines)F\u{1B}[J", terminator: "") }
             print(text)
             if isatty(STDOUT_FILENO) == 0 { print("") }
@@ -262,7 +289,8 @@ struct DemoCommand: AsyncParsableCommand {
         throw ValidationError("the demo rollout did not finish in time")
     }
 
-    func manifest(version: String, ports: [String: Int]) -> String {
+    /// `shadowFirst`: the canary starts with a shadow step (act 3).
+    func manifest(version: String, ports: [String: Int], shadowFirst: Bool = false) -> String {
         let versions = ports.keys.sorted().map { name in
             "    - {name: \(name), endpoints: [\"http://127.0.0.1:\(ports[name]!)\"], healthCheck: {path: /v2/health/ready, interval: 1s}}"
         }.joined(separator: "\n")
@@ -277,7 +305,7 @@ struct DemoCommand: AsyncParsableCommand {
         \(versions)
           strategy:
             canary:
-              steps:
+              steps:\(shadowFirst ? Self.shadowSteps : "")
                 - setWeight: 10
                 - pause: {duration: \(pause)s}
                 - setWeight: 30
@@ -298,9 +326,25 @@ struct DemoCommand: AsyncParsableCommand {
         """
     }
 
-    /// Steady inference requests through the proxy until cancelled.
+    /// Act 3's shadow step: every request mirrored to the candidate, the answers' scores compared, and
+    /// the next step only once 300 pairs agree at least 98% of the time.
+    static let shadowSteps = """
+
+                - setMirror: 100
+                - analysis:
+                    interval: 1s
+                    metrics:
+                      - name: agreement
+                        builtin: shadowAgreement
+                        compare: {json: "$.outputs[0].data", tolerance: 0.001}
+                        successCondition: ">= 0.98"
+                        minSamples: 300
+                - setMirror: 0
+        """
+
+    /// Steady inference requests through the proxy until cancelled, each with its own inputs.
     func sendTraffic(port: Int) async {
-        let body = #"{"inputs": [{"name": "features", "shape": [3], "datatype": "FP64", "data": [0.2, 1.0, -0.5]}]}"#
+        let random = NIOLockedValueBox(SplitMix64(seed: 4))
         let workers = 4
         let interval = Duration.milliseconds(Int64(1000 * workers / rate))
         await withTaskGroup(of: Void.self) { group in
@@ -310,7 +354,9 @@ struct DemoCommand: AsyncParsableCommand {
                         var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/v2/models/fraud-scorer/infer")
                         request.method = .POST
                         request.headers.add(name: "content-type", value: "application/json")
-                        request.body = .bytes(ByteBuffer(string: body))
+                        let features = random.withLockedValue { generator in (0..<3).map { _ in String(format: "%.4f", generator.uniform() * 4 - 2) } }
+                        request.body = .bytes(ByteBuffer(string: #"{"inputs": [{"name": "features", "shape": [3], "datatype": "FP64", "data": ["#
+                                                         + features.joined(separator: ", ") + "]}]}"))
                         if let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(5)) {
                             _ = try? await response.body.collect(upTo: 1 << 16)
                         }

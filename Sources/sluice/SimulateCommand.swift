@@ -6,9 +6,10 @@ import SluiceSpec
 struct SimulateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "simulate",
-        abstract: "Simulate canaries and experiments through the real statistics, in simulated time.",
+        abstract: "Simulate canaries, experiments and shadow comparison through the real statistics, in simulated time.",
         discussion: "Without a subcommand, simulates canaries (`sluice simulate canary`).",
-        subcommands: [SimulateCanaryCommand.self, SimulateExperimentCommand.self, SimulateSampleRatioCommand.self, SimulateBanditCommand.self],
+        subcommands: [SimulateCanaryCommand.self, SimulateExperimentCommand.self, SimulateSampleRatioCommand.self, SimulateBanditCommand.self,
+                      SimulateShadowCommand.self],
         defaultSubcommand: SimulateCanaryCommand.self
     )
 }
@@ -204,6 +205,71 @@ struct SimulateBanditCommand: ParsableCommand {
         print("""
             \(runs) runs of \(requests) requests over arms \(rates.values), re-allocated every \(reallocateEvery) (minWeight \(minWeight)%)
             regret (conversions lost): Thompson \(String(format: "%.1f", result.thompson)), uniform \(String(format: "%.1f", result.uniform)): \(String(format: "%.2f", ratio))x; smallest weight given \(result.smallestWeight)%
+            """)
+    }
+}
+
+struct SimulateShadowCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "shadow",
+        abstract: "Simulate shadow comparison: how well agreement is measured, how fast a disagreement is caught, A/A runs, and PSI.",
+        discussion: """
+            Runs seeded pairs of JSON answers (OIP v2, one score each) through the real comparison and \
+            tally. A candidate disagrees on --disagree of inputs (the score s becomes 1 - s); both versions \
+            may add uniform --noise on every call. Prints: the share of runs whose agreement over --pairs \
+            pairs lands within one point of the truth; the share of runs in which agreement >= --threshold \
+            fails within --detect-pairs pairs (looks every 50 pairs from --min-samples); the same for an \
+            A/A run with 1e-6 noise under a 1e-3 tolerance, and for a model noisier than the tolerance \
+            with and without the noise floor; and how often PSI over --pairs scores exceeds 0.1 for a \
+            0.5-standard-deviation shift and for none.
+            """
+    )
+
+    @Option(help: "Runs to simulate per figure.") var runs = 1000
+    @Option(help: "The candidate's share of inputs answered differently, 0 to 1.") var disagree = 0.05
+    @Option(help: "Pairs per run for the accuracy and PSI figures.") var pairs = 2000
+    @Option(help: "Pairs within which a disagreement must be caught.") var detectPairs = 1000
+    @Option(help: "The agreement successCondition (>=).") var threshold = 0.98
+    @Option(help: "Pairs before the first judgement.") var minSamples = 200
+    @Option(help: "Per-call noise of the noisy model, against a 1e-3 tolerance.") var noise = 0.01
+    @OptionGroup var options: SimulationOptions
+
+    func validate() throws {
+        guard (1...1_000_000).contains(runs) else { throw ValidationError("--runs must be 1 to 1000000") }
+        guard (0...1).contains(disagree) else { throw ValidationError("--disagree must be 0 to 1") }
+        guard pairs >= 10, detectPairs >= minSamples, minSamples >= 1 else { throw ValidationError("--pairs must be at least 10 and --detect-pairs at least --min-samples") }
+        guard (0...1).contains(threshold) else { throw ValidationError("--threshold must be 0 to 1") }
+        guard noise >= 0, noise < 1 else { throw ValidationError("--noise must be 0 to 1") }
+    }
+
+    func run() throws {
+        let seed = options.seed
+        let accuracy = ShadowSimulation.accuracy(disagree: disagree, pairs: pairs, runs: runs, seed: seed)
+        func failures(_ stable: ShadowSimulation.Model, _ shadow: ShadowSimulation.Model, noiseEvery: Int? = nil, seed: UInt64) -> Double {
+            ShadowSimulation.failures(stable: stable, shadow: shadow, tolerance: 1e-3, threshold: threshold, minSamples: minSamples,
+                                      pairs: detectPairs, noiseEvery: noiseEvery, runs: runs, seed: seed)
+        }
+        let caught = failures(.init(), .init(disagree: disagree), seed: seed + 1)
+        let aa = failures(.init(noise: 1e-6), .init(noise: 1e-6), seed: seed + 2)
+        let noisy = ShadowSimulation.Model(noise: noise)
+        let noisyWithFloor = failures(noisy, noisy, noiseEvery: 10, seed: seed + 3)
+        let noisyWithout = failures(noisy, noisy, seed: seed + 4)
+        let noisyCaught = failures(noisy, .init(disagree: disagree, noise: noise), noiseEvery: 10, seed: seed + 5)
+        let psiShift = ShadowSimulation.psiFlags(shift: 0.5, pairs: pairs, runs: runs, seed: seed + 6)
+        let psiNone = ShadowSimulation.psiFlags(shift: 0, pairs: pairs, runs: runs, seed: seed + 7)
+        if options.json {
+            try printJSON(["runs": runs, "accuracyWithinOnePoint": accuracy.share, "accuracyMedianError": accuracy.medianError,
+                           "caught": caught, "aaFailed": aa, "noisyAAFailedWithFloor": noisyWithFloor, "noisyAAFailedWithout": noisyWithout,
+                           "noisyCaught": noisyCaught, "psiShiftFlagged": psiShift, "psiNoShiftFlagged": psiNone])
+            return
+        }
+        print("""
+            \(runs) runs per figure (seed \(seed)), agreement >= \(threshold) judged every 50 pairs from \(minSamples)
+            agreement over \(pairs) pairs at \(disagree) disagreement: within 1 point in \(accuracy.share) of runs, median error \(accuracy.medianError)
+            \(disagree) disagreement caught within \(detectPairs) pairs: \(caught) of runs
+            A/A (1e-6 noise, 1e-3 tolerance) failed: \(aa) of runs
+            A/A of a model with +/-\(noise) noise: failed \(noisyWithFloor) with the noise floor, \(noisyWithout) without; a \(disagree) disagreement on top caught in \(noisyCaught)
+            PSI > 0.1 over \(pairs) scores: 0.5 SD shift flagged in \(psiShift) of runs, no shift in \(psiNone)
             """)
     }
 }

@@ -2,7 +2,7 @@ import Testing
 
 @Suite("sluice demo, through the real binary")
 struct DemoCommandTests {
-    @Test("the demo runs a canary from v1 to v2 to completion without errors, rolls the failing v3 back on its own, then shows an experiment won by v2")
+    @Test("the demo runs a canary from v1 to v2 to completion without errors, rolls the failing v3 back on its own, stops the disagreeing v4 in its shadow step, then shows an experiment won by v2")
     func demo() async throws {
         let result = try await SluiceBinary.run(["demo", "--pause", "1"], timeout: .seconds(420))
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
@@ -11,7 +11,10 @@ struct DemoCommandTests {
         let act1 = acts[0], rest = acts.last ?? ""
         let parts = rest.components(separatedBy: "Act 3:")
         #expect(parts.count == 2, "\(result.stdout)")
-        let act2 = parts[0], act3 = parts.last ?? ""
+        let act2 = parts[0]
+        let later = (parts.last ?? "").components(separatedBy: "Act 4:")
+        #expect(later.count == 2, "\(result.stdout)")
+        let shadowAct = later[0], act3 = later.last ?? ""
         #expect(act1.contains("v2 is stable with all traffic"))
         // The steps show up live. With 1 s pauses a step can be shorter than the once-a-second redraw
         // (evidence gathered at 10% carries over), so any two of the four weights will do.
@@ -32,7 +35,17 @@ struct DemoCommandTests {
         }
         #expect(!errorCounts.isEmpty)
         #expect(errorCounts.allSatisfy { $0 == 0 }, "errors during the demo: \(errorCounts)")
-        // Act 3: the experiment shows its figures live and ends with v2 the winner, promoted.
+        // Act 3: v4 disagrees on 10% of inputs; the shadow step stops it before it serves anyone, and
+        // the status names the field with both values.
+        #expect(shadowAct.contains("mirror 100%"), "\(shadowAct)")
+        #expect(shadowAct.contains("rolled back v4: metric agreement failed: "), "\(shadowAct)")
+        #expect(shadowAct.contains("Sluice stopped v4 in its shadow step"), "\(shadowAct)")
+        #expect(shadowAct.contains("most frequent disagreements:") && shadowAct.contains("$.outputs[0].data[*]"), "\(shadowAct)")
+        let servedLines = shadowAct.split(separator: "\n").filter { $0.contains("served ") }
+        let servedByV4 = try Regex("v4 [0-9]+%")
+        #expect(!servedLines.isEmpty && servedLines.allSatisfy { $0.firstMatch(of: servedByV4) == nil }, "v4 never served a client: \(servedLines)")
+        #expect(servedLines.contains { $0.contains("copies mirrored to v4") }, "\(servedLines)")
+        // Act 4: the experiment shows its figures live and ends with v2 the winner, promoted.
         #expect(act3.contains("experiment ranker (ranker/v2@"), "\(act3)")
         #expect(act3.contains("decision: no clear difference yet") || act3.contains("each variant needs 500"), "undecided at first: \(act3)")
         #expect(act3.contains("The experiment is over (winner): v2 won on conversion"), "\(act3)")
