@@ -103,16 +103,21 @@ final class ShadowLedger: Sendable {
     }
 
     func add(_ pairs: [CapturedPair], dropped: Int = 0) {
+        let byRoute = Dictionary(grouping: pairs, by: \.route)
         state.withLock { state in
             state.dropped = dropped
-            for pair in pairs {
-                guard var tracked = state.tracked[pair.route], tracked.active, tracked.candidate == pair.shadowVersion,
-                      tracked.stable == pair.stableVersion else { continue }
-                let sample = ShadowPair(requestID: pair.requestID, stable: ShadowAnswer(pair.stable), shadow: ShadowAnswer(pair.shadow),
-                                        noise: pair.noise.map(ShadowAnswer.init))
-                state.tracked[pair.route] = nil // no copy of the tallies while they change
-                for key in tracked.tallies.keys { tracked.tallies[key]!.add(sample) }
-                state.tracked[pair.route] = tracked
+            for (route, pairs) in byRoute {
+                // Taken out while it changes: only `tracked` holds the tallies then, so their buffers
+                // change in place, never copied.
+                guard var tracked = state.tracked.removeValue(forKey: route) else { continue }
+                defer { state.tracked[route] = tracked }
+                guard tracked.active else { continue }
+                let keys = Array(tracked.tallies.keys)
+                for pair in pairs where pair.shadowVersion == tracked.candidate && pair.stableVersion == tracked.stable {
+                    let sample = ShadowPair(requestID: pair.requestID, stable: ShadowAnswer(pair.stable), shadow: ShadowAnswer(pair.shadow),
+                                            noise: pair.noise.map(ShadowAnswer.init))
+                    for key in keys { tracked.tallies[key]!.add(sample) }
+                }
             }
         }
     }

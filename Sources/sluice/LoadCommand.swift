@@ -17,7 +17,8 @@ struct LoadCommand: AsyncParsableCommand {
             then get 2 seconds before they are cancelled. Requests that fail (connection refused, \
             timeout) are reported on standard error once a second as they happen. At the end it prints, \
             per version (the x-sluice-version header), the responses, the 5xx count, and the times of the \
-            first and last response, with the failed, not sent and cancelled requests, as JSON.
+            first and last response, with the failed, not sent and cancelled requests and the latency's \
+            50th, 90th and 99th percentiles and maximum in milliseconds (sending to the body's end), as JSON.
 
             With --feedback METRIC it also plays the application of an experiment: every response that \
             carries a simulated conversion probability (sluice model-server --conversion P) converts with \
@@ -68,6 +69,8 @@ struct LoadCommand: AsyncParsableCommand {
     func run() async throws {
         let tallies = NIOLockedValueBox<[String: VersionTally]>([:])
         let failures = NIOLockedValueBox(Failures())
+        /// Each response's latency in seconds, from sending to the end of its body (the first million).
+        let latencies = NIOLockedValueBox<[Double]>([])
         let url = url
         let extraHeaders = headers.map { header in
             let colon = header.firstIndex(of: ":")!
@@ -95,9 +98,12 @@ struct LoadCommand: AsyncParsableCommand {
             let features = random.withLockedValue { generator in (0..<3).map { _ in (generator.uniform() * 4 - 2) } }
             request.body = .bytes(ByteBuffer(string: #"{"inputs": [{"name": "features", "shape": [3], "datatype": "FP64", "data": ["#
                 + features.map { String(format: "%.4f", $0) }.joined(separator: ", ") + "]}]}"))
+            let sent = ContinuousClock.now
             do {
                 let response = try await client.execute(request, timeout: .seconds(10))
                 _ = try await response.body.collect(upTo: 1 << 20)
+                let took = sent.duration(to: .now)
+                latencies.withLockedValue { if $0.count < 1_000_000 { $0.append(Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18) } }
                 let now = Date().timeIntervalSince1970
                 let version = response.headers.first(name: "x-sluice-version") ?? "-"
                 if let feedback, response.status.code < 500, let id = response.headers.first(name: "x-request-id"),
@@ -194,6 +200,11 @@ struct LoadCommand: AsyncParsableCommand {
             "versions": versions, "failedRequests": failed.failed, "notSent": failed.notSent, "cancelledAtEnd": failed.cancelled,
             "seconds": Double((clock.now - start).components.attoseconds) / 1e18 + Double((clock.now - start).components.seconds),
         ]
+        let sorted = latencies.withLockedValue { $0 }.sorted()
+        if !sorted.isEmpty {
+            func quantile(_ q: Double) -> Double { sorted[min(sorted.count - 1, Int((q * Double(sorted.count)).rounded(.up)) - 1)] * 1000 }
+            report["latencyMs"] = ["p50": quantile(0.5), "p90": quantile(0.9), "p99": quantile(0.99), "max": sorted.last! * 1000]
+        }
         if feedback != nil {
             let sent = outcomes.totals
             report["feedback"] = ["accepted": sent.accepted, "duplicates": sent.duplicates, "unmatched": sent.unmatched,

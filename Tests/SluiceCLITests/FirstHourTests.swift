@@ -98,4 +98,20 @@ struct FirstHourTests {
         #expect((report["failedRequests"] as? Int ?? 0) + (report["cancelledAtEnd"] as? Int ?? 0) > 0, "\(load.stdout)")
         #expect((report["versions"] as? [String: Any])?.isEmpty == true)
     }
+
+    @Test("load: the report gives the responses and the latency's percentiles, which include the model's own delay")
+    func loadLatency() async throws {
+        let model = try RunningSluice(["model-server", "--name", "m", "--model-version", "v1", "--port", "0", "--latency", "30"])
+        let port = try await model.port(after: "model-server m v1 on")
+        let load = try await SluiceBinary.run(["load", "--url", "http://127.0.0.1:\(port)/v2/models/m/infer", "--rate", "40", "--duration", "2"],
+                                              timeout: .seconds(60))
+        try await model.stop()
+        #expect(load.status == 0, "\(load.stderr)")
+        let report = try JSONSerialization.jsonObject(with: Data(load.stdout.utf8)) as? [String: Any] ?? [:]
+        let latency = try #require(report["latencyMs"] as? [String: Double], "\(load.stdout)")
+        let p50 = try #require(latency["p50"]), p90 = try #require(latency["p90"]), p99 = try #require(latency["p99"]), max = try #require(latency["max"])
+        #expect(p50 >= 30 && p50 <= p90 && p90 <= p99 && p99 <= max, "\(latency)")
+        // Straight to the model server, without the proxy's x-sluice-version header: version "-".
+        #expect(((report["versions"] as? [String: Any])?["-"] as? [String: Any])?["responses"] as? Int ?? 0 > 40, "\(load.stdout)")
+    }
 }

@@ -87,7 +87,11 @@ public enum JSONValue: Sendable, Hashable, CustomStringConvertible {
         func error(_ reason: String) -> ParseError { ParseError(offset: at, reason: reason) }
 
         mutating func skipSpace() {
-            while at < bytes.count, [0x20, 0x09, 0x0a, 0x0d].contains(bytes[at]) { at += 1 }
+            while at < bytes.count {
+                let byte = bytes[at]
+                guard byte == 0x20 || byte == 0x09 || byte == 0x0a || byte == 0x0d else { return }
+                at += 1
+            }
         }
 
         mutating func literal(_ word: String, _ value: JSONValue) throws(ParseError) -> JSONValue {
@@ -172,6 +176,19 @@ public enum JSONValue: Sendable, Hashable, CustomStringConvertible {
 
         mutating func string() throws(ParseError) -> String {
             at += 1 // the opening quote
+            // The common case, a string without escapes: one decode of its bytes.
+            let start = at
+            while at < bytes.count {
+                let byte = bytes[at]
+                if byte == UInt8(ascii: "\"") {
+                    let text = String(decoding: bytes[start..<at], as: UTF8.self)
+                    at += 1
+                    return text
+                }
+                if byte == UInt8(ascii: "\\") || byte < 0x20 { break }
+                at += 1
+            }
+            at = start
             var scalars = String.UnicodeScalarView()
             var run = at
             func flush(_ end: Int) { scalars.append(contentsOf: String(decoding: bytes[run..<end], as: UTF8.self).unicodeScalars) }

@@ -87,21 +87,26 @@ public struct OutputComparison: Sendable, Hashable {
             }
             // One value selected: compared at the path itself; several (a [*]): one after the other,
             // each named by its position among them.
+            var steps = path.steps
             for (index, pair) in zip(a, b).enumerated() {
-                let field = a.count == 1 ? path.description : "\(path.description)#\(index)"
-                compare(pair.0, pair.1, at: path.steps, field: field, into: &outcome)
+                let base = a.count == 1 ? path.description : "\(path.description)#\(index)"
+                compare(pair.0, pair.1, steps: &steps, named: (base, path.steps.count), into: &outcome)
             }
             return outcome
         }
-        compare(stable, shadow, at: [], field: "$", into: &outcome)
+        var steps: [JSONPath.Step] = []
+        compare(stable, shadow, steps: &steps, named: ("$", 0), into: &outcome)
         return outcome
     }
 
-    /// Compares `a` and `b` at `steps` (named `field`); a side that is `nil` is absent there.
-    private func compare(_ a: JSONValue?, _ b: JSONValue?, at steps: [JSONPath.Step], field: String, into outcome: inout Outcome) {
-        guard !ignore.contains(where: { $0.covers(steps) }) else { return }
-        func differ(_ stable: String, _ shadow: String) {
-            if outcome.differences.count < maxDifferences { outcome.differences.append(Difference(field: field, stable: stable, shadow: shadow)) }
+    /// Compares `a` and `b` at `steps`; a side that is `nil` is absent there. A field's name is
+    /// `named.base` followed by the steps past `named.depth`, written only for a difference: most
+    /// pairs agree, and naming every field of every pair would cost more than comparing them.
+    private func compare(_ a: JSONValue?, _ b: JSONValue?, steps: inout [JSONPath.Step], named: (base: String, depth: Int), into outcome: inout Outcome) {
+        guard ignore.isEmpty || !ignore.contains(where: { $0.covers(steps) }) else { return }
+        func differ(_ stable: @autoclosure () -> String, _ shadow: @autoclosure () -> String) {
+            guard outcome.differences.count < maxDifferences else { return }
+            outcome.differences.append(Difference(field: Self.name(named.base, steps[named.depth...]), stable: stable(), shadow: shadow()))
         }
         switch (a, b) {
         case (.number(let x)?, .number(let y)?):
@@ -109,14 +114,22 @@ public struct OutputComparison: Sendable, Hashable {
             outcome.gap = max(outcome.gap, gap)
             if gap > tolerance.limit { differ(a!.description, b!.description) }
         case (.array(let xs)?, .array(let ys)?) where xs.count == ys.count:
-            for (index, pair) in zip(xs, ys).enumerated() {
-                compare(pair.0, pair.1, at: steps + [.index(index)], field: "\(field)[\(index)]", into: &outcome)
+            for index in xs.indices {
+                steps.append(.index(index))
+                compare(xs[index], ys[index], steps: &steps, named: named, into: &outcome)
+                steps.removeLast()
             }
         case (.object(let xs)?, .object(let ys)?):
             // Every member of either side, stable's order first.
-            let keys = xs.map(\.0) + ys.map(\.0).filter { key in !xs.contains { $0.0 == key } }
-            for key in keys {
-                compare(a![key], b![key], at: steps + [.member(key)], field: "\(field).\(key)", into: &outcome)
+            for (key, value) in xs {
+                steps.append(.member(key))
+                compare(value, b![key], steps: &steps, named: named, into: &outcome)
+                steps.removeLast()
+            }
+            for (key, value) in ys where a![key] == nil {
+                steps.append(.member(key))
+                compare(nil, value, steps: &steps, named: named, into: &outcome)
+                steps.removeLast()
             }
         default:
             if a != b {
@@ -126,23 +139,47 @@ public struct OutputComparison: Sendable, Hashable {
         }
     }
 
+    /// `base` followed by `steps`: `.name` and `[N]`.
+    static func name(_ base: String, _ steps: ArraySlice<JSONPath.Step>) -> String {
+        var out = base
+        for step in steps {
+            switch step {
+            case .member(let name): out += "." + name
+            case .index(let index): out += "[\(index)]"
+            case .all: out += "[*]"
+            }
+        }
+        return out
+    }
+
     /// Every number `path` selects in `answer` (all of them, depth first, without one), minus the
     /// ignored fields: the scores whose populations drift compares.
     public func numbers(in answer: JSONValue) -> [Double] {
         var found: [Double] = []
-        func walk(_ value: JSONValue, _ steps: [JSONPath.Step]) {
-            guard !ignore.contains(where: { $0.covers(steps) }) else { return }
+        var steps = path?.steps ?? []
+        func walk(_ value: JSONValue) {
+            guard ignore.isEmpty || !ignore.contains(where: { $0.covers(steps) }) else { return }
             switch value {
             case .number(let x): found.append(x)
-            case .array(let items): for (index, item) in items.enumerated() { walk(item, steps + [.index(index)]) }
-            case .object(let members): for (key, member) in members { walk(member, steps + [.member(key)]) }
+            case .array(let items):
+                for (index, item) in items.enumerated() {
+                    steps.append(.index(index))
+                    walk(item)
+                    steps.removeLast()
+                }
+            case .object(let members):
+                for (key, member) in members {
+                    steps.append(.member(key))
+                    walk(member)
+                    steps.removeLast()
+                }
             case .null, .bool, .string: break
             }
         }
         if let path {
-            for value in path.select(answer) { walk(value, path.steps) }
+            for value in path.select(answer) { walk(value) }
         } else {
-            walk(answer, [])
+            walk(answer)
         }
         return found
     }

@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# Issue 12's goals. First the statistical ones, through the real comparison and tally in a release
+# `sluice simulate shadow` (seeded JSON answers); then the proxy's cost, side by side, through release
+# `sluice run` processes, each pinned to CPU 0 with one event loop (the comparison runs in the same
+# process, so on the same core), with wrk and the upstream nginx on CPU 1:
+#
+#   - Agreement over 2,000 pairs within ±1 point of the true rate (5% disagreement), in RUNS runs.
+#   - A 5% disagreement caught (agreement condition >= 0.98) within 1,000 pairs in >= 95% of runs.
+#   - A/A (the same model as shadow, ±1e-6 noise under a 1e-3 tolerance) passes in >= 99% of runs; and
+#     a model noisier than its tolerance (±0.01) passes its own A/A with the noise floor.
+#   - PSI over 2,000 scores flags a 0.5-standard-deviation shift (> 0.1) in >= 95% of runs, no shift in <= 1%.
+#   - Throughput with 100% mirroring and comparison on against mirroring off: >= 0.6x (wrk, closed loop,
+#     CONNS connections). A third target mirrors 100% without comparing, to show what comparison adds.
+#   - The client's p99 within +10%, at the same offered load below saturation: `sluice load` (open
+#     loop) at P99_RATE req/s for DUR. At saturation a closed-loop p99 only restates the throughput.
+#     ROUNDS rounds, the targets taking turns; medians of the per-round ratios.
+#   - Peak RSS of the comparing process under load with 60 KiB JSON answers (near the 64 KiB cap):
+#     <= 128 MB, with the pairs compared and dropped.
+#
+#   bench/shadow.sh       # env: RUNS (1000), ROUNDS (5), DUR (10s), CONNS (64), P99_RATE (2000), BIG_DUR (30s)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-1000}; ROUNDS=${ROUNDS:-5}; DUR=${DUR:-10s}; CONNS=${CONNS:-64}; BIG_DUR=${BIG_DUR:-30s}; P99_RATE=${P99_RATE:-2000}
+
+need=()
+for t in nginx wrk taskset; do command -v $t >/dev/null || need+=("$t"); done
+if ((${#need[@]})); then
+    echo "==> installing nginx-light wrk"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light wrk util-linux >/dev/null
+fi
+echo "==> swift build -c release --product sluice"
+swift build -c release --product sluice > /tmp/sluice-bench-build.log 2>&1 || { cat /tmp/sluice-bench-build.log; exit 1; }
+SLUICE="$(swift build -c release --show-bin-path)/sluice"
+
+python3 - "$SLUICE" "$RUNS" "$ROUNDS" "$DUR" "$CONNS" "$BIG_DUR" "$P99_RATE" <<'PY'
+import datetime, json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time, urllib.request
+sys.path.insert(0, "bench")
+from benchlib import append_results, free_port, wait_port
+
+sluice, runs, rounds, dur, conns, big_dur, p99_rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6], int(sys.argv[7])
+rows = []
+def goal(name, figure, yardstick, met):
+    rows.append((name, figure, yardstick, "met" if met else "NOT met"))
+    print(f"    {name}: {figure} ({yardstick}) {'met' if met else 'NOT met'}", flush=True)
+
+print(f"==> sluice simulate shadow --runs {runs}", flush=True)
+sim = json.loads(subprocess.run([sluice, "simulate", "shadow", "--runs", str(runs), "--seed", "12", "-o", "json"],
+                                check=True, capture_output=True, text=True).stdout)
+goal("Agreement over 2,000 pairs within 1 point of the truth (5% disagreement)",
+     f"{sim['accuracyWithinOnePoint']:.3f} of runs, median error {sim['accuracyMedianError']:.4f}",
+     "the binomial spread allows about 0.96", sim["accuracyWithinOnePoint"] >= 0.95)
+goal("5% disagreement caught within 1,000 pairs (>= 0.98, looks every 50 from 200)", f"{sim['caught']:.3f}", ">= 0.95", sim["caught"] >= 0.95)
+goal("A/A passes (1e-6 noise, 1e-3 tolerance)", f"{1 - sim['aaFailed']:.3f}", ">= 0.99", 1 - sim["aaFailed"] >= 0.99)
+goal("A/A of a ±0.01-noise model passes with the noise floor", f"{1 - sim['noisyAAFailedWithFloor']:.3f} (without: {1 - sim['noisyAAFailedWithout']:.3f})",
+     ">= 0.99", 1 - sim["noisyAAFailedWithFloor"] >= 0.99)
+goal("5% disagreement on top of that noise caught", f"{sim['noisyCaught']:.3f}", ">= 0.95", sim["noisyCaught"] >= 0.95)
+goal("PSI > 0.1 for a 0.5 SD shift over 2,000 scores", f"{sim['psiShiftFlagged']:.3f}", ">= 0.95", sim["psiShiftFlagged"] >= 0.95)
+goal("PSI > 0.1 with no shift", f"{sim['psiNoShiftFlagged']:.3f}", "<= 0.01", sim["psiNoShiftFlagged"] <= 0.01)
+
+work = tempfile.mkdtemp(prefix="sluice-shadow-bench-")
+procs = []
+def spawn(args, cpu, **kw):
+    p = subprocess.Popen(["taskset", "-c", str(cpu)] + args, stdout=kw.pop("stdout", subprocess.DEVNULL), stderr=subprocess.DEVNULL, **kw)
+    procs.append(p)
+    return p
+def close():
+    for p in procs:
+        if p.poll() is None: p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try: p.wait(timeout=10)
+        except subprocess.TimeoutExpired: p.kill(); p.wait()
+    shutil.rmtree(work, ignore_errors=True)
+
+try:
+    # Upstreams: one nginx on CPU 1, a stable and a shadow port answering the same small JSON, and two
+    # answering a 60 KiB JSON file.
+    small = '{"model_name":"m","id":"42","outputs":[{"name":"score","datatype":"FP64","shape":[1],"data":[0.42]}]}'
+    www = os.path.join(work, "www"); os.makedirs(www)
+    os.chmod(work, 0o755)  # nginx's workers drop root and must read big.json
+    scores = ",".join(f"{i / 6000:.6f}" for i in range(6000))
+    big = '{"model_name":"m","outputs":[{"name":"score","datatype":"FP64","shape":[6000],"data":[' + scores + ']}]}'
+    big = big[:-1] + " " * (60 * 1024 - len(big)) + "}"  # padded to 60 KiB with whitespace JSON allows
+    open(os.path.join(www, "big.json"), "w").write(big)
+    up = {name: free_port() for name in ("stable", "shadow", "stable-big", "shadow-big")}
+    conf = os.path.join(work, "up.conf")
+    servers = "".join(f"server {{ listen 127.0.0.1:{up[n]}; location / {{ default_type application/json; return 200 '{small}'; }} }}\n" for n in ("stable", "shadow"))
+    servers += "".join(f"server {{ listen 127.0.0.1:{up[n]}; location / {{ root {www}; default_type application/json; try_files /big.json =404; }} }}\n" for n in ("stable-big", "shadow-big"))
+    open(conf, "w").write(f"""daemon off; worker_processes 1; pid {work}/up.pid; error_log /dev/null crit;
+events {{ worker_connections 4096; }}
+http {{ access_log off; keepalive_requests 1000000;
+{servers}}}
+""")
+    spawn(["nginx", "-c", conf, "-p", work], 1)
+    for port in up.values(): wait_port(port)
+
+    def manifest(name, stable, shadow, version, steps):
+        return f"""apiVersion: sluice/v1
+kind: ModelDeployment
+metadata: {{name: {name}}}
+spec:
+  route: {{pathPrefix: /v2/models/m}}
+  version: {version}
+  progressDeadline: 24h
+  versions:
+    - {{name: v1, endpoints: ["http://127.0.0.1:{stable}"]}}
+    - {{name: v2, endpoints: ["http://127.0.0.1:{shadow}"]}}
+  strategy:
+    canary:
+      steps:
+{steps}
+"""
+    HOLD = "        - setMirror: 100\n        - pause: {duration: 24h}\n"
+    COMPARE = """        - setMirror: 100
+        - analysis:
+            interval: 1s
+            metrics:
+              - name: agreement
+                builtin: shadowAgreement
+                compare: {json: "$.outputs[0].data", tolerance: 0.001}
+                successCondition: ">= 0.98"
+                minSamples: 10000000
+              - name: drift
+                builtin: shadowDrift
+                compare: {json: "$.outputs[0].data", tolerance: 0.001}
+                successCondition: "< 0.1"
+                minSamples: 10000000
+"""
+    targets = {}
+    def start(name, stable, shadow, steps):
+        d = os.path.join(work, name); manifests = os.path.join(d, "manifests"); os.makedirs(manifests)
+        path = os.path.join(manifests, "m.yaml")
+        open(path, "w").write(manifest("m", stable, shadow, "v1", steps or "        - setWeight: 50\n"))
+        proxy, admin = free_port(), free_port()
+        p = spawn([sluice, "run", "--manifests", manifests, "--state", os.path.join(d, "state"), "--listen", f"127.0.0.1:{proxy}",
+                   "--admin", f"127.0.0.1:{admin}", "--event-loops", "1"], 0)
+        wait_port(admin)
+        targets[name] = {"proxy": proxy, "admin": admin, "pid": p.pid, "path": path}
+        if steps:
+            wait_view(name, lambda v: v["phase"] == "Healthy")
+            open(path, "w").write(manifest("m", stable, shadow, "v2", steps))
+            wait_view(name, lambda v: v.get("mirrorPercent") == 100)
+    def view(name):
+        with urllib.request.urlopen(f"http://127.0.0.1:{targets[name]['admin']}/api/v1/deployments/m", timeout=10) as r:
+            return json.load(r)
+    def wait_view(name, condition, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if condition(view(name)): return
+            except Exception:
+                pass
+            time.sleep(0.2)
+        raise SystemExit(f"{name}: the deployment never got there; last view: {view(name)}")
+
+    start("off", up["stable"], up["shadow"], None)
+    start("mirror", up["stable"], up["shadow"], HOLD)
+    start("compare", up["stable"], up["shadow"], COMPARE)
+
+    def ms(text):
+        value = float(re.match(r"[\d.]+", text).group())
+        return value / 1000 if text.endswith("us") else value * 1000 if text.endswith("s") and not text.endswith("ms") else value
+    def wrk(port, duration):
+        out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{duration}", "--latency", f"http://127.0.0.1:{port}/v2/models/m/infer"],
+                             capture_output=True, text=True).stdout
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        p99 = ms(re.search(r"\s99%\s+(\S+)", out).group(1))
+        errors = sum(int(x) for x in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+        return rps, p99, errors
+
+    def load(port, seconds):
+        out = subprocess.run(["taskset", "-c", "1", sluice, "load", "--url", f"http://127.0.0.1:{port}/v2/models/m/infer", "--rate", str(p99_rate),
+                              "--duration", str(seconds), "--connections", "256"], capture_output=True, text=True).stdout
+        report = json.loads(out)
+        return report["latencyMs"]["p99"], report["failedRequests"] + report["notSent"]
+
+    results = {name: [] for name in targets}
+    latency = {name: [] for name in targets}
+    print(f"==> {rounds} rounds of {dur} per target, {conns} connections; sluice on CPU 0, wrk and nginx on CPU 1", flush=True)
+    for r in range(rounds):
+        for name in ("off", "mirror", "compare"):
+            rps, p99, errors = wrk(targets[name]["proxy"], dur)
+            results[name].append((rps, p99, errors))
+            print(f"    round {r + 1} {name:8} req/s={rps:<10.0f} p99={p99:.2f}ms errors={errors}", flush=True)
+        for name in ("off", "mirror", "compare"):
+            p99, failed = load(targets[name]["proxy"], int(dur.rstrip("s")))
+            latency[name].append((p99, failed))
+            print(f"    round {r + 1} {name:8} at {p99_rate} req/s: p99={p99:.2f}ms failed or not sent={failed}", flush=True)
+    med = lambda xs: statistics.median(xs)
+    per_round = lambda a, b, i: med([results[a][k][i] / results[b][k][i] for k in range(rounds)])
+    compared = view("compare").get("shadow", {}).get("comparisons", [{}])[0]
+    goal("Throughput, 100% mirroring with comparison / mirroring off", f"{per_round('compare', 'off', 0):.2f}x "
+         f"({med([x[0] for x in results['compare']]):.0f} vs {med([x[0] for x in results['off']]):.0f} req/s; mirroring alone {per_round('mirror', 'off', 0):.2f}x)",
+         ">= 0.60x", per_round("compare", "off", 0) >= 0.6)
+    p99_ratio = lambda a: med([latency[a][k][0] / latency["off"][k][0] for k in range(rounds)])
+    goal(f"Client p99 at {p99_rate} req/s, comparison on / mirroring off", f"{p99_ratio('compare'):.2f}x "
+         f"({med([x[0] for x in latency['compare']]):.2f} vs {med([x[0] for x in latency['off']]):.2f} ms; mirroring alone {p99_ratio('mirror'):.2f}x; "
+         f"failed {sum(x[1] for n in latency for x in latency[n])})", "<= 1.10x", p99_ratio("compare") <= 1.10)
+    goal("Closed-loop p99 at saturation (wrk), comparison on / mirroring off", f"{per_round('compare', 'off', 1):.2f}x", "follows throughput; no goal", True)
+    errors = sum(x[2] for name in results for x in results[name])
+    goal("Pairs compared during the throughput rounds", f"{compared.get('compared', 0)} of {compared.get('mirrored', 0)} finished, agreement {compared.get('agreement')}, "
+         f"{view('compare')['shadow']['dropped']} dropped (controller behind); client errors {errors}", "all agree, no client errors",
+         compared.get("agreement") == 1 and errors == 0)
+
+    print(f"==> peak RSS: 100% mirroring and comparison of 60 KiB answers, {big_dur} of load", flush=True)
+    for name in ("off", "mirror"):
+        subprocess.run(["kill", str(targets[name]["pid"])])
+    start("big", up["stable-big"], up["shadow-big"], COMPARE)
+    rps, p99, errors = wrk(targets["big"]["proxy"], big_dur)
+    status = open(f"/proc/{targets['big']['pid']}/status").read()
+    peak = int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
+    big_view = view("big")["shadow"]
+    c = big_view["comparisons"][0]
+    goal("Peak RSS, 60 KiB answers at 100% mirroring with comparison", f"{peak:.0f} MB at {rps:.0f} req/s (p99 {p99:.1f} ms, {errors} errors); "
+         f"{c['compared']} pairs compared, {big_view['dropped']} dropped", "<= 128 MB", peak <= 128)
+finally:
+    close()
+
+width = max(len(r[0]) for r in rows)
+table = "\n".join(f"{r[0]:<{width}}  {r[1]}  [{r[2]}: {r[3]}]" for r in rows)
+print("\n" + table)
+append_results("Shadow comparison (bench/shadow.sh)",
+               "Issue 12's goals: the statistics in seeded simulation through the real tally, and the proxy's cost with "
+               "100% mirroring and comparison, each Sluice pinned to one core (wrk and nginx on the other).",
+               f"### {datetime.date.today()}: `RUNS={runs} ROUNDS={rounds} DUR={dur} CONNS={conns} BIG_DUR={big_dur} bench/shadow.sh` (appended by the script)\n\n```\n{table}\n```")
+print("\nappended to bench/RESULTS.md")
+PY
