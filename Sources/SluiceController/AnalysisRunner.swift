@@ -139,8 +139,11 @@ actor AnalysisRunner {
                     readings[metric.name] = .builtin(stable: BuiltinSamples.sample(stable, seconds: seconds),
                                                      candidate: BuiltinSamples.sample(candidate, seconds: seconds))
                 case .shadow(let shadow):
-                    readings[metric.name] = shadows?.reading(key.deployment, candidate: key.run.candidate, shadow)
-                        ?? .error("shadow metrics need the built-in proxy's pairs")
+                    if let shadows {
+                        readings[metric.name] = await shadows.reading(key.deployment, candidate: key.run.candidate, shadow)
+                    } else {
+                        readings[metric.name] = .error("shadow metrics need the built-in proxy's pairs")
+                    }
                 case .prometheus, .webhook:
                     let context = MeasurementContext(
                         deployment: key.deployment, route: target.route, stable: status.stableVersion,

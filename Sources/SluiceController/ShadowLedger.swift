@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import SluiceAnalysis
 import SluiceProxy
@@ -33,7 +34,11 @@ final class ShadowLedger: Sendable {
 
     private struct State {
         var tracked: [String: Tracked] = [:]
+        /// Pairs the proxy dropped, and batches the comparison thread had no room for.
         var dropped = 0
+        var unqueued = 0
+        /// The comparison thread while `run()` runs.
+        var worker: LowPriorityWorker?
     }
 
     private let state = Mutex(State())
@@ -84,28 +89,40 @@ final class ShadowLedger: Sendable {
         state.withLock { _ = $0.tracked.removeValue(forKey: deployment) }
     }
 
-    /// Takes the proxy's pairs every 200 ms until cancelled.
+    /// Takes the proxy's pairs every 50 ms until cancelled, and compares them on a thread of lower
+    /// priority (nice 10) than the event loops: on a busy core the comparison yields to traffic, and
+    /// a batch that finds the thread four batches behind is dropped and counted, never queued.
     func run() async {
         guard let source else { return }
+        let worker = LowPriorityWorker(name: "sluice-shadow", nice: 10)
+        state.withLock { $0.worker = worker }
+        defer {
+            state.withLock { $0.worker = nil }
+            worker.stop()
+        }
         while !Task.isCancelled {
             do {
-                try await clock.sleep(for: .milliseconds(200))
+                try await clock.sleep(for: .milliseconds(50))
             } catch {
                 return
             }
             do {
                 let (pairs, dropped) = try await source.drainShadowPairs()
-                add(pairs, dropped: dropped)
+                state.withLock { $0.dropped = dropped + $0.unqueued }
+                guard !pairs.isEmpty else { continue }
+                if !worker.submit({ self.add(pairs) }) {
+                    state.withLock { $0.unqueued += pairs.count }
+                }
             } catch {
                 logger.warning("cannot read the proxy's shadow pairs", metadata: ["error": "\(error)"])
             }
         }
     }
 
-    func add(_ pairs: [CapturedPair], dropped: Int = 0) {
+    /// Compares `pairs` into their deployments' tallies.
+    func add(_ pairs: [CapturedPair]) {
         let byRoute = Dictionary(grouping: pairs, by: \.route)
         state.withLock { state in
-            state.dropped = dropped
             for (route, pairs) in byRoute {
                 // Taken out while it changes: only `tracked` holds the tallies then, so their buffers
                 // change in place, never copied.
@@ -122,8 +139,16 @@ final class ShadowLedger: Sendable {
         }
     }
 
-    /// A shadow metric's reading for the analysis of `candidate`.
-    func reading(_ deployment: String, candidate: String, _ metric: ShadowMetric) -> MetricReading {
+    /// A shadow metric's reading for the analysis of `candidate`, computed on the comparison thread
+    /// when it runs (drift sorts up to 100,000 scores).
+    func reading(_ deployment: String, candidate: String, _ metric: ShadowMetric) async -> MetricReading {
+        if let worker = state.withLock({ $0.worker }) {
+            return await worker.perform { self.currentReading(deployment, candidate: candidate, metric) }
+        }
+        return currentReading(deployment, candidate: candidate, metric)
+    }
+
+    private func currentReading(_ deployment: String, candidate: String, _ metric: ShadowMetric) -> MetricReading {
         state.withLock { state in
             guard let tracked = state.tracked[deployment], tracked.candidate == candidate, let tally = tracked.tallies[metric.comparison] else {
                 return .shadow(ShadowReading(value: nil, pairs: 0, reason: "no shadow pairs for \(candidate) yet"))
@@ -138,6 +163,67 @@ final class ShadowLedger: Sendable {
             guard let tracked = state.tracked[deployment] else { return nil }
             return ShadowView(tracked, dropped: state.dropped)
         }
+    }
+}
+
+/// A thread of its own at a lower priority, running the jobs it is given in order. Linux keeps the
+/// nice value per thread, so only this thread's work yields to the event loops.
+final class LowPriorityWorker: @unchecked Sendable {
+    static let maxQueued = 4
+    private let condition = NSCondition()
+    /// Guarded by `condition`.
+    private var jobs: [@Sendable () -> Void] = []
+    private var stopped = false
+
+    init(name: String, nice: Int32) {
+        let thread = Thread { [self] in
+            _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice)
+            work()
+        }
+        thread.name = name
+        thread.start()
+    }
+
+    private func work() {
+        while true {
+            condition.lock()
+            while jobs.isEmpty && !stopped { condition.wait() }
+            if jobs.isEmpty {
+                condition.unlock()
+                return
+            }
+            let job = jobs.removeFirst()
+            condition.unlock()
+            job()
+        }
+    }
+
+    /// Queues `job`; false (and not queued) when `maxQueued` jobs are waiting or the worker stopped.
+    @discardableResult
+    func submit(_ job: @escaping @Sendable () -> Void, force: Bool = false) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !stopped, force || jobs.count < Self.maxQueued else { return false }
+        jobs.append(job)
+        condition.signal()
+        return true
+    }
+
+    /// Runs `body` on the worker and returns its result; on the caller's thread if the worker stopped.
+    func perform<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            if !submit({ continuation.resume(returning: body()) }, force: true) {
+                continuation.resume(returning: body())
+            }
+        }
+    }
+
+    /// Ends the thread once the jobs queued so far are done.
+    func stop() {
+        condition.lock()
+        stopped = true
+        condition.signal()
+        condition.unlock()
     }
 }
 

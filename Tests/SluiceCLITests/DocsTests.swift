@@ -145,6 +145,36 @@ struct DocsTests {
         #expect(!text.contains("error:"), "\(text)")
     }
 
+    @Test("docs/shadow.md: trying it stops a disagreeing v4 in its shadow step and shows the field that differs", .timeLimit(.minutes(10)))
+    func shadowPage() async throws {
+        let block = try #require(Self.blocks(try Self.document("docs/shadow.md"), language: "sh", section: "## Trying it").first)
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-shadow-doc-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: work.appendingPathComponent("repo/manifests"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: work) }
+        let ports = try Self.freePorts(5)
+        let mapping = ["8080": ports[0], "9900": ports[1], "9301": ports[2], "9302": ports[3], "9401": ports[4]]
+        func localize(_ text: String) -> String {
+            var text = text
+            for (old, new) in mapping {
+                text = text.replacingOccurrences(of: ":\(old)", with: ":\(new)").replacingOccurrences(of: "--port \(old)", with: "--port \(new)")
+            }
+            return text.replacingOccurrences(of: "/tmp/", with: work.path + "/")
+        }
+        try localize(try Self.document("manifests/vision.yaml")).write(to: work.appendingPathComponent("repo/manifests/vision.yaml"), atomically: true, encoding: .utf8)
+        // Its ocr deployment uses a preset, read from ./strategies as in the repository.
+        try FileManager.default.copyItem(at: SluiceBinary.repositoryRoot.appendingPathComponent("strategies"), to: work.appendingPathComponent("repo/strategies"))
+        let script = "set -x\nexport SLUICE_LISTEN=127.0.0.1:\(ports[0]) SLUICE_ADMIN=127.0.0.1:\(ports[1])\n"
+            + localize(block).replacingOccurrences(of: "B=.build/debug/sluice", with: "B=\(SluiceBinary.url.path)")
+        let file = work.appendingPathComponent("shadow.sh")
+        try script.write(to: file, atomically: true, encoding: .utf8)
+        let text = try await Self.runScript(file, in: work.appendingPathComponent("repo"), output: work.appendingPathComponent("output.txt"))
+        #expect(text.contains("rolled back v4: metric agreement failed: "), "v4 was stopped by the shadow step:\n\(text)")
+        #expect(text.contains("shadow of defect-detector: v4 against v3"), "\(text)")
+        #expect(text.contains("most frequent disagreements:") && text.contains("$.outputs[0].data[*]"), "\(text)")
+        #expect(text.range(of: #"defect-detector +Degraded +v3"#, options: .regularExpression) != nil, "v3 stays stable:\n\(text)")
+        #expect(!text.contains("error:"), "\(text)")
+    }
+
     /// Runs a doc's script in a session of its own (killed with whatever it left behind), for up to 8
     /// minutes; returns what it printed. A port taken between the probe and the bind ends `sluice run`
     /// at once, and a `--watch` would then wait its hour for it: it stops there, and says so.

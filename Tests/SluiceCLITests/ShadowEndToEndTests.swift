@@ -100,4 +100,54 @@ struct ShadowEndToEndTests {
         }
         try await harness.stop()
     }
+
+    @Test("a model noisier than the tolerance passes its own A/A: two stable endpoints set the noise floor")
+    func noiseFloor() async throws {
+        // v1 has two endpoints, both answering with fresh ±0.01 noise; v2 is the same noisy model. Under a
+        // 0.001 tolerance most pairs differ, and only the stable-versus-stable pairs can tell that this
+        // is the model's own noise.
+        let noisy = ["--weights-of", "v1", "--noise", "0.01"]
+        let harness = try await AnalysisHarness.start(models: [("v1", noisy), ("v1b", noisy), ("v2", noisy)]) { ports in
+            Self.noisyManifest(version: "v1", ports: ports)
+        }
+        do {
+            _ = try await harness.waitFor("v1 stable") { $0["phase"] as? String == "Healthy" }
+            harness.startTraffic(connections: 2, spacing: .milliseconds(4), varied: true)
+            try harness.write(Self.noisyManifest(version: "v2", ports: harness.modelPorts))
+            let live = try await harness.waitFor("live traffic to v2", timeout: .seconds(120)) {
+                ($0["weights"] as? [String: Int])?["v2"] == 10 || $0["phase"] as? String == "Degraded"
+            }
+            #expect(live["phase"] as? String != "Degraded", "\(live)")
+            let compared = Self.comparison(live)
+            #expect((compared["noisePairs"] as? Int ?? 0) >= 30, "\(compared)")
+            let tolerance = try #require(compared["noiseTolerance"] as? Double, "\(compared)")
+            #expect(tolerance > 0.001 && tolerance <= 0.04, "the tolerance widened to the noise: \(tolerance)")
+            #expect((compared["agreement"] as? Double ?? 0) >= 0.98, "\(compared)")
+            // Under the bare tolerance most pairs disagree: without the floor this A/A would fail.
+            #expect(Double(compared["agreeing"] as? Int ?? 0) < 0.5 * Double(compared["compared"] as? Int ?? 1), "\(compared)")
+        } catch {
+            try await harness.stop()
+            throw error
+        }
+        try await harness.stop()
+    }
+
+    /// v1 on two endpoints (v1 and v1b's servers), v2 on one.
+    static func noisyManifest(version: String, ports: [String: Int]) -> String {
+        """
+        apiVersion: sluice/v1
+        kind: ModelDeployment
+        metadata: {name: scorer}
+        spec:
+          route: {pathPrefix: /v2/models/scorer}
+          version: \(version)
+          versions:
+            - {name: v1, endpoints: ["http://127.0.0.1:\(ports["v1"]!)", "http://127.0.0.1:\(ports["v1b"]!)"]}
+            - {name: v2, endpoints: ["http://127.0.0.1:\(ports["v2"]!)"]}
+          strategy:
+            canary:
+              steps:
+        \(steps.split(separator: "\n").map { "        " + $0 }.joined(separator: "\n"))
+        """
+    }
 }

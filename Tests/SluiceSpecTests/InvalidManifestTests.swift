@@ -103,7 +103,13 @@ struct ExampleManifestTests {
             Issue.record("expected a canary")
             return
         }
-        #expect(canary.steps.prefix(3) == [.setMirror(50), .pause(.seconds(60)), .setMirror(0)])
+        #expect(canary.steps.count == 7 && canary.steps[0] == .setMirror(50) && canary.steps[2] == .setMirror(0))
+        guard case .analysis(let shadowStep) = canary.steps[1] else {
+            Issue.record("expected the shadow analysis step")
+            return
+        }
+        #expect(shadowStep.metrics.map(\.shadow?.measure) == [.shadowAgreement])
+        #expect(shadowStep.metrics[0].minSamples == 300)
         #expect(canary.analysis?.metrics[0].successCondition?.value == 0.99, "99% reads as the fraction 0.99")
         #expect(catalog.deployments["ocr"] != nil)
     }
