@@ -94,7 +94,7 @@ final class ShadowLedger: Sendable {
     /// a batch that finds the thread four batches behind is dropped and counted, never queued.
     func run() async {
         guard let source else { return }
-        let worker = LowPriorityWorker(name: "sluice-shadow", nice: 10)
+        let worker = LowPriorityWorker(name: "sluice-shadow", nice: 19)
         state.withLock { $0.worker = worker }
         defer {
             state.withLock { $0.worker = nil }

@@ -119,25 +119,7 @@ struct DocsTests {
 
     @Test("docs/experiments.md: trying it runs an A/B/n experiment to a held winner, then promotes it", .timeLimit(.minutes(10)))
     func experimentsPage() async throws {
-        let block = try #require(Self.blocks(try Self.document("docs/experiments.md"), language: "sh", section: "## Trying it").first)
-        let work = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-experiment-doc-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: work.appendingPathComponent("repo/manifests"), withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: work) }
-        let ports = try Self.freePorts(5)
-        let mapping = ["8080": ports[0], "9900": ports[1], "9301": ports[2], "9302": ports[3], "9303": ports[4]]
-        func localize(_ text: String) -> String {
-            var text = text
-            for (old, new) in mapping {
-                text = text.replacingOccurrences(of: ":\(old)", with: ":\(new)").replacingOccurrences(of: "--port \(old)", with: "--port \(new)")
-            }
-            return text.replacingOccurrences(of: "/tmp/", with: work.path + "/")
-        }
-        try localize(try Self.document("manifests/ranker.yaml")).write(to: work.appendingPathComponent("repo/manifests/ranker.yaml"), atomically: true, encoding: .utf8)
-        let script = "set -x\nexport SLUICE_LISTEN=127.0.0.1:\(ports[0]) SLUICE_ADMIN=127.0.0.1:\(ports[1])\n"
-            + localize(block).replacingOccurrences(of: "B=.build/debug/sluice", with: "B=\(SluiceBinary.url.path)")
-        let file = work.appendingPathComponent("experiment.sh")
-        try script.write(to: file, atomically: true, encoding: .utf8)
-        let text = try await Self.runScript(file, in: work.appendingPathComponent("repo"), output: work.appendingPathComponent("output.txt"))
+        let text = try await Self.tryIt("docs/experiments.md", manifest: "manifests/ranker.yaml", ports: ["9301", "9302", "9303"])
         #expect(text.contains("experiment ranker (ranker/v2@"), "the results were shown:\n\(text)")
         #expect(text.contains(": winnerHeld"), "v2 won and was held:\n\(text)")
         #expect(text.contains("ranker: promotion requested"), "\(text)")
@@ -147,12 +129,24 @@ struct DocsTests {
 
     @Test("docs/shadow.md: trying it stops a disagreeing v4 in its shadow step and shows the field that differs", .timeLimit(.minutes(10)))
     func shadowPage() async throws {
-        let block = try #require(Self.blocks(try Self.document("docs/shadow.md"), language: "sh", section: "## Trying it").first)
-        let work = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-shadow-doc-\(UUID().uuidString)")
+        let text = try await Self.tryIt("docs/shadow.md", manifest: "manifests/vision.yaml", ports: ["9301", "9302", "9401"])
+        #expect(text.contains("rolled back v4: metric agreement failed: "), "v4 was stopped by the shadow step:\n\(text)")
+        #expect(text.contains("shadow of defect-detector: v4 against v3"), "\(text)")
+        #expect(text.contains("most frequent disagreements:") && text.contains("$.outputs[0].data[*]"), "\(text)")
+        #expect(text.range(of: #"defect-detector +Degraded +v3"#, options: .regularExpression) != nil, "v3 stays stable:\n\(text)")
+        #expect(!text.contains("error:"), "\(text)")
+    }
+
+    /// Runs the `sh` block of `document`'s "Trying it" in a copy of the repository's `manifest` and
+    /// `strategies/`, on free ports: the proxy's 8080, the admin API's 9900 and each of `ports` become
+    /// free ones, `/tmp/` a fresh directory, and `B=` the built binary. Returns what it printed.
+    static func tryIt(_ document: String, manifest: String, ports modelPorts: [String]) async throws -> String {
+        let block = try #require(Self.blocks(try Self.document(document), language: "sh", section: "## Trying it").first)
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-doc-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: work.appendingPathComponent("repo/manifests"), withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: work) }
-        let ports = try Self.freePorts(5)
-        let mapping = ["8080": ports[0], "9900": ports[1], "9301": ports[2], "9302": ports[3], "9401": ports[4]]
+        let ports = try Self.freePorts(2 + modelPorts.count)
+        let mapping = Dictionary(uniqueKeysWithValues: zip(["8080", "9900"] + modelPorts, ports))
         func localize(_ text: String) -> String {
             var text = text
             for (old, new) in mapping {
@@ -160,19 +154,13 @@ struct DocsTests {
             }
             return text.replacingOccurrences(of: "/tmp/", with: work.path + "/")
         }
-        try localize(try Self.document("manifests/vision.yaml")).write(to: work.appendingPathComponent("repo/manifests/vision.yaml"), atomically: true, encoding: .utf8)
-        // Its ocr deployment uses a preset, read from ./strategies as in the repository.
+        try localize(try Self.document(manifest)).write(to: work.appendingPathComponent("repo").appendingPathComponent(manifest), atomically: true, encoding: .utf8)
         try FileManager.default.copyItem(at: SluiceBinary.repositoryRoot.appendingPathComponent("strategies"), to: work.appendingPathComponent("repo/strategies"))
         let script = "set -x\nexport SLUICE_LISTEN=127.0.0.1:\(ports[0]) SLUICE_ADMIN=127.0.0.1:\(ports[1])\n"
             + localize(block).replacingOccurrences(of: "B=.build/debug/sluice", with: "B=\(SluiceBinary.url.path)")
-        let file = work.appendingPathComponent("shadow.sh")
+        let file = work.appendingPathComponent("try-it.sh")
         try script.write(to: file, atomically: true, encoding: .utf8)
-        let text = try await Self.runScript(file, in: work.appendingPathComponent("repo"), output: work.appendingPathComponent("output.txt"))
-        #expect(text.contains("rolled back v4: metric agreement failed: "), "v4 was stopped by the shadow step:\n\(text)")
-        #expect(text.contains("shadow of defect-detector: v4 against v3"), "\(text)")
-        #expect(text.contains("most frequent disagreements:") && text.contains("$.outputs[0].data[*]"), "\(text)")
-        #expect(text.range(of: #"defect-detector +Degraded +v3"#, options: .regularExpression) != nil, "v3 stays stable:\n\(text)")
-        #expect(!text.contains("error:"), "\(text)")
+        return try await Self.runScript(file, in: work.appendingPathComponent("repo"), output: work.appendingPathComponent("output.txt"))
     }
 
     /// Runs a doc's script in a session of its own (killed with whatever it left behind), for up to 8
