@@ -97,7 +97,7 @@ public actor Reconciler: Service {
         self.logger = logger
         let (reports, continuation) = AsyncStream.makeStream(of: AnalysisReport.self, bufferingPolicy: .bufferingNewest(1024))
         self.reports = reports
-        shadows = ShadowLedger(source: shadowPairs, clock: clock, logger: logger)
+        shadows = ShadowLedger(source: shadowPairs, clock: clock, registry: registry, logger: logger)
         runner = AnalysisRunner(proxyMetrics: proxyMetrics, source: metricsSource, reports: continuation, clock: clock, shadows: shadows)
         self.tripwireEvents = tripwireEvents
         self.registry = registry

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Prometheus
 import SluiceAnalysis
 import SluiceProxy
 import SluiceRollout
@@ -28,7 +29,7 @@ final class ShadowLedger: Sendable {
         /// Pairs are taken while the mirror is on.
         var active: Bool
         var tallies: [ShadowComparisonKey: ShadowTally]
-        /// Pairs for this candidate the controller did not keep up with (dropped by the proxy).
+        /// When the mirror began for this candidate.
         var started: Instant
     }
 
@@ -45,10 +46,12 @@ final class ShadowLedger: Sendable {
     private let source: (any ShadowPairSource)?
     private let clock: ShellClock
     private let logger: Logger
+    private let registry: PrometheusCollectorRegistry?
 
-    init(source: (any ShadowPairSource)?, clock: ShellClock, logger: Logger) {
+    init(source: (any ShadowPairSource)?, clock: ShellClock, registry: PrometheusCollectorRegistry? = nil, logger: Logger) {
         self.source = source
         self.clock = clock
+        self.registry = registry
         self.logger = logger
     }
 
@@ -89,9 +92,9 @@ final class ShadowLedger: Sendable {
         state.withLock { _ = $0.tracked.removeValue(forKey: deployment) }
     }
 
-    /// Takes the proxy's pairs every 50 ms until cancelled, and compares them on a thread of lower
-    /// priority (nice 10) than the event loops: on a busy core the comparison yields to traffic, and
-    /// a batch that finds the thread four batches behind is dropped and counted, never queued.
+    /// Takes the proxy's pairs every 50 ms until cancelled, and compares them on a thread of the lowest
+    /// priority (nice 19): on a busy core the comparison yields to traffic, and a batch that finds the
+    /// thread four batches behind is dropped and counted, never queued.
     func run() async {
         guard let source else { return }
         let worker = LowPriorityWorker(name: "sluice-shadow", nice: 19)
@@ -108,9 +111,15 @@ final class ShadowLedger: Sendable {
             }
             do {
                 let (pairs, dropped) = try await source.drainShadowPairs()
-                state.withLock { $0.dropped = dropped + $0.unqueued }
+                let newlyDropped = state.withLock { state in
+                    let before = state.dropped
+                    state.dropped = dropped + state.unqueued
+                    return state.dropped - before
+                }
+                if newlyDropped > 0 { registry?.makeCounter(descriptor: ShadowMetricNames.dropped).increment(by: Int64(newlyDropped)) }
                 guard !pairs.isEmpty else { continue }
                 if !worker.submit({ self.add(pairs) }) {
+                    // Counted on /metrics with the next drain's figure.
                     state.withLock { $0.unqueued += pairs.count }
                 }
             } catch {
@@ -119,23 +128,36 @@ final class ShadowLedger: Sendable {
         }
     }
 
-    /// Compares `pairs` into their deployments' tallies.
+    /// Compares `pairs` into their deployments' tallies, a few at a time: the lock is held for one
+    /// chunk, so a reading or the status never waits long for this low-priority thread.
     func add(_ pairs: [CapturedPair]) {
-        let byRoute = Dictionary(grouping: pairs, by: \.route)
-        state.withLock { state in
-            for (route, pairs) in byRoute {
-                // Taken out while it changes: only `tracked` holds the tallies then, so their buffers
-                // change in place, never copied.
-                guard var tracked = state.tracked.removeValue(forKey: route) else { continue }
-                defer { state.tracked[route] = tracked }
-                guard tracked.active else { continue }
-                let keys = Array(tracked.tallies.keys)
-                for pair in pairs where pair.shadowVersion == tracked.candidate && pair.stableVersion == tracked.stable {
-                    let sample = ShadowPair(requestID: pair.requestID, stable: ShadowAnswer(pair.stable), shadow: ShadowAnswer(pair.shadow),
-                                            noise: pair.noise.map(ShadowAnswer.init))
-                    for key in keys { tracked.tallies[key]!.add(sample) }
-                }
+        for (route, pairs) in Dictionary(grouping: pairs, by: \.route) {
+            for start in stride(from: 0, to: pairs.count, by: 16) {
+                add(pairs[start..<min(start + 16, pairs.count)], route: route)
             }
+        }
+    }
+
+    private func add(_ pairs: ArraySlice<CapturedPair>, route: String) {
+        let counts: (before: (agree: Int, disagree: Int, notCompared: Int), after: (agree: Int, disagree: Int, notCompared: Int))? = state.withLock { state in
+            // Taken out while it changes: only `tracked` holds the tallies then, so their buffers
+            // change in place, never copied.
+            guard var tracked = state.tracked.removeValue(forKey: route) else { return nil }
+            defer { state.tracked[route] = tracked }
+            guard tracked.active, let first = tracked.tallies.keys.first else { return nil }
+            let keys = Array(tracked.tallies.keys)
+            let before = tracked.tallies[first]!.counts
+            for pair in pairs where pair.shadowVersion == tracked.candidate && pair.stableVersion == tracked.stable {
+                let sample = ShadowPair(requestID: pair.requestID, stable: ShadowAnswer(pair.stable), shadow: ShadowAnswer(pair.shadow),
+                                        noise: pair.noise.map(ShadowAnswer.init))
+                for key in keys { tracked.tallies[key]!.add(sample) }
+            }
+            return (before, tracked.tallies[first]!.counts)
+        }
+        guard let registry, let counts else { return }
+        for (outcome, count) in [("agree", counts.after.agree - counts.before.agree), ("disagree", counts.after.disagree - counts.before.disagree),
+                                 ("not_compared", counts.after.notCompared - counts.before.notCompared)] where count > 0 {
+            registry.makeCounter(descriptor: ShadowMetricNames.pairs, labels: [("deployment", route), ("outcome", outcome)]).increment(by: Int64(count))
         }
     }
 
@@ -164,6 +186,14 @@ final class ShadowLedger: Sendable {
             return ShadowView(tracked, dropped: state.dropped)
         }
     }
+}
+
+/// Descriptors of the shadow series on `/metrics`.
+enum ShadowMetricNames {
+    static var pairs: MetricNameDescriptor { .init(namespace: "sluice", metricName: "shadow_pairs", unitName: "total",
+                                              helpText: "Shadow pairs by outcome (agree, disagree, not_compared), under the deployment's first comparison.") }
+    static var dropped: MetricNameDescriptor { .init(namespace: "sluice", metricName: "shadow_pairs_dropped", unitName: "total",
+                                                helpText: "Shadow pairs dropped because the comparison fell behind the proxy.") }
 }
 
 /// A thread of its own at a lower priority, running the jobs it is given in order. Linux keeps the

@@ -7,7 +7,11 @@ import Testing
 /// before it serves anyone; a rebuild that answers the same passes on to live traffic.
 @Suite("End to end: shadow comparison", .serialized)
 struct ShadowEndToEndTests {
-    static let steps = """
+    static let steps = steps(capture: false)
+
+    /// `capture` on both metrics, which then share one comparison.
+    static func steps(capture: Bool) -> String {
+        """
         - setMirror: 100
         - analysis:
             interval: 1s
@@ -16,20 +20,24 @@ struct ShadowEndToEndTests {
                 builtin: shadowAgreement
                 compare: {json: "$.outputs[0].data", tolerance: 0.001}
                 ignore: ["$.id"]
+                capture: \(capture)
                 successCondition: ">= 0.98"
                 minSamples: 300
               - name: drift
                 builtin: shadowDrift
                 compare: {json: "$.outputs[0].data", tolerance: 0.001}
                 ignore: ["$.id"]
+                capture: \(capture)
                 successCondition: "< 0.1"
                 minSamples: 300
         - setMirror: 0
         - setWeight: 10
         - pause: {duration: 1s}
         """
+    }
 
-    static func start(v2: [String]) async throws -> AnalysisHarness {
+    static func start(v2: [String], capture: Bool = false) async throws -> AnalysisHarness {
+        let steps = steps(capture: capture)
         let harness = try await AnalysisHarness.start(models: [("v1", []), ("v2", v2)]) {
             AnalysisHarness.canary(version: "v1", ports: $0, steps: steps)
         }
@@ -73,6 +81,28 @@ struct ShadowEndToEndTests {
             let status = try await SluiceBinary.run(["status", "--admin", "http://127.0.0.1:\(harness.adminPort)"])
             #expect(status.stdout.contains("most frequent disagreements"), "\(status.stdout)")
             #expect(status.stdout.contains("$.outputs[0].data[*]"))
+            let metrics = try await harness.metricsText()
+            #expect(metrics.contains(#"sluice_shadow_pairs_total{deployment="scorer",outcome="disagree"}"#), "pairs by outcome on /metrics")
+            #expect(metrics.contains(#"sluice_shadow_pairs_total{deployment="scorer",outcome="agree"}"#))
+        } catch {
+            try await harness.stop()
+            throw error
+        }
+        try await harness.stop()
+    }
+
+    @Test("with capture: true the status keeps the bodies of the last disagreeing pairs, at most five")
+    func captureBodies() async throws {
+        let harness = try await Self.start(v2: ["--weights-of", "v1", "--disagree", "0.1"], capture: true)
+        do {
+            let view = try await harness.waitFor("the rollback", timeout: .seconds(120)) { $0["phase"] as? String == "Degraded" }
+            let captured = (Self.comparison(view)["captured"] as? [[String: Any]]) ?? []
+            #expect(captured.count == 5, "\(captured)")
+            for pair in captured {
+                let stable = pair["stable"] as? String ?? "", shadow = pair["shadow"] as? String ?? ""
+                #expect(stable.contains(#""model_version":"v1""#) && shadow.contains(#""model_version":"v2""#), "whole answers: \(pair)")
+                #expect((pair["requestID"] as? String)?.isEmpty == false)
+            }
         } catch {
             try await harness.stop()
             throw error

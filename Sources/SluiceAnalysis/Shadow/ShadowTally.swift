@@ -115,6 +115,11 @@ public struct ShadowTally: Sendable {
         self.capture = capture
     }
 
+    /// Pairs agreeing, disagreeing and not compared so far, for counters.
+    public var counts: (agree: Int, disagree: Int, notCompared: Int) {
+        (agreeing, compared - agreeing, notCompared.values.reduce(0, +))
+    }
+
     /// Pairs the noise floor rests on.
     public var noisePairs: Int { noiseGaps.count }
 
