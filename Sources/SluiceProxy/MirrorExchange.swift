@@ -128,7 +128,7 @@ final class MirrorExchange: UpstreamDelegate {
             self.upstream = nil
         }
         let micros = (NIODeadline.now() - start).nanoseconds / 1000
-        capture?.finish(role, answered: error == nil && !abandoned, latencyMicros: UInt64(max(1, micros)))
+        capture?.finish(role, answered: error == nil && !abandoned, latencyMicros: UInt64(max(1, micros)), abandoned: abandoned)
         guard let stats else { return }
         if abandoned {
             stats.window.mirrorsDropped += 1

@@ -51,6 +51,9 @@ final class ShadowCapture {
     private let shadowVersion: String
     private var sides: [Side]
     private var open: Int
+    /// A copy was abandoned by the proxy (it could not keep up with the client's body, or the client
+    /// left mid-request): the pair says nothing about the shadow, and is not kept.
+    private var discarded = false
 
     init(log: ShadowLog, limit: Int, route: String, requestID: String, stableVersion: String, shadowVersion: String, withNoise: Bool) {
         self.log = log
@@ -89,14 +92,16 @@ final class ShadowCapture {
         sides[role.rawValue] = side
     }
 
-    /// `role` finished: `answered` false when it failed or was abandoned (its status is dropped).
-    func finish(_ role: Role, answered: Bool, latencyMicros: UInt64) {
+    /// `role` finished: `answered` false when it failed (its status is dropped); `abandoned` when the
+    /// proxy gave the copy up, which discards the pair.
+    func finish(_ role: Role, answered: Bool, latencyMicros: UInt64, abandoned: Bool = false) {
         guard !sides[role.rawValue].done else { return }
         sides[role.rawValue].done = true
         sides[role.rawValue].latencyMicros = latencyMicros
         if !answered { sides[role.rawValue].status = 0 }
+        if abandoned { discarded = true }
         open -= 1
-        guard open == 0 else { return }
+        guard open == 0, !discarded else { return }
         func answer(_ side: Side) -> CapturedAnswer {
             CapturedAnswer(status: side.status, latencyMicros: side.latencyMicros, body: side.over ? nil : (side.body ?? ByteBuffer()), chunked: side.chunked)
         }

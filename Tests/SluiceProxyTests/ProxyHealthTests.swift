@@ -44,9 +44,9 @@ struct ProxyHealthTests {
             try await h.apply(h.route([("v1", 100)]))
             let port = h.port
             let client = try await h.client()
-            // Long enough that shutdown has begun before the head comes back, even on a loaded machine:
-            // the head then says `connection: close`.
-            async let slow = client.request(.GET, "/models/m/delay/3000")
+            // Long enough that shutdown has begun before the head comes back, even on a loaded machine
+            // (the full suite on two cores has taken over 3 s): the head then says `connection: close`.
+            async let slow = client.request(.GET, "/models/m/delay/8000")
             #expect(try await eventually { (try await h.proxy.metrics.inFlight()).values.reduce(0, +) == 1 })
             async let stopped: Void = h.proxy.shutdown(gracePeriod: .seconds(10))
             let response = try await slow

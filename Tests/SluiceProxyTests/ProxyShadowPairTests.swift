@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 import SluiceSpec
 import SluiceTestSupport
@@ -78,6 +81,35 @@ struct ProxyShadowPairTests {
                 #expect(Set([stable, noise]) == ["v1", "v1b"], "the noise copy goes to the other endpoint: \(stable) and \(noise)")
             }
             #expect(h.upstreams["v2"]!.requests == 200)
+        }
+    }
+
+    @Test("a copy the proxy gives up (the shadow cannot take the body as fast as the client sends it) makes no pair")
+    func abandonedCopies() async throws {
+        // A shadow whose connections complete in the kernel's backlog but are never accepted, so never
+        // read: once the socket buffers fill, the mirror cannot keep up and is abandoned.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let listening = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(listener, $0, length) == 0 && getsockname(listener, $0, &length) == 0 && listen(listener, 16) == 0
+            }
+        }
+        #expect(listening)
+        let deaf = Endpoint(scheme: .http, host: "127.0.0.1", port: Int(UInt16(bigEndian: address.sin_port)))
+        try await ProxyHarness.run { h in
+            try await h.apply(h.route([("v1", 100), ("v2", 0)], mirror: MirrorRule(version: "v2", percent: 100, compare: true), endpoints: ["v2": [deaf]]))
+            let client = try await h.client()
+            let response = try await client.upload("/models/m/count", total: 48 << 20)
+            #expect(response.status == 200 && response.body == String(48 << 20), "the client's upload is untouched")
+            await client.close()
+            #expect(try await eventually { (try await h.proxy.metrics.totals()[MetricKey(route: "m", version: "v2")]?.mirrorsDropped ?? 0) >= 1 },
+                    "the copy was abandoned")
+            #expect(try await h.proxy.drainShadowPairs().pairs.isEmpty, "and made no pair")
         }
     }
 }
