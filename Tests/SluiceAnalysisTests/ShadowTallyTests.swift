@@ -132,15 +132,15 @@ struct ShadowTallyTests {
 
     @Test("simulated: agreement within ±1 point over 2,000 pairs; a 5% disagreement caught within 1,000; A/A with 1e-6 noise passes")
     func goals() async throws {
-        let accuracy = try await onOwnThread { ShadowSimulation.accuracy(disagree: 0.05, pairs: 2000, runs: 30, seed: 11) }
-        // About 96% of runs land within a point (binomial spread at 2,000 pairs); 30 runs, so ≥ 85%.
+        let accuracy = try await onOwnThread { ShadowSimulation.accuracy(disagree: 0.05, pairs: 2000, runs: 20, seed: 11) }
+        // About 96% of runs land within a point (binomial spread at 2,000 pairs); 20 runs, so ≥ 85%.
         #expect(accuracy.share >= 0.85 && accuracy.medianError < 0.006, "\(accuracy)")
         let caught = try await onOwnThread {
             ShadowSimulation.failures(stable: .init(), shadow: .init(disagree: 0.05), tolerance: 1e-3, threshold: 0.98, minSamples: 200, pairs: 1000, runs: 60, seed: 12)
         }
         #expect(caught >= 0.95, "caught in \(caught) of runs")
         let aa = try await onOwnThread {
-            ShadowSimulation.failures(stable: .init(noise: 1e-6), shadow: .init(noise: 1e-6), tolerance: 1e-3, threshold: 0.98, minSamples: 200, pairs: 1000, runs: 20, seed: 13)
+            ShadowSimulation.failures(stable: .init(noise: 1e-6), shadow: .init(noise: 1e-6), tolerance: 1e-3, threshold: 0.98, minSamples: 200, pairs: 1000, runs: 15, seed: 13)
         }
         #expect(aa == 0, "A/A failed in \(aa) of runs")
     }
@@ -149,7 +149,7 @@ struct ShadowTallyTests {
     func noisyModelGoals() async throws {
         let noisy = ShadowSimulation.Model(noise: 0.01)
         let with = try await onOwnThread {
-            ShadowSimulation.failures(stable: noisy, shadow: noisy, tolerance: 1e-3, threshold: 0.98, minSamples: 200, pairs: 1000, noiseEvery: 10, runs: 25, seed: 14)
+            ShadowSimulation.failures(stable: noisy, shadow: noisy, tolerance: 1e-3, threshold: 0.98, minSamples: 200, pairs: 1000, noiseEvery: 10, runs: 15, seed: 14)
         }
         #expect(with == 0, "A/A with the noise floor failed in \(with) of runs")
         let without = try await onOwnThread {

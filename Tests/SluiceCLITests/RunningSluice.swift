@@ -34,7 +34,9 @@ final class RunningSluice: Sendable {
     var text: String { output.withLockedValue { $0 } }
 
     /// Waits until the output has a line containing `marker`, and returns that line.
-    func line(containing marker: String, timeout: Duration = .seconds(30)) async throws -> String {
+    /// The default deadline is generous: at the full suite's peak on two cores (load average 26) a
+    /// debug `sluice run` has taken over 30 s to print its first lines.
+    func line(containing marker: String, timeout: Duration = .seconds(120)) async throws -> String {
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
         while clock.now < deadline {
