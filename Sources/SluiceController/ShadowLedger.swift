@@ -92,12 +92,12 @@ final class ShadowLedger: Sendable {
         state.withLock { _ = $0.tracked.removeValue(forKey: deployment) }
     }
 
-    /// Takes the proxy's pairs every 50 ms until cancelled, and compares them on a thread of the lowest
-    /// priority (nice 19): on a busy core the comparison yields to traffic, and a batch that finds the
+    /// Takes the proxy's pairs every 50 ms until cancelled, and compares them on a thread of lower
+    /// priority (nice 10; 19 starved it to nothing on a saturated box): on a busy core the comparison yields to traffic, and a batch that finds the
     /// thread four batches behind is dropped and counted, never queued.
     func run() async {
         guard let source else { return }
-        let worker = LowPriorityWorker(name: "sluice-shadow", nice: 19)
+        let worker = LowPriorityWorker(name: "sluice-shadow", nice: 10)
         state.withLock { $0.worker = worker }
         defer {
             state.withLock { $0.worker = nil }
