@@ -41,7 +41,7 @@ public enum RoutingTableBuilder {
             name: spec.name, host: spec.deployment.route.host, pathPrefix: spec.deployment.route.pathPrefix,
             backends: backends, headerRules: routing.preview.map { [HeaderRule(header: $0.header, version: $0.version)] } ?? [],
             stickiness: routing.experiment?.assignment ?? spec.deployment.route.stickiness,
-            mirror: routing.mirror.map { MirrorRule(version: $0.version, percent: $0.percent, compare: !ShadowLedger.comparisons(spec.strategy).isEmpty) },
+            mirror: routing.mirror.map { MirrorRule(version: $0.version, percent: $0.percent, compare: !spec.strategy.shadowComparisons.isEmpty) },
             replacePrefix: spec.deployment.route.replacePrefix,
             experiment: routing.experiment.map { ExperimentRule(id: $0.id, windowMilliseconds: $0.window.milliseconds) }
         )

@@ -55,20 +55,9 @@ final class ShadowLedger: Sendable {
         self.logger = logger
     }
 
-    /// The comparisons a strategy's shadow metrics use, in the order they are first named.
-    static func comparisons(_ strategy: StrategySpec) -> [ShadowComparisonKey] {
-        guard case .canary(let canary) = strategy else { return [] }
-        var keys: [ShadowComparisonKey] = []
-        for step in canary.steps {
-            guard case .analysis(let spec) = step else { continue }
-            for metric in spec.metrics { if let key = metric.shadow?.comparison, !keys.contains(key) { keys.append(key) } }
-        }
-        return keys
-    }
-
     /// After each saved plan: follows the deployment's candidate while it is mirrored.
     func track(_ deployment: String, status: RolloutStatus, strategy: StrategySpec) {
-        let keys = Self.comparisons(strategy)
+        let keys = strategy.shadowComparisons
         state.withLock { state in
             guard !keys.isEmpty else {
                 state.tracked[deployment] = nil

@@ -102,3 +102,17 @@ extension AnalysisSpec {
     /// Whether any metric compares shadow outputs.
     public var comparesShadows: Bool { metrics.contains { $0.shadow != nil } }
 }
+
+extension StrategySpec {
+    /// The comparisons the strategy's shadow metrics use, in the order they are first named: the proxy
+    /// pairs answers for the routes that have any, and the controller keeps one tally per comparison.
+    public var shadowComparisons: [ShadowComparisonKey] {
+        guard case .canary(let canary) = self else { return [] }
+        var keys: [ShadowComparisonKey] = []
+        for step in canary.steps {
+            guard case .analysis(let spec) = step else { continue }
+            for metric in spec.metrics { if let key = metric.shadow?.comparison, !keys.contains(key) { keys.append(key) } }
+        }
+        return keys
+    }
+}
