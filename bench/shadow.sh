@@ -198,7 +198,7 @@ spec:
     goal("Closed-loop p99 at saturation (wrk), comparison on / mirroring off", f"{per_round('compare', 'off', 1):.2f}x", "follows throughput; no goal", True)
     errors = sum(x[2] for name in results for x in results[name])
     goal("Pairs compared during the throughput rounds", f"{compared.get('compared', 0)} of {compared.get('mirrored', 0)} finished, agreement {compared.get('agreement')}, "
-         f"{view('compare')['shadow']['dropped']} dropped (controller behind); client errors {errors}", "all agree, no client errors",
+         f"{view('compare')['shadow']['dropped']} dropped (controller behind), {view('compare')['shadow'].get('notSampled', 0)} not sampled (over --shadow-pairs-per-second); client errors {errors}", "all agree, no client errors",
          compared.get("agreement") == 1 and errors == 0)
 
     print(f"==> peak RSS: 100% mirroring and comparison of 60 KiB answers, {big_dur} of load", flush=True)

@@ -82,12 +82,14 @@ public actor Reconciler: Service {
     ///     (SQLite), else memory.
     ///   - seed: the bandits' random draws; default from the system.
     ///   - shadowPairs: the built-in proxy's pairs of compared mirrors, for shadow metrics.
+    ///   - shadowPairsPerSecond: the most of them compared a second (the proxy captures a uniform sample).
     public init(manifests: String, strategies: String?, store: any StatusStore, router: any TrafficRouter,
                 proxyMetrics: ProxyMetrics? = nil, tripwireEvents: AsyncStream<TripwireEvent>? = nil,
                 metricsSource: any MetricsSource = HTTPMetricsSource(), registry: PrometheusCollectorRegistry? = nil,
                 pollInterval: Duration = .milliseconds(250), clock: ShellClock = .system, useInotify: Bool = true,
                 exposures: (any ExposureSource)? = nil, evidence: (any ExperimentEvidenceStore)? = nil, seed: UInt64? = nil,
-                shadowPairs: (any ShadowPairSource)? = nil, logger: Logger = Logger(label: "sluice.reconciler")) {
+                shadowPairs: (any ShadowPairSource)? = nil, shadowPairsPerSecond: Int = ShadowLedger.defaultPairsPerSecond,
+                logger: Logger = Logger(label: "sluice.reconciler")) {
         reader = ManifestReader(manifests: manifests, strategies: strategies)
         self.useInotify = useInotify
         self.store = store
@@ -97,7 +99,7 @@ public actor Reconciler: Service {
         self.logger = logger
         let (reports, continuation) = AsyncStream.makeStream(of: AnalysisReport.self, bufferingPolicy: .bufferingNewest(1024))
         self.reports = reports
-        shadows = ShadowLedger(source: shadowPairs, clock: clock, registry: registry, logger: logger)
+        shadows = ShadowLedger(source: shadowPairs, pairsPerSecond: shadowPairsPerSecond, clock: clock, registry: registry, logger: logger)
         runner = AnalysisRunner(proxyMetrics: proxyMetrics, source: metricsSource, reports: continuation, clock: clock, shadows: shadows)
         self.tripwireEvents = tripwireEvents
         self.registry = registry

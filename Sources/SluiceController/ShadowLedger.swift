@@ -9,7 +9,8 @@ import Synchronization
 
 /// Where the pairs of compared mirrors come from: the built-in proxy's per-loop logs (`ProxyServer`).
 public protocol ShadowPairSource: Sendable {
-    func drainShadowPairs() async throws -> (pairs: [CapturedPair], dropped: Int)
+    /// The pairs finished since the last call; `next` says which compared mirrors to capture until the next one.
+    func drainShadowPairs(next: ShadowSampling) async throws -> ShadowDrain
 }
 
 extension ProxyServer: ShadowPairSource {}
@@ -22,7 +23,7 @@ extension ProxyServer: ShadowPairSource {}
 /// The evidence is the candidate's since its mirror began: a new candidate starts afresh, and the
 /// last one's tallies stay (without new pairs) for the status once its rollout ends, so a rolled-back
 /// version still shows what disagreed.
-final class ShadowLedger: Sendable {
+public final class ShadowLedger: Sendable {
     struct Tracked {
         var stable: String
         var candidate: String
@@ -38,18 +39,28 @@ final class ShadowLedger: Sendable {
         /// Pairs the proxy dropped, and batches the comparison thread had no room for.
         var dropped = 0
         var unqueued = 0
+        /// Compared mirrors the proxy did not capture, over the budget.
+        var skipped = 0
         /// The comparison thread while `run()` runs.
         var worker: LowPriorityWorker?
     }
 
+    /// Pairs compared a second by default: plenty for any minimum of evidence, and a few per cent of a
+    /// core however busy the proxy is.
+    public static let defaultPairsPerSecond = 1000
+    static let interval = Duration.milliseconds(50)
+
     private let state = Mutex(State())
     private let source: (any ShadowPairSource)?
+    private let pairsPerSecond: Int
     private let clock: ShellClock
     private let logger: Logger
     private let registry: PrometheusCollectorRegistry?
 
-    init(source: (any ShadowPairSource)?, clock: ShellClock, registry: PrometheusCollectorRegistry? = nil, logger: Logger) {
+    init(source: (any ShadowPairSource)?, pairsPerSecond: Int = defaultPairsPerSecond, clock: ShellClock,
+         registry: PrometheusCollectorRegistry? = nil, logger: Logger) {
         self.source = source
+        self.pairsPerSecond = pairsPerSecond
         self.clock = clock
         self.registry = registry
         self.logger = logger
@@ -82,8 +93,10 @@ final class ShadowLedger: Sendable {
     }
 
     /// Takes the proxy's pairs every 50 ms until cancelled, and compares them on a thread of lower
-    /// priority (nice 10; 19 starved it to nothing on a saturated box): on a busy core the comparison yields to traffic, and a batch that finds the
-    /// thread four batches behind is dropped and counted, never queued.
+    /// priority (nice 10; 19 starved it to nothing on a saturated box). The proxy captures a uniform
+    /// sample of the compared mirrors, at most `pairsPerSecond` (`sampling`), and none while the thread
+    /// is still busy with earlier pairs; a batch that finds it four batches behind is dropped and
+    /// counted, never queued.
     func run() async {
         guard let source else { return }
         let worker = LowPriorityWorker(name: "sluice-shadow", nice: 10)
@@ -92,29 +105,52 @@ final class ShadowLedger: Sendable {
             state.withLock { $0.worker = nil }
             worker.stop()
         }
+        var seen = 0
+        var carry = 0.0
+        var last = clock.now()
         while !Task.isCancelled {
             do {
-                try await clock.sleep(for: .milliseconds(50))
+                try await clock.sleep(for: Self.interval)
             } catch {
                 return
             }
+            let now = clock.now()
+            let next: ShadowSampling
+            (next, carry) = Self.sampling(pairsPerSecond: pairsPerSecond, interval: max(now - last, Self.interval), seen: seen,
+                                          busy: worker.queued > 0, carry: carry)
+            last = now
             do {
-                let (pairs, dropped) = try await source.drainShadowPairs()
+                let drain = try await source.drainShadowPairs(next: next)
+                seen = drain.seen
                 let newlyDropped = state.withLock { state in
                     let before = state.dropped
-                    state.dropped = dropped + state.unqueued
+                    state.dropped = drain.dropped + state.unqueued
+                    state.skipped = drain.skipped
                     return state.dropped - before
                 }
                 if newlyDropped > 0 { registry?.makeCounter(descriptor: ShadowMetricNames.dropped).increment(by: Int64(newlyDropped)) }
-                guard !pairs.isEmpty else { continue }
-                if !worker.submit({ self.add(pairs) }) {
+                guard !drain.pairs.isEmpty else { continue }
+                if !worker.submit({ self.add(drain.pairs) }) {
                     // Counted on /metrics with the next drain's figure.
-                    state.withLock { $0.unqueued += pairs.count }
+                    state.withLock { $0.unqueued += drain.pairs.count }
                 }
             } catch {
                 logger.warning("cannot read the proxy's shadow pairs", metadata: ["error": "\(error)"])
             }
         }
+    }
+
+    /// Which compared mirrors the proxy captures over the next `interval`: the budget's share of it
+    /// (with `carry`, the fraction of a pair the last interval left over, so a budget below 20 a second
+    /// still holds), drawn uniformly from the `seen` mirrors of the interval before (with a tenth to
+    /// spare, the allowance trimming the excess), and none while the comparison thread has pairs waiting.
+    static func sampling(pairsPerSecond: Int, interval: Duration, seen: Int, busy: Bool, carry: Double = 0) -> (sampling: ShadowSampling, carry: Double) {
+        guard !busy else { return (ShadowSampling(share: 0, allowance: 0), 0) }
+        let credit = Double(pairsPerSecond) * min(interval.seconds, 1) + carry
+        let allowance = Int(credit.rounded(.down))
+        guard allowance > 0 else { return (ShadowSampling(share: 0, allowance: 0), credit) }
+        let share = seen <= allowance ? 1 : min(1, 1.1 * Double(allowance) / Double(seen))
+        return (ShadowSampling(share: share, allowance: allowance), credit - Double(allowance))
     }
 
     /// Compares `pairs` into their deployments' tallies, a few at a time: the lock is held for one
@@ -172,7 +208,7 @@ final class ShadowLedger: Sendable {
     func view(_ deployment: String) -> ShadowView? {
         state.withLock { state in
             guard let tracked = state.tracked[deployment] else { return nil }
-            return ShadowView(tracked, dropped: state.dropped)
+            return ShadowView(tracked, dropped: state.dropped, notSampled: state.skipped)
         }
     }
 }
@@ -215,6 +251,13 @@ final class LowPriorityWorker: @unchecked Sendable {
             condition.unlock()
             job()
         }
+    }
+
+    /// Jobs waiting, not counting the one running.
+    var queued: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return jobs.count
     }
 
     /// Queues `job`; false (and not queued) when `maxQueued` jobs are waiting or the worker stopped.
@@ -261,6 +304,9 @@ public struct ShadowView: Sendable, Codable, Equatable {
     public var since: String
     /// Pairs the proxy dropped since it started because the controller fell behind.
     public var dropped: Int
+    /// Compared mirrors the proxy did not capture since it started: over the comparison budget
+    /// (`sluice run --shadow-pairs-per-second`) or while the comparison thread was busy.
+    public var notSampled: Int
     public var comparisons: [Comparison]
 
     /// One comparison (`compare:` with its `ignore:`), shared by the metrics that name it.
@@ -288,12 +334,13 @@ public struct ShadowView: Sendable, Codable, Equatable {
         public var captured: [ShadowTally.Captured]
     }
 
-    init(_ tracked: ShadowLedger.Tracked, dropped: Int) {
+    init(_ tracked: ShadowLedger.Tracked, dropped: Int, notSampled: Int) {
         stable = tracked.stable
         candidate = tracked.candidate
         active = tracked.active
         since = tracked.started.iso8601
         self.dropped = dropped
+        self.notSampled = notSampled
         comparisons = tracked.tallies.sorted { "\($0.key.compare.json?.description ?? "$")" < "\($1.key.compare.json?.description ?? "$")" }.map { key, tally in
             func value(_ measure: ShadowMetric.Measure, _ statistic: ShadowMetric.DriftStatistic = .psi) -> Double? {
                 tally.reading(ShadowMetric(measure, statistic: statistic)).value

@@ -272,7 +272,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             return
         }
         var noisePool: EndpointPool?
-        if mirror.compare {
+        if mirror.compare, loop.shadows.admits(using: &loop.rng) {
             let shadows = loop.shadows
             shadows.noiseCounter += 1
             if shadows.noiseCounter % loop.configuration.shadowNoiseEvery == 0, loop.mirrorsInFlight + 1 < loop.configuration.maxMirrorsInFlight {

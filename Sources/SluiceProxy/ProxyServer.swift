@@ -129,17 +129,24 @@ public final class ProxyServer: Sendable {
         return (counts, dropped)
     }
 
-    /// The pairs of compared mirrors finished since the last drain, and how many all loops have
-    /// dropped so far because the controller fell behind.
-    public func drainShadowPairs() async throws -> (pairs: [CapturedPair], dropped: Int) {
-        var pairs: [CapturedPair] = []
-        var dropped = 0
+    /// The pairs of compared mirrors finished since the last drain, with the counts the controller
+    /// needs to size its sampling. `next` is the sampling until the following drain, for the whole
+    /// proxy: its allowance is shared out between the event loops.
+    public func drainShadowPairs(next: ShadowSampling = .everything) async throws -> ShadowDrain {
+        var drain = ShadowDrain()
+        let perLoop = next.allowance == .max ? .max : (next.allowance + loops.count - 1) / loops.count
+        let sampling = ShadowSampling(share: next.share, allowance: perLoop)
         for loop in loops {
-            let (drained, loopDropped) = try await loop.eventLoop.submit { (loop.shadows.drain(), loop.shadows.dropped) }.get()
-            pairs += drained
-            dropped += loopDropped
+            let (pairs, seen, dropped, skipped) = try await loop.eventLoop.submit {
+                let (pairs, seen) = loop.shadows.drain(next: sampling)
+                return (pairs, seen, loop.shadows.dropped, loop.shadows.skipped)
+            }.get()
+            drain.pairs += pairs
+            drain.seen += seen
+            drain.dropped += dropped
+            drain.skipped += skipped
         }
-        return (pairs, dropped)
+        return drain
     }
 
     /// The revision every loop routes by: the lowest, so a partly applied table does not count.

@@ -112,17 +112,39 @@ final class ShadowCapture {
 
 /// The finished pairs of one event loop, until the controller drains them: bounded by bytes, the
 /// newest dropped (and counted) when the controller falls behind.
+///
+/// It also draws which compared mirrors are captured at all. The controller compares at most a budget
+/// of pairs a second (`ShadowSampling`): beyond it, a mirror is still sent and counted in the shadow's
+/// metrics, but its answers are not kept, so the proxy never spends time copying bodies nobody compares.
 final class ShadowLog {
     private let maxBytes: Int
     private var pairs: [CapturedPair] = []
     private var bytes = 0
     /// Pairs dropped because the log was full, since the proxy started.
     private(set) var dropped = 0
+    /// Compared mirrors not captured because of the sampling, since the proxy started.
+    private(set) var skipped = 0
+    /// Compared mirrors since the last drain, captured or not.
+    private var seen = 0
+    private var sampling = ShadowSampling.everything
+    private var allowance = Int.max
     /// Counts mirrors compared, to send every n-th to a second stable endpoint.
     var noiseCounter = 0
 
     init(maxBytes: Int) {
         self.maxBytes = maxBytes
+    }
+
+    /// Whether a compared mirror starting now is captured: drawn with the sampling's share, while the
+    /// allowance until the next drain lasts.
+    func admits(using rng: inout some RandomNumberGenerator) -> Bool {
+        seen += 1
+        guard allowance > 0, sampling.share >= 1 || Double(rng.next() >> 11) * 0x1p-53 < sampling.share else {
+            skipped += 1
+            return false
+        }
+        allowance -= 1
+        return true
     }
 
     func add(_ pair: CapturedPair) {
@@ -135,13 +157,33 @@ final class ShadowLog {
         pairs.append(pair)
     }
 
-    func drain() -> [CapturedPair] {
+    /// The finished pairs and the compared mirrors seen since the last drain; `next` samples until the
+    /// following one.
+    func drain(next: ShadowSampling) -> (pairs: [CapturedPair], seen: Int) {
         defer {
             pairs = []
             bytes = 0
+            seen = 0
+            sampling = next
+            allowance = next.allowance
         }
-        return pairs
+        return (pairs, seen)
     }
+}
+
+/// Which compared mirrors an event loop captures until the controller's next drain: each with
+/// probability `share`, and at most `allowance` of them.
+public struct ShadowSampling: Sendable, Equatable {
+    public var share: Double
+    public var allowance: Int
+
+    public init(share: Double, allowance: Int) {
+        self.share = share
+        self.allowance = allowance
+    }
+
+    /// Every compared mirror (the default until a controller says otherwise, and for tests).
+    public static let everything = ShadowSampling(share: 1, allowance: .max)
 }
 
 extension UpstreamResponseHead {
@@ -178,4 +220,18 @@ extension CapturedAnswer {
             return nil
         }
     }
+}
+
+/// What `ProxyServer.drainShadowPairs` returns.
+public struct ShadowDrain: Sendable {
+    /// Pairs finished since the last drain.
+    public var pairs: [CapturedPair] = []
+    /// Compared mirrors that started since the last drain, captured or not.
+    public var seen = 0
+    /// Since the proxy started: pairs dropped because the controller had not taken them, and
+    /// compared mirrors not captured because of the sampling.
+    public var dropped = 0
+    public var skipped = 0
+
+    public init() {}
 }

@@ -45,6 +45,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Experiment exposures each event loop remembers for feedback (about 70 bytes each; a client's own request id or a unit adds its text). When full the oldest go first, counted in sluice_exposures_dropped_total.", valueName: "n"))
     var exposureCapacity: Int = ProxyConfiguration().exposureCapacity
 
+    @Option(name: .long, help: ArgumentHelp("Most shadow pairs compared a second, drawn uniformly from the compared mirrors; the rest are still mirrored and counted in the shadow's metrics, but their answers are not kept.", valueName: "n"))
+    var shadowPairsPerSecond: Int = ShadowLedger.defaultPairsPerSecond
+
     @Option(name: .long, help: "Event loops (threads) serving traffic. Default: one per core.")
     var eventLoops: Int = System.coreCount
 
@@ -63,6 +66,7 @@ struct RunCommand: AsyncParsableCommand {
         }
         guard eventLoops >= 1 else { throw ValidationError("--event-loops must be at least 1") }
         guard (1...100_000_000).contains(exposureCapacity) else { throw ValidationError("--exposure-capacity must be from 1 to 100000000") }
+        guard (1...1_000_000).contains(shadowPairsPerSecond) else { throw ValidationError("--shadow-pairs-per-second must be from 1 to 1000000") }
     }
 
     func run() async throws {
@@ -86,7 +90,8 @@ struct RunCommand: AsyncParsableCommand {
         let reconciler = Reconciler(
             manifests: manifests, strategies: strategies ?? SpecFiles.defaultStrategiesDirectory(),
             store: store, router: ProxyTrafficRouter(proxy: proxy), proxyMetrics: proxy.metrics,
-            tripwireEvents: proxy.tripwireEvents, registry: exporter.registry, exposures: proxy, shadowPairs: proxy, logger: logger
+            tripwireEvents: proxy.tripwireEvents, registry: exporter.registry, exposures: proxy, shadowPairs: proxy,
+            shadowPairsPerSecond: shadowPairsPerSecond, logger: logger
         )
         let proxyService = ProxyService(server: proxy) { server in
             print("sluice run: state in \(store.path)")

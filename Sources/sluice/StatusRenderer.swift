@@ -51,6 +51,7 @@ enum StatusRenderer {
     static func shadow(_ shadow: ShadowView, of name: String) -> String {
         var text = "shadow of \(name): \(shadow.candidate) against \(shadow.stable), \(shadow.active ? "mirrored" : "mirror ended"), since \(shadow.since)"
         if shadow.dropped > 0 { text += " (\(shadow.dropped) pairs dropped: the controller fell behind the proxy)" }
+        if shadow.notSampled > 0 { text += "\n  a sample: \(shadow.notSampled) mirrors not compared (over the budget of pairs a second, or while the comparison was busy)" }
         for c in shadow.comparisons {
             text += "\n  comparing \(c.compare): \(c.compared) of \(c.mirrored) pairs compared, \(c.agreeing) agree"
             if let agreement = c.agreement { text += ", agreement \(ShadowView.percent(agreement))" }

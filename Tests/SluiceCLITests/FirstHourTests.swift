@@ -73,17 +73,9 @@ struct FirstHourTests {
     func loadUnreachable() async throws {
         // A port bound but not listening: every connection is refused, and no other test can take it
         // meanwhile (a port closed again was reused by a server of another test under the full suite).
-        let refuser = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(refuser) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(refuser, $0, length) == 0 && getsockname(refuser, $0, &length) == 0 }
-        }
-        #expect(bound)
-        let port = Int(UInt16(bigEndian: address.sin_port))
+        let refuser = try LoopbackSocket(listening: false)
+        defer { refuser.close() }
+        let port = refuser.port
         let clock = ContinuousClock()
         let started = clock.now
         let load = try await SluiceBinary.run(["load", "--url", "http://127.0.0.1:\(port)/x", "--rate", "50", "--duration", "2"], timeout: .seconds(60))

@@ -36,9 +36,9 @@ struct ShadowEndToEndTests {
         """
     }
 
-    static func start(v2: [String], capture: Bool = false) async throws -> AnalysisHarness {
+    static func start(v2: [String], capture: Bool = false, extraArguments: [String] = []) async throws -> AnalysisHarness {
         let steps = steps(capture: capture)
-        let harness = try await AnalysisHarness.start(models: [("v1", []), ("v2", v2)]) {
+        let harness = try await AnalysisHarness.start(models: [("v1", []), ("v2", v2)], extraArguments: extraArguments) {
             AnalysisHarness.canary(version: "v1", ports: $0, steps: steps)
         }
         _ = try await harness.waitFor("v1 stable") { $0["phase"] as? String == "Healthy" }
@@ -110,17 +110,28 @@ struct ShadowEndToEndTests {
         try await harness.stop()
     }
 
-    @Test("a rebuild that answers the same passes the shadow step and goes on to live traffic")
+    @Test("a rebuild that answers the same passes the shadow step and goes on to live traffic, comparing a sample of 50 pairs a second")
     func matchingCandidatePasses() async throws {
-        let harness = try await Self.start(v2: ["--weights-of", "v1"])
+        let budget = 50
+        let harness = try await Self.start(v2: ["--weights-of", "v1"], extraArguments: ["--shadow-pairs-per-second", "\(budget)"])
         do {
+            let mirrored = try await harness.waitFor("the mirror", timeout: .seconds(60)) { $0["mirrorPercent"] as? Int == 100 }
+            let began = ContinuousClock.now
             let live = try await harness.waitFor("live traffic to v2", timeout: .seconds(120)) {
                 ($0["weights"] as? [String: Int])?["v2"] == 10 || $0["phase"] as? String == "Degraded"
             }
+            let elapsed = ContinuousClock.now - began
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
             #expect(live["phase"] as? String != "Degraded", "\(live)")
             let compared = Self.comparison(live)
             #expect(compared["agreement"] as? Double == 1)
-            #expect((compared["compared"] as? Int ?? 0) >= 300)
+            let count = compared["compared"] as? Int ?? 0
+            #expect(count >= 300)
+            // The budget holds: no more than 50 a second (and a second's worth of slack for the
+            // ticks before the mirror was seen on).
+            #expect(Double(count) <= Double(budget) * (seconds + 2), "\(count) pairs compared in \(seconds) s at \(budget) a second; \(mirrored)")
+            let notSampled = (live["shadow"] as? [String: Any])?["notSampled"] as? Int ?? 0
+            #expect(notSampled > 0, "the traffic runs above 50 requests a second, so some mirrors are not compared")
             #expect((compared["disagreements"] as? [Any])?.isEmpty ?? false)
             let done = try await harness.waitFor("the promotion", timeout: .seconds(60)) { $0["stableVersion"] as? String == "v2" }
             #expect(done["phase"] as? String == "Healthy")

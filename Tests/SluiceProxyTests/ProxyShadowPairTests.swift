@@ -64,6 +64,41 @@ struct ProxyShadowPairTests {
         }
     }
 
+    @Test("the controller's sampling: at most the allowance until the next drain, each drawn with the share; every request is still mirrored")
+    func sampling() async throws {
+        try await ProxyHarness.run { h in
+            try await h.apply(h.route([("v1", 100), ("v2", 0)], mirror: MirrorRule(version: "v2", percent: 100, compare: true)))
+            /// Drains (keeping `next`) until the 100 mirrors started since `skippedBefore` are all accounted for.
+            func drained(next: ShadowSampling, skippedBefore: Int) async throws -> (pairs: [CapturedPair], skipped: Int, seen: Int) {
+                var pairs: [CapturedPair] = []
+                var skipped = 0, seen = 0
+                _ = try await eventually {
+                    let drain = try await h.proxy.drainShadowPairs(next: next)
+                    pairs += drain.pairs
+                    seen += drain.seen
+                    skipped = drain.skipped - skippedBefore
+                    return pairs.count + skipped >= 100
+                }
+                return (pairs, skipped, seen)
+            }
+            // An allowance of 10 for the proxy: 5 for each of its two loops.
+            _ = try await h.proxy.drainShadowPairs(next: ShadowSampling(share: 1, allowance: 10))
+            _ = try await h.load("/models/m", count: 100, connections: 4)
+            #expect(try await eventually { h.upstreams["v2"]!.requests == 100 }, "every request is still mirrored")
+            let capped = try await drained(next: ShadowSampling(share: 0.5, allowance: .max), skippedBefore: 0)
+            #expect(capped.pairs.count >= 5 && capped.pairs.count <= 10, "\(capped.pairs.count) pairs under an allowance of 10")
+            #expect(capped.pairs.count + capped.skipped == 100 && capped.seen == 100)
+
+            _ = try await h.load("/models/m", count: 100, connections: 4)
+            #expect(try await eventually { h.upstreams["v2"]!.requests == 200 })
+            let halved = try await drained(next: .everything, skippedBefore: capped.skipped)
+            // Binomial(100, 0.5): 50 ± 5; 25 to 75 is 5 standard deviations each way.
+            #expect(halved.pairs.count >= 25 && halved.pairs.count <= 75, "\(halved.pairs.count) pairs of 100 at a share of 0.5")
+            #expect(halved.pairs.count + halved.skipped == 100)
+            #expect(Set(halved.pairs.map(\.requestID)).count == halved.pairs.count)
+        }
+    }
+
     @Test("with two stable endpoints, every tenth compared request also goes to the other one: the noise floor")
     func noiseCopies() async throws {
         try await ProxyHarness.run(versions: ["v1", "v1b", "v2"]) { h in
@@ -88,19 +123,9 @@ struct ProxyShadowPairTests {
     func abandonedCopies() async throws {
         // A shadow whose connections complete in the kernel's backlog but are never accepted, so never
         // read: once the socket buffers fill, the mirror cannot keep up and is abandoned.
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(listener) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let listening = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(listener, $0, length) == 0 && getsockname(listener, $0, &length) == 0 && listen(listener, 16) == 0
-            }
-        }
-        #expect(listening)
-        let deaf = Endpoint(scheme: .http, host: "127.0.0.1", port: Int(UInt16(bigEndian: address.sin_port)))
+        let listener = try LoopbackSocket(listening: true)
+        defer { listener.close() }
+        let deaf = Endpoint(scheme: .http, host: "127.0.0.1", port: listener.port)
         try await ProxyHarness.run { h in
             try await h.apply(h.route([("v1", 100), ("v2", 0)], mirror: MirrorRule(version: "v2", percent: 100, compare: true), endpoints: ["v2": [deaf]]))
             let client = try await h.client()
