@@ -80,6 +80,19 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Shell: beyond one box. etcd (through its v3 JSON gateway) as the store and the coordination
+        // engine of a fleet of controllers and proxies (DESIGN.md §7).
+        .target(
+            name: "SluiceFleet",
+            dependencies: [
+                "SluiceRollout",
+                "SluiceController",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // Shell: the Open Inference Protocol v2 demo model server.
         .target(
             name: "SluiceModelServer",
@@ -109,6 +122,7 @@ let package = Package(
                 "SluiceSpec",
                 "SluiceProxy",
                 "SluiceController",
+                "SluiceFleet",
                 "SluiceModelServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -157,6 +171,12 @@ let package = Package(
         .testTarget(
             name: "SluiceControllerTests",
             dependencies: ["SluiceController", "SluiceRollout", "SluiceSpec", "SluiceAnalysis", .product(name: "Clocks", package: "swift-clocks")]
+        ),
+        // The etcd store and coordination against a real 3-member etcd cluster, and the store contract
+        // both stores keep.
+        .testTarget(
+            name: "SluiceFleetTests",
+            dependencies: ["SluiceFleet", "SluiceController", "SluiceRollout", "SluiceSpec", "SluiceTestSupport"]
         ),
         // End-to-end tests that run the real `sluice` binary.
         .testTarget(
