@@ -32,3 +32,8 @@ struct EtcdClusterScope: SuiteTrait, TestScoping {
 extension Trait where Self == EtcdClusterScope {
     static var etcdCluster: Self { EtcdClusterScope() }
 }
+
+/// The suites that share one cluster: three clusters of three at once were too much for two cores
+/// under the full suite.
+@Suite("On one etcd cluster", .etcdCluster)
+enum OnEtcd {}
