@@ -13,7 +13,8 @@
 #     CONNS connections). A third target mirrors 100% without comparing, to show what comparison adds.
 #   - The client's p99 within +10%, at the same offered load below saturation: `sluice load` (open
 #     loop) at P99_RATE req/s for DUR. At saturation a closed-loop p99 only restates the throughput.
-#     ROUNDS rounds, the targets taking turns; medians of the per-round ratios.
+#     ROUNDS rounds, the targets taking turns in an order that turns every round; medians of the
+#     per-round ratios.
 #   - Peak RSS of the comparing process under load with 60 KiB JSON answers (near the 64 KiB cap):
 #     <= 128 MB, with the pairs compared and dropped.
 #
@@ -176,12 +177,15 @@ spec:
     results = {name: [] for name in targets}
     latency = {name: [] for name in targets}
     print(f"==> {rounds} rounds of {dur} per target, {conns} connections; sluice on CPU 0, wrk and nginx on CPU 1", flush=True)
+    names = ["off", "mirror", "compare"]
     for r in range(rounds):
-        for name in ("off", "mirror", "compare"):
+        # The order turns every round, so no target always runs first or last in a round.
+        order = names[r % 3:] + names[:r % 3]
+        for name in order:
             rps, p99, errors = wrk(targets[name]["proxy"], dur)
             results[name].append((rps, p99, errors))
             print(f"    round {r + 1} {name:8} req/s={rps:<10.0f} p99={p99:.2f}ms errors={errors}", flush=True)
-        for name in ("off", "mirror", "compare"):
+        for name in order:
             p99, failed = load(targets[name]["proxy"], int(dur.rstrip("s")))
             latency[name].append((p99, failed))
             print(f"    round {r + 1} {name:8} at {p99_rate} req/s: p99={p99:.2f}ms failed or not sent={failed}", flush=True)

@@ -11,6 +11,7 @@ import SluiceRollout
 public enum AdminAPI {
     public static func buildApplication(
         reconciler: Reconciler, exporter: PrometheusExporter, host: String, port: Int, token: String?, feedbackToken: String? = nil,
+        fleet: (@Sendable () async throws -> any Encodable & Sendable)? = nil,
         logger: Logger = Logger(label: "sluice.admin"), onRunning: @escaping @Sendable (Int) -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let router = Router()
@@ -50,6 +51,16 @@ public enum AdminAPI {
         if let token, !token.isEmpty { api.add(middleware: BearerTokenMiddleware(tokens: [token])) }
         api.get("/metrics") { _, _ -> Response in
             plain(.ok, try await exporter.render(), contentType: "text/plain; version=0.0.4")
+        }
+        api.get("/api/v1/fleet") { _, _ -> Response in
+            guard let fleet else { throw APIError(.notFound, "this Sluice runs on one box, not in a fleet: start it with --etcd") }
+            do {
+                return try json(.ok, try await fleet())
+            } catch let error as APIError {
+                throw error
+            } catch {
+                throw APIError(.serviceUnavailable, "cannot read the fleet from etcd: \(error)")
+            }
         }
         api.get("/api/v1/deployments") { _, _ -> Response in
             try json(.ok, await reconciler.views())

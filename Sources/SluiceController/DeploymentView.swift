@@ -14,6 +14,8 @@ public struct DeploymentView: Sendable, Codable, Equatable {
     /// 1-based step of the strategy (0 with no rollout), and how many there are (blue-green: 3 stages).
     public var step: Int
     public var steps: Int
+    /// When the current step began (a timed pause ends its duration after it), ISO 8601.
+    public var stepStartedAt: String?
     public var strategy: String
     public var message: String
     public var stuck: Bool
@@ -68,6 +70,7 @@ public struct DeploymentView: Sendable, Codable, Equatable {
         strategy = rollout.name
         steps = rollout.stepCount
         step = rollout.progress(status)
+        stepStartedAt = status.stepStartedAt?.iso8601
         message = status.message
         stuck = status.stuck
         mirrorPercent = status.mirrorPercent

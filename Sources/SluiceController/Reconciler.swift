@@ -36,6 +36,11 @@ public actor Reconciler: Service {
     private var revision: UInt64 = 0
     private var routingStale = true
     private var ready = false
+    /// Whether this controller plans, writes and routes: the only one, or a fleet's leader. A standby
+    /// (`setLeading(false)`) only reads the statuses the leader writes, for the admin API.
+    private var leading = true
+    /// The statuses must be read again before planning: leadership was just taken.
+    private var stateStale = false
 
     /// Failures being retried with capped exponential back-off: a status that could not be saved (per
     /// deployment; nothing of its plan is carried out until it is) and routing that could not be
@@ -219,6 +224,33 @@ public actor Reconciler: Service {
         wake()
     }
 
+    /// A fleet member took the leadership (true) or lost it (false). Either way what this controller had
+    /// carried out (routing, analyses) and observed is dropped: a new leader starts as a restarted
+    /// controller does, from the statuses in the store, so a pause keeps its start and no step is
+    /// skipped or repeated; one that lost it stops deciding at once.
+    public func setLeading(_ leading: Bool) async {
+        guard leading != self.leading else { return }
+        self.leading = leading
+        await runner.stopAll()
+        inForce = [:]
+        verdicts = [:]
+        trips = [:]
+        commands = [:]
+        experimentReadings = [:]
+        analysisViews = [:]
+        saveFaults = [:]
+        routingFault = nil
+        requeueAt = [:]
+        pendingDeletes = []
+        stateStale = leading
+        routingStale = leading
+        dirty = leading ? Set(specs.keys) : []
+        logger.notice(leading ? "leading: planning from the stored statuses" : "standing by: the leader plans")
+        wake()
+    }
+
+    public var isLeading: Bool { leading }
+
     /// One pass: poll the manifests, plan what is due, persist, apply routing.
     func reconcileOnce() async throws {
         passInProgress = true
@@ -234,6 +266,25 @@ public actor Reconciler: Service {
             if changed?.isEmpty != true, let snapshot = try reader.read(changed: changed) { await adopt(snapshot) }
         } catch {
             logger.error("cannot read the manifests; the last good specs keep running", metadata: ["error": "\(error)"])
+        }
+        guard leading else {
+            // A standby: the statuses are the leader's, read for the admin API.
+            do {
+                statuses = try await store.loadAll().filter { specs[$0.key] != nil }
+                ready = true
+            } catch {
+                logger.warning("cannot read the leader's statuses", metadata: ["error": "\(error)"])
+            }
+            return
+        }
+        if stateStale {
+            do {
+                statuses = try await store.loadAll()
+                stateStale = false
+            } catch {
+                logger.error("cannot read the stored statuses; planning waits for them", metadata: ["error": "\(error)"])
+                return
+            }
         }
         let now = clock.now()
         let due = dirty.union(requeueAt.filter { $0.value <= now }.map(\.key))
@@ -365,6 +416,7 @@ public actor Reconciler: Service {
     private func adopt(_ snapshot: SpecSnapshot) async {
         for diagnostic in snapshot.diagnostics where !diagnostics.contains(diagnostic) {
             logger.error("\(diagnostic)")
+            guard leading else { continue }
             // Into the event log of every deployment that file defines: they keep their last good spec.
             for spec in snapshot.deployments.values where spec.file == diagnostic.location.file {
                 guard let status = statuses[spec.name] else { continue }
@@ -380,7 +432,7 @@ public actor Reconciler: Service {
         let removed = Set(specs.keys).subtracting(snapshot.deployments.keys)
         for name in removed {
             do {
-                try await store.delete(name, at: now())
+                if leading { try await store.delete(name, at: now()) }
             } catch {
                 pendingDeletes.insert(name)
                 logger.error("cannot delete the stored status of a removed deployment; retrying", metadata: ["deployment": "\(name)", "error": "\(error)"])
@@ -432,7 +484,8 @@ public actor Reconciler: Service {
     /// Commands and verdicts wake it too.
     private func nextDelay() -> Duration {
         let now = clock.now()
-        let idle = watcher?.isWatching == true ? max(pollInterval, .seconds(5)) : pollInterval
+        // A standby reads the leader's statuses at every poll interval, inotify or not.
+        let idle = watcher?.isWatching == true && leading ? max(pollInterval, .seconds(5)) : pollInterval
         guard let next = requeueAt.values.min() else { return idle }
         return min(idle, max(.zero, next - now))
     }
@@ -444,6 +497,7 @@ public actor Reconciler: Service {
     /// Returns the pass that will take it, for `waitForPass`.
     @discardableResult
     public func submit(_ command: Command, for deployment: String) throws -> UInt64 {
+        guard leading else { throw ReconcilerError.refused("this member stands by; send it to the fleet's leader (GET /api/v1/fleet names it)") }
         guard specs[deployment] != nil, let status = statuses[deployment] else { throw ReconcilerError.unknownDeployment(deployment) }
         if let reason = Planner.refusal(of: command, for: status) { throw ReconcilerError.refused(reason) }
         commands[deployment] = command

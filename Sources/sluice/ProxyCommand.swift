@@ -4,23 +4,36 @@ import Logging
 import NIOCore
 import ServiceLifecycle
 import UnixSignals
+import SluiceFleet
 import SluiceProxy
 
 struct ProxyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "proxy",
-        abstract: "Run only the data plane: serve traffic by a routing table file.",
+        abstract: "Run only the data plane: serve traffic by a routing table file, or by a fleet's table in etcd.",
         discussion: """
-            The routing table is JSON: {"revision": N, "routes": [{"name", "pathPrefix", "host"?, \
-            "backends": [{"version", "weight", "endpoints": ["http://…"]}], "headerRules"?, \
+            With --routes, the routing table is JSON: {"revision": N, "routes": [{"name", "pathPrefix", \
+            "host"?, "backends": [{"version", "weight", "endpoints": ["http://…"]}], "headerRules"?, \
             "stickiness"?, "mirror"?}]}. Weights of a route sum to 100. SIGHUP reloads the file; an \
-            invalid file keeps the table in force. SIGTERM or SIGINT stops accepting connections and \
-            lets requests in flight finish.
+            invalid file keeps the table in force. With --etcd, the proxy is a replica of a fleet: it \
+            follows the routing table the leader publishes, applies each new one at once, reports the \
+            revision it applied, and keeps serving the last one while etcd is unreachable \
+            (docs/operations.md). SIGTERM or SIGINT stops accepting connections and lets requests in \
+            flight finish.
             """
     )
 
     @Option(name: .long, help: ArgumentHelp("Routing table JSON file.", valueName: "file"))
-    var routes: String
+    var routes: String?
+
+    @Option(name: .long, help: ArgumentHelp("etcd client URLs, comma-separated: follow the fleet's routing table there instead of a file.", valueName: "urls"))
+    var etcd: String?
+
+    @Option(name: .long, help: ArgumentHelp("This replica's name in the fleet (with --etcd). Default: the host name and the --listen port.", valueName: "name"))
+    var nodeId: String?
+
+    @Option(name: .long, help: ArgumentHelp("Prefix of the fleet's keys in etcd (with --etcd).", valueName: "prefix"))
+    var etcdPrefix: String = "/sluice/"
 
     @Option(name: .long, help: ArgumentHelp("Address to serve traffic on.", valueName: "host:port"))
     var listen: String = "127.0.0.1:8080"
@@ -40,11 +53,20 @@ struct ProxyCommand: AsyncParsableCommand {
             throw ValidationError("--metrics-listen needs HOST:PORT, got '\(metricsListen)'")
         }
         guard eventLoops >= 1 else { throw ValidationError("--event-loops must be at least 1") }
-        guard FileManager.default.fileExists(atPath: routes) else { throw ValidationError("no such file: \(routes)") }
+        switch (routes, etcd) {
+        case (nil, nil), (.some, .some): throw ValidationError("give --routes FILE or --etcd URLS (one of them)")
+        case (let routes?, nil): guard FileManager.default.fileExists(atPath: routes) else { throw ValidationError("no such file: \(routes)") }
+        case (nil, let etcd?):
+            do {
+                _ = try EtcdClient(endpoints: RunCommand.urls(etcd))
+            } catch {
+                throw ValidationError("--etcd: \(error)")
+            }
+        }
     }
 
     func run() async throws {
-        let table = try Self.readTable(routes)
+        let table = try routes.map(Self.readTable)
         let address = ListenAddress(listen)!
         var configuration = ProxyConfiguration()
         configuration.host = address.host
@@ -53,17 +75,27 @@ struct ProxyCommand: AsyncParsableCommand {
         var logger = Logger(label: "sluice.proxy")
         logger.logLevel = .info
         let server = ProxyServer(configuration: configuration, logger: logger)
-        let routesPath = routes
         let proxyService = ProxyService(server: server, gracePeriod: .seconds(Int64(gracePeriod))) { server in
-            try await server.apply(table)
-            print("sluice proxy: serving \(table.routes.count) route(s) on \(address.host):\(server.localPort ?? address.port)")
+            if let table {
+                try await server.apply(table)
+                print("sluice proxy: serving \(table.routes.count) route(s) on \(address.host):\(server.localPort ?? address.port)")
+            } else {
+                print("sluice proxy: serving the fleet's routing on \(address.host):\(server.localPort ?? address.port)")
+            }
             fflush(nil)
         }
-        let reloader = ReloadOnHangup(server: server, path: routesPath, logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: Listener(what: "the proxy", address: address, service: proxyService)),
-            .init(service: reloader, successTerminationBehavior: .ignore),
         ]
+        if let routes {
+            services.append(.init(service: ReloadOnHangup(server: server, path: routes, logger: logger), successTerminationBehavior: .ignore))
+        }
+        if let etcd {
+            let node = nodeId ?? "\(ProcessInfo.processInfo.hostName)-\(address.port == 0 ? "\(getpid())" : "\(address.port)")"
+            let follower = RoutingFollower(client: try EtcdClient(endpoints: RunCommand.urls(etcd)), keys: FleetKeys(prefix: etcdPrefix), node: node,
+                                           role: .proxy, listen: listen, proxy: server, logger: logger)
+            services.append(.init(service: follower))
+        }
         if let metricsListen, let metricsAddress = ListenAddress(metricsListen) {
             let exporter = PrometheusExporter(metrics: server.metrics)
             let metricsServer = MetricsServer(host: metricsAddress.host, port: metricsAddress.port, exporter: exporter) { port in

@@ -4,7 +4,9 @@ import Logging
 import NIOCore
 import ServiceLifecycle
 import SluiceController
+import SluiceFleet
 import SluiceProxy
+import SluiceRollout
 
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -17,7 +19,10 @@ struct RunCommand: AsyncParsableCommand {
             sluice status, promote, abort, retry and history. Edits to the manifests are picked up at once \
             (inotify; file stamps every 250 ms where it is missing); a broken file keeps its last good spec \
             running and its errors are logged. After a crash or kill -9, every rollout \
-            resumes at the same step and weights. SIGTERM or SIGINT drains requests in flight and exits.
+            resumes at the same step and weights. With --etcd, the state lives in etcd instead and \
+            several members share it: one leads and reconciles, every one serves traffic, and a standby \
+            takes over when the leader goes (docs/operations.md). SIGTERM or SIGINT drains requests in \
+            flight and exits.
             """
     )
 
@@ -51,6 +56,18 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Event loops (threads) serving traffic. Default: one per core.")
     var eventLoops: Int = System.coreCount
 
+    @Option(name: .long, help: ArgumentHelp("etcd client URLs, comma-separated: run as a member of a fleet. Statuses and the routing table live in etcd (not in --state); one member leads and reconciles, every member serves traffic by the routing table in etcd, and a standby takes over when the leader goes (docs/operations.md).", valueName: "urls"))
+    var etcd: String?
+
+    @Option(name: .long, help: ArgumentHelp("This member's name in the fleet (with --etcd). Default: the host name and the --listen port.", valueName: "name"))
+    var nodeId: String?
+
+    @Option(name: .long, help: ArgumentHelp("Seconds of the leader's lease (with --etcd): a leader that dies is replaced within this and a quarter of a second; one that resigns at shutdown, at once.", valueName: "seconds"))
+    var leaseTtl: Int = 5
+
+    @Option(name: .long, help: ArgumentHelp("Prefix of the fleet's keys in etcd (with --etcd).", valueName: "prefix"))
+    var etcdPrefix: String = "/sluice/"
+
     func validate() throws {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: manifests, isDirectory: &isDirectory), isDirectory.boolValue else {
@@ -67,6 +84,15 @@ struct RunCommand: AsyncParsableCommand {
         guard eventLoops >= 1 else { throw ValidationError("--event-loops must be at least 1") }
         guard (1...100_000_000).contains(exposureCapacity) else { throw ValidationError("--exposure-capacity must be from 1 to 100000000") }
         guard (1...1_000_000).contains(shadowPairsPerSecond) else { throw ValidationError("--shadow-pairs-per-second must be from 1 to 1000000") }
+        guard (2...60).contains(leaseTtl) else { throw ValidationError("--lease-ttl must be from 2 to 60 seconds") }
+        if let etcd {
+            do {
+                _ = try EtcdClient(endpoints: Self.urls(etcd))
+            } catch {
+                throw ValidationError("--etcd: \(error)")
+            }
+        }
+        if let nodeId, nodeId.isEmpty || nodeId.contains("/") { throw ValidationError("--node-id must be a non-empty name without '/'") }
     }
 
     func run() async throws {
@@ -79,22 +105,39 @@ struct RunCommand: AsyncParsableCommand {
         configuration.eventLoops = eventLoops
         configuration.exposureCapacity = exposureCapacity
         let proxy = ProxyServer(configuration: configuration, logger: logger)
-        let store: SQLiteStatusStore
-        do {
-            store = try SQLiteStatusStore(directory: state)
-        } catch {
-            printError("error: \(error)")
-            throw ExitCode(2)
+        let store: any StatusStore
+        let router: any TrafficRouter
+        let stateLine: String
+        var fleet: (client: EtcdClient, keys: FleetKeys, node: String, election: LeaderElection)?
+        if let etcd {
+            let client = try EtcdClient(endpoints: Self.urls(etcd))
+            let keys = FleetKeys(prefix: etcdPrefix)
+            let node = nodeId ?? "\(ProcessInfo.processInfo.hostName)-\(address.port == 0 ? "\(getpid())" : "\(address.port)")"
+            let election = LeaderElection(client: client, key: keys.leader, nodeID: node, ttl: leaseTtl, logger: logger)
+            store = EtcdStatusStore(client: client, prefix: keys.state, fence: election)
+            router = EtcdRoutingPublisher(client: client, keys: keys, election: election)
+            fleet = (client, keys, node, election)
+            stateLine = "sluice run: state in etcd at \(client.endpoints.joined(separator: ",")) under \(keys.prefix), node \(node)"
+        } else {
+            do {
+                let sqlite = try SQLiteStatusStore(directory: state)
+                store = sqlite
+                stateLine = "sluice run: state in \(sqlite.path)"
+            } catch {
+                printError("error: \(error)")
+                throw ExitCode(2)
+            }
+            router = ProxyTrafficRouter(proxy: proxy)
         }
         let exporter = PrometheusExporter(metrics: proxy.metrics)
         let reconciler = Reconciler(
             manifests: manifests, strategies: strategies ?? SpecFiles.defaultStrategiesDirectory(),
-            store: store, router: ProxyTrafficRouter(proxy: proxy), proxyMetrics: proxy.metrics,
+            store: store, router: router, proxyMetrics: proxy.metrics,
             tripwireEvents: proxy.tripwireEvents, registry: exporter.registry, exposures: proxy, shadowPairs: proxy,
             shadowPairsPerSecond: shadowPairsPerSecond, logger: logger
         )
         let proxyService = ProxyService(server: proxy) { server in
-            print("sluice run: state in \(store.path)")
+            print(stateLine)
             print("sluice run: proxy on \(address.host):\(server.localPort ?? address.port)")
             fflush(nil)
         }
@@ -103,10 +146,16 @@ struct RunCommand: AsyncParsableCommand {
         if token?.isEmpty ?? true, !adminAddress.isLoopback {
             logger.warning("the admin API listens beyond loopback without a token; set --admin-token or SLUICE_ADMIN_TOKEN")
         }
+        var fleetView: (@Sendable () async throws -> any Encodable & Sendable)?
+        if let fleet {
+            let client = fleet.client, keys = fleet.keys
+            fleetView = { try await FleetView.read(client: client, keys: keys) }
+        }
         let adminApp = AdminAPI.buildApplication(
             reconciler: reconciler, exporter: exporter,
             host: adminAddress.host, port: adminAddress.port, token: token,
-            feedbackToken: feedbackToken ?? ProcessInfo.processInfo.environment["SLUICE_FEEDBACK_TOKEN"], logger: logger
+            feedbackToken: feedbackToken ?? ProcessInfo.processInfo.environment["SLUICE_FEEDBACK_TOKEN"],
+            fleet: fleetView, logger: logger
         ) { port in
             print("sluice run: admin API on \(adminAddress.host):\(port)")
             fflush(nil)
@@ -114,12 +163,27 @@ struct RunCommand: AsyncParsableCommand {
         // A failing service shuts the others down gracefully, in reverse order: the reconciler finishes
         // its pass before the proxy's event loops stop. Cancelling all at once (the default) let a
         // pass schedule work on stopped loops and hang the exit, as a bind failure of the admin API showed.
-        let services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+        // In a fleet the proxy follows the routing table in etcd, and the reconciler plans only while
+        // this member leads; at shutdown the member resigns first, so a standby takes over at once.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: Listener(what: "the proxy (--listen)", address: address, service: proxyService), failureTerminationBehavior: .gracefullyShutdownGroup),
-            .init(service: reconciler, failureTerminationBehavior: .gracefullyShutdownGroup),
-            .init(service: Listener(what: "the admin API (--admin)", address: adminAddress, service: adminApp), failureTerminationBehavior: .gracefullyShutdownGroup),
         ]
+        if let fleet {
+            let follower = RoutingFollower(client: fleet.client, keys: fleet.keys, node: fleet.node, role: .member, listen: listen, proxy: proxy,
+                                           ttl: leaseTtl, logger: logger)
+            services.append(.init(service: follower, failureTerminationBehavior: .gracefullyShutdownGroup))
+            await reconciler.setLeading(false)
+        }
+        services.append(.init(service: reconciler, failureTerminationBehavior: .gracefullyShutdownGroup))
+        if let fleet {
+            services.append(.init(service: FleetMember(election: fleet.election, reconciler: reconciler), failureTerminationBehavior: .gracefullyShutdownGroup))
+        }
+        services.append(.init(service: Listener(what: "the admin API (--admin)", address: adminAddress, service: adminApp), failureTerminationBehavior: .gracefullyShutdownGroup))
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+
+    static func urls(_ list: String) -> [String] {
+        list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     }
 }

@@ -1,0 +1,259 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import SluiceController
+import SluiceProxy
+import SluiceRollout
+import Synchronization
+
+/// Where a fleet keeps things in etcd, under one prefix (default `/sluice/`). See docs/operations.md.
+public struct FleetKeys: Sendable {
+    public let prefix: String
+
+    public init(prefix: String = "/sluice/") {
+        self.prefix = prefix.hasSuffix("/") ? prefix : prefix + "/"
+    }
+
+    /// The leader key (`LeaderElection`).
+    public var leader: String { prefix + "leader" }
+    /// The routing table every replica serves by, JSON.
+    public var routing: String { prefix + "routing" }
+    /// One key per live replica (leased), with the revision it applied.
+    public var replicas: String { prefix + "replicas/" }
+    public func replica(_ node: String) -> String { replicas + node }
+    /// Statuses, events and revisions (`EtcdStatusStore`).
+    public var state: String { prefix + "state/" }
+}
+
+/// What a replica says about itself under its leased key.
+public struct ReplicaReport: Sendable, Codable, Equatable {
+    public enum Role: String, Sendable, Codable {
+        /// A `sluice run --etcd` member: controller (leader or standby) and proxy.
+        case member
+        /// A `sluice proxy --etcd` replica: data plane only.
+        case proxy
+    }
+
+    public var node: String
+    public var role: Role
+    /// The fleet revision of the routing table it serves by; 0 before its first.
+    public var applied: UInt64
+    /// Where it serves traffic.
+    public var listen: String
+    /// When it last heard from etcd, milliseconds since the epoch.
+    public var at: Int64
+}
+
+/// The leader's `TrafficRouter` in a fleet: it publishes the routing table to etcd (fenced, so only
+/// the leader can), and the data plane is every replica that follows it (`RoutingFollower`). A
+/// revision is in force when every live replica has applied it.
+///
+/// Fleet revisions order tables across leaders: the term (the leader key's create revision) in the
+/// high 32 bits and the leader's own revision in the low ones.
+public actor EtcdRoutingPublisher: TrafficRouter {
+    public let client: EtcdClient
+    public let keys: FleetKeys
+    private let election: LeaderElection
+    private var published: (local: UInt64, fleet: UInt64, bytes: [UInt8])?
+    private var installed: [String: RouteRule] = [:]
+    private let clock: ShellClock
+    /// How long `verify` waits for the replicas to apply a new table before it reports it not live yet.
+    public let ackTimeout: Duration
+
+    public init(client: EtcdClient, keys: FleetKeys, election: LeaderElection, ackTimeout: Duration = .seconds(1), clock: ShellClock = .system) {
+        self.client = client
+        self.keys = keys
+        self.election = election
+        self.ackTimeout = ackTimeout
+        self.clock = clock
+    }
+
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }()
+
+    @discardableResult
+    public func apply(revision: UInt64, _ deployments: [RoutedDeployment]) async throws -> [String: String] {
+        let fence = try election.comparisons()
+        guard let term = election.term else { throw EtcdStatusStore.StoreError.fenced("not the leader") }
+        let fleetRevision = UInt64(term) << 32 | (revision & 0xffff_ffff)
+        let (table, unroutable) = RoutingTableBuilder.table(revision: fleetRevision, deployments, lastGood: installed)
+        var unversioned = table
+        unversioned.revision = 0
+        let bytes = Array(try Self.encoder.encode(unversioned))
+        if let published, published.bytes == bytes, published.fleet >> 32 == UInt64(term) {
+            // The same routes: the replicas already have them; this revision stands for that one.
+            self.published = (revision, published.fleet, bytes)
+            return unroutable
+        }
+        let result = try await client.transaction(fence, success: [.put(keys.routing, Array(try Self.encoder.encode(table)))])
+        guard result.succeeded else { throw EtcdStatusStore.StoreError.fenced(election.lostReason) }
+        published = (revision, fleetRevision, bytes)
+        installed = Dictionary(uniqueKeysWithValues: table.routes.map { ($0.name, $0) })
+        return unroutable
+    }
+
+    /// The last revision applied once every live replica serves by it (waiting up to `ackTimeout`
+    /// for them), otherwise the one before.
+    public func verify() async throws -> UInt64 {
+        guard let published else { return 0 }
+        let deadline = clock.now() + ackTimeout
+        while true {
+            let replicas = try await FleetView.replicas(client: client, keys: keys)
+            if !replicas.isEmpty && replicas.allSatisfy({ $0.applied >= published.fleet }) { return published.local }
+            guard clock.now() < deadline else { return published.local &- 1 }
+            try await clock.sleep(for: .milliseconds(25))
+        }
+    }
+}
+
+/// Every replica's data plane in a fleet: follows the routing table in etcd, applies each new one to
+/// the local proxy at once (atomically, as the proxy swaps tables), and reports the revision it
+/// applied under its own leased key. While etcd cannot be reached it keeps serving the last table it
+/// applied, and says so (`state`).
+public final class RoutingFollower: Service, Sendable {
+    public let client: EtcdClient
+    public let keys: FleetKeys
+    public let node: String
+    public let role: ReplicaReport.Role
+    public let listen: String
+    private let proxy: ProxyServer
+    private let ttl: Int
+    private let pollInterval: Duration
+    private let clock: ShellClock
+    private let logger: Logger
+
+    public struct State: Sendable, Equatable {
+        public var applied: UInt64 = 0
+        /// When etcd last answered.
+        public var lastContact: Instant?
+        /// Why the last attempt failed, while it fails.
+        public var problem: String?
+    }
+
+    private let current = Mutex(State())
+
+    public init(client: EtcdClient, keys: FleetKeys, node: String, role: ReplicaReport.Role, listen: String, proxy: ProxyServer, ttl: Int = 5,
+                pollInterval: Duration = .milliseconds(100), clock: ShellClock = .system, logger: Logger = Logger(label: "sluice.follower")) {
+        self.client = client
+        self.keys = keys
+        self.node = node
+        self.role = role
+        self.listen = listen
+        self.proxy = proxy
+        self.ttl = ttl
+        self.pollInterval = pollInterval
+        self.clock = clock
+        self.logger = logger
+    }
+
+    public var state: State { current.withLock { $0 } }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown { await self.follow() }
+    }
+
+    private func follow() async {
+        var lease: Int64?
+        var leaseRenewed = clock.now()
+        var seenModRevision: Int64 = 0
+        var reported: UInt64?
+        while !Task.isCancelled {
+            do {
+                if lease == nil || clock.now() - leaseRenewed >= .seconds(ttl) / 3 {
+                    if let held = lease, try await client.keepAlive(lease: held) > 0 {
+                        leaseRenewed = clock.now()
+                    } else {
+                        lease = try await client.grantLease(ttl: ttl)
+                        leaseRenewed = clock.now()
+                        reported = nil
+                    }
+                }
+                if let kv = try await client.get(keys.routing), kv.modRevision != seenModRevision {
+                    do {
+                        let table = try JSONDecoder().decode(RoutingTable.self, from: Data(kv.value))
+                        if table.revision > current.withLock({ $0.applied }) {
+                            try await proxy.apply(table)
+                            current.withLock { $0.applied = table.revision }
+                            logger.info("routing applied", metadata: ["revision": "\(table.revision)", "routes": "\(table.routes.count)"])
+                        }
+                    } catch {
+                        logger.error("cannot apply the fleet's routing table; the last good one stays", metadata: ["error": "\(error)"])
+                    }
+                    seenModRevision = kv.modRevision
+                }
+                let applied = current.withLock { $0.applied }
+                if reported != applied, let lease {
+                    let report = ReplicaReport(node: node, role: role, applied: applied, listen: listen, at: clock.now().milliseconds)
+                    try await client.put(keys.replica(node), Array(try JSONEncoder().encode(report)), lease: lease)
+                    reported = applied
+                }
+                let wasFailing = current.withLock { state in
+                    defer {
+                        state.lastContact = clock.now()
+                        state.problem = nil
+                    }
+                    return state.problem != nil
+                }
+                if wasFailing { logger.notice("etcd reachable again; following the fleet's routing") }
+            } catch {
+                if Task.isCancelled { break }
+                let first = current.withLock { state in
+                    defer { state.problem = "\(error)" }
+                    return state.problem == nil
+                }
+                if first { logger.warning("etcd unreachable; serving the last routing table applied", metadata: ["error": "\(error)"]) }
+            }
+            try? await clock.sleep(for: pollInterval)
+        }
+        if let lease {
+            // A task of its own: this one is cancelled. The replica leaves the fleet at once.
+            _ = try? await Task { [client] in try await client.revoke(lease: lease) }.value
+        }
+    }
+}
+
+/// The fleet as etcd knows it: the leader and the live replicas.
+public struct FleetView: Sendable, Codable, Equatable {
+    public struct Leader: Sendable, Codable, Equatable {
+        public var node: String
+        public var term: Int64
+    }
+
+    public var leader: Leader?
+    public var replicas: [ReplicaReport]
+    /// The fleet revision of the routing table in etcd.
+    public var routingRevision: UInt64?
+
+    public static func read(client: EtcdClient, keys: FleetKeys) async throws -> FleetView {
+        let leader = try await client.get(keys.leader).map { Leader(node: String(decoding: $0.value, as: UTF8.self), term: $0.createRevision) }
+        let routing = try await client.get(keys.routing).flatMap { try? JSONDecoder().decode(RoutingTable.self, from: Data($0.value)).revision }
+        return FleetView(leader: leader, replicas: try await replicas(client: client, keys: keys), routingRevision: routing)
+    }
+
+    static func replicas(client: EtcdClient, keys: FleetKeys) async throws -> [ReplicaReport] {
+        try await client.range(EtcdRange(key: keys.replicas, prefix: true)).kvs.compactMap { try? JSONDecoder().decode(ReplicaReport.self, from: Data($0.value)) }
+            .sorted { $0.node < $1.node }
+    }
+}
+
+/// A `sluice run --etcd` member's controller side: campaigns for the leadership, and lets its
+/// reconciler plan only while it leads. A graceful shutdown resigns, so a standby takes over at once.
+public struct FleetMember: Service {
+    public let election: LeaderElection
+    public let reconciler: Reconciler
+
+    public init(election: LeaderElection, reconciler: Reconciler) {
+        self.election = election
+        self.reconciler = reconciler
+    }
+
+    public func run() async throws {
+        let reconciler = reconciler
+        await cancelWhenGracefulShutdown {
+            await election.run { leading in await reconciler.setLeading(leading) }
+        }
+    }
+}
