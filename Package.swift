@@ -183,6 +183,7 @@ let package = Package(
             name: "SluiceCLITests",
             dependencies: [
                 "sluice",
+                "SluiceFleet",
                 "SluiceTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

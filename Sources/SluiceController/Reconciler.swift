@@ -41,6 +41,9 @@ public actor Reconciler: Service {
     private var leading = true
     /// The statuses must be read again before planning: leadership was just taken.
     private var stateStale = false
+    /// Why a standby cannot read the leader's statuses (the fleet's store is unreachable): no rollout
+    /// moves meanwhile, and traffic goes on by the last routing table.
+    private var standbyFault: String?
 
     /// Failures being retried with capped exponential back-off: a status that could not be saved (per
     /// deployment; nothing of its plan is carried out until it is) and routing that could not be
@@ -231,6 +234,7 @@ public actor Reconciler: Service {
     public func setLeading(_ leading: Bool) async {
         guard leading != self.leading else { return }
         self.leading = leading
+        standbyFault = nil
         await runner.stopAll()
         inForce = [:]
         verdicts = [:]
@@ -268,12 +272,18 @@ public actor Reconciler: Service {
             logger.error("cannot read the manifests; the last good specs keep running", metadata: ["error": "\(error)"])
         }
         guard leading else {
-            // A standby: the statuses are the leader's, read for the admin API.
+            // A standby: the statuses are the leader's, read for the admin API. (A pass that was
+            // under way when leadership was lost may have left a fault behind: not this member's now.)
+            saveFaults = [:]
+            routingFault = nil
             do {
                 statuses = try await store.loadAll().filter { specs[$0.key] != nil }
                 ready = true
+                if standbyFault != nil { logger.notice("the fleet's statuses can be read again") }
+                standbyFault = nil
             } catch {
-                logger.warning("cannot read the leader's statuses", metadata: ["error": "\(error)"])
+                if standbyFault == nil { logger.warning("cannot read the fleet's statuses", metadata: ["error": "\(error)"]) }
+                standbyFault = "the fleet's state cannot be read (\(error)); no rollout moves until it can, and traffic goes on by the last routing table"
             }
             return
         }
@@ -544,7 +554,9 @@ public actor Reconciler: Service {
             .sorted { $0.metric < $1.metric }
         view.shadow = shadows.view(deployment)
         view.specErrors = diagnostics.filter { $0.location.file == spec.file }.map(\.description)
-        if let fault = saveFaults[deployment] {
+        if !leading, let fault = standbyFault {
+            view.fault = fault
+        } else if let fault = saveFaults[deployment] {
             view.fault = "status not saved (\(fault.attempts) attempt(s) since \(fault.since)): \(fault.error); routing stays as it was, retrying"
         } else if let error = routeErrors[deployment] {
             view.fault = "cannot be routed: \(error); its last good route stays live"

@@ -9,7 +9,7 @@ import SluiceRollout
 /// | key | value |
 /// |---|---|
 /// | `status/NAME` | the deployment's `RolloutStatus`, JSON |
-/// | `events/NAME/ID-I` | `{at, index, event}`: the I-th event of one save; ordered by the key's create revision, then I |
+/// | `events/NAME/ID-I` | `{at, index, event, node}`: the I-th event of one save, and the member that wrote it; ordered by the key's create revision, then I |
 /// | `revisions/NAME/NNNNNNNNNN` | a `Revision`, JSON, the number zero-padded so keys sort by it |
 ///
 /// Every save is one transaction that compares the status key's `mod_revision` with the one it read
@@ -20,16 +20,20 @@ public final class EtcdStatusStore: StatusStore {
     public let client: EtcdClient
     public let prefix: String
     public let maxEvents: Int
+    /// The member that writes, recorded with each event (`node` in its value), so the history shows who
+    /// wrote what.
+    public let writer: String?
     /// Tries of a write that keeps losing its compare-and-swap. Each round of a race has a winner, so
     /// this many writers of one deployment at once all land; the reconciler writes each deployment
     /// from one task at a time, and only the leader writes.
     static let maxAttempts = 64
     private let fence: (any EtcdFence)?
 
-    public init(client: EtcdClient, prefix: String = "/sluice/", maxEvents: Int = 10_000, fence: (any EtcdFence)? = nil) {
+    public init(client: EtcdClient, prefix: String = "/sluice/", maxEvents: Int = 10_000, fence: (any EtcdFence)? = nil, writer: String? = nil) {
         self.client = client
         self.prefix = prefix.hasSuffix("/") ? prefix : prefix + "/"
         self.maxEvents = maxEvents
+        self.writer = writer
         self.fence = fence
     }
 
@@ -78,7 +82,7 @@ public final class EtcdStatusStore: StatusStore {
     public func save(_ status: RolloutStatus, events: [RolloutEvent], at time: Instant) async throws {
         let key = statusKey(status.deployment)
         let statusJSON = Array(try Self.encoder.encode(status))
-        let eventValues = try events.enumerated().map { index, event in Array(try Self.encoder.encode(StoredEventValue(at: time.milliseconds, index: index, event: event))) }
+        let eventValues = try events.enumerated().map { index, event in Array(try Self.encoder.encode(StoredEventValue(at: time.milliseconds, index: index, event: event, node: writer))) }
         let batch = UUID().uuidString.lowercased()
         for _ in 0..<Self.maxAttempts {
             let current = try await client.get(key)
@@ -119,7 +123,7 @@ public final class EtcdStatusStore: StatusStore {
 
     public func delete(_ deployment: String, at time: Instant) async throws {
         let key = statusKey(deployment)
-        let event = Array(try Self.encoder.encode(StoredEventValue(at: time.milliseconds, index: 0, event: RolloutEvent(.removed, deployment, "removed from the manifests"))))
+        let event = Array(try Self.encoder.encode(StoredEventValue(at: time.milliseconds, index: 0, event: RolloutEvent(.removed, deployment, "removed from the manifests"), node: writer)))
         for _ in 0..<Self.maxAttempts {
             let current = try await client.get(key)
             if try await commit([.modRevision(key, is: current?.modRevision ?? 0)],
@@ -182,6 +186,8 @@ public final class EtcdStatusStore: StatusStore {
         var at: Int64
         var index: Int
         var event: RolloutEvent
+        /// The member that wrote it.
+        var node: String?
     }
 
     static func padded(_ number: Int) -> String {

@@ -114,7 +114,7 @@ struct RunCommand: AsyncParsableCommand {
             let keys = FleetKeys(prefix: etcdPrefix)
             let node = nodeId ?? "\(ProcessInfo.processInfo.hostName)-\(address.port == 0 ? "\(getpid())" : "\(address.port)")"
             let election = LeaderElection(client: client, key: keys.leader, nodeID: node, ttl: leaseTtl, logger: logger)
-            store = EtcdStatusStore(client: client, prefix: keys.state, fence: election)
+            store = EtcdStatusStore(client: client, prefix: keys.state, fence: election, writer: node)
             router = EtcdRoutingPublisher(client: client, keys: keys, election: election)
             fleet = (client, keys, node, election)
             stateLine = "sluice run: state in etcd at \(client.endpoints.joined(separator: ",")) under \(keys.prefix), node \(node)"

@@ -2,6 +2,7 @@ import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import SluiceFleet
 import SluiceTestSupport
 import Testing
 
@@ -66,27 +67,15 @@ struct FleetEndToEndTests {
     }
 
     static func manifest(version: String, v1: Int, v2: Int) -> String {
-        """
-        apiVersion: sluice/v1
-        kind: ModelDeployment
-        metadata: {name: scorer}
-        spec:
-          route: {pathPrefix: /v2/models/scorer}
-          version: \(version)
-          versions:
-            - {name: v1, endpoints: ["http://127.0.0.1:\(v1)"]}
-            - {name: v2, endpoints: ["http://127.0.0.1:\(v2)"]}
-          strategy:
-            canary:
-              steps:
-                - setWeight: 20
-                - pause: {duration: 1s}
-                - setWeight: 60
-                - pause: {duration: 20s}
-        """
+        AnalysisHarness.canary(version: version, ports: ["v1": v1, "v2": v2], steps: """
+            - setWeight: 20
+            - pause: {duration: 1s}
+            - setWeight: 60
+            - pause: {duration: 20s}
+            """)
     }
 
-    /// Starts etcd, two upstreams, members `a` then `b` (so `a` leads) with a 2 s lease, and a proxy
+    /// Starts etcd, two upstreams, members `a` then `b` (so `a` leads) with a 3 s lease, and a proxy
     /// replica `p`.
     static func start() async throws -> Fleet {
         let etcd = try await EtcdCluster.start()
@@ -101,7 +90,7 @@ struct FleetEndToEndTests {
         var adminPorts: [String: Int] = [:]
         for node in ["a", "b", "p"] where node != "p" {
             let member = try RunningSluice(["run", "--manifests", work.appendingPathComponent("manifests").path, "--etcd", etcd.clientURLs.joined(separator: ","),
-                                            "--node-id", node, "--lease-ttl", "2", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--event-loops", "1"],
+                                            "--node-id", node, "--lease-ttl", "3", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--event-loops", "1"],
                                            in: work)
             members[node] = member
             proxyPorts[node] = try await member.port(after: "proxy on")
@@ -198,6 +187,110 @@ struct FleetEndToEndTests {
             #expect(count("stepAdvanced", weight: 20) == 1, "\(messages)")
             #expect(count("rolloutStarted") == 1 && count("promoted") == 1, "one rollout, one promotion: \(messages)")
             #expect(tookOver < .seconds(30), "took over in \(tookOver)")
+        } catch {
+            if let traffic = trafficTask.withLockedValue({ $0 }) {
+                traffic.cancel()
+                await traffic.value
+            }
+            for (node, member) in fleet.members.sorted(by: { $0.key < $1.key }) { print("--- member \(node):\n\(member.text)") }
+            await fleet.stop()
+            throw error
+        }
+        await fleet.stop()
+    }
+
+    @Test("SIGSTOP the leader past its lease: the standby takes over, and once the old leader wakes it steps down, with no write of its own in the store after the takeover")
+    func pausedLeaderFenced() async throws {
+        let fleet = try await Self.start()
+        do {
+            try fleet.write(version: "v2")
+            _ = try await Self.waitFor(fleet, via: "a", "the rollout under a") { ($0["weights"] as? [String: Int])?["v2"] == 20 }
+            fleet.members["a"]!.signal(SIGSTOP)
+            #expect(try await eventually(timeout: .seconds(60)) { try await fleet.leader(via: "b") == "b" })
+            let client = try EtcdClient(endpoints: fleet.etcd.clientURLs)
+            let successorTerm = try #require(try await client.get("/sluice/leader")?.createRevision)
+            // The successor carries on from the stored status: past the 1 s pause, to 60%.
+            _ = try await Self.waitFor(fleet, via: "b", "the next step under b") { ($0["weights"] as? [String: Int])?["v2"] == 60 }
+
+            // The old leader wakes with a plan due (its pause at 20% is long over) and a lease that is gone.
+            fleet.members["a"]!.signal(SIGCONT)
+            _ = try await fleet.members["a"]!.line(containing: "no longer the leader", timeout: .seconds(60))
+            #expect(try await fleet.leader(via: "a") == "b")
+            let events = try await client.range(EtcdRange(key: "/sluice/state/events/scorer/", prefix: true))
+            let written = events.kvs.compactMap { kv -> (node: String, revision: Int64)? in
+                guard let value = try? JSONSerialization.jsonObject(with: Data(kv.value)) as? [String: Any], let node = value["node"] as? String else { return nil }
+                return (node, kv.createRevision)
+            }
+            #expect(written.count == events.kvs.count, "every event names its writer")
+            #expect(written.contains { $0.node == "a" } && written.contains { $0.node == "b" })
+            let late = written.filter { $0.node == "a" && $0.revision > successorTerm }
+            #expect(late.isEmpty, "writes of the old leader after the takeover: \(late)")
+            // The rollout is b's, at 60%, whatever a had planned.
+            let view = try await fleet.view(via: "b")
+            #expect((view["weights"] as? [String: Int])?["v2"] == 60 || view["stableVersion"] as? String == "v2", "\(view)")
+        } catch {
+            fleet.members["a"]?.signal(SIGCONT)
+            for (node, member) in fleet.members.sorted(by: { $0.key < $1.key }) { print("--- member \(node):\n\(member.text)") }
+            await fleet.stop()
+            throw error
+        }
+        await fleet.stop()
+    }
+
+    @Test("every etcd member down: members and replicas keep serving the last table with no failed request, the rollout freezes with the reason shown, and it finishes once etcd is back")
+    func etcdOutage() async throws {
+        let fleet = try await Self.start()
+        let trafficTask = NIOLockedValueBox<Task<Void, Never>?>(nil)
+        do {
+            try fleet.write(version: "v2")
+            _ = try await Self.waitFor(fleet, via: "a", "the pause at 60%") {
+                ($0["weights"] as? [String: Int])?["v2"] == 60 && $0["stepStartedAt"] as? String != nil
+            }
+            #expect(try await eventually { try await RunCommandTests.share("v2", port: fleet.proxyPorts["p"]!, group: fleet.group, count: 100) > 0.4 },
+                    "the replica serves the 60% table")
+            let failures = NIOLockedValueBox<[String]>([])
+            let served = NIOLockedValueBox(0)
+            let traffic = Task {
+                while !Task.isCancelled {
+                    for node in ["a", "b", "p"] {
+                        do {
+                            let client = try await TestClient.connect(port: fleet.proxyPorts[node]!, group: fleet.group)
+                            let response = try await client.request(.POST, "/v2/models/scorer/infer")
+                            await client.close()
+                            if response.status != 200 { failures.withLockedValue { $0.append("\(node): \(response.status)") } }
+                            served.withLockedValue { $0 += 1 }
+                        } catch {
+                            failures.withLockedValue { $0.append("\(node): \(error)") }
+                        }
+                    }
+                    try? await Task.sleep(for: .milliseconds(10))
+                }
+            }
+            trafficTask.withLockedValue { $0 = traffic }
+
+            let servedBefore = served.withLockedValue { $0 }
+            fleet.etcd.killAll()
+            // With no etcd the leader cannot renew its lease: it steps down, and every member says why
+            // nothing moves.
+            for node in ["a", "b"] {
+                let frozen = try await Self.waitFor(fleet, via: node, "the reason shown on \(node)", timeout: .seconds(60)) {
+                    ($0["fault"] as? String)?.contains("cannot be read") == true
+                }
+                #expect((frozen["weights"] as? [String: Int])?["v2"] == 60, "frozen at 60%: \(frozen)")
+            }
+            let servedDuringOutage = served.withLockedValue { $0 } - servedBefore
+
+            for index in fleet.etcd.members.indices { try fleet.etcd.restart(member: index) }
+            try await fleet.etcd.waitHealthy()
+            let done = try await Self.waitFor(fleet, via: "b", "the promotion after etcd is back", timeout: .seconds(120)) {
+                $0["stableVersion"] as? String == "v2"
+            }
+            #expect(done["fault"] == nil || done["fault"] is NSNull, "\(done)")
+            #expect(try await eventually(timeout: .seconds(30)) { try await RunCommandTests.share("v2", port: fleet.proxyPorts["p"]!, group: fleet.group, count: 20) == 1 })
+            traffic.cancel()
+            await traffic.value
+            #expect(servedDuringOutage > 30, "requests served while etcd was down: \(servedDuringOutage)")
+            #expect(failures.withLockedValue { $0 }.isEmpty, "failed requests: \(failures.withLockedValue { $0.prefix(10) })")
         } catch {
             if let traffic = trafficTask.withLockedValue({ $0 }) {
                 traffic.cancel()

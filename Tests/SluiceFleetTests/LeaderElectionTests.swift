@@ -77,7 +77,8 @@ extension OnEtcd {
         func fencing() async throws {
             let key = Self.key()
             let prefix = key.replacingOccurrences(of: "/leader", with: "/data/")
-            let old = try Member("old", key: key, ttl: 2)
+            // A 4 s lease: at the full suite's load a 2 s one ran out between renewals.
+        let old = try Member("old", key: key, ttl: 4)
             old.start(resignWhenCancelled: false)
             #expect(try await eventually { old.election.isLeader })
             let oldStore = EtcdStatusStore(client: try EtcdClusterScope.client(), prefix: prefix, fence: old.election)
@@ -87,7 +88,7 @@ extension OnEtcd {
             try await oldStore.save(status, events: [RolloutEvent(.stepAdvanced, "m", "old leader: 10%")], at: Instant(milliseconds: 1))
 
             // The old leader freezes (as under SIGSTOP): no renewals, no resignation, and it still believes it leads.
-            let standby = try Member("standby", key: key, ttl: 2)
+            let standby = try Member("standby", key: key, ttl: 4)
             standby.start()
             await old.stop()
             #expect(try await eventually(timeout: .seconds(60)) { standby.election.isLeader })
