@@ -11,7 +11,7 @@ import SluiceRollout
 public enum AdminAPI {
     public static func buildApplication(
         reconciler: Reconciler, exporter: PrometheusExporter, host: String, port: Int, token: String?, feedbackToken: String? = nil,
-        fleet: (@Sendable () async throws -> any Encodable & Sendable)? = nil,
+        fleet: (@Sendable () async throws -> any Encodable & Sendable)? = nil, readinessNote: (@Sendable () -> String?)? = nil,
         logger: Logger = Logger(label: "sluice.admin"), onRunning: @escaping @Sendable (Int) -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let router = Router()
@@ -20,7 +20,10 @@ public enum AdminAPI {
         router.get("/healthz") { _, _ in "ok\n" }
         router.get("/readyz") { _, _ -> Response in
             let (ready, reason) = await reconciler.readiness
-            return ready ? plain(.ok, "ready\n") : plain(.serviceUnavailable, "not ready: \(reason)\n")
+            // A note (a fleet member serving the last routing table while etcd is away) leaves it ready:
+            // traffic goes on, and a load balancer must not take every member out at once.
+            let note = readinessNote?().map { " (\($0))" } ?? ""
+            return ready ? plain(.ok, "ready\(note)\n") : plain(.serviceUnavailable, "not ready: \(reason)\(note)\n")
         }
         // Feedback takes the admin token or its own, which is good for this endpoint only: applications
         // that report outcomes never hold the admin token.

@@ -80,7 +80,12 @@ public final class EtcdClient: Sendable {
     /// Renews the lease; returns the seconds it now has left, 0 when it had already ended.
     public func keepAlive(lease: Int64) async throws -> Int {
         let response: LeaseKeepAliveResponse = try await call("/v3/lease/keepalive", ["ID": String(lease)])
-        return Int(response.result?.TTL ?? "0") ?? 0
+        // A streaming call: the gateway answers 200 with {"error": …} when the stream failed (a member
+        // changing leaders, say). That is not an ended lease; only a result without TTL is.
+        guard let result = response.result else {
+            throw EtcdError.server(status: 200, message: "lease keepalive failed: \(response.error?.message ?? response.error?.error ?? "no result")")
+        }
+        return Int(result.TTL ?? "0") ?? 0
     }
 
     /// Ends the lease at once, deleting its keys.
@@ -369,6 +374,7 @@ struct LeaseKeepAliveResponse: Decodable {
     }
 
     var result: Result?
+    var error: GatewayError?
 }
 
 struct GatewayError: Decodable {

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Prometheus
 import ServiceLifecycle
 import SluiceController
 import SluiceProxy
@@ -40,7 +41,7 @@ public struct ReplicaReport: Sendable, Codable, Equatable {
     public var applied: UInt64
     /// Where it serves traffic.
     public var listen: String
-    /// When it last heard from etcd, milliseconds since the epoch.
+    /// When it wrote this report (on starting, and on applying a table), milliseconds since the epoch.
     public var at: Int64
 }
 
@@ -124,6 +125,7 @@ public final class RoutingFollower: Service, Sendable {
     private let pollInterval: Duration
     private let clock: ShellClock
     private let logger: Logger
+    private let registry: PrometheusCollectorRegistry?
 
     public struct State: Sendable, Equatable {
         public var applied: UInt64 = 0
@@ -135,8 +137,10 @@ public final class RoutingFollower: Service, Sendable {
 
     private let current = Mutex(State())
 
+    /// `registry`: where `sluice_fleet_routing_revision` and `sluice_fleet_etcd_reachable` go, for `/metrics`.
     public init(client: EtcdClient, keys: FleetKeys, node: String, role: ReplicaReport.Role, listen: String, proxy: ProxyServer, ttl: Int = 5,
-                pollInterval: Duration = .milliseconds(100), clock: ShellClock = .system, logger: Logger = Logger(label: "sluice.follower")) {
+                pollInterval: Duration = .milliseconds(100), clock: ShellClock = .system, registry: PrometheusCollectorRegistry? = nil,
+                logger: Logger = Logger(label: "sluice.follower")) {
         self.client = client
         self.keys = keys
         self.node = node
@@ -146,10 +150,23 @@ public final class RoutingFollower: Service, Sendable {
         self.ttl = ttl
         self.pollInterval = pollInterval
         self.clock = clock
+        self.registry = registry
         self.logger = logger
     }
 
     public var state: State { current.withLock { $0 } }
+
+    /// What `/readyz` adds while etcd cannot be reached: traffic goes on by the last table.
+    public var readinessNote: String? {
+        let state = state
+        guard let problem = state.problem else { return nil }
+        let since = state.lastContact.map { " since \($0.iso8601)" } ?? ""
+        return "serving the last routing table applied (revision \(state.applied)): etcd unreachable\(since): \(problem)"
+    }
+
+    private func gauge(_ name: String, _ help: String, _ value: Double) {
+        registry?.makeGauge(descriptor: .init(namespace: "sluice", subsystem: "fleet", metricName: name, unitName: "", helpText: help), labels: [("node", node)]).set(value)
+    }
 
     public func run() async throws {
         await cancelWhenGracefulShutdown { await self.follow() }
@@ -177,6 +194,7 @@ public final class RoutingFollower: Service, Sendable {
                         if table.revision > current.withLock({ $0.applied }) {
                             try await proxy.apply(table)
                             current.withLock { $0.applied = table.revision }
+                            gauge("routing_revision", "The fleet revision of the routing table this replica serves by.", Double(table.revision))
                             logger.info("routing applied", metadata: ["revision": "\(table.revision)", "routes": "\(table.routes.count)"])
                         }
                     } catch {
@@ -198,6 +216,7 @@ public final class RoutingFollower: Service, Sendable {
                     return state.problem != nil
                 }
                 if wasFailing { logger.notice("etcd reachable again; following the fleet's routing") }
+                gauge("etcd_reachable", "1 while this replica reaches etcd; 0 while it serves the last routing table without it.", 1)
             } catch {
                 if Task.isCancelled { break }
                 let first = current.withLock { state in
@@ -205,6 +224,7 @@ public final class RoutingFollower: Service, Sendable {
                     return state.problem == nil
                 }
                 if first { logger.warning("etcd unreachable; serving the last routing table applied", metadata: ["error": "\(error)"]) }
+                gauge("etcd_reachable", "1 while this replica reaches etcd; 0 while it serves the last routing table without it.", 0)
             }
             try? await clock.sleep(for: pollInterval)
         }
@@ -244,16 +264,26 @@ public struct FleetView: Sendable, Codable, Equatable {
 public struct FleetMember: Service {
     public let election: LeaderElection
     public let reconciler: Reconciler
+    private let registry: PrometheusCollectorRegistry?
 
-    public init(election: LeaderElection, reconciler: Reconciler) {
+    /// `registry`: where `sluice_fleet_leader{node}` (1 while this member leads) goes, for `/metrics`.
+    public init(election: LeaderElection, reconciler: Reconciler, registry: PrometheusCollectorRegistry? = nil) {
         self.election = election
         self.reconciler = reconciler
+        self.registry = registry
     }
 
     public func run() async throws {
-        let reconciler = reconciler
+        let reconciler = reconciler, registry = registry, node = election.nodeID
+        let leader = registry?.makeGauge(descriptor: .init(namespace: "sluice", subsystem: "fleet", metricName: "leader", unitName: "",
+                                                           helpText: "1 while this member leads the fleet and reconciles, 0 while it stands by."),
+                                         labels: [("node", node)])
+        leader?.set(Int64(0))
         await cancelWhenGracefulShutdown {
-            await election.run { leading in await reconciler.setLeading(leading) }
+            await election.run { leading in
+                leader?.set(Int64(leading ? 1 : 0))
+                await reconciler.setLeading(leading)
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SluiceController
+import SluiceFleet
 import SluiceRollout
 
 struct PromoteCommand: AsyncParsableCommand {
@@ -113,6 +114,10 @@ struct StatusCommand: AsyncParsableCommand {
                 return try await client.get("/api/v1/deployments", as: [DeploymentView].self)
             }
             print(try StatusRenderer.render(views, format: format))
+            // A fleet member says who leads and what each replica serves (a single box answers 404).
+            if format == .table, let fleet = try? await client.get("/api/v1/fleet", as: FleetView.self) {
+                print("\n" + StatusRenderer.fleet(fleet))
+            }
             return
         }
         let deadline = ContinuousClock.now + .seconds(timeout)

@@ -90,14 +90,14 @@ struct ProxyCommand: AsyncParsableCommand {
         if let routes {
             services.append(.init(service: ReloadOnHangup(server: server, path: routes, logger: logger), successTerminationBehavior: .ignore))
         }
+        let exporter = PrometheusExporter(metrics: server.metrics)
         if let etcd {
             let node = nodeId ?? "\(ProcessInfo.processInfo.hostName)-\(address.port == 0 ? "\(getpid())" : "\(address.port)")"
             let follower = RoutingFollower(client: try EtcdClient(endpoints: RunCommand.urls(etcd)), keys: FleetKeys(prefix: etcdPrefix), node: node,
-                                           role: .proxy, listen: listen, proxy: server, logger: logger)
+                                           role: .proxy, listen: listen, proxy: server, registry: exporter.registry, logger: logger)
             services.append(.init(service: follower))
         }
         if let metricsListen, let metricsAddress = ListenAddress(metricsListen) {
-            let exporter = PrometheusExporter(metrics: server.metrics)
             let metricsServer = MetricsServer(host: metricsAddress.host, port: metricsAddress.port, exporter: exporter) { port in
                 print("sluice proxy: metrics on \(metricsAddress.host):\(port)")
                 fflush(nil)

@@ -147,15 +147,20 @@ struct RunCommand: AsyncParsableCommand {
             logger.warning("the admin API listens beyond loopback without a token; set --admin-token or SLUICE_ADMIN_TOKEN")
         }
         var fleetView: (@Sendable () async throws -> any Encodable & Sendable)?
+        var follower: RoutingFollower?
         if let fleet {
             let client = fleet.client, keys = fleet.keys
             fleetView = { try await FleetView.read(client: client, keys: keys) }
+            follower = RoutingFollower(client: client, keys: keys, node: fleet.node, role: .member, listen: listen, proxy: proxy,
+                                       ttl: leaseTtl, registry: exporter.registry, logger: logger)
         }
+        var readinessNote: (@Sendable () -> String?)?
+        if let follower { readinessNote = { follower.readinessNote } }
         let adminApp = AdminAPI.buildApplication(
             reconciler: reconciler, exporter: exporter,
             host: adminAddress.host, port: adminAddress.port, token: token,
             feedbackToken: feedbackToken ?? ProcessInfo.processInfo.environment["SLUICE_FEEDBACK_TOKEN"],
-            fleet: fleetView, logger: logger
+            fleet: fleetView, readinessNote: readinessNote, logger: logger
         ) { port in
             print("sluice run: admin API on \(adminAddress.host):\(port)")
             fflush(nil)
@@ -168,15 +173,14 @@ struct RunCommand: AsyncParsableCommand {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: Listener(what: "the proxy (--listen)", address: address, service: proxyService), failureTerminationBehavior: .gracefullyShutdownGroup),
         ]
-        if let fleet {
-            let follower = RoutingFollower(client: fleet.client, keys: fleet.keys, node: fleet.node, role: .member, listen: listen, proxy: proxy,
-                                           ttl: leaseTtl, logger: logger)
+        if let follower {
             services.append(.init(service: follower, failureTerminationBehavior: .gracefullyShutdownGroup))
             await reconciler.setLeading(false)
         }
         services.append(.init(service: reconciler, failureTerminationBehavior: .gracefullyShutdownGroup))
         if let fleet {
-            services.append(.init(service: FleetMember(election: fleet.election, reconciler: reconciler), failureTerminationBehavior: .gracefullyShutdownGroup))
+            services.append(.init(service: FleetMember(election: fleet.election, reconciler: reconciler, registry: exporter.registry),
+                                  failureTerminationBehavior: .gracefullyShutdownGroup))
         }
         services.append(.init(service: Listener(what: "the admin API (--admin)", address: adminAddress, service: adminApp), failureTerminationBehavior: .gracefullyShutdownGroup))
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

@@ -1,5 +1,6 @@
 import Foundation
 import SluiceController
+import SluiceFleet
 import Yams
 
 /// How `sluice status` prints deployments.
@@ -75,6 +76,19 @@ enum StatusRenderer {
     }
 
     /// Aligned columns; the last one runs free.
+    /// The fleet under the table, when `sluice run` is a member of one: who leads, and the routing
+    /// revision each replica serves by, as TERM.N (the leader's term, then its own count).
+    static func fleet(_ fleet: FleetView) -> String {
+        func revision(_ value: UInt64) -> String { "\(value >> 32).\(value & 0xffff_ffff)" }
+        var text = "fleet: " + (fleet.leader.map { "leader \($0.node) (term \($0.term))" } ?? "no leader")
+        if let current = fleet.routingRevision { text += ", routing table \(revision(current))" }
+        let rows = fleet.replicas.map { replica -> [String] in
+            let behind = fleet.routingRevision.map { replica.applied < $0 } ?? false
+            return [replica.node, replica.role.rawValue, revision(replica.applied) + (behind ? " (behind)" : ""), replica.listen]
+        }
+        return text + "\n" + columns([["REPLICA", "ROLE", "APPLIED", "LISTEN"]] + rows, indent: "  ")
+    }
+
     static func columns(_ rows: [[String]], indent: String = "") -> String {
         let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
         return rows.map { row in

@@ -45,6 +45,14 @@ struct FleetEndToEndTests {
             return try JSONSerialization.jsonObject(with: Data(response.body.utf8))
         }
 
+        /// `GET path` on member `node`'s admin API, as it answered.
+        func raw(_ node: String, _ path: String) async throws -> TestClient.Response {
+            let client = try await TestClient.connect(port: adminPorts[node]!, group: group)
+            let response = try await client.request(.GET, path)
+            await client.close()
+            return response
+        }
+
         func fleet(via node: String) async throws -> [String: Any] {
             try await admin(node, "/api/v1/fleet") as? [String: Any] ?? [:]
         }
@@ -123,6 +131,13 @@ struct FleetEndToEndTests {
             let roles = (try await fleet.fleet(via: "a")["replicas"] as? [[String: Any]] ?? []).map { "\($0["node"] ?? ""):\($0["role"] ?? "")" }
             #expect(roles == ["a:member", "b:member", "p:proxy"])
             #expect(try await eventually { try await RunCommandTests.share("v1", port: fleet.proxyPorts["p"]!, group: fleet.group, count: 20) == 1 })
+            // Operators see the fleet: sluice status on any member, and /metrics.
+            let status = try await SluiceBinary.run(["status", "--admin", "127.0.0.1:\(fleet.adminPorts["b"]!)"])
+            #expect(status.stdout.contains("fleet: leader a (term "), "\(status.stdout)")
+            #expect(status.stdout.contains("REPLICA") && status.stdout.contains("proxy") && !status.stdout.contains("(behind)"), "\(status.stdout)")
+            let metricsA = try await fleet.raw("a", "/metrics").body, metricsB = try await fleet.raw("b", "/metrics").body
+            #expect(metricsA.contains(#"sluice_fleet_leader{node="a"} 1"#) && metricsB.contains(#"sluice_fleet_leader{node="b"} 0"#), "\(metricsA)")
+            #expect(metricsB.contains(#"sluice_fleet_etcd_reachable{node="b"} 1"#) && metricsB.contains(#"sluice_fleet_routing_revision{node="b"}"#))
             #expect(try await eventually { try await RunCommandTests.share("v1", port: fleet.proxyPorts["b"]!, group: fleet.group, count: 20) == 1 })
 
             // Traffic through the member that survives, all along.
@@ -279,6 +294,11 @@ struct FleetEndToEndTests {
                 #expect((frozen["weights"] as? [String: Int])?["v2"] == 60, "frozen at 60%: \(frozen)")
             }
             let servedDuringOutage = served.withLockedValue { $0 } - servedBefore
+            // Still ready (traffic goes on), and saying why nothing moves.
+            let ready = try await fleet.raw("b", "/readyz")
+            #expect(ready.status == 200 && ready.body.contains("serving the last routing table applied") && ready.body.contains("etcd unreachable"),
+                    "\(ready.status) \(ready.body)")
+            #expect(try await fleet.raw("b", "/metrics").body.contains(#"sluice_fleet_etcd_reachable{node="b"} 0"#))
 
             for index in fleet.etcd.members.indices { try fleet.etcd.restart(member: index) }
             try await fleet.etcd.waitHealthy()

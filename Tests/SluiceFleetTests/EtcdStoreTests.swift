@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import SluiceFleet
 import SluiceRollout
 import SluiceTestSupport
@@ -121,5 +122,22 @@ struct EtcdMemberDownTests {
         try await cluster.waitHealthy()
         let onlyFirst = EtcdStatusStore(client: try EtcdClient(endpoints: [cluster.members[0].clientURL]), prefix: "/down/")
         #expect(try await eventually(timeout: .seconds(30)) { (try? await onlyFirst.load("m"))?.weights["v2"] == 20 })
+    }
+}
+
+/// The process helper that starts etcd for the tests.
+@Suite("Child processes of the tests")
+struct ChildProcessTests {
+    @Test("a child inherits no descriptor but stdin, stdout and stderr (an inherited one kept other children's pipes open)")
+    func noInheritedDescriptors() async throws {
+        var pipe: [Int32] = [0, 0]
+        #expect(Glibc.pipe(&pipe) == 0)
+        defer { pipe.forEach { Glibc.close($0) } }
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-child-\(UUID().uuidString).log").path
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        let child = try ChildProcess("/bin/sh", ["-c", "ls /proc/$$/fd"], log: log)
+        #expect(try await eventually { !child.isRunning })
+        let descriptors = Set(child.output.split(separator: "\n").map(String.init))
+        #expect(descriptors == ["0", "1", "2"], "the child held \(descriptors.sorted()) (the test's pipe is \(pipe))")
     }
 }
