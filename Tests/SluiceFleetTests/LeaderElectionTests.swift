@@ -77,8 +77,9 @@ extension OnEtcd {
         func fencing() async throws {
             let key = Self.key()
             let prefix = key.replacingOccurrences(of: "/leader", with: "/data/")
-            // A 4 s lease: at the full suite's load a 2 s one ran out between renewals.
-        let old = try Member("old", key: key, ttl: 4)
+            // An 8 s lease: at the full suite's load, shorter ones ran out between renewals before the
+        // first write (the test process itself was slow to renew, not etcd).
+        let old = try Member("old", key: key, ttl: 8)
             old.start(resignWhenCancelled: false)
             #expect(try await eventually { old.election.isLeader })
             let oldStore = EtcdStatusStore(client: try EtcdClusterScope.client(), prefix: prefix, fence: old.election)
