@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import SluiceController
 import Synchronization
 
 /// The part of etcd's v3 API Sluice uses, through etcd's JSON gateway (`POST /v3/kv/range` and so on)
@@ -15,13 +16,18 @@ public final class EtcdClient: Sendable {
     public let endpoints: [String]
     private let http: HTTPClient
     private let timeout: Duration
+    private let clock: ShellClock
     private let current = Mutex(0)
+    /// When members answer but none can serve (503: a cluster that lost a member has no leader for an
+    /// election's length, seconds), the client tries them all again after 0.5 s and then 1 s. When no
+    /// member can be reached at all it does not: each attempt already waited up to `timeout`.
+    static let retryPauses: [Duration] = [.milliseconds(500), .seconds(1)]
 
     /// Largest answer read: a range of statuses or events stays far below it.
     static let maxResponseBytes = 16 << 20
 
     /// `endpoints`: client URLs such as `http://127.0.0.1:2379`; `timeout`: per attempt.
-    public init(endpoints: [String], http: HTTPClient = .shared, timeout: Duration = .seconds(5)) throws {
+    public init(endpoints: [String], http: HTTPClient = .shared, timeout: Duration = .seconds(5), clock: ShellClock = .system) throws {
         let cleaned = endpoints.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
         guard !cleaned.isEmpty else { throw EtcdError.configuration("no etcd endpoints") }
         for endpoint in cleaned where !(endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://")) || URL(string: endpoint)?.host == nil {
@@ -30,6 +36,7 @@ public final class EtcdClient: Sendable {
         self.endpoints = cleaned
         self.http = http
         self.timeout = timeout
+        self.clock = clock
     }
 
     // MARK: Key-value
@@ -99,6 +106,24 @@ public final class EtcdClient: Sendable {
     /// decodes the answer. An answer from etcd that is an error is thrown as it is, without retrying.
     func call<Response: Decodable>(_ path: String, _ body: [String: Any]) async throws -> Response {
         let payload = try JSONSerialization.data(withJSONObject: body)
+        var failures: [String] = []
+        for pause in [Duration.zero] + Self.retryPauses {
+            if pause > .zero { try await clock.sleep(for: pause) }
+            do {
+                return try await callOnce(path, payload)
+            } catch EtcdError.unavailable(let lines) {
+                failures = lines
+                guard lines.contains(where: { $0.contains(Self.noLeaderMark) }) else { break }
+            }
+        }
+        throw EtcdError.unavailable(failures)
+    }
+
+    /// How a 503 answer is marked among the failures, so the caller knows a member did answer.
+    static let noLeaderMark = "(503)"
+
+    /// One try of every endpoint, from the current one.
+    private func callOnce<Response: Decodable>(_ path: String, _ payload: Data) async throws -> Response {
         let start = current.withLock { $0 }
         var failures: [String] = []
         for attempt in 0..<endpoints.count {
@@ -125,7 +150,7 @@ public final class EtcdClient: Sendable {
                     ?? String(decoding: data.prefix(300), as: UTF8.self)
                 // 503 from a member that has lost its quorum: another member may still have one.
                 if status == 503 {
-                    failures.append("\(endpoint): \(message)")
+                    failures.append("\(endpoint): \(message) \(Self.noLeaderMark)")
                     continue
                 }
                 throw EtcdError.server(status: Int(status), message: message)

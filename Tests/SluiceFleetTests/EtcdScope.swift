@@ -33,7 +33,9 @@ extension Trait where Self == EtcdClusterScope {
     static var etcdCluster: Self { EtcdClusterScope() }
 }
 
-/// The suites that share one cluster: three clusters of three at once were too much for two cores
-/// under the full suite.
-@Suite("On one etcd cluster", .etcdCluster)
+/// The suites that share one cluster, one test at a time: three clusters of three at once were too
+/// much for two cores under the full suite, and a burst of racing saves (hundreds of requests and their
+/// JSON on the test process's two cooperative threads) delayed the election tests' lease renewals, in
+/// the same process, past their TTL.
+@Suite("On one etcd cluster", .etcdCluster, .serialized)
 enum OnEtcd {}

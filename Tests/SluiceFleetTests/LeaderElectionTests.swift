@@ -39,7 +39,7 @@ extension OnEtcd {
         @Test("three members campaign: exactly one leads, etcd names it with its term, and the others stand by")
         func oneLeader() async throws {
             let key = Self.key()
-            let members = try ["a", "b", "c"].map { try Member($0, key: key, ttl: 5) }
+            let members = try ["a", "b", "c"].map { try Member($0, key: key, ttl: 10) }
             members.forEach { $0.start() }
             #expect(try await eventually { members.filter(\.election.isLeader).count == 1 })
             let leading = members.first { $0.election.isLeader }
