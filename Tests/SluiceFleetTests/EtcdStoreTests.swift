@@ -103,25 +103,34 @@ extension OnEtcd {
     }
 }
 
-/// A cluster of its own, since it loses a member.
-@Suite("etcd store: a member down")
-struct EtcdMemberDownTests {
-    @Test("with one of three members killed, the store reads and writes through the others, and the client moves past the dead one")
-    func memberDown() async throws {
-        let cluster = try await EtcdCluster.start()
-        defer { cluster.stop() }
-        let store = EtcdStatusStore(client: try EtcdClient(endpoints: cluster.clientURLs, timeout: .seconds(3)), prefix: "/down/")
-        try await store.save(OnEtcd.EtcdStoreTests.status(10), events: [RolloutEvent(.stepAdvanced, "m", "before")], at: Instant(milliseconds: 1))
-        // The first endpoint, the one the client uses, dies.
-        cluster.kill(member: 0)
-        try await store.save(OnEtcd.EtcdStoreTests.status(20), events: [RolloutEvent(.stepAdvanced, "m", "after")], at: Instant(milliseconds: 2))
-        #expect(try await store.load("m")?.weights["v2"] == 20)
-        #expect(try await store.events(deployment: "m", limit: 10).map(\.event.message) == ["before", "after"])
-        // It comes back and catches up.
-        try cluster.restart(member: 0)
-        try await cluster.waitHealthy()
-        let onlyFirst = EtcdStatusStore(client: try EtcdClient(endpoints: [cluster.members[0].clientURL]), prefix: "/down/")
-        #expect(try await eventually(timeout: .seconds(30)) { (try? await onlyFirst.load("m"))?.weights["v2"] == 20 })
+extension OnEtcd {
+    /// On the shared cluster, which this suite runs one test at a time: the member is back, and healthy,
+    /// before the next test starts.
+    @Suite("etcd store: a member down")
+    struct EtcdMemberDownTests {
+        @Test("with one of three members killed, the store reads and writes through the others, and the client moves past the dead one")
+        func memberDown() async throws {
+            let cluster = try EtcdClusterScope.current()
+            let prefix = "/down-\(UUID().uuidString)/"
+            let store = EtcdStatusStore(client: try EtcdClient(endpoints: cluster.clientURLs, timeout: .seconds(3)), prefix: prefix)
+            try await store.save(OnEtcd.EtcdStoreTests.status(10), events: [RolloutEvent(.stepAdvanced, "m", "before")], at: Instant(milliseconds: 1))
+            // The first endpoint, the one the client uses, dies.
+            cluster.kill(member: 0)
+            do {
+                try await store.save(OnEtcd.EtcdStoreTests.status(20), events: [RolloutEvent(.stepAdvanced, "m", "after")], at: Instant(milliseconds: 2))
+                #expect(try await store.load("m")?.weights["v2"] == 20)
+                #expect(try await store.events(deployment: "m", limit: 10).map(\.event.message) == ["before", "after"])
+            } catch {
+                try? cluster.restart(member: 0)
+                try? await cluster.waitHealthy()
+                throw error
+            }
+            // It comes back and catches up.
+            try cluster.restart(member: 0)
+            try await cluster.waitHealthy()
+            let onlyFirst = EtcdStatusStore(client: try EtcdClient(endpoints: [cluster.members[0].clientURL]), prefix: prefix)
+            #expect(try await eventually(timeout: .seconds(30)) { (try? await onlyFirst.load("m"))?.weights["v2"] == 20 })
+        }
     }
 }
 

@@ -17,7 +17,8 @@ public final class ChildProcess: @unchecked Sendable {
 
     /// Starts `executable` with `arguments`, stdout and stderr appended to `log`. Fails loudly when
     /// the executable is missing.
-    public init(_ executable: String, _ arguments: [String], log: String) throws {
+    /// `environment` is added to the test process's own.
+    public init(_ executable: String, _ arguments: [String], log: String, environment: [String: String] = [:]) throws {
         guard FileManager.default.isExecutableFile(atPath: executable) else {
             throw ChildProcessError("\(executable) is missing: scripts/test installs it; run the tests through it")
         }
@@ -32,8 +33,11 @@ public final class ChildProcess: @unchecked Sendable {
         Self.closeInheritedDescriptors(&actions)
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
+        let merged = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let envp = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { envp.forEach { free($0) } }
         var pid: pid_t = 0
-        let result = posix_spawn(&pid, executable, &actions, nil, argv, environ)
+        let result = posix_spawn(&pid, executable, &actions, nil, argv, envp)
         guard result == 0 else { throw ChildProcessError("cannot start \(executable): \(String(cString: strerror(result)))") }
         self.pid = pid
     }
