@@ -265,7 +265,9 @@ struct DemoCommand: AsyncParsableCommand {
     func watch(proxy: ProxyServer, reconciler: Reconciler, until done: (DeploymentView) -> Bool) async throws -> DeploymentView {
         var lastLines = 0
         let cursor = try await proxy.metrics.openCursor(route: "fraud-scorer")
-        let deadline = ContinuousClock.now + .seconds(pause * 5 + 60)
+        // Generous: only a rollout that is really stuck ends the demo. On a loaded two-core CI box the
+        // first act took over 65 s while every test suite started at once.
+        let deadline = ContinuousClock.now + .seconds(pause * 5 + 150)
         while ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(1000))
             let window = try await cursor.read()

@@ -5,7 +5,7 @@ extension HeavyEndToEnd {
     struct DemoCommandTests {
         @Test("the demo runs a canary from v1 to v2 to completion without errors, rolls the failing v3 back on its own, stops the disagreeing v4 in its shadow step, then shows an experiment won by v2")
         func demo() async throws {
-            let result = try await SluiceBinary.run(["demo", "--pause", "1"], timeout: .seconds(420))
+            let result = try await SluiceBinary.run(["demo", "--pause", "1"], timeout: .seconds(600))
             #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
             let acts = result.stdout.components(separatedBy: "Act 2:")
             #expect(acts.count == 2, "\(result.stdout)")
