@@ -79,7 +79,7 @@ public final class EtcdClient: Sendable {
 
     /// A lease of `ttl` seconds; keys put with it are deleted when it ends.
     public func grantLease(ttl: Int) async throws -> Int64 {
-        let response: LeaseGrantResponse = try await call("/v3/lease/grant", ["TTL": String(ttl)])
+        let response: LeaseAnswer = try await call("/v3/lease/grant", ["TTL": String(ttl)])
         guard let id = response.ID.flatMap(Int64.init), id != 0 else { throw EtcdError.server(status: 200, message: "lease grant without an ID") }
         return id
     }
@@ -387,18 +387,14 @@ struct TransactionResponse: Decodable {
     var responses: [Response]?
 }
 
-struct LeaseGrantResponse: Decodable {
+/// A lease as grant answers it, and as keepalive's `result` does.
+struct LeaseAnswer: Decodable {
     var ID: String?
     var TTL: String?
 }
 
 struct LeaseKeepAliveResponse: Decodable {
-    struct Result: Decodable {
-        var ID: String?
-        var TTL: String?
-    }
-
-    var result: Result?
+    var result: LeaseAnswer?
     var error: GatewayError?
 }
 
