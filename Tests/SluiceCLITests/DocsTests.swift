@@ -7,8 +7,9 @@ import Testing
 
 /// The commands in README.md and docs/, run as they are written (issue 15: the README's walkthrough
 /// had drifted into one that stalled). Each test reads the document itself, so an edit to the text is
-/// an edit to the test.
-@Suite("The docs' commands, through the real binary")
+/// an edit to the test. They run one at a time: side by side at the whole suite's peak load, the shadow
+/// page's 100 req/s fell to a few a second and a model server answered too late.
+@Suite("The docs' commands, through the real binary", .serialized)
 struct DocsTests {
     static func document(_ path: String) throws -> String {
         try String(contentsOf: SluiceBinary.repositoryRoot.appendingPathComponent(path), encoding: .utf8)
