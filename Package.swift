@@ -92,6 +92,7 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
         // Shell: the Open Inference Protocol v2 demo model server.
@@ -177,7 +178,7 @@ let package = Package(
         // both stores keep.
         .testTarget(
             name: "SluiceFleetTests",
-            dependencies: ["SluiceFleet", "SluiceController", "SluiceRollout", "SluiceSpec", "SluiceTestSupport"]
+            dependencies: ["SluiceFleet", "SluiceController", "SluiceProxy", "SluiceRollout", "SluiceSpec", "SluiceTestSupport"]
         ),
         // End-to-end tests that run the real `sluice` binary.
         .testTarget(

@@ -106,7 +106,8 @@ spec:
     replicas = {}
     for node in ("p1", "p2"):
         port = free_port()
-        spawn([sluice, "proxy", "--etcd", etcd, "--node-id", node, "--listen", f"127.0.0.1:{port}", "--event-loops", "1"], f"{node}.log")
+        spawn([sluice, "proxy", "--etcd", etcd, "--node-id", node, "--listen", f"127.0.0.1:{port}", "--metrics-listen", "127.0.0.1:0",
+               "--event-loops", "1"], f"{node}.log")
         wait_port(port)
         replicas[node] = port
     def fleet():

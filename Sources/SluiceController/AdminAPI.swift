@@ -11,7 +11,8 @@ import SluiceRollout
 public enum AdminAPI {
     public static func buildApplication(
         reconciler: Reconciler, exporter: PrometheusExporter, host: String, port: Int, token: String?, feedbackToken: String? = nil,
-        fleet: (@Sendable () async throws -> any Encodable & Sendable)? = nil, readinessNote: (@Sendable () -> String?)? = nil,
+        fleet: (@Sendable () async throws -> any Encodable & Sendable)? = nil, fleetCounts: (@Sendable () async throws -> any Encodable & Sendable)? = nil,
+        readinessNote: (@Sendable () -> String?)? = nil,
         logger: Logger = Logger(label: "sluice.admin"), onRunning: @escaping @Sendable (Int) -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let router = Router()
@@ -64,6 +65,11 @@ public enum AdminAPI {
             } catch {
                 throw APIError(.serviceUnavailable, "cannot read the fleet from etcd: \(error)")
             }
+        }
+        // A fleet member's own counts and tripped wires, which the leader fetches to judge the fleet's traffic.
+        api.get("/api/v1/fleet/counts") { _, _ -> Response in
+            guard let fleetCounts else { throw APIError(.notFound, "this Sluice runs on one box, not in a fleet: start it with --etcd") }
+            return try json(.ok, try await fleetCounts())
         }
         api.get("/api/v1/deployments") { _, _ -> Response in
             try json(.ok, await reconciler.views())

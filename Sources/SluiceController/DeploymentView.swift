@@ -21,7 +21,7 @@ public struct DeploymentView: Sendable, Codable, Equatable {
     public var stuck: Bool
     public var mirrorPercent: Int
     public var preview: Bool
-    /// `RolloutStatus.waitingFor`: `traffic` or `promote` while `Paused`.
+    /// `RolloutStatus.waitingFor`: `replicas`, `traffic` or `promote` while `Paused`.
     public var waitingFor: String?
     /// The latest measurements with their values and verdicts (filled by analysis).
     public var analysis: [AnalysisView]

@@ -35,6 +35,12 @@ public actor Reconciler: Service {
     private var commands: [String: Command] = [:]
     private var revision: UInt64 = 0
     private var routingStale = true
+    /// The revision at which each deployment's routing last changed, and when; a step ends only once
+    /// the data plane routes by it everywhere (`liveRevision`), or the rollout pauses for the replicas
+    /// that do not after `lagTimeout`.
+    private var routedRevision: [String: (revision: UInt64, routing: Routing, at: Instant)] = [:]
+    private var liveRevision: UInt64 = 0
+    private let lagTimeout: Duration
     private var ready = false
     /// Whether this controller plans, writes and routes: the only one, or a fleet's leader. A standby
     /// (`setLeading(false)`) only reads the statuses the leader writes, for the admin API.
@@ -91,13 +97,16 @@ public actor Reconciler: Service {
     ///   - seed: the bandits' random draws; default from the system.
     ///   - shadowPairs: the built-in proxy's pairs of compared mirrors, for shadow metrics.
     ///   - shadowPairsPerSecond: the most of them compared a second (the proxy captures a uniform sample).
+    ///   - lagTimeout: how long the data plane's parts (a fleet's replicas) may take to apply a routing
+    ///     change before the rollout pauses for them.
     public init(manifests: String, strategies: String?, store: any StatusStore, router: any TrafficRouter,
                 proxyMetrics: ProxyMetrics? = nil, tripwireEvents: AsyncStream<TripwireEvent>? = nil,
                 metricsSource: any MetricsSource = HTTPMetricsSource(), registry: PrometheusCollectorRegistry? = nil,
                 pollInterval: Duration = .milliseconds(250), clock: ShellClock = .system, useInotify: Bool = true,
                 exposures: (any ExposureSource)? = nil, evidence: (any ExperimentEvidenceStore)? = nil, seed: UInt64? = nil,
                 shadowPairs: (any ShadowPairSource)? = nil, shadowPairsPerSecond: Int = ShadowLedger.defaultPairsPerSecond,
-                logger: Logger = Logger(label: "sluice.reconciler")) {
+                lagTimeout: Duration = .seconds(10), logger: Logger = Logger(label: "sluice.reconciler")) {
+        self.lagTimeout = lagTimeout
         reader = ManifestReader(manifests: manifests, strategies: strategies)
         self.useInotify = useInotify
         self.store = store
@@ -217,10 +226,11 @@ public actor Reconciler: Service {
         wake()
     }
 
-    /// The proxy saw the candidate fail request after request: plan now.
-    func trip(_ event: TripwireEvent) {
+    /// A proxy saw the candidate fail request after request (this member's, or in a fleet another
+    /// replica's): plan now. A standby leaves it to the leader, which hears of it through etcd.
+    public func trip(_ event: TripwireEvent) {
         let name = event.key.route
-        guard isJudged(event.key.version, in: name) else { return }
+        guard leading, isJudged(event.key.version, in: name) else { return }
         trips[name] = TripwireObservation(version: event.key.version, failures: event.failures, lastStatus: event.lastStatus)
         logger.warning("tripwire", metadata: ["deployment": "\(name)", "version": "\(event.key.version)", "failures": "\(event.failures)", "lastStatus": "\(event.lastStatus)"])
         dirty.insert(name)
@@ -237,6 +247,8 @@ public actor Reconciler: Service {
         standbyFault = nil
         await runner.stopAll()
         inForce = [:]
+        routedRevision = [:]
+        liveRevision = 0
         verdicts = [:]
         trips = [:]
         commands = [:]
@@ -303,7 +315,8 @@ public actor Reconciler: Service {
             guard let spec = specs[name] else { continue }
             requeueAt[name] = nil
             let observations = Observations(verdicts: verdicts.removeValue(forKey: name) ?? [], command: commands.removeValue(forKey: name),
-                                            tripwire: trips.removeValue(forKey: name), experiment: experimentReadings.removeValue(forKey: name))
+                                            tripwire: trips.removeValue(forKey: name), experiment: experimentReadings.removeValue(forKey: name),
+                                            lag: await lag(of: name))
             let plan = Planner.plan(spec, status: statuses[name], observations: observations, now: now, inForce: inForce[name] ?? .nothing)
             var events: [RolloutEvent] = []
             for case .record(let event) in plan.actions { events.append(event) }
@@ -385,11 +398,22 @@ public actor Reconciler: Service {
         return queue.indices.filter { !dropped.contains($0) }.map { queue[$0] }
     }
 
+    /// Whether the data plane does not route by `name`'s routing in force yet, and which parts lag.
+    private func lag(of name: String) async -> DataPlaneLag? {
+        guard let routed = routedRevision[name], liveRevision < routed.revision else { return nil }
+        var parts = await router.behind(routed.revision)
+        if parts.isEmpty { parts = [routingFault.map { "the data plane (routing not applied: \($0.error))" } ?? "the data plane"] }
+        return DataPlaneLag(replicas: parts, since: routed.at, timeout: lagTimeout)
+    }
+
     /// Installs every deployment's routing as one new revision, and checks that it is live. On failure
     /// the data plane keeps the last revision it applied; this retries with back-off.
     private func applyRouting(now: Instant) async {
         revision += 1
         let routed = specs.compactMap { name, spec in inForce[name]?.routing.map { RoutedDeployment(spec: spec, routing: $0) } }
+        for deployment in routed where routedRevision[deployment.spec.name]?.routing != deployment.routing {
+            routedRevision[deployment.spec.name] = (revision, deployment.routing, now)
+        }
         do {
             let unroutable = try await router.apply(revision: revision, routed)
             for (name, reason) in unroutable where routeErrors[name] != reason {
@@ -398,6 +422,7 @@ public actor Reconciler: Service {
             routeErrors = unroutable
             // Check that the data plane really routes by it; if it lags, apply again on the next pass.
             let live = try await router.verify()
+            liveRevision = live
             routingStale = live != revision
             if routingStale { logger.warning("routing revision \(revision) applied but \(live) is live; applying again") }
             if let fault = routingFault {
@@ -449,6 +474,7 @@ public actor Reconciler: Service {
             }
             saveFaults[name] = nil
             routeErrors[name] = nil
+            routedRevision[name] = nil
             inForce[name] = nil
             await runner.remove(name)
             await ledger.forget(name)

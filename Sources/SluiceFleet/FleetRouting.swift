@@ -43,6 +43,8 @@ public struct ReplicaReport: Sendable, Codable, Equatable {
     public var listen: String
     /// When it wrote this report (on starting, and on applying a table), milliseconds since the epoch.
     public var at: Int64
+    /// Where the leader fetches its counts and tripped wires (`ReplicaCounts`), for fleet-wide judgement.
+    public var counts: String?
 }
 
 /// The leader's `TrafficRouter` in a fleet: it publishes the routing table to etcd (fenced, so only
@@ -55,7 +57,12 @@ public actor EtcdRoutingPublisher: TrafficRouter {
     public let client: EtcdClient
     public let keys: FleetKeys
     private let election: LeaderElection
-    private var published: (local: UInt64, fleet: UInt64, bytes: [UInt8])?
+    private var published: (fleet: UInt64, bytes: [UInt8])?
+    /// The controller's recent revisions and the fleet revision each stands for, oldest first (the same
+    /// routes published again keep the fleet revision of their first publication).
+    private var history: [(local: UInt64, fleet: UInt64)] = []
+    /// The replicas as the last `verify` read them.
+    private var replicas: [ReplicaReport] = []
     private var installed: [String: RouteRule] = [:]
     private let clock: ShellClock
     /// How long `verify` waits for the replicas to apply a new table before it reports it not live yet.
@@ -79,34 +86,49 @@ public actor EtcdRoutingPublisher: TrafficRouter {
     public func apply(revision: UInt64, _ deployments: [RoutedDeployment]) async throws -> [String: String] {
         let fence = try election.comparisons()
         guard let term = election.term else { throw EtcdStatusStore.StoreError.fenced("not the leader") }
-        let fleetRevision = UInt64(term) << 32 | (revision & 0xffff_ffff)
-        let (table, unroutable) = RoutingTableBuilder.table(revision: fleetRevision, deployments, lastGood: installed)
+        let fleet = FleetRevision(term: term, local: revision)
+        let (table, unroutable) = RoutingTableBuilder.table(revision: fleet.packed, deployments, lastGood: installed)
         var unversioned = table
         unversioned.revision = 0
         let bytes = Array(try Self.encoder.encode(unversioned))
-        if let published, published.bytes == bytes, published.fleet >> 32 == UInt64(term) {
+        if let published, published.bytes == bytes, FleetRevision(packed: published.fleet).term == fleet.term {
             // The same routes: the replicas already have them; this revision stands for that one.
-            self.published = (revision, published.fleet, bytes)
+            remember(local: revision, fleet: published.fleet)
             return unroutable
         }
         let result = try await client.transaction(fence, success: [.put(keys.routing, Array(try Self.encoder.encode(table)))])
         guard result.succeeded else { throw EtcdStatusStore.StoreError.fenced(election.lostReason) }
-        published = (revision, fleetRevision, bytes)
+        published = (fleet.packed, bytes)
+        remember(local: revision, fleet: fleet.packed)
         installed = Dictionary(uniqueKeysWithValues: table.routes.map { ($0.name, $0) })
         return unroutable
     }
 
-    /// The last revision applied once every live replica serves by it (waiting up to `ackTimeout`
-    /// for them), otherwise the one before.
+    private func remember(local: UInt64, fleet: UInt64) {
+        history.append((local, fleet))
+        if history.count > 256 { history.removeFirst(history.count - 256) }
+    }
+
+    /// The newest revision every live replica serves by, waiting up to `ackTimeout` for them to apply
+    /// the last one published (0 when none of the recent ones is live everywhere).
     public func verify() async throws -> UInt64 {
-        guard let published else { return 0 }
+        guard let newest = history.last else { return 0 }
         let deadline = clock.now() + ackTimeout
         while true {
-            let replicas = try await FleetView.replicas(client: client, keys: keys)
-            if !replicas.isEmpty && replicas.allSatisfy({ $0.applied >= published.fleet }) { return published.local }
-            guard clock.now() < deadline else { return published.local &- 1 }
+            replicas = try await FleetView.replicas(client: client, keys: keys)
+            let applied = replicas.map(\.applied).min()
+            if let applied, applied >= newest.fleet { return newest.local }
+            guard clock.now() < deadline else {
+                return applied.flatMap { applied in history.last { $0.fleet <= applied }?.local } ?? 0
+            }
             try await clock.sleep(for: .milliseconds(25))
         }
+    }
+
+    /// The live replicas that do not serve by `revision` yet, as of the last `verify`.
+    public func behind(_ revision: UInt64) -> [String] {
+        guard let wanted = history.last(where: { $0.local <= revision })?.fleet else { return [] }
+        return replicas.filter { $0.applied < wanted }.map { "\($0.node) (at \(FleetRevision(packed: $0.applied)))" }
     }
 }
 
@@ -123,6 +145,9 @@ public final class RoutingFollower: Service, Sendable {
     private let proxy: ProxyServer
     private let ttl: Int
     private let pollInterval: Duration
+    /// This replica's counts and trips, which the leader fetches from `countsURL` (in its report).
+    private let counts: FleetCounts?
+    private let countsURL: @Sendable () -> String?
     private let clock: ShellClock
     private let logger: Logger
     private let registry: PrometheusCollectorRegistry?
@@ -138,9 +163,13 @@ public final class RoutingFollower: Service, Sendable {
     private let current = Mutex(State())
 
     /// `registry`: where `sluice_fleet_routing_revision` and `sluice_fleet_etcd_reachable` go, for `/metrics`.
+    /// `counts`: told each table applied, so it keeps the counts of the routes in a rollout; the leader
+    /// fetches them from `countsURL`, given in the report once known (a port 0 listener binds late).
     public init(client: EtcdClient, keys: FleetKeys, node: String, role: ReplicaReport.Role, listen: String, proxy: ProxyServer, ttl: Int = 5,
-                pollInterval: Duration = .milliseconds(100), clock: ShellClock = .system, registry: PrometheusCollectorRegistry? = nil,
-                logger: Logger = Logger(label: "sluice.follower")) {
+                pollInterval: Duration = .milliseconds(100), counts: FleetCounts? = nil, countsURL: @escaping @Sendable () -> String? = { nil },
+                clock: ShellClock = .system, registry: PrometheusCollectorRegistry? = nil, logger: Logger = Logger(label: "sluice.follower")) {
+        self.counts = counts
+        self.countsURL = countsURL
         self.client = client
         self.keys = keys
         self.node = node
@@ -155,6 +184,12 @@ public final class RoutingFollower: Service, Sendable {
     }
 
     public var state: State { current.withLock { $0 } }
+
+    /// `listen` with the port the proxy bound when it was given port 0.
+    private var boundListen: String {
+        guard listen.hasSuffix(":0"), let port = proxy.localPort else { return listen }
+        return String(listen.dropLast()) + "\(port)"
+    }
 
     /// What `/readyz` adds while etcd cannot be reached: traffic goes on by the last table.
     public var readinessNote: String? {
@@ -176,7 +211,7 @@ public final class RoutingFollower: Service, Sendable {
         var lease: Int64?
         var leaseRenewed = clock.now()
         var seenModRevision: Int64 = 0
-        var reported: UInt64?
+        var reported: (applied: UInt64, counts: String?, listen: String)?
         while !Task.isCancelled {
             do {
                 if lease == nil || clock.now() - leaseRenewed >= .seconds(ttl) / 3 {
@@ -193,6 +228,7 @@ public final class RoutingFollower: Service, Sendable {
                         let table = try JSONDecoder().decode(RoutingTable.self, from: Data(kv.value))
                         if table.revision > current.withLock({ $0.applied }) {
                             try await proxy.apply(table)
+                            counts?.follow(table)
                             current.withLock { $0.applied = table.revision }
                             gauge("routing_revision", "The fleet revision of the routing table this replica serves by.", Double(table.revision))
                             logger.info("routing applied", metadata: ["revision": "\(table.revision)", "routes": "\(table.routes.count)"])
@@ -203,10 +239,11 @@ public final class RoutingFollower: Service, Sendable {
                     seenModRevision = kv.modRevision
                 }
                 let applied = current.withLock { $0.applied }
-                if reported != applied, let lease {
-                    let report = ReplicaReport(node: node, role: role, applied: applied, listen: listen, at: clock.now().milliseconds)
+                let url = countsURL(), listening = boundListen
+                if reported?.applied != applied || reported?.counts != url || reported?.listen != listening, let lease {
+                    let report = ReplicaReport(node: node, role: role, applied: applied, listen: listening, at: clock.now().milliseconds, counts: url)
                     try await client.put(keys.replica(node), Array(try JSONEncoder().encode(report)), lease: lease)
-                    reported = applied
+                    reported = (applied, url, listening)
                 }
                 let wasFailing = current.withLock { state in
                     defer {

@@ -3,33 +3,36 @@ import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
 
-/// A small HTTP server for scrapes: `GET /metrics` (Prometheus text format) and `GET /healthz`.
-/// Loopback by default. Used by `sluice proxy`; the controller serves the same exporter on its admin API.
+/// A small HTTP server for scrapes: `GET /metrics` (Prometheus text format) and `GET /healthz`, and any
+/// `json` paths (a fleet replica's `/fleet/counts`). Loopback by default. Used by `sluice proxy`; the
+/// controller serves the same exporter on its admin API.
 public struct MetricsServer: Service {
     public let host: String
     public let port: Int
     public let exporter: PrometheusExporter
     private let group: any EventLoopGroup
     private let started: (@Sendable (Int) -> Void)?
+    private let json: [String: @Sendable () async throws -> String]
 
     /// `started` gets the bound port, which matters when `port` is 0.
     public init(host: String, port: Int, exporter: PrometheusExporter, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-                started: (@Sendable (Int) -> Void)? = nil) {
+                json: [String: @Sendable () async throws -> String] = [:], started: (@Sendable (Int) -> Void)? = nil) {
         self.host = host
         self.port = port
         self.exporter = exporter
         self.group = group
+        self.json = json
         self.started = started
     }
 
     public func run() async throws {
-        let exporter = self.exporter
+        let exporter = self.exporter, json = self.json
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(Handler(exporter: exporter))
+                    try channel.pipeline.syncOperations.addHandler(Handler(exporter: exporter, json: json))
                 }
             }
             .bind(host: host, port: port).get()
@@ -54,10 +57,12 @@ public struct MetricsServer: Service {
         typealias OutboundOut = HTTPServerResponsePart
 
         let exporter: PrometheusExporter
+        let json: [String: @Sendable () async throws -> String]
         var head: HTTPRequestHead?
 
-        init(exporter: PrometheusExporter) {
+        init(exporter: PrometheusExporter, json: [String: @Sendable () async throws -> String]) {
             self.exporter = exporter
+            self.json = json
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -73,6 +78,15 @@ public struct MetricsServer: Service {
                     scrapeMetrics(exporter, channel, keepAlive: keepAlive)
                 case (.GET, "/healthz"):
                     MetricsServer.respond(channel, .ok, "text/plain", "ok\n", keepAlive: keepAlive)
+                case (.GET, let path) where json[String(path)] != nil:
+                    let render = json[String(path)]!
+                    Task {
+                        do {
+                            MetricsServer.respond(channel, .ok, "application/json", try await render(), keepAlive: keepAlive)
+                        } catch {
+                            MetricsServer.respond(channel, .serviceUnavailable, "text/plain", "unavailable: \(error)\n", keepAlive: keepAlive)
+                        }
+                    }
                 default:
                     MetricsServer.respond(channel, .notFound, "text/plain", "not found; try /metrics or /healthz\n", keepAlive: keepAlive)
                 }

@@ -35,6 +35,12 @@ public struct TripwireEvent: Sendable, Hashable {
     /// The status of the last failure (502 connect or reset, 503 no healthy endpoint, 504 timeout, or
     /// the upstream's own 5xx).
     public var lastStatus: Int
+
+    public init(key: MetricKey, failures: Int, lastStatus: Int) {
+        self.key = key
+        self.failures = failures
+        self.lastStatus = lastStatus
+    }
 }
 
 /// What one version of one route did over a window.
@@ -69,7 +75,7 @@ public struct VersionWindow: Sendable {
     var isEmpty: Bool { requests == 0 && responses == 0 && mirrorsDropped == 0 && upstreamErrors.isEmpty && connects == 0 }
     public var errors: Int { statusClasses[5] }
 
-    mutating func add(_ other: VersionWindow) {
+    public mutating func add(_ other: VersionWindow) {
         requests += other.requests
         for index in statusClasses.indices { statusClasses[index] += other.statusClasses[index] }
         upstreamErrors.merge(other.upstreamErrors, uniquingKeysWith: +)
@@ -149,6 +155,8 @@ public final class ProxyMetrics: Sendable {
     private struct Cursor {
         /// The route it reads; `nil` for every route.
         var route: String?
+        /// It reads this proxy's own traffic only, none that is `contribute`d.
+        var ownTraffic: Bool
         var windows: [MetricKey: VersionWindow] = [:]
     }
 
@@ -195,12 +203,13 @@ public final class ProxyMetrics: Sendable {
 
     /// A reader of back-to-back windows of one route (or of all, with `nil`): its first `read()` returns
     /// what happened since it was opened, each later one what happened since the read before.
-    public func openCursor(route: String? = nil) async throws -> WindowCursor {
+    /// `ownTraffic`: only what this proxy served, without what other replicas `contribute`.
+    public func openCursor(route: String? = nil, ownTraffic: Bool = false) async throws -> WindowCursor {
         // Counts recorded before the cursor opened belong to no window of it.
         try await drain()
         let id = state.withLockedValue { state in
             state.nextCursor += 1
-            state.cursors[state.nextCursor] = Cursor(route: route)
+            state.cursors[state.nextCursor] = Cursor(route: route, ownTraffic: ownTraffic)
             return state.nextCursor
         }
         return WindowCursor(id: id, metrics: self)
@@ -216,6 +225,20 @@ public final class ProxyMetrics: Sendable {
 
     fileprivate func close(_ id: UInt64) {
         state.withLockedValue { _ = $0.cursors.removeValue(forKey: id) }
+    }
+
+    /// Counts served elsewhere (a fleet's other replicas, as the leader reads them from etcd): added to
+    /// every open cursor that watches their route, so analysis judges the whole fleet's traffic. They
+    /// stay out of this proxy's totals and `/metrics`, which are its own.
+    public func contribute(_ windows: [MetricKey: VersionWindow]) {
+        guard !windows.isEmpty else { return }
+        state.withLockedValue { state in
+            for (key, window) in windows {
+                for (id, cursor) in state.cursors where !cursor.ownTraffic && (cursor.route == nil || cursor.route == key.route) {
+                    state.cursors[id]!.windows[key, default: VersionWindow()].add(window)
+                }
+            }
+        }
     }
 
     /// Histograms held for readers and totals right now: what the memory tests watch.

@@ -108,10 +108,46 @@ struct Work {
         }
         if status.candidate != nil {
             reading = observations.experiment.flatMap { $0.experiment == status.experiment?.id ? $0 : nil }
-            rules.advance(&self, observations.verdicts.filter(judgesRolloutInProgress))
+            let verdicts = observations.verdicts.filter(judgesRolloutInProgress)
+            if let lag = observations.lag {
+                // A failure still acts at once (a rollback never waits for replicas); nothing else does.
+                for item in verdicts where status.candidate != nil {
+                    if case .fail(let reason, let values) = item.verdict {
+                        rules.reject(&self, item.candidate, reason: reason, values: values, cause: item.metric)
+                    }
+                }
+                if status.candidate != nil { holdForReplicas(lag) }
+            } else {
+                if status.laggingReplicas != nil {
+                    status.laggingReplicas = nil
+                    status.phase = .progressing
+                    record(.replicasCaughtUp, "every replica applied the routing in force; the rollout goes on from step \(status.step + 1)")
+                }
+                rules.advance(&self, verdicts)
+            }
         }
         closeRollbackWindow(observations)
         checkProgressDeadline()
+    }
+
+    /// Replicas do not route by the routing in force yet: no step ends, and evidence passing meanwhile
+    /// judged traffic split by an older table, so it does not count. Past the lag timeout the rollout
+    /// pauses, saying which replicas it waits for.
+    mutating func holdForReplicas(_ lag: DataPlaneLag) {
+        let names = lag.replicas.joined(separator: ", ")
+        let waited = now - lag.since
+        guard waited >= lag.timeout else {
+            status.message = "step \(status.step + 1): waiting for replicas to apply the routing in force: \(names)"
+            requeue(after: min(lag.timeout - waited, .seconds(1)))
+            return
+        }
+        if status.laggingReplicas != lag.replicas {
+            record(.paused, "replicas lagging: \(names) did not apply the routing in force within \(lag.timeout.specDescription); the rollout is paused at step \(status.step + 1) until they do or leave the fleet")
+        }
+        status.laggingReplicas = lag.replicas
+        status.phase = .paused
+        status.message = "paused: replicas lagging: \(names) (no routing applied for \(waited.specDescription))"
+        requeue(after: .seconds(1))
     }
 
     /// A verdict counts only for what it judged: this deployment's candidate, by an analysis wanted
@@ -201,6 +237,7 @@ struct Work {
         status.routedAt = nil
         status.evidenceAt = nil
         status.waitingForTraffic = false
+        status.laggingReplicas = nil
         status.stuck = false
     }
 

@@ -57,4 +57,7 @@ public protocol TrafficRouter: Sendable {
     func apply(revision: UInt64, _ deployments: [RoutedDeployment]) async throws -> [String: String]
     /// The revision the data plane routes by everywhere.
     func verify() async throws -> UInt64
+    /// The parts of the data plane that do not route by `revision` yet, as a person reads them
+    /// ("edge-2 (at 7.41)"), as of the last `verify`; empty for a data plane that has no parts to wait for.
+    func behind(_ revision: UInt64) async -> [String]
 }

@@ -98,6 +98,8 @@ public struct RolloutEvent: Sendable, Hashable, Codable, CustomStringConvertible
         case experimentConcluded
         /// A bandit moved traffic between the variants.
         case reallocated
+        /// Replicas that lagged behind the routing in force applied it; a rollout paused for them goes on.
+        case replicasCaughtUp
         /// The exposures stopped fitting the split: the experiment holds.
         case sampleRatioMismatch
     }
@@ -187,6 +189,23 @@ public struct TripwireObservation: Sendable, Hashable, Codable {
     }
 }
 
+/// Replicas of a fleet that do not route by the deployment's routing in force yet (each acknowledges the
+/// tables it applies). No step ends while any is behind; past `timeout` the rollout pauses for them.
+public struct DataPlaneLag: Sendable, Hashable {
+    /// The replicas behind, as a person reads them: "edge-2 (at 7.41)".
+    public var replicas: [String]
+    /// When the routing went out to the data plane.
+    public var since: Instant
+    /// How long replicas may take before the rollout pauses for them.
+    public var timeout: Duration
+
+    public init(replicas: [String], since: Instant, timeout: Duration) {
+        self.replicas = replicas
+        self.since = since
+        self.timeout = timeout
+    }
+}
+
 /// Everything the shell observed since the last plan.
 public struct Observations: Sendable, Hashable {
     /// Verdicts of the analyses that were running, oldest first. Verdicts about another deployment or
@@ -197,12 +216,16 @@ public struct Observations: Sendable, Hashable {
     public var tripwire: TripwireObservation?
     /// The experiment judge's newest reading; ignored unless it reads the experiment in progress.
     public var experiment: ExperimentReading?
+    /// The data plane has not applied the deployment's routing in force everywhere yet.
+    public var lag: DataPlaneLag?
 
-    public init(verdicts: [AnalysisVerdict] = [], command: Command? = nil, tripwire: TripwireObservation? = nil, experiment: ExperimentReading? = nil) {
+    public init(verdicts: [AnalysisVerdict] = [], command: Command? = nil, tripwire: TripwireObservation? = nil, experiment: ExperimentReading? = nil,
+                lag: DataPlaneLag? = nil) {
         self.verdicts = verdicts
         self.command = command
         self.tripwire = tripwire
         self.experiment = experiment
+        self.lag = lag
     }
 
     public static let none = Observations()

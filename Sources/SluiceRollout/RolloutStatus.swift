@@ -57,10 +57,15 @@ public struct RolloutStatus: Sendable, Hashable, Codable {
     /// The last background verdict was inconclusive: steps hold until there is enough traffic.
     public var waitingForTraffic: Bool
 
-    /// What a `Paused` rollout waits for: `traffic` (too little evidence to judge) or `promote` (a
-    /// person, at a `pause: {}` step or a blue-green preview); `nil` when it is not paused.
+    /// Replicas of a fleet that have not applied the routing in force for longer than the lag timeout:
+    /// the rollout is paused until they do or leave the fleet.
+    public var laggingReplicas: [String]?
+
+    /// What a `Paused` rollout waits for: `replicas` (behind the routing in force), `traffic` (too little
+    /// evidence to judge) or `promote` (a person, at a `pause: {}` step or a blue-green preview); `nil`
+    /// when it is not paused.
     public var waitingFor: String? {
-        phase != .paused ? nil : (waitingForTraffic ? "traffic" : "promote")
+        phase != .paused ? nil : (laggingReplicas != nil ? "replicas" : (waitingForTraffic ? "traffic" : "promote"))
     }
     /// Blue-green after the switch: the old version stays routable until this time.
     public var previousStable: String?

@@ -6,6 +6,7 @@ import ServiceLifecycle
 import UnixSignals
 import SluiceFleet
 import SluiceProxy
+import Synchronization
 
 struct ProxyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -32,13 +33,16 @@ struct ProxyCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("This replica's name in the fleet (with --etcd). Default: the host name and the --listen port.", valueName: "name"))
     var nodeId: String?
 
+    @Option(name: .long, help: ArgumentHelp("Seconds of this replica's lease (with --etcd): while it holds it the leader counts it in the fleet and waits for it to apply each routing change; a replica that stops is left out this long after its last renewal.", valueName: "seconds"))
+    var leaseTtl: Int = 5
+
     @Option(name: .long, help: ArgumentHelp("Prefix of the fleet's keys in etcd (with --etcd).", valueName: "prefix"))
     var etcdPrefix: String = "/sluice/"
 
     @Option(name: .long, help: ArgumentHelp("Address to serve traffic on.", valueName: "host:port"))
     var listen: String = "127.0.0.1:8080"
 
-    @Option(name: .long, help: ArgumentHelp("Address for GET /metrics (Prometheus) and /healthz; loopback only by default. Off when not given.", valueName: "host:port"))
+    @Option(name: .long, help: ArgumentHelp("Address for GET /metrics (Prometheus) and /healthz; loopback only by default. Off when not given. Required with --etcd: the fleet's leader fetches this replica's counts there (GET /fleet/counts), so give an address it can reach.", valueName: "host:port"))
     var metricsListen: String?
 
     @Option(name: .long, help: "Event loops (threads) serving traffic. Default: one per core.")
@@ -53,10 +57,14 @@ struct ProxyCommand: AsyncParsableCommand {
             throw ValidationError("--metrics-listen needs HOST:PORT, got '\(metricsListen)'")
         }
         guard eventLoops >= 1 else { throw ValidationError("--event-loops must be at least 1") }
+        guard (2...600).contains(leaseTtl) else { throw ValidationError("--lease-ttl must be from 2 to 600 seconds") }
         switch (routes, etcd) {
         case (nil, nil), (.some, .some): throw ValidationError("give --routes FILE or --etcd URLS (one of them)")
         case (let routes?, nil): guard FileManager.default.fileExists(atPath: routes) else { throw ValidationError("no such file: \(routes)") }
         case (nil, let etcd?):
+            guard metricsListen != nil else {
+                throw ValidationError("--etcd needs --metrics-listen HOST:PORT: the fleet's leader fetches this replica's counts there to judge its traffic")
+            }
             do {
                 _ = try EtcdClient(endpoints: RunCommand.urls(etcd))
             } catch {
@@ -91,14 +99,22 @@ struct ProxyCommand: AsyncParsableCommand {
             services.append(.init(service: ReloadOnHangup(server: server, path: routes, logger: logger), successTerminationBehavior: .ignore))
         }
         let exporter = PrometheusExporter(metrics: server.metrics)
+        var fleetJSON: [String: @Sendable () async throws -> String] = [:]
+        let countsURL = Mutex<String?>(nil)
         if let etcd {
             let node = nodeId ?? "\(ProcessInfo.processInfo.hostName)-\(address.port == 0 ? "\(getpid())" : "\(address.port)")"
+            // Its counts and tripped wires, which the leader fetches from --metrics-listen to judge them with its own.
+            let counts = FleetCounts(node: node, metrics: server.metrics)
+            fleetJSON["/fleet/counts"] = { String(decoding: try JSONEncoder().encode(try await counts.current()), as: UTF8.self) }
             let follower = RoutingFollower(client: try EtcdClient(endpoints: RunCommand.urls(etcd)), keys: FleetKeys(prefix: etcdPrefix), node: node,
-                                           role: .proxy, listen: listen, proxy: server, registry: exporter.registry, logger: logger)
+                                           role: .proxy, listen: listen, proxy: server, ttl: leaseTtl, counts: counts,
+                                           countsURL: { countsURL.withLock { $0 } }, registry: exporter.registry, logger: logger)
             services.append(.init(service: follower))
+            services.append(.init(service: TripForwarder(trips: server.tripwireEvents, counts: counts)))
         }
         if let metricsListen, let metricsAddress = ListenAddress(metricsListen) {
-            let metricsServer = MetricsServer(host: metricsAddress.host, port: metricsAddress.port, exporter: exporter) { port in
+            let metricsServer = MetricsServer(host: metricsAddress.host, port: metricsAddress.port, exporter: exporter, json: fleetJSON) { port in
+                countsURL.withLock { $0 = metricsAddress.url(port: port, path: "/fleet/counts") }
                 print("sluice proxy: metrics on \(metricsAddress.host):\(port)")
                 fflush(nil)
             }
@@ -165,4 +181,13 @@ struct ListenAddress: CustomStringConvertible {
 
     /// Loopback only, where an unauthenticated admin API is safe.
     var isLoopback: Bool { ["127.0.0.1", "localhost", "::1"].contains(host) || host.hasPrefix("127.") }
+
+    /// An `http://` URL of `path` on this address at `port` (the bound one), as another box reaches it:
+    /// a wildcard address is named by this host's name.
+    func url(port: Int, path: String) -> String {
+        var reachable = self
+        reachable.port = port
+        if ["0.0.0.0", "::", "*"].contains(host) { reachable.host = ProcessInfo.processInfo.hostName }
+        return "http://\(reachable)\(path)"
+    }
 }

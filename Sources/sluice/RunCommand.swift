@@ -5,6 +5,7 @@ import NIOCore
 import ServiceLifecycle
 import SluiceController
 import SluiceFleet
+import Synchronization
 import SluiceProxy
 import SluiceRollout
 
@@ -65,6 +66,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Seconds of the leader's lease (with --etcd): a leader that dies is replaced within this and a quarter of a second; one that resigns at shutdown, at once.", valueName: "seconds"))
     var leaseTtl: Int = 5
 
+    @Option(name: .long, help: ArgumentHelp("Seconds the fleet's replicas may take to apply a routing change (with --etcd): no step ends until every live replica routes by it, and past this the rollout pauses, naming the replicas behind, until they do or their lease ends.", valueName: "seconds"))
+    var lagTimeout: Int = 10
+
     @Option(name: .long, help: ArgumentHelp("Prefix of the fleet's keys in etcd (with --etcd).", valueName: "prefix"))
     var etcdPrefix: String = "/sluice/"
 
@@ -85,6 +89,7 @@ struct RunCommand: AsyncParsableCommand {
         guard (1...100_000_000).contains(exposureCapacity) else { throw ValidationError("--exposure-capacity must be from 1 to 100000000") }
         guard (1...1_000_000).contains(shadowPairsPerSecond) else { throw ValidationError("--shadow-pairs-per-second must be from 1 to 1000000") }
         guard (2...60).contains(leaseTtl) else { throw ValidationError("--lease-ttl must be from 2 to 60 seconds") }
+        guard (1...3600).contains(lagTimeout) else { throw ValidationError("--lag-timeout must be from 1 to 3600 seconds") }
         if let etcd {
             do {
                 _ = try EtcdClient(endpoints: Self.urls(etcd))
@@ -133,8 +138,9 @@ struct RunCommand: AsyncParsableCommand {
         let reconciler = Reconciler(
             manifests: manifests, strategies: strategies ?? SpecFiles.defaultStrategiesDirectory(),
             store: store, router: router, proxyMetrics: proxy.metrics,
-            tripwireEvents: proxy.tripwireEvents, registry: exporter.registry, exposures: proxy, shadowPairs: proxy,
-            shadowPairsPerSecond: shadowPairsPerSecond, logger: logger
+            // In a fleet the proxy's trips go to the fleet too (`TripForwarder`), and from it to the reconciler.
+            tripwireEvents: etcd == nil ? proxy.tripwireEvents : nil, registry: exporter.registry, exposures: proxy, shadowPairs: proxy,
+            shadowPairsPerSecond: shadowPairsPerSecond, lagTimeout: .seconds(lagTimeout), logger: logger
         )
         let proxyService = ProxyService(server: proxy) { server in
             print(stateLine)
@@ -148,11 +154,24 @@ struct RunCommand: AsyncParsableCommand {
         }
         var fleetView: (@Sendable () async throws -> any Encodable & Sendable)?
         var follower: RoutingFollower?
+        var fleetCounts: (@Sendable () async throws -> any Encodable & Sendable)?
+        var fleetJudgement: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        // The admin API's address once bound, where the leader fetches this member's counts.
+        let countsURL = Mutex<String?>(nil)
         if let fleet {
             let client = fleet.client, keys = fleet.keys
             fleetView = { try await FleetView.read(client: client, keys: keys) }
+            // Fleet-wide judgement: this member serves its counts and trips on its admin API, and while
+            // it leads fetches the others' into its analysis windows and its reconciler.
+            let counts = FleetCounts(node: fleet.node, metrics: proxy.metrics)
+            fleetCounts = { try await counts.current() }
             follower = RoutingFollower(client: client, keys: keys, node: fleet.node, role: .member, listen: listen, proxy: proxy,
-                                       ttl: leaseTtl, registry: exporter.registry, logger: logger)
+                                       ttl: leaseTtl, counts: counts, countsURL: { countsURL.withLock { $0 } }, registry: exporter.registry, logger: logger)
+            fleetJudgement = [
+                .init(service: TripForwarder(trips: proxy.tripwireEvents, counts: counts) { await reconciler.trip($0) }),
+                .init(service: FleetCountsReader(client: client, keys: keys, node: fleet.node, metrics: proxy.metrics, token: token, logger: logger,
+                                                 leading: { await reconciler.isLeading }, trips: { await reconciler.trip($0) })),
+            ]
         }
         var readinessNote: (@Sendable () -> String?)?
         if let follower { readinessNote = { follower.readinessNote } }
@@ -160,8 +179,9 @@ struct RunCommand: AsyncParsableCommand {
             reconciler: reconciler, exporter: exporter,
             host: adminAddress.host, port: adminAddress.port, token: token,
             feedbackToken: feedbackToken ?? ProcessInfo.processInfo.environment["SLUICE_FEEDBACK_TOKEN"],
-            fleet: fleetView, readinessNote: readinessNote, logger: logger
+            fleet: fleetView, fleetCounts: fleetCounts, readinessNote: readinessNote, logger: logger
         ) { port in
+            countsURL.withLock { $0 = adminAddress.url(port: port, path: "/api/v1/fleet/counts") }
             print("sluice run: admin API on \(adminAddress.host):\(port)")
             fflush(nil)
         }
@@ -175,6 +195,7 @@ struct RunCommand: AsyncParsableCommand {
         ]
         if let follower {
             services.append(.init(service: follower, failureTerminationBehavior: .gracefullyShutdownGroup))
+            services += fleetJudgement
             await reconciler.setLeading(false)
         }
         services.append(.init(service: reconciler, failureTerminationBehavior: .gracefullyShutdownGroup))

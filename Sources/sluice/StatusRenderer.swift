@@ -1,6 +1,7 @@
 import Foundation
 import SluiceController
 import SluiceFleet
+import SluiceRollout
 import Yams
 
 /// How `sluice status` prints deployments.
@@ -75,20 +76,19 @@ enum StatusRenderer {
         return text
     }
 
-    /// Aligned columns; the last one runs free.
     /// The fleet under the table, when `sluice run` is a member of one: who leads, and the routing
     /// revision each replica serves by, as TERM.N (the leader's term, then its own count).
     static func fleet(_ fleet: FleetView) -> String {
-        func revision(_ value: UInt64) -> String { "\(value >> 32).\(value & 0xffff_ffff)" }
         var text = "fleet: " + (fleet.leader.map { "leader \($0.node) (term \($0.term))" } ?? "no leader")
-        if let current = fleet.routingRevision { text += ", routing table \(revision(current))" }
+        if let current = fleet.routingRevision { text += ", routing table \(FleetRevision(packed: current))" }
         let rows = fleet.replicas.map { replica -> [String] in
             let behind = fleet.routingRevision.map { replica.applied < $0 } ?? false
-            return [replica.node, replica.role.rawValue, revision(replica.applied) + (behind ? " (behind)" : ""), replica.listen]
+            return [replica.node, replica.role.rawValue, "\(FleetRevision(packed: replica.applied))" + (behind ? " (behind)" : ""), replica.listen]
         }
         return text + "\n" + columns([["REPLICA", "ROLE", "APPLIED", "LISTEN"]] + rows, indent: "  ")
     }
 
+    /// Aligned columns; the last one runs free.
     static func columns(_ rows: [[String]], indent: String = "") -> String {
         let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
         return rows.map { row in

@@ -84,8 +84,8 @@ extension HeavyEndToEnd {
                 """)
         }
 
-        /// Starts etcd, two upstreams, members `a` then `b` (so `a` leads) with a 3 s lease, and a proxy
-        /// replica `p`.
+        /// Starts etcd, two upstreams, members `a` then `b` (so `a` leads) with a 3 s lease and a 3 s lag
+        /// timeout, and a proxy replica `p` with a 30 s lease (so it stays in the fleet while stopped).
         static func start() async throws -> Fleet {
             let etcd = try await EtcdCluster.start()
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -99,7 +99,7 @@ extension HeavyEndToEnd {
             var adminPorts: [String: Int] = [:]
             for node in ["a", "b", "p"] where node != "p" {
                 let member = try RunningSluice(["run", "--manifests", work.appendingPathComponent("manifests").path, "--etcd", etcd.clientURLs.joined(separator: ","),
-                                                "--node-id", node, "--lease-ttl", "3", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--event-loops", "1"],
+                                                "--node-id", node, "--lease-ttl", "3", "--lag-timeout", "3", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--event-loops", "1"],
                                                in: work)
                 members[node] = member
                 proxyPorts[node] = try await member.port(after: "proxy on")
@@ -109,7 +109,8 @@ extension HeavyEndToEnd {
                 }
             }
             // A data-plane replica.
-            let replica = try RunningSluice(["proxy", "--etcd", etcd.clientURLs.joined(separator: ","), "--node-id", "p", "--listen", "127.0.0.1:0", "--event-loops", "1"],
+            let replica = try RunningSluice(["proxy", "--etcd", etcd.clientURLs.joined(separator: ","), "--node-id", "p", "--lease-ttl", "30", "--listen", "127.0.0.1:0",
+                                             "--metrics-listen", "127.0.0.1:0", "--event-loops", "1"],
                                             in: work)
             members["p"] = replica
             proxyPorts["p"] = try await replica.port(after: "serving the fleet's routing on")
@@ -235,6 +236,102 @@ extension HeavyEndToEnd {
             }
         }
 
+        @Test("a stopped replica holds the step and shows as behind; past the lag timeout the rollout pauses naming it, and goes on once it applies the table")
+        func laggingReplica() async throws {
+            try await Self.withFleet { fleet, _ in
+                #expect(try await eventually(timeout: .seconds(60)) {
+                    let replicas = try await fleet.fleet(via: "a")["replicas"] as? [[String: Any]] ?? []
+                    return replicas.count == 3
+                })
+                // p keeps its 30 s lease while stopped: the leader must count it, and cannot hear from it.
+                fleet.members["p"]!.signal(SIGSTOP)
+                try fleet.write(version: "v2")
+                let paused = try await Self.waitFor(fleet, via: "a", "the pause for p", timeout: .seconds(60)) {
+                    $0["phase"] as? String == "Paused" && $0["waitingFor"] as? String == "replicas"
+                }
+                #expect((paused["weights"] as? [String: Int])?["v2"] == 20, "held at the first step, whose 1 s pause is long over: \(paused)")
+                #expect((paused["message"] as? String)?.contains("replicas lagging: p (at ") == true, "\(paused)")
+                // The standby shows it too, once it has read the leader's status.
+                let status = NIOLockedValueBox("")
+                #expect(try await eventually(timeout: .seconds(30)) {
+                    let text = try await SluiceBinary.run(["status", "--admin", "127.0.0.1:\(fleet.adminPorts["b"]!)"]).stdout
+                    status.withLockedValue { $0 = text }
+                    return text.contains("replicas lagging: p")
+                }, "\(status.withLockedValue { $0 })")
+                let text = status.withLockedValue { $0 }
+                #expect(text.range(of: #"p +proxy +[0-9]+\.[0-9]+ \(behind\) +127\.0\.0\.1:[1-9]"#, options: .regularExpression) != nil, "\(text)")
+                let still = try await fleet.view(via: "a")
+                #expect((still["weights"] as? [String: Int])?["v2"] == 20, "no step while p is behind: \(still)")
+
+                fleet.members["p"]!.signal(SIGCONT)
+                let done = try await Self.waitFor(fleet, via: "a", "the next step once p applied", timeout: .seconds(60)) {
+                    ($0["weights"] as? [String: Int])?["v2"] == 60
+                }
+                #expect(done["waitingFor"] == nil || done["waitingFor"] is NSNull, "\(done)")
+                #expect(try await eventually { try await RunCommandTests.share("v2", port: fleet.proxyPorts["p"]!, group: fleet.group, count: 100) > 0.4 })
+                let events = try await fleet.admin("a", "/api/v1/events?deployment=scorer") as? [[String: Any]] ?? []
+                let kinds = events.compactMap { ($0["event"] as? [String: Any])?["kind"] as? String }
+                #expect(kinds.filter { $0 == "paused" }.count == 1 && kinds.contains("replicasCaughtUp"), "\(kinds)")
+                if let paused = kinds.firstIndex(of: "paused"), let caughtUp = kinds.firstIndex(of: "replicasCaughtUp") {
+                    #expect(paused < caughtUp && kinds[caughtUp...].contains("stepAdvanced"), "\(kinds)")
+                }
+            }
+        }
+
+        @Test("judged across the fleet: a candidate with 30% errors whose traffic all goes through a non-leader replica is rolled back by error-rate analysis as on one box, and a dead one there by the tripwire")
+        func judgedAcrossTheFleet() async throws {
+            try await Self.withFleet { fleet, trafficTask in
+                let failing = try RunningSluice(["model-server", "--name", "scorer", "--model-version", "v2", "--error-rate", "0.3", "--port", "0"])
+                defer { failing.signal(SIGKILL) }
+                let failingPort = try await failing.port(after: "model-server scorer v2 on")
+                let refused = try LoopbackSocket(listening: false)
+                defer { refused.close() }
+                func manifest(_ version: String, tripwire: Int, analysis: Bool) -> String {
+                    AnalysisHarness.canary(version: version, ports: ["v1": fleet.upstreams[0].port, "v2": failingPort, "v3": refused.port], steps: """
+                        - setWeight: 50
+                        - pause: {duration: 10m}
+                        """, analysis: !analysis ? "" : """
+                        interval: 1s
+                        metrics:
+                          - {name: success-rate, builtin: successRate, successCondition: ">= 0.95", minSamples: 20}
+                        """, tripwire: tripwire)
+                }
+                // Traffic through the replica p only: the leader's own proxy serves none of it.
+                let served = NIOLockedValueBox(0)
+                let traffic = Task {
+                    while !Task.isCancelled {
+                        guard let client = try? await TestClient.connect(port: fleet.proxyPorts["p"]!, group: fleet.group) else { continue }
+                        while !Task.isCancelled, let response = try? await client.request(.POST, "/v2/models/scorer/infer", body: AnalysisHarness.inferBody) {
+                            if response.status != 0 { served.withLockedValue { $0 += 1 } }
+                            try? await Task.sleep(for: .milliseconds(5))
+                        }
+                        await client.close()
+                    }
+                }
+                trafficTask.withLockedValue { $0 = traffic }
+                #expect(try await fleet.leader(via: "a") == "a")
+
+                // The tripwire is off, so that five errors in a row cannot beat the analysis to it.
+                try manifest("v2", tripwire: 0, analysis: true).write(to: fleet.manifest, atomically: true, encoding: .utf8)
+                let rolledBack = try await Self.waitFor(fleet, via: "a", "v2's rollback", timeout: .seconds(120)) { $0["phase"] as? String == "Degraded" }
+                let message = rolledBack["message"] as? String ?? ""
+                #expect(message.hasPrefix("rolled back v2: metric success-rate failed: ") && message.contains("is not >= 0.95"), "\(message)")
+                let result = try #require((rolledBack["analysis"] as? [[String: Any]] ?? []).first { $0["metric"] as? String == "success-rate" })
+                #expect(((result["values"] as? [String: Double])?["candidate.requests"] ?? 0) >= 20, "judged on p's traffic: \(result)")
+                let ownMetrics = try await fleet.raw("a", "/metrics").body
+                #expect(!ownMetrics.contains(#"sluice_requests_total{deployment="scorer",version="v2"} "#)
+                        || ownMetrics.contains(#"sluice_requests_total{deployment="scorer",version="v2"} 0"#), "the leader's proxy served none of v2's traffic")
+
+                // A dead candidate behind p, with no analysis to beat it: p's tripwire reaches the leader through etcd.
+                try manifest("v3", tripwire: 5, analysis: false).write(to: fleet.manifest, atomically: true, encoding: .utf8)
+                let tripped = try await Self.waitFor(fleet, via: "a", "v3's rollback", timeout: .seconds(120)) {
+                    $0["phase"] as? String == "Degraded" && $0["rejected"] as? String == "v3"
+                }
+                #expect((tripped["message"] as? String)?.contains("rolled back v3: tripwire: 5 hard failures in a row") == true, "\(tripped)")
+                #expect(served.withLockedValue { $0 } > 50)
+            }
+        }
+
         @Test("every etcd member down: members and replicas keep serving the last table with no failed request, the rollout freezes with the reason shown, and it finishes once etcd is back")
         func etcdOutage() async throws {
             try await Self.withFleet { fleet, trafficTask in
@@ -305,6 +402,10 @@ extension HeavyEndToEnd {
             #expect(ttl.stderr.contains("--lease-ttl must be from 2 to 60"), "\(ttl.stderr)")
             let neither = try await SluiceBinary.run(["proxy", "--listen", "127.0.0.1:0"])
             #expect(neither.status != 0 && neither.stderr.contains("give --routes FILE or --etcd URLS"), "\(neither.stderr)")
+            let noCounts = try await SluiceBinary.run(["proxy", "--listen", "127.0.0.1:0", "--etcd", "http://127.0.0.1:2379"])
+            #expect(noCounts.status != 0 && noCounts.stderr.contains("--etcd needs --metrics-listen"), "\(noCounts.stderr)")
+            let lag = try await SluiceBinary.run(["run", "--manifests", manifests, "--etcd", "http://127.0.0.1:2379", "--lag-timeout", "0"])
+            #expect(lag.stderr.contains("--lag-timeout must be from 1 to 3600"), "\(lag.stderr)")
             let help = try await SluiceBinary.run(["run", "--help"])
             #expect(help.stdout.contains("--etcd") && help.stdout.contains("--lease-ttl") && help.stdout.contains("--node-id"))
         }

@@ -23,9 +23,16 @@ actor RecordingRouter: TrafficRouter {
         return [:]
     }
 
+    /// The revision it routes by: the last one applied, or while it lags the last one before it lagged.
+    private var live: UInt64 = 0
+
     func verify() async throws -> UInt64 {
-        guard let last = applied.last else { return 0 }
-        return lagging ? last.revision - 1 : last.revision
+        if !lagging { live = applied.last?.revision ?? 0 }
+        return live
+    }
+
+    func behind(_ revision: UInt64) -> [String] {
+        lagging && revision > live ? ["edge-2 (at 0.\(live))"] : []
     }
 
     func setLagging(_ value: Bool) { lagging = value }

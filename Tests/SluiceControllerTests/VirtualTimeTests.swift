@@ -154,6 +154,38 @@ struct VirtualTimeTests {
         #expect(await router.lastRouting?["a"]?.weights == ["v1": 50, "v2": 50], "saved, then carried out")
     }
 
+    @Test("a data plane behind the routing holds the step; past the lag timeout the rollout pauses naming the replica, and goes on once it catches up")
+    func dataPlaneLag() async throws {
+        let clock = TestClock()
+        let router = RecordingRouter()
+        let directory = try Self.manifests(Self.canary(version: "v1", steps: "[{setWeight: 10}, {pause: {duration: 1s}}, {setWeight: 50}, {pause: {}}]"))
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let reconciler = Reconciler(manifests: directory.path, strategies: nil, store: FlakyStore(), router: router,
+                                    clock: ShellClock(clock, startingAt: Self.t0), lagTimeout: .seconds(5))
+        try await reconciler.reconcileOnce()
+        await router.setLagging(true)
+        try Self.canary(version: "v2", steps: "[{setWeight: 10}, {pause: {duration: 1s}}, {setWeight: 50}, {pause: {}}]").write(to: directory.appendingPathComponent("a.yaml"), atomically: true, encoding: .utf8)
+        try await reconciler.reconcileOnce()
+        #expect(await reconciler.status(of: "a")?.weights == ["v1": 90, "v2": 10])
+        await clock.advance(by: .seconds(2))
+        try await reconciler.reconcileOnce()
+        #expect(await reconciler.status(of: "a")?.weights == ["v1": 90, "v2": 10], "the 1 s pause is over, but edge-2 does not route by it")
+        #expect(await reconciler.status(of: "a")?.message.contains("waiting for replicas to apply the routing in force: edge-2") == true)
+        #expect(await reconciler.status(of: "a")?.phase == .progressing)
+        await clock.advance(by: .seconds(3))
+        try await reconciler.reconcileOnce()
+        let paused = try #require(await reconciler.view(of: "a"))
+        #expect(paused.phase == "Paused" && paused.waitingFor == "replicas", "\(paused)")
+        #expect(paused.message.contains("replicas lagging: edge-2 (at 0."), "\(paused.message)")
+        await router.setLagging(false)
+        for _ in 0..<3 {
+            await clock.advance(by: .seconds(1))
+            try await reconciler.reconcileOnce()
+        }
+        #expect(await reconciler.status(of: "a")?.weights == ["v1": 50, "v2": 50])
+        #expect(await reconciler.status(of: "a")?.laggingReplicas == nil)
+    }
+
     @Test("a data plane that refuses the routing keeps the last one; the status is saved, routing retried with back-off, and ready again when it takes it")
     func routingBackOff() async throws {
         let clock = TestClock()
