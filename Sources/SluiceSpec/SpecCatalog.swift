@@ -161,6 +161,14 @@ public struct SpecCatalog: Sendable {
                 return nil
             }
         }
+        if deployment.route.haproxy != nil {
+            let refusals = HAProxyRoute.refusals(route: deployment.route, strategy: spec)
+            if !refusals.isEmpty {
+                diagnostics.append(Self.diagnostic("route.haproxy: HAProxy's runtime API sets weights only, so it cannot do \(refusals.joined(separator: "; "))",
+                                                   origin.template ?? origin.strategy))
+                return nil
+            }
+        }
         return spec
     }
 

@@ -141,7 +141,7 @@ extension SpecReader {
     }
 
     private func route(_ value: SpecValue) -> Route? {
-        guard let f = fields(value, keys: ["pathPrefix", "host", "stickiness", "rewrite"]) else { return nil }
+        guard let f = fields(value, keys: ["pathPrefix", "host", "stickiness", "rewrite", "haproxy"]) else { return nil }
         let prefix: String? = f.required("pathPrefix") { plainPath($0, what: "pathPrefix") }
         let host: String? = f.optional("host") { value in
             guard let text = string(value) else { return nil }
@@ -157,8 +157,19 @@ extension SpecReader {
             guard let rewrite = fields(value, keys: ["replacePrefix"]) else { return nil }
             return rewrite.required("replacePrefix") { plainPath($0, what: "replacePrefix") }
         }
+        let haproxy: HAProxyRoute? = f.optional("haproxy") { value in
+            guard let haproxy = fields(value, keys: ["backend"]) else { return nil }
+            return haproxy.required("backend") { value in
+                guard let text = string(value) else { return nil }
+                guard !text.isEmpty, text.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.:".contains($0)) }) else {
+                    error("haproxy backend '\(text)' must be an HAProxy backend name: letters, digits, '-', '_', '.', ':'", at: value)
+                    return nil
+                }
+                return HAProxyRoute(backend: text)
+            }
+        }
         guard let prefix else { return nil }
-        return Route(pathPrefix: prefix, host: host, stickiness: stickiness, replacePrefix: replacePrefix)
+        return Route(pathPrefix: prefix, host: host, stickiness: stickiness, replacePrefix: replacePrefix, haproxy: haproxy)
     }
 
     /// A path that starts with '/' and has no spaces, query or fragment.

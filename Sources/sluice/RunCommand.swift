@@ -72,6 +72,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Prefix of the fleet's keys in etcd (with --etcd).", valueName: "prefix"))
     var etcdPrefix: String = "/sluice/"
 
+    @Option(name: .long, help: ArgumentHelp("HAProxy's runtime API (HOST:PORT, or unix:PATH), at level admin: deployments with route.haproxy are routed by setting the weights of their HAProxy backend's servers, one per version, and judged by HAProxy's statistics (docs/haproxy.md).", valueName: "address"))
+    var haproxy: String?
+
     func validate() throws {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: manifests, isDirectory: &isDirectory), isDirectory.boolValue else {
@@ -98,6 +101,9 @@ struct RunCommand: AsyncParsableCommand {
             }
         }
         if let nodeId, nodeId.isEmpty || nodeId.contains("/") { throw ValidationError("--node-id must be a non-empty name without '/'") }
+        if let haproxy, HAProxyRuntime(haproxy) == nil {
+            throw ValidationError("--haproxy needs HOST:PORT or unix:PATH of HAProxy's runtime API (stats socket … level admin), got '\(haproxy)'")
+        }
     }
 
     func run() async throws {
@@ -111,7 +117,7 @@ struct RunCommand: AsyncParsableCommand {
         configuration.exposureCapacity = exposureCapacity
         let proxy = ProxyServer(configuration: configuration, logger: logger)
         let store: any StatusStore
-        let router: any TrafficRouter
+        let builtinRouter: any TrafficRouter
         let stateLine: String
         var fleet: (client: EtcdClient, keys: FleetKeys, node: String, election: LeaderElection)?
         if let etcd {
@@ -120,7 +126,7 @@ struct RunCommand: AsyncParsableCommand {
             let node = nodeId ?? "\(ProcessInfo.processInfo.hostName)-\(address.port == 0 ? "\(getpid())" : "\(address.port)")"
             let election = LeaderElection(client: client, key: keys.leader, nodeID: node, ttl: leaseTtl, logger: logger)
             store = EtcdStatusStore(client: client, prefix: keys.state, fence: election, writer: node)
-            router = EtcdRoutingPublisher(client: client, keys: keys, election: election)
+            builtinRouter = EtcdRoutingPublisher(client: client, keys: keys, election: election)
             fleet = (client, keys, node, election)
             stateLine = "sluice run: state in etcd at \(client.endpoints.joined(separator: ",")) under \(keys.prefix), node \(node)"
         } else {
@@ -132,8 +138,11 @@ struct RunCommand: AsyncParsableCommand {
                 printError("error: \(error)")
                 throw ExitCode(2)
             }
-            router = ProxyTrafficRouter(proxy: proxy)
+            builtinRouter = ProxyTrafficRouter(proxy: proxy)
         }
+        // Deployments with route.haproxy go to HAProxy; without --haproxy they cannot be routed, and say so.
+        let haproxyRouter = haproxy.flatMap(HAProxyRuntime.init).map { HAProxyRouter(runtime: $0, metrics: proxy.metrics, logger: logger) }
+        let router = SplitRouter(builtin: builtinRouter, haproxy: haproxyRouter)
         let exporter = PrometheusExporter(metrics: proxy.metrics)
         let reconciler = Reconciler(
             manifests: manifests, strategies: strategies ?? SpecFiles.defaultStrategiesDirectory(),
@@ -198,6 +207,7 @@ struct RunCommand: AsyncParsableCommand {
             services += fleetJudgement
             await reconciler.setLeading(false)
         }
+        if let haproxyRouter { services.append(.init(service: haproxyRouter)) }
         services.append(.init(service: reconciler, failureTerminationBehavior: .gracefullyShutdownGroup))
         if let fleet {
             services.append(.init(service: FleetMember(election: fleet.election, reconciler: reconciler, registry: exporter.registry),

@@ -36,7 +36,10 @@ final class AnalysisHarness: Sendable {
     /// Starts a model server per `(version, extra arguments)`; their ports go to `manifest`, which is
     /// written before `sluice run` starts.
     /// `state` is the state directory, `work/state` unless given; `extraArguments` go to `sluice run`.
+    /// `prepare` runs once the model servers listen, before `sluice run` starts, and returns more
+    /// arguments for it (an HAProxy in front of the models, say).
     static func start(models specs: [(String, [String])], state: URL? = nil, extraArguments: [String] = [],
+                      prepare: (([String: Int]) async throws -> [String])? = nil,
                       manifest: ([String: Int]) -> String) async throws -> AnalysisHarness {
         var models: [RunningSluice] = []
         var ports: [String: Int] = [:]
@@ -49,8 +52,9 @@ final class AnalysisHarness: Sendable {
         let manifests = work.appendingPathComponent("manifests")
         try FileManager.default.createDirectory(at: manifests, withIntermediateDirectories: true)
         try manifest(ports).write(to: manifests.appendingPathComponent("scorer.yaml"), atomically: true, encoding: .utf8)
+        let prepared = try await prepare?(ports) ?? []
         let arguments = ["run", "--manifests", manifests.path, "--state", (state ?? work.appendingPathComponent("state")).path,
-                         "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--event-loops", "1"] + extraArguments
+                         "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--event-loops", "1"] + extraArguments + prepared
         let sluice = try RunningSluice(arguments, in: work)
         let proxyPort = try await sluice.port(after: "proxy on")
         let adminPort = try await sluice.port(after: "admin API on")
