@@ -139,7 +139,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SluiceSpecTests",
-            dependencies: ["SluiceSpec"]
+            dependencies: ["SluiceSpec", "SluiceTestSupport"]
         ),
         .testTarget(
             name: "SluiceRolloutTests",

@@ -12,7 +12,7 @@
 #     median and p99, against 500 ms.
 #   - Failed requests through the fleet during all of it, at RATE req/s (goal: 0).
 #   - The single-box default is unchanged: bench/proxy.sh and bench/reconcile.sh measure it, and
-#     `sluice run` without --etcd runs none of this code.
+#     `sluice run` without --etcd runs none of the fleet's code (no election, follower or counts).
 #
 #   bench/fleet.sh       # env: KILLS (10), CHANGES (100), RATE (500)
 set -euo pipefail

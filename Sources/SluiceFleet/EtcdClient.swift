@@ -100,6 +100,75 @@ public final class EtcdClient: Sendable {
         let _: HeaderOnly = try await call("/v3/lease/revoke", ["ID": String(lease)])
     }
 
+    // MARK: Watch
+
+    /// One change of a watched key: its new value, or `nil` when it was deleted, at `revision`.
+    public struct WatchEvent: Sendable, Equatable {
+        public var kv: EtcdKeyValue?
+        public var revision: Int64
+    }
+
+    /// Watches `key` (`POST /v3/watch`, a stream of JSON messages, one per line) from `revision`, calling
+    /// `event` for each change in order, on the current endpoint. Returns when the stream ends (etcd
+    /// closes it, or after `maxDuration`, so a connection that went silent is replaced); throws when
+    /// etcd cannot be reached or cancels the watch (a compacted start revision, say).
+    public func watch(_ key: String, from revision: Int64, maxDuration: Duration = .seconds(600),
+                      event: (WatchEvent) async throws -> Void) async throws {
+        let endpoint = endpoints[current.withLock { $0 }]
+        let body: [String: Any] = ["create_request": ["key": Etcd.base64(key), "start_revision": String(revision)]]
+        var request = HTTPClientRequest(url: endpoint + "/v3/watch")
+        request.method = .POST
+        request.headers.add(name: "content-type", value: "application/json")
+        request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
+        let response: HTTPClientResponse
+        do {
+            response = try await http.execute(request, timeout: .init(maxDuration))
+        } catch {
+            current.withLock { $0 = ($0 + 1) % endpoints.count }
+            throw EtcdError.unavailable(["\(endpoint): \(error)"])
+        }
+        guard response.status == .ok else {
+            let data = try await response.body.collect(upTo: 64 << 10)
+            throw EtcdError.server(status: Int(response.status.code), message: String(buffer: data))
+        }
+        var pending = ByteBuffer()
+        do {
+            for try await var part in response.body {
+                pending.writeBuffer(&part)
+                guard pending.readableBytes <= Self.maxResponseBytes else {
+                    throw EtcdError.server(status: 200, message: "a watch message larger than \(Self.maxResponseBytes) bytes")
+                }
+                while let newline = pending.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
+                    let length = newline - pending.readerIndex
+                    let line = pending.readSlice(length: length)!
+                    pending.moveReaderIndex(forwardBy: 1)
+                    guard line.readableBytes > 0 else { continue }
+                    let message = try JSONDecoder().decode(WatchMessage.self, from: Data(line.readableBytesView))
+                    if let error = message.error { throw EtcdError.server(status: 200, message: error.message ?? error.error ?? "watch error") }
+                    guard let result = message.result else { continue }
+                    if result.canceled == true {
+                        throw EtcdError.server(status: 200, message: "etcd cancelled the watch: \(result.cancel_reason ?? "no reason given")")
+                    }
+                    for raw in result.events ?? [] {
+                        let kv = try raw.kv.map(EtcdKeyValue.init)
+                        let revision = kv?.modRevision ?? result.header?.revisionValue ?? 0
+                        try await event(WatchEvent(kv: raw.type == "DELETE" ? nil : kv, revision: revision))
+                    }
+                }
+            }
+        } catch let error as EtcdError {
+            throw error
+        } catch let error as HTTPClientError where error == .deadlineExceeded {
+            return // `maxDuration` passed: the caller watches again on a fresh connection
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            // The stream broke (etcd went away, or the deadline passed): the caller watches again.
+            if Task.isCancelled { throw CancellationError() }
+            throw EtcdError.unavailable(["\(endpoint): the watch ended: \(error)"])
+        }
+    }
+
     // MARK: Transport
 
     /// Posts `body` to the current endpoint, moving on to the next when one cannot be reached, and
@@ -395,6 +464,21 @@ struct LeaseAnswer: Decodable {
 
 struct LeaseKeepAliveResponse: Decodable {
     var result: LeaseAnswer?
+    var error: GatewayError?
+}
+
+struct WatchMessage: Decodable {
+    struct Result: Decodable {
+        struct Event: Decodable {
+            var type: String?
+            var kv: RawKeyValue?
+        }
+        var header: Header?
+        var events: [Event]?
+        var canceled: Bool?
+        var cancel_reason: String?
+    }
+    var result: Result?
     var error: GatewayError?
 }
 

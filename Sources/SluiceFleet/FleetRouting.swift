@@ -132,7 +132,7 @@ public actor EtcdRoutingPublisher: TrafficRouter {
     }
 }
 
-/// Every replica's data plane in a fleet: follows the routing table in etcd, applies each new one to
+/// Every replica's data plane in a fleet: watches the routing table in etcd, applies each new one to
 /// the local proxy at once (atomically, as the proxy swaps tables), and reports the revision it
 /// applied under its own leased key. While etcd cannot be reached it keeps serving the last table it
 /// applied, and says so (`state`).
@@ -163,6 +163,8 @@ public final class RoutingFollower: Service, Sendable {
     private let current = Mutex(State())
 
     /// `registry`: where `sluice_fleet_routing_revision` and `sluice_fleet_etcd_reachable` go, for `/metrics`.
+    /// `pollInterval`: how often it looks whether its lease needs renewing or its report writing, and
+    /// waits before watching again after a failure; tables themselves arrive through a watch.
     /// `counts`: told each table applied, so it keeps the counts of the routes in a rollout; the leader
     /// fetches them from `countsURL`, given in the report once known (a port 0 listener binds late).
     public init(client: EtcdClient, keys: FleetKeys, node: String, role: ReplicaReport.Role, listen: String, proxy: ProxyServer, ttl: Int = 5,
@@ -210,8 +212,10 @@ public final class RoutingFollower: Service, Sendable {
     private func follow() async {
         var lease: Int64?
         var leaseRenewed = clock.now()
-        var seenModRevision: Int64 = 0
         var reported: (applied: UInt64, counts: String?, listen: String)?
+        // Applies each routing table as etcd reports it; started again after an outage, since a
+        // watch across one may have gone silent.
+        var watcher: Task<Void, Never>?
         while !Task.isCancelled {
             do {
                 if lease == nil || clock.now() - leaseRenewed >= .seconds(ttl) / 3 {
@@ -223,21 +227,6 @@ public final class RoutingFollower: Service, Sendable {
                         reported = nil
                     }
                 }
-                if let kv = try await client.get(keys.routing), kv.modRevision != seenModRevision {
-                    do {
-                        let table = try JSONDecoder().decode(RoutingTable.self, from: Data(kv.value))
-                        if table.revision > current.withLock({ $0.applied }) {
-                            try await proxy.apply(table)
-                            counts?.follow(table)
-                            current.withLock { $0.applied = table.revision }
-                            gauge("routing_revision", "The fleet revision of the routing table this replica serves by.", Double(table.revision))
-                            logger.info("routing applied", metadata: ["revision": "\(table.revision)", "routes": "\(table.routes.count)"])
-                        }
-                    } catch {
-                        logger.error("cannot apply the fleet's routing table; the last good one stays", metadata: ["error": "\(error)"])
-                    }
-                    seenModRevision = kv.modRevision
-                }
                 let applied = current.withLock { $0.applied }
                 let url = countsURL(), listening = boundListen
                 if reported?.applied != applied || reported?.counts != url || reported?.listen != listening, let lease {
@@ -245,30 +234,84 @@ public final class RoutingFollower: Service, Sendable {
                     try await client.put(keys.replica(node), Array(try JSONEncoder().encode(report)), lease: lease)
                     reported = (applied, url, listening)
                 }
-                let wasFailing = current.withLock { state in
-                    defer {
-                        state.lastContact = clock.now()
-                        state.problem = nil
-                    }
-                    return state.problem != nil
-                }
-                if wasFailing { logger.notice("etcd reachable again; following the fleet's routing") }
-                gauge("etcd_reachable", "1 while this replica reaches etcd; 0 while it serves the last routing table without it.", 1)
+                if reached() { watcher?.cancel(); watcher = nil }
             } catch {
                 if Task.isCancelled { break }
-                let first = current.withLock { state in
-                    defer { state.problem = "\(error)" }
-                    return state.problem == nil
-                }
-                if first { logger.warning("etcd unreachable; serving the last routing table applied", metadata: ["error": "\(error)"]) }
-                gauge("etcd_reachable", "1 while this replica reaches etcd; 0 while it serves the last routing table without it.", 0)
+                failed(error)
             }
+            if watcher == nil { watcher = Task { await self.watchRouting() } }
             try? await clock.sleep(for: pollInterval)
         }
+        watcher?.cancel()
+        await watcher?.value
         if let lease {
             // A task of its own: this one is cancelled. The replica leaves the fleet at once.
             _ = try? await Task { [client] in try await client.revoke(lease: lease) }.value
         }
+    }
+
+    /// Reads the routing key, applies it, then watches it from the next revision and applies each
+    /// new table at once; again after any failure, a poll interval later.
+    private func watchRouting() async {
+        var seen: Int64 = 0
+        while !Task.isCancelled {
+            do {
+                let now = try await client.range(EtcdRange(key: keys.routing))
+                _ = reached()
+                if let kv = now.kvs.first, kv.modRevision != seen {
+                    await apply(kv)
+                    seen = kv.modRevision
+                }
+                try await client.watch(keys.routing, from: now.revision + 1) { event in
+                    _ = reached()
+                    if let kv = event.kv, kv.modRevision != seen {
+                        await apply(kv)
+                        seen = kv.modRevision
+                    }
+                }
+            } catch {
+                if Task.isCancelled { break }
+                failed(error)
+                try? await clock.sleep(for: pollInterval)
+            }
+        }
+    }
+
+    private func apply(_ kv: EtcdKeyValue) async {
+        do {
+            let table = try JSONDecoder().decode(RoutingTable.self, from: Data(kv.value))
+            guard table.revision > current.withLock({ $0.applied }) else { return }
+            try await proxy.apply(table)
+            counts?.follow(table)
+            current.withLock { $0.applied = table.revision }
+            gauge("routing_revision", "The fleet revision of the routing table this replica serves by.", Double(table.revision))
+            logger.info("routing applied", metadata: ["revision": "\(table.revision)", "routes": "\(table.routes.count)"])
+        } catch {
+            logger.error("cannot apply the fleet's routing table; the last good one stays", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// etcd answered. Returns whether it had not before (an outage ended).
+    private func reached() -> Bool {
+        let wasFailing = current.withLock { state in
+            defer {
+                state.lastContact = clock.now()
+                state.problem = nil
+            }
+            return state.problem != nil
+        }
+        if wasFailing { logger.notice("etcd reachable again; following the fleet's routing") }
+        gauge("etcd_reachable", "1 while this replica reaches etcd; 0 while it serves the last routing table without it.", 1)
+        return wasFailing
+    }
+
+    private func failed(_ error: any Error) {
+        let first = current.withLock { state in
+            defer { state.problem = "\(error)" }
+            return state.problem == nil
+        }
+        if first { logger.warning("etcd unreachable; serving the last routing table applied", metadata: ["error": "\(error)"]) }
+        gauge("etcd_reachable", "1 while this replica reaches etcd; 0 while it serves the last routing table without it.", 0)
     }
 }
 

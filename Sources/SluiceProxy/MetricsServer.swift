@@ -3,8 +3,9 @@ import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
 
-/// A small HTTP server for scrapes: `GET /metrics` (Prometheus text format) and `GET /healthz`, and any
-/// `json` paths (a fleet replica's `/fleet/counts`). Loopback by default. Used by `sluice proxy`; the
+/// A small HTTP server for scrapes: `GET /metrics` (Prometheus text format), `GET /healthz` and
+/// `GET /readyz` (with a `readinessNote`, such as a fleet replica serving its last table while etcd is
+/// away: still ready), and any `json` paths (a fleet replica's `/fleet/counts`). Loopback by default. Used by `sluice proxy`; the
 /// controller serves the same exporter on its admin API.
 public struct MetricsServer: Service {
     public let host: String
@@ -13,26 +14,29 @@ public struct MetricsServer: Service {
     private let group: any EventLoopGroup
     private let started: (@Sendable (Int) -> Void)?
     private let json: [String: @Sendable () async throws -> String]
+    private let readinessNote: @Sendable () -> String?
 
     /// `started` gets the bound port, which matters when `port` is 0.
     public init(host: String, port: Int, exporter: PrometheusExporter, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-                json: [String: @Sendable () async throws -> String] = [:], started: (@Sendable (Int) -> Void)? = nil) {
+                json: [String: @Sendable () async throws -> String] = [:], readinessNote: @escaping @Sendable () -> String? = { nil },
+                started: (@Sendable (Int) -> Void)? = nil) {
         self.host = host
         self.port = port
         self.exporter = exporter
         self.group = group
         self.json = json
+        self.readinessNote = readinessNote
         self.started = started
     }
 
     public func run() async throws {
-        let exporter = self.exporter, json = self.json
+        let exporter = self.exporter, json = self.json, readinessNote = self.readinessNote
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(Handler(exporter: exporter, json: json))
+                    try channel.pipeline.syncOperations.addHandler(Handler(exporter: exporter, json: json, readinessNote: readinessNote))
                 }
             }
             .bind(host: host, port: port).get()
@@ -58,11 +62,13 @@ public struct MetricsServer: Service {
 
         let exporter: PrometheusExporter
         let json: [String: @Sendable () async throws -> String]
+        let readinessNote: @Sendable () -> String?
         var head: HTTPRequestHead?
 
-        init(exporter: PrometheusExporter, json: [String: @Sendable () async throws -> String]) {
+        init(exporter: PrometheusExporter, json: [String: @Sendable () async throws -> String], readinessNote: @escaping @Sendable () -> String?) {
             self.exporter = exporter
             self.json = json
+            self.readinessNote = readinessNote
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -78,6 +84,8 @@ public struct MetricsServer: Service {
                     scrapeMetrics(exporter, channel, keepAlive: keepAlive)
                 case (.GET, "/healthz"):
                     MetricsServer.respond(channel, .ok, "text/plain", "ok\n", keepAlive: keepAlive)
+                case (.GET, "/readyz"):
+                    MetricsServer.respond(channel, .ok, "text/plain", "ready\(readinessNote().map { " (\($0))" } ?? "")\n", keepAlive: keepAlive)
                 case (.GET, let path) where json[String(path)] != nil:
                     let render = json[String(path)]!
                     Task {
@@ -88,7 +96,7 @@ public struct MetricsServer: Service {
                         }
                     }
                 default:
-                    MetricsServer.respond(channel, .notFound, "text/plain", "not found; try /metrics or /healthz\n", keepAlive: keepAlive)
+                    MetricsServer.respond(channel, .notFound, "text/plain", "not found; try /metrics, /healthz or /readyz\n", keepAlive: keepAlive)
                 }
             }
         }

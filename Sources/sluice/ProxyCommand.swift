@@ -100,6 +100,7 @@ struct ProxyCommand: AsyncParsableCommand {
         }
         let exporter = PrometheusExporter(metrics: server.metrics)
         var fleetJSON: [String: @Sendable () async throws -> String] = [:]
+        var readinessNote: @Sendable () -> String? = { nil }
         let countsURL = Mutex<String?>(nil)
         if let etcd {
             let node = nodeId ?? "\(ProcessInfo.processInfo.hostName)-\(address.port == 0 ? "\(getpid())" : "\(address.port)")"
@@ -109,11 +110,13 @@ struct ProxyCommand: AsyncParsableCommand {
             let follower = RoutingFollower(client: try EtcdClient(endpoints: RunCommand.urls(etcd)), keys: FleetKeys(prefix: etcdPrefix), node: node,
                                            role: .proxy, listen: listen, proxy: server, ttl: leaseTtl, counts: counts,
                                            countsURL: { countsURL.withLock { $0 } }, registry: exporter.registry, logger: logger)
+            readinessNote = { follower.readinessNote }
             services.append(.init(service: follower))
             services.append(.init(service: TripForwarder(trips: server.tripwireEvents, counts: counts)))
         }
         if let metricsListen, let metricsAddress = ListenAddress(metricsListen) {
-            let metricsServer = MetricsServer(host: metricsAddress.host, port: metricsAddress.port, exporter: exporter, json: fleetJSON) { port in
+            let metricsServer = MetricsServer(host: metricsAddress.host, port: metricsAddress.port, exporter: exporter, json: fleetJSON,
+                                              readinessNote: readinessNote) { port in
                 countsURL.withLock { $0 = metricsAddress.url(port: port, path: "/fleet/counts") }
                 print("sluice proxy: metrics on \(metricsAddress.host):\(port)")
                 fflush(nil)

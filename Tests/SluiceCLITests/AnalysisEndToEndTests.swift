@@ -353,7 +353,7 @@ final class PrometheusProcess: Sendable {
             let handle = try FileHandle(forWritingTo: log)
             process.standardOutput = handle
             process.standardError = handle
-            try process.run()
+            try SpawnLock.run { try process.run() }
             let server = PrometheusProcess(process: process, port: port)
             let ready = try await eventually(timeout: .seconds(30)) {
                 guard process.isRunning else { return true }

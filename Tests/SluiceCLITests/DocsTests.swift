@@ -176,7 +176,7 @@ struct DocsTests {
         let handle = try FileHandle(forWritingTo: output)
         shell.standardOutput = handle
         shell.standardError = handle
-        try shell.run()
+        try SpawnLock.run { try shell.run() }
         defer { kill(-shell.processIdentifier, SIGKILL) }
         let clock = ContinuousClock()
         let deadline = clock.now + .seconds(480)

@@ -114,6 +114,8 @@ extension HeavyEndToEnd {
                                             in: work)
             members["p"] = replica
             proxyPorts["p"] = try await replica.port(after: "serving the fleet's routing on")
+            // A replica has no admin API: its /readyz, /metrics and /fleet/counts are on --metrics-listen.
+            adminPorts["p"] = try await replica.port(after: "sluice proxy: metrics on")
             return Fleet(etcd: etcd, group: group, upstreams: upstreams, work: work, members: members, proxyPorts: proxyPorts, adminPorts: adminPorts)
         }
 
@@ -377,6 +379,10 @@ extension HeavyEndToEnd {
                 #expect(ready.status == 200 && ready.body.contains("serving the last routing table applied") && ready.body.contains("etcd unreachable"),
                         "\(ready.status) \(ready.body)")
                 #expect(try await fleet.raw("b", "/metrics").body.contains(#"sluice_fleet_etcd_reachable{node="b"} 0"#))
+                let replicaReady = try await fleet.raw("p", "/readyz")
+                #expect(replicaReady.status == 200 && replicaReady.body.contains("serving the last routing table applied") && replicaReady.body.contains("etcd unreachable"),
+                        "the proxy replica says so too: \(replicaReady.status) \(replicaReady.body)")
+                #expect(try await fleet.raw("p", "/metrics").body.contains(#"sluice_fleet_etcd_reachable{node="p"} 0"#))
 
                 for index in fleet.etcd.members.indices { try fleet.etcd.restart(member: index) }
                 try await fleet.etcd.waitHealthy()

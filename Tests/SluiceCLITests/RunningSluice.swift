@@ -1,4 +1,5 @@
 import Foundation
+import SluiceTestSupport
 import NIOConcurrencyHelpers
 
 /// A `sluice` process running in the background, with its output collected as it comes.
@@ -12,11 +13,14 @@ final class RunningSluice: Sendable {
         process.executableURL = SluiceBinary.url
         process.arguments = arguments
         process.currentDirectoryURL = directory
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
         let output = self.output
-        try process.run()
+        let pipe = try SpawnLock.run {
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            process.standardError = pipe
+            try process.run()
+            return pipe
+        }
         self.process = process
         // A thread of its own reads until the child's end of the pipe closes. (A `readabilityHandler`
         // left a dispatch source on a descriptor the released `FileHandle` closed, and libdispatch

@@ -43,14 +43,16 @@ enum SluiceBinary {
         process.arguments = arguments
         process.currentDirectoryURL = directory
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        let stdin = Pipe()
-        process.standardInput = stdin
         let finished = DispatchSemaphore(value: 0)
         process.terminationHandler = { _ in finished.signal() }
-        try process.run()
+        let (out, err, stdin) = try SpawnLock.run {
+            let out = Pipe(), err = Pipe(), stdin = Pipe()
+            process.standardOutput = out
+            process.standardError = err
+            process.standardInput = stdin
+            try process.run()
+            return (out, err, stdin)
+        }
         if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
         try stdin.fileHandleForWriting.close()
         // Drain both pipes while it runs, so a chatty child never blocks on a full pipe.

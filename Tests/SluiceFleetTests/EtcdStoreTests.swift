@@ -3,6 +3,7 @@ import Glibc
 import SluiceFleet
 import SluiceRollout
 import SluiceTestSupport
+import Synchronization
 import Testing
 
 /// What the etcd store adds: compare-and-swap between writers, the fence, bounded events, the client's
@@ -47,6 +48,28 @@ extension OnEtcd {
             func comparisons() throws -> [EtcdCompare] { [.modRevision(key, is: revision)] }
             func holds() async throws -> Bool { try await client.get(key)?.modRevision == revision }
             var lostReason: String { "the test's fence key changed" }
+        }
+
+        @Test("a watch reports every change of its key in order from the revision asked, deletes as nil, and ends when cancelled")
+        func watch() async throws {
+            let key = "/watch-\(UUID().uuidString)/routing"
+            let client = try EtcdClusterScope.client()
+            let first = try await client.put(key, Array("one".utf8))
+            let seen = Mutex<[String?]>([])
+            let watching = Task {
+                try await client.watch(key, from: first) { event in
+                    seen.withLock { $0.append(event.kv.map { String(decoding: $0.value, as: UTF8.self) }) }
+                }
+            }
+            try await client.put(key, Array("two".utf8))
+            try await client.put(key + "-other", Array("not this key".utf8))
+            _ = try await client.transaction([], success: [.delete(key)])
+            try await client.put(key, Array("three".utf8))
+            #expect(try await eventually(timeout: .seconds(30)) { seen.withLock { $0.count } >= 4 })
+            #expect(seen.withLock { $0 } == ["one", "two", nil, "three"], "from the revision asked, in order, a delete as nil")
+            watching.cancel()
+            _ = await watching.result
+            #expect(watching.isCancelled)
         }
 
         @Test("a write whose fence no longer holds is refused whole: nothing of it lands")
