@@ -180,6 +180,18 @@ spec:
     failed = report.get("failedRequests", 0) + report.get("notSent", 0) + sum(v.get("errors", 0) for v in versions.values())
     goal(f"Failed requests through a replica at {rate} req/s, during all of it", f"{failed} of {answered + failed} over {report.get('seconds', 0):.0f} s",
          "0", failed == 0)
+except BaseException:
+    # Say why: the end of every process's log, and a copy of every log that outlives the work directory.
+    kept = tempfile.mkdtemp(prefix="sluice-fleet-bench-logs-")
+    for name in os.listdir(work):
+        if name.endswith(".log"): shutil.copy(os.path.join(work, name), kept)
+    print(f"==> logs kept in {kept}", flush=True)
+    for name in sorted(os.listdir(work)):
+        if name.endswith(".log"):
+            lines = open(os.path.join(work, name), errors="replace").read().splitlines()
+            lines = lines[-15:]
+            print(f"--- {name}\n" + "\n".join(lines), flush=True)
+    raise
 finally:
     for p in procs:
         if p.poll() is None: p.send_signal(signal.SIGTERM)

@@ -213,31 +213,32 @@ public final class FleetCountsReader: Service, Sendable {
     /// Fetches every other live replica's counts once, contributes what is new and passes on new trips.
     public func readOnce() async throws {
         let replicas = try await FleetView.replicas(client: client, keys: keys).filter { $0.node != node && $0.counts != nil }
-        let fetched = await withTaskGroup(of: (String, Result<ReplicaCounts, any Error>).self) { group in
+        // A struct, not a tuple of a `Result`, as the group's element: in release builds the runtime
+        // crashed copying that tuple when a child task completed (bench/fleet.sh, Swift 6.3).
+        let fetched = await withTaskGroup(of: Fetched.self) { group in
             for replica in replicas {
                 group.addTask {
                     do {
-                        return (replica.node, .success(try await self.fetch(replica.counts!)))
+                        return Fetched(node: replica.node, counts: try await self.fetch(replica.counts!), error: nil)
                     } catch {
-                        return (replica.node, .failure(error))
+                        return Fetched(node: replica.node, counts: nil, error: "\(error)")
                     }
                 }
             }
-            return await group.reduce(into: [(String, Result<ReplicaCounts, any Error>)]()) { $0.append($1) }
+            var all: [Fetched] = []
+            for await one in group { all.append(one) }
+            return all
         }
         var published: [ReplicaCounts] = []
-        for (node, result) in fetched {
-            switch result {
-            case .success(let counts):
+        for one in fetched {
+            if let counts = one.counts {
                 published.append(counts)
-                if unreachable.withLock({ $0.removeValue(forKey: node) }) != nil {
-                    logger.notice("the counts of a replica can be fetched again", metadata: ["replica": "\(node)"])
+                if unreachable.withLock({ $0.removeValue(forKey: one.node) }) != nil {
+                    logger.notice("the counts of a replica can be fetched again", metadata: ["replica": "\(one.node)"])
                 }
-            case .failure(let error):
-                if unreachable.withLock({ $0.updateValue("\(error)", forKey: node) }) == nil {
-                    logger.warning("cannot fetch a replica's counts; its traffic is left out of the analysis until it can be",
-                                   metadata: ["replica": "\(node)", "error": "\(error)"])
-                }
+            } else if let error = one.error, unreachable.withLock({ $0.updateValue(error, forKey: one.node) }) == nil {
+                logger.warning("cannot fetch a replica's counts; its traffic is left out of the analysis until it can be",
+                               metadata: ["replica": "\(one.node)", "error": "\(error)"])
             }
         }
         let (windows, newTrips) = tally.withLock { $0.absorb(published, fetchedFrom: Set(replicas.map(\.node))) }
@@ -252,6 +253,12 @@ public final class FleetCountsReader: Service, Sendable {
         let body = try await response.body.collect(upTo: 4 << 20)
         guard response.status == .ok else { throw FetchError(description: "\(url) answered \(response.status.code)") }
         return try JSONDecoder().decode(ReplicaCounts.self, from: Data(body.readableBytesView))
+    }
+
+    struct Fetched: Sendable {
+        var node: String
+        var counts: ReplicaCounts?
+        var error: String?
     }
 
     struct FetchError: Error, CustomStringConvertible {

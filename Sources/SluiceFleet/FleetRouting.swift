@@ -67,13 +67,19 @@ public actor EtcdRoutingPublisher: TrafficRouter {
     private let clock: ShellClock
     /// How long `verify` waits for the replicas to apply a new table before it reports it not live yet.
     public let ackTimeout: Duration
+    /// `sluice_fleet_replicas_behind`: the lag series on the leader's `/metrics`.
+    private let behindGauge: Gauge?
 
-    public init(client: EtcdClient, keys: FleetKeys, election: LeaderElection, ackTimeout: Duration = .seconds(1), clock: ShellClock = .system) {
+    public init(client: EtcdClient, keys: FleetKeys, election: LeaderElection, ackTimeout: Duration = .seconds(1), clock: ShellClock = .system,
+                registry: PrometheusCollectorRegistry? = nil) {
         self.client = client
         self.keys = keys
         self.election = election
         self.ackTimeout = ackTimeout
         self.clock = clock
+        behindGauge = registry?.makeGauge(descriptor: .init(
+            namespace: "sluice", subsystem: "fleet", metricName: "replicas_behind", unitName: "",
+            helpText: "Live replicas that did not serve the newest routing table when the leader last looked (0 on a standby)."))
     }
 
     static let encoder: JSONEncoder = {
@@ -116,6 +122,7 @@ public actor EtcdRoutingPublisher: TrafficRouter {
         let deadline = clock.now() + ackTimeout
         while true {
             replicas = try await FleetView.replicas(client: client, keys: keys)
+            behindGauge?.set(Int64(replicas.filter { $0.applied < newest.fleet }.count))
             let applied = replicas.map(\.applied).min()
             if let applied, applied >= newest.fleet { return newest.local }
             guard clock.now() < deadline else {

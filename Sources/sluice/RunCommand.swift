@@ -116,6 +116,7 @@ struct RunCommand: AsyncParsableCommand {
         configuration.eventLoops = eventLoops
         configuration.exposureCapacity = exposureCapacity
         let proxy = ProxyServer(configuration: configuration, logger: logger)
+        let exporter = PrometheusExporter(metrics: proxy.metrics)
         let store: any StatusStore
         let builtinRouter: any TrafficRouter
         let stateLine: String
@@ -126,7 +127,7 @@ struct RunCommand: AsyncParsableCommand {
             let node = nodeId ?? "\(ProcessInfo.processInfo.hostName)-\(address.port == 0 ? "\(getpid())" : "\(address.port)")"
             let election = LeaderElection(client: client, key: keys.leader, nodeID: node, ttl: leaseTtl, logger: logger)
             store = EtcdStatusStore(client: client, prefix: keys.state, fence: election, writer: node)
-            builtinRouter = EtcdRoutingPublisher(client: client, keys: keys, election: election)
+            builtinRouter = EtcdRoutingPublisher(client: client, keys: keys, election: election, registry: exporter.registry)
             fleet = (client, keys, node, election)
             stateLine = "sluice run: state in etcd at \(client.endpoints.joined(separator: ",")) under \(keys.prefix), node \(node)"
         } else {
@@ -143,7 +144,6 @@ struct RunCommand: AsyncParsableCommand {
         // Deployments with route.haproxy go to HAProxy; without --haproxy they cannot be routed, and say so.
         let haproxyRouter = haproxy.flatMap(HAProxyRuntime.init).map { HAProxyRouter(runtime: $0, metrics: proxy.metrics, logger: logger) }
         let router = SplitRouter(builtin: builtinRouter, haproxy: haproxyRouter)
-        let exporter = PrometheusExporter(metrics: proxy.metrics)
         let reconciler = Reconciler(
             manifests: manifests, strategies: strategies ?? SpecFiles.defaultStrategiesDirectory(),
             store: store, router: router, proxyMetrics: proxy.metrics,

@@ -262,6 +262,7 @@ extension HeavyEndToEnd {
                 }, "\(status.withLockedValue { $0 })")
                 let text = status.withLockedValue { $0 }
                 #expect(text.range(of: #"p +proxy +[0-9]+\.[0-9]+ \(behind\) +127\.0\.0\.1:[1-9]"#, options: .regularExpression) != nil, "\(text)")
+                #expect(try await fleet.raw("a", "/metrics").body.contains("sluice_fleet_replicas_behind 1"), "the lag series on the leader")
                 let still = try await fleet.view(via: "a")
                 #expect((still["weights"] as? [String: Int])?["v2"] == 20, "no step while p is behind: \(still)")
 
