@@ -35,7 +35,8 @@ public enum RoutingTableBuilder {
         let backends: [Backend] = versions.compactMap { name in
             guard let version = spec.deployment.version(named: name) else { return nil }
             let tripwire = watched.contains(name) ? routing.tripwire : nil
-            return Backend(version: name, weight: routing.weights[name] ?? 0, endpoints: version.endpoints, healthCheck: version.healthCheck, tripwire: tripwire)
+            return Backend(version: name, weight: routing.weights[name] ?? 0, endpoints: version.endpoints, healthCheck: version.healthCheck, tripwire: tripwire,
+                           tls: version.tls)
         }
         return try RouteRule(
             name: spec.name, host: spec.deployment.route.host, pathPrefix: spec.deployment.route.pathPrefix,

@@ -18,6 +18,8 @@ import SluiceSpec
 /// process, which a connect in flight during shutdown could cause.)
 final class EndpointConnector: Sendable {
     private let lookups: NIOThreadPool
+    /// TLS for `https://` endpoints.
+    let tls = UpstreamTLSContexts()
 
     init() {
         lookups = NIOThreadPool(numberOfThreads: 1)

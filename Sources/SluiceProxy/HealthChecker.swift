@@ -14,6 +14,7 @@ final class HealthChecker: @unchecked Sendable {
     private struct Target: Hashable {
         var endpoint: Endpoint
         var check: HealthCheck
+        var tls: UpstreamTLS?
     }
 
     private final class Probe {
@@ -42,7 +43,7 @@ final class HealthChecker: @unchecked Sendable {
             for route in table.routes {
                 for backend in route.backends {
                     guard let check = backend.healthCheck else { continue }
-                    for endpoint in backend.endpoints { wanted.insert(Target(endpoint: endpoint, check: check)) }
+                    for endpoint in backend.endpoints { wanted.insert(Target(endpoint: endpoint, check: check, tls: backend.tls)) }
                 }
             }
             for (target, probe) in probes where !wanted.contains(target) {
@@ -68,7 +69,7 @@ final class HealthChecker: @unchecked Sendable {
 
     private func run(_ target: Target, _ probe: Probe) {
         HealthProbe.get(target.endpoint, path: target.check.path, timeout: .nanoseconds(Int64(target.check.timeout.milliseconds) * 1_000_000),
-                        on: eventLoop, connector: connector)
+                        on: eventLoop, connector: connector, tls: target.tls)
             .assumeIsolated()
             .whenComplete { [self] result in
                 guard !stopped, probes[target] === probe else { return }
@@ -103,7 +104,7 @@ final class HealthChecker: @unchecked Sendable {
 /// One `GET` on a fresh connection, answering the status code.
 enum HealthProbe {
     static func get(_ endpoint: Endpoint, path: String, timeout: TimeAmount, on eventLoop: any EventLoop,
-                    connector: EndpointConnector) -> EventLoopFuture<Int> {
+                    connector: EndpointConnector, tls: UpstreamTLS? = nil) -> EventLoopFuture<Int> {
         let promise = eventLoop.makePromise(of: Int.self)
         let deadline = eventLoop.scheduleTask(in: timeout) { promise.fail(ChannelError.connectTimeout(timeout)) }
         promise.futureResult.whenComplete { _ in deadline.cancel() }
@@ -111,6 +112,7 @@ enum HealthProbe {
             .connectTimeout(timeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if endpoint.scheme == .https { try connector.tls.secure(channel, to: endpoint, settings: tls) }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(StatusHandler(promise: promise))
                 }

@@ -21,8 +21,12 @@ final class LoopState: @unchecked Sendable {
     private var nextEndpoint: [[Int]] = []
     /// `pools[r][b][e]` serves `table.routes[r].backends[b].endpoints[e]`.
     private var pools: [[[EndpointPool]]] = []
-    /// Every endpoint's pool, kept across tables so connections survive a weight change.
-    private var poolsByEndpoint: [Endpoint: EndpointPool] = [:]
+    /// Every endpoint's pool (with its TLS settings), kept across tables so connections survive a weight change.
+    private var poolsByEndpoint: [PoolKey: EndpointPool] = [:]
+    private struct PoolKey: Hashable {
+        var endpoint: Endpoint
+        var tls: UpstreamTLS?
+    }
     var rng: Xoshiro
     /// Makes request ids; separate from `rng`, so ids do not shift the seeded routing draws.
     var requestIDs: Xoshiro
@@ -73,15 +77,16 @@ final class LoopState: @unchecked Sendable {
         }
         nextEndpoint = newTable.routes.map { Array(repeating: 0, count: $0.backends.count) }
         pools = newTable.routes.map { route in
-            route.backends.map { backend in backend.endpoints.map { pool(for: $0) } }
+            route.backends.map { backend in backend.endpoints.map { pool(for: $0, tls: backend.tls) } }
         }
     }
 
     /// The pool of an endpoint, created on first use. Mirrors and probes use it too.
-    func pool(for endpoint: Endpoint) -> EndpointPool {
-        if let existing = poolsByEndpoint[endpoint] { return existing }
-        let created = EndpointPool(endpoint: endpoint, loop: self)
-        poolsByEndpoint[endpoint] = created
+    func pool(for endpoint: Endpoint, tls: UpstreamTLS?) -> EndpointPool {
+        let key = PoolKey(endpoint: endpoint, tls: endpoint.scheme == .https ? tls : nil)
+        if let existing = poolsByEndpoint[key] { return existing }
+        let created = EndpointPool(endpoint: endpoint, tls: key.tls, loop: self)
+        poolsByEndpoint[key] = created
         return created
     }
 

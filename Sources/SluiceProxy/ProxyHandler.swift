@@ -370,7 +370,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     func upstreamFailed(_ error: any Error) {
         guard let context, case .active(let exchange) = state else { return }
         detachUpstream(exchange, reuse: false)
-        failExchange(exchange, status: .badGateway, error: .reset, context: context)
+        failExchange(exchange, status: .badGateway, error: .of(error), context: context)
     }
 
     func upstreamTimedOut() {

@@ -25,6 +25,9 @@ public enum UpstreamErrorKind: String, Sendable, CaseIterable, Codable {
     case timeout
     /// Every endpoint of the version is marked down: 503.
     case noHealthyEndpoint
+    /// The TLS handshake with an `https://` endpoint failed (a certificate not trusted, a name that does
+    /// not match, no common protocol version): 502.
+    case tls
 }
 
 /// A version failed `failures` requests in a row on one event loop (5xx, connect refused, resets,

@@ -95,6 +95,12 @@ public final class ProxyServer: Sendable {
 
     /// Installs `table` on every event loop. Returns when every loop routes by it.
     public func apply(_ table: RoutingTable) async throws {
+        for route in table.routes {
+            for backend in route.backends where backend.tls?.insecureSkipVerify == true && backend.endpoints.contains(where: { $0.scheme == .https }) {
+                logger.warning("TLS certificates are not verified for this version (insecureSkipVerify): anyone on the path can answer for it",
+                               metadata: ["route": "\(route.name)", "version": "\(backend.version)"])
+            }
+        }
         for loop in loops {
             try await loop.eventLoop.submit { loop.install(table) }.get()
         }

@@ -145,13 +145,16 @@ public struct Backend: Sendable, Equatable, Codable {
     public var healthCheck: HealthCheck?
     /// Report this many hard failures in a row on `ProxyServer.tripwireEvents`; `nil` or 0: never.
     public var tripwire: Int?
+    /// How its `https://` endpoints are verified (`spec.versions[].tls`); `nil`: the system's trust store.
+    public var tls: UpstreamTLS?
 
-    public init(version: String, weight: Int, endpoints: [Endpoint], healthCheck: HealthCheck? = nil, tripwire: Int? = nil) {
+    public init(version: String, weight: Int, endpoints: [Endpoint], healthCheck: HealthCheck? = nil, tripwire: Int? = nil, tls: UpstreamTLS? = nil) {
         self.version = version
         self.weight = weight
         self.endpoints = endpoints
         self.healthCheck = healthCheck
         self.tripwire = tripwire
+        self.tls = tls
     }
 }
 

@@ -20,8 +20,12 @@ final class EndpointPool {
     private var waiters: CircularBuffer<Callback> = []
     private var closed = false
 
-    init(endpoint: Endpoint, loop: LoopState) {
+    /// How an `https://` endpoint is verified.
+    let tls: UpstreamTLS?
+
+    init(endpoint: Endpoint, tls: UpstreamTLS?, loop: LoopState) {
         self.endpoint = endpoint
+        self.tls = tls
         self.loop = loop
     }
 
@@ -84,6 +88,8 @@ final class EndpointPool {
                     maxHeadBytes: configuration.maxHeaderBytes
                 )
                 do {
+                    // TLS first: the handler writes and reads plain bytes either way.
+                    if endpoint.scheme == .https { try self.loop.connector.tls.secure(channel, to: endpoint, settings: self.tls) }
                     try channel.pipeline.syncOperations.addHandler(connection.handler)
                 } catch {
                     channel.close(promise: nil)

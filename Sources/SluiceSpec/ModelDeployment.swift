@@ -139,11 +139,31 @@ public struct ModelVersion: Sendable, Hashable, Codable {
     public var name: String
     public var endpoints: [Endpoint]
     public var healthCheck: HealthCheck?
+    /// How its `https://` endpoints are verified; without it, by the system's trust store and the
+    /// endpoint's host name.
+    public var tls: UpstreamTLS?
 
-    public init(name: String, endpoints: [Endpoint], healthCheck: HealthCheck? = nil) {
+    public init(name: String, endpoints: [Endpoint], healthCheck: HealthCheck? = nil, tls: UpstreamTLS? = nil) {
         self.name = name
         self.endpoints = endpoints
         self.healthCheck = healthCheck
+        self.tls = tls
+    }
+}
+
+/// `spec.versions[].tls`: how Sluice verifies the version's `https://` endpoints.
+public struct UpstreamTLS: Sendable, Hashable, Codable {
+    /// PEM file of the certificates to trust instead of the system's.
+    public var caFile: String?
+    /// The name to ask for (SNI) and to verify, instead of the endpoint's host.
+    public var serverName: String?
+    /// Trust any certificate. For tests only: Sluice logs a warning for every version that uses it.
+    public var insecureSkipVerify: Bool
+
+    public init(caFile: String? = nil, serverName: String? = nil, insecureSkipVerify: Bool = false) {
+        self.caFile = caFile
+        self.serverName = serverName
+        self.insecureSkipVerify = insecureSkipVerify
     }
 }
 

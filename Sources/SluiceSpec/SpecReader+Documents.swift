@@ -196,7 +196,7 @@ extension SpecReader {
     }
 
     private func modelVersion(_ value: SpecValue) -> ModelVersion? {
-        guard let f = fields(value, keys: ["name", "endpoints", "healthCheck"], what: "a version with name and endpoints") else { return nil }
+        guard let f = fields(value, keys: ["name", "endpoints", "healthCheck", "tls"], what: "a version with name and endpoints") else { return nil }
         let name = f.required("name") { identifier($0, what: "version name") }
         let endpoints = f.required("endpoints") { list($0, nonEmpty: true, what: "endpoints") { endpoint($0) } }
         if let endpoints, let listValue = f.value("endpoints"), case .sequence(let sequence) = listValue.node {
@@ -206,8 +206,37 @@ extension SpecReader {
             }
         }
         let healthCheck = f.optional("healthCheck") { self.healthCheck($0) }
+        let tls = f.optional("tls") { self.upstreamTLS($0) }
+        if tls != nil, let endpoints, let tlsValue = f.value("tls"), !endpoints.contains(where: { $0.scheme == .https }) {
+            error("tls applies to https:// endpoints, and this version has none", at: tlsValue)
+        }
         guard let name, let endpoints else { return nil }
-        return ModelVersion(name: name, endpoints: endpoints, healthCheck: healthCheck)
+        return ModelVersion(name: name, endpoints: endpoints, healthCheck: healthCheck, tls: tls)
+    }
+
+    private func upstreamTLS(_ value: SpecValue) -> UpstreamTLS? {
+        guard let f = fields(value, keys: ["caFile", "serverName", "insecureSkipVerify"]) else { return nil }
+        let caFile: String? = f.optional("caFile") { value in
+            guard let text = string(value) else { return nil }
+            guard !text.isEmpty else {
+                error("caFile must name a PEM file", at: value)
+                return nil
+            }
+            return text
+        }
+        let serverName: String? = f.optional("serverName") { value in
+            guard let text = string(value) else { return nil }
+            guard !text.isEmpty, text.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-.".contains($0)) }) else {
+                error("serverName '\(text)' is not a host name", at: value)
+                return nil
+            }
+            return text.lowercased()
+        }
+        let insecure = f.optional("insecureSkipVerify") { bool($0) } ?? false
+        if insecure, caFile != nil, let place = f.value("insecureSkipVerify") {
+            error("insecureSkipVerify trusts any certificate, so caFile would be ignored: give one or the other", at: place)
+        }
+        return UpstreamTLS(caFile: caFile, serverName: serverName, insecureSkipVerify: insecure)
     }
 
     private func healthCheck(_ value: SpecValue) -> HealthCheck? {

@@ -43,7 +43,7 @@ struct ProxyRoutingTests {
             // (Reuse while fresh is the pooling test's job; here only the closing matters, so nothing
             // depends on how fast a loaded machine sends the next request.)
             let loop = try #require(h.proxy.loopsForTesting.first)
-            #expect(try await eventually { try await loop.eventLoop.submit { loop.pool(for: h.endpoint("v1")).openConnections }.get() == 0 },
+            #expect(try await eventually { try await loop.eventLoop.submit { loop.pool(for: h.endpoint("v1"), tls: nil).openConnections }.get() == 0 },
                     "the idle pooled connection is closed")
             let before = h.upstreams["v1"]!.connections
             #expect(try await client.request(.GET, "/models/m").status == 200)

@@ -99,6 +99,14 @@ public final class ChildProcess: @unchecked Sendable {
         exitStatus = status
     }
 
+    /// Whether it has exited, with status 0.
+    public var exitedSuccessfully: Bool {
+        guard !isRunning else { return false }
+        lock.lock()
+        defer { lock.unlock() }
+        return exitStatus == 0
+    }
+
     /// The log so far.
     public var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
 

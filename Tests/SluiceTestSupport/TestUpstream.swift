@@ -2,6 +2,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 
 /// A real HTTP server on 127.0.0.1, port 0, standing in for one model version.
 ///
@@ -22,8 +23,14 @@ public final class TestUpstream: Sendable {
     public var requests: Int { counters.withLockedValue { $0.requests } }
     public var connections: Int { counters.withLockedValue { $0.connections } }
 
-    /// `fixedDelay` delays every response, whatever the path.
-    public static func start(name: String, group: any EventLoopGroup, fixedDelay: TimeAmount? = nil) async throws -> TestUpstream {
+    /// `fixedDelay` delays every response, whatever the path. `tls`: serve HTTPS with this certificate.
+    public static func start(name: String, group: any EventLoopGroup, fixedDelay: TimeAmount? = nil,
+                             tls: TestCertificates.Leaf? = nil) async throws -> TestUpstream {
+        let tlsContext = try tls.map { leaf in
+            try NIOSSLContext(configuration: .makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(leaf.certificate).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: leaf.key, format: .pem))))
+        }
         let box = NIOLockedValueBox((requests: 0, connections: 0))
         let healthy = NIOLockedValueBox(true)
         let ids = NIOLockedValueBox<[String]>([])
@@ -32,6 +39,7 @@ public final class TestUpstream: Sendable {
             .childChannelInitializer { channel in
                 box.withLockedValue { $0.connections += 1 }
                 return channel.eventLoop.makeCompletedFuture {
+                    if let tlsContext { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext)) }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(Handler(name: name, counters: box, fixedDelay: fixedDelay, healthy: healthy, ids: ids))
                 }
