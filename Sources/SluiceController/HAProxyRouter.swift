@@ -159,11 +159,10 @@ public actor HAProxyRouter: TrafficRouter, Service {
                     break
                 }
             }
-            if let failed {
-                unroutable[deployment.spec.name] = failed
-            } else {
-                next[backend] = (deployment.spec.name, weights)
-            }
+            if let failed { unroutable[deployment.spec.name] = failed }
+            // Wanted either way: `verify` then finds HAProxy without these weights, so the step waits
+            // (and pauses past the lag timeout) instead of going on with traffic where it was.
+            next[backend] = (deployment.spec.name, weights)
         }
         if !reached, let lastError { throw lastError }
         for (backend, entry) in next { wanted[backend] = entry }

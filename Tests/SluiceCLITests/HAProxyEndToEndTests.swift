@@ -10,8 +10,8 @@ import Testing
 struct HAProxyEndToEndTests {
     static let servers = ["v1", "v2", "v3"]
 
-    static func manifest(_ version: String, ports: [String: Int]) -> String {
-        let versions = servers.map { "    - {name: \($0), endpoints: [\"http://127.0.0.1:\(ports[$0]!)\"]}" }.joined(separator: "\n")
+    static func manifest(_ version: String, ports: [String: Int], versions names: [String] = servers) -> String {
+        let versions = names.map { "    - {name: \($0), endpoints: [\"http://127.0.0.1:\(ports[$0]!)\"]}" }.joined(separator: "\n")
         return """
             apiVersion: sluice/v1
             kind: ModelDeployment
@@ -44,7 +44,7 @@ struct HAProxyEndToEndTests {
         let harness = try await AnalysisHarness.start(models: [("v1", []), ("v2", []), ("v3", ["--error-rate", "0.4"])], prepare: { ports in
             let instance = try await HAProxyInstance.start(backend: "scorer", servers: Self.servers.map { ($0, ports[$0]!) })
             haproxy.withLockedValue { $0 = instance }
-            return ["--haproxy", instance.runtimeAddress]
+            return ["--haproxy", instance.runtimeAddress, "--lag-timeout", "2"]
         }) { ports in Self.manifest("v1", ports: ports) }
         let instance = try #require(haproxy.withLockedValue { $0 })
         // Traffic through HAProxy's frontend, counting who answered.
@@ -94,6 +94,19 @@ struct HAProxyEndToEndTests {
         #expect(message.hasPrefix("rolled back v3: metric success-rate failed: "), "\(message)")
         #expect(try await eventually { try await instance.weights(backend: "scorer", servers: Self.servers) == ["v1": 0, "v2": 100, "v3": 0] })
         #expect(try await share("v2") == 1, "all traffic back on v2")
+
+        // A version HAProxy has no server for: it refuses the weight, the step does not end, and past
+        // the lag timeout the rollout pauses saying HAProxy is behind. Traffic stays on v2.
+        var ports = harness.modelPorts
+        ports["v4"] = harness.modelPorts["v1"]
+        try Self.manifest("v4", ports: ports, versions: Self.servers + ["v4"])
+            .write(to: harness.work.appendingPathComponent("manifests/scorer.yaml"), atomically: true, encoding: .utf8)
+        let waiting = try await harness.waitFor("the pause for HAProxy", timeout: .seconds(60)) {
+            $0["candidate"] as? String == "v4" && $0["waitingFor"] as? String == "replicas"
+        }
+        #expect((waiting["message"] as? String)?.contains("replicas lagging: haproxy at 127.0.0.1:") == true, "\(waiting)")
+        #expect((waiting["weights"] as? [String: Int])?["v4"] ?? 0 <= 30, "\(waiting)")
+        #expect(try await share("v2") == 1, "HAProxy kept routing as it was")
         traffic.cancel()
         await traffic.value
         try await harness.stop()
