@@ -252,10 +252,13 @@ struct AnalysisEndToEndTests {
 
 @Suite("Analysis providers end to end: webhooks and a real Prometheus", .serialized)
 struct ProviderEndToEndTests {
-    static func gate(_ url: String) -> String {
+    /// A webhook gate. The answering hooks get 5 s: at the suite's peak a hook that answers at once took
+    /// over 1 s to be heard (CI), and one error is a rollback here; the timeout case waits 1 s for a
+    /// hook that answers after 5.
+    static func gate(_ url: String, timeout: String = "5s") -> String {
         """
         - setWeight: 50
-        - analysis: {interval: 1s, metrics: [{name: gate, webhook: {url: "\(url)", timeout: 1s}, consecutiveErrorLimit: 0}]}
+        - analysis: {interval: 1s, metrics: [{name: gate, webhook: {url: "\(url)", timeout: \(timeout)}, consecutiveErrorLimit: 0}]}
         """
     }
 
@@ -278,10 +281,10 @@ struct ProviderEndToEndTests {
         #expect(refused["message"] as? String == "rolled back v3: metric gate failed: webhook answered 503: quality gate says no")
         #expect(AnalysisEndToEndTests.weights(refused) == ["v2": 100])
 
-        try harness.write(AnalysisHarness.canary(version: "v4", ports: harness.modelPorts, steps: Self.gate("\(base)/delay/3000")))
+        try harness.write(AnalysisHarness.canary(version: "v4", ports: harness.modelPorts, steps: Self.gate("\(base)/delay/5000", timeout: "1s")))
         let timedOut = try await harness.waitFor("v4 rolled back") { $0["rejected"] as? String == "v4" }
         let message = timedOut["message"] as? String ?? ""
-        #expect(message.hasPrefix("rolled back v4: metric gate failed: 1 errors in a row (consecutiveErrorLimit 0); last: webhook \(base)/delay/3000: timed out after 1s"), "\(message)")
+        #expect(message.hasPrefix("rolled back v4: metric gate failed: 1 errors in a row (consecutiveErrorLimit 0); last: webhook \(base)/delay/5000: timed out after 1s"), "\(message)")
         #expect(hook.requests >= 3)
         try await harness.stop()
         await hook.stop()
