@@ -7,6 +7,8 @@ public struct ProxyConfiguration: Sendable {
     public var port: Int = 8080
     /// Event loops serving clients; each has its own upstream pools and counters.
     public var eventLoops: Int = System.coreCount
+    /// Serve TLS on the listener with this certificate (reloadable); plain HTTP when `nil`.
+    public var tls: ListenerTLS?
 
     /// Most bytes of request headers (names and values together).
     public var maxHeaderBytes: Int = 32 * 1024

@@ -74,6 +74,7 @@ public final class ProxyServer: Sendable {
                     guard let loop = loopsByID[ObjectIdentifier(channel.eventLoop)] else {
                         throw ChannelError.badInterfaceAddressFamily
                     }
+                    try configuration.tls?.secure(channel)
                     // One handler: it parses requests from the bytes, and writes upstream requests and
                     // client responses as bytes.
                     try channel.pipeline.syncOperations.addHandler(ProxyHandler(loop: loop, clientAddress: channel.remoteAddress?.ipAddress))
@@ -82,7 +83,9 @@ public final class ProxyServer: Sendable {
             .bind(host: configuration.host, port: configuration.port)
             .get()
         serverChannel.withLockedValue { $0 = channel }
-        logger.info("proxy listening", metadata: ["address": "\(channel.localAddress?.description ?? "?")", "eventLoops": "\(loops.count)"])
+        var metadata: Logger.Metadata = ["address": "\(channel.localAddress?.description ?? "?")", "eventLoops": "\(loops.count)"]
+        if let tls = configuration.tls { metadata["tls"] = "\(tls.summary)" }
+        logger.info("proxy listening", metadata: metadata)
     }
 
     /// The per-loop state, for white-box tests.

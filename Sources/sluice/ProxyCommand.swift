@@ -15,8 +15,8 @@ struct ProxyCommand: AsyncParsableCommand {
         discussion: """
             With --routes, the routing table is JSON: {"revision": N, "routes": [{"name", "pathPrefix", \
             "host"?, "backends": [{"version", "weight", "endpoints": ["http://…"]}], "headerRules"?, \
-            "stickiness"?, "mirror"?}]}. Weights of a route sum to 100. SIGHUP reloads the file; an \
-            invalid file keeps the table in force. With --etcd, the proxy is a replica of a fleet: it \
+            "stickiness"?, "mirror"?}]}. Weights of a route sum to 100. SIGHUP reloads the file (and \
+            the --tls-cert certificate); an invalid file keeps the table in force. With --etcd, the proxy is a replica of a fleet: it \
             follows the routing table the leader publishes, applies each new one at once, reports the \
             revision it applied, and keeps serving the last one while etcd is unreachable \
             (docs/operations.md). SIGTERM or SIGINT stops accepting connections and lets requests in \
@@ -41,6 +41,8 @@ struct ProxyCommand: AsyncParsableCommand {
 
     @Option(name: .long, help: ArgumentHelp("Address to serve traffic on.", valueName: "host:port"))
     var listen: String = "127.0.0.1:8080"
+
+    @OptionGroup var tls: ListenerTLSOptions
 
     @Option(name: .long, help: ArgumentHelp("Address for GET /metrics (Prometheus) and /healthz; loopback only by default. Off when not given. Required with --etcd: the fleet's leader fetches this replica's counts there (GET /fleet/counts), so give an address it can reach.", valueName: "host:port"))
     var metricsListen: String?
@@ -80,23 +82,34 @@ struct ProxyCommand: AsyncParsableCommand {
         configuration.host = address.host
         configuration.port = address.port
         configuration.eventLoops = eventLoops
+        configuration.tls = try tls.load()
         var logger = Logger(label: "sluice.proxy")
         logger.logLevel = .info
         let server = ProxyServer(configuration: configuration, logger: logger)
+        let overTLS = configuration.tls == nil ? "" : " over TLS"
         let proxyService = ProxyService(server: server, gracePeriod: .seconds(Int64(gracePeriod))) { server in
             if let table {
                 try await server.apply(table)
-                print("sluice proxy: serving \(table.routes.count) route(s) on \(address.host):\(server.localPort ?? address.port)")
+                print("sluice proxy: serving \(table.routes.count) route(s)\(overTLS) on \(address.host):\(server.localPort ?? address.port)")
             } else {
-                print("sluice proxy: serving the fleet's routing on \(address.host):\(server.localPort ?? address.port)")
+                print("sluice proxy: serving the fleet's routing\(overTLS) on \(address.host):\(server.localPort ?? address.port)")
             }
             fflush(nil)
         }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: Listener(what: "the proxy", address: address, service: proxyService)),
         ]
+        var onHangup: [@Sendable () async -> Void] = []
         if let routes {
-            services.append(.init(service: ReloadOnHangup(server: server, path: routes, logger: logger), successTerminationBehavior: .ignore))
+            onHangup.append { [logger] in await Self.reload(routes, into: server, logger: logger) }
+        }
+        if let listenerTLS = configuration.tls {
+            let reloaders = tls.reloaders(listenerTLS, logger: logger)
+            services += reloaders.services
+            onHangup.append(reloaders.onHangup)
+        }
+        if !onHangup.isEmpty {
+            services.append(.init(service: OnHangup(actions: onHangup), successTerminationBehavior: .ignore))
         }
         let exporter = PrometheusExporter(metrics: server.metrics)
         var fleetJSON: [String: @Sendable () async throws -> String] = [:]
@@ -131,32 +144,23 @@ struct ProxyCommand: AsyncParsableCommand {
         try await group.run()
     }
 
+    /// Re-reads the routing file (on SIGHUP); an invalid one leaves the table in force.
+    static func reload(_ path: String, into server: ProxyServer, logger: Logger) async {
+        do {
+            let table = try readTable(path)
+            try await server.apply(table)
+            logger.info("routing table reloaded", metadata: ["revision": "\(table.revision)"])
+        } catch {
+            logger.error("routing table not reloaded; the previous one stays in force", metadata: ["error": "\(error)"])
+        }
+    }
+
     static func readTable(_ path: String) throws -> RoutingTable {
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
         do {
             return try JSONDecoder().decode(RoutingTable.self, from: data)
         } catch {
             throw ValidationError("\(path): not a valid routing table: \(error)")
-        }
-    }
-}
-
-/// Re-reads the routing file on SIGHUP.
-struct ReloadOnHangup: Service {
-    let server: ProxyServer
-    let path: String
-    let logger: Logger
-
-    func run() async throws {
-        let signals = await UnixSignalsSequence(trapping: .sighup)
-        for await _ in signals.cancelOnGracefulShutdown() {
-            do {
-                let table = try ProxyCommand.readTable(path)
-                try await server.apply(table)
-                logger.info("routing table reloaded", metadata: ["revision": "\(table.revision)"])
-            } catch {
-                logger.error("routing table not reloaded; the previous one stays in force", metadata: ["error": "\(error)"])
-            }
         }
     }
 }

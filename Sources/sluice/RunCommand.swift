@@ -39,6 +39,8 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("State directory: rollout statuses and the event log.", valueName: "dir"))
     var state: String = ".sluice-state"
 
+    @OptionGroup var tls: ListenerTLSOptions
+
     @Option(name: .long, help: ArgumentHelp("Address of the admin API (status, promote, abort, retry, events, /metrics), as HOST:PORT or http://HOST:PORT. Default: $SLUICE_ADMIN (which the client commands read too), else 127.0.0.1:9900. Keep it on loopback unless a token is set.", valueName: "host:port"))
     var admin: String = ProcessInfo.processInfo.environment["SLUICE_ADMIN"] ?? "127.0.0.1:9900"
 
@@ -115,6 +117,7 @@ struct RunCommand: AsyncParsableCommand {
         configuration.port = address.port
         configuration.eventLoops = eventLoops
         configuration.exposureCapacity = exposureCapacity
+        configuration.tls = try tls.load()
         let proxy = ProxyServer(configuration: configuration, logger: logger)
         let exporter = PrometheusExporter(metrics: proxy.metrics)
         let store: any StatusStore
@@ -151,9 +154,10 @@ struct RunCommand: AsyncParsableCommand {
             tripwireEvents: etcd == nil ? proxy.tripwireEvents : nil, registry: exporter.registry, exposures: proxy, shadowPairs: proxy,
             shadowPairsPerSecond: shadowPairsPerSecond, lagTimeout: .seconds(lagTimeout), logger: logger
         )
+        let overTLS = configuration.tls == nil ? "" : " over TLS"
         let proxyService = ProxyService(server: proxy) { server in
             print(stateLine)
-            print("sluice run: proxy on \(address.host):\(server.localPort ?? address.port)")
+            print("sluice run: proxy\(overTLS) on \(address.host):\(server.localPort ?? address.port)")
             fflush(nil)
         }
         let adminAddress = ListenAddress(admin)!
@@ -206,6 +210,11 @@ struct RunCommand: AsyncParsableCommand {
             services.append(.init(service: follower, failureTerminationBehavior: .gracefullyShutdownGroup))
             services += fleetJudgement
             await reconciler.setLeading(false)
+        }
+        if let listenerTLS = configuration.tls {
+            let reloaders = tls.reloaders(listenerTLS, logger: logger)
+            services += reloaders.services
+            services.append(.init(service: OnHangup(actions: [reloaders.onHangup]), successTerminationBehavior: .ignore))
         }
         if let haproxyRouter { services.append(.init(service: haproxyRouter)) }
         services.append(.init(service: reconciler, failureTerminationBehavior: .gracefullyShutdownGroup))

@@ -61,4 +61,84 @@ struct TLSEndToEndTests {
         await upstream.stop()
         try await group.shutdownGracefully()
     }
+
+    /// A request by the real `curl`, trusting only `caFile`: its status, the ALPN protocol the server
+    /// chose and the subject of the certificate it showed.
+    static func curl(port: Int, caFile: String) async throws -> (status: String, alpn: String?, subject: String?) {
+        let result = try await SluiceBinary.runTool("/usr/bin/curl", [
+            "-sS", "-v", "--max-time", "20", "--cacert", caFile, "--resolve", "localhost:\(port):127.0.0.1",
+            "-o", "/dev/null", "-w", "%{http_code}", "https://localhost:\(port)/v2/models/m/x",
+        ], timeout: .seconds(60))
+        func after(_ marker: String) -> String? {
+            result.stderr.split(separator: "\n").first { $0.contains(marker) }.map { line in
+                String(line[line.range(of: marker)!.upperBound...]).trimmingCharacters(in: .whitespaces)
+            }
+        }
+        return (result.stdout, after("ALPN: server accepted"), after("subject:"))
+    }
+
+    @Test("sluice proxy --tls-cert/--tls-key serves curl over verified TLS with ALPN, and puts a renewed certificate in force when the files change and on SIGHUP")
+    func listenerTLS() async throws {
+        let certificates = try await TestCertificates.make()
+        defer { certificates.remove() }
+        let first = try await certificates.leaf("first", names: ["localhost"])
+        let renewed = try await certificates.leaf("renewed", names: ["renewed.example", "localhost"])
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let upstream = try await TestUpstream.start(name: "model", group: group)
+        let directory = certificates.directory
+        let routes = directory.appendingPathComponent("routes.json")
+        try """
+        {"revision": 1, "routes": [{"name": "m", "pathPrefix": "/v2/models/m", "backends": [
+          {"version": "v1", "weight": 100, "endpoints": ["http://127.0.0.1:\(upstream.port)"]}]}]}
+        """.write(to: routes, atomically: true, encoding: .utf8)
+        let certificate = directory.appendingPathComponent("served.pem").path, key = directory.appendingPathComponent("served.key").path
+        func install(_ leaf: TestCertificates.Leaf) throws {
+            for (from, to) in [(leaf.certificate, certificate), (leaf.key, key)] {
+                try? FileManager.default.removeItem(atPath: to + ".new")
+                try FileManager.default.copyItem(atPath: from, toPath: to + ".new")
+                #expect(rename(to + ".new", to) == 0)
+            }
+        }
+
+        // Renewed in place, seen by the file check.
+        try install(first)
+        let watching = try RunningSluice(["proxy", "--routes", routes.path, "--listen", "127.0.0.1:0", "--event-loops", "1",
+                                          "--tls-cert", certificate, "--tls-key", key, "--tls-check-every", "1"])
+        let port = try await watching.port(after: "route(s) over TLS on")
+        let served = try await Self.curl(port: port, caFile: certificates.caFile)
+        #expect(served.status == "200", "\(watching.text)")
+        #expect(served.alpn == "http/1.1", "curl offers h2 and http/1.1; the listener picks http/1.1")
+        #expect(served.subject == "CN=localhost")
+        try install(renewed)
+        #expect(try await eventually(timeout: .seconds(60)) { try await Self.curl(port: port, caFile: certificates.caFile).subject == "CN=renewed.example" },
+                "\(watching.text)")
+        #expect(watching.text.contains("listener certificate reloaded"))
+        #expect(try await watching.stop() == 0)
+
+        // Only on SIGHUP with --tls-check-every 0.
+        try install(first)
+        let hangup = try RunningSluice(["proxy", "--routes", routes.path, "--listen", "127.0.0.1:0", "--event-loops", "1",
+                                        "--tls-cert", certificate, "--tls-key", key, "--tls-check-every", "0"])
+        let hangupPort = try await hangup.port(after: "route(s) over TLS on")
+        #expect(try await Self.curl(port: hangupPort, caFile: certificates.caFile).subject == "CN=localhost")
+        try install(renewed)
+        hangup.signal(SIGHUP)
+        #expect(try await eventually(timeout: .seconds(60)) { try await Self.curl(port: hangupPort, caFile: certificates.caFile).subject == "CN=renewed.example" },
+                "\(hangup.text)")
+        #expect(try await hangup.stop() == 0)
+        await upstream.stop()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("--tls-cert without --tls-key, and a key that is not the certificate's, are refused before anything starts")
+    func listenerTLSFlags() async throws {
+        let certificates = try await TestCertificates.make()
+        defer { certificates.remove() }
+        let a = try await certificates.leaf("a", names: ["localhost"]), b = try await certificates.leaf("b", names: ["localhost"])
+        let lone = try await SluiceBinary.run(["proxy", "--routes", "/dev/null", "--tls-cert", a.certificate])
+        #expect(lone.status != 0 && lone.stderr.contains("--tls-cert needs --tls-key"), "\(lone.stderr)")
+        let mismatched = try await SluiceBinary.run(["run", "--manifests", certificates.directory.path, "--tls-cert", a.certificate, "--tls-key", b.key])
+        #expect(mismatched.status != 0 && mismatched.stderr.contains("\(b.key): is not the private key of the certificate in \(a.certificate)"),
+                "\(mismatched.stderr)")
+    }
 }

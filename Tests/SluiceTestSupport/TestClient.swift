@@ -1,6 +1,9 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
+import NIOTLS
 
 /// A keep-alive HTTP/1.1 client on one real connection, for driving the proxy in tests.
 public final class TestClient: Sendable {
@@ -15,11 +18,17 @@ public final class TestClient: Sendable {
 
     public let channel: any Channel
 
-    public static func connect(port: Int, group: any EventLoopGroup) async throws -> TestClient {
+    /// With `tls`, over TLS: verified by that configuration's trust roots, as `serverName`.
+    public static func connect(port: Int, group: any EventLoopGroup, tls: TLSConfiguration? = nil, serverName: String? = nil) async throws -> TestClient {
+        let context = try tls.map { try NIOSSLContext(configuration: $0) }
         let channel = try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let context {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: serverName))
+                        try channel.pipeline.syncOperations.addHandler(HandshakeRecorder())
+                    }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(Collector())
                 }
@@ -30,6 +39,23 @@ public final class TestClient: Sendable {
 
     private init(channel: any Channel) {
         self.channel = channel
+    }
+
+    /// What a TLS connection agreed on, once its handshake completed (it completes before the first
+    /// response arrives): the ALPN protocol, the TLS version and the server certificate's description.
+    public struct Handshake: Sendable {
+        public var applicationProtocol: String?
+        public var version: TLSVersion?
+        public var certificate: String?
+    }
+
+    public func handshake() async throws -> Handshake {
+        let channel = self.channel
+        return try await channel.eventLoop.submit {
+            let operations = channel.pipeline.syncOperations
+            return Handshake(applicationProtocol: try operations.handler(type: HandshakeRecorder.self).negotiated,
+                             version: try operations.nioSSL_tlsVersion(), certificate: try operations.nioSSL_peerCertificate()?.description)
+        }.get()
     }
 
     /// Sends one request and waits for its whole response. `bodyChunks` are sent as a chunked body.
@@ -190,4 +216,15 @@ public func eventually(timeout: Duration = .seconds(20), _ condition: () async t
         try await Task.sleep(for: .milliseconds(20))
     }
     return try await condition()
+}
+
+/// Notes the protocol a TLS handshake negotiated by ALPN.
+final class HandshakeRecorder: ChannelInboundHandler {
+    typealias InboundIn = NIOAny
+    var negotiated: String?
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .handshakeCompleted(let negotiatedProtocol) = event as? TLSUserEvent { negotiated = negotiatedProtocol }
+        context.fireUserInboundEventTriggered(event)
+    }
 }
