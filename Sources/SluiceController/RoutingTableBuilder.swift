@@ -36,7 +36,7 @@ public enum RoutingTableBuilder {
             guard let version = spec.deployment.version(named: name) else { return nil }
             let tripwire = watched.contains(name) ? routing.tripwire : nil
             return Backend(version: name, weight: routing.weights[name] ?? 0, endpoints: version.endpoints, healthCheck: version.healthCheck, tripwire: tripwire,
-                           tls: version.tls)
+                           tls: version.tls, protocol: version.protocol)
         }
         return try RouteRule(
             name: spec.name, host: spec.deployment.route.host, pathPrefix: spec.deployment.route.pathPrefix,

@@ -90,8 +90,29 @@ final class LoopState: @unchecked Sendable {
         return created
     }
 
+    /// The HTTP/2 connection pool of an endpoint (`protocol: h2c` or `h2` versions), kept across tables.
+    func http2Pool(for endpoint: Endpoint, tls: UpstreamTLS?) -> HTTP2EndpointPool {
+        let key = PoolKey(endpoint: endpoint, tls: endpoint.scheme == .https ? tls : nil)
+        if let existing = http2Pools[key] { return existing }
+        let created = HTTP2EndpointPool(endpoint: endpoint, tls: key.tls, loop: self)
+        http2Pools[key] = created
+        return created
+    }
+
+    private var http2Pools: [PoolKey: HTTP2EndpointPool] = [:]
+
     func closeAllPools() {
         for pool in poolsByEndpoint.values { pool.closeAll() }
+        for pool in http2Pools.values { pool.closeAll() }
+    }
+
+    /// A connect to `endpoint` failed: after `ejectAfterConnectFailures` in a row it is ejected on this
+    /// loop, and probed with a TCP connect until one succeeds.
+    func connectFailed(_ endpoint: Endpoint) {
+        guard health.connectFailed(endpoint, threshold: configuration.ejectAfterConnectFailures) else { return }
+        eventLoop.scheduleTask(in: configuration.ejectedProbeInterval) { [self] in
+            EndpointProber.probe(endpoint, on: self)
+        }
     }
 
     /// The counts since the last drain, of the versions that had any. Versions no longer in the table

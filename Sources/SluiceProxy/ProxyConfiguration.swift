@@ -14,6 +14,8 @@ public struct ProxyConfiguration: Sendable {
     public var maxHeaderBytes: Int = 32 * 1024
     public var maxHeaderCount: Int = 100
     public var maxURILength: Int = 8 * 1024
+    /// Streams an HTTP/2 client may have open at once on one connection (advertised in its SETTINGS).
+    public var http2MaxConcurrentStreams: Int = 256
     /// Largest request body; bigger ones get 413. It streams, so this bounds transfer, not memory.
     public var maxBodyBytes: Int64 = 1 << 30
     /// Time from the first byte of a request to its last header byte (slowloris).

@@ -196,6 +196,14 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
         let stats = loop.stats[routeIndex][backendIndex]
         stats.window.requests += 1
+        if backend.speaksHTTP2 {
+            // An HTTP/2-only version (gRPC): translating HTTP/1.1 requests to HTTP/2 streams is not built yet.
+            stats.recordUpstreamError(.protocolMismatch)
+            stats.recordResponse(status: 502, latencyMicros: 1)
+            respondDirectly(.badGateway, version: backend.version, requestID: requestID, keepAlive: head.keepAlive, context: context)
+            state = .discarding(closeAfter: !head.keepAlive)
+            return
+        }
         guard let pool = loop.pickEndpoint(route: routeIndex, backend: backendIndex) else {
             stats.recordUpstreamError(.noHealthyEndpoint)
             stats.recordResponse(status: 503, latencyMicros: 1)
@@ -250,9 +258,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
                 context.read()
             }
         case .failure(let error):
-            if loop.health.connectFailed(exchange.pool.endpoint, threshold: loop.configuration.ejectAfterConnectFailures) {
-                scheduleEjectedProbe(exchange.pool.endpoint)
-            }
+            loop.connectFailed(exchange.pool.endpoint)
             let status: HTTPResponseStatus = error is EndpointPool.PoolExhausted ? .serviceUnavailable : .badGateway
             failExchange(exchange, status: status, error: .connect, context: context)
         }
@@ -474,13 +480,6 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     private func respondDirectly(_ status: HTTPResponseStatus, version: String?, requestID: RequestID?, keepAlive: Bool, context: ChannelHandlerContext) {
         let response = ResponseWriter.direct(status, version: version, requestID: requestID, close: !keepAlive || quiescing, allocator: allocator)
         context.writeAndFlush(wrapOutboundOut(response), promise: nil)
-    }
-
-    private func scheduleEjectedProbe(_ endpoint: Endpoint) {
-        let loop = self.loop
-        loop.eventLoop.scheduleTask(in: loop.configuration.ejectedProbeInterval) {
-            EndpointProber.probe(endpoint, on: loop)
-        }
     }
 
     /// A request the parser refuses (malformed, smuggling, over a limit) gets its status if no response

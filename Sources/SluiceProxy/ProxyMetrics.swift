@@ -28,6 +28,9 @@ public enum UpstreamErrorKind: String, Sendable, CaseIterable, Codable {
     /// The TLS handshake with an `https://` endpoint failed (a certificate not trusted, a name that does
     /// not match, no common protocol version): 502.
     case tls
+    /// The client's protocol cannot reach the version: an HTTP/2 stream to an HTTP/1.1 version, or an
+    /// HTTP/1.1 request to an HTTP/2-only one (translating between them is not built yet): 502.
+    case protocolMismatch = "protocol"
 }
 
 /// A version failed `failures` requests in a row on one event loop (5xx, connect refused, resets,

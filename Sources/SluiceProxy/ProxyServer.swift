@@ -74,10 +74,10 @@ public final class ProxyServer: Sendable {
                     guard let loop = loopsByID[ObjectIdentifier(channel.eventLoop)] else {
                         throw ChannelError.badInterfaceAddressFamily
                     }
-                    try configuration.tls?.secure(channel)
-                    // One handler: it parses requests from the bytes, and writes upstream requests and
-                    // client responses as bytes.
-                    try channel.pipeline.syncOperations.addHandler(ProxyHandler(loop: loop, clientAddress: channel.remoteAddress?.ipAddress))
+                    // TLS if configured, then HTTP/2 or HTTP/1.1 by what the client asks for. HTTP/1.1 is one
+                    // handler: it parses requests from the bytes, and writes upstream requests and client
+                    // responses as bytes.
+                    try ClientConnection.configure(channel, loop: loop)
                 }
             }
             .bind(host: configuration.host, port: configuration.port)

@@ -7,13 +7,21 @@ import SluiceSpec
 /// shared by every event loop (an `NIOSSLContext` loads the trust store and is costly to make).
 /// Certificates are verified by default: against the system's trust store, or the version's `caFile`.
 final class UpstreamTLSContexts: Sendable {
-    private let contexts = NIOLockedValueBox<[UpstreamTLS: NIOSSLContext]>([:])
+    private struct Key: Hashable {
+        var settings: UpstreamTLS
+        var http2: Bool
+    }
 
-    func context(for settings: UpstreamTLS?) throws -> NIOSSLContext {
-        let settings = settings ?? UpstreamTLS()
-        if let made = contexts.withLockedValue({ $0[settings] }) { return made }
+    private let contexts = NIOLockedValueBox<[Key: NIOSSLContext]>([:])
+
+    /// `http2`: offer only `h2` by ALPN, for `protocol: h2` versions.
+    func context(for settings: UpstreamTLS?, http2: Bool = false) throws -> NIOSSLContext {
+        let key = Key(settings: settings ?? UpstreamTLS(), http2: http2)
+        let settings = key.settings
+        if let made = contexts.withLockedValue({ $0[key] }) { return made }
         var configuration = TLSConfiguration.makeClientConfiguration()
         configuration.minimumTLSVersion = .tlsv12
+        if http2 { configuration.applicationProtocols = ["h2"] }
         if let caFile = settings.caFile {
             configuration.trustRoots = .file(caFile)
         }
@@ -21,7 +29,7 @@ final class UpstreamTLSContexts: Sendable {
             configuration.certificateVerification = .none
         }
         let context = try NIOSSLContext(configuration: configuration)
-        contexts.withLockedValue { $0[settings] = context }
+        contexts.withLockedValue { $0[key] = context }
         return context
     }
 
@@ -34,8 +42,8 @@ final class UpstreamTLSContexts: Sendable {
     }
 
     /// Adds TLS to a connected channel to `endpoint`, before any other handler.
-    func secure(_ channel: any Channel, to endpoint: Endpoint, settings: UpstreamTLS?) throws {
-        let handler = try NIOSSLClientHandler(context: context(for: settings), serverHostname: Self.serverName(endpoint, settings))
+    func secure(_ channel: any Channel, to endpoint: Endpoint, settings: UpstreamTLS?, http2: Bool = false) throws {
+        let handler = try NIOSSLClientHandler(context: context(for: settings, http2: http2), serverHostname: Self.serverName(endpoint, settings))
         try channel.pipeline.syncOperations.addHandler(handler, position: .first)
     }
 }

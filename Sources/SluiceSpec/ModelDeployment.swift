@@ -142,13 +142,29 @@ public struct ModelVersion: Sendable, Hashable, Codable {
     /// How its `https://` endpoints are verified; without it, by the system's trust store and the
     /// endpoint's host name.
     public var tls: UpstreamTLS?
+    /// What its endpoints speak; `nil` for HTTP/1.1.
+    public var `protocol`: UpstreamProtocol?
 
-    public init(name: String, endpoints: [Endpoint], healthCheck: HealthCheck? = nil, tls: UpstreamTLS? = nil) {
+    public init(name: String, endpoints: [Endpoint], healthCheck: HealthCheck? = nil, tls: UpstreamTLS? = nil, protocol: UpstreamProtocol? = nil) {
         self.name = name
         self.endpoints = endpoints
         self.healthCheck = healthCheck
         self.tls = tls
+        self.protocol = `protocol`
     }
+}
+
+/// `spec.versions[].protocol`: what a version's endpoints speak.
+public enum UpstreamProtocol: String, Sendable, Hashable, Codable, CaseIterable {
+    /// HTTP/1.1, the default.
+    case http1 = "http/1.1"
+    /// HTTP/2 with prior knowledge on plain TCP (`http://` endpoints): gRPC servers without TLS.
+    case h2c
+    /// HTTP/2 over TLS (`https://` endpoints), agreed by ALPN.
+    case h2
+
+    /// Whether requests go to it as HTTP/2 streams.
+    public var isHTTP2: Bool { self != .http1 }
 }
 
 /// `spec.versions[].tls`: how Sluice verifies the version's `https://` endpoints.

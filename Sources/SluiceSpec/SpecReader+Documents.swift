@@ -196,7 +196,7 @@ extension SpecReader {
     }
 
     private func modelVersion(_ value: SpecValue) -> ModelVersion? {
-        guard let f = fields(value, keys: ["name", "endpoints", "healthCheck", "tls"], what: "a version with name and endpoints") else { return nil }
+        guard let f = fields(value, keys: ["name", "endpoints", "healthCheck", "tls", "protocol"], what: "a version with name and endpoints") else { return nil }
         let name = f.required("name") { identifier($0, what: "version name") }
         let endpoints = f.required("endpoints") { list($0, nonEmpty: true, what: "endpoints") { endpoint($0) } }
         if let endpoints, let listValue = f.value("endpoints"), case .sequence(let sequence) = listValue.node {
@@ -210,8 +210,26 @@ extension SpecReader {
         if tls != nil, let endpoints, let tlsValue = f.value("tls"), !endpoints.contains(where: { $0.scheme == .https }) {
             error("tls applies to https:// endpoints, and this version has none", at: tlsValue)
         }
+        let upstreamProtocol: UpstreamProtocol? = f.optional("protocol") { value in
+            guard let text = string(value) else { return nil }
+            guard let known = UpstreamProtocol(rawValue: text) else {
+                error("protocol '\(text)' is not one of \(UpstreamProtocol.allCases.map(\.rawValue).joined(separator: ", "))", at: value)
+                return nil
+            }
+            return known
+        }
+        if let upstreamProtocol, upstreamProtocol.isHTTP2, let endpoints, let place = f.value("protocol") {
+            let wanted: Endpoint.Scheme = upstreamProtocol == .h2 ? .https : .http
+            if let other = endpoints.first(where: { $0.scheme != wanted }) {
+                error(upstreamProtocol == .h2 ? "protocol h2 is HTTP/2 over TLS and needs https:// endpoints; '\(other)' is not (h2c is HTTP/2 on plain TCP)"
+                                              : "protocol h2c is HTTP/2 on plain TCP and needs http:// endpoints; '\(other)' is not (h2 is HTTP/2 over TLS)", at: place)
+            }
+            if healthCheck != nil, let check = f.value("healthCheck") {
+                error("healthCheck probes speak HTTP/1.1, and this version speaks \(upstreamProtocol.rawValue) only; leave it out (a version that refuses connections is still ejected)", at: check)
+            }
+        }
         guard let name, let endpoints else { return nil }
-        return ModelVersion(name: name, endpoints: endpoints, healthCheck: healthCheck, tls: tls)
+        return ModelVersion(name: name, endpoints: endpoints, healthCheck: healthCheck, tls: tls, protocol: upstreamProtocol)
     }
 
     private func upstreamTLS(_ value: SpecValue) -> UpstreamTLS? {

@@ -1,0 +1,675 @@
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+import NIOPosix
+import NIOTLS
+import SluiceSpec
+
+// MARK: - A client connection's protocol
+
+/// Sets up an accepted client connection: HTTP/2 when the client asks for it (ALPN `h2` over TLS, or
+/// the HTTP/2 connection preface on plain TCP, "prior knowledge"), else HTTP/1.1 (`ProxyHandler`).
+enum ClientConnection {
+    static func configure(_ channel: any Channel, loop: LoopState) throws {
+        let clientAddress = channel.remoteAddress?.ipAddress
+        let operations = channel.pipeline.syncOperations
+        guard let tls = loop.configuration.tls else {
+            try operations.addHandler(PrefaceSniffer(loop: loop, clientAddress: clientAddress))
+            return
+        }
+        try tls.secure(channel)
+        try operations.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
+            channel.eventLoop.makeCompletedFuture {
+                if case .negotiated("h2") = result {
+                    try http2(channel, loop: loop, clientAddress: clientAddress)
+                } else {
+                    try channel.pipeline.syncOperations.addHandler(ProxyHandler(loop: loop, clientAddress: clientAddress))
+                }
+            }
+        })
+    }
+
+    /// HTTP/2 on `channel`: each stream is served by an `HTTP2ClientStream`. The limits are swift-nio-http2's:
+    /// concurrent streams and header-list size as advertised here, and its defences against floods of
+    /// resets, empty frames and control frames.
+    static func http2(_ channel: any Channel, loop: LoopState, clientAddress: String?) throws {
+        var connection = NIOHTTP2Handler.ConnectionConfiguration()
+        connection.initialSettings = [
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: loop.configuration.http2MaxConcurrentStreams),
+            HTTP2Setting(parameter: .maxHeaderListSize, value: loop.configuration.maxHeaderBytes),
+        ]
+        _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+            mode: .server, connectionConfiguration: connection, streamConfiguration: .init()
+        ) { stream in
+            stream.eventLoop.makeCompletedFuture {
+                try stream.pipeline.syncOperations.addHandler(HTTP2ClientStream(loop: loop, clientAddress: clientAddress))
+            }
+        }
+    }
+}
+
+/// The first handler of a plain client connection: it looks at the first bytes, sets up HTTP/2 if they
+/// are the HTTP/2 connection preface and HTTP/1.1 otherwise, and removes itself.
+final class PrefaceSniffer: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+    private let loop: LoopState
+    private let clientAddress: String?
+    private var held: ByteBuffer?
+
+    init(loop: LoopState, clientAddress: String?) {
+        self.loop = loop
+        self.clientAddress = clientAddress
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var input = unwrapInboundIn(data)
+        if var held {
+            held.writeBuffer(&input)
+            input = held
+        }
+        let seen = min(input.readableBytes, Self.preface.count)
+        let isPreface = input.readableBytesView.prefix(seen).elementsEqual(Self.preface.prefix(seen))
+        if isPreface, seen < Self.preface.count {
+            held = input // Not enough bytes to tell yet.
+            return
+        }
+        held = nil
+        do {
+            if isPreface {
+                try ClientConnection.http2(context.channel, loop: loop, clientAddress: clientAddress)
+            } else {
+                try context.pipeline.syncOperations.addHandler(ProxyHandler(loop: loop, clientAddress: clientAddress))
+            }
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        context.fireChannelRead(wrapInboundOut(input))
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+}
+
+// MARK: - A client's stream
+
+/// One HTTP/2 stream of a client, routed, weighted and sticky like an HTTP/1.1 request, and forwarded
+/// as a stream of a pooled HTTP/2 connection to the chosen version. Frames are relayed both ways as
+/// they come (bodies and trailers stream, bidirectional gRPC included), with backpressure: each side
+/// reads only while the other can take more.
+///
+/// A response counts by its status, and a gRPC response by the `grpc-status` of its trailers (its HTTP
+/// status is 200 even when the call failed): see `GRPCStatus.httpEquivalent`.
+final class HTTP2ClientStream: ChannelDuplexHandler {
+    typealias InboundIn = HTTP2Frame.FramePayload
+    typealias OutboundIn = HTTP2Frame.FramePayload
+    typealias OutboundOut = HTTP2Frame.FramePayload
+
+    private final class Exchange {
+        let version: String
+        let stats: LoopVersionStats
+        let start: NIODeadline
+        let requestID: String
+        let isGRPC: Bool
+        var upstream: HTTP2UpstreamStream?
+        /// Frames that arrived before the upstream stream was open.
+        var pending: [HTTP2Frame.FramePayload] = []
+        /// The final (non-1xx) response status, once its head came.
+        var status: Int?
+        var grpcStatus: Int?
+        var finished = false
+        var timeout: Scheduled<Void>?
+
+        init(version: String, stats: LoopVersionStats, start: NIODeadline, requestID: String, isGRPC: Bool) {
+            (self.version, self.stats, self.start, self.requestID, self.isGRPC) = (version, stats, start, requestID, isGRPC)
+        }
+    }
+
+    private let loop: LoopState
+    private let clientAddress: String?
+    private var context: ChannelHandlerContext?
+    private var exchange: Exchange?
+    /// The request was answered by the proxy itself; what else the client sends is dropped.
+    private var answered = false
+    private var pendingRead = false
+
+    init(loop: LoopState, clientAddress: String?) {
+        self.loop = loop
+        self.clientAddress = clientAddress
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    // MARK: Client → upstream
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let payload = unwrapInboundIn(data)
+        if exchange == nil, !answered, case .headers(let headers) = payload {
+            start(headers, context: context)
+            return
+        }
+        guard let exchange, !exchange.finished else { return }
+        switch payload {
+        case .headers, .data:
+            if let upstream = exchange.upstream {
+                upstream.write(payload)
+            } else {
+                exchange.pending.append(payload)
+            }
+        default:
+            break
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        exchange?.upstream?.flush()
+        context.fireChannelReadComplete()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if let upstream = exchange?.upstream, !upstream.isWritable {
+            pendingRead = true
+        } else {
+            context.read()
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { exchange?.upstream?.clientBecameWritable() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // The client reset the stream or went away: the upstream's stream is cancelled with it.
+        if let exchange, !exchange.finished {
+            exchange.finished = true
+            exchange.timeout?.cancel()
+            exchange.stats.inFlight -= 1
+            exchange.upstream?.cancel()
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    private func start(_ frame: HTTP2Frame.FramePayload.Headers, context: ChannelHandlerContext) {
+        let now = NIODeadline.now()
+        let headers = frame.headers
+        let path = headers.first(name: ":path") ?? "/"
+        let authority = headers.first(name: ":authority") ?? headers.first(name: "host")
+        let isGRPC = headers.first(name: "content-type")?.hasPrefix("application/grpc") ?? false
+        let clientID = headers.first(name: "x-request-id").flatMap { RequestID(client: ByteBuffer(string: $0)) }
+        let table = loop.table
+        guard let routeIndex = Self.match(table, host: authority, path: path) else {
+            respond(404, grpc: (12, "no route for \(path)"), version: nil, requestID: (clientID ?? RequestID(generatedBy: &loop.requestIDs)).text,
+                    isGRPC: isGRPC)
+            return
+        }
+        let route = table.routes[routeIndex]
+        let backendIndex = route.backends.count == 1 && route.headerRules.isEmpty ? 0 : VersionChooser.choose(
+            route,
+            header: { name in headers.first(name: name).map { Substring($0) } },
+            cookie: { name in Self.cookie(headers, name) },
+            using: &loop.rng
+        )
+        let backend = route.backends[backendIndex]
+        let requestID: RequestID
+        if route.experiment != nil {
+            let unit: Substring? = switch route.stickiness {
+            case .header(let name)?: headers.first(name: name).map { Substring($0) }
+            case .cookie(let name)?: Self.cookie(headers, name)
+            case nil: nil
+            }
+            requestID = clientID ?? RequestID(generatedBy: &loop.requestIDs, slot: loop.exposures.nextSlot)
+            loop.exposures.record(requestID.exposureKey, indexed: clientID == nil, unit: unit,
+                                  variant: loop.exposureVariants[routeIndex][backendIndex], at: now)
+        } else {
+            requestID = clientID ?? RequestID(generatedBy: &loop.requestIDs)
+        }
+        let id = requestID.text
+        let stats = loop.stats[routeIndex][backendIndex]
+        stats.window.requests += 1
+        guard backend.speaksHTTP2 else {
+            // Translating HTTP/2 streams to HTTP/1.1 requests is not built yet.
+            stats.recordUpstreamError(.protocolMismatch)
+            stats.recordResponse(status: 502, latencyMicros: 1)
+            respond(502, grpc: (14, "version \(backend.version) speaks HTTP/1.1, and HTTP/2 clients reach protocol h2c or h2 versions only"),
+                    version: backend.version, requestID: id, isGRPC: isGRPC)
+            return
+        }
+        guard let endpoint = loop.pickEndpoint(route: routeIndex, backend: backendIndex)?.endpoint else {
+            stats.recordUpstreamError(.noHealthyEndpoint)
+            stats.recordResponse(status: 503, latencyMicros: 1)
+            respond(503, grpc: (14, "no healthy endpoint of \(backend.version)"), version: backend.version, requestID: id, isGRPC: isGRPC)
+            return
+        }
+        stats.inFlight += 1
+        let exchange = Exchange(version: backend.version, stats: stats, start: now, requestID: id, isGRPC: isGRPC)
+        self.exchange = exchange
+        var forwarded = HPACKHeaders()
+        forwarded.reserveCapacity(headers.count + 2)
+        var forwardedFor: String?
+        for (name, value, indexing) in headers {
+            switch name {
+            case ":path":
+                forwarded.add(name: name, value: route.replacePrefix.map { Self.rewrite(path, prefix: route.pathPrefix, with: $0) } ?? value, indexing: indexing)
+            case "x-request-id":
+                break
+            case "x-forwarded-for":
+                forwardedFor = forwardedFor.map { "\($0), \(value)" } ?? value
+            default:
+                forwarded.add(name: name, value: value, indexing: indexing)
+            }
+        }
+        forwarded.add(name: "x-request-id", value: id)
+        if let clientAddress { forwarded.add(name: "x-forwarded-for", value: forwardedFor.map { "\($0), \(clientAddress)" } ?? clientAddress) }
+        exchange.pending.append(.headers(.init(headers: forwarded, endStream: frame.endStream)))
+        exchange.timeout = loop.eventLoop.assumeIsolated().scheduleTask(in: loop.configuration.upstreamResponseTimeout) { [weak self] in
+            self?.fail(exchange, status: 504, kind: .timeout, message: "no response from \(exchange.version) in time")
+        }
+        let upstream = HTTP2UpstreamStream(client: self)
+        loop.http2Pool(for: endpoint, tls: backend.tls).open(upstream) { [weak self] result in
+            guard let self, self.exchange === exchange, !exchange.finished else {
+                upstream.cancel()
+                return
+            }
+            switch result {
+            case .success:
+                exchange.upstream = upstream
+                for payload in exchange.pending { upstream.write(payload) }
+                exchange.pending.removeAll()
+                upstream.flush()
+                if self.pendingRead, upstream.isWritable {
+                    self.pendingRead = false
+                    self.context?.read()
+                }
+            case .failure(let error):
+                self.fail(exchange, status: 502, kind: UpstreamErrorKind.of(error) == .tls ? .tls : .connect,
+                          message: "cannot reach \(exchange.version): \(error)")
+            }
+        }
+    }
+
+    // MARK: Upstream → client
+
+    /// Whether the upstream stream may read more: not while the client's stream is full.
+    var upstreamMayRead: Bool { context?.channel.isWritable ?? false }
+
+    func upstreamReceived(_ payload: HTTP2Frame.FramePayload) {
+        guard let context, let exchange, !exchange.finished else { return }
+        switch payload {
+        case .headers(var frame):
+            if exchange.status == nil {
+                let status = frame.headers.first(name: ":status").flatMap { Int($0) } ?? 502
+                if status >= 200 {
+                    exchange.status = status
+                    exchange.timeout?.cancel()
+                    frame.headers.add(name: "x-sluice-version", value: exchange.version)
+                    if frame.endStream { exchange.grpcStatus = frame.headers.first(name: "grpc-status").flatMap { Int($0) } }
+                }
+            } else {
+                exchange.grpcStatus = frame.headers.first(name: "grpc-status").flatMap { Int($0) }
+            }
+            context.write(wrapOutboundOut(.headers(frame)), promise: nil)
+            if frame.endStream { finish(exchange) }
+        case .data(let frame):
+            context.write(wrapOutboundOut(payload), promise: nil)
+            if frame.endStream { finish(exchange) }
+        default:
+            break
+        }
+    }
+
+    func upstreamReadComplete() {
+        context?.flush()
+    }
+
+    func upstreamBecameWritable() {
+        guard pendingRead else { return }
+        pendingRead = false
+        context?.read()
+    }
+
+    /// The upstream's stream closed. Before the response ended, that is a reset: a 502 when nothing was
+    /// sent yet, else the client's stream is reset too.
+    func upstreamClosed() {
+        guard let exchange, !exchange.finished else { return }
+        if exchange.status == nil {
+            fail(exchange, status: 502, kind: .reset, message: "\(exchange.version) reset the stream")
+        } else {
+            exchange.stats.recordUpstreamError(.reset)
+            complete(exchange, status: 502)
+            context?.close(promise: nil)
+        }
+    }
+
+    private func finish(_ exchange: Exchange) {
+        context?.flush()
+        let status = exchange.grpcStatus.map { GRPCStatus.httpEquivalent($0) } ?? exchange.status ?? 502
+        complete(exchange, status: status)
+    }
+
+    private func complete(_ exchange: Exchange, status: Int) {
+        exchange.finished = true
+        exchange.timeout?.cancel()
+        exchange.stats.inFlight -= 1
+        let micros = (NIODeadline.now() - exchange.start).nanoseconds / 1000
+        exchange.stats.recordResponse(status: status, latencyMicros: UInt64(max(1, micros)))
+    }
+
+    private func fail(_ exchange: Exchange, status: Int, kind: UpstreamErrorKind, message: String) {
+        guard !exchange.finished else { return }
+        exchange.stats.recordUpstreamError(kind)
+        complete(exchange, status: status)
+        exchange.upstream?.cancel()
+        if exchange.status == nil {
+            respond(status, grpc: (14, message), version: exchange.version, requestID: exchange.requestID, isGRPC: exchange.isGRPC)
+        } else {
+            context?.close(promise: nil)
+        }
+    }
+
+    /// Answers the stream from the proxy: the HTTP status, or for a gRPC request a trailers-only
+    /// response with `grpc-status` (gRPC clients read that, not the HTTP status).
+    private func respond(_ status: Int, grpc: (code: Int, message: String), version: String?, requestID: String, isGRPC: Bool) {
+        guard let context else { return }
+        answered = true
+        var headers: HPACKHeaders
+        if isGRPC {
+            headers = [":status": "200", "content-type": "application/grpc", "grpc-status": String(grpc.code), "grpc-message": Self.percentEncoded(grpc.message)]
+        } else {
+            headers = [":status": String(status), "content-length": "0"]
+        }
+        if let version { headers.add(name: "x-sluice-version", value: version) }
+        headers.add(name: "x-request-id", value: requestID)
+        context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: headers, endStream: true))), promise: nil)
+    }
+
+    // MARK: Helpers
+
+    static func match(_ table: RoutingTable, host: String?, path: String) -> Int? {
+        var path = path
+        return path.withUTF8 { target in
+            guard var host else { return table.matchIndex(host: nil, target: UnsafeRawBufferPointer(target)) }
+            return host.withUTF8 { table.matchIndex(host: UnsafeRawBufferPointer($0), target: UnsafeRawBufferPointer(target)) }
+        }
+    }
+
+    /// `path` with the route's `prefix` replaced, the way `RequestWriter` rewrites an HTTP/1.1 target:
+    /// one slash where the replacement ends with one and the rest starts with one.
+    static func rewrite(_ path: String, prefix: String, with replacement: String) -> String {
+        var rest = path.utf8.dropFirst(prefix.utf8.count)
+        if replacement.utf8.last == UInt8(ascii: "/"), rest.first == UInt8(ascii: "/") { rest = rest.dropFirst() }
+        return replacement + String(Substring(rest))
+    }
+
+    static func cookie(_ headers: HPACKHeaders, _ name: String) -> Substring? {
+        // HTTP/2 clients may split cookies over several fields (RFC 9113 §8.2.3).
+        for value in headers[canonicalForm: "cookie"] {
+            let trimmed = value.drop { $0 == " " }
+            if trimmed.hasPrefix(name), trimmed.dropFirst(name.count).first == "=" { return Substring(trimmed.dropFirst(name.count + 1)) }
+        }
+        return nil
+    }
+
+    /// `grpc-message` is percent-encoded (the gRPC HTTP/2 protocol).
+    static func percentEncoded(_ text: String) -> String {
+        var out = ""
+        for byte in text.utf8 {
+            if (0x20...0x7e).contains(byte), byte != UInt8(ascii: "%") {
+                out.unicodeScalars.append(Unicode.Scalar(byte))
+            } else {
+                out += "%" + String(byte, radix: 16, uppercase: true).leftPadded(to: 2)
+            }
+        }
+        return out
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(to width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
+    }
+}
+
+/// gRPC status codes as HTTP statuses, so a failed call counts like a failed request: the mapping of
+/// Google's API design guide (`google.rpc.Code`). OK is 200, client mistakes are 4xx, and the server's
+/// failures (UNKNOWN, INTERNAL, UNAVAILABLE, DATA_LOSS, DEADLINE_EXCEEDED, UNIMPLEMENTED) are 5xx.
+enum GRPCStatus {
+    static func httpEquivalent(_ code: Int) -> Int {
+        switch code {
+        case 0: 200
+        case 1: 499 // CANCELLED
+        case 3, 9, 11: 400 // INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE
+        case 4: 504 // DEADLINE_EXCEEDED
+        case 5: 404 // NOT_FOUND
+        case 6, 10: 409 // ALREADY_EXISTS, ABORTED
+        case 7: 403 // PERMISSION_DENIED
+        case 8: 429 // RESOURCE_EXHAUSTED
+        case 12: 501 // UNIMPLEMENTED
+        case 14: 503 // UNAVAILABLE
+        case 16: 401 // UNAUTHENTICATED
+        default: 500 // UNKNOWN, INTERNAL, DATA_LOSS and codes not defined
+        }
+    }
+}
+
+// MARK: - Upstream
+
+/// The proxy's end of one stream to an upstream: passes what arrives to its `HTTP2ClientStream`, and
+/// reads only while that client's stream can take more.
+final class HTTP2UpstreamStream: ChannelDuplexHandler {
+    typealias InboundIn = HTTP2Frame.FramePayload
+    typealias OutboundIn = HTTP2Frame.FramePayload
+    typealias OutboundOut = HTTP2Frame.FramePayload
+
+    /// Released when the stream closes, which breaks the cycle with the client's stream.
+    private var client: HTTP2ClientStream?
+    private var context: ChannelHandlerContext?
+    private var pendingRead = false
+    private var cancelled = false
+
+    init(client: HTTP2ClientStream) {
+        self.client = client
+    }
+
+    var isWritable: Bool { context?.channel.isWritable ?? false }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if cancelled { context.close(promise: nil) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        client = nil
+    }
+
+    func write(_ payload: HTTP2Frame.FramePayload) {
+        context?.write(wrapOutboundOut(payload), promise: nil)
+    }
+
+    func flush() {
+        context?.flush()
+    }
+
+    /// Resets the stream (its channel's close sends RST_STREAM).
+    func cancel() {
+        cancelled = true
+        client = nil
+        context?.close(promise: nil)
+    }
+
+    func clientBecameWritable() {
+        guard pendingRead else { return }
+        pendingRead = false
+        context?.read()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        client?.upstreamReceived(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        client?.upstreamReadComplete()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if let client, !client.upstreamMayRead {
+            pendingRead = true
+        } else {
+            context.read()
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { client?.upstreamBecameWritable() }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        let client = self.client
+        self.client = nil
+        client?.upstreamClosed()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
+
+/// The HTTP/2 connection to one endpoint on one event loop, opened when first needed and shared by every
+/// stream to it (swift-nio-http2 queues streams beyond the server's concurrency limit). A connection
+/// that closes or says GOAWAY is replaced by a new one for the streams after.
+final class HTTP2EndpointPool {
+    typealias Multiplexer = NIOHTTP2Handler.StreamMultiplexer
+    let endpoint: Endpoint
+    let tls: UpstreamTLS?
+    private unowned let loop: LoopState
+    private var connection: (channel: any Channel, multiplexer: Multiplexer)?
+    private var waiting: [(Result<Multiplexer, any Error>) -> Void] = []
+    private var connecting = false
+    private var closed = false
+
+    init(endpoint: Endpoint, tls: UpstreamTLS?, loop: LoopState) {
+        self.endpoint = endpoint
+        self.tls = tls
+        self.loop = loop
+    }
+
+    /// Opens a stream served by `handler`; `callback` says whether it opened.
+    func open(_ handler: HTTP2UpstreamStream, _ callback: @escaping (Result<Void, any Error>) -> Void) {
+        let eventLoop = loop.eventLoop
+        multiplexer { result in
+            switch result {
+            case .failure(let error):
+                callback(.failure(error))
+            case .success(let multiplexer):
+                let promise = eventLoop.makePromise(of: (any Channel).self)
+                let bound = NIOLoopBound(handler, eventLoop: eventLoop)
+                multiplexer.createStreamChannel(promise: promise) { stream in
+                    stream.eventLoop.makeCompletedFuture { try stream.pipeline.syncOperations.addHandler(bound.value) }
+                }
+                promise.futureResult.assumeIsolated().whenComplete { callback($0.map { _ in () }) }
+            }
+        }
+    }
+
+    private func multiplexer(_ callback: @escaping (Result<Multiplexer, any Error>) -> Void) {
+        if let connection, connection.channel.isActive {
+            callback(.success(connection.multiplexer))
+            return
+        }
+        guard !closed else {
+            callback(.failure(ChannelError.ioOnClosedChannel))
+            return
+        }
+        waiting.append(callback)
+        guard !connecting else { return }
+        connecting = true
+        connect()
+    }
+
+    private func connect() {
+        let configuration = loop.configuration
+        let endpoint = self.endpoint, tls = self.tls, connector = loop.connector
+        let isTLS = endpoint.scheme == .https
+        let bootstrap = ClientBootstrap(group: loop.eventLoop)
+            .connectTimeout(configuration.upstreamConnectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if isTLS { try connector.tls.secure(channel, to: endpoint, settings: tls, http2: true) }
+                    var connection = NIOHTTP2Handler.ConnectionConfiguration()
+                    connection.initialSettings = [
+                        HTTP2Setting(parameter: .enablePush, value: 0),
+                        HTTP2Setting(parameter: .maxHeaderListSize, value: configuration.maxHeaderBytes),
+                    ]
+                    // The server opens no streams to the proxy (push is off): any it tries is closed.
+                    _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                        mode: .client, connectionConfiguration: connection, streamConfiguration: .init()
+                    ) { stream in stream.close() }
+                    try channel.pipeline.syncOperations.addHandler(GoAwayWatcher())
+                }
+            }
+        loop.connector.connect(bootstrap, to: endpoint, on: loop.eventLoop).assumeIsolated().whenComplete { result in
+            self.connecting = false
+            let waiting = self.waiting
+            self.waiting = []
+            let outcome: Result<Multiplexer, any Error> = result.flatMap { channel in
+                Result {
+                    let multiplexer = try channel.pipeline.syncOperations.handler(type: NIOHTTP2Handler.self).syncMultiplexer()
+                    try channel.pipeline.syncOperations.handler(type: GoAwayWatcher.self).onGoAway = { [weak self] in self?.retire(channel) }
+                    return multiplexer
+                }
+            }
+            switch outcome {
+            case .success(let multiplexer):
+                let channel = try! result.get()
+                if self.closed {
+                    channel.close(promise: nil)
+                    for callback in waiting { callback(.failure(ChannelError.ioOnClosedChannel)) }
+                    return
+                }
+                self.loop.health.connectSucceeded(endpoint)
+                self.connection = (channel, multiplexer)
+                channel.closeFuture.assumeIsolated().whenComplete { _ in self.retire(channel) }
+            case .failure:
+                if case .success(let channel) = result { channel.close(promise: nil) }
+                self.loop.connectFailed(endpoint)
+            }
+            for callback in waiting { callback(outcome) }
+        }
+    }
+
+    /// New streams go to a new connection; the streams open on this one finish there.
+    private func retire(_ channel: any Channel) {
+        if let connection, connection.channel === channel { self.connection = nil }
+    }
+
+    /// Closes the connection and refuses new streams: the proxy is shutting down.
+    func closeAll() {
+        closed = true
+        connection?.channel.close(promise: nil)
+        connection = nil
+    }
+}
+
+/// Tells its pool when the server sends GOAWAY, so no new stream goes to a connection that is closing.
+final class GoAwayWatcher: ChannelInboundHandler {
+    typealias InboundIn = HTTP2Frame
+    var onGoAway: (() -> Void)?
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .goAway = unwrapInboundIn(data).payload { onGoAway?() }
+        context.fireChannelRead(data)
+    }
+}

@@ -1,0 +1,161 @@
+import NIOCore
+import NIOPosix
+import NIOSSL
+import SluiceSpec
+import SluiceTestSupport
+import Testing
+@testable import SluiceProxy
+
+/// HTTP/2 and gRPC through the proxy (issue 14): h2c with prior knowledge and h2 by ALPN on the
+/// listener; streams routed, weighted and rewritten like HTTP/1.1 requests and forwarded over pooled
+/// HTTP/2 connections to `protocol: h2c` versions; gRPC failures counted by `grpc-status`.
+@Suite("Proxy: HTTP/2 and gRPC")
+struct ProxyHTTP2Tests {
+    struct Upstreams {
+        var v1: HTTP2TestUpstream
+        var v2: HTTP2TestUpstream
+
+        func stop() async {
+            await v1.stop()
+            await v2.stop()
+        }
+    }
+
+    static func upstreams(_ h: ProxyHarness) async throws -> Upstreams {
+        Upstreams(v1: try await HTTP2TestUpstream.start(name: "v1", group: h.group), v2: try await HTTP2TestUpstream.start(name: "v2", group: h.group))
+    }
+
+    static func route(_ u: Upstreams, weights: (Int, Int), rewrite: String? = nil, headerRules: [HeaderRule] = []) throws -> RouteRule {
+        try RouteRule(name: "grpc", pathPrefix: "/inference.GRPCInferenceService", backends: [
+            Backend(version: "v1", weight: weights.0, endpoints: [Endpoint(scheme: .http, host: "127.0.0.1", port: u.v1.port)], protocol: .h2c),
+            Backend(version: "v2", weight: weights.1, endpoints: [Endpoint(scheme: .http, host: "127.0.0.1", port: u.v2.port)], protocol: .h2c),
+        ], headerRules: headerRules, replacePrefix: rewrite)
+    }
+
+    static let grpc = [("content-type", "application/grpc"), ("te", "trailers")]
+
+    @Test("h2c streams split by weight over one pooled connection per version; trailers pass; ids and rewrites as for HTTP/1.1")
+    func splitsStreams() async throws {
+        try await ProxyHarness.run(versions: [], configure: { $0.eventLoops = 1 }) { h in
+            let u = try await Self.upstreams(h)
+            defer { Task { await u.stop() } }
+            try await h.apply(try Self.route(u, weights: (50, 50)))
+            let client = try await HTTP2TestClient.connect(port: h.port, group: h.group)
+            let responses = try await withThrowingTaskGroup(of: HTTP2TestClient.Response.self) { group in
+                for index in 0..<200 {
+                    group.addTask { try await client.request("/inference.GRPCInferenceService/ModelInfer", headers: Self.grpc, body: ["req\(index)"]) }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(responses.allSatisfy { $0.status == 200 && $0.grpcStatus == 0 })
+            #expect(responses.allSatisfy { $0.body == ($0.version ?? "?") + ($0.body.dropFirst(2)) && $0.body.contains("req") }, "each body is the version's name and the request")
+            let v1 = responses.filter { $0.version == "v1" }.count
+            // 50/50 over 200: outside 60–140 has a chance below 1 in 10^8.
+            #expect((60...140).contains(v1), "v1 served \(v1) of 200")
+            #expect(u.v1.connections == 1 && u.v2.connections == 1, "one HTTP/2 connection per version, its streams multiplexed")
+            #expect(u.v1.streams + u.v2.streams == 200)
+            #expect(Set(u.v1.requestIDs + u.v2.requestIDs).count == 200, "every stream carries its own x-request-id")
+
+            // Header rules, and prefix rewriting of :path.
+            try await h.apply(revision: 2, try Self.route(u, weights: (100, 0), rewrite: "/", headerRules: [HeaderRule(header: HeaderMatch(name: "x-canary", value: "yes"), version: "v2")]))
+            let ruled = try await client.request("/inference.GRPCInferenceService/ModelInfer?x=1", headers: Self.grpc + [("x-canary", "yes"), ("x-request-id", "client-id-1")])
+            #expect(ruled.version == "v2")
+            #expect(u.v2.paths.last == "/ModelInfer?x=1", "the route's prefix replaced, the query kept")
+            #expect(u.v2.requestIDs.last == "client-id-1", "the client's own id is passed on")
+            await client.close()
+
+            let window = try #require(try await h.proxy.metrics.totals()[MetricKey(route: "grpc", version: "v2")])
+            #expect(window.statusClasses[2] >= 1 && window.errors == 0)
+        }
+    }
+
+    @Test("a gRPC failure counts by grpc-status in the trailers, though the HTTP status is 200")
+    func grpcStatusCounts() async throws {
+        try await ProxyHarness.run(versions: [], configure: { $0.eventLoops = 1 }) { h in
+            let u = try await Self.upstreams(h)
+            defer { Task { await u.stop() } }
+            try await h.apply(try Self.route(u, weights: (100, 0)))
+            let client = try await HTTP2TestClient.connect(port: h.port, group: h.group)
+            for code in ["0", "0", "13", "14", "3"] {
+                let response = try await client.request("/inference.GRPCInferenceService/ModelInfer", headers: Self.grpc + [("x-want-grpc-status", code)])
+                #expect(response.status == 200 && response.grpcStatus == Int(code))
+            }
+            await client.close()
+            let window = try #require(try await h.proxy.metrics.totals()[MetricKey(route: "grpc", version: "v1")])
+            #expect(window.statusClasses[2] == 2, "OK twice")
+            #expect(window.errors == 2, "INTERNAL and UNAVAILABLE are the server's failures")
+            #expect(window.statusClasses[4] == 1, "INVALID_ARGUMENT is the client's")
+        }
+    }
+
+    @Test("a bidirectional stream relays each message as it comes, both ways")
+    func bidirectional() async throws {
+        try await ProxyHarness.run(versions: [], configure: { $0.eventLoops = 1 }) { h in
+            let u = try await Self.upstreams(h)
+            defer { Task { await u.stop() } }
+            try await h.apply(try Self.route(u, weights: (0, 100)))
+            let client = try await HTTP2TestClient.connect(port: h.port, group: h.group)
+            let response = try await client.request("/inference.GRPCInferenceService/ModelStreamInfer", headers: Self.grpc + [("x-echo-stream", "1")],
+                                                    body: ["a", "b", "c"])
+            #expect(response.body == "v2:av2:bv2:c")
+            #expect(response.grpcStatus == 0)
+            await client.close()
+        }
+    }
+
+    @Test("the proxy answers what it cannot forward: no route, an HTTP/1.1-only version, a version that is down, a timeout; as gRPC status for gRPC")
+    func directAnswers() async throws {
+        try await ProxyHarness.run(versions: ["rest"], configure: { $0.eventLoops = 1; $0.upstreamResponseTimeout = .milliseconds(300) }) { h in
+            let u = try await Self.upstreams(h)
+            defer { Task { await u.stop() } }
+            try await h.apply(try Self.route(u, weights: (100, 0)), try h.route([("rest", 100)]))
+            let client = try await HTTP2TestClient.connect(port: h.port, group: h.group)
+            let unrouted = try await client.request("/elsewhere", headers: Self.grpc)
+            #expect(unrouted.status == 200 && unrouted.grpcStatus == 12, "UNIMPLEMENTED: no route")
+            let plain = try await client.request("/elsewhere", method: "GET")
+            #expect(plain.status == 404)
+            let rest = try await client.request("/models/m/x", method: "GET")
+            #expect(rest.status == 502 && rest.version == "rest", "HTTP/2 to an HTTP/1.1 version is not translated yet")
+            let slow = try await client.request("/inference.GRPCInferenceService/ModelInfer", headers: Self.grpc + [("x-want-delay-ms", "3000")])
+            #expect(slow.grpcStatus == 14 && slow.version == "v1", "no answer within the response timeout")
+            await u.v1.stop()
+            let down = try await client.request("/inference.GRPCInferenceService/ModelInfer", headers: Self.grpc)
+            #expect(down.grpcStatus == 14)
+            await client.close()
+            let totals = try await h.proxy.metrics.totals()
+            let v1 = try #require(totals[MetricKey(route: "grpc", version: "v1")])
+            #expect(v1.upstreamErrors[.timeout] == 1)
+            #expect((v1.upstreamErrors[.connect] ?? 0) + (v1.upstreamErrors[.reset] ?? 0) >= 1, "\(v1.upstreamErrors)")
+            #expect(totals[MetricKey(route: "m", version: "rest")]?.upstreamErrors[.protocolMismatch] == 1)
+
+            // And an HTTP/1.1 request to an HTTP/2-only version.
+            let h1 = try await h.client()
+            #expect(try await h1.request(.GET, "/inference.GRPCInferenceService/x").status == 502)
+            await h1.close()
+        }
+    }
+
+    @Test("over TLS, ALPN h2 serves HTTP/2 and http/1.1 serves HTTP/1.1 on the same listener")
+    func alpn() async throws {
+        let certificates = try await TestCertificates.make()
+        defer { certificates.remove() }
+        let leaf = try await certificates.leaf("listener", names: ["localhost"])
+        let tls = try ListenerTLS(certificatePath: leaf.certificate, keyPath: leaf.key, applicationProtocols: ["h2", "http/1.1"])
+        try await ProxyHarness.run(versions: ["rest"], configure: { $0.tls = tls; $0.eventLoops = 1 }) { h in
+            let u = try await Self.upstreams(h)
+            defer { Task { await u.stop() } }
+            try await h.apply(try Self.route(u, weights: (100, 0)), try h.route([("rest", 100)]))
+            var trust = TLSConfiguration.makeClientConfiguration()
+            trust.trustRoots = .file(certificates.caFile)
+            let h2 = try await HTTP2TestClient.connect(port: h.port, group: h.group, tls: trust, serverName: "localhost")
+            let response = try await h2.request("/inference.GRPCInferenceService/ModelInfer", headers: Self.grpc)
+            #expect(response.status == 200 && response.version == "v1" && response.grpcStatus == 0)
+            await h2.close()
+            trust.applicationProtocols = ["http/1.1"]
+            let h1 = try await TestClient.connect(port: h.port, group: h.group, tls: trust, serverName: "localhost")
+            #expect(try await h1.request(.GET, "/models/m/x").version == "rest")
+            #expect(try await h1.handshake().applicationProtocol == "http/1.1")
+            await h1.close()
+        }
+    }
+}

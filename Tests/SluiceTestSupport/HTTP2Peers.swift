@@ -1,0 +1,249 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+import NIOPosix
+import NIOSSL
+
+/// A real HTTP/2 server on 127.0.0.1, port 0 (h2c with prior knowledge), standing in for a gRPC model
+/// version. Each stream is answered once its request ends: headers (`:status 200`, the request's
+/// content-type, `x-upstream: NAME`), a body of the name followed by the request body, and for a gRPC
+/// request (content-type `application/grpc…`) trailers with `grpc-status` from the request header
+/// `x-want-grpc-status` (default 0). `x-want-delay-ms` delays the answer. `x-echo-stream: 1` answers each
+/// DATA frame as it arrives instead (a bidirectional stream), ending when the request ends.
+public final class HTTP2TestUpstream: Sendable {
+    public let name: String
+    public let channel: any Channel
+    private let counters: NIOLockedValueBox<(streams: Int, connections: Int, paths: [String], requestIDs: [String])>
+    private let accepted: NIOLockedValueBox<[any Channel]>
+
+    public var port: Int { channel.localAddress!.port! }
+    public var streams: Int { counters.withLockedValue { $0.streams } }
+    public var connections: Int { counters.withLockedValue { $0.connections } }
+    public var paths: [String] { counters.withLockedValue { $0.paths } }
+    public var requestIDs: [String] { counters.withLockedValue { $0.requestIDs } }
+
+    public static func start(name: String, group: any EventLoopGroup) async throws -> HTTP2TestUpstream {
+        let counters = NIOLockedValueBox((streams: 0, connections: 0, paths: [String](), requestIDs: [String]()))
+        let accepted = NIOLockedValueBox<[any Channel]>([])
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                counters.withLockedValue { $0.connections += 1 }
+                accepted.withLockedValue { $0.append(channel) }
+                return channel.eventLoop.makeCompletedFuture {
+                    _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                        mode: .server, connectionConfiguration: .init(), streamConfiguration: .init()
+                    ) { stream in
+                        stream.eventLoop.makeCompletedFuture {
+                            try stream.pipeline.syncOperations.addHandler(StreamHandler(name: name, counters: counters))
+                        }
+                    }
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        return HTTP2TestUpstream(name: name, channel: channel, counters: counters, accepted: accepted)
+    }
+
+    private init(name: String, channel: any Channel, counters: NIOLockedValueBox<(streams: Int, connections: Int, paths: [String], requestIDs: [String])>,
+                 accepted: NIOLockedValueBox<[any Channel]>) {
+        self.name = name
+        self.channel = channel
+        self.counters = counters
+        self.accepted = accepted
+    }
+
+    /// Stops listening and closes every connection: the version is down.
+    public func stop() async {
+        try? await channel.close()
+        for connection in accepted.withLockedValue({ $0 }) { try? await connection.close() }
+    }
+
+    private final class StreamHandler: ChannelInboundHandler {
+        typealias InboundIn = HTTP2Frame.FramePayload
+        typealias OutboundOut = HTTP2Frame.FramePayload
+        let name: String
+        let counters: NIOLockedValueBox<(streams: Int, connections: Int, paths: [String], requestIDs: [String])>
+        var request = HPACKHeaders()
+        var body = ByteBuffer()
+        var echo = false
+
+        init(name: String, counters: NIOLockedValueBox<(streams: Int, connections: Int, paths: [String], requestIDs: [String])>) {
+            self.name = name
+            self.counters = counters
+        }
+
+        var isGRPC: Bool { request.first(name: "content-type")?.hasPrefix("application/grpc") ?? false }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .headers(let frame):
+                if request.isEmpty {
+                    request = frame.headers
+                    counters.withLockedValue {
+                        $0.streams += 1
+                        $0.paths.append(frame.headers.first(name: ":path") ?? "")
+                        $0.requestIDs.append(frame.headers.first(name: "x-request-id") ?? "")
+                    }
+                    echo = frame.headers.first(name: "x-echo-stream") == "1"
+                    if echo { context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: responseHead()))), promise: nil) }
+                }
+                if frame.endStream { answer(context) }
+            case .data(let frame):
+                guard case .byteBuffer(var bytes) = frame.data else { return }
+                if echo {
+                    var out = ByteBuffer(string: "\(name):")
+                    out.writeBuffer(&bytes)
+                    context.writeAndFlush(wrapOutboundOut(.data(.init(data: .byteBuffer(out)))), promise: nil)
+                } else {
+                    body.writeBuffer(&bytes)
+                }
+                if frame.endStream { answer(context) }
+            default:
+                break
+            }
+        }
+
+        func responseHead() -> HPACKHeaders {
+            [":status": "200", "content-type": request.first(name: "content-type") ?? "text/plain", "x-upstream": name]
+        }
+
+        func answer(_ context: ChannelHandlerContext) {
+            let delay = request.first(name: "x-want-delay-ms").flatMap { Int64($0) } ?? 0
+            let trailers: HPACKHeaders? = isGRPC ? ["grpc-status": request.first(name: "x-want-grpc-status") ?? "0"] : nil
+            let send = { [self] in
+                if echo {
+                    context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: trailers ?? ["x-end": "1"], endStream: true))), promise: nil)
+                    return
+                }
+                var out = ByteBuffer(string: name)
+                out.writeBuffer(&body)
+                context.write(wrapOutboundOut(.headers(.init(headers: responseHead()))), promise: nil)
+                context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(out), endStream: trailers == nil))), promise: nil)
+                if let trailers { context.write(wrapOutboundOut(.headers(.init(headers: trailers, endStream: true))), promise: nil) }
+                context.flush()
+            }
+            if delay > 0 {
+                context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(delay)) { send() }
+            } else {
+                send()
+            }
+        }
+    }
+}
+
+/// The stream closed before its response ended (a reset), with what had arrived.
+public struct StreamReset: Error, Sendable {
+    public var partial: HTTP2TestClient.Response?
+}
+
+/// An HTTP/2 client on one real connection (h2c with prior knowledge, or h2 over TLS by ALPN).
+public final class HTTP2TestClient: Sendable {
+    public struct Response: Sendable {
+        public var headers: HPACKHeaders
+        public var body: String
+        public var trailers: HPACKHeaders?
+
+        public var status: Int { headers.first(name: ":status").flatMap { Int($0) } ?? 0 }
+        public var version: String? { headers.first(name: "x-sluice-version") }
+        /// From the trailers, or from the headers of a trailers-only response.
+        public var grpcStatus: Int? { (trailers?.first(name: "grpc-status") ?? headers.first(name: "grpc-status")).flatMap { Int($0) } }
+    }
+
+    public let channel: any Channel
+    private let multiplexer: NIOHTTP2Handler.StreamMultiplexer
+
+    /// `tls`: connect over TLS offering only `h2`, verified by that configuration, as `serverName`.
+    public static func connect(port: Int, group: any EventLoopGroup, tls: TLSConfiguration? = nil, serverName: String? = nil) async throws -> HTTP2TestClient {
+        let context = try tls.map { configuration in
+            var configuration = configuration
+            configuration.applicationProtocols = ["h2"]
+            return try NIOSSLContext(configuration: configuration)
+        }
+        let channel = try await ClientBootstrap(group: group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let context { try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: serverName)) }
+                    _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                        mode: .client, connectionConfiguration: .init(), streamConfiguration: .init()
+                    ) { $0.close() }
+                }
+            }
+            .connect(host: "127.0.0.1", port: port).get()
+        let multiplexer = try await channel.eventLoop.submit {
+            try channel.pipeline.syncOperations.handler(type: NIOHTTP2Handler.self).syncMultiplexer()
+        }.get()
+        return HTTP2TestClient(channel: channel, multiplexer: multiplexer)
+    }
+
+    private init(channel: any Channel, multiplexer: NIOHTTP2Handler.StreamMultiplexer) {
+        self.channel = channel
+        self.multiplexer = multiplexer
+    }
+
+    /// One request on a new stream: `headers` after the pseudo-headers, `body` as DATA frames (one each).
+    public func request(_ path: String, method: String = "POST", headers: [(String, String)] = [], body: [String] = []) async throws -> Response {
+        let promise = channel.eventLoop.makePromise(of: Response.self)
+        var head: HPACKHeaders = [":method": method, ":scheme": "http", ":authority": "localhost", ":path": path]
+        for (name, value) in headers { head.add(name: name, value: value) }
+        let stream = try await multiplexer.createStreamChannel { stream in
+            stream.eventLoop.makeCompletedFuture { try stream.pipeline.syncOperations.addHandler(Collector(promise: promise)) }
+        }.get()
+        let requestHead = head
+        try await stream.eventLoop.submit {
+            stream.write(HTTP2Frame.FramePayload.headers(.init(headers: requestHead, endStream: body.isEmpty)), promise: nil)
+            for (index, part) in body.enumerated() {
+                stream.write(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(ByteBuffer(string: part)), endStream: index == body.count - 1)), promise: nil)
+            }
+            stream.flush()
+        }.get()
+        return try await promise.futureResult.get()
+    }
+
+    public func close() async {
+        try? await channel.close()
+    }
+
+    private final class Collector: ChannelInboundHandler {
+        typealias InboundIn = HTTP2Frame.FramePayload
+        let promise: EventLoopPromise<Response>
+        var response: Response?
+        var body = ByteBuffer()
+
+        init(promise: EventLoopPromise<Response>) {
+            self.promise = promise
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .headers(let frame):
+                if response == nil {
+                    response = Response(headers: frame.headers, body: "")
+                } else {
+                    response?.trailers = frame.headers
+                }
+                if frame.endStream { done() }
+            case .data(let frame):
+                if case .byteBuffer(var bytes) = frame.data { body.writeBuffer(&bytes) }
+                if frame.endStream { done() }
+            default:
+                break
+            }
+        }
+
+        var completed = false
+
+        func done() {
+            guard var response, !completed else { return }
+            completed = true
+            response.body = String(buffer: body)
+            promise.succeed(response)
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            guard !completed else { return }
+            completed = true
+            promise.fail(StreamReset(partial: response))
+        }
+    }
+}
