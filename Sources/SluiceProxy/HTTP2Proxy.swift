@@ -112,7 +112,7 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
         let start: NIODeadline
         let requestID: String
         let isGRPC: Bool
-        var upstream: HTTP2UpstreamStream?
+        var upstream: (any StreamUpstream)?
         /// Frames that arrived before the upstream stream was open.
         var pending: [HTTP2Frame.FramePayload] = []
         /// The final (non-1xx) response status, once its head came.
@@ -238,15 +238,7 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
         let id = requestID.text
         let stats = loop.stats[routeIndex][backendIndex]
         stats.window.requests += 1
-        guard backend.speaksHTTP2 else {
-            // Translating HTTP/2 streams to HTTP/1.1 requests is not built yet.
-            stats.recordUpstreamError(.protocolMismatch)
-            stats.recordResponse(status: 502, latencyMicros: 1)
-            respond(502, grpc: (14, "version \(backend.version) speaks HTTP/1.1, and HTTP/2 clients reach protocol h2c or h2 versions only"),
-                    version: backend.version, requestID: id, isGRPC: isGRPC)
-            return
-        }
-        guard let endpoint = loop.pickEndpoint(route: routeIndex, backend: backendIndex)?.endpoint else {
+        guard let pool = loop.pickEndpoint(route: routeIndex, backend: backendIndex) else {
             stats.recordUpstreamError(.noHealthyEndpoint)
             stats.recordResponse(status: 503, latencyMicros: 1)
             respond(503, grpc: (14, "no healthy endpoint of \(backend.version)"), version: backend.version, requestID: id, isGRPC: isGRPC)
@@ -272,12 +264,21 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
         }
         forwarded.add(name: "x-request-id", value: id)
         if let clientAddress { forwarded.add(name: "x-forwarded-for", value: forwardedFor.map { "\($0), \(clientAddress)" } ?? clientAddress) }
-        exchange.pending.append(.headers(.init(headers: forwarded, endStream: frame.endStream)))
         exchange.timeout = loop.eventLoop.assumeIsolated().scheduleTask(in: loop.configuration.upstreamResponseTimeout) { [weak self] in
             self?.fail(exchange, status: 504, kind: .timeout, message: "no response from \(exchange.version) in time")
         }
+        if backend.speaksHTTP2 {
+            exchange.pending.append(.headers(.init(headers: forwarded, endStream: frame.endStream)))
+            openStream(exchange, to: pool.endpoint, tls: backend.tls)
+        } else {
+            bridge(exchange, to: pool, head: forwarded, endStream: frame.endStream)
+        }
+    }
+
+    /// Forwards the exchange as a stream of the endpoint's pooled HTTP/2 connection.
+    private func openStream(_ exchange: Exchange, to endpoint: Endpoint, tls: UpstreamTLS?) {
         let upstream = HTTP2UpstreamStream(client: self)
-        loop.http2Pool(for: endpoint, tls: backend.tls).open(upstream) { [weak self] result in
+        loop.http2Pool(for: endpoint, tls: tls).open(upstream) { [weak self] result in
             guard let self, self.exchange === exchange, !exchange.finished else {
                 upstream.cancel()
                 return
@@ -295,6 +296,33 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
             case .failure(let error):
                 self.fail(exchange, status: 502, kind: UpstreamErrorKind.of(error) == .tls ? .tls : .connect,
                           message: "cannot reach \(exchange.version): \(error)")
+            }
+        }
+    }
+
+    /// Forwards the exchange as an HTTP/1.1 request on a connection of the version's pool.
+    private func bridge(_ exchange: Exchange, to pool: EndpointPool, head: HPACKHeaders, endStream: Bool) {
+        let bridge = HTTP1Bridge(client: self, head: head, endStream: endStream)
+        exchange.upstream = bridge
+        let isHead = head.first(name: ":method") == "HEAD"
+        if let connection = pool.takeIdle() {
+            bridge.attach(connection, isHead: isHead)
+            return
+        }
+        pool.acquire { [weak self] result in
+            switch result {
+            case .success(let connection):
+                guard let self, self.exchange === exchange, !exchange.finished else {
+                    connection.pool.release(connection)
+                    return
+                }
+                exchange.stats.window.connects += 1
+                bridge.attach(connection, isHead: isHead)
+            case .failure(let error):
+                self?.loop.connectFailed(pool.endpoint)
+                let exhausted = error is EndpointPool.PoolExhausted
+                self?.fail(exchange, status: exhausted ? 503 : 502, kind: UpstreamErrorKind.of(error) == .tls ? .tls : .connect,
+                           message: "cannot reach \(exchange.version): \(error)")
             }
         }
     }
@@ -337,6 +365,13 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
         guard pendingRead else { return }
         pendingRead = false
         context?.read()
+    }
+
+    /// The HTTP/1.1 upstream failed (`HTTP1Bridge`).
+    func upstreamFailed(_ kind: UpstreamErrorKind) {
+        guard let exchange, !exchange.finished else { return }
+        exchange.upstream = nil
+        fail(exchange, status: kind == .timeout ? 504 : 502, kind: kind, message: "\(exchange.version) failed (\(kind.rawValue))")
     }
 
     /// The upstream's stream closed. Before the response ended, that is a reset: a 502 when nothing was
@@ -672,4 +707,165 @@ final class GoAwayWatcher: ChannelInboundHandler {
         if case .goAway = unwrapInboundIn(data).payload { onGoAway?() }
         context.fireChannelRead(data)
     }
+}
+
+// MARK: - HTTP/2 streams to HTTP/1.1 versions
+
+/// What an `HTTP2ClientStream` forwards to: a stream of an HTTP/2 connection, or an HTTP/1.1
+/// connection of the version's pool (`HTTP1Bridge`).
+protocol StreamUpstream: AnyObject {
+    var isWritable: Bool { get }
+    func write(_ payload: HTTP2Frame.FramePayload)
+    func flush()
+    /// Abandons the request: the stream is reset, or the connection closed.
+    func cancel()
+    func clientBecameWritable()
+}
+
+extension HTTP2UpstreamStream: StreamUpstream {}
+
+/// Carries one HTTP/2 stream to an HTTP/1.1 version over a pooled connection, so a REST model is reached
+/// by HTTP/2 clients as by HTTP/1.1 ones (nginx and Envoy do the same). The request goes as an HTTP/1.1
+/// request (a body without `content-length` chunked, trailers dropped); the response comes back as
+/// HTTP/2 frames, its hop-by-hop headers dropped and names in lower case.
+final class HTTP1Bridge: StreamUpstream, UpstreamDelegate {
+    private weak var client: HTTP2ClientStream?
+    private(set) var connection: UpstreamConnection?
+    private let chunked: Bool
+    private var requestEnded = false
+    private var upstreamKeepAlive = true
+    private var pending: [ByteBuffer] = []
+    private var cancelled = false
+
+    /// `head`: the request's HTTP/2 headers as forwarded (pseudo-headers included); `endStream`: it has no body.
+    init(client: HTTP2ClientStream, head: HPACKHeaders, endStream: Bool) {
+        self.client = client
+        chunked = !endStream && !head.contains(name: "content-length")
+        requestEnded = endStream
+        var out = ByteBuffer()
+        out.writeString("\(head.first(name: ":method") ?? "GET") \(head.first(name: ":path") ?? "/") HTTP/1.1\r\n")
+        if let authority = head.first(name: ":authority") { out.writeString("host: \(authority)\r\n") }
+        for (name, value, _) in head where !name.hasPrefix(":") && name != "host" && name != "te" {
+            out.writeString("\(name): \(value)\r\n")
+        }
+        if chunked { out.writeStaticString("transfer-encoding: chunked\r\n") }
+        out.writeStaticString("\r\n")
+        pending.append(out)
+    }
+
+    /// Starts the exchange on `connection` of the version's pool.
+    func attach(_ connection: UpstreamConnection, isHead: Bool) {
+        guard !cancelled else {
+            connection.channel.close(promise: nil)
+            return
+        }
+        self.connection = connection
+        connection.handler.beginExchange(self, head: isHead, dechunk: true)
+        for bytes in pending { connection.handler.write(bytes) }
+        pending.removeAll()
+        connection.handler.flush()
+    }
+
+    var isWritable: Bool { connection?.channel.isWritable ?? true }
+
+    func write(_ payload: HTTP2Frame.FramePayload) {
+        var out = ByteBuffer()
+        switch payload {
+        case .data(let frame):
+            if case .byteBuffer(let bytes) = frame.data, bytes.readableBytes > 0 {
+                if chunked { out.writeString(String(bytes.readableBytes, radix: 16) + "\r\n") }
+                out.writeImmutableBuffer(bytes)
+                if chunked { out.writeStaticString("\r\n") }
+            }
+            if frame.endStream { endRequest(&out) }
+        case .headers(let frame):
+            if frame.endStream { endRequest(&out) } // Trailers: HTTP/1.1 upstreams get none.
+        default:
+            return
+        }
+        guard out.readableBytes > 0 else { return }
+        if let connection { connection.handler.write(out) } else { pending.append(out) }
+    }
+
+    private func endRequest(_ out: inout ByteBuffer) {
+        requestEnded = true
+        if chunked { out.writeStaticString("0\r\n\r\n") }
+    }
+
+    func flush() {
+        connection?.handler.flush()
+    }
+
+    func cancel() {
+        cancelled = true
+        client = nil
+        guard let connection else { return }
+        self.connection = nil
+        connection.handler.delegate = nil
+        connection.channel.close(promise: nil)
+    }
+
+    func clientBecameWritable() {
+        connection?.handler.resumeReading()
+    }
+
+    // MARK: UpstreamDelegate
+
+    func upstreamReceived(_ part: UpstreamResponsePart) {
+        switch part {
+        case .head(let head):
+            guard head.status >= 200 else { return } // Interim answers stay here.
+            upstreamKeepAlive = head.keepAlive
+            var headers: HPACKHeaders = [":status": String(head.status)]
+            head.raw.withUnsafeReadableBytes { bytes in
+                try? HTTPBytes.forEachField(bytes, from: head.fieldsStart, to: head.fieldsEnd) { field in
+                    let name = HTTPBytes.name(bytes, field)
+                    guard head.isForwarded(name, bytes), !HTTPBytes.equals(name, "transfer-encoding") else { return }
+                    headers.add(name: String(decoding: name, as: UTF8.self).lowercased(), value: String(decoding: HTTPBytes.value(bytes, field), as: UTF8.self))
+                }
+            }
+            client?.upstreamReceived(.headers(.init(headers: headers, endStream: head.framing == .none)))
+            if head.framing == .none { release() }
+        case .body(let bytes):
+            client?.upstreamReceived(.data(.init(data: .byteBuffer(bytes))))
+        case .end:
+            let client = self.client
+            release()
+            client?.upstreamReceived(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true)))
+        }
+    }
+
+    /// The response ended: the connection goes back to its pool if both sides are done with it.
+    private func release() {
+        guard let connection else { return }
+        self.connection = nil
+        connection.handler.delegate = nil
+        if upstreamKeepAlive && requestEnded {
+            connection.pool.release(connection)
+        } else {
+            connection.channel.close(promise: nil)
+        }
+    }
+
+    func upstreamFailed(_ error: any Error) {
+        let client = self.client
+        cancel()
+        client?.upstreamFailed(.of(error))
+    }
+
+    func upstreamTimedOut() {
+        let client = self.client
+        cancel()
+        client?.upstreamFailed(.timeout)
+    }
+
+    func upstreamReadComplete() {
+        client?.upstreamReadComplete()
+    }
+
+    func upstreamBecameWritable() {
+        client?.upstreamBecameWritable()
+    }
+
+    var upstreamMayRead: Bool { client?.upstreamMayRead ?? true }
 }

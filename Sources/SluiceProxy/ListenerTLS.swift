@@ -37,7 +37,7 @@ public final class ListenerTLS: Sendable {
         }
     }
 
-    public init(certificatePath: String, keyPath: String, applicationProtocols: [String] = ["http/1.1"]) throws(ListenerTLSError) {
+    public init(certificatePath: String, keyPath: String, applicationProtocols: [String] = ["h2", "http/1.1"]) throws(ListenerTLSError) {
         self.certificatePath = certificatePath
         self.keyPath = keyPath
         self.applicationProtocols = applicationProtocols

@@ -7,7 +7,7 @@ import UnixSignals
 
 /// `--tls-cert` and `--tls-key`: TLS on the proxy's listener, for `sluice run` and `sluice proxy`.
 struct ListenerTLSOptions: ParsableArguments {
-    @Option(name: .customLong("tls-cert"), help: ArgumentHelp("PEM certificate chain (leaf first) to serve TLS on --listen, with --tls-key. TLS 1.2 or later; ALPN offers http/1.1. Reloaded on SIGHUP and when the files change (see --tls-check-every); connections already open keep theirs.", valueName: "file"))
+    @Option(name: .customLong("tls-cert"), help: ArgumentHelp("PEM certificate chain (leaf first) to serve TLS on --listen, with --tls-key. TLS 1.2 or later; ALPN offers h2 and http/1.1. Reloaded on SIGHUP and when the files change (see --tls-check-every); connections already open keep theirs.", valueName: "file"))
     var certificate: String?
 
     @Option(name: .customLong("tls-key"), help: ArgumentHelp("PEM private key of --tls-cert.", valueName: "file"))

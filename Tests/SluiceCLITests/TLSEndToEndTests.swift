@@ -64,8 +64,8 @@ struct TLSEndToEndTests {
 
     /// A request by the real `curl`, trusting only `caFile`: its status, the ALPN protocol the server
     /// chose and the subject of the certificate it showed.
-    static func curl(port: Int, caFile: String) async throws -> (status: String, alpn: String?, subject: String?) {
-        let result = try await SluiceBinary.runTool("/usr/bin/curl", [
+    static func curl(port: Int, caFile: String, http1: Bool = false) async throws -> (status: String, alpn: String?, subject: String?) {
+        let result = try await SluiceBinary.runTool("/usr/bin/curl", (http1 ? ["--http1.1"] : []) + [
             "-sS", "-v", "--max-time", "20", "--cacert", caFile, "--resolve", "localhost:\(port):127.0.0.1",
             "-o", "/dev/null", "-w", "%{http_code}", "https://localhost:\(port)/v2/models/m/x",
         ], timeout: .seconds(60))
@@ -77,7 +77,7 @@ struct TLSEndToEndTests {
         return (result.stdout, after("ALPN: server accepted"), after("subject:"))
     }
 
-    @Test("sluice proxy --tls-cert/--tls-key serves curl over verified TLS with ALPN, and puts a renewed certificate in force when the files change and on SIGHUP")
+    @Test("sluice proxy --tls-cert/--tls-key serves curl over verified TLS with ALPN (h2 and http/1.1), and puts a renewed certificate in force when the files change and on SIGHUP")
     func listenerTLS() async throws {
         let certificates = try await TestCertificates.make()
         defer { certificates.remove() }
@@ -107,8 +107,10 @@ struct TLSEndToEndTests {
         let port = try await watching.port(after: "route(s) over TLS on")
         let served = try await Self.curl(port: port, caFile: certificates.caFile)
         #expect(served.status == "200", "\(watching.text)")
-        #expect(served.alpn == "http/1.1", "curl offers h2 and http/1.1; the listener picks http/1.1")
+        #expect(served.alpn == "h2", "curl offers h2 and http/1.1; the listener prefers h2 (and bridges to the HTTP/1.1 model)")
         #expect(served.subject == "CN=localhost")
+        let http1 = try await Self.curl(port: port, caFile: certificates.caFile, http1: true)
+        #expect(http1.status == "200" && http1.alpn == "http/1.1")
         try install(renewed)
         #expect(try await eventually(timeout: .seconds(60)) { try await Self.curl(port: port, caFile: certificates.caFile).subject == "CN=renewed.example" },
                 "\(watching.text)")

@@ -103,7 +103,7 @@ struct ProxyHTTP2Tests {
         }
     }
 
-    @Test("the proxy answers what it cannot forward: no route, an HTTP/1.1-only version, a version that is down, a timeout; as gRPC status for gRPC")
+    @Test("the proxy answers what it cannot forward: no route, a version that is down, a timeout, as gRPC status for gRPC; HTTP/1.1 versions are bridged")
     func directAnswers() async throws {
         try await ProxyHarness.run(versions: ["rest"], configure: { $0.eventLoops = 1; $0.upstreamResponseTimeout = .milliseconds(300) }) { h in
             let u = try await Self.upstreams(h)
@@ -115,7 +115,7 @@ struct ProxyHTTP2Tests {
             let plain = try await client.request("/elsewhere", method: "GET")
             #expect(plain.status == 404)
             let rest = try await client.request("/models/m/x", method: "GET")
-            #expect(rest.status == 502 && rest.version == "rest", "HTTP/2 to an HTTP/1.1 version is not translated yet")
+            #expect(rest.status == 200 && rest.version == "rest" && rest.body == "rest", "HTTP/2 to an HTTP/1.1 version, bridged")
             let slow = try await client.request("/inference.GRPCInferenceService/ModelInfer", headers: Self.grpc + [("x-want-delay-ms", "3000")])
             #expect(slow.grpcStatus == 14 && slow.version == "v1", "no answer within the response timeout")
             await u.v1.stop()
@@ -126,12 +126,31 @@ struct ProxyHTTP2Tests {
             let v1 = try #require(totals[MetricKey(route: "grpc", version: "v1")])
             #expect(v1.upstreamErrors[.timeout] == 1)
             #expect((v1.upstreamErrors[.connect] ?? 0) + (v1.upstreamErrors[.reset] ?? 0) >= 1, "\(v1.upstreamErrors)")
-            #expect(totals[MetricKey(route: "m", version: "rest")]?.upstreamErrors[.protocolMismatch] == 1)
 
-            // And an HTTP/1.1 request to an HTTP/2-only version.
+            // An HTTP/1.1 request to an HTTP/2-only version is not translated.
             let h1 = try await h.client()
             #expect(try await h1.request(.GET, "/inference.GRPCInferenceService/x").status == 502)
             await h1.close()
+            #expect(try await h.proxy.metrics.totals()[MetricKey(route: "grpc", version: "v1")]?.upstreamErrors[.protocolMismatch] == 1)
+        }
+    }
+
+    @Test("HTTP/2 streams reach HTTP/1.1 versions: bodies sent chunked, chunked answers streamed back, connections pooled")
+    func bridgesToHTTP1() async throws {
+        try await ProxyHarness.run(versions: ["v1"], configure: { $0.eventLoops = 1 }) { h in
+            try await h.apply(try h.route([("v1", 100)]))
+            let client = try await HTTP2TestClient.connect(port: h.port, group: h.group)
+            let counted = try await client.request("/models/m/count", body: ["abc", "defg", "h"])
+            #expect(counted.status == 200 && counted.body == "8", "the upstream read 8 body bytes: \(counted.body)")
+            let chunked = try await client.request("/models/m/chunked/3", method: "GET")
+            #expect(chunked.status == 200 && chunked.body == "v1v1v1")
+            #expect(chunked.headers.first(name: "transfer-encoding") == nil, "no HTTP/1.1 framing in an HTTP/2 answer")
+            let sized = try await client.request("/models/m/x", method: "POST", headers: [("content-length", "2")], body: ["hi"])
+            #expect(sized.status == 200 && sized.body == "v1")
+            let head = try await client.request("/models/m/x", method: "HEAD")
+            #expect(head.status == 200 && head.body.isEmpty)
+            #expect(h.upstreams["v1"]!.connections == 1, "one HTTP/1.1 connection, reused for each stream")
+            await client.close()
         }
     }
 
