@@ -1,0 +1,126 @@
+import Foundation
+import SluiceTestSupport
+import Testing
+
+/// gRPC through the real binary with peers nobody here wrote (issue 14): grpcio's server as the model
+/// versions and grpcio's client as the application, from PyPI (scripts/test installs them into
+/// `.build/py-clients`). Unary and bidirectional streaming calls are split by weight, failures count by
+/// `grpc-status`, and a failing gRPC canary is rolled back.
+@Suite("End to end: gRPC with grpcio", .serialized)
+struct GRPCEndToEndTests {
+    static let script = "Tests/SluiceCLITests/Clients/grpc_peer.py"
+
+    /// A grpcio server named `name` on a port of its choosing.
+    static func server(_ name: String, failing: Bool = false) async throws -> (process: ChildProcess, port: Int) {
+        #expect(FileManager.default.isExecutableFile(atPath: InferenceClientTests.python.path), "run scripts/test, which installs grpcio into .build/py-clients")
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-grpc-\(name)-\(UUID().uuidString).log").path
+        let process = try ChildProcess(InferenceClientTests.python.path, [SluiceBinary.repositoryRoot.appendingPathComponent(script).path, "server", name]
+                                       + (failing ? ["--fail"] : []), log: log)
+        var port: Int?
+        _ = try await eventually(timeout: .seconds(60)) {
+            port = process.output.split(separator: "\n").first { $0.hasPrefix("listening on ") }.flatMap { Int($0.dropFirst("listening on ".count)) }
+            return port != nil || !process.isRunning
+        }
+        guard let port else {
+            process.kill()
+            throw ChildProcessError("grpcio server \(name) did not start: \(process.output)")
+        }
+        return (process, port)
+    }
+
+    static func python(_ arguments: [String]) async throws -> [String: Any] {
+        let result = try await SluiceBinary.runTool(InferenceClientTests.python.path, [script] + arguments, timeout: .seconds(180))
+        #expect(result.status == 0, "\(result.stderr)")
+        return try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], "\(result.stdout) \(result.stderr)")
+    }
+
+    @Test("sluice proxy: grpcio unary calls split 50/50 over h2c, a bidirectional stream, INTERNAL and UNIMPLEMENTED as sent, counted by grpc-status")
+    func proxySplitsCalls() async throws {
+        let v1 = try await Self.server("v1"), v2 = try await Self.server("v2")
+        defer { v1.process.kill(); v2.process.kill() }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-grpc-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let routes = directory.appendingPathComponent("routes.json")
+        try """
+        {"revision": 1, "routes": [{"name": "echo", "pathPrefix": "/sluice.test.Echo/", "backends": [
+          {"version": "v1", "weight": 50, "protocol": "h2c", "endpoints": ["http://127.0.0.1:\(v1.port)"]},
+          {"version": "v2", "weight": 50, "protocol": "h2c", "endpoints": ["http://127.0.0.1:\(v2.port)"]}]}]}
+        """.write(to: routes, atomically: true, encoding: .utf8)
+        let proxy = try RunningSluice(["proxy", "--routes", routes.path, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--event-loops", "1"])
+        let port = try await proxy.port(after: "route(s) on")
+        let metricsPort = try await proxy.port(after: "metrics on")
+
+        let report = try await Self.python(["client", "127.0.0.1:\(port)", "200"])
+        let answers = try #require(report["answers"] as? [String: Int], "\(report)")
+        #expect(answers.values.reduce(0, +) == 200)
+        // 50/50 over 200: outside 60–140 has a chance below 1 in 10^8.
+        #expect((60...140).contains(answers["v1"] ?? 0) && (60...140).contains(answers["v2"] ?? 0), "\(answers)")
+        #expect((report["metadata"] as? [String])?.contains("x-sluice-version") == true, "\(report)")
+        let chat = report["chat"] as? [String] ?? []
+        #expect(chat == ["v1:a", "v1:b", "v1:c"] || chat == ["v2:a", "v2:b", "v2:c"], "one version answers the whole stream: \(chat)")
+        #expect(report["fail"] as? String == "INTERNAL")
+        #expect(report["unrouted"] as? String == "UNIMPLEMENTED")
+
+        let metrics = try await SluiceBinary.runTool("/usr/bin/curl", ["-sS", "http://127.0.0.1:\(metricsPort)/metrics"]).stdout
+        let errors = ["v1", "v2"].compactMap { version in
+            metrics.split(separator: "\n").first { $0.hasPrefix(#"sluice_responses_total{deployment="echo",version="\#(version)",class="5xx"}"#) }
+                .flatMap { Double($0.split(separator: " ").last ?? "") }
+        }
+        #expect(errors.reduce(0, +) == 1, "the one INTERNAL counts as a 5xx, though its HTTP status was 200: \(metrics)")
+        #expect(try await proxy.stop() == 0)
+    }
+
+    @Test("sluice run: a gRPC canary whose calls fail with INTERNAL is rolled back by the tripwire; the stable version keeps answering")
+    func canaryRolledBack() async throws {
+        let v1 = try await Self.server("v1"), v2 = try await Self.server("v2", failing: true)
+        defer { v1.process.kill(); v2.process.kill() }
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-grpc-run-\(UUID().uuidString)")
+        let manifests = work.appendingPathComponent("manifests")
+        try FileManager.default.createDirectory(at: manifests, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: work) }
+        func manifest(_ version: String) -> String {
+            """
+            apiVersion: sluice/v1
+            kind: ModelDeployment
+            metadata: {name: echo}
+            spec:
+              route: {pathPrefix: /sluice.test.Echo/}
+              version: \(version)
+              versions:
+                - {name: v1, protocol: h2c, endpoints: ["http://127.0.0.1:\(v1.port)"]}
+                - {name: v2, protocol: h2c, endpoints: ["http://127.0.0.1:\(v2.port)"]}
+              strategy:
+                canary:
+                  tripwire: 5
+                  steps:
+                    - setWeight: 50
+                    - pause: {duration: 10m}
+            """
+        }
+        let file = manifests.appendingPathComponent("echo.yaml")
+        try manifest("v1").write(to: file, atomically: true, encoding: .utf8)
+        let sluice = try RunningSluice(["run", "--manifests", manifests.path, "--state", work.appendingPathComponent("state").path,
+                                        "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--event-loops", "1"], in: work)
+        let port = try await sluice.port(after: "proxy on")
+        let admin = try await sluice.port(after: "admin API on")
+        func status() async throws -> [String: Any] {
+            let result = try await SluiceBinary.runTool("/usr/bin/curl", ["-sS", "http://127.0.0.1:\(admin)/api/v1/deployments/echo"])
+            return (try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]) ?? [:]
+        }
+        #expect(try await eventually(timeout: .seconds(60)) { try await status()["phase"] as? String == "Healthy" }, "\(sluice.text)")
+        try manifest("v2").write(to: file, atomically: true, encoding: .utf8)
+        #expect(try await eventually(timeout: .seconds(60)) { (try await status()["weights"] as? [String: Int])?["v2"] == 50 }, "\(sluice.text)")
+
+        let codes = try await Self.python(["load", "127.0.0.1:\(port)", "60"])
+        #expect((codes["INTERNAL"] as? Int ?? 0) >= 5, "the canary's calls failed: \(codes)")
+        #expect(try await eventually(timeout: .seconds(60)) { try await status()["phase"] as? String == "Degraded" }, "\(sluice.text)")
+        let view = try await status()
+        #expect((view["message"] as? String)?.contains("v2") == true, "\(view)")
+        #expect(view["weights"] as? [String: Int] == ["v1": 100])
+        // After the rollback every call goes to v1 and succeeds.
+        let after = try await Self.python(["load", "127.0.0.1:\(port)", "20"])
+        #expect(after["OK"] as? Int == 20, "\(after)")
+        #expect(try await sluice.stop() == 0)
+    }
+}
