@@ -374,14 +374,15 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
         fail(exchange, status: kind == .timeout ? 504 : 502, kind: kind, message: "\(exchange.version) failed (\(kind.rawValue))")
     }
 
-    /// The upstream's stream closed. Before the response ended, that is a reset: a 502 when nothing was
-    /// sent yet, else the client's stream is reset too.
-    func upstreamClosed() {
+    /// The upstream's stream closed. Before the response ended, that is a failure (`kind`: a reset, or
+    /// the connection's TLS handshake): a 502 when nothing was sent yet, else the client's stream is
+    /// reset too.
+    func upstreamClosed(_ kind: UpstreamErrorKind) {
         guard let exchange, !exchange.finished else { return }
         if exchange.status == nil {
-            fail(exchange, status: 502, kind: .reset, message: "\(exchange.version) reset the stream")
+            fail(exchange, status: 502, kind: kind, message: "\(exchange.version) closed the stream (\(kind.rawValue))")
         } else {
-            exchange.stats.recordUpstreamError(.reset)
+            exchange.stats.recordUpstreamError(kind)
             complete(exchange, status: 502)
             context?.close(promise: nil)
         }
@@ -573,7 +574,7 @@ final class HTTP2UpstreamStream: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         let client = self.client
         self.client = nil
-        client?.upstreamClosed()
+        client?.upstreamClosed(ConnectionWatcher.failure(of: context.channel) ?? .reset)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -652,7 +653,7 @@ final class HTTP2EndpointPool {
                     _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
                         mode: .client, connectionConfiguration: connection, streamConfiguration: .init()
                     ) { stream in stream.close() }
-                    try channel.pipeline.syncOperations.addHandler(GoAwayWatcher())
+                    try channel.pipeline.syncOperations.addHandler(ConnectionWatcher())
                 }
             }
         loop.connector.connect(bootstrap, to: endpoint, on: loop.eventLoop).assumeIsolated().whenComplete { result in
@@ -662,7 +663,7 @@ final class HTTP2EndpointPool {
             let outcome: Result<Multiplexer, any Error> = result.flatMap { channel in
                 Result {
                     let multiplexer = try channel.pipeline.syncOperations.handler(type: NIOHTTP2Handler.self).syncMultiplexer()
-                    try channel.pipeline.syncOperations.handler(type: GoAwayWatcher.self).onGoAway = { [weak self] in self?.retire(channel) }
+                    try channel.pipeline.syncOperations.handler(type: ConnectionWatcher.self).onGoAway = { [weak self] in self?.retire(channel) }
                     return multiplexer
                 }
             }
@@ -698,14 +699,28 @@ final class HTTP2EndpointPool {
     }
 }
 
-/// Tells its pool when the server sends GOAWAY, so no new stream goes to a connection that is closing.
-final class GoAwayWatcher: ChannelInboundHandler {
+/// The last handler of an upstream HTTP/2 connection: tells its pool when the server sends GOAWAY, so
+/// no new stream goes to a connection that is closing, and notes why the connection failed (a TLS
+/// handshake refused), which its streams report when they close.
+final class ConnectionWatcher: ChannelInboundHandler {
     typealias InboundIn = HTTP2Frame
     var onGoAway: (() -> Void)?
+    private(set) var failure: UpstreamErrorKind?
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .goAway = unwrapInboundIn(data).payload { onGoAway?() }
         context.fireChannelRead(data)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if failure == nil { failure = UpstreamErrorKind.of(error) }
+        context.close(promise: nil)
+    }
+
+    /// Why the connection of a stream channel failed, if it did.
+    static func failure(of stream: any Channel) -> UpstreamErrorKind? {
+        guard let connection = stream.parent else { return nil }
+        return try? connection.pipeline.syncOperations.handler(type: ConnectionWatcher.self).failure
     }
 }
 

@@ -154,6 +154,32 @@ struct ProxyHTTP2Tests {
         }
     }
 
+    @Test("protocol h2 versions are reached over verified TLS with ALPN h2; an untrusted one is refused as tls")
+    func h2Upstream() async throws {
+        let certificates = try await TestCertificates.make()
+        defer { certificates.remove() }
+        try await ProxyHarness.run(versions: [], configure: { $0.eventLoops = 1 }) { h in
+            let secure = try await HTTP2TestUpstream.start(name: "secure", group: h.group, tls: try await certificates.leaf("h2", names: ["127.0.0.1"]))
+            defer { Task { await secure.stop() } }
+            func route(_ tls: UpstreamTLS?) throws -> RouteRule {
+                try RouteRule(name: "grpc", pathPrefix: "/inference.GRPCInferenceService", backends: [
+                    Backend(version: "v1", weight: 100, endpoints: [Endpoint(scheme: .https, host: "127.0.0.1", port: secure.port)], tls: tls, protocol: .h2),
+                ])
+            }
+            try await h.apply(try route(UpstreamTLS(caFile: certificates.caFile)))
+            let client = try await HTTP2TestClient.connect(port: h.port, group: h.group)
+            let response = try await client.request("/inference.GRPCInferenceService/ModelInfer", headers: Self.grpc, body: ["x"])
+            #expect(response.status == 200 && response.body == "securex" && response.grpcStatus == 0)
+            try await h.apply(revision: 2, try route(nil))
+            // A new connection is needed for the new settings: the system's store does not trust the test authority.
+            let refused = try await client.request("/inference.GRPCInferenceService/ModelInfer", headers: Self.grpc)
+            #expect(refused.grpcStatus == 14)
+            await client.close()
+            let v1 = try #require(try await h.proxy.metrics.totals()[MetricKey(route: "grpc", version: "v1")])
+            #expect(v1.upstreamErrors[.tls] == 1, "\(v1.upstreamErrors)")
+        }
+    }
+
     @Test("over TLS, ALPN h2 serves HTTP/2 and http/1.1 serves HTTP/1.1 on the same listener")
     func alpn() async throws {
         let certificates = try await TestCertificates.make()

@@ -23,7 +23,15 @@ public final class HTTP2TestUpstream: Sendable {
     public var paths: [String] { counters.withLockedValue { $0.paths } }
     public var requestIDs: [String] { counters.withLockedValue { $0.requestIDs } }
 
-    public static func start(name: String, group: any EventLoopGroup) async throws -> HTTP2TestUpstream {
+    /// `tls`: serve h2 over TLS (ALPN `h2`) with this certificate instead of h2c.
+    public static func start(name: String, group: any EventLoopGroup, tls: TestCertificates.Leaf? = nil) async throws -> HTTP2TestUpstream {
+        let tlsContext = try tls.map { leaf in
+            var configuration = TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(leaf.certificate).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: leaf.key, format: .pem)))
+            configuration.applicationProtocols = ["h2"]
+            return try NIOSSLContext(configuration: configuration)
+        }
         let counters = NIOLockedValueBox((streams: 0, connections: 0, paths: [String](), requestIDs: [String]()))
         let accepted = NIOLockedValueBox<[any Channel]>([])
         let channel = try await ServerBootstrap(group: group)
@@ -32,6 +40,7 @@ public final class HTTP2TestUpstream: Sendable {
                 counters.withLockedValue { $0.connections += 1 }
                 accepted.withLockedValue { $0.append(channel) }
                 return channel.eventLoop.makeCompletedFuture {
+                    if let tlsContext { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext)) }
                     _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
                         mode: .server, connectionConfiguration: .init(), streamConfiguration: .init()
                     ) { stream in

@@ -67,6 +67,11 @@ public final class TestClient: Sendable {
         let channel = self.channel
         return try await channel.eventLoop.flatSubmit {
             let promise = channel.eventLoop.makePromise(of: Response.self)
+            // Closed already (a refused TLS handshake, say): no close is left to fail the request.
+            guard channel.isActive else {
+                promise.fail(ChannelError.ioOnClosedChannel)
+                return promise.futureResult
+            }
             do {
                 let collector = try channel.pipeline.syncOperations.handler(type: Collector.self)
                 collector.expect(promise, keepBody: keepBody)
