@@ -38,13 +38,32 @@ enum ClientConnection {
             HTTP2Setting(parameter: .maxConcurrentStreams, value: loop.configuration.http2MaxConcurrentStreams),
             HTTP2Setting(parameter: .maxHeaderListSize, value: loop.configuration.maxHeaderBytes),
         ]
+        let closer = HTTP2IdleCloser()
+        let streams = NIOLoopBound(closer, eventLoop: channel.eventLoop)
+        try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: loop.configuration.clientIdleTimeout))
         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
             mode: .server, connectionConfiguration: connection, streamConfiguration: .init()
         ) { stream in
             stream.eventLoop.makeCompletedFuture {
-                try stream.pipeline.syncOperations.addHandler(HTTP2ClientStream(loop: loop, clientAddress: clientAddress))
+                try stream.pipeline.syncOperations.addHandler(HTTP2ClientStream(loop: loop, clientAddress: clientAddress, connection: streams.value))
             }
         }
+        try channel.pipeline.syncOperations.addHandler(closer)
+    }
+}
+
+/// Closes a client's HTTP/2 connection that has no open stream and sent nothing for `clientIdleTimeout`.
+/// A stream that is open, however quiet (a long gRPC stream), keeps its connection. Its streams tell it
+/// when they open and close.
+final class HTTP2IdleCloser: ChannelInboundHandler {
+    typealias InboundIn = HTTP2Frame
+    var openStreams = 0
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case IdleStateHandler.IdleStateEvent.read = event, openStreams == 0 {
+            context.close(promise: nil)
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 }
 
@@ -128,23 +147,28 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
 
     private let loop: LoopState
     private let clientAddress: String?
+    /// Its connection's idle clock, which stays off while a stream is open.
+    private let connection: HTTP2IdleCloser?
     private var context: ChannelHandlerContext?
     private var exchange: Exchange?
     /// The request was answered by the proxy itself; what else the client sends is dropped.
     private var answered = false
     private var pendingRead = false
 
-    init(loop: LoopState, clientAddress: String?) {
+    init(loop: LoopState, clientAddress: String?, connection: HTTP2IdleCloser? = nil) {
         self.loop = loop
         self.clientAddress = clientAddress
+        self.connection = connection
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        connection?.openStreams += 1
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        connection?.openStreams -= 1
     }
 
     // MARK: Client → upstream

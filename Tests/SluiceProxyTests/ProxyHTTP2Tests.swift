@@ -180,6 +180,19 @@ struct ProxyHTTP2Tests {
         }
     }
 
+    @Test("an idle HTTP/2 connection closes after clientIdleTimeout; one with a stream open stays")
+    func idleTimeout() async throws {
+        try await ProxyHarness.run(versions: [], configure: { $0.eventLoops = 1; $0.clientIdleTimeout = .milliseconds(300) }) { h in
+            let u = try await Self.upstreams(h)
+            defer { Task { await u.stop() } }
+            try await h.apply(try Self.route(u, weights: (100, 0)))
+            let client = try await HTTP2TestClient.connect(port: h.port, group: h.group)
+            let slow = try await client.request("/inference.GRPCInferenceService/ModelInfer", headers: Self.grpc + [("x-want-delay-ms", "1000")])
+            #expect(slow.grpcStatus == 0, "a stream open longer than the idle timeout is not cut")
+            #expect(try await eventually(timeout: .seconds(20)) { !client.channel.isActive }, "the idle connection was closed")
+        }
+    }
+
     @Test("over TLS, ALPN h2 serves HTTP/2 and http/1.1 serves HTTP/1.1 on the same listener")
     func alpn() async throws {
         let certificates = try await TestCertificates.make()
