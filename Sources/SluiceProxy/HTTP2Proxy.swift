@@ -412,10 +412,12 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
         }
     }
 
+    /// The response ended. Counted before the flush: the flush ends the client's stream, whose close
+    /// would otherwise find the exchange unfinished and cancel the upstream's.
     private func finish(_ exchange: Exchange) {
-        context?.flush()
         let status = exchange.grpcStatus.map { GRPCStatus.httpEquivalent($0) } ?? exchange.status ?? 502
         complete(exchange, status: status)
+        context?.flush()
     }
 
     private func complete(_ exchange: Exchange, status: Int) {

@@ -55,6 +55,9 @@ struct ProxyHTTP2Tests {
             #expect(u.v1.connections == 1 && u.v2.connections == 1, "one HTTP/2 connection per version, its streams multiplexed")
             #expect(u.v1.streams + u.v2.streams == 200)
             #expect(Set(u.v1.requestIDs + u.v2.requestIDs).count == 200, "every stream carries its own x-request-id")
+            #expect(u.v1.resets + u.v2.resets == 0, "no stream that ended was cancelled")
+            let inFlight = try await h.proxy.metrics.inFlight()
+            #expect(inFlight.values.allSatisfy { $0 == 0 }, "each ended stream leaves the in-flight count once: \(inFlight)")
 
             // Header rules, and prefix rewriting of :path.
             try await h.apply(revision: 2, try Self.route(u, weights: (100, 0), rewrite: "/", headerRules: [HeaderRule(header: HeaderMatch(name: "x-canary", value: "yes"), version: "v2")]))

@@ -14,7 +14,7 @@ import NIOSSL
 public final class HTTP2TestUpstream: Sendable {
     public let name: String
     public let channel: any Channel
-    private let counters: NIOLockedValueBox<(streams: Int, connections: Int, paths: [String], requestIDs: [String])>
+    private let counters: NIOLockedValueBox<(streams: Int, connections: Int, paths: [String], requestIDs: [String], resets: Int)>
     private let accepted: NIOLockedValueBox<[any Channel]>
 
     public var port: Int { channel.localAddress!.port! }
@@ -22,6 +22,8 @@ public final class HTTP2TestUpstream: Sendable {
     public var connections: Int { counters.withLockedValue { $0.connections } }
     public var paths: [String] { counters.withLockedValue { $0.paths } }
     public var requestIDs: [String] { counters.withLockedValue { $0.requestIDs } }
+    /// RST_STREAM frames received: a proxy that cancels streams it should have let end.
+    public var resets: Int { counters.withLockedValue { $0.resets } }
 
     /// `tls`: serve h2 over TLS (ALPN `h2`) with this certificate instead of h2c.
     public static func start(name: String, group: any EventLoopGroup, tls: TestCertificates.Leaf? = nil) async throws -> HTTP2TestUpstream {
@@ -32,7 +34,7 @@ public final class HTTP2TestUpstream: Sendable {
             configuration.applicationProtocols = ["h2"]
             return try NIOSSLContext(configuration: configuration)
         }
-        let counters = NIOLockedValueBox((streams: 0, connections: 0, paths: [String](), requestIDs: [String]()))
+        let counters = NIOLockedValueBox((streams: 0, connections: 0, paths: [String](), requestIDs: [String](), resets: 0))
         let accepted = NIOLockedValueBox<[any Channel]>([])
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -54,7 +56,7 @@ public final class HTTP2TestUpstream: Sendable {
         return HTTP2TestUpstream(name: name, channel: channel, counters: counters, accepted: accepted)
     }
 
-    private init(name: String, channel: any Channel, counters: NIOLockedValueBox<(streams: Int, connections: Int, paths: [String], requestIDs: [String])>,
+    private init(name: String, channel: any Channel, counters: NIOLockedValueBox<(streams: Int, connections: Int, paths: [String], requestIDs: [String], resets: Int)>,
                  accepted: NIOLockedValueBox<[any Channel]>) {
         self.name = name
         self.channel = channel
@@ -72,12 +74,12 @@ public final class HTTP2TestUpstream: Sendable {
         typealias InboundIn = HTTP2Frame.FramePayload
         typealias OutboundOut = HTTP2Frame.FramePayload
         let name: String
-        let counters: NIOLockedValueBox<(streams: Int, connections: Int, paths: [String], requestIDs: [String])>
+        let counters: NIOLockedValueBox<(streams: Int, connections: Int, paths: [String], requestIDs: [String], resets: Int)>
         var request = HPACKHeaders()
         var body = ByteBuffer()
         var echo = false
 
-        init(name: String, counters: NIOLockedValueBox<(streams: Int, connections: Int, paths: [String], requestIDs: [String])>) {
+        init(name: String, counters: NIOLockedValueBox<(streams: Int, connections: Int, paths: [String], requestIDs: [String], resets: Int)>) {
             self.name = name
             self.counters = counters
         }
@@ -108,6 +110,8 @@ public final class HTTP2TestUpstream: Sendable {
                     body.writeBuffer(&bytes)
                 }
                 if frame.endStream { answer(context) }
+            case .rstStream:
+                counters.withLockedValue { $0.resets += 1 }
             default:
                 break
             }
