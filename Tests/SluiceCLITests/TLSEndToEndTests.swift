@@ -92,16 +92,9 @@ struct TLSEndToEndTests {
           {"version": "v1", "weight": 100, "endpoints": ["http://127.0.0.1:\(upstream.port)"]}]}]}
         """.write(to: routes, atomically: true, encoding: .utf8)
         let certificate = directory.appendingPathComponent("served.pem").path, key = directory.appendingPathComponent("served.key").path
-        func install(_ leaf: TestCertificates.Leaf) throws {
-            for (from, to) in [(leaf.certificate, certificate), (leaf.key, key)] {
-                try? FileManager.default.removeItem(atPath: to + ".new")
-                try FileManager.default.copyItem(atPath: from, toPath: to + ".new")
-                #expect(rename(to + ".new", to) == 0)
-            }
-        }
 
         // Renewed in place, seen by the file check.
-        try install(first)
+        try TestCertificates.install(first, certificate: certificate, key: key)
         let watching = try RunningSluice(["proxy", "--routes", routes.path, "--listen", "127.0.0.1:0", "--event-loops", "1",
                                           "--tls-cert", certificate, "--tls-key", key, "--tls-check-every", "1"])
         let port = try await watching.port(after: "route(s) over TLS on")
@@ -111,19 +104,19 @@ struct TLSEndToEndTests {
         #expect(served.subject == "CN=localhost")
         let http1 = try await Self.curl(port: port, caFile: certificates.caFile, http1: true)
         #expect(http1.status == "200" && http1.alpn == "http/1.1")
-        try install(renewed)
+        try TestCertificates.install(renewed, certificate: certificate, key: key)
         #expect(try await eventually(timeout: .seconds(60)) { try await Self.curl(port: port, caFile: certificates.caFile).subject == "CN=renewed.example" },
                 "\(watching.text)")
         #expect(watching.text.contains("listener certificate reloaded"))
         #expect(try await watching.stop() == 0)
 
         // Only on SIGHUP with --tls-check-every 0.
-        try install(first)
+        try TestCertificates.install(first, certificate: certificate, key: key)
         let hangup = try RunningSluice(["proxy", "--routes", routes.path, "--listen", "127.0.0.1:0", "--event-loops", "1",
                                         "--tls-cert", certificate, "--tls-key", key, "--tls-check-every", "0"])
         let hangupPort = try await hangup.port(after: "route(s) over TLS on")
         #expect(try await Self.curl(port: hangupPort, caFile: certificates.caFile).subject == "CN=localhost")
-        try install(renewed)
+        try TestCertificates.install(renewed, certificate: certificate, key: key)
         hangup.signal(SIGHUP)
         #expect(try await eventually(timeout: .seconds(60)) { try await Self.curl(port: hangupPort, caFile: certificates.caFile).subject == "CN=renewed.example" },
                 "\(hangup.text)")

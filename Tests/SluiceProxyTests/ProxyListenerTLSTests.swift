@@ -23,16 +23,6 @@ struct ProxyListenerTLSTests {
         return configuration
     }
 
-    /// Copies `leaf`'s files over the paths the proxy serves (a renewal that replaces the files).
-    static func install(_ leaf: TestCertificates.Leaf, certificate: String, key: String) throws {
-        for (from, to) in [(leaf.certificate, certificate), (leaf.key, key)] {
-            let temporary = to + ".new"
-            try? FileManager.default.removeItem(atPath: temporary)
-            try FileManager.default.copyItem(atPath: from, toPath: temporary)
-            #expect(rename(temporary, to) == 0, "rename \(temporary)")
-        }
-    }
-
     @Test("requests are served over verified TLS 1.2+, ALPN agrees http/1.1 with a client that offers only it, and a TLS 1.1 client is refused")
     func servesTLS() async throws {
         let certificates = try await TestCertificates.make()
@@ -68,7 +58,7 @@ struct ProxyListenerTLSTests {
         let other = try await certificates.leaf("other", names: ["other.example"])
         let certificate = certificates.directory.appendingPathComponent("served.pem").path
         let key = certificates.directory.appendingPathComponent("served.key").path
-        try Self.install(first, certificate: certificate, key: key)
+        try TestCertificates.install(first, certificate: certificate, key: key)
         let tls = try ListenerTLS(certificatePath: certificate, keyPath: key)
         #expect(try tls.reload() == false, "unchanged files are not reloaded")
         try await ProxyHarness.run(configure: { $0.tls = tls }) { h in
@@ -77,7 +67,7 @@ struct ProxyListenerTLSTests {
             #expect(try await before.request(.GET, "/models/m/1").status == 200)
             #expect(try await before.handshake().certificate?.contains("DNS:renewed.example") == false)
 
-            try Self.install(renewed, certificate: certificate, key: key)
+            try TestCertificates.install(renewed, certificate: certificate, key: key)
             #expect(try tls.reload() == true)
             let after = try await TestClient.connect(port: h.port, group: h.group, tls: try Self.client(certificates), serverName: "renewed.example")
             #expect(try await after.request(.GET, "/models/m/2").status == 200)

@@ -51,6 +51,17 @@ public final class TestCertificates: Sendable {
         return Leaf(certificate: certificate, key: key)
     }
 
+    /// Copies `leaf`'s files over `certificate` and `key`, each renamed into place (a renewal that
+    /// replaces the files a server reads, never leaving half a file).
+    public static func install(_ leaf: Leaf, certificate: String, key: String) throws {
+        for (from, to) in [(leaf.certificate, certificate), (leaf.key, key)] {
+            let temporary = to + ".new"
+            try? FileManager.default.removeItem(atPath: temporary)
+            try FileManager.default.copyItem(atPath: from, toPath: temporary)
+            guard rename(temporary, to) == 0 else { throw ChildProcessError("cannot rename \(temporary) to \(to): \(String(cString: strerror(errno)))") }
+        }
+    }
+
     public func remove() {
         try? FileManager.default.removeItem(at: directory)
     }
