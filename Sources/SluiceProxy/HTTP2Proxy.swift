@@ -139,9 +139,13 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
         var grpcStatus: Int?
         var finished = false
         var timeout: Scheduled<Void>?
+        /// When the client last sent a frame of the request: the response timeout runs from then, as
+        /// for HTTP/1.1, so a long upload or a bidirectional stream is not cut while it sends.
+        var lastSent: NIODeadline
 
         init(version: String, stats: LoopVersionStats, start: NIODeadline, requestID: String, isGRPC: Bool) {
             (self.version, self.stats, self.start, self.requestID, self.isGRPC) = (version, stats, start, requestID, isGRPC)
+            lastSent = start
         }
     }
 
@@ -182,6 +186,7 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
         guard let exchange, !exchange.finished else { return }
         switch payload {
         case .headers, .data:
+            if exchange.status == nil { exchange.lastSent = .now() }
             if let upstream = exchange.upstream {
                 upstream.write(payload)
             } else {
@@ -286,16 +291,30 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
                 forwarded.add(name: name, value: value, indexing: indexing)
             }
         }
-        forwarded.add(name: "x-request-id", value: id)
+        // Unique per request: kept out of the HPACK table, where it would only push useful entries out.
+        forwarded.add(name: "x-request-id", value: id, indexing: .nonIndexable)
         if let clientAddress { forwarded.add(name: "x-forwarded-for", value: forwardedFor.map { "\($0), \(clientAddress)" } ?? clientAddress) }
-        exchange.timeout = loop.eventLoop.assumeIsolated().scheduleTask(in: loop.configuration.upstreamResponseTimeout) { [weak self] in
-            self?.fail(exchange, status: 504, kind: .timeout, message: "no response from \(exchange.version) in time")
-        }
+        armTimeout(exchange, in: loop.configuration.upstreamResponseTimeout)
         if backend.speaksHTTP2 {
             exchange.pending.append(.headers(.init(headers: forwarded, endStream: frame.endStream)))
             openStream(exchange, to: pool.endpoint, tls: backend.tls)
         } else {
             bridge(exchange, to: pool, head: forwarded, endStream: frame.endStream)
+        }
+    }
+
+    /// Answers 504 if no response head comes within `upstreamResponseTimeout` of the request's last
+    /// frame; one timer per exchange, moved on only when it fires.
+    private func armTimeout(_ exchange: Exchange, in delay: TimeAmount) {
+        exchange.timeout = loop.eventLoop.assumeIsolated().scheduleTask(in: delay) { [weak self] in
+            guard let self, !exchange.finished, exchange.status == nil else { return }
+            let waited = NIODeadline.now() - exchange.lastSent
+            let limit = self.loop.configuration.upstreamResponseTimeout
+            if waited < limit {
+                self.armTimeout(exchange, in: limit - waited)
+            } else {
+                self.fail(exchange, status: 504, kind: .timeout, message: "no response from \(exchange.version) in time")
+            }
         }
     }
 
@@ -366,6 +385,9 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
                     exchange.status = status
                     exchange.timeout?.cancel()
                     frame.headers.add(name: "x-sluice-version", value: exchange.version)
+                    // The id feedback refers to, as for HTTP/1.1: the proxy's, never the upstream's own.
+                    frame.headers.remove(name: "x-request-id")
+                    frame.headers.add(name: "x-request-id", value: exchange.requestID, indexing: .nonIndexable)
                     if frame.endStream { exchange.grpcStatus = frame.headers.first(name: "grpc-status").flatMap { Int($0) } }
                 }
             } else {

@@ -10,11 +10,13 @@ import Testing
 @Suite("Proxy: upstream failures, strict parsing and limits")
 struct ProxyFailureTests {
     /// A port that refuses connections: bound once, then closed.
+    /// An endpoint that refuses every connection: a socket bound but not listening, held for the test
+    /// process's life. (A port closed after binding it was free for any other test to take: in one CI
+    /// run, a "dead" version answered because another listener got its port.)
     static func refusedEndpoint(group: any EventLoopGroup) async throws -> Endpoint {
-        let channel = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
-        let port = channel.localAddress!.port!
-        try await channel.close()
-        return Endpoint(scheme: .http, host: "127.0.0.1", port: port)
+        let socket = try LoopbackSocket(listening: false)
+        _ = Unmanaged.passRetained(socket) // Never released: the port stays ours.
+        return Endpoint(scheme: .http, host: "127.0.0.1", port: socket.port)
     }
 
     @Test("an endpoint named by host name is looked up (every address tried); an unknown name is a 502 connect error")
@@ -98,7 +100,10 @@ struct ProxyFailureTests {
             $0.ejectedProbeInterval = .milliseconds(100)
             $0.eventLoops = 1
         }) { h in
-            let dead = try await Self.refusedEndpoint(group: h.group)
+            // Refused while the socket is bound but not listening; freed for the revival below.
+            let socket = try LoopbackSocket(listening: false)
+            defer { socket.close() }
+            let dead = Endpoint(scheme: .http, host: "127.0.0.1", port: socket.port)
             try await h.apply(h.route([("v1", 100)], endpoints: ["v1": [dead]]))
             let client = try await h.client()
             var statuses: [Int] = []
@@ -110,6 +115,7 @@ struct ProxyFailureTests {
             #expect(v1.upstreamErrors[.noHealthyEndpoint] == 2)
 
             // Something starts listening on that port again: the probe readmits it.
+            socket.close()
             let revived = try await ServerBootstrap(group: h.group)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelInitializer { channel in

@@ -194,8 +194,10 @@ public final class HTTP2TestClient: Sendable {
         self.multiplexer = multiplexer
     }
 
-    /// One request on a new stream: `headers` after the pseudo-headers, `body` as DATA frames (one each).
-    public func request(_ path: String, method: String = "POST", headers: [(String, String)] = [], body: [String] = []) async throws -> Response {
+    /// One request on a new stream: `headers` after the pseudo-headers, `body` as DATA frames (one each),
+    /// with `pace` between them when given (a slow sender).
+    public func request(_ path: String, method: String = "POST", headers: [(String, String)] = [], body: [String] = [],
+                        pace: Duration? = nil) async throws -> Response {
         let promise = channel.eventLoop.makePromise(of: Response.self)
         var head: HPACKHeaders = [":method": method, ":scheme": "http", ":authority": "localhost", ":path": path]
         for (name, value) in headers { head.add(name: name, value: value) }
@@ -203,13 +205,11 @@ public final class HTTP2TestClient: Sendable {
             stream.eventLoop.makeCompletedFuture { try stream.pipeline.syncOperations.addHandler(Collector(promise: promise)) }
         }.get()
         let requestHead = head
-        try await stream.eventLoop.submit {
-            stream.write(HTTP2Frame.FramePayload.headers(.init(headers: requestHead, endStream: body.isEmpty)), promise: nil)
-            for (index, part) in body.enumerated() {
-                stream.write(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(ByteBuffer(string: part)), endStream: index == body.count - 1)), promise: nil)
-            }
-            stream.flush()
-        }.get()
+        try await stream.writeAndFlush(HTTP2Frame.FramePayload.headers(.init(headers: requestHead, endStream: body.isEmpty)))
+        for (index, part) in body.enumerated() {
+            if let pace { try await Task.sleep(for: pace) }
+            try await stream.writeAndFlush(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(ByteBuffer(string: part)), endStream: index == body.count - 1)))
+        }
         return try await promise.futureResult.get()
     }
 

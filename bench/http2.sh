@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# HTTP/2 benchmark (issue 14): h2load -> [sluice proxy] -> nghttpd over h2c, Sluice against the same
+# server without a proxy, in one run, then 1,000 weight swaps under HTTP/2 load.
+#
+# The upstream is nghttpd (Debian nghttp2-server), a C HTTP/2 server answering a small file; the load
+# is h2load (nghttp2-client) with CONNS connections of STREAMS concurrent streams each. Sluice routes
+# `protocol: h2c` versions weighted 90/10 on one event loop, pinned to CPU 0; nghttpd and h2load share
+# CPU 1. Unary HTTP/2 requests are what a gRPC unary call is on the wire (HEADERS, DATA, and for gRPC
+# trailers); the gRPC status handling is tested, not benched, here.
+#
+#   bench/http2.sh        # env: ROUNDS (default 5), REQUESTS (default 50000 per run), CONNS (8), STREAMS (10), SWAPS (1000)
+#
+# Targets take turns for ROUNDS rounds; it prints every round, the medians, and the median of the
+# per-round ratios, and appends them, dated, to bench/RESULTS.md. Builds Sluice in release mode first;
+# installs nghttp2-client and nghttp2-server when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-5}; REQUESTS=${REQUESTS:-50000}; CONNS=${CONNS:-8}; STREAMS=${STREAMS:-10}; SWAPS=${SWAPS:-1000}
+
+if ! command -v h2load >/dev/null || ! command -v nghttpd >/dev/null; then
+    echo "==> installing nghttp2-client nghttp2-server"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nghttp2-client nghttp2-server >/dev/null
+fi
+echo "==> swift build -c release --product sluice"
+swift build -c release --product sluice > /tmp/sluice-bench-build.log 2>&1 || { cat /tmp/sluice-bench-build.log; exit 1; }
+SLUICE="$(swift build -c release --show-bin-path)/sluice"
+
+D=$(mktemp -d)
+cleanup() {
+    for p in "$D"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
+    sleep 0.3; rm -rf "$D"
+}
+trap cleanup EXIT
+
+mkdir -p "$D/www"
+printf '{"model_name":"m","outputs":[{"name":"p","datatype":"FP32","shape":[1],"data":[0.42]}]}' > "$D/www/infer"
+routes() { # REVISION CANARY_WEIGHT
+    printf '{"revision": %s, "routes": [{"name": "m", "pathPrefix": "/", "backends": [
+      {"version": "v2", "weight": %s, "protocol": "h2c", "endpoints": ["http://127.0.0.1:18182"]},
+      {"version": "v1", "weight": %s, "protocol": "h2c", "endpoints": ["http://127.0.0.1:18181"]}]}]}\n' "$1" "$2" "$((100 - $2))"
+}
+routes 1 10 > "$D/routes.json"
+for port in 18181 18182 18190; do
+    if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+        echo "error: port $port is already in use; stop what listens there and run again" >&2
+        exit 1
+    fi
+done
+taskset -c 1 nghttpd --no-tls -d "$D/www" 18181 > /dev/null 2>&1 & echo $! > "$D/up1.pid"
+taskset -c 1 nghttpd --no-tls -d "$D/www" 18182 > /dev/null 2>&1 & echo $! > "$D/up2.pid"
+taskset -c 0 "$SLUICE" proxy --routes "$D/routes.json" --listen 127.0.0.1:18190 --event-loops 1 > "$D/sluice.log" 2>&1 & echo $! > "$D/sluice.pid"
+for port in 18181 18182 18190; do
+    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+done
+
+declare -A RPS P99 FAIL
+run() { # NAME PORT [REQUESTS]: one h2load run; appends req/s, the p99 and failures
+    local out rps p99 fail
+    out=$(taskset -c 1 h2load -n "${3:-$REQUESTS}" -c "$CONNS" -m "$STREAMS" -t 1 --log-file="$D/requests.log" "http://127.0.0.1:$2/infer" 2>&1) || true
+    rps=$(echo "$out" | awk '/^finished in/{print $4}')
+    # The p99 from h2load's per-request log: start, status, microseconds to the end of the response.
+    p99=$(awk -F'\t' '{ print $3 }' "$D/requests.log" | sort -n | awk '{ v[NR] = $1 } END { if (NR) printf "%.3f", v[int(NR * 0.99 + 0.999)] / 1000; else print 0 }')
+    # Failed (which counts non-2xx answers), errored and timed out.
+    fail=$(echo "$out" | awk '/^requests:/{print $10 + $12 + $14}')
+    fail=${fail:-0}
+    [ -n "$rps" ] || fail=${3:-$REQUESTS} # h2load did not finish: count every request as failed
+    RPS[$1]+="${rps:-0} "; P99[$1]+="$p99 "; FAIL[$1]=$(( ${FAIL[$1]:-0} + fail ))
+    printf '  %-8s req/s=%-10s p99=%-9sms failed=%s\n' "$1" "${rps:-FAILED}" "$p99" "$fail"
+}
+median() { echo "$@" | tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+pairs() { # A B: the per-round req/s ratios A[i]/B[i]
+    local -a a=(${RPS[$1]}) b=(${RPS[$2]})
+    for i in "${!a[@]}"; do awk -v x="${a[$i]}" -v y="${b[$i]}" 'BEGIN { if (y > 0) print x / y }'; done
+}
+
+TARGETS=("direct 18181" "sluice 18190")
+echo "==> $ROUNDS rounds of $REQUESTS requests per target, $CONNS connections x $STREAMS streams, h2load and nghttpd on CPU 1, sluice on CPU 0"
+for round in $(seq "$ROUNDS"); do
+    echo "round $round"
+    for target in "${TARGETS[@]}"; do run $target; done
+done
+
+echo "==> sluice again, swapping the routing table $SWAPS times under HTTP/2 load"
+pid=$(cat "$D/sluice.pid")
+( for i in $(seq 2 $((SWAPS + 1))); do routes "$i" $((i % 101)) > "$D/routes.next"; mv "$D/routes.next" "$D/routes.json"; kill -HUP "$pid"; sleep 0.005; done ) &
+swapper=$!
+swaps_run() { while kill -0 "$swapper" 2>/dev/null; do run swaps 18190; done; }
+swaps_run
+wait $swapper
+reloads=$(grep -c "routing table reloaded" "$D/sluice.log" || true)
+rss_kb=$(awk '/VmHWM/{print $2}' "/proc/$pid/status")
+
+summary() {
+    printf 'HTTP/2 req/s, sluice/direct (one core)   medians %s / %s, median of per-round ratios %.3f  (goal >= 0.5)\n' \
+        "$(median ${RPS[sluice]})" "$(median ${RPS[direct]})" "$(median $(pairs sluice direct))"
+    printf 'p99 latency, median over rounds           sluice %s ms, direct %s ms\n' "$(median ${P99[sluice]})" "$(median ${P99[direct]})"
+    echo "Failed requests                           sluice ${FAIL[sluice]}, direct ${FAIL[direct]}"
+    echo "Weight swaps under HTTP/2 load            $reloads of $SWAPS applied, failed requests during them: ${FAIL[swaps]}  (goal 0)"
+    echo "Sluice peak RSS                           $((rss_kb / 1024)) MB"
+}
+echo
+summary | tee "$D/summary.txt"
+{
+    echo
+    echo "### $(date -u +%Y-%m-%d): \`ROUNDS=$ROUNDS REQUESTS=$REQUESTS CONNS=$CONNS STREAMS=$STREAMS bench/http2.sh\` (appended by the script)"
+    echo
+    echo '```'
+    cat "$D/summary.txt"
+    echo '```'
+} >> bench/RESULTS.md
+echo "==> appended to bench/RESULTS.md"
