@@ -101,11 +101,11 @@ summary() {
 echo
 summary | tee "$D/summary.txt"
 {
-    echo
     echo "### $(date -u +%Y-%m-%d): \`ROUNDS=$ROUNDS REQUESTS=$REQUESTS CONNS=$CONNS STREAMS=$STREAMS bench/http2.sh\` (appended by the script)"
     echo
     echo '```'
     cat "$D/summary.txt"
     echo '```'
-} >> bench/RESULTS.md
+} > "$D/results.md"
+python3 -c "import sys; sys.path.insert(0, 'bench'); from benchlib import append_results; append_results('HTTP/2 (\`bench/http2.sh\`)', \"Issue 14's goals for HTTP/2: gRPC-shaped unary streams through Sluice at >= 0.5x direct on one core, p99 reported, and 1,000 weight swaps under HTTP/2 load with no failed request. h2load and nghttpd (nghttp2) over h2c.\", open('$D/results.md').read())"
 echo "==> appended to bench/RESULTS.md"
