@@ -37,7 +37,10 @@ public final class ChildProcess: @unchecked Sendable {
         let envp = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { envp.forEach { free($0) } }
         var pid: pid_t = 0
-        let result = posix_spawn(&pid, executable, &actions, nil, argv, envp)
+        // One start at a time with Foundation's `Process.run()` too: a `Process.run()` crashed in
+        // memmove (swiftlang/swift-corelibs-foundation#5472) in a CI run where these spawns (grpcio
+        // servers, openssl) ran beside it.
+        let result = SpawnLock.run { posix_spawn(&pid, executable, &actions, nil, argv, envp) }
         guard result == 0 else { throw ChildProcessError("cannot start \(executable): \(String(cString: strerror(result)))") }
         self.pid = pid
     }
