@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import SluiceSpec
 
@@ -32,12 +35,27 @@ enum SpecFiles {
         var description: String { "cannot read \(path): \(reason)" }
     }
 
+    /// Standard input to its end. Not `FileHandle.readDataToEndOfFile()`: it traps on EINTR (a signal
+    /// arriving while it waits), and this retries.
+    static func readStandardInput() throws -> Data {
+        var data = Data()
+        var buffer = [UInt8](repeating: 0, count: 64 << 10)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { Glibc.read(0, $0.baseAddress, $0.count) }
+            if count == 0 { return data }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw Unreadable(path: "<stdin>", reason: String(cString: strerror(errno)))
+            }
+            data.append(contentsOf: buffer[0..<count])
+        }
+    }
+
     /// Reads each file; `-` is standard input, reported as `<stdin>`.
     static func read(_ paths: [String]) throws -> [SourceFile] {
         try paths.map { path in
             if path == "-" {
-                let data = FileHandle.standardInput.readDataToEndOfFile()
-                return SourceFile(path: "<stdin>", text: String(decoding: data, as: UTF8.self))
+                return SourceFile(path: "<stdin>", text: String(decoding: try readStandardInput(), as: UTF8.self))
             }
             let data: Data
             do {

@@ -329,7 +329,7 @@ struct ProviderEndToEndTests {
 
 /// A real Prometheus server on a free loopback port, scraping one target every second.
 final class PrometheusProcess: Sendable {
-    let process: Process
+    let process: ChildProcess
     let port: Int
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 
@@ -347,16 +347,9 @@ final class PrometheusProcess: Sendable {
         var lastOutput = ""
         for _ in 0..<5 {
             let port = try freePort()
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = ["--config.file=\(config.path)", "--storage.tsdb.path=\(directory.appendingPathComponent("tsdb-\(port)").path)",
-                                 "--web.listen-address=127.0.0.1:\(port)", "--log.level=warn"]
             let log = directory.appendingPathComponent("prometheus-\(port).log")
-            FileManager.default.createFile(atPath: log.path, contents: nil)
-            let handle = try FileHandle(forWritingTo: log)
-            process.standardOutput = handle
-            process.standardError = handle
-            try SpawnLock.run { try process.run() }
+            let process = try ChildProcess(binary, ["--config.file=\(config.path)", "--storage.tsdb.path=\(directory.appendingPathComponent("tsdb-\(port)").path)",
+                                                    "--web.listen-address=127.0.0.1:\(port)", "--log.level=warn"], log: log.path)
             let server = PrometheusProcess(process: process, port: port)
             let ready = try await eventually(timeout: .seconds(30)) {
                 guard process.isRunning else { return true }
@@ -365,13 +358,13 @@ final class PrometheusProcess: Sendable {
             if ready, process.isRunning {
                 return server
             }
-            lastOutput = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+            lastOutput = process.output
             server.kill()
         }
         throw RunningSluice.Failure(message: "prometheus did not start:\n\(lastOutput)")
     }
 
-    private init(process: Process, port: Int) {
+    private init(process: ChildProcess, port: Int) {
         self.process = process
         self.port = port
     }
@@ -390,10 +383,7 @@ final class PrometheusProcess: Sendable {
     }
 
     func kill() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
+        process.kill()
         try? group.syncShutdownGracefully()
     }
 

@@ -168,19 +168,11 @@ struct DocsTests {
     /// minutes; returns what it printed. A port taken between the probe and the bind ends `sluice run`
     /// at once, and a `--watch` would then wait its hour for it: it stops there, and says so.
     static func runScript(_ file: URL, in directory: URL, output: URL) async throws -> String {
-        let shell = Process()
-        shell.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
-        shell.arguments = ["bash", file.path]
-        shell.currentDirectoryURL = directory
-        FileManager.default.createFile(atPath: output.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: output)
-        shell.standardOutput = handle
-        shell.standardError = handle
-        try SpawnLock.run { try shell.run() }
-        defer { kill(-shell.processIdentifier, SIGKILL) }
+        let shell = try ChildProcess("/usr/bin/setsid", ["bash", file.path], log: output.path, directory: directory.path)
+        defer { kill(-shell.pid, SIGKILL); shell.kill() }
         let clock = ContinuousClock()
         let deadline = clock.now + .seconds(480)
-        func printed() -> String { (try? String(contentsOf: output, encoding: .utf8)) ?? "" }
+        func printed() -> String { shell.output }
         while shell.isRunning && clock.now < deadline && !printed().contains("Error: cannot listen") { try await Task.sleep(for: .milliseconds(200)) }
         #expect(!shell.isRunning, "the script did not finish in 8 minutes:\n\(printed())")
         return printed()

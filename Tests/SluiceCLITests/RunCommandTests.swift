@@ -69,7 +69,7 @@ struct RunCommandTests {
 
         // kill -9 at the pause at 60%, and restart on the same state: same step, same weight.
         sluice.signal(SIGKILL)
-        sluice.process.waitUntilExit()
+        sluice.process.kill()
         sluice = try RunningSluice(arguments, in: work)
         port = try await sluice.port(after: "proxy on")
         adminPort = try await sluice.port(after: "admin API on")

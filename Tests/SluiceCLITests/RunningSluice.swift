@@ -1,41 +1,20 @@
 import Foundation
 import SluiceTestSupport
-import NIOConcurrencyHelpers
 
 /// A `sluice` process running in the background, with its output collected as it comes.
 /// `stop()` sends SIGTERM and waits; anything still running at the end is killed.
 final class RunningSluice: Sendable {
-    let process: Process
-    private let output = NIOLockedValueBox("")
+    let process: ChildProcess
+    private let scratch: URL
 
     init(_ arguments: [String], in directory: URL = SluiceBinary.repositoryRoot) throws {
-        let process = Process()
-        process.executableURL = SluiceBinary.url
-        process.arguments = arguments
-        process.currentDirectoryURL = directory
-        let output = self.output
-        let pipe = try SpawnLock.run {
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = pipe
-            try process.run()
-            return pipe
-        }
-        self.process = process
-        // A thread of its own reads until the child's end of the pipe closes. (A `readabilityHandler`
-        // left a dispatch source on a descriptor the released `FileHandle` closed, and libdispatch
-        // crashed the whole test process in `_dispatch_event_loop_drain` under CI load.)
-        nonisolated(unsafe) let handle = pipe.fileHandleForReading
-        Thread {
-            while true {
-                let data = handle.availableData
-                if data.isEmpty { return }
-                output.withLockedValue { $0 += String(decoding: data, as: UTF8.self) }
-            }
-        }.start()
+        scratch = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-running-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        process = try ChildProcess(SluiceBinary.url.path, arguments, log: scratch.appendingPathComponent("output").path, directory: directory.path)
     }
 
-    var text: String { output.withLockedValue { $0 } }
+    /// Everything it has printed so far, stdout and stderr together.
+    var text: String { process.output }
 
     /// Waits until the output has a line containing `marker`, and returns that line.
     /// The default deadline is generous: at the full suite's peak on two cores (load average 26) a
@@ -61,29 +40,23 @@ final class RunningSluice: Sendable {
     }
 
     func signal(_ signal: Int32) {
-        kill(process.processIdentifier, signal)
+        process.signal(signal)
     }
 
     /// SIGTERM, then waits for the exit; returns the exit status.
     @discardableResult
     func stop(timeout: Duration = .seconds(30)) async throws -> Int32 {
-        if process.isRunning { signal(SIGTERM) }
-        let clock = ContinuousClock()
-        let deadline = clock.now + timeout
-        while process.isRunning && clock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
-        if process.isRunning {
-            signal(SIGKILL)
-            process.waitUntilExit()
+        signal(SIGTERM)
+        guard await process.exited(within: timeout) else {
+            process.kill()
             throw Failure(message: "sluice did not stop within \(timeout) of SIGTERM")
         }
-        return process.terminationStatus
+        return process.exitCode ?? -1
     }
 
     deinit {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
+        process.kill()
+        try? FileManager.default.removeItem(at: scratch)
     }
 
     struct Failure: Error, CustomStringConvertible {

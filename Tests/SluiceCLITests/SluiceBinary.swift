@@ -38,34 +38,22 @@ enum SluiceBinary {
 
     private static func runBlocking(_ path: String, _ arguments: [String], in directory: URL, environment: [String: String], input: String?,
                                     timeout: Duration) throws -> Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        process.currentDirectoryURL = directory
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let finished = DispatchSemaphore(value: 0)
-        process.terminationHandler = { _ in finished.signal() }
-        let (out, err, stdin) = try SpawnLock.run {
-            let out = Pipe(), err = Pipe(), stdin = Pipe()
-            process.standardOutput = out
-            process.standardError = err
-            process.standardInput = stdin
-            try process.run()
-            return (out, err, stdin)
+        // Files, not pipes: nothing can block on a full pipe, and nothing is read while it runs.
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-run-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let stdout = scratch.appendingPathComponent("stdout").path, stderr = scratch.appendingPathComponent("stderr").path
+        var stdin: String?
+        if let input {
+            stdin = scratch.appendingPathComponent("stdin").path
+            try input.write(toFile: stdin!, atomically: false, encoding: .utf8)
         }
-        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
-        try stdin.fileHandleForWriting.close()
-        // Drain both pipes while it runs, so a chatty child never blocks on a full pipe.
-        nonisolated(unsafe) var stdoutData = Data(), stderrData = Data()
-        let readers = DispatchGroup()
-        DispatchQueue.global().async(group: readers) { stdoutData = out.fileHandleForReading.readDataToEndOfFile() }
-        DispatchQueue.global().async(group: readers) { stderrData = err.fileHandleForReading.readDataToEndOfFile() }
-        if finished.wait(timeout: .now() + .milliseconds(Int(timeout.components.seconds * 1000))) == .timedOut {
-            process.terminate()
-            process.waitUntilExit()
+        let process = try ChildProcess(path, arguments, log: stdout, errorLog: stderr, input: stdin, directory: directory.path, environment: environment)
+        guard process.waitForExit(timeout: timeout) else {
+            process.signal(SIGTERM)
+            if !process.waitForExit(timeout: .seconds(5)) { process.kill() }
             throw TimedOut(arguments: arguments)
         }
-        readers.wait()
-        return Result(status: process.terminationStatus, stdout: String(decoding: stdoutData, as: UTF8.self), stderr: String(decoding: stderrData, as: UTF8.self))
+        return Result(status: process.exitCode ?? -1, stdout: ChildProcess.text(of: stdout), stderr: ChildProcess.text(of: stderr))
     }
 }

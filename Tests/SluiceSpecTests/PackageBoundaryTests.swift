@@ -20,24 +20,17 @@ struct PackageBoundaryTests {
     ]
 
     @Test("pure targets depend only on pure targets and Yams, according to Package.swift")
-    func manifestDependencies() throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    func manifestDependencies() async throws {
         // A scratch path of its own: the running `swift test` holds the lock on .build.
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-dump-package-\(getpid())")
         defer { try? FileManager.default.removeItem(at: scratch) }
-        process.arguments = ["swift", "package", "--scratch-path", scratch.path, "dump-package"]
-        process.currentDirectoryURL = Fixtures.root
-        let pipe = try SpawnLock.run {
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            return pipe
-        }
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0)
+        let output = scratch.appendingPathComponent("package.json").path
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        let process = try ChildProcess("/usr/bin/env", ["swift", "package", "--scratch-path", scratch.appendingPathComponent("build").path, "dump-package"],
+                                       log: output, errorLog: "/dev/null", directory: Fixtures.root.path)
+        #expect(await process.exited(within: .seconds(300)))
+        #expect(process.exitCode == 0)
+        let data = try #require(FileManager.default.contents(atPath: output))
         let package = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
         let targets = try #require(package["targets"] as? [[String: Any]])
         let pure = targets.filter { Self.pureTargets.contains($0["name"] as? String ?? "") }

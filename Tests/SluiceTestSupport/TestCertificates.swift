@@ -70,9 +70,7 @@ public final class TestCertificates: Sendable {
         let log = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-openssl-\(UUID().uuidString).log").path
         defer { try? FileManager.default.removeItem(atPath: log) }
         let process = try ChildProcess("/usr/bin/openssl", arguments, log: log)
-        let clock = ContinuousClock()
-        let deadline = clock.now + .seconds(30)
-        while process.isRunning && clock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        _ = await process.exited(within: .seconds(30))
         process.kill()
         guard process.exitedSuccessfully else { throw ChildProcessError("openssl \(arguments.prefix(2).joined(separator: " ")) failed: \(process.output)") }
     }
