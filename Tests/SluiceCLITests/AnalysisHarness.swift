@@ -130,8 +130,14 @@ final class AnalysisHarness: Sendable {
     /// `GET path` on the admin API, as JSON.
     func admin(_ path: String) async throws -> Any {
         let client = try await TestClient.connect(port: adminPort, group: group)
-        defer { Task { await client.close() } }
-        let response = try await client.request(.GET, path)
+        let response: TestClient.Response
+        do {
+            response = try await client.request(.GET, path)
+        } catch {
+            await client.close()
+            throw error
+        }
+        await client.close()
         return try JSONSerialization.jsonObject(with: Data(response.body.utf8))
     }
 

@@ -1,4 +1,5 @@
 import SluiceTestSupport
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import SluiceSpec
@@ -10,6 +11,9 @@ struct ProxyHarness {
     let proxy: ProxyServer
     let upstreams: [String: TestUpstream]
     let group: any EventLoopGroup
+    /// What the test asked to stop at the end, run before the event loops shut down (a `defer` that
+    /// started a `Task` could run after, and closing a channel on a loop that is gone traps).
+    private let stops = NIOLockedValueBox<[@Sendable () async -> Void]>([])
 
     var port: Int { proxy.localPort! }
 
@@ -41,8 +45,14 @@ struct ProxyHarness {
 
     private func tearDown() async throws {
         try await proxy.shutdown(gracePeriod: .seconds(2))
+        for stop in stops.withLockedValue({ $0 }) { await stop() }
         for upstream in upstreams.values { await upstream.stop() }
         try await group.shutdownGracefully()
+    }
+
+    /// Runs `stop` when the harness tears down, before its event loops go.
+    func stopAtEnd(_ stop: @escaping @Sendable () async -> Void) {
+        stops.withLockedValue { $0.append(stop) }
     }
 
     func endpoint(_ version: String) -> Endpoint {

@@ -31,7 +31,7 @@ struct ProxyTLSTests {
         let leaf = try await certificates.leaf("upstream", names: ["localhost", "127.0.0.1"])
         try await ProxyHarness.run(versions: []) { h in
             let upstream = try await TestUpstream.start(name: "secure", group: h.group, tls: leaf)
-            defer { Task { await upstream.stop() } }
+            h.stopAtEnd { await upstream.stop() }
             try await h.apply(try Self.route(upstream.port, tls: UpstreamTLS(caFile: certificates.caFile)))
             let responses = try await Self.get(h, count: 5)
             #expect(responses.map(\.status) == [200, 200, 200, 200, 200])
@@ -40,7 +40,7 @@ struct ProxyTLSTests {
             // By name, with a certificate for "localhost" only: reached at 127.0.0.1 it matches nothing,
             // unless serverName asks for (and verifies) "localhost".
             let named = try await TestUpstream.start(name: "named", group: h.group, tls: try await certificates.leaf("named", names: ["localhost"]))
-            defer { Task { await named.stop() } }
+            h.stopAtEnd { await named.stop() }
             try await h.apply(revision: 2, try Self.route(named.port, tls: UpstreamTLS(caFile: certificates.caFile)))
             #expect(try await Self.get(h).map(\.status) == [502], "the certificate does not name 127.0.0.1")
             try await h.apply(revision: 3, try Self.route(named.port, tls: UpstreamTLS(caFile: certificates.caFile, serverName: "localhost")))
@@ -58,7 +58,7 @@ struct ProxyTLSTests {
         let leaf = try await certificates.selfSigned("upstream", names: ["127.0.0.1"])
         try await ProxyHarness.run(versions: []) { h in
             let upstream = try await TestUpstream.start(name: "self-signed", group: h.group, tls: leaf)
-            defer { Task { await upstream.stop() } }
+            h.stopAtEnd { await upstream.stop() }
             try await h.apply(try Self.route(upstream.port, tls: nil))
             #expect(try await Self.get(h, count: 2).map(\.status) == [502, 502], "not in the system's trust store")
             let window = try await h.proxy.metrics.totals()[MetricKey(route: "m", version: "v1")]
