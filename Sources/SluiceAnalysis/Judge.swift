@@ -263,8 +263,8 @@ public enum Judge {
     /// (`successCondition: "< 250ms"`) judge the pooled quantile.
     static func latency(_ metric: MetricSpec, _ kind: BuiltinMetric, q: Double, stable: VersionSample, candidate: VersionSample,
                         state: inout MetricState) -> MetricResult {
-        state.pooledCandidate = state.pooledCandidate.merged(with: candidate.latency)
-        state.pooledStable = state.pooledStable.merged(with: stable.latency)
+        state.pooledCandidate = state.pooledCandidate.merged(with: candidate.bins(for: kind))
+        state.pooledStable = state.pooledStable.merged(with: stable.bins(for: kind))
         state.pooledWindows += 1
         let pooledCandidate = VersionSample(responses: 0, errors: 0, latency: state.pooledCandidate, seconds: 0)
         let pooledStable = VersionSample(responses: 0, errors: 0, latency: state.pooledStable, seconds: 0)

@@ -17,16 +17,24 @@ public struct VersionSample: Sendable, Hashable, Codable {
     public var responses: Int
     /// 5xx responses and proxy errors (502, 503, 504).
     public var errors: Int
-    /// The latency histogram, in increasing order of `seconds`.
+    /// The latency histogram (to the response's end), in increasing order of `seconds`.
     public var latency: [LatencyBin]
+    /// The time-to-first-byte histogram (to the response's head), in increasing order of `seconds`.
+    public var firstByte: [LatencyBin]
     /// The length of the window.
     public var seconds: Double
 
-    public init(responses: Int, errors: Int, latency: [LatencyBin] = [], seconds: Double) {
+    public init(responses: Int, errors: Int, latency: [LatencyBin] = [], firstByte: [LatencyBin] = [], seconds: Double) {
         self.responses = responses
         self.errors = errors
         self.latency = latency.sorted { $0.seconds < $1.seconds }
+        self.firstByte = firstByte.sorted { $0.seconds < $1.seconds }
         self.seconds = seconds
+    }
+
+    /// The histogram a latency metric reads: first bytes for `ttfbP99`, whole responses for the others.
+    public func bins(for metric: BuiltinMetric) -> [LatencyBin] {
+        metric.measuresFirstByte ? firstByte : latency
     }
 
     public static func empty(seconds: Double) -> VersionSample {
@@ -39,23 +47,26 @@ public struct VersionSample: Sendable, Hashable, Codable {
         case .requestRate: return seconds > 0 ? Double(responses) / seconds : nil
         case .errorRate: return responses > 0 ? Double(errors) / Double(responses) : nil
         case .successRate: return responses > 0 ? Double(responses - errors) / Double(responses) : nil
-        case .latencyP50: return quantile(0.50)
-        case .latencyP90: return quantile(0.90)
-        case .latencyP99: return quantile(0.99)
+        case .latencyP50, .latencyP90, .latencyP99, .ttfbP99: return Self.quantile(metric.quantile!, of: bins(for: metric))
         }
     }
 
     /// The smallest recorded latency with at least `q` of the responses at or below it.
     public func quantile(_ q: Double) -> Double? {
-        let total = latency.reduce(0) { $0 + $1.count }
+        Self.quantile(q, of: latency)
+    }
+
+    /// The smallest value in `bins` (in increasing order) with at least `q` of the counts at or below it.
+    public static func quantile(_ q: Double, of bins: [LatencyBin]) -> Double? {
+        let total = bins.reduce(0) { $0 + $1.count }
         guard total > 0 else { return nil }
         let rank = max(1, Int((q * Double(total)).rounded(.up)))
         var seen = 0
-        for bin in latency {
+        for bin in bins {
             seen += bin.count
             if seen >= rank { return bin.seconds }
         }
-        return latency.last?.seconds
+        return bins.last?.seconds
     }
 }
 

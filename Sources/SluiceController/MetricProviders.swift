@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import Histogram
 import NIOCore
 import NIOHTTP1
 import SluiceAnalysis
@@ -127,10 +128,10 @@ public struct HTTPMetricsSource: MetricsSource {
 enum BuiltinSamples {
     static func sample(_ window: VersionWindow?, seconds: Double) -> VersionSample {
         guard let window else { return .empty(seconds: seconds) }
-        var bins: [LatencyBin] = []
-        for value in window.latency.recordedValues() {
-            bins.append(LatencyBin(seconds: Double(value.value) / 1_000_000, count: Int(value.count)))
-        }
-        return VersionSample(responses: window.responses, errors: window.errors, latency: bins, seconds: seconds)
+        return VersionSample(responses: window.responses, errors: window.errors, latency: bins(window.latency), firstByte: bins(window.firstByte), seconds: seconds)
+    }
+
+    static func bins(_ histogram: Histogram<UInt64>) -> [LatencyBin] {
+        histogram.recordedValues().map { LatencyBin(seconds: Double($0.value) / 1_000_000, count: Int($0.count)) }
     }
 }

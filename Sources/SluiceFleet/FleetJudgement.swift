@@ -22,6 +22,8 @@ public struct VersionCounts: Sendable, Codable, Equatable {
     public var connects: Int
     public var connectMicros: UInt64
     public var latency: [[UInt64]]
+    /// The time-to-first-byte histogram, the same way; absent from a replica of an earlier Sluice.
+    public var firstByte: [[UInt64]]?
 
     public init(key: MetricKey, window: VersionWindow) {
         route = key.route
@@ -33,7 +35,22 @@ public struct VersionCounts: Sendable, Codable, Equatable {
         mirrorsDropped = window.mirrorsDropped
         connects = window.connects
         connectMicros = window.connectMicros
-        latency = window.latency.recordedValues().map { [$0.value, UInt64($0.count)] }
+        latency = Self.pairs(window.latency)
+        firstByte = Self.pairs(window.firstByte)
+    }
+
+    static func pairs(_ histogram: Histogram<UInt64>) -> [[UInt64]] {
+        histogram.recordedValues().map { [$0.value, UInt64($0.count)] }
+    }
+
+    /// Records into `histogram` what `now`'s pairs hold beyond `earlier`'s.
+    static func record(_ now: [[UInt64]], since earlier: [[UInt64]]?, into histogram: inout Histogram<UInt64>) {
+        var before: [UInt64: UInt64] = [:]
+        for pair in earlier ?? [] where pair.count == 2 { before[pair[0], default: 0] += pair[1] }
+        for pair in now where pair.count == 2 {
+            let had = before[pair[0]] ?? 0
+            if pair[1] > had { _ = histogram.record(max(1, pair[0]), count: pair[1] - had) }
+        }
     }
 
     public var key: MetricKey { MetricKey(route: route, version: version) }
@@ -55,12 +72,8 @@ public struct VersionCounts: Sendable, Codable, Equatable {
         window.mirrorsDropped = delta(mirrorsDropped, earlier?.mirrorsDropped)
         window.connects = delta(connects, earlier?.connects)
         window.connectMicros = delta(connectMicros, earlier?.connectMicros)
-        var before: [UInt64: UInt64] = [:]
-        for pair in earlier?.latency ?? [] where pair.count == 2 { before[pair[0], default: 0] += pair[1] }
-        for pair in latency where pair.count == 2 {
-            let added = delta(pair[1], before[pair[0]])
-            if added > 0 { _ = window.latency.record(max(1, pair[0]), count: added) }
-        }
+        Self.record(latency, since: earlier?.latency, into: &window.latency)
+        Self.record(firstByte ?? [], since: earlier?.firstByte, into: &window.firstByte)
         return window
     }
 }

@@ -136,6 +136,8 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
         var pending: [HTTP2Frame.FramePayload] = []
         /// The final (non-1xx) response status, once its head came.
         var status: Int?
+        /// When that head came, in microseconds since the request's.
+        var firstByteMicros: UInt64?
         var grpcStatus: Int?
         var finished = false
         var timeout: Scheduled<Void>?
@@ -383,6 +385,7 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
                 let status = frame.headers.first(name: ":status").flatMap { Int($0) } ?? 502
                 if status >= 200 {
                     exchange.status = status
+                    exchange.firstByteMicros = Self.micros(since: exchange.start)
                     exchange.timeout?.cancel()
                     frame.headers.add(name: "x-sluice-version", value: exchange.version)
                     // The id feedback refers to, as for HTTP/1.1: the proxy's, never the upstream's own.
@@ -446,8 +449,11 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
         exchange.finished = true
         exchange.timeout?.cancel()
         exchange.stats.inFlight -= 1
-        let micros = (NIODeadline.now() - exchange.start).nanoseconds / 1000
-        exchange.stats.recordResponse(status: status, latencyMicros: UInt64(max(1, micros)))
+        exchange.stats.recordResponse(status: status, latencyMicros: Self.micros(since: exchange.start), firstByteMicros: exchange.firstByteMicros)
+    }
+
+    private static func micros(since start: NIODeadline) -> UInt64 {
+        UInt64(max(1, (NIODeadline.now() - start).nanoseconds / 1000))
     }
 
     private func fail(_ exchange: Exchange, status: Int, kind: UpstreamErrorKind, message: String) {

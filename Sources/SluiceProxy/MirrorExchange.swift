@@ -22,6 +22,8 @@ final class MirrorExchange: UpstreamDelegate {
     private var pendingBytes = 0
     private var requestEnded = false
     private var status = 0
+    /// When the shadow's response head came, in microseconds since the copy began.
+    private var firstByteMicros: UInt64?
     private var done = false
     /// Keeps the mirror alive until it finishes: nothing else owns it once the client's exchange is
     /// over, and the upstream handler lets go of its delegate when the exchange ends. `finish` breaks
@@ -92,7 +94,10 @@ final class MirrorExchange: UpstreamDelegate {
     func upstreamReceived(_ part: UpstreamResponsePart) {
         switch part {
         case .head(let head):
-            if head.status >= 200 { status = head.status }
+            if head.status >= 200 {
+                status = head.status
+                firstByteMicros = UInt64(max(1, (NIODeadline.now() - start).nanoseconds / 1000))
+            }
             capture?.head(role, head)
         case .body(let bytes):
             capture?.body(role, bytes)
@@ -135,6 +140,7 @@ final class MirrorExchange: UpstreamDelegate {
             return
         }
         if let error { stats.recordUpstreamError(error) }
-        stats.recordResponse(status: error == nil ? status : (error == .timeout ? 504 : 502), latencyMicros: UInt64(max(1, micros)))
+        stats.recordResponse(status: error == nil ? status : (error == .timeout ? 504 : 502), latencyMicros: UInt64(max(1, micros)),
+                             firstByteMicros: error == nil ? firstByteMicros : nil)
     }
 }

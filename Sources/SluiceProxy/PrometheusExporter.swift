@@ -54,6 +54,8 @@ public final class PrometheusExporter: Sendable {
                                                    helpText: "Requests being served right now.") }
         static var latency: MetricNameDescriptor { .init(namespace: "sluice", metricName: "request_duration", unitName: "seconds",
                                                   helpText: "Latency quantiles since the previous scrape.") }
+        static var firstByte: MetricNameDescriptor { .init(namespace: "sluice", metricName: "time_to_first_byte", unitName: "seconds",
+                                                    helpText: "Quantiles of the time to the response's first byte since the previous scrape.") }
     }
 
     private func labels(_ key: MetricKey) -> [(String, String)] {
@@ -75,11 +77,11 @@ public final class PrometheusExporter: Sendable {
         registry.makeCounter(descriptor: Name.mirrorsDropped, labels: base).increment(by: Int64(window.mirrorsDropped))
         registry.makeCounter(descriptor: Name.connects, labels: base).increment(by: Int64(window.connects))
         registry.makeCounter(descriptor: Name.connectWait, labels: base).increment(by: Double(window.connectMicros) / 1_000_000)
-        guard window.latency.totalCount > 0 else { return }
-        for quantile in [0.5, 0.9, 0.99] {
-            let micros = window.latency.valueAtPercentile(quantile * 100)
-            registry.makeGauge(descriptor: Name.latency, labels: base + [("quantile", "\(quantile)")])
-                .set(Double(micros) / 1_000_000)
+        for (name, histogram) in [(Name.latency, window.latency), (Name.firstByte, window.firstByte)] where histogram.totalCount > 0 {
+            for quantile in [0.5, 0.9, 0.99] {
+                registry.makeGauge(descriptor: name, labels: base + [("quantile", "\(quantile)")])
+                    .set(Double(histogram.valueAtPercentile(quantile * 100)) / 1_000_000)
+            }
         }
     }
 }

@@ -46,6 +46,13 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         var capture: ShadowCapture?
         /// How long the request waited for a new upstream connection: not part of its served latency.
         var connectWait: Int64 = 0
+        /// When the final response's head came, in microseconds of served latency.
+        var firstByteMicros: UInt64?
+
+        /// Microseconds since the request arrived, less the wait for a new upstream connection; at least 1.
+        func servedMicros(at now: NIODeadline) -> UInt64 {
+            UInt64(max(1, ((now - start).nanoseconds - connectWait) / 1000))
+        }
 
         init(version: String, stats: LoopVersionStats, pool: EndpointPool, start: NIODeadline, keepAlive: Bool, clientMinor: Int, isHead: Bool,
              requestID: RequestID) {
@@ -314,7 +321,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         switch part {
         case .head(let head):
             // 1xx responses are interim: passed on, and the real head follows.
-            if head.status >= 200 { exchange.responseStarted = true }
+            if head.status >= 200 {
+                exchange.responseStarted = true
+                exchange.firstByteMicros = exchange.servedMicros(at: .now())
+            }
             exchange.responseStatus = head.status
             exchange.capture?.head(.stable, head)
             exchange.upstreamKeepAlive = head.keepAlive
@@ -412,10 +422,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     private func finishExchange(_ exchange: Exchange, reusable: Bool, context: ChannelHandlerContext) {
         let now = NIODeadline.now()
-        let micros = ((now - exchange.start).nanoseconds - exchange.connectWait) / 1000
+        let micros = exchange.servedMicros(at: now)
         exchange.stats.inFlight -= 1
-        exchange.stats.recordResponse(status: exchange.responseStatus, latencyMicros: UInt64(max(1, micros)))
-        exchange.capture?.finish(.stable, answered: true, latencyMicros: UInt64(max(1, micros)))
+        exchange.stats.recordResponse(status: exchange.responseStatus, latencyMicros: micros, firstByteMicros: exchange.firstByteMicros)
+        exchange.capture?.finish(.stable, answered: true, latencyMicros: micros)
         detachUpstream(exchange, reuse: reusable, now: now)
         let closeAfter = !exchange.keepAlive || quiescing || exchange.closeAfterResponse
         if exchange.requestEnded {

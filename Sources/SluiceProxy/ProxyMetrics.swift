@@ -67,6 +67,9 @@ public struct VersionWindow: Sendable {
     /// Served latency in microseconds: from the request's arrival to its response's end, less any wait
     /// for a new upstream connection.
     public var latency: Histogram<UInt64> = VersionWindow.makeHistogram()
+    /// Time to the first byte in microseconds: from the request's arrival to its response's head (the
+    /// proxy's own answers: to their end), less the same connection wait. For `ttfbP99`.
+    public var firstByte: Histogram<UInt64> = VersionWindow.makeHistogram()
 
     public init() {}
 
@@ -90,6 +93,7 @@ public struct VersionWindow: Sendable {
         connects += other.connects
         connectMicros += other.connectMicros
         latency.add(other.latency)
+        firstByte.add(other.firstByte)
     }
 }
 
@@ -119,10 +123,13 @@ final class LoopVersionStats {
         self.trips = trips
     }
 
-    func recordResponse(status: Int, latencyMicros: UInt64) {
+    /// `firstByteMicros`: when the response's head arrived; nil when there was none (the proxy answered,
+    /// or the upstream failed before it), and then the first byte is the last.
+    func recordResponse(status: Int, latencyMicros: UInt64, firstByteMicros: UInt64? = nil) {
         let statusClass = min(max(status / 100, 1), 5)
         window.statusClasses[statusClass] += 1
         window.latency.record(max(1, latencyMicros))
+        window.firstByte.record(max(1, min(firstByteMicros ?? latencyMicros, latencyMicros)))
         if statusClass == 5 {
             consecutiveFailures += 1
             // Once per streak: the controller rolls back on the first report.

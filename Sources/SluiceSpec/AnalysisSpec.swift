@@ -93,23 +93,29 @@ public enum BuiltinMetric: String, Sendable, Hashable, Codable, CaseIterable {
     case latencyP50
     case latencyP90
     case latencyP99
+    /// Time to the first byte of the response (its head), p99: what a client of a streamed answer (an
+    /// LLM's tokens, a gRPC server stream) waits before anything arrives.
+    case ttfbP99
     /// Requests per second.
     case requestRate
 
     /// Latencies are durations and their conditions need a time unit.
     public var isLatency: Bool {
         switch self {
-        case .latencyP50, .latencyP90, .latencyP99: true
+        case .latencyP50, .latencyP90, .latencyP99, .ttfbP99: true
         case .successRate, .errorRate, .requestRate: false
         }
     }
+
+    /// Whether it measures the time to the response's first byte rather than to its end.
+    public var measuresFirstByte: Bool { self == .ttfbP99 }
 
     /// The quantile a latency metric names (0.5, 0.9, 0.99); `nil` for the others.
     public var quantile: Double? {
         switch self {
         case .latencyP50: 0.5
         case .latencyP90: 0.9
-        case .latencyP99: 0.99
+        case .latencyP99, .ttfbP99: 0.99
         case .successRate, .errorRate, .requestRate: nil
         }
     }

@@ -165,6 +165,32 @@ struct JudgeTests {
         #expect((failure.values["candidate.lower"] ?? 0) > 1.25 * (failure.values["stable.upper"] ?? .infinity))
     }
 
+    @Test("ttfbP99 judges the first-byte histogram: a candidate whose answers end as fast but start late fails it, and passes latencyP99")
+    func timeToFirstByte() {
+        // Both versions take 10 ms to the end; the candidate's head comes at 8 ms, stable's at 1 ms.
+        func sample(firstByte: Double) -> VersionSample {
+            var sample = Self.spread(1000, from: 0.010)
+            sample.firstByte = Self.spread(1000, from: firstByte).latency
+            return sample
+        }
+        let stable = sample(firstByte: 0.001), candidate = sample(firstByte: 0.008)
+        #expect(candidate.value(.ttfbP99)! > 0.008 && candidate.value(.ttfbP99)! < 0.0125)
+        #expect(candidate.value(.latencyP99) == stable.value(.latencyP99))
+        var ttfbState = MetricState(), latencyState = MetricState()
+        let ttfb = MetricSpec(name: "ttfb", source: .builtin(.ttfbP99), compareToStable: true, maxRatio: 1.25)
+        let latency = MetricSpec(name: "p99", source: .builtin(.latencyP99), compareToStable: true, maxRatio: 1.25)
+        let slowStart = Judge.judge(ttfb, .builtin(stable: stable, candidate: candidate), state: &ttfbState)
+        #expect(slowStart.outcome == .fail, "\(slowStart.reason)")
+        #expect(slowStart.values["value"] == candidate.value(.ttfbP99) && slowStart.values["stable.value"] == stable.value(.ttfbP99))
+        #expect(Judge.judge(latency, .builtin(stable: stable, candidate: candidate), state: &latencyState).outcome == .pass)
+        // A condition on it reads the same histogram.
+        let bound = MetricSpec(name: "ttfb", source: .builtin(.ttfbP99), successCondition: Self.condition("< 5ms"))
+        var boundState = MetricState()
+        #expect(Judge.judge(bound, .builtin(stable: stable, candidate: stable), state: &boundState).outcome == .pass)
+        boundState = MetricState()
+        #expect(Judge.judge(bound, .builtin(stable: stable, candidate: candidate), state: &boundState).outcome == .fail)
+    }
+
     @Test("one slow window of a few requests does not fail a p99: the outlier is one response of a thousand")
     func latencyOutlier() {
         let metric = MetricSpec(name: "p99", source: .builtin(.latencyP99), compareToStable: true, maxRatio: 1.25)

@@ -93,6 +93,30 @@ struct AnalysisEndToEndTests {
         try await harness.stop()
     }
 
+    @Test("a candidate whose first byte comes 20 ms late fails a ttfbP99 condition and is rolled back")
+    func timeToFirstByte() async throws {
+        let analysis = """
+        interval: 1s
+        metrics:
+          - {name: first-byte, builtin: ttfbP99, successCondition: "< 10ms"}
+        """
+        let harness = try await Self.rollout(v2: ["--latency", "20"], analysis: analysis)
+        try Self.startCanary(harness, v2: harness.modelPorts["v2"]!, analysis: analysis)
+        harness.startTraffic(connections: 6)
+        // A p99 is judged from 1,000 of the candidate's responses: a few seconds of this traffic.
+        let view = try await harness.waitFor("the rollback", timeout: .seconds(120)) { $0["phase"] as? String == "Degraded" }
+        await harness.stopTraffic()
+        let message = view["message"] as? String ?? ""
+        #expect(message.hasPrefix("rolled back v2: metric first-byte failed: "), "\(message)")
+        #expect(message.hasSuffix("is not < 10ms"), "\(message)")
+        let result = try #require(Self.analysis(view).first { $0["metric"] as? String == "first-byte" })
+        #expect(result["unit"] as? String == "seconds")
+        let values = try #require(result["values"] as? [String: Double])
+        #expect((values["value"] ?? 0) >= 0.019, "the model's 20 ms come before its first byte: \(values)")
+        #expect((values["candidate.pooled"] ?? 0) >= 1000)
+        try await harness.stop()
+    }
+
     @Test("a healthy candidate passes its analysis step and is promoted")
     func healthyPromoted() async throws {
         let steps = """

@@ -54,6 +54,9 @@ struct ProxyCommandTests {
             for version in ["v1", "v2"] {
                 #expect(scrape.body.contains(#"sluice_requests_total{deployment="m",version="\#(version)"} \#(sent[version] ?? 0)"#), "\(sent) vs \(scrape.body)")
                 #expect(scrape.body.contains(#"sluice_responses_total{deployment="m",version="\#(version)",class="2xx"} \#(sent[version] ?? 0)"#))
+                for family in ["sluice_request_duration_seconds", "sluice_time_to_first_byte_seconds"] where (sent[version] ?? 0) > 0 {
+                    #expect(scrape.body.contains(#"\#(family){deployment="m",version="\#(version)",quantile="0.99"}"#), "\(family) for \(version)")
+                }
             }
             #expect(try await metrics.request(.GET, "/healthz").body == "ok\n")
             await metrics.close()

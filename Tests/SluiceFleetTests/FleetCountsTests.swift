@@ -15,7 +15,10 @@ struct FleetCountsTests {
         window.statusClasses[2] = requests - errors
         window.statusClasses[5] = errors
         if errors > 0 { window.upstreamErrors[.connect] = errors }
-        for value in latencies { _ = window.latency.record(value) }
+        for value in latencies {
+            _ = window.latency.record(value)
+            _ = window.firstByte.record(max(1, value / 4))
+        }
         return window
     }
 
@@ -43,6 +46,13 @@ struct FleetCountsTests {
         #expect(between.requests == 50 && between.errors == 10 && between.upstreamErrors[.connect] == 10)
         #expect(between.latency.totalCount == 50)
         #expect(between.latency.valuesAreEquivalent(between.latency.valueAtPercentile(50), 40_000))
+        #expect(whole.firstByte.totalCount == 150 && between.firstByte.totalCount == 50, "the time to first byte travels too")
+        #expect(between.firstByte.valuesAreEquivalent(between.firstByte.valueAtPercentile(50), 10_000))
+        // A replica of an earlier Sluice publishes no first bytes: read as none, not refused.
+        var older = try #require(try JSONSerialization.jsonObject(with: encoded) as? [String: Any])
+        older["firstByte"] = nil
+        let fromOlder = try JSONDecoder().decode(VersionCounts.self, from: try JSONSerialization.data(withJSONObject: older))
+        #expect(fromOlder.since(nil).requests == 150 && fromOlder.since(nil).firstByte.totalCount == 0)
     }
 
     @Test("the first reading of a replica is its baseline; later ones add what it served since; a restart counts from zero; a missed fetch loses nothing")

@@ -52,6 +52,7 @@ struct ProxyFailureTests {
             #expect(v2.requests == 1)
             #expect(v2.statusClasses[5] == 1)
             #expect(v2.upstreamErrors[.connect] == 1)
+            #expect(v2.firstByte.totalCount == 1, "the proxy's own answer: its first byte is its last")
             #expect(window[MetricKey(route: "m", version: "v1")]?.requests ?? 0 == 0)
             await client.close()
         }
@@ -227,6 +228,21 @@ struct ProxyFailureTests {
         }
     }
 
+    @Test("the time to first byte is taken at the response's head, the latency at its end")
+    func firstByte() async throws {
+        try await ProxyHarness.run { h in
+            try await h.apply(h.route([("v1", 100)]))
+            let cursor = try await h.proxy.metrics.openCursor(route: "m")
+            // Heads at once, bodies 2 s later.
+            let answers = try await h.load("/models/m/trickle/2000", count: 3, connections: 3)
+            #expect(answers.allSatisfy { $0.status == 200 && $0.body == "v1" })
+            let v1 = try #require(try await cursor.read()[MetricKey(route: "m", version: "v1")])
+            #expect(v1.firstByte.totalCount == 3 && v1.latency.totalCount == 3)
+            #expect(v1.latency.valueAtPercentile(0) >= 1_980_000, "every answer ended after its body's 2 s")
+            #expect(v1.firstByte.valueAtPercentile(100) + 1_000_000 < v1.latency.valueAtPercentile(0), "every head came well before any end")
+        }
+    }
+
     @Test("metric windows count exactly what was sent")
     func exactWindows() async throws {
         try await ProxyHarness.run { h in
@@ -244,6 +260,7 @@ struct ProxyFailureTests {
                 #expect(stats.statusClasses[5] == errors.count { $0.version == version })
                 #expect(stats.statusClasses[4] == notFound.count { $0.version == version })
                 #expect(Int(stats.latency.totalCount) == stats.responses)
+                #expect(Int(stats.firstByte.totalCount) == stats.responses)
             }
             let later = try await cursor.read()
             #expect(later.values.allSatisfy { $0.requests == 0 }, "a new window starts empty")

@@ -38,7 +38,7 @@ struct ProxyHTTP2Tests {
     func splitsStreams() async throws {
         try await ProxyHarness.run(versions: [], configure: { $0.eventLoops = 1 }) { h in
             let u = try await Self.upstreams(h)
-            defer { Task { await u.stop() } }
+            h.stopAtEnd { await u.stop() }
             try await h.apply(try Self.route(u, weights: (50, 50)))
             let client = try await HTTP2TestClient.connect(port: h.port, group: h.group)
             // Ten streams at a time on one connection: multiplexed, and gentle with a loaded CI box.
@@ -83,7 +83,7 @@ struct ProxyHTTP2Tests {
     func experimentExposures() async throws {
         try await ProxyHarness.run(versions: [], configure: { $0.eventLoops = 1 }) { h in
             let u = try await Self.upstreams(h)
-            defer { Task { await u.stop() } }
+            h.stopAtEnd { await u.stop() }
             var route = try Self.route(u, weights: (50, 50))
             route.experiment = ExperimentRule(id: "grpc/v2@1", windowMilliseconds: 600_000)
             route.stickiness = .header("x-user")
@@ -109,7 +109,7 @@ struct ProxyHTTP2Tests {
     func grpcStatusCounts() async throws {
         try await ProxyHarness.run(versions: [], configure: { $0.eventLoops = 1 }) { h in
             let u = try await Self.upstreams(h)
-            defer { Task { await u.stop() } }
+            h.stopAtEnd { await u.stop() }
             try await h.apply(try Self.route(u, weights: (100, 0)))
             let client = try await HTTP2TestClient.connect(port: h.port, group: h.group)
             for code in ["0", "0", "13", "14", "3"] {
@@ -124,11 +124,36 @@ struct ProxyHTTP2Tests {
         }
     }
 
+    @Test("the time to first byte of a stream is taken at its first HEADERS frame, the latency at its end")
+    func firstByte() async throws {
+        try await ProxyHarness.run(versions: [], configure: { $0.eventLoops = 1 }) { h in
+            let u = try await Self.upstreams(h)
+            h.stopAtEnd { await u.stop() }
+            try await h.apply(try Self.route(u, weights: (100, 0)))
+            let client = try await HTTP2TestClient.connect(port: h.port, group: h.group)
+            // Headers at once, the message and trailers 2 s later.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<3 {
+                    group.addTask {
+                        let response = try await client.request("/inference.GRPCInferenceService/ModelInfer", headers: Self.grpc + [("x-want-body-delay-ms", "2000")])
+                        #expect(response.status == 200 && response.grpcStatus == 0)
+                    }
+                }
+                try await group.waitForAll()
+            }
+            await client.close()
+            let v1 = try #require(try await h.proxy.metrics.totals()[MetricKey(route: "grpc", version: "v1")])
+            #expect(v1.firstByte.totalCount == 3 && v1.latency.totalCount == 3)
+            #expect(v1.latency.valueAtPercentile(0) >= 1_980_000, "every stream ended after its trailers' 2 s")
+            #expect(v1.firstByte.valueAtPercentile(100) + 1_000_000 < v1.latency.valueAtPercentile(0), "every head came well before any end")
+        }
+    }
+
     @Test("a bidirectional stream relays each message as it comes, both ways")
     func bidirectional() async throws {
         try await ProxyHarness.run(versions: [], configure: { $0.eventLoops = 1 }) { h in
             let u = try await Self.upstreams(h)
-            defer { Task { await u.stop() } }
+            h.stopAtEnd { await u.stop() }
             try await h.apply(try Self.route(u, weights: (0, 100)))
             let client = try await HTTP2TestClient.connect(port: h.port, group: h.group)
             let response = try await client.request("/inference.GRPCInferenceService/ModelStreamInfer", headers: Self.grpc + [("x-echo-stream", "1")],
@@ -143,7 +168,7 @@ struct ProxyHTTP2Tests {
     func directAnswers() async throws {
         try await ProxyHarness.run(versions: ["rest"], configure: { $0.eventLoops = 1; $0.upstreamResponseTimeout = .seconds(2) }) { h in
             let u = try await Self.upstreams(h)
-            defer { Task { await u.stop() } }
+            h.stopAtEnd { await u.stop() }
             try await h.apply(try Self.route(u, weights: (100, 0)), try h.route([("rest", 100)]))
             let client = try await HTTP2TestClient.connect(port: h.port, group: h.group)
             let unrouted = try await client.request("/elsewhere", headers: Self.grpc)
@@ -200,7 +225,7 @@ struct ProxyHTTP2Tests {
         defer { certificates.remove() }
         try await ProxyHarness.run(versions: [], configure: { $0.eventLoops = 1 }) { h in
             let secure = try await HTTP2TestUpstream.start(name: "secure", group: h.group, tls: try await certificates.leaf("h2", names: ["127.0.0.1"]))
-            defer { Task { await secure.stop() } }
+            h.stopAtEnd { await secure.stop() }
             func route(_ tls: UpstreamTLS?) throws -> RouteRule {
                 try RouteRule(name: "grpc", pathPrefix: "/inference.GRPCInferenceService", backends: [
                     Backend(version: "v1", weight: 100, endpoints: [Endpoint(scheme: .https, host: "127.0.0.1", port: secure.port)], tls: tls, protocol: .h2),
@@ -224,7 +249,7 @@ struct ProxyHTTP2Tests {
     func idleTimeout() async throws {
         try await ProxyHarness.run(versions: [], configure: { $0.eventLoops = 1; $0.clientIdleTimeout = .seconds(2) }) { h in
             let u = try await Self.upstreams(h)
-            defer { Task { await u.stop() } }
+            h.stopAtEnd { await u.stop() }
             try await h.apply(try Self.route(u, weights: (100, 0)))
             let client = try await HTTP2TestClient.connect(port: h.port, group: h.group)
             let slow = try await client.request("/inference.GRPCInferenceService/ModelInfer", headers: Self.grpc + [("x-want-delay-ms", "5000")])
@@ -241,7 +266,7 @@ struct ProxyHTTP2Tests {
         let tls = try ListenerTLS(certificatePath: leaf.certificate, keyPath: leaf.key, applicationProtocols: ["h2", "http/1.1"])
         try await ProxyHarness.run(versions: ["rest"], configure: { $0.tls = tls; $0.eventLoops = 1 }) { h in
             let u = try await Self.upstreams(h)
-            defer { Task { await u.stop() } }
+            h.stopAtEnd { await u.stop() }
             try await h.apply(try Self.route(u, weights: (100, 0)), try h.route([("rest", 100)]))
             var trust = TLSConfiguration.makeClientConfiguration()
             trust.trustRoots = .file(certificates.caFile)

@@ -9,7 +9,8 @@ import NIOSSL
 /// version. Each stream is answered once its request ends: headers (`:status 200`, the request's
 /// content-type, `x-upstream: NAME`), a body of the name followed by the request body, and for a gRPC
 /// request (content-type `application/grpc…`) trailers with `grpc-status` from the request header
-/// `x-want-grpc-status` (default 0). `x-want-delay-ms` delays the answer. `x-echo-stream: 1` answers each
+/// `x-want-grpc-status` (default 0). `x-want-delay-ms` delays the answer; `x-want-body-delay-ms` sends
+/// the headers at once and the rest that much later. `x-echo-stream: 1` answers each
 /// DATA frame as it arrives instead (a bidirectional stream), ending when the request ends.
 public final class HTTP2TestUpstream: Sendable {
     public let name: String
@@ -132,9 +133,17 @@ public final class HTTP2TestUpstream: Sendable {
                 var out = ByteBuffer(string: name)
                 out.writeBuffer(&body)
                 context.write(wrapOutboundOut(.headers(.init(headers: responseHead()))), promise: nil)
-                context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(out), endStream: trailers == nil))), promise: nil)
-                if let trailers { context.write(wrapOutboundOut(.headers(.init(headers: trailers, endStream: true))), promise: nil) }
-                context.flush()
+                let rest = { [self] in
+                    context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(out), endStream: trailers == nil))), promise: nil)
+                    if let trailers { context.write(wrapOutboundOut(.headers(.init(headers: trailers, endStream: true))), promise: nil) }
+                    context.flush()
+                }
+                if let bodyDelay = request.first(name: "x-want-body-delay-ms").flatMap({ Int64($0) }), bodyDelay > 0 {
+                    context.flush()
+                    context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(bodyDelay)) { rest() }
+                } else {
+                    rest()
+                }
             }
             if delay > 0 {
                 context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(delay)) { send() }

@@ -105,7 +105,7 @@ public final class TestUpstream: Sendable {
         private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
             // The behaviour is the first keyword in the path, its argument the next component.
             let parts = head.uri.split(separator: "?").first?.split(separator: "/") ?? []
-            let at = parts.firstIndex { ["status", "delay", "count", "download", "headers", "health", "uri", "chunked"].contains($0) } ?? parts.endIndex
+            let at = parts.firstIndex { ["status", "delay", "trickle", "count", "download", "headers", "health", "uri", "chunked"].contains($0) } ?? parts.endIndex
             let keyword = at < parts.endIndex ? parts[at] : nil
             let argument = at + 1 < parts.endIndex ? Int(parts[at + 1]) : nil
             switch (keyword, argument) {
@@ -114,6 +114,13 @@ public final class TestUpstream: Sendable {
             case ("delay", let ms?):
                 context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(ms))) {
                     self.send(status: .ok, body: self.name, context: context)
+                }
+            case ("trickle", let ms?):
+                // The head at once, the body MS milliseconds later: a streamed answer's first byte.
+                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: ["x-upstream": name]))), promise: nil)
+                context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(ms))) {
+                    context.write(self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: self.name)))), promise: nil)
+                    context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
                 }
             case ("count", _):
                 send(status: .ok, body: String(received), context: context)
