@@ -149,15 +149,7 @@ public enum ModelServer {
                 guard size % width == 0, let bytes = body.readSlice(length: size) else {
                     throw .malformed("binary input \(input.name): \(size) bytes do not fit the body or the datatype \(input.datatype)")
                 }
-                values = (0..<(size / width)).map { index in
-                    let offset = bytes.readerIndex + index * width
-                    switch input.datatype {
-                    case "FP64": return Double(bitPattern: bytes.getInteger(at: offset, endianness: .little, as: UInt64.self)!)
-                    case "FP32": return Double(Float(bitPattern: bytes.getInteger(at: offset, endianness: .little, as: UInt32.self)!))
-                    case "INT64": return Double(bytes.getInteger(at: offset, endianness: .little, as: Int64.self)!)
-                    default: return Double(bytes.getInteger(at: offset, endianness: .little, as: Int32.self)!)
-                    }
-                }
+                values = elements(bytes, datatype: input.datatype)
             } else {
                 values = input.data ?? []
             }
@@ -166,6 +158,58 @@ public enum ModelServer {
         guard body.readableBytes == 0 else { throw .malformed("\(body.readableBytes) bytes after the last binary input") }
         guard let first, !first.isEmpty else { throw .malformed("an inference request needs at least one input tensor with data") }
         return (request, first)
+    }
+
+    /// The elements of a binary tensor of `datatype` (one of `elementSize`'s), little-endian; bytes
+    /// beyond the last whole element are ignored.
+    static func elements(_ bytes: ByteBuffer, datatype: String) -> [Double] {
+        let width = elementSize[datatype] ?? 8
+        return (0..<(bytes.readableBytes / width)).map { index in
+            let offset = bytes.readerIndex + index * width
+            switch datatype {
+            case "FP64": return Double(bitPattern: bytes.getInteger(at: offset, endianness: .little, as: UInt64.self)!)
+            case "FP32": return Double(Float(bitPattern: bytes.getInteger(at: offset, endianness: .little, as: UInt32.self)!))
+            case "INT64": return Double(bytes.getInteger(at: offset, endianness: .little, as: Int64.self)!)
+            default: return Double(bytes.getInteger(at: offset, endianness: .little, as: Int32.self)!)
+            }
+        }
+    }
+
+    /// One served model: its name, its version, and the faults it injects (shared by the REST and
+    /// gRPC front ends, and changed at run time by `POST /control`).
+    public final class Model: Sendable {
+        public let name: String
+        public let version: String
+        let weightsOf: String?
+        let faults: NIOLockedValueBox<Faults>
+
+        public init(name: String, version: String, faults: Faults, weightsOf: String? = nil) {
+            (self.name, self.version, self.weightsOf) = (name, version, weightsOf)
+            self.faults = NIOLockedValueBox(faults)
+        }
+
+        /// Whether a request for `model` (and `version`, when one is named) is this one's.
+        func serves(_ model: String, version: String?) -> Bool {
+            model == name && (version.map { $0.isEmpty || $0 == self.version } ?? true)
+        }
+
+        /// The score for `inputs` after the injected latency; nil when the injected error rate says
+        /// this one fails.
+        func infer(_ inputs: [Double]) async throws -> Double? {
+            let faults = self.faults.withLockedValue { $0 }
+            if faults.latencyMs > 0 { try await Task.sleep(for: .milliseconds(faults.latencyMs)) }
+            if faults.errorRate > 0, Double.random(in: 0..<1) < faults.errorRate { return nil }
+            return faults.answer(ModelServer.score(inputs, version: weightsOf ?? version), for: inputs)
+        }
+
+        var injectedFailure: String { "injected failure (error rate \(faults.withLockedValue { $0.errorRate }))" }
+
+        /// What `GET /v2/models/NAME` answers, and the gRPC ModelMetadata.
+        var metadata: ModelMetadata {
+            ModelMetadata(name: name, versions: [version], platform: "sluice-demo",
+                          inputs: [TensorMetadata(name: "features", datatype: "FP64", shape: [-1])],
+                          outputs: [TensorMetadata(name: "score", datatype: "FP64", shape: [1])])
+        }
     }
 
     /// The deterministic model: `1 / (1 + e^-(w·x + b))`, with weights drawn from the version name.
@@ -190,7 +234,16 @@ public enum ModelServer {
         name: String, version: String, host: String, port: Int, faults: Faults, conversion: Double? = nil, weightsOf: String? = nil,
         logger: Logger = Logger(label: "sluice.model-server"), onRunning: @escaping @Sendable (Int) -> Void = { _ in }
     ) -> some ApplicationProtocol {
-        let state = NIOLockedValueBox(faults)
+        buildApplication(model: Model(name: name, version: version, faults: faults, weightsOf: weightsOf), host: host, port: port,
+                         conversion: conversion, logger: logger, onRunning: onRunning)
+    }
+
+    /// The REST front end of `model`.
+    public static func buildApplication(
+        model: Model, host: String, port: Int, conversion: Double? = nil,
+        logger: Logger = Logger(label: "sluice.model-server"), onRunning: @escaping @Sendable (Int) -> Void = { _ in }
+    ) -> some ApplicationProtocol {
+        let (name, version, state) = (model.name, model.version, model.faults)
         let router = Router()
         router.get("/v2/health/live") { _, _ in "live\n" }
         router.get("/v2/health/ready") { _, _ in "ready\n" }
@@ -200,11 +253,9 @@ public enum ModelServer {
         }
         /// Whether this server serves the model and, when the path names one, the version.
         @Sendable func served(_ context: BasicRequestContext) throws -> Bool {
-            try context.parameters.require("model") == name && (context.parameters.get("version").map { $0 == version } ?? true)
+            model.serves(try context.parameters.require("model"), version: context.parameters.get("version"))
         }
-        let metadata = ModelMetadata(name: name, versions: [version], platform: "sluice-demo",
-                                     inputs: [TensorMetadata(name: "features", datatype: "FP64", shape: [-1])],
-                                     outputs: [TensorMetadata(name: "score", datatype: "FP64", shape: [1])])
+        let metadata = model.metadata
         for path in ["/v2/models/:model", "/v2/models/:model/versions/:version"] {
             router.get(RouterPath(path)) { _, context -> Response in
                 guard try served(context) else { return error(.notFound, "no model \(try context.parameters.require("model")) here") }
@@ -223,12 +274,9 @@ public enum ModelServer {
                 } catch {
                     return ModelServer.error(.badRequest, "\(error)")
                 }
-                let faults = state.withLockedValue { $0 }
-                if faults.latencyMs > 0 { try await Task.sleep(for: .milliseconds(faults.latencyMs)) }
-                if faults.errorRate > 0, Double.random(in: 0..<1) < faults.errorRate {
-                    return ModelServer.error(.internalServerError, "injected failure (error rate \(faults.errorRate))")
+                guard let score = try await model.infer(values) else {
+                    return ModelServer.error(.internalServerError, model.injectedFailure)
                 }
-                let score = faults.answer(Self.score(values, version: weightsOf ?? version), for: values)
                 var extra = HTTPFields()
                 if let conversion { extra[HTTPField.Name(conversionHeader)!] = String(conversion) }
                 let binary = decoded.parameters?.binary_data_output == true

@@ -26,6 +26,8 @@ struct ModelServerCommand: AsyncParsableCommand {
     var version: String { modelVersion ?? legacyVersion ?? "" }
     @Option(name: .long, help: "Port on 127.0.0.1 (0 picks a free one).") var port: Int
     @Option(name: .long, help: "Address to bind.") var host: String = "127.0.0.1"
+    @Option(name: .customLong("grpc-port"), help: ArgumentHelp("Also serve the Open Inference Protocol over gRPC (inference.GRPCInferenceService: ServerLive, ServerReady, ServerMetadata, ModelReady, ModelMetadata, ModelInfer; plaintext HTTP/2) on this port of --host (0 picks a free one). It answers as the REST API does, faults included.", valueName: "port"))
+    var grpcPort: Int?
     @Option(name: .long, help: "Fraction of inference requests answered 500, 0 to 1.") var errorRate: Double = 0
     @Option(name: .long, help: ArgumentHelp("Latency added to each inference, in milliseconds.", valueName: "ms")) var latency: Int = 0
     @Option(name: .long, help: ArgumentHelp("Fraction of inputs answered differently (score s becomes 1 - s), the same inputs every time, for shadow comparison.", valueName: "rate"))
@@ -50,21 +52,29 @@ struct ModelServerCommand: AsyncParsableCommand {
         guard noise.isFinite, (0...1).contains(noise) else { throw ValidationError("--noise must be between 0 and 1") }
         guard latency >= 0 else { throw ValidationError("--latency must not be negative") }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535") }
+        if let grpcPort, !(0...65535).contains(grpcPort) { throw ValidationError("--grpc-port must be 0 to 65535") }
     }
 
     func run() async throws {
         var logger = Logger(label: "sluice.model-server")
         logger.logLevel = .warning
-        let app = ModelServer.buildApplication(
-            name: name, version: version, host: host, port: port,
-            faults: .init(errorRate: errorRate, latencyMs: latency, disagreeRate: disagree, shift: shift, noise: noise), conversion: conversion,
-            weightsOf: weightsOf, logger: logger
-        ) { [name, version, host] port in
+        let model = ModelServer.Model(name: name, version: version,
+                                      faults: .init(errorRate: errorRate, latencyMs: latency, disagreeRate: disagree, shift: shift, noise: noise),
+                                      weightsOf: weightsOf)
+        let app = ModelServer.buildApplication(model: model, host: host, port: port, conversion: conversion, logger: logger) { [name, version, host] port in
             print("model-server \(name) \(version) on \(host):\(port)")
             fflush(nil)
         }
-        let listener = Listener(what: "the model server", address: ListenAddress(host: host, port: port), service: app)
-        let group = ServiceGroup(configuration: .init(services: [listener], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        var services: [any Service] = [Listener(what: "the model server", address: ListenAddress(host: host, port: port), service: app)]
+        if let grpcPort {
+            services.append(Listener(what: "the model server's gRPC", address: ListenAddress(host: host, port: grpcPort),
+                                     service: GRPCModelService(model: model, host: host, port: grpcPort) { [name, version, host] port in
+                                         print("model-server \(name) \(version) gRPC on \(host):\(port)")
+                                         fflush(nil)
+                                     }))
+        }
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }
+
