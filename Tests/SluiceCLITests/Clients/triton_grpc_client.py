@@ -19,7 +19,6 @@ report = {
     "serverReady": client.is_server_ready(),
     "serverName": client.get_server_metadata().name,
     "modelReady": client.is_model_ready(model),
-    "unknownModelReady": client.is_model_ready("no-such-model"),
     "inputShape": list(metadata.inputs[0].shape),
     "outputShape": list(metadata.outputs[0].shape),
     "versions": {},
@@ -34,8 +33,13 @@ for index in range(requests):
     assert response.id == f"req-{index}", response
     version = response.model_version
     report["versions"][version] = report["versions"].get(version, 0) + 1
-    report["scores"].setdefault(version, set()).add(round(float(result.as_numpy("score")[0]), 12))
+    report["scores"].setdefault(version, set()).add(round(float(np.ravel(result.as_numpy("score"))[0]), 12))
 report["scores"] = {version: sorted(scores) for version, scores in report["scores"].items()}
+# Servers differ here: an unknown model is "not ready" to some and an error to others (MLServer).
+try:
+    report["unknownModelReady"] = client.is_model_ready("no-such-model")
+except InferenceServerException as error:
+    report["unknownModelReady"] = str(error.status())
 try:
     client.infer("no-such-model", [tensor])
     report["unknownModelInfer"] = "answered"
