@@ -714,16 +714,16 @@ final class HTTP2EndpointPool {
             self.connecting = false
             let waiting = self.waiting
             self.waiting = []
-            let outcome: Result<Multiplexer, any Error> = result.flatMap { channel in
+            let connected: Result<(any Channel, Multiplexer), any Error> = result.flatMap { channel in
                 Result {
                     let multiplexer = try channel.pipeline.syncOperations.handler(type: NIOHTTP2Handler.self).syncMultiplexer()
                     try channel.pipeline.syncOperations.handler(type: ConnectionWatcher.self).onGoAway = { [weak self] in self?.retire(channel) }
-                    return multiplexer
+                    return (channel, multiplexer)
                 }
             }
-            switch outcome {
-            case .success(let multiplexer):
-                let channel = try! result.get()
+            let outcome = connected.map(\.1)
+            switch connected {
+            case .success(let (channel, multiplexer)):
                 if self.closed {
                     channel.close(promise: nil)
                     for callback in waiting { callback(.failure(ChannelError.ioOnClosedChannel)) }
