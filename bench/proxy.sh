@@ -8,7 +8,9 @@
 # A/B experiment on the route (issue 11: every request's exposure recorded in the event loop's log, at
 # its default capacity, so the log is full and evicting for most of the run); its throughput is
 # compared with the plain split's, round by round, next to a third, identical plain Sluice (sluice2),
-# whose ratio to the first shows how far two identical processes differ on this box. Then it runs Sluice again while the routing table is
+# whose ratio to the first shows how far two identical processes differ on this box. TLS termination
+# (issue 14): nginx and Sluice each serve the same split over TLS with the same self-signed certificate
+# (wrk negotiates TLS 1.3, keep-alive). Then it runs Sluice again while the routing table is
 # swapped 1,000 times, and reports errors and Sluice's peak RSS.
 #
 #   bench/proxy.sh            # env: ROUNDS (default 5), DUR (default 5s), CONNS (default 64), SWAPS (default 1000)
@@ -18,16 +20,16 @@
 # the ratios of the medians, and the median of the per-round ratios (each round's targets ran within
 # seconds of each other, so drift between rounds cancels out of those).
 #
-# Builds Sluice in release mode first. Installs nginx-light, haproxy and wrk when missing.
+# Builds Sluice in release mode first. Installs nginx-light, haproxy, wrk and openssl when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}; DUR=${DUR:-5s}; CONNS=${CONNS:-64}; SWAPS=${SWAPS:-1000}
 
 need=()
-for t in nginx haproxy wrk; do command -v $t >/dev/null || need+=("$t"); done
+for t in nginx haproxy wrk openssl; do command -v $t >/dev/null || need+=("$t"); done
 if ((${#need[@]})); then
-    echo "==> installing nginx-light haproxy wrk"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light haproxy wrk >/dev/null
+    echo "==> installing nginx-light haproxy wrk openssl"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light haproxy wrk openssl >/dev/null
 fi
 echo "==> swift build -c release --product sluice"
 swift build -c release --product sluice > /tmp/sluice-bench-build.log 2>&1 || { cat /tmp/sluice-bench-build.log; exit 1; }
@@ -42,6 +44,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# One certificate for both TLS terminators: ECDSA P-256, as a production edge would serve.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=127.0.0.1 \
+    -addext subjectAltName=IP:127.0.0.1 -keyout "$D/tls.key" -out "$D/tls.crt" 2>/dev/null
+
 body='{"model_name":"m","outputs":[{"name":"p","datatype":"FP32","shape":[1],"data":[0.42]}]}'
 cat > "$D/up.conf" <<C
 daemon off; worker_processes 1; pid $D/up.pidfile; error_log /dev/null crit;
@@ -55,7 +61,9 @@ daemon off; worker_processes 1; pid $D/px.pidfile; error_log /dev/null crit;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
   upstream models { server 127.0.0.1:18081 weight=9; server 127.0.0.1:18082 weight=1; keepalive 128; }
-  server { listen 127.0.0.1:18090; location / { proxy_pass http://models; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+  server { listen 127.0.0.1:18090; location / { proxy_pass http://models; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+  server { listen 127.0.0.1:18096 ssl; ssl_certificate $D/tls.crt; ssl_certificate_key $D/tls.key; ssl_protocols TLSv1.2 TLSv1.3;
+    location / { proxy_pass http://models; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 C
 cat > "$D/ha.cfg" <<C
 global
@@ -85,7 +93,7 @@ routes 1 10 > "$D/routes.json"
 routes 1 10 | sed 's|"pathPrefix": "/",|"pathPrefix": "/", "experiment": {"id": "m/v2@1", "windowMilliseconds": 600000},|' > "$D/routes-experiment.json"
 grep -q '"experiment"' "$D/routes-experiment.json" || { echo "error: could not add the experiment to the routes" >&2; exit 1; }
 
-for port in 18081 18082 18090 18091 18092 18093 18094 18095; do
+for port in 18081 18082 18090 18091 18092 18093 18094 18095 18096 18097; do
     if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
         echo "error: port $port is already in use; stop what listens there and run again" >&2
         exit 1
@@ -98,9 +106,10 @@ taskset -c 0 haproxy -db -q -f "$D/ha.cfg" & echo $! > "$D/ha.pid"
 taskset -c 0 "$SLUICE" proxy --routes "$D/routes.json" --listen 127.0.0.1:18092 --event-loops 1 > "$D/sluice.log" 2>&1 & echo $! > "$D/sluice.pid"
 taskset -c 0 "$SLUICE" proxy --routes "$D/routes-experiment.json" --listen 127.0.0.1:18094 --event-loops 1 > "$D/sluicex.log" 2>&1 & echo $! > "$D/sluicex.pid"
 taskset -c 0 "$SLUICE" proxy --routes "$D/routes.json" --listen 127.0.0.1:18095 --event-loops 1 > "$D/sluice2.log" 2>&1 & echo $! > "$D/sluice2.pid"
+taskset -c 0 "$SLUICE" proxy --routes "$D/routes.json" --listen 127.0.0.1:18097 --event-loops 1 --tls-cert "$D/tls.crt" --tls-key "$D/tls.key" > "$D/sluicetls.log" 2>&1 & echo $! > "$D/sluicetls.pid"
 # The floor of any SwiftNIO proxy: a raw TCP relay on one event loop that parses nothing (bench/RelayFloor).
 taskset -c 0 "$RELAY" 18093 18081 > /dev/null 2>&1 & echo $! > "$D/relay.pid"
-for port in 18081 18082 18090 18091 18092 18093 18094 18095; do
+for port in 18081 18082 18090 18091 18092 18093 18094 18095 18096 18097; do
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
@@ -108,15 +117,17 @@ declare -A RPS P50 P99 ERR USER SYS PID
 # The process doing each proxy's work (nginx: its one worker), for CPU time per request.
 PID[nginx]=$(pgrep -P "$(cat "$D/px.pid")" | head -1); PID[haproxy]=$(cat "$D/ha.pid")
 PID[sluice]=$(cat "$D/sluice.pid"); PID[relay]=$(cat "$D/relay.pid"); PID[sluice+ab]=$(cat "$D/sluicex.pid"); PID[sluice2]=$(cat "$D/sluice2.pid")
+PID[nginx-tls]=${PID[nginx]}; PID[sluice-tls]=$(cat "$D/sluicetls.pid")
 TCK=$(getconf CLK_TCK)
 cputicks() { [ -n "${1:-}" ] && awk '{ print $14, $15 }' "/proc/$1/stat" || echo "0 0"; }
 ms() { # wrk latency (850.00us, 1.23ms, 1.01s) to milliseconds
     awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
 }
-run() { # NAME PORT [DURATION]: appends this run's figures to the target's lists
-    local out rps p50 p99 err u0 s0 u1 s1 n
+run() { # NAME PORT [DURATION]: appends this run's figures to the target's lists (NAME *-tls: over https)
+    local out rps p50 p99 err u0 s0 u1 s1 n scheme=http
+    [[ $1 == *-tls ]] && scheme=https
     read -r u0 s0 < <(cputicks "${PID[$1]:-}")
-    out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${3:-$DUR}" --latency "http://127.0.0.1:$2/v2/models/m/infer" 2>&1) || true
+    out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${3:-$DUR}" --latency "$scheme://127.0.0.1:$2/v2/models/m/infer" 2>&1) || true
     read -r u1 s1 < <(cputicks "${PID[$1]:-}")
     n=$(echo "$out" | awk '/requests in/{print $1}')
     if [ -n "${PID[$1]:-}" ] && [ "${n:-0}" -gt 0 ]; then
@@ -139,7 +150,7 @@ pairs() { # OP A B: the per-round ratios A[i]/B[i]
     done
 }
 
-TARGETS=("direct 18081" "nginx 18090" "haproxy 18091" "sluice 18092" "sluice+ab 18094" "sluice2 18095" "relay 18093")
+TARGETS=("direct 18081" "nginx 18090" "haproxy 18091" "sluice 18092" "sluice+ab 18094" "sluice2 18095" "relay 18093" "nginx-tls 18096" "sluice-tls 18097")
 echo "==> $ROUNDS rounds of $DUR per target, $CONNS connections, wrk on CPU 1, proxies on CPU 0"
 for round in $(seq "$ROUNDS"); do
     echo "round $round"
@@ -166,16 +177,18 @@ rss_kb=$(awk '/VmHWM/{print $2}' "/proc/$pid/status")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 m() { median ${RPS[$1]}; }
 summary() {
-printf 'sluice/nginx req/s:   %-18s %-8s (goal >= 1.10)\n' "$(ratio "$(m sluice)" "$(m nginx)")" "$(printf '%.2f' "$(median $(pairs rps sluice nginx))")"
+printf 'sluice/nginx req/s:   %-18s %-8s (goal >= 1.00)\n' "$(ratio "$(m sluice)" "$(m nginx)")" "$(printf '%.2f' "$(median $(pairs rps sluice nginx))")"
 printf 'sluice/nginx p99:     %-18s %-8s (goal <= 1.00)\n' "$(ratio "$(median ${P99[sluice]})" "$(median ${P99[nginx]})")" "$(printf '%.2f' "$(median $(pairs p99 sluice nginx))")"
-printf 'sluice/haproxy req/s: %-18s %-8s\n' "$(ratio "$(m sluice)" "$(m haproxy)")" "$(printf '%.2f' "$(median $(pairs rps sluice haproxy))")"
+printf 'sluice/haproxy req/s: %-18s %-8s (goal >= 1.00)\n' "$(ratio "$(m sluice)" "$(m haproxy)")" "$(printf '%.2f' "$(median $(pairs rps sluice haproxy))")"
 printf 'sluice/direct req/s:  %-18s %-8s (goal >= 0.75)\n' "$(ratio "$(m sluice)" "$(m direct)")" "$(printf '%.2f' "$(median $(pairs rps sluice direct))")"
 printf 'sluice+ab/sluice:     %-18s %-8s (an experiment on the route; goal >= 0.95)\n' "$(ratio "$(m sluice+ab)" "$(m sluice)")" "$(printf '%.2f' "$(median $(pairs rps sluice+ab sluice))")"
 printf 'sluice+ab/sluice p99: %-18s %-8s\n' "$(ratio "$(median ${P99[sluice+ab]})" "$(median ${P99[sluice]})")" "$(printf '%.2f' "$(median $(pairs p99 sluice+ab sluice))")"
 printf 'sluice2/sluice:       %-18s %-8s (two identical processes: the noise floor of the line above)\n' "$(ratio "$(m sluice2)" "$(m sluice)")" "$(printf '%.2f' "$(median $(pairs rps sluice2 sluice))")"
 echo "sluice+ab peak RSS:   $(( $(awk '/VmHWM/{print $2}' "/proc/$(cat "$D/sluicex.pid")/status") / 1024 )) MB   (100,000 exposures held)"
 printf 'relay/nginx req/s:    %-18s %-8s (the NIO floor: a TCP relay that parses nothing)\n' "$(ratio "$(m relay)" "$(m nginx)")" "$(printf '%.2f' "$(median $(pairs rps relay nginx))")"
-printf 'sluice/relay req/s:   %-18s %-8s\n' "$(ratio "$(m sluice)" "$(m relay)")" "$(printf '%.2f' "$(median $(pairs rps sluice relay))")"
+printf 'sluice/relay req/s:   %-18s %-8s (goal >= 0.95)\n' "$(ratio "$(m sluice)" "$(m relay)")" "$(printf '%.2f' "$(median $(pairs rps sluice relay))")"
+printf 'TLS sluice/nginx:     %-18s %-8s (TLS termination, keep-alive; goal >= 0.90)\n' "$(ratio "$(m sluice-tls)" "$(m nginx-tls)")" "$(printf '%.2f' "$(median $(pairs rps sluice-tls nginx-tls))")"
+printf 'TLS sluice/nginx p99: %-18s %-8s\n' "$(ratio "$(median ${P99[sluice-tls]})" "$(median ${P99[nginx-tls]})")" "$(printf '%.2f' "$(median $(pairs p99 sluice-tls nginx-tls))")"
 echo "swaps applied:        $reloads of $SWAPS, errors under swaps: ${ERR[swaps]}   (goal 0)"
 echo "sluice peak RSS:      $((rss_kb / 1024)) MB   (goal <= 64)"
 }
