@@ -6,7 +6,9 @@
 # is h2load (nghttp2-client) with CONNS connections of STREAMS concurrent streams each. Sluice routes
 # `protocol: h2c` versions weighted 90/10 on one event loop, pinned to CPU 0; nghttpd and h2load share
 # CPU 1. Unary HTTP/2 requests are what a gRPC unary call is on the wire (HEADERS, DATA, and for gRPC
-# trailers); the gRPC status handling is tested, not benched, here.
+# trailers). gRPC unary calls proper (issue 14's goal) run against `sluice model-server --grpc-port`
+# (grpc-swift 2, on CPU 1) directly and through a second Sluice: h2load posts one gRPC-framed
+# ModelInferRequest per call, as tritonclient.grpc would.
 #
 #   bench/http2.sh        # env: ROUNDS (default 5), REQUESTS (default 50000 per run), CONNS (8), STREAMS (10), SWAPS (1000)
 #
@@ -40,7 +42,19 @@ routes() { # REVISION CANARY_WEIGHT
       {"version": "v1", "weight": %s, "protocol": "h2c", "endpoints": ["http://127.0.0.1:18181"]}]}]}\n' "$1" "$2" "$((100 - $2))"
 }
 routes 1 10 > "$D/routes.json"
-for port in 18181 18182 18190; do
+printf '{"revision": 1, "routes": [{"name": "g", "pathPrefix": "/inference.GRPCInferenceService/", "backends": [
+  {"version": "v1", "weight": 100, "protocol": "h2c", "endpoints": ["http://127.0.0.1:18183"]}]}]}\n' > "$D/routes-grpc.json"
+# One ModelInferRequest for model m (three FP64 features as typed contents), framed for gRPC: a zero
+# byte (not compressed), the length (4 bytes, big-endian), the message.
+python3 - "$D/infer.grpc" <<'PY'
+import struct, sys
+def field(number, payload): return bytes([number << 3 | 2, len(payload)]) + payload
+contents = field(7, struct.pack("<3d", 0.5, -1.0, 2.0))            # fp64_contents, packed
+tensor = field(1, b"features") + field(2, b"FP64") + field(3, b"\x03") + field(5, contents)
+message = field(1, b"m") + field(5, tensor)                         # model_name, inputs
+open(sys.argv[1], "wb").write(b"\x00" + struct.pack(">I", len(message)) + message)
+PY
+for port in 18181 18182 18183 18184 18190 18191; do
     if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
         echo "error: port $port is already in use; stop what listens there and run again" >&2
         exit 1
@@ -49,14 +63,19 @@ done
 taskset -c 1 nghttpd --no-tls -d "$D/www" 18181 > /dev/null 2>&1 & echo $! > "$D/up1.pid"
 taskset -c 1 nghttpd --no-tls -d "$D/www" 18182 > /dev/null 2>&1 & echo $! > "$D/up2.pid"
 taskset -c 0 "$SLUICE" proxy --routes "$D/routes.json" --listen 127.0.0.1:18190 --event-loops 1 > "$D/sluice.log" 2>&1 & echo $! > "$D/sluice.pid"
-for port in 18181 18182 18190; do
+taskset -c 1 "$SLUICE" model-server --name m --model-version v1 --port 18184 --grpc-port 18183 > "$D/model.log" 2>&1 & echo $! > "$D/model.pid"
+taskset -c 0 "$SLUICE" proxy --routes "$D/routes-grpc.json" --listen 127.0.0.1:18191 --event-loops 1 > "$D/sluice-grpc.log" 2>&1 & echo $! > "$D/sluice-grpc.pid"
+for port in 18181 18182 18183 18184 18190 18191; do
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
 declare -A RPS P99 FAIL
-run() { # NAME PORT [REQUESTS]: one h2load run; appends req/s, the p99 and failures
+run() { # NAME PORT [REQUESTS]: one h2load run; appends req/s, the p99 and failures (NAME grpc-*: gRPC ModelInfer calls)
     local out rps p99 fail
-    out=$(taskset -c 1 h2load -n "${3:-$REQUESTS}" -c "$CONNS" -m "$STREAMS" -t 1 --log-file="$D/requests.log" "http://127.0.0.1:$2/infer" 2>&1) || true
+    local -a call=("http://127.0.0.1:$2/infer")
+    [[ $1 == grpc-* ]] && call=(-d "$D/infer.grpc" -H "content-type: application/grpc" -H "te: trailers"
+                                "http://127.0.0.1:$2/inference.GRPCInferenceService/ModelInfer")
+    out=$(taskset -c 1 h2load -n "${3:-$REQUESTS}" -c "$CONNS" -m "$STREAMS" -t 1 --log-file="$D/requests.log" "${call[@]}" 2>&1) || true
     rps=$(echo "$out" | awk '/^finished in/{print $4}')
     # The p99 from h2load's per-request log: start, status, microseconds to the end of the response.
     p99=$(awk -F'\t' '{ print $3 }' "$D/requests.log" | sort -n | awk '{ v[NR] = $1 } END { if (NR) printf "%.3f", v[int(NR * 0.99 + 0.999)] / 1000; else print 0 }')
@@ -73,7 +92,7 @@ pairs() { # A B: the per-round req/s ratios A[i]/B[i]
     for i in "${!a[@]}"; do awk -v x="${a[$i]}" -v y="${b[$i]}" 'BEGIN { if (y > 0) print x / y }'; done
 }
 
-TARGETS=("direct 18181" "sluice 18190")
+TARGETS=("direct 18181" "sluice 18190" "grpc-direct 18183" "grpc-sluice 18191")
 echo "==> $ROUNDS rounds of $REQUESTS requests per target, $CONNS connections x $STREAMS streams, h2load and nghttpd on CPU 1, sluice on CPU 0"
 for round in $(seq "$ROUNDS"); do
     echo "round $round"
@@ -95,6 +114,10 @@ summary() {
         "$(median ${RPS[sluice]})" "$(median ${RPS[direct]})" "$(median $(pairs sluice direct))"
     printf 'p99 latency, median over rounds           sluice %s ms, direct %s ms\n' "$(median ${P99[sluice]})" "$(median ${P99[direct]})"
     echo "Failed requests                           sluice ${FAIL[sluice]}, direct ${FAIL[direct]}"
+    printf 'gRPC unary req/s, sluice/direct           medians %s / %s, median of per-round ratios %.3f  (goal >= 0.5; direct: sluice model-server --grpc-port)\n' \
+        "$(median ${RPS[grpc-sluice]})" "$(median ${RPS[grpc-direct]})" "$(median $(pairs grpc-sluice grpc-direct))"
+    printf 'gRPC p99 latency, median over rounds      sluice %s ms, direct %s ms; failed calls: sluice %s, direct %s\n' \
+        "$(median ${P99[grpc-sluice]})" "$(median ${P99[grpc-direct]})" "${FAIL[grpc-sluice]}" "${FAIL[grpc-direct]}"
     echo "Weight swaps under HTTP/2 load            $reloads of $SWAPS applied, failed requests during them: ${FAIL[swaps]}  (goal 0)"
     echo "Sluice peak RSS                           $((rss_kb / 1024)) MB"
 }
