@@ -108,6 +108,15 @@ struct InferenceClientTests {
         let restScore = try #require((outputs?.first?["data"] as? [Double])?.first, "\(answer.body)")
         #expect(abs(restScore - (scores["v1"]?.first ?? -1)) < 1e-9, "REST \(restScore), gRPC \(scores)")
 
+        // Faults set at run time over REST reach the gRPC front end too: a failure is INTERNAL.
+        let control = try await TestClient.connect(port: try await v1.port(after: "model-server fraud v1 on"), group: MultiThreadedEventLoopGroup.singleton)
+        #expect(try await control.request(.POST, "/control", headers: [("content-type", "application/json")], body: #"{"errorRate": 1}"#).status == 200)
+        await control.close()
+        let failing = try await SluiceBinary.runTool(Self.python.path, ["Tests/SluiceCLITests/Clients/triton_grpc_client.py", "127.0.0.1:\(v1Port)", "fraud", "1"],
+                                                      timeout: .seconds(120))
+        #expect(failing.status != 0 && failing.stderr.contains("StatusCode.INTERNAL") && failing.stderr.contains("injected failure (error rate 1.0)"),
+                "\(failing.status) \(failing.stderr)")
+
         // A gRPC port that is taken: the error names it, and nothing is left running.
         let taken = try await SluiceBinary.run(["model-server", "--name", "fraud", "--model-version", "v3", "--port", "0", "--grpc-port", "\(v1Port)"])
         #expect(taken.status == 1)
