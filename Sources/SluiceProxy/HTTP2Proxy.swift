@@ -385,7 +385,7 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
                 let status = frame.headers.first(name: ":status").flatMap { Int($0) } ?? 502
                 if status >= 200 {
                     exchange.status = status
-                    exchange.firstByteMicros = Self.micros(since: exchange.start)
+                    exchange.firstByteMicros = exchange.start.microsecondsUntilNow
                     exchange.timeout?.cancel()
                     frame.headers.add(name: "x-sluice-version", value: exchange.version)
                     // The id feedback refers to, as for HTTP/1.1: the proxy's, never the upstream's own.
@@ -449,11 +449,7 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
         exchange.finished = true
         exchange.timeout?.cancel()
         exchange.stats.inFlight -= 1
-        exchange.stats.recordResponse(status: status, latencyMicros: Self.micros(since: exchange.start), firstByteMicros: exchange.firstByteMicros)
-    }
-
-    private static func micros(since start: NIODeadline) -> UInt64 {
-        UInt64(max(1, (NIODeadline.now() - start).nanoseconds / 1000))
+        exchange.stats.recordResponse(status: status, latencyMicros: exchange.start.microsecondsUntilNow, firstByteMicros: exchange.firstByteMicros)
     }
 
     private func fail(_ exchange: Exchange, status: Int, kind: UpstreamErrorKind, message: String) {

@@ -96,7 +96,7 @@ final class MirrorExchange: UpstreamDelegate {
         case .head(let head):
             if head.status >= 200 {
                 status = head.status
-                firstByteMicros = UInt64(max(1, (NIODeadline.now() - start).nanoseconds / 1000))
+                firstByteMicros = start.microsecondsUntilNow
             }
             capture?.head(role, head)
         case .body(let bytes):
@@ -132,15 +132,22 @@ final class MirrorExchange: UpstreamDelegate {
             }
             self.upstream = nil
         }
-        let micros = (NIODeadline.now() - start).nanoseconds / 1000
-        capture?.finish(role, answered: error == nil && !abandoned, latencyMicros: UInt64(max(1, micros)), abandoned: abandoned)
+        let micros = start.microsecondsUntilNow
+        capture?.finish(role, answered: error == nil && !abandoned, latencyMicros: micros, abandoned: abandoned)
         guard let stats else { return }
         if abandoned {
             stats.window.mirrorsDropped += 1
             return
         }
         if let error { stats.recordUpstreamError(error) }
-        stats.recordResponse(status: error == nil ? status : (error == .timeout ? 504 : 502), latencyMicros: UInt64(max(1, micros)),
+        stats.recordResponse(status: error == nil ? status : (error == .timeout ? 504 : 502), latencyMicros: micros,
                              firstByteMicros: error == nil ? firstByteMicros : nil)
+    }
+}
+
+extension NIODeadline {
+    /// Whole microseconds from this instant to now, at least 1: how the proxy records a latency.
+    var microsecondsUntilNow: UInt64 {
+        UInt64(max(1, (NIODeadline.now() - self).nanoseconds / 1000))
     }
 }
