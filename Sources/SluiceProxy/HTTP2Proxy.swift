@@ -239,37 +239,36 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
         let authority = headers.first(name: ":authority") ?? headers.first(name: "host")
         let isGRPC = headers.first(name: "content-type")?.hasPrefix("application/grpc") ?? false
         let clientID = headers.first(name: "x-request-id").flatMap { RequestID(client: ByteBuffer(string: $0)) }
-        let table = loop.table
-        guard let routeIndex = Self.match(table, host: authority, path: path) else {
+        guard let route = Self.match(loop, host: authority, path: path) else {
             respond(404, grpc: (12, "no route for \(path)"), version: nil, requestID: (clientID ?? RequestID(generatedBy: &loop.requestIDs)).text,
                     isGRPC: isGRPC)
             return
         }
-        let route = table.routes[routeIndex]
-        let backendIndex = route.backends.count == 1 && route.headerRules.isEmpty ? 0 : VersionChooser.choose(
-            route,
+        let rule = route.rule
+        let backendIndex = route.single ? 0 : VersionChooser.choose(
+            rule,
             header: { name in headers.first(name: name).map { Substring($0) } },
             cookie: { name in Self.cookie(headers, name) },
             using: &loop.rng
         )
-        let backend = route.backends[backendIndex]
+        let backend = rule.backends[backendIndex]
         let requestID: RequestID
-        if route.experiment != nil {
-            let unit: Substring? = switch route.stickiness {
+        if rule.experiment != nil {
+            let unit: Substring? = switch rule.stickiness {
             case .header(let name)?: headers.first(name: name).map { Substring($0) }
             case .cookie(let name)?: Self.cookie(headers, name)
             case nil: nil
             }
             requestID = clientID ?? RequestID(generatedBy: &loop.requestIDs, slot: loop.exposures.nextSlot)
             loop.exposures.record(requestID.exposureKey, indexed: clientID == nil, unit: unit,
-                                  variant: loop.exposureVariants[routeIndex][backendIndex], at: now)
+                                  variant: route.exposureVariants[backendIndex], at: now)
         } else {
             requestID = clientID ?? RequestID(generatedBy: &loop.requestIDs)
         }
         let id = requestID.text
-        let stats = loop.stats[routeIndex][backendIndex]
+        let stats = route.stats[backendIndex]
         stats.window.requests += 1
-        guard let pool = loop.pickEndpoint(route: routeIndex, backend: backendIndex) else {
+        guard let pool = loop.pickEndpoint(route: route.index, backend: backendIndex) else {
             stats.recordUpstreamError(.noHealthyEndpoint)
             stats.recordResponse(status: 503, latencyMicros: 1)
             respond(503, grpc: (14, "no healthy endpoint of \(backend.version)"), version: backend.version, requestID: id, isGRPC: isGRPC)
@@ -284,7 +283,7 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
         for (name, value, indexing) in headers {
             switch name {
             case ":path":
-                forwarded.add(name: name, value: route.replacePrefix.map { Self.rewrite(path, prefix: route.pathPrefix, with: $0) } ?? value, indexing: indexing)
+                forwarded.add(name: name, value: rule.replacePrefix.map { Self.rewrite(path, prefix: rule.pathPrefix, with: $0) } ?? value, indexing: indexing)
             case "x-request-id":
                 break
             case "x-forwarded-for":
@@ -482,11 +481,11 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
 
     // MARK: Helpers
 
-    static func match(_ table: RoutingTable, host: String?, path: String) -> Int? {
+    static func match(_ loop: LoopState, host: String?, path: String) -> LoopRoute? {
         var path = path
         return path.withUTF8 { target in
-            guard var host else { return table.matchIndex(host: nil, target: UnsafeRawBufferPointer(target)) }
-            return host.withUTF8 { table.matchIndex(host: UnsafeRawBufferPointer($0), target: UnsafeRawBufferPointer(target)) }
+            guard var host else { return loop.route(host: nil, target: UnsafeRawBufferPointer(target)) }
+            return host.withUTF8 { loop.route(host: UnsafeRawBufferPointer($0), target: UnsafeRawBufferPointer(target)) }
         }
     }
 

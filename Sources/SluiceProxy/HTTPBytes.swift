@@ -126,6 +126,19 @@ enum HTTPBytes {
         return true
     }
 
+    /// Whether `bytes` starts with `prefix`, compared over the string's own storage when it is
+    /// contiguous (native Swift strings are), not through its generic iterator.
+    static func hasPrefix(_ bytes: UnsafeRawBufferPointer, _ prefix: String.UTF8View) -> Bool {
+        guard bytes.count >= prefix.count else { return false }
+        if let same = prefix.withContiguousStorageIfAvailable({ wanted in
+            for index in 0..<wanted.count where bytes[index] != wanted[index] { return false }
+            return true
+        }) {
+            return same
+        }
+        return zip(bytes, prefix).allSatisfy { $0 == $1 }
+    }
+
     /// ASCII case-insensitive comparison of two byte strings.
     static func equalsIgnoringCase(_ a: UnsafeRawBufferPointer, _ b: some Collection<UInt8>) -> Bool {
         guard a.count == b.count else { return false }

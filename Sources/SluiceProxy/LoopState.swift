@@ -11,8 +11,8 @@ final class LoopState: @unchecked Sendable {
     let eventLoop: any EventLoop
     let configuration: ProxyConfiguration
     private(set) var table: RoutingTable = .empty
-    /// `stats[r][b]` counts `table.routes[r].backends[b]`, resolved once per table, not per request.
-    private(set) var stats: [[LoopVersionStats]] = []
+    /// `routes[r]` is `table.routes[r]` resolved for the request path, once per table.
+    private(set) var routes: [LoopRoute] = []
     private var statsByKey: [MetricKey: LoopVersionStats] = [:]
 
     /// How many routed versions hold a window of counts now (for the memory tests).
@@ -36,9 +36,6 @@ final class LoopState: @unchecked Sendable {
     var mirrorsInFlight = 0
     /// Who saw which experiment variant; its memory grows only once an experiment routes here.
     private(set) lazy var exposures = ExposureLog(capacity: configuration.exposureCapacity)
-    /// `exposureVariants[r][b]`: the exposure log's index of `table.routes[r].backends[b]` in the route's
-    /// experiment; empty for routes without one. Resolved once per table, not per request.
-    private(set) var exposureVariants: [[Int32]] = []
     /// Finished pairs of compared mirrors, until the controller drains them.
     private(set) lazy var shadows = ShadowLog(maxBytes: configuration.shadowLogBytes)
     /// Set when the proxy starts shutting down.
@@ -57,24 +54,29 @@ final class LoopState: @unchecked Sendable {
         self.requestIDs = Xoshiro(seed: seed ^ 0x5851_f42d_4c95_7f2d)
     }
 
+    /// The route of a request's bytes (`RoutingTable.matchIndex`).
+    func route(host: UnsafeRawBufferPointer?, target: UnsafeRawBufferPointer) -> LoopRoute? {
+        table.matchIndex(host: host, target: target).map { routes[$0] }
+    }
+
     /// Installs a new table. Requests already routed keep their exchange; new ones see the new table.
     func install(_ newTable: RoutingTable) {
         eventLoop.assertInEventLoop()
         table = newTable
-        stats = newTable.routes.map { route in
-            route.backends.map { backend in
+        routes = newTable.routes.enumerated().map { index, route in
+            let stats = route.backends.map { backend in
                 let key = MetricKey(route: route.name, version: backend.version)
                 let stats = statsByKey[key] ?? LoopVersionStats(key: key, trips: trips)
                 statsByKey[key] = stats
                 stats.tripwire = backend.tripwire ?? 0
                 return stats
             }
+            let variants = route.experiment.map { experiment in
+                route.backends.map { exposures.intern(experiment: experiment.id, version: $0.version, window: .milliseconds(experiment.windowMilliseconds)) }
+            }
+            return LoopRoute(index: index, rule: route, stats: stats, exposureVariants: variants ?? [])
         }
-        routedKeys = Set(stats.joined().map(\.key))
-        exposureVariants = newTable.routes.map { route in
-            guard let experiment = route.experiment else { return [] }
-            return route.backends.map { exposures.intern(experiment: experiment.id, version: $0.version, window: .milliseconds(experiment.windowMilliseconds)) }
-        }
+        routedKeys = Set(routes.flatMap { $0.stats.map(\.key) })
         nextEndpoint = newTable.routes.map { Array(repeating: 0, count: $0.backends.count) }
         pools = newTable.routes.map { route in
             route.backends.map { backend in backend.endpoints.map { pool(for: $0, tls: backend.tls) } }
@@ -151,6 +153,32 @@ final class LoopState: @unchecked Sendable {
             }
         }
         return nil
+    }
+}
+
+/// One route of the table in force, resolved once per table for the request path. A reference: serving
+/// a request copies no `RouteRule` (a struct of a dozen reference-counted fields), and the version
+/// stats and exposure variants sit beside it instead of in per-loop tables indexed per request.
+final class LoopRoute {
+    /// Its index in `RoutingTable.routes`.
+    let index: Int
+    let rule: RouteRule
+    /// Every request goes to backend 0: one version and no header rules, so nothing is drawn.
+    let single: Bool
+    /// `stats[b]` counts `rule.backends[b]`.
+    let stats: [LoopVersionStats]
+    /// The exposure log's index of each backend in the route's experiment; empty without one.
+    let exposureVariants: [Int32]
+    /// `route.rewrite`: the length in bytes of the prefix it replaces, and the replacement.
+    let rewrite: (prefixLength: Int, replacement: String)?
+
+    init(index: Int, rule: RouteRule, stats: [LoopVersionStats], exposureVariants: [Int32]) {
+        self.index = index
+        self.rule = rule
+        self.single = rule.backends.count == 1 && rule.headerRules.isEmpty
+        self.stats = stats
+        self.exposureVariants = exposureVariants
+        self.rewrite = rule.replacePrefix.map { (rule.pathPrefix.utf8.count, $0) }
     }
 }
 

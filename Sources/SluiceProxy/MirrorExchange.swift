@@ -41,8 +41,14 @@ final class MirrorExchange: UpstreamDelegate {
         loop.mirrorsInFlight += 1
         stats?.window.requests += 1
         stats?.window.mirrored += 1
-        pending.append(head)
         keepAlive = self
+        if let connection = pool.takeIdle() {
+            // The common case, as for the client's own request: a pooled connection, written to at
+            // once and flushed after the client's request (`flush`, `requestComplete`).
+            attach(connection, isHead: isHead, first: head, flush: false)
+            return
+        }
+        pending.append(head)
         pool.acquire { [self] result in
             switch result {
             case .success(let connection):
@@ -50,21 +56,36 @@ final class MirrorExchange: UpstreamDelegate {
                     pool.release(connection)
                     return
                 }
-                upstream = connection
-                connection.handler.beginExchange(self, head: isHead)
-                for bytes in pending { connection.handler.write(bytes) }
-                pending.removeAll()
-                connection.handler.flush()
+                attach(connection, isHead: isHead, first: nil, flush: true)
             case .failure:
                 finish(error: .connect)
             }
         }
     }
 
+    /// Starts the copy's exchange on `connection`: `first` (the head), then whatever waited.
+    private func attach(_ connection: UpstreamConnection, isHead: Bool, first: ByteBuffer?, flush: Bool) {
+        upstream = connection
+        connection.handler.beginExchange(self, head: isHead)
+        if let first { connection.handler.write(first) }
+        for bytes in pending { connection.handler.write(bytes) }
+        pending.removeAll()
+        if flush { connection.handler.flush() }
+    }
+
+    /// Sends what was written: the proxy calls it at the end of each read batch, after the client's
+    /// own request went out.
+    func flush() {
+        upstream?.handler.flush()
+    }
+
     /// Passes on request body bytes, or abandons the mirror when it cannot keep up.
     func forward(_ bytes: ByteBuffer) {
         guard !done else { return }
         if let upstream {
+            // Past the write-buffer watermark: let the socket take what waits, and give up only if it
+            // will not, which is a shadow that does not read as fast as the client sends.
+            if !upstream.channel.isWritable { upstream.handler.flush() }
             guard upstream.channel.isWritable else {
                 finish(error: nil, abandoned: true)
                 return

@@ -151,9 +151,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             switch state {
             case .active(let exchange):
                 exchange.requestEnded = true
+                // The client's request goes out first; its copies after it.
+                exchange.upstream?.handler.flush()
                 exchange.mirror?.requestComplete()
                 exchange.noise?.requestComplete()
-                exchange.upstream?.handler.flush()
             case .discarding(let closeAfter):
                 requestDone(closeAfter: closeAfter, now: now, context: context)
             case .idle, .closed:
@@ -164,32 +165,37 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         clock.readComplete()
-        if case .active(let exchange) = state { exchange.upstream?.handler.flush() }
+        if case .active(let exchange) = state {
+            exchange.upstream?.handler.flush()
+            // Copies stream too: a body that only piled up until the request's end would pass the
+            // write-buffer watermark, and the copy would be abandoned as if the shadow were slow.
+            exchange.mirror?.flush()
+            exchange.noise?.flush()
+        }
     }
 
     private func startExchange(_ head: ClientRequestHead, now: NIODeadline, context: ChannelHandlerContext) {
-        let table = loop.table
         let found = head.withBytes { bytes in
-            table.matchIndex(host: head.host.map { UnsafeRawBufferPointer(rebasing: bytes[$0]) },
-                             target: UnsafeRawBufferPointer(rebasing: bytes[head.uriStart..<head.uriEnd]))
+            loop.route(host: head.host.map { UnsafeRawBufferPointer(rebasing: bytes[$0]) },
+                       target: UnsafeRawBufferPointer(rebasing: bytes[head.uriStart..<head.uriEnd]))
         }
-        guard let routeIndex = found else {
+        guard let route = found else {
             let requestID = head.requestID ?? RequestID(generatedBy: &loop.requestIDs)
             respondDirectly(.notFound, version: nil, requestID: requestID, keepAlive: head.keepAlive, context: context)
             state = .discarding(closeAfter: !head.keepAlive)
             return
         }
-        let route = table.routes[routeIndex]
-        let backendIndex = route.backends.count == 1 && route.headerRules.isEmpty ? 0 : VersionChooser.choose(
-            route,
+        let rule = route.rule
+        let backendIndex = route.single ? 0 : VersionChooser.choose(
+            rule,
             header: { head.firstValue(of: $0) },
             cookie: { head.cookie($0) },
             using: &loop.rng
         )
-        let backend = route.backends[backendIndex]
+        let backend = rule.backends[backendIndex]
         let requestID: RequestID
-        if route.experiment != nil {
-            let unit: Substring? = switch route.stickiness {
+        if rule.experiment != nil {
+            let unit: Substring? = switch rule.stickiness {
             case .header(let name)?: head.firstValue(of: name)
             case .cookie(let name)?: head.cookie(name)
             case nil: nil
@@ -197,11 +203,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             // An id the proxy makes names the exposure log's slot, so it is found without an index.
             requestID = head.requestID ?? RequestID(generatedBy: &loop.requestIDs, slot: loop.exposures.nextSlot)
             loop.exposures.record(requestID.exposureKey, indexed: head.requestID == nil, unit: unit,
-                                  variant: loop.exposureVariants[routeIndex][backendIndex], at: now)
+                                  variant: route.exposureVariants[backendIndex], at: now)
         } else {
             requestID = head.requestID ?? RequestID(generatedBy: &loop.requestIDs)
         }
-        let stats = loop.stats[routeIndex][backendIndex]
+        let stats = route.stats[backendIndex]
         stats.window.requests += 1
         if backend.speaksHTTP2 {
             // An HTTP/2-only version (gRPC): translating HTTP/1.1 requests to HTTP/2 streams is not built yet.
@@ -211,7 +217,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             state = .discarding(closeAfter: !head.keepAlive)
             return
         }
-        guard let pool = loop.pickEndpoint(route: routeIndex, backend: backendIndex) else {
+        guard let pool = loop.pickEndpoint(route: route.index, backend: backendIndex) else {
             stats.recordUpstreamError(.noHealthyEndpoint)
             stats.recordResponse(status: 503, latencyMicros: 1)
             respondDirectly(.serviceUnavailable, version: backend.version, requestID: requestID, keepAlive: head.keepAlive, context: context)
@@ -224,11 +230,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             keepAlive: head.keepAlive, clientMinor: head.minor, isHead: head.isHead, requestID: requestID
         )
         state = .active(exchange)
-        let forwarded = RequestWriter.head(head, requestID: requestID, clientAddress: clientAddress,
-                                           rewrite: route.replacePrefix.map { (route.pathPrefix.utf8.count, $0) }, allocator: allocator)
-        if route.mirror != nil {
-            startMirror(exchange, route: route, routeIndex: routeIndex, chosen: backendIndex, head: forwarded, isHead: head.isHead)
-        }
+        let forwarded = RequestWriter.head(head, requestID: requestID, clientAddress: clientAddress, rewrite: route.rewrite, allocator: allocator)
         if let connection = pool.takeIdle() {
             // The common case: a pooled connection, written to at once; the request's end or the
             // read batch's end flushes.
@@ -240,6 +242,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             // Held strongly until the pool calls back (at the latest at the connect timeout); an
             // exchange that ended meanwhile hands the connection back.
             pool.acquire { result in self.upstreamReady(result, exchange, context: context) }
+        }
+        // After the client's own request, which is flushed first: a copy never goes ahead of it.
+        if rule.mirror != nil {
+            startMirror(exchange, route: route, chosen: backendIndex, head: forwarded, isHead: head.isHead)
         }
     }
 
@@ -275,12 +281,12 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     /// has room for another mirror in flight. When the route compares outputs, the answers are paired,
     /// and every `shadowNoiseEvery`-th compared request also goes to a second endpoint of the version
     /// that serves it, for the noise floor.
-    private func startMirror(_ exchange: Exchange, route: RouteRule, routeIndex: Int, chosen: Int, head: ByteBuffer, isHead: Bool) {
-        guard let mirror = route.mirror, VersionChooser.shouldMirror(mirror, using: &loop.rng),
-              let mirrorIndex = route.backendIndex(of: mirror.version), mirrorIndex != chosen else { return }
-        let stats = loop.stats[routeIndex][mirrorIndex]
+    private func startMirror(_ exchange: Exchange, route: LoopRoute, chosen: Int, head: ByteBuffer, isHead: Bool) {
+        guard let mirror = route.rule.mirror, VersionChooser.shouldMirror(mirror, using: &loop.rng),
+              let mirrorIndex = route.rule.backendIndex(of: mirror.version), mirrorIndex != chosen else { return }
+        let stats = route.stats[mirrorIndex]
         guard loop.mirrorsInFlight < loop.configuration.maxMirrorsInFlight,
-              let pool = loop.pickEndpoint(route: routeIndex, backend: mirrorIndex) else {
+              let pool = loop.pickEndpoint(route: route.index, backend: mirrorIndex) else {
             stats.window.mirrorsDropped += 1
             return
         }
@@ -289,9 +295,9 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             let shadows = loop.shadows
             shadows.noiseCounter += 1
             if shadows.noiseCounter % loop.configuration.shadowNoiseEvery == 0, loop.mirrorsInFlight + 1 < loop.configuration.maxMirrorsInFlight {
-                noisePool = loop.pickEndpoint(route: routeIndex, backend: chosen, excluding: exchange.pool.endpoint)
+                noisePool = loop.pickEndpoint(route: route.index, backend: chosen, excluding: exchange.pool.endpoint)
             }
-            exchange.capture = ShadowCapture(log: shadows, limit: loop.configuration.shadowBodyLimit, route: route.name,
+            exchange.capture = ShadowCapture(log: shadows, limit: loop.configuration.shadowBodyLimit, route: route.rule.name,
                                              requestID: exchange.requestID.text, stableVersion: exchange.version,
                                              shadowVersion: mirror.version, withNoise: noisePool != nil)
         }

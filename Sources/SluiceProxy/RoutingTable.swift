@@ -33,11 +33,12 @@ public struct RoutingTable: Sendable, Equatable, Codable {
     /// included), `target` the request target.
     func matchIndex(host: UnsafeRawBufferPointer?, target: UnsafeRawBufferPointer) -> Int? {
         let name = host.map(Self.withoutPort)
-        for (index, route) in routes.enumerated() {
-            if let wanted = route.host {
+        // By index: a `for route in routes` would copy every rule it passes.
+        for index in routes.indices {
+            if let wanted = routes[index].host {
                 guard let name, HTTPBytes.equalsIgnoringCase(name, wanted.utf8) else { continue }
             }
-            if Self.matches(target, prefix: route.pathPrefix.utf8) { return index }
+            if Self.matches(target, prefix: routes[index].pathPrefix.utf8) { return index }
         }
         return nil
     }
@@ -46,7 +47,7 @@ public struct RoutingTable: Sendable, Equatable, Codable {
     /// `PathPrefix` matches: `/fraud` takes `/fraud`, `/fraud/x` and `/fraud?q`, not `/fraudulent`. A
     /// prefix that ends in `/` takes everything under it.
     static func matches(_ target: UnsafeRawBufferPointer, prefix: String.UTF8View) -> Bool {
-        guard target.count >= prefix.count, zip(target, prefix).allSatisfy({ $0 == $1 }) else { return false }
+        guard target.count >= prefix.count, HTTPBytes.hasPrefix(target, prefix) else { return false }
         guard target.count > prefix.count, prefix.last != UInt8(ascii: "/") else { return true }
         let next = target[prefix.count]
         return next == UInt8(ascii: "/") || next == UInt8(ascii: "?") || next == UInt8(ascii: "#")

@@ -42,6 +42,31 @@ struct ProxyShadowPairTests {
         }
     }
 
+    @Test("a request body bigger than a socket's buffers reaches the shadow whole, flushed as it streams, not abandoned")
+    func bigUploadMirroredWhole() async throws {
+        try await ProxyHarness.run { h in
+            try await h.apply(h.route([("v1", 100), ("v2", 0)], mirror: MirrorRule(version: "v2", percent: 100, compare: true)))
+            // 4 MiB: many reads, far past NIO's 64 KiB write-buffer watermark, so a copy that was only
+            // written and never flushed until the request's end would stop being writable and be dropped.
+            let size = 4 << 20
+            let client = try await h.client()
+            for _ in 0..<3 {
+                let response = try await client.request(.POST, "/models/m/count", body: String(repeating: "x", count: size))
+                #expect(response.status == 200 && response.body == String(size), "stable counted the whole body")
+            }
+            await client.close()
+            let pairs = try await Self.pairs(h, count: 3)
+            #expect(pairs.count == 3)
+            for pair in pairs {
+                #expect(pair.shadow.status == 200)
+                #expect(pair.shadow.bodyBytes == Array(String(size).utf8), "the shadow received every byte of the body")
+            }
+            let v2 = try await h.proxy.metrics.totals()[MetricKey(route: "m", version: "v2")]
+            #expect(v2?.mirrorsDropped == 0)
+            #expect(v2?.mirrored == 3)
+        }
+    }
+
     @Test("without compare the mirror keeps nothing; bodies over the limit are not kept, and chunked bodies lose their framing")
     func limitsAndFraming() async throws {
         try await ProxyHarness.run(configure: { $0.shadowBodyLimit = 1000 }) { h in

@@ -20,7 +20,7 @@ struct ProxyTripwireTests {
                 var total = 0
                 for loop in h.proxy.loopsForTesting {
                     total += try await loop.eventLoop.submit {
-                        loop.stats.flatMap { $0 }.first { $0.key == MetricKey(route: "m", version: "v2") }?.consecutiveFailures ?? 0
+                        loop.routes.flatMap(\.stats).first { $0.key == MetricKey(route: "m", version: "v2") }?.consecutiveFailures ?? 0
                     }.get()
                 }
                 return total
