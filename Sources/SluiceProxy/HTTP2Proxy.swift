@@ -132,6 +132,8 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
         let requestID: String
         let isGRPC: Bool
         var upstream: (any StreamUpstream)?
+        /// The copy to the route's mirror version, if this stream was drawn for one.
+        var mirror: HTTP2MirrorStream?
         /// Frames that arrived before the upstream stream was open.
         var pending: [HTTP2Frame.FramePayload] = []
         /// The final (non-1xx) response status, once its head came.
@@ -194,6 +196,7 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
             } else {
                 exchange.pending.append(payload)
             }
+            exchange.mirror?.forward(payload)
         default:
             break
         }
@@ -201,6 +204,7 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         exchange?.upstream?.flush()
+        exchange?.mirror?.flush()
         context.fireChannelReadComplete()
     }
 
@@ -218,7 +222,9 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        // The client reset the stream or went away: the upstream's stream is cancelled with it.
+        // The client reset the stream or went away: the upstream's stream is cancelled with it, and
+        // a copy of a request it never finished.
+        exchange?.mirror?.clientGone()
         if let exchange, !exchange.finished {
             exchange.finished = true
             exchange.timeout?.cancel()
@@ -301,6 +307,11 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
             openStream(exchange, to: pool.endpoint, tls: backend.tls)
         } else {
             bridge(exchange, to: pool, head: forwarded, endStream: frame.endStream)
+        }
+        // After the client's own stream: a copy never goes ahead of it.
+        if let (index, stats, pool) = loop.mirrorTarget(route, chosen: backendIndex) {
+            exchange.mirror = HTTP2MirrorStream(loop: loop, stats: stats, backend: rule.backends[index], pool: pool, head: forwarded,
+                                                endStream: frame.endStream, now: now)
         }
     }
 
@@ -557,13 +568,13 @@ final class HTTP2UpstreamStream: ChannelDuplexHandler {
     typealias OutboundIn = HTTP2Frame.FramePayload
     typealias OutboundOut = HTTP2Frame.FramePayload
 
-    /// Released when the stream closes, which breaks the cycle with the client's stream.
-    private var client: HTTP2ClientStream?
+    /// Released when the stream closes, which breaks the cycle with the client's stream (or its copy).
+    private var client: (any StreamDownstream)?
     private var context: ChannelHandlerContext?
     private var pendingRead = false
     private var cancelled = false
 
-    init(client: HTTP2ClientStream) {
+    init(client: any StreamDownstream) {
         self.client = client
     }
 
@@ -788,12 +799,29 @@ protocol StreamUpstream: AnyObject {
 
 extension HTTP2UpstreamStream: StreamUpstream {}
 
+/// What a `StreamUpstream` answers to: the client's stream (`HTTP2ClientStream`), or a mirrored copy
+/// of it (`HTTP2MirrorStream`).
+protocol StreamDownstream: AnyObject {
+    /// Whether the upstream may read more.
+    var upstreamMayRead: Bool { get }
+    func upstreamReceived(_ payload: HTTP2Frame.FramePayload)
+    func upstreamReadComplete()
+    func upstreamBecameWritable()
+    /// The HTTP/1.1 upstream failed (`HTTP1Bridge`).
+    func upstreamFailed(_ kind: UpstreamErrorKind)
+    /// The upstream's stream closed (`HTTP2UpstreamStream`), after its response or before.
+    func upstreamClosed(_ kind: UpstreamErrorKind)
+}
+
+extension HTTP2ClientStream: StreamDownstream {}
+
 /// Carries one HTTP/2 stream to an HTTP/1.1 version over a pooled connection, so a REST model is reached
 /// by HTTP/2 clients as by HTTP/1.1 ones (nginx and Envoy do the same). The request goes as an HTTP/1.1
 /// request (a body without `content-length` chunked, trailers dropped); the response comes back as
 /// HTTP/2 frames, its hop-by-hop headers dropped and names in lower case.
 final class HTTP1Bridge: StreamUpstream, UpstreamDelegate {
-    private weak var client: HTTP2ClientStream?
+    /// Weak for a client's stream; a mirrored copy holds itself until it finishes.
+    private weak var client: (any StreamDownstream)?
     private(set) var connection: UpstreamConnection?
     private let chunked: Bool
     private var requestEnded = false
@@ -802,7 +830,7 @@ final class HTTP1Bridge: StreamUpstream, UpstreamDelegate {
     private var cancelled = false
 
     /// `head`: the request's HTTP/2 headers as forwarded (pseudo-headers included); `endStream`: it has no body.
-    init(client: HTTP2ClientStream, head: HPACKHeaders, endStream: Bool) {
+    init(client: any StreamDownstream, head: HPACKHeaders, endStream: Bool) {
         self.client = client
         chunked = !endStream && !head.contains(name: "content-length")
         requestEnded = endStream

@@ -139,6 +139,21 @@ final class LoopState: @unchecked Sendable {
         statsByKey.mapValues(\.inFlight)
     }
 
+    /// Where a request's copy goes: the route's mirror version, its stats and an endpoint, when the
+    /// route mirrors, this request is drawn for it (`chosen` is the version that serves it) and the
+    /// loop has room for another mirror in flight. A copy drawn but without room or endpoint is
+    /// counted dropped.
+    func mirrorTarget(_ route: LoopRoute, chosen: Int) -> (backend: Int, stats: LoopVersionStats, pool: EndpointPool)? {
+        guard let mirror = route.rule.mirror, VersionChooser.shouldMirror(mirror, using: &rng),
+              let index = route.rule.backendIndex(of: mirror.version), index != chosen else { return nil }
+        let stats = route.stats[index]
+        guard mirrorsInFlight < configuration.maxMirrorsInFlight, let pool = pickEndpoint(route: route.index, backend: index) else {
+            stats.window.mirrorsDropped += 1
+            return nil
+        }
+        return (index, stats, pool)
+    }
+
     /// The next endpoint of a backend, round robin, skipping ones out of service (and `excluding`);
     /// `nil` when all are.
     func pickEndpoint(route routeIndex: Int, backend backendIndex: Int, excluding: Endpoint? = nil) -> EndpointPool? {

@@ -282,14 +282,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     /// and every `shadowNoiseEvery`-th compared request also goes to a second endpoint of the version
     /// that serves it, for the noise floor.
     private func startMirror(_ exchange: Exchange, route: LoopRoute, chosen: Int, head: ByteBuffer, isHead: Bool) {
-        guard let mirror = route.rule.mirror, VersionChooser.shouldMirror(mirror, using: &loop.rng),
-              let mirrorIndex = route.rule.backendIndex(of: mirror.version), mirrorIndex != chosen else { return }
-        let stats = route.stats[mirrorIndex]
-        guard loop.mirrorsInFlight < loop.configuration.maxMirrorsInFlight,
-              let pool = loop.pickEndpoint(route: route.index, backend: mirrorIndex) else {
-            stats.window.mirrorsDropped += 1
-            return
-        }
+        guard let mirror = route.rule.mirror, let (_, stats, pool) = loop.mirrorTarget(route, chosen: chosen) else { return }
         var noisePool: EndpointPool?
         if mirror.compare, loop.shadows.admits(using: &loop.rng) {
             let shadows = loop.shadows

@@ -124,6 +124,90 @@ struct ProxyHTTP2Tests {
         }
     }
 
+    @Test("streams are mirrored like HTTP/1.1 requests: copies reach an HTTP/2 or HTTP/1.1 mirror version and count there by grpc-status; a dead one changes no answer")
+    func mirrorsStreams() async throws {
+        try await ProxyHarness.run(versions: ["rest"], configure: { $0.eventLoops = 1 }) { h in
+            let u = try await Self.upstreams(h)
+            h.stopAtEnd { await u.stop() }
+            func backend(_ version: String, _ weight: Int, _ endpoint: Endpoint, _ proto: UpstreamProtocol = .h2c) -> Backend {
+                Backend(version: version, weight: weight, endpoints: [endpoint], protocol: proto)
+            }
+            let v1 = backend("v1", 100, Endpoint(scheme: .http, host: "127.0.0.1", port: u.v1.port))
+            let v2 = backend("v2", 0, Endpoint(scheme: .http, host: "127.0.0.1", port: u.v2.port))
+            try await h.apply(try RouteRule(name: "grpc", pathPrefix: "/inference.GRPCInferenceService", backends: [v1, v2],
+                                            mirror: MirrorRule(version: "v2", percent: 100)))
+            let client = try await HTTP2TestClient.connect(port: h.port, group: h.group)
+            let path = "/inference.GRPCInferenceService/ModelInfer"
+            for index in 0..<20 {
+                let response = try await client.request(path, headers: Self.grpc, body: ["req", "\(index)"])
+                #expect(response.grpcStatus == 0 && response.version == "v1" && response.body == "v1req\(index)", "the client's answer is stable's")
+            }
+            for _ in 0..<5 {
+                let failed = try await client.request(path, headers: Self.grpc + [("x-want-grpc-status", "13")])
+                #expect(failed.grpcStatus == 13 && failed.version == "v1")
+            }
+            let key = MetricKey(route: "grpc", version: "v2")
+            #expect(try await eventually { try await h.proxy.metrics.totals()[key]?.responses == 25 }, "every copy answered and counted")
+            let copies = try #require(try await h.proxy.metrics.totals()[key])
+            #expect(copies.mirrored == 25 && copies.requests == 25 && copies.mirrorsDropped == 0)
+            #expect(copies.errors == 5, "INTERNAL from the copies counts against the mirror version: \(copies.statusClasses)")
+            #expect(u.v2.streams == 25 && u.v2.paths.allSatisfy { $0 == path })
+            let stable = try #require(try await h.proxy.metrics.totals()[MetricKey(route: "grpc", version: "v1")])
+            #expect(stable.requests == 25 && stable.mirrored == 0)
+
+            // To an HTTP/1.1 version, bridged: the copy's body arrives whole (the request is complete,
+            // or the upstream would not answer).
+            let rest = backend("rest", 0, h.endpoint("rest"), .http1)
+            try await h.apply(revision: 2, try RouteRule(name: "grpc", pathPrefix: "/inference.GRPCInferenceService", backends: [v1, rest],
+                                                         mirror: MirrorRule(version: "rest", percent: 100)))
+            for _ in 0..<10 {
+                #expect(try await client.request(path, headers: Self.grpc, body: ["abc", "def"]).version == "v1")
+            }
+            #expect(try await eventually { h.upstreams["rest"]!.requests == 10 })
+            let restKey = MetricKey(route: "grpc", version: "rest")
+            #expect(try await eventually { try await h.proxy.metrics.totals()[restKey]?.statusClasses[2] == 10 }, "answered 200 to the bridged copies")
+
+            // A mirror version that refuses connections: every client answer is still stable's.
+            let dead = backend("dead", 0, try await ProxyFailureTests.refusedEndpoint(group: h.group))
+            try await h.apply(revision: 3, try RouteRule(name: "grpc", pathPrefix: "/inference.GRPCInferenceService", backends: [v1, dead],
+                                                         mirror: MirrorRule(version: "dead", percent: 100)))
+            for _ in 0..<10 {
+                let response = try await client.request(path, headers: Self.grpc)
+                #expect(response.grpcStatus == 0 && response.version == "v1")
+            }
+            await client.close()
+            let deadKey = MetricKey(route: "grpc", version: "dead")
+            #expect(try await eventually { (try await h.proxy.metrics.totals()[deadKey]?.upstreamErrors[.connect] ?? 0) >= 1 },
+                    "the dead mirror's failures count against it")
+            let loop = try #require(h.proxy.loopsForTesting.first)
+            #expect(try await eventually { try await loop.eventLoop.submit { loop.mirrorsInFlight }.get() == 0 }, "every copy finished")
+        }
+    }
+
+    @Test("a copy whose mirror cannot take an upload as fast as the client sends it is abandoned; the client's stream is untouched")
+    func abandonsSlowMirror() async throws {
+        // A mirror version whose connections complete in the kernel's backlog but are never accepted,
+        // so never read: once the socket buffers fill, the copy cannot keep up.
+        let listener = try LoopbackSocket(listening: true)
+        defer { listener.close() }
+        try await ProxyHarness.run(versions: ["v1"], configure: { $0.eventLoops = 1 }) { h in
+            // Stable counts the body (`/count`, bridged to HTTP/1.1) rather than echoing it: this test
+            // shares the process with ones that measure its memory.
+            try await h.apply(try h.route([("v1", 100), ("deaf", 0)], mirror: MirrorRule(version: "deaf", percent: 100),
+                                          endpoints: ["deaf": [Endpoint(scheme: .http, host: "127.0.0.1", port: listener.port)]]))
+            let client = try await HTTP2TestClient.connect(port: h.port, group: h.group)
+            let part = String(repeating: "x", count: 64 << 10)
+            let response = try await client.request("/models/m/count", body: Array(repeating: part, count: 256))
+            #expect(response.status == 200 && response.version == "v1")
+            #expect(response.body == String(256 * part.utf8.count), "stable read all 16 MiB")
+            await client.close()
+            let key = MetricKey(route: "m", version: "deaf")
+            #expect(try await eventually { (try await h.proxy.metrics.totals()[key]?.mirrorsDropped ?? 0) == 1 }, "the copy was abandoned")
+            let loop = try #require(h.proxy.loopsForTesting.first)
+            #expect(try await eventually { try await loop.eventLoop.submit { loop.mirrorsInFlight }.get() == 0 })
+        }
+    }
+
     @Test("the time to first byte of a stream is taken at its first HEADERS frame, the latency at its end")
     func firstByte() async throws {
         try await ProxyHarness.run(versions: [], configure: { $0.eventLoops = 1 }) { h in
