@@ -206,10 +206,10 @@ public final class ShadowLedger: Sendable {
 
     /// What the status shows: counts, agreement, drift and the most frequent disagreements.
     func view(_ deployment: String) -> ShadowView? {
-        state.withLock { state in
-            guard let tracked = state.tracked[deployment] else { return nil }
-            return ShadowView(tracked, dropped: state.dropped, notSampled: state.skipped)
-        }
+        // A copy under the lock (the tallies' buffers are shared, not copied), the statistics outside
+        // it: sorting 100,000 scores must not hold up the comparison thread.
+        let taken = state.withLock { state in state.tracked[deployment].map { ($0, state.dropped, state.skipped) } }
+        return taken.map { ShadowView($0.0, dropped: $0.1, notSampled: $0.2) }
     }
 }
 
@@ -342,10 +342,9 @@ public struct ShadowView: Sendable, Codable, Equatable {
         self.dropped = dropped
         self.notSampled = notSampled
         comparisons = tracked.tallies.sorted { "\($0.key.compare.json?.description ?? "$")" < "\($1.key.compare.json?.description ?? "$")" }.map { key, tally in
-            func value(_ measure: ShadowMetric.Measure, _ statistic: ShadowMetric.DriftStatistic = .psi) -> Double? {
-                tally.reading(ShadowMetric(measure, statistic: statistic)).value
-            }
+            func value(_ measure: ShadowMetric.Measure) -> Double? { tally.reading(ShadowMetric(measure)).value }
             let noise = tally.noiseFloor
+            let drift = tally.drift
             var shown = key.compare.json?.description ?? "the whole answer"
             if key.compare.tolerance > 0 { shown += " within \(key.compare.relative ? "\(key.compare.tolerance * 100)%" : "\(key.compare.tolerance)")" }
             if !key.ignore.isEmpty { shown += ", ignoring \(key.ignore.map(\.description).joined(separator: ", "))" }
@@ -353,7 +352,7 @@ public struct ShadowView: Sendable, Codable, Equatable {
                 compare: shown, mirrored: tally.mirrored, compared: tally.compared, agreeing: tally.agreeing, agreement: tally.agreement,
                 noisePairs: tally.noisePairs, noiseAgreement: noise?.agreement, noiseTolerance: noise?.tolerance,
                 notCompared: tally.notCompared, shadowFailures: tally.shadowFailures,
-                psi: value(.shadowDrift, .psi), js: value(.shadowDrift, .js), ks: value(.shadowDrift, .ks),
+                psi: drift?.psi, js: drift?.js, ks: drift?.ks,
                 latencyP99Seconds: value(.shadowLatencyP99), disagreements: tally.topFields(), otherFields: tally.otherFields,
                 captured: tally.captured)
         }

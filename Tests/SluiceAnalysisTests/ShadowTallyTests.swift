@@ -95,7 +95,7 @@ struct ShadowTallyTests {
     }
 
     @Test("readings: error rate over all pairs, p99 of the shadow's latency, drift by the chosen statistic over the compared scores")
-    func readings() {
+    func readings() throws {
         var tally = ShadowTally(Self.key)
         var stableScores: [Double] = [], shadowScores: [Double] = []
         for n in 0..<100 {
@@ -112,6 +112,12 @@ struct ShadowTallyTests {
         #expect(tally.reading(ShadowMetric(.shadowDrift)).value == Drift.populationStabilityIndex(reference: stableScores, current: shadowScores))
         #expect(tally.reading(ShadowMetric(.shadowDrift, statistic: .js)).value == Drift.jensenShannonDistance(reference: stableScores, current: shadowScores))
         #expect(tally.reading(ShadowMetric(.shadowDrift, statistic: .ks)).value == Drift.kolmogorovSmirnov(stableScores, shadowScores).statistic)
+        // The status's three at once (each population sorted once) are the same figures.
+        let drift = try #require(tally.drift)
+        #expect(drift.psi == tally.reading(ShadowMetric(.shadowDrift)).value && drift.psi > 0.1)
+        #expect(drift.js == tally.reading(ShadowMetric(.shadowDrift, statistic: .js)).value)
+        #expect(drift.ks == tally.reading(ShadowMetric(.shadowDrift, statistic: .ks)).value && abs(drift.ks - 0.3) <= 0.011, "a 0.3 shift of 100 evenly spread scores: \(drift.ks)")
+        #expect(ShadowTally(Self.key).drift == nil)
         #expect(ShadowTally(Self.key).reading(ShadowMetric(.shadowAgreement)).reason == "no mirrored request has finished yet")
     }
 

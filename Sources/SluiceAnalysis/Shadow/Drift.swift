@@ -4,7 +4,11 @@ public enum Drift {
     /// The edges between `bins` equal-count bins of `reference` (its deciles for 10): `bins − 1`
     /// interior cut points, by the "linear" quantile of NumPy's default.
     public static func quantileEdges(_ reference: [Double], bins: Int) -> [Double] {
-        let sorted = reference.sorted()
+        quantileEdges(sorted: reference.sorted(), bins: bins)
+    }
+
+    /// `quantileEdges` of a population sorted already.
+    public static func quantileEdges(sorted: [Double], bins: Int) -> [Double] {
         guard !sorted.isEmpty, bins > 1 else { return [] }
         return (1..<bins).map { k in
             let position = Double(k) / Double(bins) * Double(sorted.count - 1)
@@ -37,9 +41,12 @@ public enum Drift {
     /// no real shift, 0.1–0.25 a moderate one, above 0.25 a large one.
     public static func populationStabilityIndex(reference: [Double], current: [Double], bins: Int = 10) -> Double {
         let edges = quantileEdges(reference, bins: bins)
-        let p = shares(reference, edges: edges).map { max($0, floorShare) }
-        let q = shares(current, edges: edges).map { max($0, floorShare) }
-        return zip(p, q).reduce(0) { $0 + ($1.1 - $1.0) * Math.log($1.1 / $1.0) }
+        return populationStabilityIndex(shares(reference, edges: edges), shares(current, edges: edges))
+    }
+
+    /// PSI of two distributions over the same bins (the reference's shares `p`, the current ones `q`).
+    public static func populationStabilityIndex(_ p: [Double], _ q: [Double]) -> Double {
+        zip(p.map { max($0, floorShare) }, q.map { max($0, floorShare) }).reduce(0) { $0 + ($1.1 - $1.0) * Math.log($1.1 / $1.0) }
     }
 
     /// The Jensen–Shannon distance between two distributions over the same bins: √(½ KL(p‖m) + ½ KL(q‖m)),
@@ -68,8 +75,12 @@ public enum Drift {
     /// Kolmogorov series Q(λ) = 2 Σ (−1)^(k−1) e^(−2k²λ²) (as `scipy.stats.ks_2samp(method="asymp")`
     /// computes its statistic; its p-value uses a small-sample correction, so they differ slightly).
     public static func kolmogorovSmirnov(_ a: [Double], _ b: [Double]) -> (statistic: Double, pValue: Double) {
-        guard !a.isEmpty, !b.isEmpty else { return (0, 1) }
-        let x = a.sorted(), y = b.sorted()
+        kolmogorovSmirnov(sorted: a.sorted(), b.sorted())
+    }
+
+    /// `kolmogorovSmirnov` of two populations sorted already.
+    public static func kolmogorovSmirnov(sorted x: [Double], _ y: [Double]) -> (statistic: Double, pValue: Double) {
+        guard !x.isEmpty, !y.isEmpty else { return (0, 1) }
         var i = 0, j = 0, d = 0.0
         while i < x.count && j < y.count {
             let value = min(x[i], y[j])

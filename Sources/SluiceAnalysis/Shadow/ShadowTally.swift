@@ -234,6 +234,16 @@ public struct ShadowTally: Sendable {
         return noise.categoricalAgreement > 0 ? min(1, within / noise.categoricalAgreement) : within
     }
 
+    /// PSI, Jensen–Shannon distance and KS statistic of the scores together, each population sorted
+    /// once (a status shows all three); `nil` without scores on both sides.
+    public var drift: (psi: Double, js: Double, ks: Double)? {
+        let stable = stableScores.elements.sorted(), shadow = shadowScores.elements.sorted()
+        guard !stable.isEmpty, !shadow.isEmpty else { return nil }
+        let edges = Drift.quantileEdges(sorted: stable, bins: 10)
+        let p = Drift.shares(stable, edges: edges), q = Drift.shares(shadow, edges: edges)
+        return (Drift.populationStabilityIndex(p, q), Drift.jensenShannonDistance(p, q), Drift.kolmogorovSmirnov(sorted: stable, shadow).statistic)
+    }
+
     public func reading(_ metric: ShadowMetric) -> ShadowReading {
         var values: [String: Double] = ["pairs": Double(compared), "mirrored": Double(mirrored)]
         switch metric.measure {
