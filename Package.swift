@@ -119,7 +119,9 @@ let package = Package(
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
+            ],
+            // The checksums of the .proto files the generated code came from (scripts/generate-protos).
+            exclude: ["Generated/protos.sha256"]
         ),
         // bench/proxy.sh's floor: a raw SwiftNIO TCP relay that parses nothing, to show what any NIO
         // proxy design can reach on the machine. Not part of Sluice.
