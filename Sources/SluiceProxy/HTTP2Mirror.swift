@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHPACK
 import NIOHTTP2
+import SluiceSpec
 
 /// A copy of an HTTP/2 stream sent to the route's mirror version, as `MirrorExchange` copies an
 /// HTTP/1.1 request: over a stream of the version's HTTP/2 connection, or bridged to an HTTP/1.1 one.
