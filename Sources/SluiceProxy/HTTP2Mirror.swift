@@ -16,7 +16,6 @@ import SluiceSpec
 final class HTTP2MirrorStream: StreamDownstream {
     private let loop: LoopState
     private let stats: LoopVersionStats
-    private let version: String
     private let start: NIODeadline
     private var upstream: (any StreamUpstream)?
     private var pending: [HTTP2Frame.FramePayload] = []
@@ -35,7 +34,6 @@ final class HTTP2MirrorStream: StreamDownstream {
     init(loop: LoopState, stats: LoopVersionStats, backend: Backend, pool: EndpointPool, head: HPACKHeaders, endStream: Bool, now: NIODeadline) {
         self.loop = loop
         self.stats = stats
-        self.version = backend.version
         self.start = now
         self.lastSent = now
         self.requestEnded = endStream

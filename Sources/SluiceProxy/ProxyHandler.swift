@@ -243,8 +243,9 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             // exchange that ended meanwhile hands the connection back.
             pool.acquire { result in self.upstreamReady(result, exchange, context: context) }
         }
-        // After the client's own request, which is flushed first: a copy never goes ahead of it.
-        if rule.mirror != nil {
+        // After the client's own request, which is flushed first: a copy never goes ahead of it. None
+        // for a request the pool already failed (exhausted) and answered.
+        if rule.mirror != nil, case .active(let current) = state, current === exchange {
             startMirror(exchange, route: route, chosen: backendIndex, head: forwarded, isHead: head.isHead)
         }
     }
