@@ -52,20 +52,17 @@ final class HTTP2MirrorStream: StreamDownstream {
                 }
                 switch result {
                 case .success:
-                    upstream = stream
-                    for payload in pending { stream.write(payload) }
-                    pending.removeAll()
-                    stream.flush()
+                    attached(stream)
                 case .failure(let error):
                     finish(error: UpstreamErrorKind.of(error) == .tls ? .tls : .connect)
                 }
             }
         } else {
             let bridge = HTTP1Bridge(client: self, head: head, endStream: endStream)
-            upstream = bridge
             let isHead = head.first(name: ":method") == "HEAD"
             if let connection = pool.takeIdle() {
                 bridge.attach(connection, isHead: isHead)
+                attached(bridge)
                 return
             }
             pool.acquire { [self] result in
@@ -76,6 +73,7 @@ final class HTTP2MirrorStream: StreamDownstream {
                         return
                     }
                     bridge.attach(connection, isHead: isHead)
+                    attached(bridge)
                 case .failure(let error):
                     loop.connectFailed(pool.endpoint)
                     finish(error: UpstreamErrorKind.of(error) == .tls ? .tls : .connect)
@@ -98,31 +96,29 @@ final class HTTP2MirrorStream: StreamDownstream {
         }
         lastSent = .now()
         guard let upstream else {
-            guard holds(payload) else { return }
-            pending.append(payload)
-            return
-        }
-        if let bridge = upstream as? HTTP1Bridge, bridge.connection == nil {
-            // Still waiting for a connection: the bridge keeps the bytes, bounded as `pending` is.
-            guard holds(payload) else { return }
-        } else {
-            if !upstream.isWritable { upstream.flush() }
-            guard upstream.isWritable else {
+            // Still connecting: the frame waits, within the bound.
+            pendingBytes += payload.bodyBytes
+            guard pendingBytes <= MirrorExchange.maxPendingBytes else {
                 finish(error: nil, abandoned: true)
                 return
             }
+            pending.append(payload)
+            return
+        }
+        if !upstream.isWritable { upstream.flush() }
+        guard upstream.isWritable else {
+            finish(error: nil, abandoned: true)
+            return
         }
         upstream.write(payload)
     }
 
-    /// Whether a frame that must wait for the copy's connection fits under the bound; abandons the copy if not.
-    private func holds(_ payload: HTTP2Frame.FramePayload) -> Bool {
-        pendingBytes += payload.bodyBytes
-        guard pendingBytes <= MirrorExchange.maxPendingBytes else {
-            finish(error: nil, abandoned: true)
-            return false
-        }
-        return true
+    /// The copy's stream or connection is ready: what waited goes out.
+    private func attached(_ ready: any StreamUpstream) {
+        upstream = ready
+        for payload in pending { ready.write(payload) }
+        pending.removeAll()
+        ready.flush()
     }
 
     /// Sends what was written, after the client's own frames of the same read.
