@@ -182,19 +182,18 @@ public final class HTTP2TestClient: Sendable {
             configuration.applicationProtocols = ["h2"]
             return try NIOSSLContext(configuration: configuration)
         }
-        let channel = try await ClientBootstrap(group: group)
-            .channelInitializer { channel in
+        // The multiplexer is taken while the pipeline is built: the server may close an idle connection
+        // (and so empty its pipeline) before a later lookup would run on a loaded box.
+        let (channel, multiplexer) = try await ClientBootstrap(group: group)
+            .connect(host: "127.0.0.1", port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let context { try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: serverName)) }
-                    _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                    let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
                         mode: .client, connectionConfiguration: .init(), streamConfiguration: .init()
                     ) { $0.close() }
+                    return (channel, multiplexer)
                 }
             }
-            .connect(host: "127.0.0.1", port: port).get()
-        let multiplexer = try await channel.eventLoop.submit {
-            try channel.pipeline.syncOperations.handler(type: NIOHTTP2Handler.self).syncMultiplexer()
-        }.get()
         return HTTP2TestClient(channel: channel, multiplexer: multiplexer)
     }
 
