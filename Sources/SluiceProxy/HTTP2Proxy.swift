@@ -41,6 +41,7 @@ enum ClientConnection {
         let closer = HTTP2IdleCloser()
         let streams = NIOLoopBound(closer, eventLoop: channel.eventLoop)
         try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: loop.configuration.clientIdleTimeout))
+        try channel.pipeline.syncOperations.addHandler(FlushCoalescer())
         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
             mode: .server, connectionConfiguration: connection, streamConfiguration: .init()
         ) { stream in
@@ -64,6 +65,35 @@ final class HTTP2IdleCloser: ChannelInboundHandler {
             context.close(promise: nil)
         }
         context.fireUserInboundEventTriggered(event)
+    }
+}
+
+/// Sits under an HTTP/2 connection's `NIOHTTP2Handler` and turns its flushes into one per event-loop
+/// tick. A proxy's streams flush across connections: the responses of many client streams arrive in one
+/// read of an upstream connection, and each would flush its client connection, one `writev` per
+/// response. swift-nio-http2 coalesces only the flushes made while its own connection reads. Writes pass
+/// through at once; the flush runs once the loop has handled this tick's I/O, so everything the tick
+/// produced for the connection leaves in one system call.
+final class FlushCoalescer: ChannelOutboundHandler {
+    typealias OutboundIn = ByteBuffer
+    private var context: ChannelHandlerContext?
+    private var scheduled = false
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func flush(context: ChannelHandlerContext) {
+        guard !scheduled else { return }
+        scheduled = true
+        context.eventLoop.assumeIsolated().execute {
+            self.scheduled = false
+            self.context?.flush()
+        }
     }
 }
 
@@ -687,6 +717,7 @@ final class HTTP2EndpointPool {
                         HTTP2Setting(parameter: .enablePush, value: 0),
                         HTTP2Setting(parameter: .maxHeaderListSize, value: configuration.maxHeaderBytes),
                     ]
+                    try channel.pipeline.syncOperations.addHandler(FlushCoalescer())
                     // The server opens no streams to the proxy (push is off): any it tries is closed.
                     _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
                         mode: .client, connectionConfiguration: connection, streamConfiguration: .init()

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOEmbedded
 import NIOPosix
 import NIOSSL
 import SluiceSpec
@@ -376,5 +377,38 @@ struct ProxyHTTP2Tests {
             #expect(try await h1.handshake().applicationProtocol == "http/1.1")
             await h1.close()
         }
+    }
+
+    /// Counts the flushes that reach the socket's side of the pipeline.
+    final class FlushCounter: ChannelOutboundHandler {
+        typealias OutboundIn = ByteBuffer
+        var flushes = 0
+        func flush(context: ChannelHandlerContext) {
+            flushes += 1
+            context.flush()
+        }
+    }
+
+    @Test("the flushes of one event-loop tick reach an HTTP/2 connection's socket as one, after the tick's writes")
+    func flushCoalescing() throws {
+        let channel = EmbeddedChannel()
+        let counter = FlushCounter()
+        try channel.pipeline.syncOperations.addHandler(counter)
+        try channel.pipeline.syncOperations.addHandler(FlushCoalescer())
+        for part in ["a", "b", "c"] {
+            channel.write(ByteBuffer(string: part), promise: nil)
+            channel.flush()
+        }
+        #expect(counter.flushes == 0, "no flush within the tick")
+        #expect(try channel.readOutbound(as: ByteBuffer.self) == nil, "nothing leaves before the flush")
+        channel.embeddedEventLoop.run()
+        #expect(counter.flushes == 1)
+        var sent = ""
+        while let bytes = try channel.readOutbound(as: ByteBuffer.self) { sent += String(buffer: bytes) }
+        #expect(sent == "abc")
+        channel.flush()
+        channel.embeddedEventLoop.run()
+        #expect(counter.flushes == 2, "the next tick's flush goes out too")
+        _ = try channel.finish()
     }
 }
