@@ -137,6 +137,16 @@ let package = Package(
             dependencies: [.product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             path: "bench/RelayFloor"
         ),
+        // bench/http2.sh's floor: an HTTP/2 relay on swift-nio-http2's stream channels, as Sluice's
+        // HTTP/2 path is built, that routes and rewrites nothing. Not part of Sluice.
+        .executableTarget(
+            name: "h2-relay-floor",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+            ],
+            path: "bench/H2RelayFloor"
+        ),
         .executableTarget(
             name: "sluice",
             dependencies: [

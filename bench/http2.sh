@@ -12,6 +12,12 @@
 #
 #   bench/http2.sh        # env: ROUNDS (default 5), REQUESTS (default 50000 per run), CONNS (8), STREAMS (10), SWAPS (1000)
 #
+# The floor is bench/H2RelayFloor: a relay built on the same swift-nio-http2 stream channels as Sluice
+# (one per stream on each side, one flush per event-loop tick per connection) that routes, rewrites and
+# counts nothing, on CPU 0 like Sluice, sending every tenth stream to the second nghttpd as the 90/10
+# route does. Sluice against it is Sluice's own cost per stream; the floor against direct is what the
+# stream-channel design allows at all.
+#
 # Targets take turns for ROUNDS rounds; it prints every round, the medians, and the median of the
 # per-round ratios, and appends them, dated, to bench/RESULTS.md. Builds Sluice in release mode first;
 # installs nghttp2-client and nghttp2-server when missing.
@@ -25,7 +31,9 @@ if ! command -v h2load >/dev/null || ! command -v nghttpd >/dev/null; then
 fi
 echo "==> swift build -c release --product sluice"
 swift build -c release --product sluice > /tmp/sluice-bench-build.log 2>&1 || { cat /tmp/sluice-bench-build.log; exit 1; }
+swift build -c release --product h2-relay-floor >> /tmp/sluice-bench-build.log 2>&1 || { cat /tmp/sluice-bench-build.log; exit 1; }
 SLUICE="$(swift build -c release --show-bin-path)/sluice"
+FLOOR="$(swift build -c release --show-bin-path)/h2-relay-floor"
 
 D=$(mktemp -d)
 cleanup() {
@@ -54,7 +62,7 @@ tensor = field(1, b"features") + field(2, b"FP64") + field(3, b"\x03") + field(5
 message = field(1, b"m") + field(5, tensor)                         # model_name, inputs
 open(sys.argv[1], "wb").write(b"\x00" + struct.pack(">I", len(message)) + message)
 PY
-for port in 18181 18182 18183 18184 18190 18191; do
+for port in 18181 18182 18183 18184 18190 18191 18192; do
     if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
         echo "error: port $port is already in use; stop what listens there and run again" >&2
         exit 1
@@ -63,9 +71,10 @@ done
 taskset -c 1 nghttpd --no-tls -d "$D/www" 18181 > /dev/null 2>&1 & echo $! > "$D/up1.pid"
 taskset -c 1 nghttpd --no-tls -d "$D/www" 18182 > /dev/null 2>&1 & echo $! > "$D/up2.pid"
 taskset -c 0 "$SLUICE" proxy --routes "$D/routes.json" --listen 127.0.0.1:18190 --event-loops 1 > "$D/sluice.log" 2>&1 & echo $! > "$D/sluice.pid"
+taskset -c 0 "$FLOOR" 18192 18181 18182 > "$D/floor.log" 2>&1 & echo $! > "$D/floor.pid"
 taskset -c 1 "$SLUICE" model-server --name m --model-version v1 --port 18184 --grpc-port 18183 > "$D/model.log" 2>&1 & echo $! > "$D/model.pid"
 taskset -c 0 "$SLUICE" proxy --routes "$D/routes-grpc.json" --listen 127.0.0.1:18191 --event-loops 1 > "$D/sluice-grpc.log" 2>&1 & echo $! > "$D/sluice-grpc.pid"
-for port in 18181 18182 18183 18184 18190 18191; do
+for port in 18181 18182 18183 18184 18190 18191 18192; do
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
@@ -75,6 +84,7 @@ run() { # NAME PORT [REQUESTS]: one h2load run; appends req/s, the p99 and failu
     local -a call=("http://127.0.0.1:$2/infer")
     [[ $1 == grpc-* ]] && call=(-d "$D/infer.grpc" -H "content-type: application/grpc" -H "te: trailers"
                                 "http://127.0.0.1:$2/inference.GRPCInferenceService/ModelInfer")
+    rm -f "$D/requests.log" # h2load appends to its log: each run's p99 is of its own requests only
     out=$(taskset -c 1 h2load -n "${3:-$REQUESTS}" -c "$CONNS" -m "$STREAMS" -t 1 --log-file="$D/requests.log" "${call[@]}" 2>&1) || true
     rps=$(echo "$out" | awk '/^finished in/{print $4}')
     # The p99 from h2load's per-request log: start, status, microseconds to the end of the response.
@@ -92,7 +102,7 @@ pairs() { # A B: the per-round req/s ratios A[i]/B[i]
     for i in "${!a[@]}"; do awk -v x="${a[$i]}" -v y="${b[$i]}" 'BEGIN { if (y > 0) print x / y }'; done
 }
 
-TARGETS=("direct 18181" "sluice 18190" "grpc-direct 18183" "grpc-sluice 18191")
+TARGETS=("direct 18181" "sluice 18190" "floor 18192" "grpc-direct 18183" "grpc-sluice 18191")
 echo "==> $ROUNDS rounds of $REQUESTS requests per target, $CONNS connections x $STREAMS streams, h2load and nghttpd on CPU 1, sluice on CPU 0"
 for round in $(seq "$ROUNDS"); do
     echo "round $round"
@@ -112,7 +122,10 @@ rss_kb=$(awk '/VmHWM/{print $2}' "/proc/$pid/status")
 summary() {
     printf 'HTTP/2 req/s, sluice/direct (one core)   medians %s / %s, median of per-round ratios %.3f  (goal >= 0.5)\n' \
         "$(median ${RPS[sluice]})" "$(median ${RPS[direct]})" "$(median $(pairs sluice direct))"
-    printf 'p99 latency, median over rounds           sluice %s ms, direct %s ms\n' "$(median ${P99[sluice]})" "$(median ${P99[direct]})"
+    printf 'HTTP/2 req/s, sluice/floor                medians %s / %s, median of per-round ratios %.3f  (the stream-channel relay: Sluice'"'"'s own cost)\n' \
+        "$(median ${RPS[sluice]})" "$(median ${RPS[floor]})" "$(median $(pairs sluice floor))"
+    printf 'HTTP/2 req/s, floor/direct                median of per-round ratios %.3f  (what stream channels allow at all)\n' "$(median $(pairs floor direct))"
+    printf 'p99 latency, median over rounds           sluice %s ms, floor %s ms, direct %s ms\n' "$(median ${P99[sluice]})" "$(median ${P99[floor]})" "$(median ${P99[direct]})"
     echo "Failed requests                           sluice ${FAIL[sluice]}, direct ${FAIL[direct]}"
     printf 'gRPC unary req/s, sluice/direct           medians %s / %s, median of per-round ratios %.3f  (goal >= 0.5; direct: sluice model-server --grpc-port)\n' \
         "$(median ${RPS[grpc-sluice]})" "$(median ${RPS[grpc-direct]})" "$(median $(pairs grpc-sluice grpc-direct))"

@@ -31,40 +31,34 @@ enum ClientConnection {
 
     /// HTTP/2 on `channel`: each stream is served by an `HTTP2ClientStream`. The limits are swift-nio-http2's:
     /// concurrent streams and header-list size as advertised here, and its defences against floods of
-    /// resets, empty frames and control frames.
+    /// resets, empty frames and control frames. swift-nio-http2's connection manager closes the connection
+    /// gracefully (GOAWAY, then close once its streams are done) after `clientIdleTimeout` with no stream
+    /// open, and when the proxy shuts down; a stream that is open, however quiet (a long gRPC stream),
+    /// keeps its connection.
     static func http2(_ channel: any Channel, loop: LoopState, clientAddress: String?) throws {
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
         connection.initialSettings = [
             HTTP2Setting(parameter: .maxConcurrentStreams, value: loop.configuration.http2MaxConcurrentStreams),
             HTTP2Setting(parameter: .maxHeaderListSize, value: loop.configuration.maxHeaderBytes),
         ]
-        let closer = HTTP2IdleCloser()
-        let streams = NIOLoopBound(closer, eventLoop: channel.eventLoop)
-        try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: loop.configuration.clientIdleTimeout))
-        try channel.pipeline.syncOperations.addHandler(FlushCoalescer())
-        _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-            mode: .server, connectionConfiguration: connection, streamConfiguration: .init()
+        let manager = NIOHTTP2ServerConnectionManagementHandler(eventLoop: channel.eventLoop, configuration: .init(
+            // No grace timer or pings of its own: the proxy's shutdown has its grace period.
+            maxIdleTime: loop.configuration.clientIdleTimeout, maxAge: nil, maxGraceTime: nil, keepalive: nil
+        ))
+        let operations = channel.pipeline.syncOperations
+        try operations.addHandler(FlushCoalescer())
+        _ = try operations.configureHTTP2Pipeline(
+            mode: .server, connectionConfiguration: connection, streamConfiguration: .init(),
+            streamDelegate: manager.http2StreamDelegate
         ) { stream in
             stream.eventLoop.makeCompletedFuture {
-                try stream.pipeline.syncOperations.addHandler(HTTP2ClientStream(loop: loop, clientAddress: clientAddress, connection: streams.value))
+                try stream.pipeline.syncOperations.addHandler(HTTP2ClientStream(loop: loop, clientAddress: clientAddress))
             }
         }
-        try channel.pipeline.syncOperations.addHandler(closer)
-    }
-}
-
-/// Closes a client's HTTP/2 connection that has no open stream and sent nothing for `clientIdleTimeout`.
-/// A stream that is open, however quiet (a long gRPC stream), keeps its connection. Its streams tell it
-/// when they open and close.
-final class HTTP2IdleCloser: ChannelInboundHandler {
-    typealias InboundIn = HTTP2Frame
-    var openStreams = 0
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case IdleStateHandler.IdleStateEvent.read = event, openStreams == 0 {
-            context.close(promise: nil)
-        }
-        context.fireUserInboundEventTriggered(event)
+        try operations.addHandler(manager)
+        // The connection was already active when its protocol was known (by ALPN or the preface): the
+        // manager starts its idle clock on `channelActive`, which is told to it alone.
+        if channel.isActive { try operations.context(handlerType: NIOHTTP2Handler.self).fireChannelActive() }
     }
 }
 
@@ -91,9 +85,20 @@ final class FlushCoalescer: ChannelOutboundHandler {
         guard !scheduled else { return }
         scheduled = true
         context.eventLoop.assumeIsolated().execute {
+            guard self.scheduled else { return }
             self.scheduled = false
             self.context?.flush()
         }
+    }
+
+    /// What waits for the flush goes out before the close (a graceful close comes right after the
+    /// last stream's final frame is written).
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        if scheduled {
+            scheduled = false
+            context.flush()
+        }
+        context.close(mode: mode, promise: promise)
     }
 }
 
@@ -185,28 +190,23 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
 
     private let loop: LoopState
     private let clientAddress: String?
-    /// Its connection's idle clock, which stays off while a stream is open.
-    private let connection: HTTP2IdleCloser?
     private var context: ChannelHandlerContext?
     private var exchange: Exchange?
     /// The request was answered by the proxy itself; what else the client sends is dropped.
     private var answered = false
     private var pendingRead = false
 
-    init(loop: LoopState, clientAddress: String?, connection: HTTP2IdleCloser? = nil) {
+    init(loop: LoopState, clientAddress: String?) {
         self.loop = loop
         self.clientAddress = clientAddress
-        self.connection = connection
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        connection?.openStreams += 1
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
-        connection?.openStreams -= 1
     }
 
     // MARK: Client → upstream

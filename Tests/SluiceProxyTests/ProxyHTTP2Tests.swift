@@ -355,6 +355,26 @@ struct ProxyHTTP2Tests {
         }
     }
 
+    @Test("shutdown sends an HTTP/2 client GOAWAY: its stream in flight finishes, then the connection closes and the proxy stops without waiting out its grace period")
+    func gracefulShutdown() async throws {
+        try await ProxyHarness.run(versions: [], configure: { $0.eventLoops = 1 }) { h in
+            let u = try await Self.upstreams(h)
+            h.stopAtEnd { await u.stop() }
+            try await h.apply(try Self.route(u, weights: (100, 0)))
+            let client = try await HTTP2TestClient.connect(port: h.port, group: h.group)
+            async let slow = client.request("/inference.GRPCInferenceService/ModelInfer", headers: Self.grpc + [("x-want-delay-ms", "3000")])
+            #expect(try await eventually { (try await h.proxy.metrics.inFlight()).values.reduce(0, +) == 1 })
+            let clock = ContinuousClock()
+            let began = clock.now
+            try await h.proxy.shutdown(gracePeriod: .seconds(120))
+            let took = clock.now - began
+            let response = try await slow
+            #expect(response.status == 200 && response.grpcStatus == 0, "the stream in flight finished")
+            #expect(took < .seconds(100), "the proxy stopped once the stream was done (after \(took)), not at the end of its grace period")
+            #expect(try await eventually(timeout: .seconds(30)) { !client.channel.isActive }, "the proxy closed the connection")
+        }
+    }
+
     @Test("over TLS, ALPN h2 serves HTTP/2 and http/1.1 serves HTTP/1.1 on the same listener")
     func alpn() async throws {
         let certificates = try await TestCertificates.make()
@@ -389,7 +409,7 @@ struct ProxyHTTP2Tests {
         }
     }
 
-    @Test("the flushes of one event-loop tick reach an HTTP/2 connection's socket as one, after the tick's writes")
+    @Test("the flushes of one event-loop tick reach an HTTP/2 connection's socket as one, after the tick's writes; a close flushes first")
     func flushCoalescing() throws {
         let channel = EmbeddedChannel()
         let counter = FlushCounter()
@@ -409,6 +429,12 @@ struct ProxyHTTP2Tests {
         channel.flush()
         channel.embeddedEventLoop.run()
         #expect(counter.flushes == 2, "the next tick's flush goes out too")
-        _ = try channel.finish()
+        channel.write(ByteBuffer(string: "last"), promise: nil)
+        channel.flush()
+        channel.close(promise: nil)
+        #expect(counter.flushes == 3, "a close flushes what waits first")
+        #expect(try channel.readOutbound(as: ByteBuffer.self).map { String(buffer: $0) } == "last")
+        channel.embeddedEventLoop.run()
+        #expect(counter.flushes == 3)
     }
 }
