@@ -581,6 +581,8 @@ final class HTTP2UpstreamStream: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     private var pendingRead = false
     private var cancelled = false
+    /// The connection it is a stream of, told when the stream goes (for the connection's idle clock).
+    var connection: HTTP2UpstreamConnection?
 
     init(client: any StreamDownstream) {
         self.client = client
@@ -596,6 +598,8 @@ final class HTTP2UpstreamStream: ChannelDuplexHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
         client = nil
+        connection?.streamClosed()
+        connection = nil
     }
 
     func write(_ payload: HTTP2Frame.FramePayload) {
@@ -650,16 +654,58 @@ final class HTTP2UpstreamStream: ChannelDuplexHandler {
     }
 }
 
+/// One HTTP/2 connection to an upstream endpoint. It counts its streams, and closes once it has had none
+/// for `upstreamIdleTimeout`, as an idle HTTP/1.1 connection does: a version that left the routing table,
+/// or gets no traffic, holds no connection. The clock is read when the last stream goes, and one timer
+/// checks it (`LazyTimer`), so a stream costs no timer.
+final class HTTP2UpstreamConnection {
+    let channel: any Channel
+    let multiplexer: NIOHTTP2Handler.StreamMultiplexer
+    private let idleTimeout: TimeAmount
+    private var openStreams = 0
+    private var idleSince: NIODeadline
+    private var timer = LazyTimer()
+
+    init(channel: any Channel, multiplexer: NIOHTTP2Handler.StreamMultiplexer, idleTimeout: TimeAmount) {
+        (self.channel, self.multiplexer, self.idleTimeout) = (channel, multiplexer, idleTimeout)
+        idleSince = .now()
+        channel.closeFuture.assumeIsolated().whenComplete { _ in self.timer.cancel() }
+    }
+
+    /// Counted from when the stream is asked for, so the connection cannot close under a stream on its way.
+    func streamOpening() {
+        openStreams += 1
+    }
+
+    func streamClosed() {
+        openStreams -= 1
+        guard openStreams == 0 else { return }
+        idleSince = .now()
+        armIdleTimer()
+    }
+
+    private func armIdleTimer() {
+        timer.arm(at: idleSince + idleTimeout, on: channel.eventLoop) {
+            self.timer.fired()
+            guard self.openStreams == 0, self.channel.isActive else { return }
+            if NIODeadline.now() >= self.idleSince + self.idleTimeout {
+                self.channel.close(promise: nil)
+            } else {
+                self.armIdleTimer()
+            }
+        }
+    }
+}
+
 /// The HTTP/2 connection to one endpoint on one event loop, opened when first needed and shared by every
 /// stream to it (swift-nio-http2 queues streams beyond the server's concurrency limit). A connection
 /// that closes or says GOAWAY is replaced by a new one for the streams after.
 final class HTTP2EndpointPool {
-    typealias Multiplexer = NIOHTTP2Handler.StreamMultiplexer
     let endpoint: Endpoint
     let tls: UpstreamTLS?
     private unowned let loop: LoopState
-    private var connection: (channel: any Channel, multiplexer: Multiplexer)?
-    private var waiting: [(Result<Multiplexer, any Error>) -> Void] = []
+    private var connection: HTTP2UpstreamConnection?
+    private var waiting: [(Result<HTTP2UpstreamConnection, any Error>) -> Void] = []
     private var connecting = false
     private var closed = false
 
@@ -672,24 +718,32 @@ final class HTTP2EndpointPool {
     /// Opens a stream served by `handler`; `callback` says whether it opened.
     func open(_ handler: HTTP2UpstreamStream, _ callback: @escaping (Result<Void, any Error>) -> Void) {
         let eventLoop = loop.eventLoop
-        multiplexer { result in
+        withConnection { result in
             switch result {
             case .failure(let error):
                 callback(.failure(error))
-            case .success(let multiplexer):
+            case .success(let connection):
+                connection.streamOpening()
+                handler.connection = connection
                 let promise = eventLoop.makePromise(of: (any Channel).self)
                 let bound = NIOLoopBound(handler, eventLoop: eventLoop)
-                multiplexer.createStreamChannel(promise: promise) { stream in
+                connection.multiplexer.createStreamChannel(promise: promise) { stream in
                     stream.eventLoop.makeCompletedFuture { try stream.pipeline.syncOperations.addHandler(bound.value) }
                 }
-                promise.futureResult.assumeIsolated().whenComplete { callback($0.map { _ in () }) }
+                promise.futureResult.assumeIsolated().whenComplete { result in
+                    if case .failure = result, let connection = handler.connection {
+                        handler.connection = nil // Never added: it will not say it closed.
+                        connection.streamClosed()
+                    }
+                    callback(result.map { _ in () })
+                }
             }
         }
     }
 
-    private func multiplexer(_ callback: @escaping (Result<Multiplexer, any Error>) -> Void) {
+    private func withConnection(_ callback: @escaping (Result<HTTP2UpstreamConnection, any Error>) -> Void) {
         if let connection, connection.channel.isActive {
-            callback(.success(connection.multiplexer))
+            callback(.success(connection))
             return
         }
         guard !closed else {
@@ -729,29 +783,29 @@ final class HTTP2EndpointPool {
             self.connecting = false
             let waiting = self.waiting
             self.waiting = []
-            let connected: Result<(any Channel, Multiplexer), any Error> = result.flatMap { channel in
+            let connected: Result<HTTP2UpstreamConnection, any Error> = result.flatMap { channel in
                 Result {
                     let multiplexer = try channel.pipeline.syncOperations.handler(type: NIOHTTP2Handler.self).syncMultiplexer()
                     try channel.pipeline.syncOperations.handler(type: ConnectionWatcher.self).onGoAway = { [weak self] in self?.retire(channel) }
-                    return (channel, multiplexer)
+                    return HTTP2UpstreamConnection(channel: channel, multiplexer: multiplexer, idleTimeout: configuration.upstreamIdleTimeout)
                 }
             }
-            let outcome = connected.map(\.1)
             switch connected {
-            case .success(let (channel, multiplexer)):
+            case .success(let connection):
+                let channel = connection.channel
                 if self.closed {
                     channel.close(promise: nil)
                     for callback in waiting { callback(.failure(ChannelError.ioOnClosedChannel)) }
                     return
                 }
                 self.loop.health.connectSucceeded(endpoint)
-                self.connection = (channel, multiplexer)
+                self.connection = connection
                 channel.closeFuture.assumeIsolated().whenComplete { _ in self.retire(channel) }
             case .failure:
                 if case .success(let channel) = result { channel.close(promise: nil) }
                 self.loop.connectFailed(endpoint)
             }
-            for callback in waiting { callback(outcome) }
+            for callback in waiting { callback(connected) }
         }
     }
 

@@ -375,6 +375,24 @@ struct ProxyHTTP2Tests {
         }
     }
 
+    @Test("an HTTP/2 upstream connection closes after upstreamIdleTimeout with no stream open, never under an open one; the next stream connects again")
+    func upstreamIdleTimeout() async throws {
+        try await ProxyHarness.run(versions: [], configure: { $0.eventLoops = 1; $0.upstreamIdleTimeout = .seconds(1) }) { h in
+            let u = try await Self.upstreams(h)
+            h.stopAtEnd { await u.stop() }
+            try await h.apply(try Self.route(u, weights: (100, 0)))
+            let client = try await HTTP2TestClient.connect(port: h.port, group: h.group)
+            let slow = try await client.request("/inference.GRPCInferenceService/ModelInfer", headers: Self.grpc + [("x-want-delay-ms", "2500")])
+            #expect(slow.grpcStatus == 0, "a stream open longer than the idle timeout keeps its connection")
+            #expect(u.v1.connections == 1)
+            #expect(try await eventually(timeout: .seconds(60)) { u.v1.openConnections == 0 }, "the idle connection was closed")
+            let again = try await client.request("/inference.GRPCInferenceService/ModelInfer", headers: Self.grpc)
+            #expect(again.status == 200 && again.grpcStatus == 0 && again.version == "v1")
+            #expect(u.v1.connections == 2, "the next stream opened a new connection")
+            await client.close()
+        }
+    }
+
     @Test("over TLS, ALPN h2 serves HTTP/2 and http/1.1 serves HTTP/1.1 on the same listener")
     func alpn() async throws {
         let certificates = try await TestCertificates.make()

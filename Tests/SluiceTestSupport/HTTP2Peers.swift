@@ -21,6 +21,8 @@ public final class HTTP2TestUpstream: Sendable {
     public var port: Int { channel.localAddress!.port! }
     public var streams: Int { counters.withLockedValue { $0.streams } }
     public var connections: Int { counters.withLockedValue { $0.connections } }
+    /// Connections open now.
+    public var openConnections: Int { accepted.withLockedValue { $0.filter(\.isActive).count } }
     public var paths: [String] { counters.withLockedValue { $0.paths } }
     public var requestIDs: [String] { counters.withLockedValue { $0.requestIDs } }
     /// RST_STREAM frames received: a proxy that cancels streams it should have let end.
