@@ -174,7 +174,7 @@ final class HTTP2MirrorStream: StreamDownstream {
         finish(error: kind)
     }
 
-    func upstreamClosed(_ kind: UpstreamErrorKind) {
+    func upstreamClosed(_ kind: UpstreamErrorKind, refused: Bool) {
         finish(error: kind)
     }
 

@@ -171,6 +171,12 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
         var mirror: HTTP2MirrorStream?
         /// Frames that arrived before the upstream stream was open.
         var pending: [HTTP2Frame.FramePayload] = []
+        /// Every request frame forwarded, kept until the response head comes so that a stream the
+        /// server refused unprocessed can be sent again; `nil` past `replayLimit` bytes or once used.
+        var replay: [HTTP2Frame.FramePayload]? = []
+        var replayBytes = 0
+        /// Where an HTTP/2 version's stream goes, for the retry of a refused one.
+        var target: (endpoint: Endpoint, tls: UpstreamTLS?)?
         /// The final (non-1xx) response status, once its head came.
         var status: Int?
         /// When that head came, in microseconds since the request's.
@@ -221,6 +227,7 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
         switch payload {
         case .headers, .data:
             if exchange.status == nil { exchange.lastSent = .now() }
+            keepForReplay(payload, in: exchange)
             if let upstream = exchange.upstream {
                 upstream.write(payload)
             } else {
@@ -333,9 +340,13 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
         if let clientAddress { forwarded.add(name: "x-forwarded-for", value: forwardedFor.map { "\($0), \(clientAddress)" } ?? clientAddress) }
         armTimeout(exchange, in: loop.configuration.upstreamResponseTimeout)
         if backend.speaksHTTP2 {
-            exchange.pending.append(.headers(.init(headers: forwarded, endStream: frame.endStream)))
+            let head = HTTP2Frame.FramePayload.headers(.init(headers: forwarded, endStream: frame.endStream))
+            exchange.pending.append(head)
+            keepForReplay(head, in: exchange)
+            exchange.target = (pool.endpoint, backend.tls)
             openStream(exchange, to: pool.endpoint, tls: backend.tls)
         } else {
+            exchange.replay = nil // An HTTP/1.1 version refuses no stream.
             bridge(exchange, to: pool, head: forwarded, endStream: frame.endStream)
         }
         // After the client's own stream: a copy never goes ahead of it.
@@ -357,6 +368,19 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
             } else {
                 self.fail(exchange, status: 504, kind: .timeout, message: "no response from \(exchange.version) in time")
             }
+        }
+    }
+
+    /// The most request bytes kept to send again if the server refuses the stream.
+    static let replayLimit = 64 * 1024
+
+    private func keepForReplay(_ payload: HTTP2Frame.FramePayload, in exchange: Exchange) {
+        guard exchange.replay != nil else { return }
+        if case .data(let frame) = payload, case .byteBuffer(let bytes) = frame.data { exchange.replayBytes += bytes.readableBytes }
+        if exchange.replayBytes > Self.replayLimit {
+            exchange.replay = nil
+        } else {
+            exchange.replay?.append(payload)
         }
     }
 
@@ -425,6 +449,7 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
                 let status = frame.headers.first(name: ":status").flatMap { Int($0) } ?? 502
                 if status >= 200 {
                     exchange.status = status
+                    exchange.replay = nil
                     exchange.firstByteMicros = exchange.start.microsecondsUntilNow
                     exchange.timeout?.cancel()
                     frame.headers.add(name: "x-sluice-version", value: exchange.version)
@@ -465,9 +490,18 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
 
     /// The upstream's stream closed. Before the response ended, that is a failure (`kind`: a reset, or
     /// the connection's TLS handshake): a 502 when nothing was sent yet, else the client's stream is
-    /// reset too.
-    func upstreamClosed(_ kind: UpstreamErrorKind) {
+    /// reset too. A stream the server `refused` (REFUSED_STREAM, or beyond a GOAWAY's last stream) was
+    /// not processed (RFC 9113 §8.7), so it is sent once more, on a new stream, when its request frames
+    /// were all kept.
+    func upstreamClosed(_ kind: UpstreamErrorKind, refused: Bool) {
         guard let exchange, !exchange.finished else { return }
+        if refused, exchange.status == nil, let replay = exchange.replay, let target = exchange.target {
+            exchange.replay = nil // Once: a second refusal fails the request.
+            exchange.upstream = nil
+            exchange.pending = replay
+            openStream(exchange, to: target.endpoint, tls: target.tls)
+            return
+        }
         if exchange.status == nil {
             fail(exchange, status: 502, kind: kind, message: "\(exchange.version) closed the stream (\(kind.rawValue))")
         } else {
@@ -583,6 +617,8 @@ final class HTTP2UpstreamStream: ChannelDuplexHandler {
     private var cancelled = false
     /// The connection it is a stream of, told when the stream goes (for the connection's idle clock).
     var connection: HTTP2UpstreamConnection?
+    /// The server refused the stream without processing it.
+    private var refused = false
 
     init(client: any StreamDownstream) {
         self.client = client
@@ -646,10 +682,11 @@ final class HTTP2UpstreamStream: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         let client = self.client
         self.client = nil
-        client?.upstreamClosed(ConnectionWatcher.failure(of: context.channel) ?? .reset)
+        client?.upstreamClosed(ConnectionWatcher.failure(of: context.channel) ?? .reset, refused: refused)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let closed = error as? NIOHTTP2Errors.StreamClosed, closed.errorCode == .refusedStream { refused = true }
         context.close(promise: nil)
     }
 }
@@ -872,8 +909,9 @@ protocol StreamDownstream: AnyObject {
     func upstreamBecameWritable()
     /// The HTTP/1.1 upstream failed (`HTTP1Bridge`).
     func upstreamFailed(_ kind: UpstreamErrorKind)
-    /// The upstream's stream closed (`HTTP2UpstreamStream`), after its response or before.
-    func upstreamClosed(_ kind: UpstreamErrorKind)
+    /// The upstream's stream closed (`HTTP2UpstreamStream`), after its response or before; `refused`:
+    /// the server refused it unprocessed, so it may be sent again.
+    func upstreamClosed(_ kind: UpstreamErrorKind, refused: Bool)
 }
 
 extension HTTP2ClientStream: StreamDownstream {}

@@ -393,6 +393,32 @@ struct ProxyHTTP2Tests {
         }
     }
 
+    @Test("a stream the upstream refuses unprocessed (REFUSED_STREAM) is sent once more, body and all; other resets and a second refusal are not retried")
+    func retriesRefusedStreams() async throws {
+        try await ProxyHarness.run(versions: [], configure: { $0.eventLoops = 1 }) { h in
+            let u = try await Self.upstreams(h)
+            h.stopAtEnd { await u.stop() }
+            try await h.apply(try Self.route(u, weights: (100, 0)))
+            let client = try await HTTP2TestClient.connect(port: h.port, group: h.group)
+            let refused = try await client.request("/inference.GRPCInferenceService/ModelInfer", headers: Self.grpc + [("x-want-reset-once", "7")],
+                                                   body: ["abc", "def"])
+            #expect(refused.status == 200 && refused.grpcStatus == 0 && refused.body == "v1abcdef", "the retry carried the whole body: \(refused.body)")
+            #expect(u.v1.streams == 2, "the refused stream and its retry")
+            #expect(Set(u.v1.requestIDs).count == 1, "the same request, sent again")
+
+            let internalError = try await client.request("/inference.GRPCInferenceService/ModelInfer", headers: Self.grpc + [("x-want-reset", "2")])
+            #expect(internalError.grpcStatus == 14, "a stream reset after being taken (INTERNAL_ERROR) is not retried")
+            #expect(u.v1.streams == 3)
+
+            let twice = try await client.request("/inference.GRPCInferenceService/ModelInfer", headers: Self.grpc + [("x-want-reset", "7")])
+            #expect(twice.grpcStatus == 14, "refused again: the client gets UNAVAILABLE")
+            #expect(u.v1.streams == 5, "one retry, not more")
+            await client.close()
+            let v1 = try #require(try await h.proxy.metrics.totals()[MetricKey(route: "grpc", version: "v1")])
+            #expect(v1.upstreamErrors[.reset] == 2, "the answered retry counts nothing against the version: \(v1.upstreamErrors)")
+        }
+    }
+
     @Test("over TLS, ALPN h2 serves HTTP/2 and http/1.1 serves HTTP/1.1 on the same listener")
     func alpn() async throws {
         let certificates = try await TestCertificates.make()

@@ -39,6 +39,7 @@ public final class HTTP2TestUpstream: Sendable {
         }
         let counters = NIOLockedValueBox((streams: 0, connections: 0, paths: [String](), requestIDs: [String](), resets: 0))
         let accepted = NIOLockedValueBox<[any Channel]>([])
+        let resetOnce = NIOLockedValueBox<Set<String>>([])
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
@@ -50,7 +51,7 @@ public final class HTTP2TestUpstream: Sendable {
                         mode: .server, connectionConfiguration: .init(), streamConfiguration: .init()
                     ) { stream in
                         stream.eventLoop.makeCompletedFuture {
-                            try stream.pipeline.syncOperations.addHandler(StreamHandler(name: name, counters: counters))
+                            try stream.pipeline.syncOperations.addHandler(StreamHandler(name: name, counters: counters, resetOnce: resetOnce))
                         }
                     }
                 }
@@ -81,10 +82,14 @@ public final class HTTP2TestUpstream: Sendable {
         var request = HPACKHeaders()
         var body = ByteBuffer()
         var echo = false
+        /// The request ids already reset by `x-want-reset-once`.
+        let resetOnce: NIOLockedValueBox<Set<String>>
 
-        init(name: String, counters: NIOLockedValueBox<(streams: Int, connections: Int, paths: [String], requestIDs: [String], resets: Int)>) {
+        init(name: String, counters: NIOLockedValueBox<(streams: Int, connections: Int, paths: [String], requestIDs: [String], resets: Int)>,
+             resetOnce: NIOLockedValueBox<Set<String>>) {
             self.name = name
             self.counters = counters
+            self.resetOnce = resetOnce
         }
 
         var isGRPC: Bool { request.first(name: "content-type")?.hasPrefix("application/grpc") ?? false }
@@ -98,6 +103,16 @@ public final class HTTP2TestUpstream: Sendable {
                         $0.streams += 1
                         $0.paths.append(frame.headers.first(name: ":path") ?? "")
                         $0.requestIDs.append(frame.headers.first(name: "x-request-id") ?? "")
+                    }
+                    // `x-want-reset: CODE` resets the stream with that HTTP/2 error code (7 is REFUSED_STREAM);
+                    // `x-want-reset-once: CODE` only the first stream of each request id.
+                    let always = frame.headers.first(name: "x-want-reset").flatMap { Int($0) }
+                    let once = frame.headers.first(name: "x-want-reset-once").flatMap { Int($0) }.flatMap { code in
+                        resetOnce.withLockedValue { $0.insert(frame.headers.first(name: "x-request-id") ?? "").inserted } ? code : nil
+                    }
+                    if let code = always ?? once {
+                        context.writeAndFlush(wrapOutboundOut(.rstStream(HTTP2ErrorCode(networkCode: code))), promise: nil)
+                        return
                     }
                     echo = frame.headers.first(name: "x-echo-stream") == "1"
                     if echo { context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: responseHead()))), promise: nil) }
