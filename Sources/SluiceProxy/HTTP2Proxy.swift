@@ -499,7 +499,12 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
             exchange.replay = nil // Once: a second refusal fails the request.
             exchange.upstream = nil
             exchange.pending = replay
-            openStream(exchange, to: target.endpoint, tls: target.tls)
+            // On the next tick: by then a GOAWAY that refused the stream has retired its connection,
+            // whichever order swift-nio-http2 reports the two in, and the retry gets a new one.
+            loop.eventLoop.assumeIsolated().execute { [self] in
+                guard self.exchange === exchange, !exchange.finished else { return }
+                openStream(exchange, to: target.endpoint, tls: target.tls)
+            }
             return
         }
         if exchange.status == nil {
