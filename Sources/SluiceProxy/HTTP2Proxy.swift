@@ -691,7 +691,7 @@ final class HTTP2UpstreamStream: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if let closed = error as? NIOHTTP2Errors.StreamClosed, closed.errorCode == .refusedStream { refused = true }
+        if let closed = error as? NIOHTTP2Errors.StreamClosed { refused = ConnectionWatcher.refused(closed, on: context.channel) }
         context.close(promise: nil)
     }
 }
@@ -871,10 +871,25 @@ final class ConnectionWatcher: ChannelInboundHandler {
     typealias InboundIn = HTTP2Frame
     var onGoAway: (() -> Void)?
     private(set) var failure: UpstreamErrorKind?
+    /// The lowest last stream a GOAWAY from the server named: streams above it were not processed.
+    private(set) var goAwayLastStreamID: HTTP2StreamID?
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .goAway = unwrapInboundIn(data).payload { onGoAway?() }
+        if case .goAway(let lastStreamID, _, _) = unwrapInboundIn(data).payload {
+            goAwayLastStreamID = min(goAwayLastStreamID ?? lastStreamID, lastStreamID)
+            onGoAway?()
+        }
         context.fireChannelRead(data)
+    }
+
+    /// Whether a stream closed this way was refused unprocessed: reset with REFUSED_STREAM, or cut off by
+    /// a GOAWAY whose last stream is below it. swift-nio-http2 reports the latter as CANCEL (after
+    /// passing the GOAWAY frame on to this handler), so the GOAWAY's last stream tells them apart.
+    static func refused(_ closed: NIOHTTP2Errors.StreamClosed, on stream: any Channel) -> Bool {
+        if closed.errorCode == .refusedStream { return true }
+        guard closed.errorCode == .cancel, let connection = stream.parent,
+              let last = try? connection.pipeline.syncOperations.handler(type: ConnectionWatcher.self).goAwayLastStreamID else { return false }
+        return closed.streamID > last
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

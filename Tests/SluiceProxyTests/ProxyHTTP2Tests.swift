@@ -393,7 +393,7 @@ struct ProxyHTTP2Tests {
         }
     }
 
-    @Test("a stream the upstream refuses unprocessed (REFUSED_STREAM) is sent once more, body and all; other resets and a second refusal are not retried")
+    @Test("a stream the upstream refuses unprocessed (REFUSED_STREAM, or beyond a GOAWAY's last stream) is sent once more, body and all; other resets and a second refusal are not retried")
     func retriesRefusedStreams() async throws {
         try await ProxyHarness.run(versions: [], configure: { $0.eventLoops = 1 }) { h in
             let u = try await Self.upstreams(h)
@@ -406,13 +406,18 @@ struct ProxyHTTP2Tests {
             #expect(u.v1.streams == 2, "the refused stream and its retry")
             #expect(Set(u.v1.requestIDs).count == 1, "the same request, sent again")
 
+            // Cut off by a GOAWAY (a server going away): sent again over a new connection.
+            let goneAway = try await client.request("/inference.GRPCInferenceService/ModelInfer", headers: Self.grpc + [("x-want-goaway-once", "1")])
+            #expect(goneAway.status == 200 && goneAway.grpcStatus == 0 && goneAway.version == "v1")
+            #expect(u.v1.streams == 4 && u.v1.connections == 2, "the retry went to a new connection: \(u.v1.streams) streams, \(u.v1.connections) connections")
+
             let internalError = try await client.request("/inference.GRPCInferenceService/ModelInfer", headers: Self.grpc + [("x-want-reset", "2")])
             #expect(internalError.grpcStatus == 14, "a stream reset after being taken (INTERNAL_ERROR) is not retried")
-            #expect(u.v1.streams == 3)
+            #expect(u.v1.streams == 5)
 
             let twice = try await client.request("/inference.GRPCInferenceService/ModelInfer", headers: Self.grpc + [("x-want-reset", "7")])
             #expect(twice.grpcStatus == 14, "refused again: the client gets UNAVAILABLE")
-            #expect(u.v1.streams == 5, "one retry, not more")
+            #expect(u.v1.streams == 7, "one retry, not more")
             await client.close()
             let v1 = try #require(try await h.proxy.metrics.totals()[MetricKey(route: "grpc", version: "v1")])
             #expect(v1.upstreamErrors[.reset] == 2, "the answered retry counts nothing against the version: \(v1.upstreamErrors)")

@@ -114,6 +114,19 @@ public final class HTTP2TestUpstream: Sendable {
                         context.writeAndFlush(wrapOutboundOut(.rstStream(HTTP2ErrorCode(networkCode: code))), promise: nil)
                         return
                     }
+                    // `x-want-goaway-once: 1`: the first stream of each request id is cut off by a GOAWAY
+                    // whose last stream is 0, as a server going away sends for streams it did not take.
+                    // Written as raw bytes under this server's HTTP/2 handler, whose own state machine
+                    // would reset the stream instead; the stream is then left unanswered.
+                    if frame.headers.first(name: "x-want-goaway-once") == "1",
+                       resetOnce.withLockedValue({ $0.insert("goaway " + (frame.headers.first(name: "x-request-id") ?? "")).inserted }),
+                       let connection = context.channel.parent,
+                       let below = try? connection.pipeline.syncOperations.context(handlerType: NIOHTTP2Handler.self) {
+                        // Length 8, type GOAWAY (7), no flags, stream 0; last stream 0, error NO_ERROR.
+                        let goAway: [UInt8] = [0, 0, 8, 7, 0, 0, 0, 0, 0] + [UInt8](repeating: 0, count: 8)
+                        below.writeAndFlush(NIOAny(ByteBuffer(bytes: goAway)), promise: nil)
+                        return
+                    }
                     echo = frame.headers.first(name: "x-echo-stream") == "1"
                     if echo { context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: responseHead()))), promise: nil) }
                 }
