@@ -81,7 +81,21 @@ final class LoopState: @unchecked Sendable {
         pools = newTable.routes.map { route in
             route.backends.map { backend in backend.endpoints.map { pool(for: $0, tls: backend.tls) } }
         }
+        // Endpoints that left the table give up their pools: idle HTTP/1.1 connections close now, busy
+        // ones after their exchange, an HTTP/2 connection once its streams are done (its idle timeout).
+        // A long-running proxy so holds nothing for versions long gone.
+        let wanted = Set(newTable.routes.flatMap { route in
+            route.backends.flatMap { backend in backend.endpoints.map { PoolKey(endpoint: $0, tls: $0.scheme == .https ? backend.tls : nil) } }
+        })
+        for (key, pool) in poolsByEndpoint where !wanted.contains(key) {
+            pool.retire()
+            poolsByEndpoint[key] = nil
+        }
+        for key in http2Pools.keys where !wanted.contains(key) { http2Pools[key] = nil }
     }
+
+    /// Pools kept, HTTP/1.1 and HTTP/2 (for the memory tests).
+    var poolsHeldForTesting: Int { poolsByEndpoint.count + http2Pools.count }
 
     /// The pool of an endpoint, created on first use. Mirrors and probes use it too.
     func pool(for endpoint: Endpoint, tls: UpstreamTLS?) -> EndpointPool {

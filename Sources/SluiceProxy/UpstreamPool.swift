@@ -19,6 +19,8 @@ final class EndpointPool {
     private var total = 0
     private var waiters: CircularBuffer<Callback> = []
     private var closed = false
+    /// The endpoint left the routing table: connections close instead of going idle.
+    private var retired = false
 
     /// How an `https://` endpoint is verified.
     let tls: UpstreamTLS?
@@ -64,6 +66,10 @@ final class EndpointPool {
         }
         if let waiter = waiters.popFirst() {
             waiter(.success(connection))
+            return
+        }
+        if retired {
+            connection.channel.close(promise: nil)
             return
         }
         connection.inUse = false
@@ -120,6 +126,15 @@ final class EndpointPool {
             total += 1
             connect(waiter)
         }
+    }
+
+    /// The endpoint left the routing table: idle connections close now, busy ones when their exchange
+    /// ends; requests already waiting for a connection are still served.
+    func retire() {
+        retired = true
+        let idle = self.idle
+        self.idle = []
+        for connection in idle { connection.channel.close(promise: nil) }
     }
 
     /// Closes idle connections and refuses waiters: the proxy is shutting down.

@@ -1,5 +1,6 @@
 import NIOCore
 import SluiceSpec
+import SluiceTestSupport
 import Testing
 @testable import SluiceProxy
 
@@ -87,6 +88,28 @@ struct ProxyMetricsMemoryTests {
             #expect(try await held() == 1, "the version that served holds one window")
             _ = try await h.proxy.metrics.totals() // drains every loop
             #expect(try await held() == 0, "and gives it up when drained")
+        }
+    }
+
+    @Test("an endpoint that leaves the routing table gives up its pool: its idle connections close at once; one that stays keeps its own")
+    func retiredEndpointsLetGo() async throws {
+        try await ProxyHarness.run(versions: ["v1", "v2"], configure: { $0.eventLoops = 1 }) { h in
+            try await h.apply(h.route([("v1", 50), ("v2", 50)]))
+            _ = try await h.load("/models/m/x", count: 40, connections: 4)
+            func held() async throws -> Int {
+                var total = 0
+                for loop in h.proxy.loopsForTesting { total += try await loop.eventLoop.submit { loop.poolsHeldForTesting }.get() }
+                return total
+            }
+            #expect(try await held() == 2)
+            let v2Open = h.upstreams["v2"]!.openConnections
+            #expect(h.upstreams["v1"]!.openConnections > 0 && v2Open > 0, "both versions hold idle pooled connections")
+            try await h.apply(revision: 2, h.route([("v2", 100)]))
+            #expect(try await held() == 1, "v1's pool is gone")
+            #expect(try await eventually(timeout: .seconds(30)) { h.upstreams["v1"]!.openConnections == 0 }, "v1's idle connections were closed")
+            #expect(h.upstreams["v2"]!.openConnections == v2Open, "v2's stay pooled")
+            let after = try await h.load("/models/m/x", count: 10, connections: 2)
+            #expect(after.allSatisfy { $0.status == 200 && $0.version == "v2" })
         }
     }
 }

@@ -22,6 +22,9 @@ public final class TestUpstream: Sendable {
     public var port: Int { channel.localAddress!.port! }
     public var requests: Int { counters.withLockedValue { $0.requests } }
     public var connections: Int { counters.withLockedValue { $0.connections } }
+    /// Connections open now.
+    public var openConnections: Int { open.withLockedValue { $0 } }
+    private let open: NIOLockedValueBox<Int>
 
     /// `fixedDelay` delays every response, whatever the path. `tls`: serve HTTPS with this certificate.
     public static func start(name: String, group: any EventLoopGroup, fixedDelay: TimeAmount? = nil,
@@ -34,10 +37,13 @@ public final class TestUpstream: Sendable {
         let box = NIOLockedValueBox((requests: 0, connections: 0))
         let healthy = NIOLockedValueBox(true)
         let ids = NIOLockedValueBox<[String]>([])
+        let open = NIOLockedValueBox(0)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 box.withLockedValue { $0.connections += 1 }
+                open.withLockedValue { $0 += 1 }
+                channel.closeFuture.whenComplete { _ in open.withLockedValue { $0 -= 1 } }
                 return channel.eventLoop.makeCompletedFuture {
                     if let tlsContext { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext)) }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
@@ -45,12 +51,13 @@ public final class TestUpstream: Sendable {
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
-        return TestUpstream(name: name, channel: channel, counters: box, healthy: healthy, ids: ids)
+        return TestUpstream(name: name, channel: channel, counters: box, healthy: healthy, ids: ids, open: open)
     }
 
     private init(name: String, channel: any Channel, counters: NIOLockedValueBox<(requests: Int, connections: Int)>, healthy: NIOLockedValueBox<Bool>,
-                 ids: NIOLockedValueBox<[String]>) {
+                 ids: NIOLockedValueBox<[String]>, open: NIOLockedValueBox<Int>) {
         self.name = name
+        self.open = open
         self.channel = channel
         self.counters = counters
         self.healthy = healthy
