@@ -26,6 +26,12 @@ final class LoopState: @unchecked Sendable {
     private struct PoolKey: Hashable {
         var endpoint: Endpoint
         var tls: UpstreamTLS?
+
+        /// TLS settings count only for `https://` endpoints.
+        init(_ endpoint: Endpoint, tls: UpstreamTLS?) {
+            self.endpoint = endpoint
+            self.tls = endpoint.scheme == .https ? tls : nil
+        }
     }
     var rng: Xoshiro
     /// Makes request ids; separate from `rng`, so ids do not shift the seeded routing draws.
@@ -85,7 +91,7 @@ final class LoopState: @unchecked Sendable {
         // ones after their exchange, an HTTP/2 connection once its streams are done (its idle timeout).
         // A long-running proxy so holds nothing for versions long gone.
         let wanted = Set(newTable.routes.flatMap { route in
-            route.backends.flatMap { backend in backend.endpoints.map { PoolKey(endpoint: $0, tls: $0.scheme == .https ? backend.tls : nil) } }
+            route.backends.flatMap { backend in backend.endpoints.map { PoolKey($0, tls: backend.tls) } }
         })
         for (key, pool) in poolsByEndpoint where !wanted.contains(key) {
             pool.retire()
@@ -99,7 +105,7 @@ final class LoopState: @unchecked Sendable {
 
     /// The pool of an endpoint, created on first use. Mirrors and probes use it too.
     func pool(for endpoint: Endpoint, tls: UpstreamTLS?) -> EndpointPool {
-        let key = PoolKey(endpoint: endpoint, tls: endpoint.scheme == .https ? tls : nil)
+        let key = PoolKey(endpoint, tls: tls)
         if let existing = poolsByEndpoint[key] { return existing }
         let created = EndpointPool(endpoint: endpoint, tls: key.tls, loop: self)
         poolsByEndpoint[key] = created
@@ -108,7 +114,7 @@ final class LoopState: @unchecked Sendable {
 
     /// The HTTP/2 connection pool of an endpoint (`protocol: h2c` or `h2` versions), kept across tables.
     func http2Pool(for endpoint: Endpoint, tls: UpstreamTLS?) -> HTTP2EndpointPool {
-        let key = PoolKey(endpoint: endpoint, tls: endpoint.scheme == .https ? tls : nil)
+        let key = PoolKey(endpoint, tls: tls)
         if let existing = http2Pools[key] { return existing }
         let created = HTTP2EndpointPool(endpoint: endpoint, tls: key.tls, loop: self)
         http2Pools[key] = created

@@ -82,7 +82,7 @@ public final class HTTP2TestUpstream: Sendable {
         var request = HPACKHeaders()
         var body = ByteBuffer()
         var echo = false
-        /// The request ids already reset by `x-want-reset-once`.
+        /// The request ids already reset by `x-want-reset-once` (and cut off by `x-want-goaway-once`).
         let resetOnce: NIOLockedValueBox<Set<String>>
 
         init(name: String, counters: NIOLockedValueBox<(streams: Int, connections: Int, paths: [String], requestIDs: [String], resets: Int)>,
