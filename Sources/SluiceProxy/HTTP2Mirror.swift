@@ -75,7 +75,6 @@ final class HTTP2MirrorStream: StreamDownstream {
                     bridge.attach(connection, isHead: isHead)
                     attached(bridge)
                 case .failure(let error):
-                    loop.connectFailed(pool.endpoint)
                     finish(error: UpstreamErrorKind.of(error) == .tls ? .tls : .connect)
                 }
             }

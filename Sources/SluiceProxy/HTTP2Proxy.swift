@@ -428,7 +428,6 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
                 exchange.stats.window.connects += 1
                 bridge.attach(connection, isHead: isHead)
             case .failure(let error):
-                self?.loop.connectFailed(pool.endpoint)
                 let exhausted = error is EndpointPool.PoolExhausted
                 self?.fail(exchange, status: exhausted ? 503 : 502, kind: UpstreamErrorKind.of(error) == .tls ? .tls : .connect,
                            message: "cannot reach \(exchange.version): \(error)")

@@ -272,7 +272,6 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
                 context.read()
             }
         case .failure(let error):
-            loop.connectFailed(exchange.pool.endpoint)
             let status: HTTPResponseStatus = error is EndpointPool.PoolExhausted ? .serviceUnavailable : .badGateway
             failExchange(exchange, status: status, error: .connect, context: context)
         }

@@ -100,6 +100,7 @@ final class EndpointPool {
                 } catch {
                     channel.close(promise: nil)
                     self.connectionGone()
+                    self.loop.connectFailed(endpoint)
                     callback(.failure(error))
                     return
                 }
@@ -108,7 +109,10 @@ final class EndpointPool {
                 connection.inUse = true
                 callback(.success(connection))
             case .failure(let error):
+                // Counted here, where the success is: a full pool (`PoolExhausted`) or a retired one is
+                // no failure of the endpoint's, and must not eject it.
                 self.connectionGone()
+                self.loop.connectFailed(endpoint)
                 callback(.failure(error))
             }
         }

@@ -133,6 +133,48 @@ struct ProxyFailureTests {
         }
     }
 
+    @Test("a full pool answers 503 but is no connect failure: the busy endpoint stays in service")
+    func fullPoolDoesNotEject() async throws {
+        try await ProxyHarness.run(configure: {
+            $0.eventLoops = 1
+            $0.maxConnectionsPerEndpoint = 1
+            $0.maxWaitingPerEndpoint = 1
+            $0.ejectAfterConnectFailures = 3
+            $0.ejectedProbeInterval = .seconds(60)
+        }) { h in
+            let slow = try await TestUpstream.start(name: "slow", group: h.group, fixedDelay: .milliseconds(1500))
+            h.stopAtEnd { await slow.stop() }
+            let endpoint = Endpoint(scheme: .http, host: "127.0.0.1", port: slow.port)
+            try await h.apply(h.route([("v1", 100)], endpoints: ["v1": [endpoint]]))
+            // Eight at once on one connection's pool: one is served, one waits, six find it full.
+            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<8 {
+                    group.addTask {
+                        let client = try await h.client()
+                        do {
+                            let status = try await client.request(.GET, "/models/m").status
+                            await client.close()
+                            return status
+                        } catch {
+                            await client.close()
+                            throw error
+                        }
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(statuses.filter { $0 == 503 }.count >= 3, "the pool was full: \(statuses)")
+            #expect(statuses.filter { $0 == 200 }.count >= 1, "\(statuses)")
+            let loop = try #require(h.proxy.loopsForTesting.first)
+            #expect(try await loop.eventLoop.submit { loop.health.isEjected(endpoint) }.get() == false, "a full pool ejected its endpoint")
+            let client = try await h.client()
+            #expect(try await client.request(.GET, "/models/m").status == 200)
+            await client.close()
+            let v1 = try #require(try await h.proxy.metrics.totals()[MetricKey(route: "m", version: "v1")])
+            #expect(v1.upstreamErrors[.noHealthyEndpoint] == nil)
+        }
+    }
+
     @Test("smuggling attempts get 400 and a closed connection", arguments: [
         "POST /models/m HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         "POST /models/m HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",

@@ -64,4 +64,31 @@ struct ProxyMirrorTests {
             await slow.stop()
         }
     }
+    @Test("a dead shadow is ejected like a dead primary: after the threshold of refused connects its copies are dropped without connecting")
+    func deadShadowEjected() async throws {
+        try await ProxyHarness.run(configure: {
+            $0.eventLoops = 1
+            $0.ejectAfterConnectFailures = 3
+            $0.ejectedProbeInterval = .seconds(60)
+        }) { h in
+            let socket = try LoopbackSocket(listening: false)
+            defer { socket.close() }
+            let dead = Endpoint(scheme: .http, host: "127.0.0.1", port: socket.port)
+            try await h.apply(h.route([("v1", 100), ("v2", 0)], mirror: MirrorRule(version: "v2", percent: 100), endpoints: ["v2": [dead]]))
+            let client = try await h.client()
+            for _ in 0..<20 {
+                let response = try await client.request(.GET, "/models/m")
+                #expect(response.status == 200 && response.version == "v1")
+            }
+            await client.close()
+            let loop = try #require(h.proxy.loopsForTesting.first)
+            #expect(try await eventually { try await loop.eventLoop.submit { loop.mirrorsInFlight }.get() == 0 }, "every copy finished")
+            #expect(try await loop.eventLoop.submit { loop.health.isEjected(dead) }.get(), "the dead shadow is out of service")
+            let v2 = try #require(try await h.proxy.metrics.totals()[MetricKey(route: "m", version: "v2")])
+            // Copies drawn while an earlier one was still connecting may each fail to connect too.
+            let connects = v2.upstreamErrors[.connect] ?? 0
+            #expect(connects >= 3 && connects <= 6, "a connect per copy until ejected, not one per request: \(connects)")
+            #expect(connects + v2.mirrorsDropped == 20, "the rest are dropped: \(v2.mirrorsDropped)")
+        }
+    }
 }
