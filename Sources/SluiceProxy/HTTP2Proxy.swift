@@ -288,26 +288,10 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
             return
         }
         let rule = route.rule
-        let backendIndex = route.single ? 0 : VersionChooser.choose(
-            rule,
-            header: { name in headers.first(name: name).map { Substring($0) } },
-            cookie: { name in Self.cookie(headers, name) },
-            using: &loop.rng
-        )
+        let (backendIndex, requestID) = loop.assign(route, clientID: clientID, at: now,
+                                                    header: { name in headers.first(name: name).map { Substring($0) } },
+                                                    cookie: { name in Self.cookie(headers, name) })
         let backend = rule.backends[backendIndex]
-        let requestID: RequestID
-        if rule.experiment != nil {
-            let unit: Substring? = switch rule.stickiness {
-            case .header(let name)?: headers.first(name: name).map { Substring($0) }
-            case .cookie(let name)?: Self.cookie(headers, name)
-            case nil: nil
-            }
-            requestID = clientID ?? RequestID(generatedBy: &loop.requestIDs, slot: loop.exposures.nextSlot)
-            loop.exposures.record(requestID.exposureKey, indexed: clientID == nil, unit: unit,
-                                  variant: route.exposureVariants[backendIndex], at: now)
-        } else {
-            requestID = clientID ?? RequestID(generatedBy: &loop.requestIDs)
-        }
         let id = requestID.text
         let stats = route.stats[backendIndex]
         stats.window.requests += 1

@@ -159,6 +159,28 @@ final class LoopState: @unchecked Sendable {
         statsByKey.mapValues(\.inFlight)
     }
 
+    /// Which version serves a request on `route`, and the request's id: the client's (`clientID`, when
+    /// well formed) or a new one. On an experiment route it records the exposure under that id, by the
+    /// route's stickiness unit. `header` and `cookie` read the request's. The same for HTTP/1.1 requests
+    /// and HTTP/2 streams.
+    func assign(_ route: LoopRoute, clientID: RequestID?, at now: NIODeadline,
+                header: (String) -> Substring?, cookie: (String) -> Substring?) -> (backend: Int, requestID: RequestID) {
+        let rule = route.rule
+        let backend = route.single ? 0 : VersionChooser.choose(rule, header: header, cookie: cookie, using: &rng)
+        guard rule.experiment != nil else {
+            return (backend, clientID ?? RequestID(generatedBy: &requestIDs))
+        }
+        let unit: Substring? = switch rule.stickiness {
+        case .header(let name)?: header(name)
+        case .cookie(let name)?: cookie(name)
+        case nil: nil
+        }
+        // An id the proxy makes names the exposure log's slot, so it is found without an index.
+        let requestID = clientID ?? RequestID(generatedBy: &requestIDs, slot: exposures.nextSlot)
+        exposures.record(requestID.exposureKey, indexed: clientID == nil, unit: unit, variant: route.exposureVariants[backend], at: now)
+        return (backend, requestID)
+    }
+
     /// Where a request's copy goes: the route's mirror version, its stats and an endpoint, when the
     /// route mirrors, this request is drawn for it (`chosen` is the version that serves it) and the
     /// loop has room for another mirror in flight. A copy drawn but without room or endpoint is

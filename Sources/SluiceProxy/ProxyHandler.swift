@@ -186,27 +186,9 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             return
         }
         let rule = route.rule
-        let backendIndex = route.single ? 0 : VersionChooser.choose(
-            rule,
-            header: { head.firstValue(of: $0) },
-            cookie: { head.cookie($0) },
-            using: &loop.rng
-        )
+        let (backendIndex, requestID) = loop.assign(route, clientID: head.requestID, at: now,
+                                                    header: { head.firstValue(of: $0) }, cookie: { head.cookie($0) })
         let backend = rule.backends[backendIndex]
-        let requestID: RequestID
-        if rule.experiment != nil {
-            let unit: Substring? = switch rule.stickiness {
-            case .header(let name)?: head.firstValue(of: name)
-            case .cookie(let name)?: head.cookie(name)
-            case nil: nil
-            }
-            // An id the proxy makes names the exposure log's slot, so it is found without an index.
-            requestID = head.requestID ?? RequestID(generatedBy: &loop.requestIDs, slot: loop.exposures.nextSlot)
-            loop.exposures.record(requestID.exposureKey, indexed: head.requestID == nil, unit: unit,
-                                  variant: route.exposureVariants[backendIndex], at: now)
-        } else {
-            requestID = head.requestID ?? RequestID(generatedBy: &loop.requestIDs)
-        }
         let stats = route.stats[backendIndex]
         stats.window.requests += 1
         if backend.speaksHTTP2 {
