@@ -81,6 +81,8 @@ let package = Package(
                 "SluiceRollout",
                 "SluiceAnalysis",
                 "SluiceProxy",
+                // The Open Inference Protocol's gRPC messages, to compare gRPC answers as JSON.
+                "SluiceModelServer",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -205,7 +207,8 @@ let package = Package(
         ),
         .testTarget(
             name: "SluiceControllerTests",
-            dependencies: ["SluiceController", "SluiceRollout", "SluiceSpec", "SluiceAnalysis", .product(name: "Clocks", package: "swift-clocks")]
+            dependencies: ["SluiceController", "SluiceRollout", "SluiceSpec", "SluiceAnalysis", "SluiceProxy", "SluiceModelServer",
+                           .product(name: "Clocks", package: "swift-clocks"), .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
         // The etcd store and coordination against a real 3-member etcd cluster, and the store contract
         // both stores keep.

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Prometheus
 import SluiceAnalysis
+import SluiceModelServer
 import SluiceProxy
 import SluiceRollout
 import SluiceSpec
@@ -290,8 +291,13 @@ final class LowPriorityWorker: @unchecked Sendable {
 }
 
 extension ShadowAnswer {
+    /// A gRPC answer is compared in the Open Inference Protocol's JSON form when it is a
+    /// `ModelInferResponse`, so one `compare:` serves REST and gRPC; any other gRPC answer keeps its
+    /// bytes, which are not JSON.
     init(_ captured: CapturedAnswer) {
-        self.init(status: captured.status, latencyMicros: captured.latencyMicros, body: captured.bodyBytes)
+        let body = captured.bodyBytes
+        self.init(status: captured.status, latencyMicros: captured.latencyMicros,
+                  body: captured.grpc ? body.map { InferResponseJSON.fromGRPC($0) ?? $0 } : body)
     }
 }
 

@@ -5,9 +5,10 @@ import SluiceSpec
 
 /// A copy of an HTTP/2 stream sent to the route's mirror version, as `MirrorExchange` copies an
 /// HTTP/1.1 request: over a stream of the version's HTTP/2 connection, or bridged to an HTTP/1.1 one.
-/// Its answer is read and discarded, and counts in the mirror version's metrics (a gRPC answer by the
-/// `grpc-status` of its trailers). Its outputs are not compared: the shadow pairs of `compare:` are
-/// made from HTTP/1.1 requests only.
+/// Its answer counts in the mirror version's metrics (a gRPC answer by the `grpc-status` of its
+/// trailers) and, when the route compares outputs, goes to the stream's `ShadowCapture` (up to the body
+/// limit); otherwise it is discarded. A copy to a second stable endpoint, for the noise floor, counts in
+/// no version's metrics.
 ///
 /// It never holds the client back: frames that come before its stream is open wait up to
 /// `MirrorExchange.maxPendingBytes`, and a copy whose stream will not take the client's frames as fast
@@ -15,7 +16,9 @@ import SluiceSpec
 /// (from its last frame sent, as for the client's own stream) guarantees that it does.
 final class HTTP2MirrorStream: StreamDownstream {
     private let loop: LoopState
-    private let stats: LoopVersionStats
+    private let stats: LoopVersionStats?
+    private let capture: ShadowCapture?
+    private let role: ShadowCapture.Role
     private let start: NIODeadline
     private var upstream: (any StreamUpstream)?
     private var pending: [HTTP2Frame.FramePayload] = []
@@ -31,15 +34,18 @@ final class HTTP2MirrorStream: StreamDownstream {
 
     /// Starts the copy of a stream whose (forwarded) request headers are `head`, to `pool`'s endpoint
     /// of `backend`.
-    init(loop: LoopState, stats: LoopVersionStats, backend: Backend, pool: EndpointPool, head: HPACKHeaders, endStream: Bool, now: NIODeadline) {
+    init(loop: LoopState, stats: LoopVersionStats?, backend: Backend, pool: EndpointPool, head: HPACKHeaders, endStream: Bool, now: NIODeadline,
+         capture: ShadowCapture? = nil, role: ShadowCapture.Role = .shadow) {
         self.loop = loop
         self.stats = stats
+        self.capture = capture
+        self.role = role
         self.start = now
         self.lastSent = now
         self.requestEnded = endStream
         loop.mirrorsInFlight += 1
-        stats.window.requests += 1
-        stats.window.mirrored += 1
+        stats?.window.requests += 1
+        stats?.window.mirrored += 1
         keepAlive = self
         armTimeout(in: loop.configuration.upstreamResponseTimeout)
         if backend.speaksHTTP2 {
@@ -156,10 +162,15 @@ final class HTTP2MirrorStream: StreamDownstream {
                 guard code >= 200 else { return }
                 status = code
                 firstByteMicros = start.microsecondsUntilNow
+                capture?.head(role, status: code, encoded: frame.headers.isContentEncoded(grpc: frame.headers.isGRPC), grpc: frame.headers.isGRPC)
             }
-            if let code = frame.headers.first(name: "grpc-status").flatMap({ Int($0) }) { grpcStatus = code }
+            if let code = frame.headers.first(name: "grpc-status").flatMap({ Int($0) }) {
+                grpcStatus = code
+                capture?.grpcStatus(role, code)
+            }
             if frame.endStream { finish(error: nil) }
         case .data(let frame):
+            if let capture, case .byteBuffer(let bytes) = frame.data { capture.body(role, bytes) }
             if frame.endStream { finish(error: nil) }
         default:
             break
@@ -187,13 +198,16 @@ final class HTTP2MirrorStream: StreamDownstream {
         if error != nil || abandoned || !requestEnded { upstream?.cancel() }
         upstream = nil
         pending = []
+        let micros = start.microsecondsUntilNow
+        capture?.finish(role, answered: error == nil && !abandoned, latencyMicros: micros, abandoned: abandoned)
+        guard let stats else { return }
         if abandoned {
             stats.window.mirrorsDropped += 1
             return
         }
         if let error { stats.recordUpstreamError(error) }
         let answered = error == nil ? (grpcStatus.map { GRPCStatus.httpEquivalent($0) } ?? status ?? 502) : (error == .timeout ? 504 : 502)
-        stats.recordResponse(status: answered, latencyMicros: start.microsecondsUntilNow, firstByteMicros: error == nil ? firstByteMicros : nil)
+        stats.recordResponse(status: answered, latencyMicros: micros, firstByteMicros: error == nil ? firstByteMicros : nil)
     }
 }
 

@@ -169,6 +169,10 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
         var upstream: (any StreamUpstream)?
         /// The copy to the route's mirror version, if this stream was drawn for one.
         var mirror: HTTP2MirrorStream?
+        /// A copy of the stream to a second stable endpoint, for the noise floor of a compared mirror.
+        var noise: HTTP2MirrorStream?
+        /// Pairs stable's answer with the mirror's, when the route compares them.
+        var capture: ShadowCapture?
         /// Frames that arrived before the upstream stream was open.
         var pending: [HTTP2Frame.FramePayload] = []
         /// Every request frame forwarded, kept until the response head comes so that a stream the
@@ -234,6 +238,7 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
                 exchange.pending.append(payload)
             }
             exchange.mirror?.forward(payload)
+            exchange.noise?.forward(payload)
         default:
             break
         }
@@ -242,6 +247,7 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
     func channelReadComplete(context: ChannelHandlerContext) {
         exchange?.upstream?.flush()
         exchange?.mirror?.flush()
+        exchange?.noise?.flush()
         context.fireChannelReadComplete()
     }
 
@@ -262,6 +268,7 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
         // The client reset the stream or went away: the upstream's stream is cancelled with it, and
         // a copy of a request it never finished.
         exchange?.mirror?.clientGone()
+        exchange?.noise?.clientGone()
         if let exchange, !exchange.finished {
             exchange.finished = true
             exchange.timeout?.cancel()
@@ -280,7 +287,7 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
         let headers = frame.headers
         let path = headers.first(name: ":path") ?? "/"
         let authority = headers.first(name: ":authority") ?? headers.first(name: "host")
-        let isGRPC = headers.first(name: "content-type")?.hasPrefix("application/grpc") ?? false
+        let isGRPC = headers.isGRPC
         let clientID = headers.first(name: "x-request-id").flatMap { RequestID(client: ByteBuffer(string: $0)) }
         guard let route = Self.match(loop, host: authority, path: path) else {
             respond(404, grpc: (12, "no route for \(path)"), version: nil, requestID: (clientID ?? RequestID(generatedBy: &loop.requestIDs)).text,
@@ -334,9 +341,25 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
             bridge(exchange, to: pool, head: forwarded, endStream: frame.endStream)
         }
         // After the client's own stream: a copy never goes ahead of it.
-        if let (index, stats, pool) = loop.mirrorTarget(route, chosen: backendIndex) {
-            exchange.mirror = HTTP2MirrorStream(loop: loop, stats: stats, backend: rule.backends[index], pool: pool, head: forwarded,
-                                                endStream: frame.endStream, now: now)
+        if let mirror = rule.mirror, let (index, stats, mirrorPool) = loop.mirrorTarget(route, chosen: backendIndex) {
+            // As for HTTP/1.1 (`ProxyHandler.startMirror`): a compared copy pairs the answers, and every
+            // `shadowNoiseEvery`-th also goes to a second endpoint of the version that serves it.
+            var noisePool: EndpointPool?
+            if mirror.compare, loop.shadows.admits(using: &loop.rng) {
+                let shadows = loop.shadows
+                shadows.noiseCounter += 1
+                if shadows.noiseCounter % loop.configuration.shadowNoiseEvery == 0, loop.mirrorsInFlight + 1 < loop.configuration.maxMirrorsInFlight {
+                    noisePool = loop.pickEndpoint(route: route.index, backend: backendIndex, excluding: pool.endpoint)
+                }
+                exchange.capture = ShadowCapture(log: shadows, limit: loop.configuration.shadowBodyLimit, route: rule.name, requestID: id,
+                                                 stableVersion: backend.version, shadowVersion: mirror.version, withNoise: noisePool != nil)
+            }
+            exchange.mirror = HTTP2MirrorStream(loop: loop, stats: stats, backend: rule.backends[index], pool: mirrorPool, head: forwarded,
+                                                endStream: frame.endStream, now: now, capture: exchange.capture, role: .shadow)
+            if let noisePool {
+                exchange.noise = HTTP2MirrorStream(loop: loop, stats: nil, backend: backend, pool: noisePool, head: forwarded,
+                                                   endStream: frame.endStream, now: now, capture: exchange.capture, role: .noise)
+            }
         }
     }
 
@@ -440,13 +463,17 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
                     frame.headers.remove(name: "x-request-id")
                     frame.headers.add(name: "x-request-id", value: exchange.requestID, indexing: .nonIndexable)
                     if frame.endStream { exchange.grpcStatus = frame.headers.first(name: "grpc-status").flatMap { Int($0) } }
+                    let grpc = frame.headers.isGRPC
+                    exchange.capture?.head(.stable, status: status, encoded: frame.headers.isContentEncoded(grpc: grpc), grpc: grpc)
                 }
             } else {
                 exchange.grpcStatus = frame.headers.first(name: "grpc-status").flatMap { Int($0) }
             }
+            if let code = exchange.grpcStatus { exchange.capture?.grpcStatus(.stable, code) }
             context.write(wrapOutboundOut(.headers(frame)), promise: nil)
             if frame.endStream { finish(exchange) }
         case .data(let frame):
+            if let capture = exchange.capture, case .byteBuffer(let bytes) = frame.data { capture.body(.stable, bytes) }
             context.write(wrapOutboundOut(payload), promise: nil)
             if frame.endStream { finish(exchange) }
         default:
@@ -494,7 +521,7 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
             fail(exchange, status: 502, kind: kind, message: "\(exchange.version) closed the stream (\(kind.rawValue))")
         } else {
             exchange.stats.recordUpstreamError(kind)
-            complete(exchange, status: 502)
+            complete(exchange, status: 502, answered: false)
             context?.close(promise: nil)
         }
     }
@@ -503,21 +530,24 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
     /// would otherwise find the exchange unfinished and cancel the upstream's.
     private func finish(_ exchange: Exchange) {
         let status = exchange.grpcStatus.map { GRPCStatus.httpEquivalent($0) } ?? exchange.status ?? 502
-        complete(exchange, status: status)
+        complete(exchange, status: status, answered: true)
         context?.flush()
     }
 
-    private func complete(_ exchange: Exchange, status: Int) {
+    /// `answered`: the upstream's response ended normally (whatever its status), as opposed to failing.
+    private func complete(_ exchange: Exchange, status: Int, answered: Bool) {
         exchange.finished = true
         exchange.timeout?.cancel()
         exchange.stats.inFlight -= 1
-        exchange.stats.recordResponse(status: status, latencyMicros: exchange.start.microsecondsUntilNow, firstByteMicros: exchange.firstByteMicros)
+        let micros = exchange.start.microsecondsUntilNow
+        exchange.stats.recordResponse(status: status, latencyMicros: micros, firstByteMicros: exchange.firstByteMicros)
+        exchange.capture?.finish(.stable, answered: answered, latencyMicros: micros)
     }
 
     private func fail(_ exchange: Exchange, status: Int, kind: UpstreamErrorKind, message: String) {
         guard !exchange.finished else { return }
         exchange.stats.recordUpstreamError(kind)
-        complete(exchange, status: status)
+        complete(exchange, status: status, answered: false)
         exchange.upstream?.cancel()
         if exchange.status == nil {
             respond(status, grpc: (14, message), version: exchange.version, requestID: exchange.requestID, isGRPC: exchange.isGRPC)
@@ -1064,4 +1094,15 @@ final class HTTP1Bridge: StreamUpstream, UpstreamDelegate {
     }
 
     var upstreamMayRead: Bool { client?.upstreamMayRead ?? true }
+}
+
+extension HPACKHeaders {
+    /// A gRPC request or answer: `content-type: application/grpc`, with or without a `+format`.
+    var isGRPC: Bool { first(name: "content-type")?.hasPrefix("application/grpc") ?? false }
+
+    /// The body is compressed: a `content-encoding`, or for gRPC a `grpc-encoding`, other than identity.
+    func isContentEncoded(grpc: Bool) -> Bool {
+        let encoding = first(name: grpc ? "grpc-encoding" : "content-encoding")
+        return encoding != nil && encoding != "identity"
+    }
 }

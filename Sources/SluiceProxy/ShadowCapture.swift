@@ -1,4 +1,5 @@
 import NIOCore
+import SluiceSpec
 
 /// One answer of a captured pair: status, latency and the body up to the limit.
 public struct CapturedAnswer: Sendable {
@@ -9,6 +10,8 @@ public struct CapturedAnswer: Sendable {
     public var body: ByteBuffer?
     /// `body` still has its chunked framing.
     public var chunked: Bool
+    /// `body` is a gRPC answer: length-prefixed messages, and `status` is its `grpc-status` as HTTP.
+    public var grpc: Bool = false
 }
 
 /// A mirrored request's answers, paired by its request id: stable's (the one the client got), the
@@ -40,6 +43,7 @@ final class ShadowCapture {
         var body: ByteBuffer?
         var over = false
         var chunked = false
+        var grpc = false
         var done = false
     }
 
@@ -74,6 +78,20 @@ final class ShadowCapture {
         if head.isContentEncoded { sides[role.rawValue].over = true }
     }
 
+    /// A final response head of an HTTP/2 stream for `role`: `encoded` when its body is compressed
+    /// (`content-encoding`, or `grpc-encoding` for gRPC), which is then not compared.
+    func head(_ role: Role, status: Int, encoded: Bool, grpc: Bool) {
+        guard status >= 200 else { return }
+        sides[role.rawValue].status = status
+        sides[role.rawValue].grpc = grpc
+        if encoded { sides[role.rawValue].over = true }
+    }
+
+    /// A gRPC answer's `grpc-status` (in its trailers): its outcome, whatever its HTTP status said.
+    func grpcStatus(_ role: Role, _ code: Int) {
+        sides[role.rawValue].status = GRPCStatus.httpEquivalent(code)
+    }
+
     func body(_ role: Role, _ bytes: ByteBuffer) {
         var side = sides[role.rawValue]
         guard !side.over, !side.done else { return }
@@ -103,7 +121,8 @@ final class ShadowCapture {
         open -= 1
         guard open == 0, !discarded else { return }
         func answer(_ side: Side) -> CapturedAnswer {
-            CapturedAnswer(status: side.status, latencyMicros: side.latencyMicros, body: side.over ? nil : (side.body ?? ByteBuffer()), chunked: side.chunked)
+            CapturedAnswer(status: side.status, latencyMicros: side.latencyMicros, body: side.over ? nil : (side.body ?? ByteBuffer()), chunked: side.chunked,
+                           grpc: side.grpc)
         }
         log.add(CapturedPair(route: route, requestID: requestID, stableVersion: stableVersion, shadowVersion: shadowVersion,
                              stable: answer(sides[0]), shadow: answer(sides[1]), noise: sides.count > 2 ? answer(sides[2]) : nil))

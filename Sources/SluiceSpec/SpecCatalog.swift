@@ -161,14 +161,6 @@ public struct SpecCatalog: Sendable {
                 return nil
             }
         }
-        let http2 = deployment.versions.filter { $0.protocol?.isHTTP2 ?? false }.map(\.name)
-        if !spec.shadowComparisons.isEmpty, !http2.isEmpty {
-            // Such a version is reached by HTTP/2 streams only, which are mirrored but not paired.
-            diagnostics.append(Self.diagnostic("shadow metrics compare the answers of HTTP/1.1 requests; \(http2.joined(separator: ", ")) "
-                + "speak\(http2.count == 1 ? "s" : "") HTTP/2 (protocol h2c or h2), whose streams are mirrored but not compared, so the analysis "
-                + "would wait for pairs that never come (judge the mirrored copies with builtin metrics instead)", origin.template ?? origin.strategy))
-            return nil
-        }
         if deployment.route.haproxy != nil {
             let refusals = HAProxyRoute.refusals(route: deployment.route, strategy: spec)
             if !refusals.isEmpty {

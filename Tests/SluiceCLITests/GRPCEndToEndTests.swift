@@ -127,3 +127,107 @@ struct GRPCEndToEndTests {
     }
 }
 }
+
+extension HeavyEndToEnd {
+/// Shadow comparison over gRPC through the real binary: `sluice model-server --grpc-port` as the
+/// versions and Triton's gRPC client (tritonclient.grpc, from PyPI) as the application. The answers are
+/// `ModelInferResponse`s, compared by the same JSON path as REST ones.
+@Suite("End to end: shadow comparison over gRPC", .serialized)
+struct GRPCShadowEndToEndTests {
+    @Test("sluice run: a gRPC candidate whose scores are shifted is stopped in its shadow step, the field and values in its status; one that answers the same goes live")
+    func shadowOverGRPC() async throws {
+        #expect(FileManager.default.isExecutableFile(atPath: InferenceClientTests.python.path), "run scripts/test, which installs tritonclient into .build/py-clients")
+        // v2 answers as v1 does, every score 0.3 higher; v3 answers exactly as v1 does.
+        let servers = try [("v1", [String]()), ("v2", ["--weights-of", "v1", "--shift", "0.3"]), ("v3", ["--weights-of", "v1"])].map { version, flags in
+            (version, try RunningSluice(["model-server", "--name", "fraud", "--model-version", version, "--port", "0", "--grpc-port", "0"] + flags))
+        }
+        var ports: [String: Int] = [:]
+        for (version, server) in servers { ports[version] = try await server.port(after: "model-server fraud \(version) gRPC on") }
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-grpc-shadow-\(UUID().uuidString)")
+        let manifests = work.appendingPathComponent("manifests")
+        try FileManager.default.createDirectory(at: manifests, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: work) }
+        func manifest(_ version: String) -> String {
+            """
+            apiVersion: sluice/v1
+            kind: ModelDeployment
+            metadata: {name: fraud}
+            spec:
+              route: {pathPrefix: /inference.GRPCInferenceService/}
+              version: \(version)
+              versions:
+            \(ports.keys.sorted().map { "    - {name: \($0), protocol: h2c, endpoints: [\"http://127.0.0.1:\(ports[$0]!)\"]}" }.joined(separator: "\n"))
+              strategy:
+                canary:
+                  steps:
+                    - setMirror: 100
+                    - analysis:
+                        interval: 1s
+                        metrics:
+                          - name: agreement
+                            builtin: shadowAgreement
+                            compare: {json: "$.outputs[0].data", tolerance: 0.001}
+                            successCondition: ">= 0.98"
+                            minSamples: 30
+                    - setMirror: 0
+                    - setWeight: 10
+                    - pause: {duration: 10m}
+            """
+        }
+        let file = manifests.appendingPathComponent("fraud.yaml")
+        try manifest("v1").write(to: file, atomically: true, encoding: .utf8)
+        let sluice = try RunningSluice(["run", "--manifests", manifests.path, "--state", work.appendingPathComponent("state").path,
+                                        "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--event-loops", "1"], in: work)
+        let port = try await sluice.port(after: "proxy on")
+        let admin = try await sluice.port(after: "admin API on")
+        func status() async throws -> [String: Any] {
+            let result = try await SluiceBinary.runTool("/usr/bin/curl", ["-sS", "http://127.0.0.1:\(admin)/api/v1/deployments/fraud"])
+            return (try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]) ?? [:]
+        }
+        func client(_ requests: Int) async throws -> [String: Int] {
+            let result = try await SluiceBinary.runTool(InferenceClientTests.python.path,
+                                                         ["Tests/SluiceCLITests/Clients/triton_grpc_client.py", "127.0.0.1:\(port)", "fraud", "\(requests)"],
+                                                         timeout: .seconds(120))
+            #expect(result.status == 0, "\(result.stderr)")
+            let report = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], "\(result.stdout) \(result.stderr)")
+            return report["versions"] as? [String: Int] ?? [:]
+        }
+        func comparison(_ view: [String: Any]) -> [String: Any] {
+            ((view["shadow"] as? [String: Any])?["comparisons"] as? [[String: Any]])?.first ?? [:]
+        }
+        #expect(try await eventually(timeout: .seconds(60)) { try await status()["phase"] as? String == "Healthy" }, "\(sluice.text)")
+
+        // The shifted candidate: every pair disagrees, and it never serves a client.
+        try manifest("v2").write(to: file, atomically: true, encoding: .utf8)
+        #expect(try await eventually(timeout: .seconds(60)) { try await status()["mirrorPercent"] as? Int == 100 }, "\(sluice.text)")
+        var served: [String: Int] = [:]
+        let stopped = try await eventually(timeout: .seconds(120)) {
+            for (version, count) in try await client(20) { served[version, default: 0] += count }
+            return try await status()["phase"] as? String == "Degraded"
+        }
+        let view = try await status()
+        #expect(stopped, "\(view)")
+        #expect(Set(served.keys) == ["v1"], "clients only ever got stable's answers: \(served)")
+        #expect(view["rejected"] as? String == "v2" && view["stableVersion"] as? String == "v1")
+        let compared = comparison(view)
+        #expect((compared["compared"] as? Int ?? 0) >= 30 && compared["agreement"] as? Double == 0, "\(compared)")
+        let top = try #require((compared["disagreements"] as? [[String: Any]])?.first, "\(compared)")
+        #expect(top["field"] as? String == "$.outputs[0].data[*]")
+        let stable = try #require(Double(top["stable"] as? String ?? "")), shadow = try #require(Double(top["shadow"] as? String ?? ""))
+        #expect(abs(shadow - stable - 0.3) < 1e-9, "the shift shows in the values: stable \(stable), shadow \(shadow)")
+
+        // The candidate that answers the same passes its shadow step and gets live traffic.
+        try manifest("v3").write(to: file, atomically: true, encoding: .utf8)
+        let live = try await eventually(timeout: .seconds(120)) {
+            _ = try await client(20)
+            let view = try await status()
+            return (view["weights"] as? [String: Int])?["v3"] == 10 || view["phase"] as? String == "Degraded"
+        }
+        let after = try await status()
+        #expect(live && after["phase"] as? String != "Degraded", "\(after)")
+        #expect(comparison(after)["agreement"] as? Double == 1, "\(comparison(after))")
+        #expect(try await sluice.stop() == 0)
+        for (_, server) in servers { _ = try await server.stop() }
+    }
+}
+}

@@ -185,6 +185,51 @@ struct ProxyHTTP2Tests {
         }
     }
 
+    @Test("compared mirrors pair streams' answers as they do HTTP/1.1 ones: by request id, gRPC answers marked and judged by grpc-status, a noise copy every n-th")
+    func pairsStreams() async throws {
+        try await ProxyHarness.run(versions: [], configure: { $0.eventLoops = 1; $0.shadowNoiseEvery = 4 }) { h in
+            let u = try await Self.upstreams(h)
+            let second = try await HTTP2TestUpstream.start(name: "v1b", group: h.group)
+            h.stopAtEnd { await u.stop(); await second.stop() }
+            func endpoint(_ upstream: HTTP2TestUpstream) -> Endpoint { Endpoint(scheme: .http, host: "127.0.0.1", port: upstream.port) }
+            try await h.apply(try RouteRule(name: "grpc", pathPrefix: "/inference.GRPCInferenceService", backends: [
+                Backend(version: "v1", weight: 100, endpoints: [endpoint(u.v1), endpoint(second)], protocol: .h2c),
+                Backend(version: "v2", weight: 0, endpoints: [endpoint(u.v2)], protocol: .h2c),
+            ], mirror: MirrorRule(version: "v2", percent: 100, compare: true)))
+            let client = try await HTTP2TestClient.connect(port: h.port, group: h.group)
+            let path = "/inference.GRPCInferenceService/ModelInfer"
+            var answers: [String: HTTP2TestClient.Response] = [:]
+            for index in 0..<16 {
+                let failing = index % 8 == 7
+                let response = try await client.request(path, headers: Self.grpc + (failing ? [("x-want-grpc-status", "13")] : []), body: ["req\(index)"])
+                #expect(response.grpcStatus == (failing ? 13 : 0))
+                answers[try #require(response.headers.first(name: "x-request-id"))] = response
+            }
+            // A plain HTTP/2 stream (not gRPC) is paired too, its body as sent.
+            let plain = try await client.request(path, body: ["json"])
+            answers[try #require(plain.headers.first(name: "x-request-id"))] = plain
+            await client.close()
+
+            let pairs = try await ProxyShadowPairTests.pairs(h, count: 17)
+            #expect(pairs.count == 17 && Set(pairs.map(\.requestID)) == Set(answers.keys))
+            for pair in pairs {
+                let answer = try #require(answers[pair.requestID])
+                let grpc = answer.grpcStatus != nil
+                #expect(pair.route == "grpc" && pair.stableVersion == "v1" && pair.shadowVersion == "v2")
+                #expect(pair.stable.grpc == grpc && pair.shadow.grpc == grpc)
+                #expect(pair.stable.status == (answer.grpcStatus == 13 ? 500 : 200) && pair.shadow.status == pair.stable.status, "by grpc-status")
+                #expect(pair.stable.bodyBytes.map { String(decoding: $0, as: UTF8.self) } == answer.body, "stable's answer is the client's")
+                #expect(pair.shadow.bodyBytes.map { String(decoding: $0, as: UTF8.self) } == "v2" + answer.body.dropFirst(answer.body.hasPrefix("v1b") ? 3 : 2))
+                if let noise = pair.noise {
+                    #expect(noise.status == pair.stable.status && noise.bodyBytes != nil)
+                }
+            }
+            #expect(pairs.filter { $0.noise != nil }.count == 4, "every 4th compared stream also went to the other v1 endpoint")
+            let v2 = try #require(try await h.proxy.metrics.totals()[MetricKey(route: "grpc", version: "v2")])
+            #expect(v2.mirrored == 17, "noise copies count in no version's metrics")
+        }
+    }
+
     @Test("a copy whose mirror cannot take an upload as fast as the client sends it is abandoned; the client's stream is untouched")
     func abandonsSlowMirror() async throws {
         // A mirror version whose connections complete in the kernel's backlog but are never accepted,
