@@ -341,22 +341,12 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
             bridge(exchange, to: pool, head: forwarded, endStream: frame.endStream)
         }
         // After the client's own stream: a copy never goes ahead of it.
-        if let mirror = rule.mirror, let (index, stats, mirrorPool) = loop.mirrorTarget(route, chosen: backendIndex) {
-            // As for HTTP/1.1 (`ProxyHandler.startMirror`): a compared copy pairs the answers, and every
-            // `shadowNoiseEvery`-th also goes to a second endpoint of the version that serves it.
-            var noisePool: EndpointPool?
-            if mirror.compare, loop.shadows.admits(using: &loop.rng) {
-                let shadows = loop.shadows
-                shadows.noiseCounter += 1
-                if shadows.noiseCounter % loop.configuration.shadowNoiseEvery == 0, loop.mirrorsInFlight + 1 < loop.configuration.maxMirrorsInFlight {
-                    noisePool = loop.pickEndpoint(route: route.index, backend: backendIndex, excluding: pool.endpoint)
-                }
-                exchange.capture = ShadowCapture(log: shadows, limit: loop.configuration.shadowBodyLimit, route: rule.name, requestID: id,
-                                                 stableVersion: backend.version, shadowVersion: mirror.version, withNoise: noisePool != nil)
-            }
+        if let (index, stats, mirrorPool) = loop.mirrorTarget(route, chosen: backendIndex) {
+            let shadow = loop.shadowCapture(route, chosen: backendIndex, stable: pool.endpoint, requestID: id, stableVersion: backend.version)
+            exchange.capture = shadow?.capture
             exchange.mirror = HTTP2MirrorStream(loop: loop, stats: stats, backend: rule.backends[index], pool: mirrorPool, head: forwarded,
                                                 endStream: frame.endStream, now: now, capture: exchange.capture, role: .shadow)
-            if let noisePool {
+            if let noisePool = shadow?.noise {
                 exchange.noise = HTTP2MirrorStream(loop: loop, stats: nil, backend: backend, pool: noisePool, head: forwarded,
                                                    endStream: frame.endStream, now: now, capture: exchange.capture, role: .noise)
             }

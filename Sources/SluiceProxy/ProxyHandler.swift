@@ -264,20 +264,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     /// and every `shadowNoiseEvery`-th compared request also goes to a second endpoint of the version
     /// that serves it, for the noise floor.
     private func startMirror(_ exchange: Exchange, route: LoopRoute, chosen: Int, head: ByteBuffer, isHead: Bool) {
-        guard let mirror = route.rule.mirror, let (_, stats, pool) = loop.mirrorTarget(route, chosen: chosen) else { return }
-        var noisePool: EndpointPool?
-        if mirror.compare, loop.shadows.admits(using: &loop.rng) {
-            let shadows = loop.shadows
-            shadows.noiseCounter += 1
-            if shadows.noiseCounter % loop.configuration.shadowNoiseEvery == 0, loop.mirrorsInFlight + 1 < loop.configuration.maxMirrorsInFlight {
-                noisePool = loop.pickEndpoint(route: route.index, backend: chosen, excluding: exchange.pool.endpoint)
-            }
-            exchange.capture = ShadowCapture(log: shadows, limit: loop.configuration.shadowBodyLimit, route: route.rule.name,
-                                             requestID: exchange.requestID.text, stableVersion: exchange.version,
-                                             shadowVersion: mirror.version, withNoise: noisePool != nil)
-        }
+        guard let (_, stats, pool) = loop.mirrorTarget(route, chosen: chosen) else { return }
+        let shadow = loop.shadowCapture(route, chosen: chosen, stable: exchange.pool.endpoint, requestID: exchange.requestID.text, stableVersion: exchange.version)
+        exchange.capture = shadow?.capture
         exchange.mirror = MirrorExchange(loop: loop, stats: stats, pool: pool, head: head, isHead: isHead, capture: exchange.capture, role: .shadow)
-        if let noisePool {
+        if let noisePool = shadow?.noise {
             exchange.noise = MirrorExchange(loop: loop, stats: nil, pool: noisePool, head: head, isHead: isHead, capture: exchange.capture, role: .noise)
         }
     }

@@ -30,6 +30,19 @@ struct GRPCEndToEndTests {
         return (process, port)
     }
 
+    /// `sluice run` over `manifests`, with one event loop: the process, its proxy port and its admin port.
+    static func run(_ manifests: URL, in work: URL) async throws -> (RunningSluice, port: Int, admin: Int) {
+        let sluice = try RunningSluice(["run", "--manifests", manifests.path, "--state", work.appendingPathComponent("state").path,
+                                        "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--event-loops", "1"], in: work)
+        return (sluice, try await sluice.port(after: "proxy on"), try await sluice.port(after: "admin API on"))
+    }
+
+    /// The admin API's view of `deployment`, empty when it cannot be read.
+    static func status(_ deployment: String, admin: Int) async throws -> [String: Any] {
+        let result = try await SluiceBinary.runTool("/usr/bin/curl", ["-sS", "http://127.0.0.1:\(admin)/api/v1/deployments/\(deployment)"])
+        return (try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]) ?? [:]
+    }
+
     static func python(_ arguments: [String]) async throws -> [String: Any] {
         let result = try await SluiceBinary.runTool(InferenceClientTests.python.path, [script] + arguments, timeout: .seconds(180))
         #expect(result.status == 0, "\(result.stderr)")
@@ -102,14 +115,8 @@ struct GRPCEndToEndTests {
         }
         let file = manifests.appendingPathComponent("echo.yaml")
         try manifest("v1").write(to: file, atomically: true, encoding: .utf8)
-        let sluice = try RunningSluice(["run", "--manifests", manifests.path, "--state", work.appendingPathComponent("state").path,
-                                        "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--event-loops", "1"], in: work)
-        let port = try await sluice.port(after: "proxy on")
-        let admin = try await sluice.port(after: "admin API on")
-        func status() async throws -> [String: Any] {
-            let result = try await SluiceBinary.runTool("/usr/bin/curl", ["-sS", "http://127.0.0.1:\(admin)/api/v1/deployments/echo"])
-            return (try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]) ?? [:]
-        }
+        let (sluice, port, admin) = try await Self.run(manifests, in: work)
+        func status() async throws -> [String: Any] { try await Self.status("echo", admin: admin) }
         #expect(try await eventually(timeout: .seconds(60)) { try await status()["phase"] as? String == "Healthy" }, "\(sluice.text)")
         try manifest("v2").write(to: file, atomically: true, encoding: .utf8)
         #expect(try await eventually(timeout: .seconds(60)) { (try await status()["weights"] as? [String: Int])?["v2"] == 50 }, "\(sluice.text)")
@@ -176,14 +183,8 @@ struct GRPCShadowEndToEndTests {
         }
         let file = manifests.appendingPathComponent("fraud.yaml")
         try manifest("v1").write(to: file, atomically: true, encoding: .utf8)
-        let sluice = try RunningSluice(["run", "--manifests", manifests.path, "--state", work.appendingPathComponent("state").path,
-                                        "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--event-loops", "1"], in: work)
-        let port = try await sluice.port(after: "proxy on")
-        let admin = try await sluice.port(after: "admin API on")
-        func status() async throws -> [String: Any] {
-            let result = try await SluiceBinary.runTool("/usr/bin/curl", ["-sS", "http://127.0.0.1:\(admin)/api/v1/deployments/fraud"])
-            return (try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]) ?? [:]
-        }
+        let (sluice, port, admin) = try await GRPCEndToEndTests.run(manifests, in: work)
+        func status() async throws -> [String: Any] { try await GRPCEndToEndTests.status("fraud", admin: admin) }
         func client(_ requests: Int) async throws -> [String: Int] {
             let result = try await SluiceBinary.runTool(InferenceClientTests.python.path,
                                                          ["Tests/SluiceCLITests/Clients/triton_grpc_client.py", "127.0.0.1:\(port)", "fraud", "\(requests)"],
