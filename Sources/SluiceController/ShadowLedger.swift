@@ -223,13 +223,8 @@ enum ShadowMetricNames {
 }
 
 /// A thread of its own at a lower priority, running the jobs it is given in order. Linux keeps the
-/// nice value and the scheduling policy per thread, so only this thread's work yields to the event
-/// loops. It runs under `SCHED_IDLE` too: a nice value alone lets it finish its time slice when an
-/// event loop wakes on the same core (`bench/shadow.sh`: with comparison on, the client p99 rose in
-/// every round while mirroring alone did not); an idle-policy thread gives the core up at once.
+/// nice value per thread, so only this thread's work yields to the event loops.
 final class LowPriorityWorker: @unchecked Sendable {
-    /// Linux's `SCHED_IDLE` (sched.h), which the Glibc module does not export without `_GNU_SOURCE`.
-    static let schedIdle: Int32 = 5
     static let maxQueued = 4
     private let condition = NSCondition()
     /// Guarded by `condition`.
@@ -239,8 +234,6 @@ final class LowPriorityWorker: @unchecked Sendable {
     init(name: String, nice: Int32) {
         let thread = Thread { [self] in
             _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice)
-            var parameters = sched_param()
-            _ = sched_setscheduler(0, Self.schedIdle, &parameters)
             work()
         }
         thread.name = name

@@ -1,4 +1,3 @@
-import Foundation
 import SluiceProxy
 import Testing
 @testable import SluiceController
@@ -35,15 +34,5 @@ struct ShadowSamplingTests {
     @Test("nothing is captured while the comparison thread still has pairs waiting")
     func busyThread() {
         #expect(ShadowLedger.sampling(pairsPerSecond: 1000, interval: .milliseconds(50), seen: 10, busy: true).sampling == ShadowSampling(share: 0, allowance: 0))
-    }
-
-    @Test("the comparison thread runs niced and under SCHED_IDLE, so an event loop on its core takes the core back at once")
-    func workerYields() async {
-        let worker = LowPriorityWorker(name: "test-worker", nice: 10)
-        defer { worker.stop() }
-        let (policy, nice) = await worker.perform { (sched_getscheduler(0), getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)) }
-        #expect(policy == LowPriorityWorker.schedIdle)
-        #expect(nice == 10)
-        #expect(sched_getscheduler(0) != LowPriorityWorker.schedIdle, "the caller's thread is untouched")
     }
 }
