@@ -162,7 +162,7 @@ final class HTTP2MirrorStream: StreamDownstream {
                 guard code >= 200 else { return }
                 status = code
                 firstByteMicros = start.microsecondsUntilNow
-                capture?.head(role, status: code, encoded: frame.headers.isContentEncoded(grpc: frame.headers.isGRPC), grpc: frame.headers.isGRPC)
+                capture?.head(role, status: code, headers: frame.headers)
             }
             if let code = frame.headers.first(name: "grpc-status").flatMap({ Int($0) }) {
                 grpcStatus = code

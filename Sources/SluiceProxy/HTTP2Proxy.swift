@@ -453,8 +453,7 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
                     frame.headers.remove(name: "x-request-id")
                     frame.headers.add(name: "x-request-id", value: exchange.requestID, indexing: .nonIndexable)
                     if frame.endStream { exchange.grpcStatus = frame.headers.first(name: "grpc-status").flatMap { Int($0) } }
-                    let grpc = frame.headers.isGRPC
-                    exchange.capture?.head(.stable, status: status, encoded: frame.headers.isContentEncoded(grpc: grpc), grpc: grpc)
+                    exchange.capture?.head(.stable, status: status, headers: frame.headers)
                 }
             } else {
                 exchange.grpcStatus = frame.headers.first(name: "grpc-status").flatMap { Int($0) }
@@ -1089,10 +1088,4 @@ final class HTTP1Bridge: StreamUpstream, UpstreamDelegate {
 extension HPACKHeaders {
     /// A gRPC request or answer: `content-type: application/grpc`, with or without a `+format`.
     var isGRPC: Bool { first(name: "content-type")?.hasPrefix("application/grpc") ?? false }
-
-    /// The body is compressed: a `content-encoding`, or for gRPC a `grpc-encoding`, other than identity.
-    func isContentEncoded(grpc: Bool) -> Bool {
-        let encoding = first(name: grpc ? "grpc-encoding" : "content-encoding")
-        return encoding != nil && encoding != "identity"
-    }
 }

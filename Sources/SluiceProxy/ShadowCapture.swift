@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHPACK
 import SluiceSpec
 
 /// One answer of a captured pair: status, latency and the body up to the limit.
@@ -78,13 +79,16 @@ final class ShadowCapture {
         if head.isContentEncoded { sides[role.rawValue].over = true }
     }
 
-    /// A final response head of an HTTP/2 stream for `role`: `encoded` when its body is compressed
-    /// (`content-encoding`, or `grpc-encoding` for gRPC), which is then not compared.
-    func head(_ role: Role, status: Int, encoded: Bool, grpc: Bool) {
+    /// A final response head of an HTTP/2 stream for `role`. A gRPC answer (`content-type:
+    /// application/grpc…`) is marked so; a compressed body (a `content-encoding`, or for gRPC a
+    /// `grpc-encoding`, other than identity) is not compared.
+    func head(_ role: Role, status: Int, headers: HPACKHeaders) {
         guard status >= 200 else { return }
+        let grpc = headers.isGRPC
+        let encoding = headers.first(name: grpc ? "grpc-encoding" : "content-encoding")
         sides[role.rawValue].status = status
         sides[role.rawValue].grpc = grpc
-        if encoded { sides[role.rawValue].over = true }
+        if encoding != nil && encoding != "identity" { sides[role.rawValue].over = true }
     }
 
     /// A gRPC answer's `grpc-status` (in its trailers): its outcome, whatever its HTTP status said.
