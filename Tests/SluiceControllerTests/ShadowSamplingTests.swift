@@ -1,4 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
 import SluiceProxy
+import Synchronization
 import Testing
 @testable import SluiceController
 
@@ -34,5 +39,22 @@ struct ShadowSamplingTests {
     @Test("nothing is captured while the comparison thread still has pairs waiting")
     func busyThread() {
         #expect(ShadowLedger.sampling(pairsPerSecond: 1000, interval: .milliseconds(50), seen: 10, busy: true).sampling == ShadowSampling(share: 0, allowance: 0))
+    }
+
+    @Test("the comparison thread runs at its nice value under its own name, as top and perf show it, and in order")
+    func workerThread() async {
+        let worker = LowPriorityWorker(name: "sluice-shadow-test", nice: 10)
+        defer { worker.stop() }
+        let seen = await worker.perform { () -> (name: String, nice: Int32) in
+            let name = (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? ""
+            errno = 0
+            return (name.trimmingCharacters(in: .newlines), getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0))
+        }
+        #expect(seen.name == "sluice-shadow-t", "the first 15 bytes of the name")
+        #expect(seen.nice == 10)
+        let done = Mutex<[Int]>([])
+        for job in 0..<3 { worker.submit({ done.withLock { $0.append(job) } }) }
+        let order = await worker.perform { done.withLock { $0 } }
+        #expect(order == [0, 1, 2])
     }
 }
