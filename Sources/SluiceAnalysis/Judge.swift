@@ -43,6 +43,8 @@ public struct MetricState: Sendable, Hashable, Codable {
     public var pooledCandidate: [LatencyBin] = []
     public var pooledStable: [LatencyBin] = []
     public var pooledWindows = 0
+    /// Latency metrics with a `warmup`: the length of the windows left out so far.
+    public var warmupSeconds = 0.0
     /// Success and error rates with conditions: responses and errors of the windows since the last
     /// judged block. A window with fewer than `minSamples` responses is not judged on its own; it is
     /// extended by the next ones until the block has enough (at 1% of 200 req/s, a 15 s window holds
@@ -263,6 +265,16 @@ public enum Judge {
     /// (`successCondition: "< 250ms"`) judge the pooled quantile.
     static func latency(_ metric: MetricSpec, _ kind: BuiltinMetric, q: Double, stable: VersionSample, candidate: VersionSample,
                         state: inout MetricState) -> MetricResult {
+        if let warmup = metric.warmup?.seconds, state.warmupSeconds < warmup {
+            // Left out whole: a window that begins within the warm-up, for both versions alike, so the
+            // two pools still cover the same time.
+            state.warmupSeconds += max(candidate.seconds, stable.seconds)
+            return MetricResult(metric: metric.name, outcome: .inconclusive,
+                                reason: "warming up: windows that begin in the first \(metric.warmup!.specDescription) of the analysis are not judged, "
+                                    + "as a new version's first requests pay for its cold start (\(Format.number(state.warmupSeconds))s so far)",
+                                values: ["candidate.requests": Double(candidate.responses), "stable.requests": Double(stable.responses),
+                                         "warmup": warmup, "warmup.elapsed": state.warmupSeconds])
+        }
         state.pooledCandidate = state.pooledCandidate.merged(with: candidate.bins(for: kind))
         state.pooledStable = state.pooledStable.merged(with: stable.bins(for: kind))
         state.pooledWindows += 1

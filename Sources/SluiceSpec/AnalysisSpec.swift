@@ -42,10 +42,18 @@ public struct MetricSpec: Sendable, Hashable, Codable {
     public var consecutiveErrorLimit: Int
     /// Below this many requests in a window a builtin measurement is inconclusive, never a failure. Default 50.
     public var minSamples: Int
+    /// Latency metrics: the windows that begin within this long of the analysis's start are not pooled,
+    /// for either version. A new version's first requests pay for its cold start (caches, lazy loading,
+    /// a process that was just started), which says nothing about the latency it will serve. `nil` is
+    /// none; a manifest that leaves it out gets `defaultWarmup` on latency metrics.
+    public var warmup: Duration?
 
     public static let defaultAlpha = 0.01
     public static let defaultConsecutiveErrorLimit = 4
     public static let defaultMinSamples = 50
+    /// Two windows at the default interval.
+    public static let defaultWarmup: Duration = .seconds(10)
+    public static let maxWarmup: Duration = .seconds(3600)
 
     public init(
         name: String,
@@ -58,7 +66,8 @@ public struct MetricSpec: Sendable, Hashable, Codable {
         failureLimit: Int = 0,
         inconclusiveLimit: Int = 0,
         consecutiveErrorLimit: Int = MetricSpec.defaultConsecutiveErrorLimit,
-        minSamples: Int = MetricSpec.defaultMinSamples
+        minSamples: Int = MetricSpec.defaultMinSamples,
+        warmup: Duration? = nil
     ) {
         self.name = name
         self.source = source
@@ -71,6 +80,7 @@ public struct MetricSpec: Sendable, Hashable, Codable {
         self.inconclusiveLimit = inconclusiveLimit
         self.consecutiveErrorLimit = consecutiveErrorLimit
         self.minSamples = minSamples
+        self.warmup = warmup
     }
 }
 

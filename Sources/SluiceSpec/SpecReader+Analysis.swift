@@ -36,7 +36,7 @@ extension SpecReader {
         let keys = ["name"] + sources + [
             "successCondition", "failureCondition", "compareTo", "maxRatio", "alpha",
             "failureLimit", "inconclusiveLimit", "consecutiveErrorLimit", "minSamples",
-            "compare", "ignore", "statistic", "capture",
+            "compare", "ignore", "statistic", "capture", "warmup",
         ]
         guard let f = fields(value, keys: keys) else { return nil }
         let before = diagnostics.count
@@ -77,6 +77,18 @@ extension SpecReader {
         let inconclusiveLimit = f.optional("inconclusiveLimit") { int($0, in: 0...1000) } ?? 0
         let errorLimit = f.optional("consecutiveErrorLimit") { int($0, in: 0...1000) } ?? MetricSpec.defaultConsecutiveErrorLimit
         let minSamples = f.optional("minSamples") { int($0, in: 1...10_000_000) } ?? MetricSpec.defaultMinSamples
+        let warmup: Duration? = f.optional("warmup") { value in
+            guard let warmup = duration(value) else { return nil }
+            guard warmup <= MetricSpec.maxWarmup else {
+                error("warmup is at most 1h", at: value)
+                return nil
+            }
+            return warmup
+        }
+        let isLatency = if case .builtin(let builtin)? = source { builtin.isLatency } else { false }
+        if source != nil, !isLatency, let warmupValue = f.value("warmup") {
+            error("warmup applies to latency metrics only (latencyP50, latencyP90, latencyP99, ttfbP99): they pool their windows, and a new version's first requests pay for its cold start", at: warmupValue)
+        }
 
         if let source, source.shadow == nil {
             for key in ["compare", "ignore", "statistic", "capture"] {
@@ -94,7 +106,8 @@ extension SpecReader {
         return MetricSpec(
             name: name, source: source, successCondition: success, failureCondition: failure,
             compareToStable: compare, maxRatio: maxRatio, alpha: alpha, failureLimit: failureLimit,
-            inconclusiveLimit: inconclusiveLimit, consecutiveErrorLimit: errorLimit, minSamples: minSamples
+            inconclusiveLimit: inconclusiveLimit, consecutiveErrorLimit: errorLimit, minSamples: minSamples,
+            warmup: isLatency ? (warmup ?? MetricSpec.defaultWarmup) : nil
         )
     }
 

@@ -205,6 +205,36 @@ struct JudgeTests {
         }
     }
 
+    /// A CI run rolled back the README's healthy v2 on `latencyP99` (67.6 ms against 9.28 ms, equal
+    /// medians): two model-server processes started just before the rollout, on a saturated box, paid
+    /// for their cold start in their first responses, and at 10% of the traffic those were more than
+    /// 1% of the thousand a p99 pools. The warm-up leaves those windows out, for both versions.
+    @Test("a cold start in the candidate's first seconds fails a p99 without a warm-up, and not with one; a regression after it still fails")
+    func latencyWarmup() {
+        func run(warmup: Duration?, slowerAfter: Bool = false) -> [MetricResult] {
+            let metric = MetricSpec(name: "p99", source: .builtin(.latencyP99), compareToStable: true, maxRatio: 1.25, warmup: warmup)
+            var state = MetricState()
+            return (1...30).map { second in
+                var candidate = Self.spread(200, from: second > 10 && slowerAfter ? 0.002 : 0.001)
+                if second <= 3 {
+                    candidate.latency.append(LatencyBin(seconds: 0.07, count: 20))  // cold: 10% at 70 ms
+                    candidate.responses += 20
+                }
+                return Judge.judge(metric, .builtin(stable: Self.spread(1800, from: 0.001), candidate: candidate), state: &state)
+            }
+        }
+        let without = run(warmup: nil)
+        #expect(without.contains { $0.outcome == .fail }, "the cold start alone fails a p99")
+        let with = run(warmup: .seconds(10))
+        #expect(with.prefix(10).allSatisfy { $0.outcome == .inconclusive && $0.reason.hasPrefix("warming up: windows that begin in the first 10s") })
+        #expect(with[9].values["warmup.elapsed"] == 10)
+        #expect(!with.contains { $0.outcome == .fail }, "\(with.map(\.reason))")
+        #expect(with.last?.outcome == .pass && with.last?.values["windows"] == 20, "judged on the 20 windows after the warm-up")
+        let regression = run(warmup: .seconds(10), slowerAfter: true)
+        #expect(regression.contains { $0.outcome == .fail }, "a candidate twice as slow after the warm-up is still caught")
+        #expect(run(warmup: .zero).contains { $0.outcome == .fail }, "warmup: 0s is none")
+    }
+
     /// Issue 15: what an analysis keeps must not grow with its windows. 2,000 windows of varied
     /// latencies leave pooled histograms no longer than the number of distinct buckets they saw.
     @Test("2,000 windows: a latency metric's state stays the size of its distinct buckets")

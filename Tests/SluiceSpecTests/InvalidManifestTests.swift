@@ -73,6 +73,41 @@ struct ExampleManifestTests {
         #expect(analysis.metrics[2].maxRatio == 1.25)
         #expect(analysis.metrics[2].source == .builtin(.latencyP50))
         #expect(analysis.metrics[2].minSamples == MetricSpec.defaultMinSamples)
+        // Latency metrics leave their first 10 s out unless told otherwise; rates have no warm-up.
+        #expect(analysis.metrics[2].warmup == MetricSpec.defaultWarmup && analysis.metrics[3].warmup == .seconds(10))
+        #expect(analysis.metrics[0].warmup == nil && analysis.metrics[1].warmup == nil)
+    }
+
+    @Test("warmup: a duration up to 1h on a latency metric, 0s for none")
+    func warmup() {
+        func read(_ warmup: String) -> SpecCatalog {
+            let yaml = """
+                apiVersion: sluice/v1
+                kind: ModelDeployment
+                metadata: {name: scorer}
+                spec:
+                  route: {pathPrefix: /v2/models/scorer}
+                  version: v2
+                  versions:
+                    - {name: v1, endpoints: ["http://127.0.0.1:9001"]}
+                    - {name: v2, endpoints: ["http://127.0.0.1:9002"]}
+                  strategy:
+                    canary:
+                      steps: [{setWeight: 10}]
+                      analysis:
+                        metrics:
+                          - {name: p99, builtin: ttfbP99, compareTo: stable, warmup: \(warmup)}
+                """
+            return SpecCatalog(manifests: [SourceFile(path: "scorer.yaml", text: yaml)])
+        }
+        func warmupOf(_ catalog: SpecCatalog) -> Duration?? {
+            guard case .canary(let canary)? = catalog.deployments["scorer"]?.strategy else { return nil }
+            return canary.analysis?.metrics.first?.warmup
+        }
+        #expect(warmupOf(read("45s")) == .some(.seconds(45)))
+        #expect(warmupOf(read("0s")) == .some(.zero))
+        #expect(read("2h").diagnostics.map(\.message) == ["warmup is at most 1h"])
+        #expect(read("soon").diagnostics.first?.message.contains("invalid duration") == true)
     }
 
     @Test("a template reference resolves to the preset from strategies/")
