@@ -97,21 +97,22 @@ final class ShadowCapture {
     }
 
     func body(_ role: Role, _ bytes: ByteBuffer) {
-        var side = sides[role.rawValue]
-        guard !side.over, !side.done else { return }
-        if (side.body?.readableBytes ?? 0) + bytes.readableBytes > limit {
-            side.over = true
-            side.body = nil
-        } else if side.body == nil {
+        // In place: a copy of the side would share the body's storage, and every append would then
+        // copy the body so far.
+        let index = role.rawValue
+        guard !sides[index].over, !sides[index].done else { return }
+        if (sides[index].body?.readableBytes ?? 0) + bytes.readableBytes > limit {
+            sides[index].over = true
+            sides[index].body = nil
+        } else if sides[index].body == nil {
             // A copy: the received buffer is shared with the bytes going out to the client.
             var copy = ByteBuffer()
             copy.reserveCapacity(bytes.readableBytes)
             copy.writeImmutableBuffer(bytes)
-            side.body = copy
+            sides[index].body = copy
         } else {
-            side.body!.writeImmutableBuffer(bytes)
+            sides[index].body!.writeImmutableBuffer(bytes)
         }
-        sides[role.rawValue] = side
     }
 
     /// `role` finished: `answered` false when it failed (its status is dropped); `abandoned` when the
