@@ -313,11 +313,17 @@ public enum Judge {
                 values["alpha"] = level
                 values["candidate.lower"] = candidateBounds.lower
                 values["stable.upper"] = stableBounds.upper
-                let slower = candidateBounds.lower > margin * stableBounds.upper
-                let relation = slower ? "above" : "not above"
-                let shown = "candidate \(kind.rawValue) \(show(kind, c)) is \(Format.number(ratio))× stable's \(show(kind, s)) over \(nc) and \(ns) responses; "
+                let above = candidateBounds.lower > margin * stableBounds.upper
+                let minDifference = metric.minDifference?.seconds ?? 0
+                let slower = above && candidateBounds.lower - stableBounds.upper >= minDifference
+                if let floor = metric.minDifference { values["minDifference"] = floor.seconds }
+                let relation = above ? "above" : "not above"
+                var shown = "candidate \(kind.rawValue) \(show(kind, c)) is \(Format.number(ratio))× stable's \(show(kind, s)) over \(nc) and \(ns) responses; "
                     + "at confidence \(Format.number(1 - level)) (look \(state.latencyLooks)) the candidate's is at least \(show(kind, candidateBounds.lower)), "
                     + "\(relation) \(Format.number(margin))× stable's bound of \(show(kind, stableBounds.upper))"
+                if above && !slower {
+                    shown += ", but by less than minDifference \(metric.minDifference!.specDescription)"
+                }
                 results.append(MetricResult(metric: metric.name, outcome: slower ? .fail : .pass, value: c, reason: shown, values: values))
             }
         }

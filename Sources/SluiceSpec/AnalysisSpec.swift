@@ -47,6 +47,11 @@ public struct MetricSpec: Sendable, Hashable, Codable {
     /// a process that was just started), which says nothing about the latency it will serve. `nil` is
     /// none; a manifest that leaves it out gets `defaultWarmup` on latency metrics.
     public var warmup: Duration?
+    /// Latency metrics with `compareTo: stable`: the candidate fails only when it is also this much
+    /// slower than stable's bound. Below a millisecond a difference is the box's scheduling, not the
+    /// model: a version with 10% of the requests wakes up for each one. `nil` is none; a manifest that
+    /// leaves it out gets `defaultMinDifference`.
+    public var minDifference: Duration?
 
     public static let defaultAlpha = 0.01
     public static let defaultConsecutiveErrorLimit = 4
@@ -54,6 +59,7 @@ public struct MetricSpec: Sendable, Hashable, Codable {
     /// Two windows at the default interval.
     public static let defaultWarmup: Duration = .seconds(10)
     public static let maxWarmup: Duration = .seconds(3600)
+    public static let defaultMinDifference: Duration = .milliseconds(1)
 
     public init(
         name: String,
@@ -67,7 +73,8 @@ public struct MetricSpec: Sendable, Hashable, Codable {
         inconclusiveLimit: Int = 0,
         consecutiveErrorLimit: Int = MetricSpec.defaultConsecutiveErrorLimit,
         minSamples: Int = MetricSpec.defaultMinSamples,
-        warmup: Duration? = nil
+        warmup: Duration? = nil,
+        minDifference: Duration? = nil
     ) {
         self.name = name
         self.source = source
@@ -81,6 +88,7 @@ public struct MetricSpec: Sendable, Hashable, Codable {
         self.consecutiveErrorLimit = consecutiveErrorLimit
         self.minSamples = minSamples
         self.warmup = warmup
+        self.minDifference = minDifference
     }
 }
 

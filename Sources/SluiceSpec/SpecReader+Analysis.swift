@@ -36,7 +36,7 @@ extension SpecReader {
         let keys = ["name"] + sources + [
             "successCondition", "failureCondition", "compareTo", "maxRatio", "alpha",
             "failureLimit", "inconclusiveLimit", "consecutiveErrorLimit", "minSamples",
-            "compare", "ignore", "statistic", "capture", "warmup",
+            "compare", "ignore", "statistic", "capture", "warmup", "minDifference",
         ]
         guard let f = fields(value, keys: keys) else { return nil }
         let before = diagnostics.count
@@ -86,6 +86,17 @@ extension SpecReader {
             return warmup
         }
         let isLatency = if case .builtin(let builtin)? = source { builtin.isLatency } else { false }
+        let minDifference: Duration? = f.optional("minDifference") { value in
+            guard let difference = duration(value) else { return nil }
+            guard difference <= MetricSpec.maxWarmup else {
+                error("minDifference is at most 1h", at: value)
+                return nil
+            }
+            return difference
+        }
+        if let differenceValue = f.value("minDifference"), source != nil, !(isLatency && compare) {
+            error("minDifference applies to latency metrics with compareTo: stable (latencyP50, latencyP90, latencyP99, ttfbP99)", at: differenceValue)
+        }
         if source != nil, !isLatency, let warmupValue = f.value("warmup") {
             error("warmup applies to latency metrics only (latencyP50, latencyP90, latencyP99, ttfbP99): they pool their windows, and a new version's first requests pay for its cold start", at: warmupValue)
         }
@@ -107,7 +118,8 @@ extension SpecReader {
             name: name, source: source, successCondition: success, failureCondition: failure,
             compareToStable: compare, maxRatio: maxRatio, alpha: alpha, failureLimit: failureLimit,
             inconclusiveLimit: inconclusiveLimit, consecutiveErrorLimit: errorLimit, minSamples: minSamples,
-            warmup: isLatency ? (warmup ?? MetricSpec.defaultWarmup) : nil
+            warmup: isLatency ? (warmup ?? MetricSpec.defaultWarmup) : nil,
+            minDifference: isLatency && compare ? (minDifference ?? MetricSpec.defaultMinDifference) : nil
         )
     }
 

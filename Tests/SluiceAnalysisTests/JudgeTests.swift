@@ -235,6 +235,26 @@ struct JudgeTests {
         #expect(run(warmup: .zero).contains { $0.outcome == .fail }, "warmup: 0s is none")
     }
 
+    /// bench/false-rollbacks.sh on 2026-11-30: 3 of 10 identical fraud-scorer v2s rolled back by the
+    /// median, 0.37 ms against stable's 0.27 ms (1.34×). A version with 10% of the requests pays a
+    /// wake-up for each; as the proxy got faster that tenth of a millisecond became a third of the median.
+    @Test("a sub-millisecond difference clear to the bounds fails without minDifference and passes with 1 ms; 20 → 40 ms still fails")
+    func latencyMinDifference() {
+        func judge(stable: Double, candidate: Double, minDifference: Duration?) -> MetricResult {
+            let metric = MetricSpec(name: "median", source: .builtin(.latencyP50), compareToStable: true, maxRatio: 1.25, minDifference: minDifference)
+            var state = MetricState()
+            return Judge.judge(metric, .builtin(stable: Self.spread(5400, from: stable), candidate: Self.spread(600, from: candidate)), state: &state)
+        }
+        #expect(judge(stable: 0.00027, candidate: 0.00037, minDifference: nil).outcome == .fail)
+        let floored = judge(stable: 0.00027, candidate: 0.00037, minDifference: .milliseconds(1))
+        #expect(floored.outcome == .pass, "\(floored.reason)")
+        #expect(floored.reason.hasSuffix("above 1.25× stable's bound of 0.338ms, but by less than minDifference 1ms"), "\(floored.reason)")
+        #expect(floored.values["minDifference"] == 0.001)
+        let slow = judge(stable: 0.020, candidate: 0.040, minDifference: .milliseconds(1))
+        #expect(slow.outcome == .fail, "\(slow.reason)")
+        #expect(judge(stable: 0.00027, candidate: 0.0015, minDifference: .milliseconds(1)).outcome == .fail, "over a millisecond slower fails")
+    }
+
     /// Issue 15: what an analysis keeps must not grow with its windows. 2,000 windows of varied
     /// latencies leave pooled histograms no longer than the number of distinct buckets they saw.
     @Test("2,000 windows: a latency metric's state stays the size of its distinct buckets")

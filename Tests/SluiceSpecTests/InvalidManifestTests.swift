@@ -76,6 +76,8 @@ struct ExampleManifestTests {
         // Latency metrics leave their first 10 s out unless told otherwise; rates have no warm-up.
         #expect(analysis.metrics[2].warmup == MetricSpec.defaultWarmup && analysis.metrics[3].warmup == .seconds(10))
         #expect(analysis.metrics[0].warmup == nil && analysis.metrics[1].warmup == nil)
+        #expect(analysis.metrics[2].minDifference == .milliseconds(1) && analysis.metrics[3].minDifference == MetricSpec.defaultMinDifference)
+        #expect(analysis.metrics[1].minDifference == nil, "not a latency")
     }
 
     @Test("warmup: a duration up to 1h on a latency metric, 0s for none")
