@@ -58,7 +58,8 @@ public struct MetricSpec: Sendable, Hashable, Codable {
     public static let defaultMinSamples = 50
     /// Two windows at the default interval.
     public static let defaultWarmup: Duration = .seconds(10)
-    public static let maxWarmup: Duration = .seconds(3600)
+    /// The longest `warmup` or `minDifference`.
+    public static let maxLatencyDuration: Duration = .seconds(3600)
     public static let defaultMinDifference: Duration = .milliseconds(1)
 
     public init(

@@ -77,23 +77,10 @@ extension SpecReader {
         let inconclusiveLimit = f.optional("inconclusiveLimit") { int($0, in: 0...1000) } ?? 0
         let errorLimit = f.optional("consecutiveErrorLimit") { int($0, in: 0...1000) } ?? MetricSpec.defaultConsecutiveErrorLimit
         let minSamples = f.optional("minSamples") { int($0, in: 1...10_000_000) } ?? MetricSpec.defaultMinSamples
-        let warmup: Duration? = f.optional("warmup") { value in
-            guard let warmup = duration(value) else { return nil }
-            guard warmup <= MetricSpec.maxWarmup else {
-                error("warmup is at most 1h", at: value)
-                return nil
-            }
-            return warmup
-        }
+        // Latency only: durations up to an hour.
+        let warmup = f.optional("warmup") { atMostAnHour($0, "warmup") }
+        let minDifference = f.optional("minDifference") { atMostAnHour($0, "minDifference") }
         let isLatency = if case .builtin(let builtin)? = source { builtin.isLatency } else { false }
-        let minDifference: Duration? = f.optional("minDifference") { value in
-            guard let difference = duration(value) else { return nil }
-            guard difference <= MetricSpec.maxWarmup else {
-                error("minDifference is at most 1h", at: value)
-                return nil
-            }
-            return difference
-        }
         if let differenceValue = f.value("minDifference"), source != nil, !(isLatency && compare) {
             error("minDifference applies to latency metrics with compareTo: stable (latencyP50, latencyP90, latencyP99, ttfbP99)", at: differenceValue)
         }
@@ -121,6 +108,15 @@ extension SpecReader {
             warmup: isLatency ? (warmup ?? MetricSpec.defaultWarmup) : nil,
             minDifference: isLatency && compare ? (minDifference ?? MetricSpec.defaultMinDifference) : nil
         )
+    }
+
+    private func atMostAnHour(_ value: SpecValue, _ key: String) -> Duration? {
+        guard let duration = duration(value) else { return nil }
+        guard duration <= MetricSpec.maxLatencyDuration else {
+            error("\(key) is at most 1h", at: value)
+            return nil
+        }
+        return duration
     }
 
     /// A metric must say how it is judged, in units that fit what it measures.
