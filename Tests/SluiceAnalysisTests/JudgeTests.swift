@@ -205,10 +205,9 @@ struct JudgeTests {
         }
     }
 
-    /// A CI run rolled back the README's healthy v2 on `latencyP99` (67.6 ms against 9.28 ms, equal
-    /// medians): two model-server processes started just before the rollout, on a saturated box, paid
-    /// for their cold start in their first responses, and at 10% of the traffic those were more than
-    /// 1% of the thousand a p99 pools. The warm-up leaves those windows out, for both versions.
+    /// A new version's first responses pay for its cold start, and at 10% of the traffic a few seconds
+    /// of them are more than 1% of the thousand a p99 pools. The warm-up leaves those windows out, for
+    /// both versions.
     @Test("a cold start in the candidate's first seconds fails a p99 without a warm-up, and not with one; a regression after it still fails")
     func latencyWarmup() {
         func run(warmup: Duration?, slowerAfter: Bool = false) -> [MetricResult] {
