@@ -265,15 +265,15 @@ public enum Judge {
     /// (`successCondition: "< 250ms"`) judge the pooled quantile.
     static func latency(_ metric: MetricSpec, _ kind: BuiltinMetric, q: Double, stable: VersionSample, candidate: VersionSample,
                         state: inout MetricState) -> MetricResult {
-        if let warmup = metric.warmup?.seconds, state.warmupSeconds < warmup {
+        if let warmup = metric.warmup, state.warmupSeconds < warmup.seconds {
             // Left out whole: a window that begins within the warm-up, for both versions alike, so the
             // two pools still cover the same time.
             state.warmupSeconds += max(candidate.seconds, stable.seconds)
             return MetricResult(metric: metric.name, outcome: .inconclusive,
-                                reason: "warming up: windows that begin in the first \(metric.warmup!.specDescription) of the analysis are not judged, "
+                                reason: "warming up: windows that begin in the first \(warmup.specDescription) of the analysis are not judged, "
                                     + "as a new version's first requests pay for its cold start (\(Format.number(state.warmupSeconds))s so far)",
                                 values: ["candidate.requests": Double(candidate.responses), "stable.requests": Double(stable.responses),
-                                         "warmup": warmup, "warmup.elapsed": state.warmupSeconds])
+                                         "warmup": warmup.seconds, "warmup.elapsed": state.warmupSeconds])
         }
         state.pooledCandidate = state.pooledCandidate.merged(with: candidate.bins(for: kind))
         state.pooledStable = state.pooledStable.merged(with: stable.bins(for: kind))
@@ -314,15 +314,14 @@ public enum Judge {
                 values["candidate.lower"] = candidateBounds.lower
                 values["stable.upper"] = stableBounds.upper
                 let above = candidateBounds.lower > margin * stableBounds.upper
-                let minDifference = metric.minDifference?.seconds ?? 0
-                let slower = above && candidateBounds.lower - stableBounds.upper >= minDifference
+                let slower = above && candidateBounds.lower - stableBounds.upper >= (metric.minDifference?.seconds ?? 0)
                 if let floor = metric.minDifference { values["minDifference"] = floor.seconds }
                 let relation = above ? "above" : "not above"
                 var shown = "candidate \(kind.rawValue) \(show(kind, c)) is \(Format.number(ratio))× stable's \(show(kind, s)) over \(nc) and \(ns) responses; "
                     + "at confidence \(Format.number(1 - level)) (look \(state.latencyLooks)) the candidate's is at least \(show(kind, candidateBounds.lower)), "
                     + "\(relation) \(Format.number(margin))× stable's bound of \(show(kind, stableBounds.upper))"
-                if above && !slower {
-                    shown += ", but by less than minDifference \(metric.minDifference!.specDescription)"
+                if above && !slower, let floor = metric.minDifference {
+                    shown += ", but by less than minDifference \(floor.specDescription)"
                 }
                 results.append(MetricResult(metric: metric.name, outcome: slower ? .fail : .pass, value: c, reason: shown, values: values))
             }
