@@ -51,11 +51,14 @@ let package = Package(
             name: "SluiceAnalysis",
             dependencies: ["SluiceSpec", "SluiceRollout"]
         ),
+        // The one system call Glibc does not wrap: an event loop thread's scheduler time slice.
+        .target(name: "CSluiceSched"),
         // Shell: the data plane. Plain SwiftNIO on the event loop; no Task or lock per request.
         .target(
             name: "SluiceProxy",
             dependencies: [
                 "SluiceSpec",
+                "CSluiceSched",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,3 +1,4 @@
+import CSluiceSched
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -37,6 +38,16 @@ public final class ProxyServer: Sendable {
         } else {
             self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoops))
             ownsGroup = true
+            if let slice = configuration.eventLoopSlice {
+                for eventLoop in self.group.makeIterator() {
+                    eventLoop.execute { [logger] in
+                        let error = sluice_sched_set_slice(UInt64(max(0, slice.nanoseconds)))
+                        if error != 0 {
+                            logger.debug("the event loop keeps the kernel's time slice", metadata: ["errno": "\(error)"])
+                        }
+                    }
+                }
+            }
         }
         // Bounded: trips are rare, and a consumer that fell behind only needs the newest.
         (tripwireEvents, trips) = AsyncStream.makeStream(of: TripwireEvent.self, bufferingPolicy: .bufferingNewest(256))

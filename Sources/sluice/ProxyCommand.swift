@@ -47,8 +47,7 @@ struct ProxyCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Address for GET /metrics (Prometheus) and /healthz; loopback only by default. Off when not given. Required with --etcd: the fleet's leader fetches this replica's counts there (GET /fleet/counts), so give an address it can reach.", valueName: "host:port"))
     var metricsListen: String?
 
-    @Option(name: .long, help: "Event loops (threads) serving traffic. Default: one per core.")
-    var eventLoops: Int = System.coreCount
+    @OptionGroup var eventLoops: EventLoopOptions
 
     @Option(name: .long, help: ArgumentHelp("Seconds to let in-flight requests finish on shutdown.", valueName: "seconds"))
     var gracePeriod: Int = 10
@@ -58,7 +57,6 @@ struct ProxyCommand: AsyncParsableCommand {
         if let metricsListen, ListenAddress(metricsListen) == nil {
             throw ValidationError("--metrics-listen needs HOST:PORT, got '\(metricsListen)'")
         }
-        guard eventLoops >= 1 else { throw ValidationError("--event-loops must be at least 1") }
         guard (2...600).contains(leaseTtl) else { throw ValidationError("--lease-ttl must be from 2 to 600 seconds") }
         switch (routes, etcd) {
         case (nil, nil), (.some, .some): throw ValidationError("give --routes FILE or --etcd URLS (one of them)")
@@ -81,7 +79,7 @@ struct ProxyCommand: AsyncParsableCommand {
         var configuration = ProxyConfiguration()
         configuration.host = address.host
         configuration.port = address.port
-        configuration.eventLoops = eventLoops
+        eventLoops.apply(to: &configuration)
         configuration.tls = try tls.load()
         var logger = Logger(label: "sluice.proxy")
         logger.logLevel = .info

@@ -56,8 +56,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Most shadow pairs compared a second, drawn uniformly from the compared mirrors; the rest are still mirrored and counted in the shadow's metrics, but their answers are not kept.", valueName: "n"))
     var shadowPairsPerSecond: Int = ShadowLedger.defaultPairsPerSecond
 
-    @Option(name: .long, help: "Event loops (threads) serving traffic. Default: one per core.")
-    var eventLoops: Int = System.coreCount
+    @OptionGroup var eventLoops: EventLoopOptions
 
     @Option(name: .long, help: ArgumentHelp("etcd client URLs, comma-separated: run as a member of a fleet. Statuses and the routing table live in etcd (not in --state); one member leads and reconciles, every member serves traffic by the routing table in etcd, and a standby takes over when the leader goes (docs/operations.md).", valueName: "urls"))
     var etcd: String?
@@ -90,7 +89,6 @@ struct RunCommand: AsyncParsableCommand {
             throw ValidationError(admin.hasPrefix("https://") ? "--admin: the admin API serves plain HTTP; give HOST:PORT or http://HOST:PORT"
                                                              : "--admin needs HOST:PORT or http://HOST:PORT, got '\(admin)'")
         }
-        guard eventLoops >= 1 else { throw ValidationError("--event-loops must be at least 1") }
         guard (1...100_000_000).contains(exposureCapacity) else { throw ValidationError("--exposure-capacity must be from 1 to 100000000") }
         guard (1...1_000_000).contains(shadowPairsPerSecond) else { throw ValidationError("--shadow-pairs-per-second must be from 1 to 1000000") }
         guard (2...60).contains(leaseTtl) else { throw ValidationError("--lease-ttl must be from 2 to 60 seconds") }
@@ -115,7 +113,7 @@ struct RunCommand: AsyncParsableCommand {
         var configuration = ProxyConfiguration()
         configuration.host = address.host
         configuration.port = address.port
-        configuration.eventLoops = eventLoops
+        eventLoops.apply(to: &configuration)
         configuration.exposureCapacity = exposureCapacity
         configuration.tls = try tls.load()
         let proxy = ProxyServer(configuration: configuration, logger: logger)

@@ -83,5 +83,8 @@ struct ProxyCommandTests {
         let notJSON = try await SluiceBinary.run(["proxy", "--routes", "Package.swift", "--listen", "127.0.0.1:0"])
         #expect(notJSON.status != 0)
         #expect(notJSON.stderr.contains("not a valid routing table"))
+        let shortSlice = try await SluiceBinary.run(["proxy", "--routes", "Package.swift", "--event-loop-slice", "50"])
+        #expect(shortSlice.status == 2)
+        #expect(shortSlice.stderr.contains("--event-loop-slice must be 0"))
     }
 }
