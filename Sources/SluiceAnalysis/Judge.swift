@@ -314,13 +314,14 @@ public enum Judge {
                 values["candidate.lower"] = candidateBounds.lower
                 values["stable.upper"] = stableBounds.upper
                 let above = candidateBounds.lower > margin * stableBounds.upper
-                let slower = above && candidateBounds.lower - stableBounds.upper >= (metric.minDifference?.seconds ?? 0)
-                if let floor = metric.minDifference { values["minDifference"] = floor.seconds }
+                let floor = metric.minDifference
+                let slower = above && candidateBounds.lower - stableBounds.upper >= (floor?.seconds ?? 0)
+                if let floor { values["minDifference"] = floor.seconds }
                 let relation = above ? "above" : "not above"
                 var shown = "candidate \(kind.rawValue) \(show(kind, c)) is \(Format.number(ratio))× stable's \(show(kind, s)) over \(nc) and \(ns) responses; "
                     + "at confidence \(Format.number(1 - level)) (look \(state.latencyLooks)) the candidate's is at least \(show(kind, candidateBounds.lower)), "
                     + "\(relation) \(Format.number(margin))× stable's bound of \(show(kind, stableBounds.upper))"
-                if above && !slower, let floor = metric.minDifference {
+                if above && !slower, let floor {
                     shown += ", but by less than minDifference \(floor.specDescription)"
                 }
                 results.append(MetricResult(metric: metric.name, outcome: slower ? .fail : .pass, value: c, reason: shown, values: values))
