@@ -58,8 +58,11 @@ public final class TestClient: Sendable {
         }.get()
     }
 
-    /// Sends one request and waits for its whole response. `bodyChunks` are sent as a chunked body.
-    public func request(_ method: HTTPMethod = .GET, _ uri: String, headers: [(String, String)] = [], body: String? = nil, keepBody: Bool = true) async throws -> Response {
+    /// Sends one request and waits for its whole response, at most `timeout`: past it the request
+    /// fails with `TestClientTimeout` and the connection is closed, so a response that never comes
+    /// fails the test that waited for it instead of hanging the whole run.
+    public func request(_ method: HTTPMethod = .GET, _ uri: String, headers: [(String, String)] = [], body: String? = nil, keepBody: Bool = true,
+                        timeout: TimeAmount = .seconds(120)) async throws -> Response {
         var requestHeaders = HTTPHeaders(headers)
         if !requestHeaders.contains(name: "host") { requestHeaders.add(name: "host", value: "localhost") }
         if let body { requestHeaders.add(name: "content-length", value: String(body.utf8.count)) }
@@ -79,6 +82,10 @@ public final class TestClient: Sendable {
                 promise.fail(error)
                 return promise.futureResult
             }
+            let deadline = channel.eventLoop.scheduleTask(in: timeout) {
+                channel.pipeline.fireErrorCaught(TestClientTimeout(request: "\(method) \(uri)", timeout: timeout))
+            }
+            promise.futureResult.whenComplete { _ in deadline.cancel() }
             channel.write(HTTPClientRequestPart.head(head), promise: nil)
             if let body { channel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(string: body))), promise: nil) }
             channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
@@ -158,6 +165,13 @@ public final class TestClient: Sendable {
             context.close(promise: nil)
         }
     }
+}
+
+/// A request that had no whole response within its time limit.
+public struct TestClientTimeout: Error, CustomStringConvertible {
+    public var request: String
+    public var timeout: TimeAmount
+    public var description: String { "no whole response to \(request) within \(timeout.nanoseconds / 1_000_000_000) s" }
 }
 
 /// A raw TCP connection: sends bytes as written and collects whatever comes back until the peer closes.
