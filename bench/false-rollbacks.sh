@@ -47,7 +47,7 @@ swift build -c release --product sluice > /tmp/sluice-bench-build.log 2>&1 || { 
 SLUICE="$(swift build -c release --show-bin-path)/sluice"
 
 "$PYTHON" - "$SLUICE" "$RUNS" "$RATE" "$REGRESSION_RUNS" "$ONLY" "$PARALLEL" <<'PY'
-import copy, datetime, glob, http.server, json, os, signal, socket, statistics, subprocess, sys, tempfile, threading, time
+import copy, datetime, glob, http.server, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, threading, time
 import urllib.request
 import yaml
 
@@ -89,6 +89,7 @@ class World:
         for p in self.procs:
             try: p.wait(timeout=10)
             except subprocess.TimeoutExpired: p.kill(); p.wait()
+        shutil.rmtree(self.work, ignore_errors=True)
 
 def model_name(prefix):
     return prefix.rstrip("/").split("/")[-1]

@@ -199,7 +199,8 @@ final class LoopState: @unchecked Sendable {
     /// For a copy to a route that compares outputs: the capture that pairs the answers, when this copy
     /// is drawn for comparison, and every `shadowNoiseEvery`-th of those an endpoint of the serving
     /// version other than `stable`'s, for the noise floor's copy. Nothing when the route only mirrors.
-    func shadowCapture(_ route: LoopRoute, chosen: Int, stable: Endpoint, requestID: String, stableVersion: String)
+    /// `requestID` is formatted only for a copy drawn (two allocations saved on every other one).
+    func shadowCapture(_ route: LoopRoute, chosen: Int, stable: Endpoint, requestID: @autoclosure () -> String, stableVersion: String)
         -> (capture: ShadowCapture, noise: EndpointPool?)? {
         guard let mirror = route.rule.mirror, mirror.compare, shadows.admits(using: &rng) else { return nil }
         shadows.noiseCounter += 1
@@ -207,7 +208,7 @@ final class LoopState: @unchecked Sendable {
         if shadows.noiseCounter % configuration.shadowNoiseEvery == 0, mirrorsInFlight + 1 < configuration.maxMirrorsInFlight {
             noise = pickEndpoint(route: route.index, backend: chosen, excluding: stable)
         }
-        let capture = ShadowCapture(log: shadows, limit: configuration.shadowBodyLimit, route: route.rule.name, requestID: requestID,
+        let capture = ShadowCapture(log: shadows, limit: configuration.shadowBodyLimit, route: route.rule.name, requestID: requestID(),
                                     stableVersion: stableVersion, shadowVersion: mirror.version, withNoise: noise != nil)
         return (capture, noise)
     }

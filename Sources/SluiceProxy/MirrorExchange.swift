@@ -16,7 +16,8 @@ final class MirrorExchange: UpstreamDelegate {
     private let capture: ShadowCapture?
     private let role: ShadowCapture.Role
     private let pool: EndpointPool
-    private let start = NIODeadline.now()
+    /// When the client's request arrived: the copy's latency counts from there.
+    private let start: NIODeadline
     private var upstream: UpstreamConnection?
     private var pending: [ByteBuffer] = []
     private var pendingBytes = 0
@@ -30,10 +31,12 @@ final class MirrorExchange: UpstreamDelegate {
     /// the cycle; the connect timeout and then the upstream's response timeout guarantee that it runs.
     private var keepAlive: MirrorExchange?
 
-    /// `head`: the request head as forwarded; `isHead`: the request is a HEAD.
+    /// `head`: the request head as forwarded; `isHead`: the request is a HEAD; `now`: the clock
+    /// reading the client's request was served at (one reading fewer per copy).
     init(loop: LoopState, stats: LoopVersionStats?, pool: EndpointPool, head: ByteBuffer, isHead: Bool,
-         capture: ShadowCapture? = nil, role: ShadowCapture.Role = .shadow) {
+         capture: ShadowCapture? = nil, role: ShadowCapture.Role = .shadow, now: NIODeadline = .now()) {
         self.loop = loop
+        self.start = now
         self.stats = stats
         self.pool = pool
         self.capture = capture
@@ -45,7 +48,7 @@ final class MirrorExchange: UpstreamDelegate {
         if let connection = pool.takeIdle() {
             // The common case, as for the client's own request: a pooled connection, written to at
             // once and flushed after the client's request (`flush`, `requestComplete`).
-            attach(connection, isHead: isHead, first: head, flush: false)
+            attach(connection, isHead: isHead, first: head, flush: false, now: now)
             return
         }
         pending.append(head)
@@ -56,7 +59,7 @@ final class MirrorExchange: UpstreamDelegate {
                     pool.release(connection)
                     return
                 }
-                attach(connection, isHead: isHead, first: nil, flush: true)
+                attach(connection, isHead: isHead, first: nil, flush: true, now: .now())
             case .failure:
                 finish(error: .connect)
             }
@@ -64,9 +67,9 @@ final class MirrorExchange: UpstreamDelegate {
     }
 
     /// Starts the copy's exchange on `connection`: `first` (the head), then whatever waited.
-    private func attach(_ connection: UpstreamConnection, isHead: Bool, first: ByteBuffer?, flush: Bool) {
+    private func attach(_ connection: UpstreamConnection, isHead: Bool, first: ByteBuffer?, flush: Bool, now: NIODeadline) {
         upstream = connection
-        connection.handler.beginExchange(self, head: isHead)
+        connection.handler.beginExchange(self, head: isHead, now: now)
         if let first { connection.handler.write(first) }
         for bytes in pending { connection.handler.write(bytes) }
         pending.removeAll()
@@ -144,16 +147,17 @@ final class MirrorExchange: UpstreamDelegate {
         done = true
         defer { keepAlive = nil }
         loop.mirrorsInFlight -= 1
+        let now = NIODeadline.now()
         if let upstream {
             upstream.handler.delegate = nil
             if error == nil && !abandoned && requestEnded {
-                pool.release(upstream)
+                pool.release(upstream, now: now)
             } else {
                 upstream.channel.close(promise: nil)
             }
             self.upstream = nil
         }
-        let micros = start.microsecondsUntilNow
+        let micros = UInt64(max(1, (now - start).nanoseconds / 1000))
         capture?.finish(role, answered: error == nil && !abandoned, latencyMicros: micros, abandoned: abandoned)
         guard let stats else { return }
         if abandoned {

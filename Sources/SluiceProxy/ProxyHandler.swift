@@ -267,9 +267,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         guard let (_, stats, pool) = loop.mirrorTarget(route, chosen: chosen) else { return }
         let shadow = loop.shadowCapture(route, chosen: chosen, stable: exchange.pool.endpoint, requestID: exchange.requestID.text, stableVersion: exchange.version)
         exchange.capture = shadow?.capture
-        exchange.mirror = MirrorExchange(loop: loop, stats: stats, pool: pool, head: head, isHead: isHead, capture: exchange.capture, role: .shadow)
+        exchange.mirror = MirrorExchange(loop: loop, stats: stats, pool: pool, head: head, isHead: isHead, capture: exchange.capture, role: .shadow,
+                                         now: exchange.start)
         if let noisePool = shadow?.noise {
-            exchange.noise = MirrorExchange(loop: loop, stats: nil, pool: noisePool, head: head, isHead: isHead, capture: exchange.capture, role: .noise)
+            exchange.noise = MirrorExchange(loop: loop, stats: nil, pool: noisePool, head: head, isHead: isHead, capture: exchange.capture, role: .noise,
+                                            now: exchange.start)
         }
     }
 

@@ -18,6 +18,8 @@ struct GRPCEndToEndTests {
         let log = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-grpc-\(name)-\(UUID().uuidString).log").path
         let process = try ChildProcess(InferenceClientTests.python.path, [SluiceBinary.repositoryRoot.appendingPathComponent(script).path, "server", name]
                                        + (failing ? ["--fail"] : []), log: log)
+        // Read for the port (or the failure) only: gone once this returns, so no run leaves logs in /tmp.
+        defer { try? FileManager.default.removeItem(atPath: log) }
         var port: Int?
         _ = try await eventually(timeout: .seconds(60)) {
             port = process.output.split(separator: "\n").first { $0.hasPrefix("listening on ") }.flatMap { Int($0.dropFirst("listening on ".count)) }
