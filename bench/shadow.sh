@@ -13,7 +13,9 @@
 #     CONNS connections). A third target mirrors 100% without comparing, to show what comparison adds.
 #   - The client's p99 within +10%, at the same offered load below saturation: `sluice load` (open
 #     loop) at P99_RATE req/s for P99_DUR. At saturation a closed-loop p99 only restates the throughput.
-#     The targets take turns in an order that turns every round (ROUNDS for throughput, P99_ROUNDS for
+#     The targets take turns in an order that changes every round, each target following every other
+#     equally often (a rotation kept the same one after each: the A/A route, always run just after
+#     comparison, read 0.88x the other unmirrored one in Sluice's own p99) (ROUNDS for throughput, P99_ROUNDS for
 #     the p99, which is noisier); medians of the per-round ratios, with their quartiles. The p99 rounds
 #     run against one more process that serves the same ways on four routes (off, mirror, compare and
 #     a second route without mirroring), since two identical processes' p99s differ by 10-15%: the
@@ -26,11 +28,11 @@
 #   - Peak RSS of the comparing process under load with 60 KiB JSON answers (near the 64 KiB cap):
 #     <= 128 MB, with the pairs compared and dropped.
 #
-#   bench/shadow.sh       # env: RUNS (1000), ROUNDS (9), DUR (10s), CONNS (64), P99_RATE (2000), P99_ROUNDS (24),
+#   bench/shadow.sh       # env: RUNS (1000), ROUNDS (6: every order of three once), DUR (10s), CONNS (64), P99_RATE (2000), P99_ROUNDS (24),
 #                         #      P99_DUR (5s), BIG_DUR (30s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=${RUNS:-1000}; ROUNDS=${ROUNDS:-9}; DUR=${DUR:-10s}; CONNS=${CONNS:-64}; BIG_DUR=${BIG_DUR:-30s}; P99_RATE=${P99_RATE:-2000}
+RUNS=${RUNS:-1000}; ROUNDS=${ROUNDS:-6}; DUR=${DUR:-10s}; CONNS=${CONNS:-64}; BIG_DUR=${BIG_DUR:-30s}; P99_RATE=${P99_RATE:-2000}
 P99_ROUNDS=${P99_ROUNDS:-24}; P99_DUR=${P99_DUR:-5s}
 
 need=()
@@ -44,7 +46,7 @@ swift build -c release --product sluice > /tmp/sluice-bench-build.log 2>&1 || { 
 SLUICE="$(swift build -c release --show-bin-path)/sluice"
 
 python3 - "$SLUICE" "$RUNS" "$ROUNDS" "$DUR" "$CONNS" "$BIG_DUR" "$P99_RATE" "$P99_ROUNDS" "$P99_DUR" <<'PY'
-import datetime, json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time, urllib.request
+import datetime, itertools, json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time, urllib.request
 sys.path.insert(0, "bench")
 from benchlib import append_results, free_port, wait_port
 
@@ -211,8 +213,8 @@ spec:
     print(f"==> {rounds} rounds of {dur} per target, {conns} connections; sluice on CPU 0, wrk and nginx on CPU 1", flush=True)
     names = ["off", "mirror", "compare"]
     for r in range(rounds):
-        # The order turns every round, so no target always runs first or last in a round.
-        order = names[r % 3:] + names[:r % 3]
+        # Every order of the three in turn: each runs first, last and after each other equally often.
+        order = list(itertools.permutations(names))[r % 6]
         for name in order:
             rps, p99, errors = wrk(targets[name]["proxy"], dur)
             results[name].append((rps, p99, errors))
@@ -223,7 +225,9 @@ spec:
         subprocess.run(["chrt", "--idle", "-a", "-p", "0", str(pid)], check=True, capture_output=True)
     print(f"==> {p99_rounds} rounds of {p99_dur}s per route of one process at {p99_rate} req/s (open loop); the shadow's nginx in SCHED_IDLE", flush=True)
     for r in range(p99_rounds):
-        for name in p99_names[r % 4:] + p99_names[:r % 4]:
+        # A Williams square: over four rounds each route runs once in each position and once just after
+        # each other route, so what one leaves behind (a comparison backlog, say) is spread evenly.
+        for name in [p99_names[i] for i in ((0, 1, 3, 2), (1, 2, 0, 3), (2, 3, 1, 0), (3, 0, 2, 1))[r % 4]]:
             p99, failed, served = load(name, p99_dur)
             latency[name].append((p99, failed, served))
             print(f"    round {r + 1} {name:8} at {p99_rate} req/s: p99={p99:.2f}ms (in sluice {served:.3f}ms) failed or not sent={failed}", flush=True)
