@@ -16,7 +16,7 @@
 #   bench/proxy.sh            # env: ROUNDS (default 5), DUR (default 5s), CONNS (default 64), SWAPS (default 1000)
 #
 # The machine is shared and noisy (±20% from one minute to the next), so the targets take turns:
-# ROUNDS rounds, each running every target for DUR. It prints every round, then each target's median,
+# ROUNDS rounds, each running every target for DUR in a new random order. It prints every round, then each target's median,
 # the ratios of the medians, and the median of the per-round ratios (each round's targets ran within
 # seconds of each other, so drift between rounds cancels out of those).
 #
@@ -153,8 +153,10 @@ pairs() { # OP A B: the per-round ratios A[i]/B[i]
 TARGETS=("direct 18081" "nginx 18090" "haproxy 18091" "sluice 18092" "sluice+ab 18094" "sluice2 18095" "relay 18093" "nginx-tls 18096" "sluice-tls 18097")
 echo "==> $ROUNDS rounds of $DUR per target, $CONNS connections, wrk on CPU 1, proxies on CPU 0"
 for round in $(seq "$ROUNDS"); do
-    echo "round $round"
-    for target in "${TARGETS[@]}"; do run $target; done
+    # A new random order each round: no target always runs just after the same other one.
+    mapfile -t order < <(printf '%s\n' "${TARGETS[@]}" | shuf)
+    echo "round $round: ${order[*]%% *}"
+    for target in "${order[@]}"; do run $target; done
 done
 echo
 echo "median of $ROUNDS rounds (CPU: the proxy process's user and system time per request, from /proc):"
