@@ -34,7 +34,7 @@ final class MirrorExchange: UpstreamDelegate {
     /// `head`: the request head as forwarded; `isHead`: the request is a HEAD; `now`: the clock
     /// reading the client's request was served at (one reading fewer per copy).
     init(loop: LoopState, stats: LoopVersionStats?, pool: EndpointPool, head: ByteBuffer, isHead: Bool,
-         capture: ShadowCapture? = nil, role: ShadowCapture.Role = .shadow, now: NIODeadline = .now()) {
+         capture: ShadowCapture? = nil, role: ShadowCapture.Role = .shadow, now: NIODeadline) {
         self.loop = loop
         self.start = now
         self.stats = stats
@@ -157,7 +157,7 @@ final class MirrorExchange: UpstreamDelegate {
             }
             self.upstream = nil
         }
-        let micros = UInt64(max(1, (now - start).nanoseconds / 1000))
+        let micros = start.microseconds(until: now)
         capture?.finish(role, answered: error == nil && !abandoned, latencyMicros: micros, abandoned: abandoned)
         guard let stats else { return }
         if abandoned {
@@ -172,7 +172,10 @@ final class MirrorExchange: UpstreamDelegate {
 
 extension NIODeadline {
     /// Whole microseconds from this instant to now, at least 1: how the proxy records a latency.
-    var microsecondsUntilNow: UInt64 {
-        UInt64(max(1, (NIODeadline.now() - self).nanoseconds / 1000))
+    var microsecondsUntilNow: UInt64 { microseconds(until: .now()) }
+
+    /// Whole microseconds from this instant to `later`, at least 1.
+    func microseconds(until later: NIODeadline) -> UInt64 {
+        UInt64(max(1, (later - self).nanoseconds / 1000))
     }
 }

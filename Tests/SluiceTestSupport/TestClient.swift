@@ -171,7 +171,7 @@ public final class TestClient: Sendable {
 public struct TestClientTimeout: Error, CustomStringConvertible {
     public var request: String
     public var timeout: TimeAmount
-    public var description: String { "no whole response to \(request) within \(timeout.nanoseconds / 1_000_000_000) s" }
+    public var description: String { "no whole response to \(request) within \(timeout.nanoseconds / 1_000_000) ms" }
 }
 
 /// A raw TCP connection: sends bytes as written and collects whatever comes back until the peer closes.
