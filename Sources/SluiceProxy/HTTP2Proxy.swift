@@ -1026,7 +1026,7 @@ final class HTTP1Bridge: StreamUpstream, UpstreamDelegate {
 
     // MARK: UpstreamDelegate
 
-    func upstreamReceived(_ part: UpstreamResponsePart) {
+    func upstreamReceived(_ part: UpstreamResponsePart, at now: NIODeadline) {
         switch part {
         case .head(let head):
             guard head.status >= 200 else { return } // Interim answers stay here.

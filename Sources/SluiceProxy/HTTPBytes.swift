@@ -447,7 +447,9 @@ struct HeadWriter {
         write(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
 
-    mutating func write(_ text: String) {
+    /// A `String` (a version name, an address): its own label, so that literals resolve to the
+    /// `StaticString` overload, whose bytes need no `withUTF8`.
+    mutating func write(text: String) {
         var text = text
         text.withUTF8 { write(UnsafeRawBufferPointer($0)) }
     }

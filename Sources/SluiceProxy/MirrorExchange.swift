@@ -70,8 +70,8 @@ final class MirrorExchange: UpstreamDelegate {
     private func attach(_ connection: UpstreamConnection, isHead: Bool, first: ByteBuffer?, flush: Bool, now: NIODeadline) {
         upstream = connection
         connection.handler.beginExchange(self, head: isHead, now: now)
-        if let first { connection.handler.write(first) }
-        for bytes in pending { connection.handler.write(bytes) }
+        if let first { connection.handler.write(first, at: now) }
+        for bytes in pending { connection.handler.write(bytes, at: now) }
         pending.removeAll()
         if flush { connection.handler.flush() }
     }
@@ -115,18 +115,18 @@ final class MirrorExchange: UpstreamDelegate {
         if !requestEnded { finish(error: nil, abandoned: true) }
     }
 
-    func upstreamReceived(_ part: UpstreamResponsePart) {
+    func upstreamReceived(_ part: UpstreamResponsePart, at now: NIODeadline) {
         switch part {
         case .head(let head):
             if head.status >= 200 {
                 status = head.status
-                firstByteMicros = start.microsecondsUntilNow
+                firstByteMicros = start.microseconds(until: now)
             }
             capture?.head(role, head)
         case .body(let bytes):
             capture?.body(role, bytes)
         case .end:
-            finish(error: nil)
+            finish(error: nil, now: now)
         }
     }
 
@@ -142,12 +142,11 @@ final class MirrorExchange: UpstreamDelegate {
     func upstreamBecameWritable() {}
     var upstreamMayRead: Bool { true }
 
-    private func finish(error: UpstreamErrorKind?, abandoned: Bool = false) {
+    private func finish(error: UpstreamErrorKind?, abandoned: Bool = false, now: NIODeadline = .now()) {
         guard !done else { return }
         done = true
         defer { keepAlive = nil }
         loop.mirrorsInFlight -= 1
-        let now = NIODeadline.now()
         if let upstream {
             upstream.handler.delegate = nil
             if error == nil && !abandoned && requestEnded {

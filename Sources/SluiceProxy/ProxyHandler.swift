@@ -78,6 +78,9 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     private var context: ChannelHandlerContext?
     /// The channel's allocator, looked up once.
     private var allocator = ByteBufferAllocator()
+    /// Storage for the heads this connection writes, reused from one request to the next.
+    private var requestHeads = ReusableBuffer()
+    private var responseHeads = ReusableBuffer()
     private var pendingRead = false
     /// Bytes of requests that arrived while an earlier one was still being served.
     private var held: ByteBuffer?
@@ -212,13 +215,15 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             keepAlive: head.keepAlive, clientMinor: head.minor, isHead: head.isHead, requestID: requestID
         )
         state = .active(exchange)
-        let forwarded = RequestWriter.head(head, requestID: requestID, clientAddress: clientAddress, rewrite: route.rewrite, allocator: allocator)
+        var forwarded = requestHeads.take(allocator: allocator)
+        RequestWriter.head(head, requestID: requestID, clientAddress: clientAddress, rewrite: route.rewrite, into: &forwarded)
+        requestHeads.keep(forwarded)
         if let connection = pool.takeIdle() {
             // The common case: a pooled connection, written to at once; the request's end or the
             // read batch's end flushes.
             exchange.upstream = connection
             connection.handler.beginExchange(self, head: exchange.isHead, dechunk: exchange.clientMinor == 0, now: now)
-            connection.handler.write(forwarded)
+            connection.handler.write(forwarded, at: now)
         } else {
             exchange.pending.append(forwarded)
             // Held strongly until the pool calls back (at the latest at the connect timeout); an
@@ -246,7 +251,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             exchange.stats.window.connects += 1
             exchange.stats.window.connectMicros += UInt64(max(0, exchange.connectWait / 1000))
             connection.handler.beginExchange(self, head: exchange.isHead, dechunk: exchange.clientMinor == 0, now: now)
-            for bytes in exchange.pending { connection.handler.write(bytes) }
+            for bytes in exchange.pending { connection.handler.write(bytes, at: now) }
             exchange.pending.removeAll()
             connection.handler.flush()
             if pendingRead && connection.channel.isWritable {
@@ -290,14 +295,14 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     var upstreamMayRead: Bool { context?.channel.isWritable ?? false }
 
-    func upstreamReceived(_ part: UpstreamResponsePart) {
+    func upstreamReceived(_ part: UpstreamResponsePart, at now: NIODeadline) {
         guard let context, case .active(let exchange) = state else { return }
         switch part {
         case .head(let head):
             // 1xx responses are interim: passed on, and the real head follows.
             if head.status >= 200 {
                 exchange.responseStarted = true
-                exchange.firstByteMicros = exchange.servedMicros(at: .now())
+                exchange.firstByteMicros = exchange.servedMicros(at: now)
             }
             exchange.responseStatus = head.status
             exchange.capture?.head(.stable, head)
@@ -309,14 +314,14 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             let connection: StaticString? = close ? "close" : (exchange.clientMinor == 0 ? "keep-alive" : nil)
             var spare = 0
             if case .length(let length) = head.framing { spare = min(length, Self.maxMergedBody) }
-            let bytes = ResponseWriter.head(head, clientMinor: exchange.clientMinor, version: exchange.version, requestID: exchange.requestID, connection: connection,
-                                            spare: spare, allocator: allocator)
+            var bytes = responseHeads.take(allocator: allocator)
+            ResponseWriter.head(head, clientMinor: exchange.clientMinor, version: exchange.version, requestID: exchange.requestID, connection: connection,
+                                spare: spare, into: &bytes)
             if head.status >= 200 {
                 // Held until the body's first bytes or the end: a small response leaves in one write.
                 unsentHead = bytes
             } else {
-                context.write(wrapOutboundOut(bytes), promise: nil)
-                clientUnflushed = true
+                write(bytes, context)
             }
         case .body(let buffer):
             exchange.capture?.body(.stable, buffer)
@@ -329,7 +334,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             clientUnflushed = true
         case .end:
             flushClient(context)
-            finishExchange(exchange, reusable: exchange.upstreamKeepAlive, context: context)
+            finishExchange(exchange, reusable: exchange.upstreamKeepAlive, now: now, context: context)
         }
     }
 
@@ -342,7 +347,14 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     private func writeUnsentHead(_ context: ChannelHandlerContext) {
         guard let bytes = unsentHead else { return }
         unsentHead = nil
-        context.write(wrapOutboundOut(bytes), promise: nil)
+        write(bytes, context)
+    }
+
+    /// A response head (with any body bytes that joined it), whose storage the next head reuses once
+    /// it has left.
+    private func write(_ head: ByteBuffer, _ context: ChannelHandlerContext) {
+        context.write(wrapOutboundOut(head), promise: nil)
+        responseHeads.keep(head)
         clientUnflushed = true
     }
 
@@ -394,8 +406,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
     }
 
-    private func finishExchange(_ exchange: Exchange, reusable: Bool, context: ChannelHandlerContext) {
-        let now = NIODeadline.now()
+    private func finishExchange(_ exchange: Exchange, reusable: Bool, now: NIODeadline = .now(), context: ChannelHandlerContext) {
         let micros = exchange.servedMicros(at: now)
         exchange.stats.inFlight -= 1
         exchange.stats.recordResponse(status: exchange.responseStatus, latencyMicros: micros, firstByteMicros: exchange.firstByteMicros)

@@ -6,11 +6,11 @@ import NIOHTTP1
 enum ResponseWriter {
     /// The status line in the client's HTTP version, the upstream's header lines that are not
     /// hop-by-hop (copied as bytes), then `x-sluice-version`, `x-request-id` and, when needed,
-    /// `connection`. `spare`: room for body bytes to follow in the same buffer.
+    /// `connection`, appended to `out`. `spare`: room for body bytes to follow in the same buffer.
     static func head(_ head: UpstreamResponseHead, clientMinor: Int, version: String, requestID: RequestID, connection: StaticString?, spare: Int = 0,
-                     allocator: ByteBufferAllocator) -> ByteBuffer {
+                     into out: inout ByteBuffer) {
         let maxBytes = head.raw.readableBytes + version.utf8.count + requestID.length + 64
-        var out = allocator.buffer(capacity: maxBytes + spare)
+        out.reserveCapacity(minimumWritableBytes: maxBytes + spare)
         out.writeHead(maxBytes: maxBytes) { out in
             out.write(clientMinor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
             head.raw.withUnsafeReadableBytes { bytes in
@@ -22,7 +22,7 @@ enum ResponseWriter {
                 }
             }
             out.write("x-sluice-version: ")
-            out.write(version)
+            out.write(text: version)
             out.write("\r\nx-request-id: ")
             requestID.write(into: &out)
             out.write("\r\n")
@@ -33,7 +33,6 @@ enum ResponseWriter {
             }
             out.write("\r\n")
         }
-        return out
     }
 
     /// A complete short response of the proxy's own: 400, 404, 413, 502, 503, 504 and the like.
@@ -74,18 +73,19 @@ enum RequestWriter {
     /// `rewrite` replaces the first `prefixLength` bytes of the target (the route's `pathPrefix`) with
     /// `replacement`; one of two slashes where they meet is dropped, so `/fraud` → `/` turns
     /// `/fraud/v2/infer` into `/v2/infer`, and `/fraud?x=1` into `/?x=1`.
+    /// Appended to `out`.
     static func head(_ head: ClientRequestHead, requestID: RequestID, clientAddress: String?, rewrite: (prefixLength: Int, replacement: String)? = nil,
-                     allocator: ByteBufferAllocator) -> ByteBuffer {
+                     into out: inout ByteBuffer) {
         // Room for the client's head and what is added: the id, the X-Forwarded-* lines (the Host
         // value again, the client's address after any earlier ones), a replacement prefix and an
         // empty length.
         let maxBytes = head.raw.readableBytes * 2 + 160 + requestID.length + (clientAddress?.utf8.count ?? 0) + (rewrite?.replacement.utf8.count ?? 0)
-        var out = allocator.buffer(capacity: maxBytes)
+        out.reserveCapacity(minimumWritableBytes: maxBytes)
         out.writeHead(maxBytes: maxBytes) { out in
             head.withBytes { bytes in
                 if let rewrite {
                     out.write(UnsafeRawBufferPointer(rebasing: bytes[0..<head.uriStart]))
-                    out.write(rewrite.replacement)
+                    out.write(text: rewrite.replacement)
                     var rest = head.uriStart + rewrite.prefixLength
                     if rewrite.replacement.utf8.last == UInt8(ascii: "/"), rest < head.uriEnd, bytes[rest] == UInt8(ascii: "/") { rest += 1 }
                     out.write(UnsafeRawBufferPointer(rebasing: bytes[rest..<head.uriEnd]))
@@ -109,7 +109,7 @@ enum RequestWriter {
                         out.write(HTTPBytes.value(bytes, field))
                         out.write(", ")
                     }
-                    out.write(clientAddress)
+                    out.write(text: clientAddress)
                     out.write("\r\n")
                 }
                 out.write("x-request-id: ")
@@ -125,6 +125,5 @@ enum RequestWriter {
             if head.needsEmptyLength { out.write("content-length: 0\r\n") }
             out.write("\r\n")
         }
-        return out
     }
 }

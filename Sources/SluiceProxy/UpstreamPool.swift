@@ -172,7 +172,8 @@ final class UpstreamConnection {
 
 /// What an upstream connection reports to the exchange that is using it.
 protocol UpstreamDelegate: AnyObject {
-    func upstreamReceived(_ part: UpstreamResponsePart)
+    /// `now`: one clock reading for the read the part came in.
+    func upstreamReceived(_ part: UpstreamResponsePart, at now: NIODeadline)
     func upstreamFailed(_ error: any Error)
     /// No response head within the response timeout.
     func upstreamTimedOut()
@@ -248,6 +249,8 @@ final class UpstreamHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var input = unwrapInboundIn(data)
+        // One clock reading serves the response's head and its end, which mostly come in one read.
+        let now = NIODeadline.now()
         do {
             while let part = try parser.next(&input) {
                 switch part {
@@ -260,7 +263,7 @@ final class UpstreamHandler: ChannelDuplexHandler {
                     break
                 }
                 // The delegate may start the next exchange on this connection from inside `.end`.
-                delegate?.upstreamReceived(part)
+                delegate?.upstreamReceived(part, at: now)
             }
         } catch {
             delegate?.upstreamFailed(error)
@@ -285,7 +288,7 @@ final class UpstreamHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         timer.cancel()
         // A body without a length ends with the connection; anything else cut short is a failure.
-        if parser.endsAtClose { delegate?.upstreamReceived(.end) }
+        if parser.endsAtClose { delegate?.upstreamReceived(.end, at: .now()) }
         delegate?.upstreamFailed(ChannelError.ioOnClosedChannel)
         context.fireChannelInactive()
     }
@@ -306,9 +309,10 @@ final class UpstreamHandler: ChannelDuplexHandler {
     }
 
     /// Request bytes, framed already (`RequestWriter` heads, body bytes as the client framed them).
-    func write(_ bytes: ByteBuffer) {
+    /// `now`: the clock reading they are sent at, when the caller has one.
+    func write(_ bytes: ByteBuffer, at now: NIODeadline? = nil) {
         guard let context else { return }
-        if awaitingHeadSince != nil { awaitingHeadSince = .now() }
+        if awaitingHeadSince != nil { awaitingHeadSince = now ?? .now() }
         context.write(wrapOutboundOut(bytes), promise: nil)
         unflushed = true
     }

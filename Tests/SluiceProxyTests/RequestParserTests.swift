@@ -146,7 +146,9 @@ struct RequestParserTests {
         let head = try #require(try parse(text).heads.first)
         // The client's id when it sent a good one, else a fixed one for the expected strings.
         let id = head.requestID ?? RequestID(client: ByteBuffer(string: "r1"))!
-        return String(buffer: RequestWriter.head(head, requestID: id, clientAddress: clientAddress, allocator: ByteBufferAllocator()))
+        var out = ByteBuffer()
+        RequestWriter.head(head, requestID: id, clientAddress: clientAddress, into: &out)
+        return String(buffer: out)
     }
 
     @Test("the client's well-formed x-request-id is kept; a malformed, empty or repeated one is replaced")
@@ -170,9 +172,10 @@ struct RequestParserTests {
     func rewrite() throws {
         func rewritten(_ target: String, prefix: String, replacement: String) throws -> String {
             let head = try #require(try Self.parse("GET \(target) HTTP/1.1\r\nHost: h\r\n\r\n").heads.first)
-            let written = String(buffer: RequestWriter.head(head, requestID: RequestID(client: ByteBuffer(string: "r1"))!, clientAddress: nil,
-                                                            rewrite: (prefix.utf8.count, replacement), allocator: ByteBufferAllocator()))
-            return written.components(separatedBy: "\r\n")[0]
+            var out = ByteBuffer()
+            RequestWriter.head(head, requestID: RequestID(client: ByteBuffer(string: "r1"))!, clientAddress: nil, rewrite: (prefix.utf8.count, replacement),
+                               into: &out)
+            return String(buffer: out).components(separatedBy: "\r\n")[0]
         }
         #expect(try rewritten("/fraud/v2/models/m/infer", prefix: "/fraud", replacement: "/") == "GET /v2/models/m/infer HTTP/1.1")
         #expect(try rewritten("/fraud/v2/models/m/infer", prefix: "/fraud/", replacement: "/") == "GET /v2/models/m/infer HTTP/1.1")

@@ -35,9 +35,9 @@ struct ResponseParserTests {
 
     /// The header lines the rewritten head forwards, without their CRLFs.
     static func keptHeaders(_ head: UpstreamResponseHead) -> [String] {
-        let written = String(buffer: ResponseWriter.head(head, clientMinor: 1, version: "v", requestID: RequestID(client: ByteBuffer(string: "r1"))!,
-                                                         connection: nil, allocator: ByteBufferAllocator()))
-        return written.components(separatedBy: "\r\n").dropFirst().filter { !$0.isEmpty && $0 != "x-sluice-version: v" && $0 != "x-request-id: r1" }
+        var out = ByteBuffer()
+        ResponseWriter.head(head, clientMinor: 1, version: "v", requestID: RequestID(client: ByteBuffer(string: "r1"))!, connection: nil, into: &out)
+        return String(buffer: out).components(separatedBy: "\r\n").dropFirst().filter { !$0.isEmpty && $0 != "x-sluice-version: v" && $0 != "x-request-id: r1" }
     }
 
     @Test("content-length bodies, in every split, with hop-by-hop headers dropped", arguments: [1, 2, 3, 7, 1000])
@@ -118,10 +118,11 @@ struct ResponseParserTests {
     func writer() throws {
         let parsed = try Self.parse("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\nX-Up: 1\r\nX-Request-Id: upstream-made\r\n\r\n")
         let head = try #require(parsed.heads.first)
-        let written = ResponseWriter.head(head, clientMinor: 0, version: "v2", requestID: RequestID(client: ByteBuffer(string: "abc"))!, connection: "close",
-                                          allocator: ByteBufferAllocator())
+        // Appended to what the buffer holds.
+        var written = ByteBuffer(string: "before|")
+        ResponseWriter.head(head, clientMinor: 0, version: "v2", requestID: RequestID(client: ByteBuffer(string: "abc"))!, connection: "close", into: &written)
         // The upstream's own x-request-id gives way to the request's.
-        #expect(String(buffer: written) == "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nX-Up: 1\r\nx-sluice-version: v2\r\nx-request-id: abc\r\nconnection: close\r\n\r\n")
+        #expect(String(buffer: written) == "before|HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nX-Up: 1\r\nx-sluice-version: v2\r\nx-request-id: abc\r\nconnection: close\r\n\r\n")
         let direct = ResponseWriter.direct(.badGateway, version: "v2", requestID: RequestID(client: ByteBuffer(string: "abc"))!, close: false, allocator: ByteBufferAllocator())
         #expect(String(buffer: direct).contains("\r\nx-sluice-version: v2\r\nx-request-id: abc\r\n\r\n502 Bad Gateway\n"))
     }
