@@ -18,17 +18,18 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    /// One request and its response.
+    /// One request and its response. A connection's next request reuses the object once nothing else
+    /// holds it (`restart`), so serving a request allocates nothing.
     private final class Exchange {
-        let version: String
-        let stats: LoopVersionStats
-        let pool: EndpointPool
-        let start: NIODeadline
-        let keepAlive: Bool
+        private(set) var version: String
+        private(set) var stats: LoopVersionStats
+        private(set) var pool: EndpointPool
+        private(set) var start: NIODeadline
+        private(set) var keepAlive: Bool
         /// 0 for an HTTP/1.0 client, 1 for HTTP/1.1.
-        let clientMinor: Int
-        let isHead: Bool
-        let requestID: RequestID
+        private(set) var clientMinor: Int
+        private(set) var isHead: Bool
+        private(set) var requestID: RequestID
         /// The client connection closes after this response (its body ends only with the close).
         var closeAfterResponse = false
         var upstream: UpstreamConnection?
@@ -59,7 +60,28 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             (self.version, self.stats, self.pool, self.start) = (version, stats, pool, start)
             (self.keepAlive, self.clientMinor, self.isHead, self.requestID) = (keepAlive, clientMinor, isHead, requestID)
         }
+
+        /// The next request's exchange, in this object: every stored property is set as `init` sets it.
+        func restart(version: String, stats: LoopVersionStats, pool: EndpointPool, start: NIODeadline, keepAlive: Bool, clientMinor: Int, isHead: Bool,
+                     requestID: RequestID) {
+            (self.version, self.stats, self.pool, self.start) = (version, stats, pool, start)
+            (self.keepAlive, self.clientMinor, self.isHead, self.requestID) = (keepAlive, clientMinor, isHead, requestID)
+            (closeAfterResponse, upstream, requestEnded, responseStarted, responseStatus, upstreamKeepAlive) = (false, nil, false, false, 0, true)
+            (mirror, noise, capture, connectWait, firstByteMicros) = (nil, nil, nil, 0, nil)
+            pending.removeAll(keepingCapacity: true)
+        }
+
+        /// Lets go of what only this request needed (a shadow's capture holds up to two bodies), so a
+        /// connection waiting for its next request holds none of it.
+        func end() {
+            (mirror, noise, capture) = (nil, nil, nil)
+            pending.removeAll()
+        }
     }
+
+    /// The last exchange, reused by the next request when nothing else holds it any more (a callback
+    /// of the pool still may, for an exchange that ended while connecting).
+    private var recycled: Exchange?
 
     private enum State {
         /// Waiting for a request head.
@@ -210,10 +232,16 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             return
         }
         stats.inFlight += 1
-        let exchange = Exchange(
-            version: backend.version, stats: stats, pool: pool, start: now,
-            keepAlive: head.keepAlive, clientMinor: head.minor, isHead: head.isHead, requestID: requestID
-        )
+        let exchange: Exchange
+        if isKnownUniquelyReferenced(&recycled), let spare = recycled {
+            spare.restart(version: backend.version, stats: stats, pool: pool, start: now,
+                          keepAlive: head.keepAlive, clientMinor: head.minor, isHead: head.isHead, requestID: requestID)
+            exchange = spare
+        } else {
+            exchange = Exchange(version: backend.version, stats: stats, pool: pool, start: now,
+                                keepAlive: head.keepAlive, clientMinor: head.minor, isHead: head.isHead, requestID: requestID)
+            recycled = exchange
+        }
         state = .active(exchange)
         var forwarded = requestHeads.take(allocator: allocator)
         RequestWriter.head(head, requestID: requestID, clientAddress: clientAddress, rewrite: route.rewrite, into: &forwarded)
@@ -412,6 +440,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         exchange.stats.recordResponse(status: exchange.responseStatus, latencyMicros: micros, firstByteMicros: exchange.firstByteMicros)
         exchange.capture?.finish(.stable, answered: true, latencyMicros: micros)
         detachUpstream(exchange, reuse: reusable, now: now)
+        exchange.end()
         let closeAfter = !exchange.keepAlive || quiescing || exchange.closeAfterResponse
         if exchange.requestEnded {
             requestDone(closeAfter: closeAfter, now: now, context: context)
