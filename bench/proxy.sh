@@ -26,10 +26,10 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}; DUR=${DUR:-5s}; CONNS=${CONNS:-64}; SWAPS=${SWAPS:-1000}
 
 need=()
-for t in nginx haproxy wrk openssl; do command -v $t >/dev/null || need+=("$t"); done
+for t in nginx haproxy wrk openssl perf; do command -v $t >/dev/null || need+=("$t"); done
 if ((${#need[@]})); then
-    echo "==> installing nginx-light haproxy wrk openssl"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light haproxy wrk openssl >/dev/null
+    echo "==> installing nginx-light haproxy wrk openssl linux-perf"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light haproxy wrk openssl linux-perf >/dev/null
 fi
 echo "==> swift build -c release --product sluice"
 swift build -c release --product sluice > /tmp/sluice-bench-build.log 2>&1 || { cat /tmp/sluice-bench-build.log; exit 1; }
@@ -174,6 +174,15 @@ swapper=$!
 run swaps 18092 "$((ROUNDS * ${DUR%s}))s"
 wait $swapper
 reloads=$(grep -c "routing table reloaded" "$D/sluice.log" || true)
+
+# Allocations per request: a uprobe on libc's malloc, counted on the Sluice process over 3 s of wrk.
+echo "==> sluice's mallocs per request (perf probe on malloc)"
+libc=$(ldd "$SLUICE" | awk '$1 == "libc.so.6" { print $3 }')
+perf probe -q -x "$libc" malloc >/dev/null 2>&1 || true # already there from an earlier run: fine
+perf probe -l 2>/dev/null | grep -q 'probe_libc:malloc' || { echo "error: perf cannot probe malloc in $libc" >&2; exit 1; }
+requests=$(perf stat -e probe_libc:malloc -x, -o "$D/mallocs.csv" -p "$pid" -- \
+    taskset -c 1 wrk -t1 -c"$CONNS" -d3s "http://127.0.0.1:18092/v2/models/m/infer" | awk '/requests in/ { print $1 }')
+mallocs=$(awk -F, -v n="$requests" '/probe_libc:malloc/ { printf "%.2f", $1 / n }' "$D/mallocs.csv")
 rss_kb=$(awk '/VmHWM/{print $2}' "/proc/$pid/status")
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
@@ -193,6 +202,7 @@ printf 'TLS sluice/nginx:     %-18s %-8s (TLS termination, keep-alive; goal >= 0
 printf 'TLS sluice/nginx p99: %-18s %-8s\n' "$(ratio "$(median ${P99[sluice-tls]})" "$(median ${P99[nginx-tls]})")" "$(printf '%.2f' "$(median $(pairs p99 sluice-tls nginx-tls))")"
 echo "swaps applied:        $reloads of $SWAPS, errors under swaps: ${ERR[swaps]}   (goal 0)"
 echo "sluice peak RSS:      $((rss_kb / 1024)) MB   (goal <= 64)"
+echo "sluice mallocs/req:   $mallocs   (over $requests requests; 0 is the design: heads and exchanges reused)"
 }
 echo
 echo "                      ratio of medians   median of per-round ratios"
