@@ -11,7 +11,8 @@
 # whose ratio to the first shows how far two identical processes differ on this box. TLS termination
 # (issue 14): nginx and Sluice each serve the same split over TLS with the same self-signed certificate
 # (wrk negotiates TLS 1.3, keep-alive). Then it runs Sluice again while the routing table is
-# swapped 1,000 times, and reports errors and Sluice's peak RSS.
+# swapped 1,000 times, and reports errors and Sluice's peak RSS, and counts Sluice's allocations per
+# request (a perf uprobe on libc's malloc over 3 s of wrk).
 #
 #   bench/proxy.sh            # env: ROUNDS (default 5), DUR (default 5s), CONNS (default 64), SWAPS (default 1000)
 #
@@ -20,7 +21,7 @@
 # the ratios of the medians, and the median of the per-round ratios (each round's targets ran within
 # seconds of each other, so drift between rounds cancels out of those).
 #
-# Builds Sluice in release mode first. Installs nginx-light, haproxy, wrk and openssl when missing.
+# Builds Sluice in release mode first. Installs nginx-light, haproxy, wrk, openssl and linux-perf when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}; DUR=${DUR:-5s}; CONNS=${CONNS:-64}; SWAPS=${SWAPS:-1000}
