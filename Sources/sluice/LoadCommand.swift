@@ -18,7 +18,9 @@ struct LoadCommand: AsyncParsableCommand {
             timeout) are reported on standard error once a second as they happen. At the end it prints, \
             per version (the x-sluice-version header), the responses, the 5xx count, and the times of the \
             first and last response, with the failed, not sent and cancelled requests and the latency's \
-            50th, 90th and 99th percentiles and maximum in milliseconds (sending to the body's end), as JSON.
+            50th, 90th and 99th percentiles and maximum in milliseconds (sending to the body's end), as JSON. \
+            --latencies FILE also writes each answered request's latency in milliseconds, one per line in \
+            the order they ended (the first million), for percentiles pooled over several runs.
 
             With --feedback METRIC it also plays the application of an experiment: every response that \
             carries a simulated conversion probability (sluice model-server --conversion P) converts with \
@@ -40,6 +42,9 @@ struct LoadCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Seed of the simulated outcomes and users. Default: random.", valueName: "n")) var seed: UInt64?
     @Option(name: .long, help: ArgumentHelp("Token for /api/v1/feedback. Default: $SLUICE_FEEDBACK_TOKEN, else the admin token.", valueName: "token"))
     var feedbackToken: String?
+    @Option(name: .customLong("latencies"), help: ArgumentHelp("Also write each answered request's latency in milliseconds to this file, one per line.",
+                                                               valueName: "file"))
+    var latencyFile: String?
     @OptionGroup var admin: AdminOptions
 
     func validate() throws {
@@ -67,6 +72,10 @@ struct LoadCommand: AsyncParsableCommand {
     static let grace: Duration = .seconds(2)
 
     func run() async throws {
+        // Before any load: a file that cannot be written fails the command now, not after --duration.
+        if let latencyFile, !FileManager.default.createFile(atPath: latencyFile, contents: nil) {
+            throw ValidationError("--latencies: cannot write \(latencyFile)")
+        }
         let tallies = NIOLockedValueBox<[String: VersionTally]>([:])
         let failures = NIOLockedValueBox(Failures())
         /// Each response's latency in seconds, from sending to the end of its body (the first million).
@@ -200,7 +209,16 @@ struct LoadCommand: AsyncParsableCommand {
             "versions": versions, "failedRequests": failed.failed, "notSent": failed.notSent, "cancelledAtEnd": failed.cancelled,
             "seconds": Double((clock.now - start).components.attoseconds) / 1e18 + Double((clock.now - start).components.seconds),
         ]
-        let sorted = latencies.withLockedValue { $0 }.sorted()
+        let recorded = latencies.withLockedValue { $0 }
+        if let latencyFile {
+            let lines = recorded.map { String(format: "%.4f\n", $0 * 1000) }.joined()
+            do {
+                try lines.write(toFile: latencyFile, atomically: false, encoding: .utf8)
+            } catch {
+                throw ValidationError("--latencies: cannot write \(latencyFile): \(error.localizedDescription)")
+            }
+        }
+        let sorted = recorded.sorted()
         if !sorted.isEmpty {
             func quantile(_ q: Double) -> Double { sorted[min(sorted.count - 1, Int((q * Double(sorted.count)).rounded(.up)) - 1)] * 1000 }
             report["latencyMs"] = ["p50": quantile(0.5), "p90": quantile(0.9), "p99": quantile(0.99), "max": sorted.last! * 1000]

@@ -91,12 +91,14 @@ struct FirstHourTests {
         #expect((report["versions"] as? [String: Any])?.isEmpty == true)
     }
 
-    @Test("load: the report gives the responses and the latency's percentiles, which include the model's own delay")
+    @Test("load: the report gives the responses and the latency's percentiles, which include the model's own delay; --latencies writes each")
     func loadLatency() async throws {
         let model = try RunningSluice(["model-server", "--name", "m", "--model-version", "v1", "--port", "0", "--latency", "30"])
         let port = try await model.port(after: "model-server m v1 on")
-        let load = try await SluiceBinary.run(["load", "--url", "http://127.0.0.1:\(port)/v2/models/m/infer", "--rate", "40", "--duration", "2"],
-                                              timeout: .seconds(60))
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-latencies-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let load = try await SluiceBinary.run(["load", "--url", "http://127.0.0.1:\(port)/v2/models/m/infer", "--rate", "40", "--duration", "2",
+                                               "--latencies", file], timeout: .seconds(60))
         try await model.stop()
         #expect(load.status == 0, "\(load.stderr)")
         let report = try JSONSerialization.jsonObject(with: Data(load.stdout.utf8)) as? [String: Any] ?? [:]
@@ -105,6 +107,19 @@ struct FirstHourTests {
         #expect(p50 >= 30 && p50 <= p90 && p90 <= p99 && p99 <= max, "\(latency)")
         // Straight to the model server, without the proxy's x-sluice-version header: version "-".
         // How many come back depends on the box's load; the percentiles need only some.
-        #expect(((report["versions"] as? [String: Any])?["-"] as? [String: Any])?["responses"] as? Int ?? 0 > 0, "\(load.stdout)")
+        let responses = ((report["versions"] as? [String: Any])?["-"] as? [String: Any])?["responses"] as? Int ?? 0
+        #expect(responses > 0, "\(load.stdout)")
+        // One line per answered request, in milliseconds, the same ones the percentiles came from.
+        let written = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n").compactMap { Double($0) }
+        #expect(written.count == responses, "\(written.count) lines for \(responses) responses")
+        #expect(written.allSatisfy { $0 >= 30 } && abs((written.max() ?? 0) - max) < 0.01, "\(written.max() ?? 0) vs \(max)")
+    }
+
+    @Test("load: a --latencies file that cannot be written fails the command before it sends anything")
+    func loadLatencyFileRefused() async throws {
+        let load = try await SluiceBinary.run(["load", "--url", "http://127.0.0.1:9/x", "--duration", "600", "--latencies", "/nonexistent-directory/latencies"],
+                                              timeout: .seconds(60))
+        #expect(load.status != 0)
+        #expect(load.stderr.contains("--latencies: cannot write /nonexistent-directory/latencies"), "\(load.stderr)")
     }
 }
