@@ -16,7 +16,10 @@
 #     The targets take turns in an order that changes every round, each target following every other
 #     equally often (a rotation kept the same one after each: the A/A route, always run just after
 #     comparison, read 0.88x the other unmirrored one in Sluice's own p99) (ROUNDS for throughput, P99_ROUNDS for
-#     the p99, which is noisier); medians of the per-round ratios, with their quartiles. The p99 rounds
+#     the p99, which is noisier); medians of the per-round ratios, with their quartiles. For the p99 the
+#     goal's figure pools every answered request of a route over all rounds (`sluice load --latencies`)
+#     and takes the p99 of those: a round's own p99 rests on its ~100 slowest requests, which one stall
+#     of the host can fill; the median of per-round ratios is printed beside it. The p99 rounds
 #     run against one more process that serves the same ways on four routes (off, mirror, compare and
 #     a second route without mirroring), since two identical processes' p99s differ by 10-15%: the
 #     second route's ratio to the first (an A/A) is the measurement's own noise, and the p99 baseline
@@ -201,11 +204,15 @@ spec:
         found = re.search(r'sluice_request_duration_seconds\{deployment="' + deployment + r'",version="v1",quantile="0.99"\} ([\d.e+-]+)', text)
         return float(found.group(1)) * 1000 if found else float("nan")
 
+    pooled = {}  # every answered request's latency (ms) per route, over all p99 rounds
     def load(deployment, seconds):
         served_p99(deployment)  # starts the window
+        latencies = os.path.join(work, "latencies")
         out = subprocess.run(["taskset", "-c", "1", sluice, "load", "--url", f"http://127.0.0.1:{targets['p99']['proxy']}/v2/models/{deployment}/infer",
-                              "--rate", str(p99_rate), "--duration", str(seconds), "--connections", "256"], capture_output=True, text=True).stdout
+                              "--rate", str(p99_rate), "--duration", str(seconds), "--connections", "256", "--latencies", latencies],
+                             capture_output=True, text=True).stdout
         report = json.loads(out)
+        pooled.setdefault(deployment, []).extend(float(x) for x in open(latencies).read().split())
         return report["latencyMs"]["p99"], report["failedRequests"] + report["notSent"], served_p99(deployment)
 
     results = {name: [] for name in targets}
@@ -246,10 +253,19 @@ spec:
     baseline_ms = lambda i: med([baseline(k, i) for k in range(p99_rounds)])
     quartiles = lambda xs: "quartiles " + "–".join(f"{q:.2f}" for q in statistics.quantiles(xs, n=4)[::2]) if len(xs) >= 2 else "one round"
 
-    goal(f"Client p99 at {p99_rate} req/s, comparison on / mirroring off (routes of one process)", f"{p99_ratio('compare'):.2f}x "
+    # The p99 of all the rounds' requests of a route at once: each round's p99 rests on its ~100 slowest
+    # requests, which one stall of the host can fill, while the interleaved rounds spread the stalls
+    # over the routes evenly, so the pooled figure is the steadier estimate of each route's p99.
+    p99_of = lambda xs: sorted(xs)[int(0.99 * len(xs))]
+    pooled_baseline = p99_of(pooled["off"] + pooled["aa"])
+    goal(f"Client p99 at {p99_rate} req/s, comparison on / mirroring off (routes of one process; all rounds' requests pooled)",
+         f"{p99_of(pooled['compare']) / pooled_baseline:.2f}x ({p99_of(pooled['compare']):.2f} vs {pooled_baseline:.2f} ms over "
+         f"{len(pooled['compare'])} and {len(pooled['off']) + len(pooled['aa'])} requests; mirroring alone {p99_of(pooled['mirror']) / pooled_baseline:.2f}x; "
+         f"A/A, one route without mirroring against the other: {p99_of(pooled['aa']) / p99_of(pooled['off']):.2f}x; "
+         f"failed {sum(x[1] for n in latency for x in latency[n])})", "<= 1.10x", p99_of(pooled["compare"]) / pooled_baseline <= 1.10)
+    goal(f"The same, as the median of per-round ratios", f"{p99_ratio('compare'):.2f}x "
          f"({quartiles(p99_ratios('compare'))}; {med([x[0] for x in latency['compare']]):.2f} vs {baseline_ms(0):.2f} ms; mirroring alone {p99_ratio('mirror'):.2f}x; "
-         f"A/A, one route without mirroring against the other: {aa_ratio:.2f}x; "
-         f"failed {sum(x[1] for n in latency for x in latency[n])})", "<= 1.10x", p99_ratio("compare") <= 1.10)
+         f"A/A {aa_ratio:.2f}x)", "noisier: each round's p99 from its own ~10,000 requests", True)
     goal(f"The same p99 as Sluice measures it (head in to response out)", f"{p99_ratio('compare', 2):.2f}x "
          f"({med([x[2] for x in latency['compare']]):.3f} vs {baseline_ms(2):.3f} ms; mirroring alone {p99_ratio('mirror', 2):.2f}x)",
          "the proxy's share of the line above; no goal", True)
