@@ -6,9 +6,10 @@ import NIOCore
 /// reader, a copy waiting for its connection), `take` gets new storage, as a new buffer would, and
 /// the queued bytes stay as they were: `ByteBuffer`'s copy-on-write decides, not this type.
 ///
-/// Storage larger than `maxKept` is let go after use, so an idle connection holds at most that much.
+/// Storage larger than `maxKept` is let go after use, so an idle connection holds at most that much
+/// per buffer (heads of the usual few hundred bytes, with a small body merged behind them, fit).
 struct ReusableBuffer {
-    static let maxKept = 4096
+    static let maxKept = 2048
 
     private var spare: ByteBuffer?
 
