@@ -53,6 +53,10 @@ struct LoadCommand: AsyncParsableCommand {
         guard duration >= 1 else { throw ValidationError("--duration must be at least 1 second") }
         guard (1...1024).contains(connections) else { throw ValidationError("--connections must be 1 to 1024") }
         if let units, units < 1 { throw ValidationError("--units must be at least 1") }
+        // Before any load: a file that cannot be written fails the command now, not after --duration.
+        if let latencyFile, !FileManager.default.createFile(atPath: latencyFile, contents: nil) {
+            throw ValidationError("--latencies: cannot write \(latencyFile)")
+        }
         for header in headers {
             guard let colon = header.firstIndex(of: ":"), colon != header.startIndex,
                   header[..<colon].allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
@@ -72,10 +76,6 @@ struct LoadCommand: AsyncParsableCommand {
     static let grace: Duration = .seconds(2)
 
     func run() async throws {
-        // Before any load: a file that cannot be written fails the command now, not after --duration.
-        if let latencyFile, !FileManager.default.createFile(atPath: latencyFile, contents: nil) {
-            throw ValidationError("--latencies: cannot write \(latencyFile)")
-        }
         let tallies = NIOLockedValueBox<[String: VersionTally]>([:])
         let failures = NIOLockedValueBox(Failures())
         /// Each response's latency in seconds, from sending to the end of its body (the first million).
