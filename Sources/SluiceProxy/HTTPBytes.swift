@@ -75,6 +75,15 @@ enum HTTPBytes {
             while valueStart < limit && (bytes[valueStart] == 32 || bytes[valueStart] == 9) { valueStart += 1 }
             var end = valueStart
             while end < limit {
+                // Eight bytes at a time to the first that ends the value or is refused in it (or is a tab).
+                if end + 8 <= limit {
+                    let flags = controlBytes(word(bytes, at: end))
+                    if flags == 0 {
+                        end += 8
+                        continue
+                    }
+                    end += firstFlagged(flags)
+                }
                 let byte = bytes[end]
                 if byte == 13 { break }
                 if isControl(byte) { throw .malformedHeader }
@@ -102,6 +111,39 @@ enum HTTPBytes {
     @inline(__always)
     static func isControl(_ byte: UInt8) -> Bool {
         (byte < 32 && byte != 9) || byte == 127
+    }
+
+    /// The eight bytes at `offset`, the first in the lowest bits whatever the machine's byte order.
+    @inline(__always)
+    static func word(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> UInt64 {
+        UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+    }
+
+    /// The control characters and DEL among a `word`'s eight bytes, HTAB included (the caller decides
+    /// about that one): a byte's high bit for each, or zero when there is none. Below 0x20, the
+    /// subtraction borrows into the high bit of such a byte, and bytes of 0x80 and above, whose high
+    /// bit is set already, are masked out; DEL is the same test on the word XOR 0x7F, where it is
+    /// zero. A borrow can flag a byte after a flagged one, never before: the lowest flag is exact.
+    @inline(__always)
+    static func controlBytes(_ word: UInt64) -> UInt64 {
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        let delete = word ^ (ones &* 0x7F)
+        return ((word &- ones &* 0x20) & ~word | (delete &- ones) & ~delete) & highs
+    }
+
+    /// The bytes among a `word`'s eight that are not visible ASCII (0x21–0x7E), flagged as
+    /// `controlBytes` flags them: those a request target may not hold, its ending space among them.
+    @inline(__always)
+    static func invisibleBytes(_ word: UInt64) -> UInt64 {
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        let delete = word ^ (ones &* 0x7F)
+        return ((word &- ones &* 0x21) & ~word | (delete &- ones) & ~delete | word) & highs
+    }
+
+    /// Where the first flagged byte of `flags` (from `controlBytes` or `invisibleBytes`) is, 0–7.
+    @inline(__always)
+    static func firstFlagged(_ flags: UInt64) -> Int {
+        flags.trailingZeroBitCount >> 3
     }
 
     /// ASCII case-insensitive comparison with a lower-case constant.

@@ -199,6 +199,11 @@ struct ClientRequestParser {
             guard methodEnd > 0, methodEnd < limit, bytes[methodEnd] == 32 else { throw .malformedRequestLine }
             let uriStart = methodEnd + 1
             var uriEnd = uriStart
+            while uriEnd + 8 <= limit {
+                let flags = HTTPBytes.invisibleBytes(HTTPBytes.word(bytes, at: uriEnd))
+                uriEnd += flags == 0 ? 8 : HTTPBytes.firstFlagged(flags)
+                if flags != 0 { break }
+            }
             while uriEnd < limit && bytes[uriEnd] > 32 && bytes[uriEnd] < 127 { uriEnd += 1 }
             guard uriEnd > uriStart, uriEnd < limit, bytes[uriEnd] == 32 else {
                 throw uriEnd - uriStart > limits.maxURILength ? .uriTooLong : .malformedRequestLine

@@ -17,9 +17,12 @@ struct RequestParserTests {
 
     /// Feeds `text` in pieces of `step` bytes.
     static func parse(_ text: String, step: Int = .max, limits: RequestLimits = limits) throws(HTTPParseError) -> Parsed {
+        try parse(Array(text.utf8), step: step, limits: limits)
+    }
+
+    static func parse(_ bytes: [UInt8], step: Int = .max, limits: RequestLimits = limits) throws(HTTPParseError) -> Parsed {
         var parser = ClientRequestParser(limits: limits)
         var parsed = Parsed()
-        let bytes = Array(text.utf8)
         var index = 0
         while index < bytes.count {
             var piece = ByteBuffer(bytes: bytes[index..<min(bytes.count, index + step)])
@@ -117,6 +120,61 @@ struct RequestParserTests {
     func refused(text: String, error: HTTPParseError) {
         for step in [1, 1000] {
             #expect(throws: error, "\(text.debugDescription) in steps of \(step)") { try Self.parse(text, step: step) }
+        }
+    }
+
+    @Test("header values and request targets are checked eight bytes at a time exactly as byte by byte")
+    func wordAtATimeScans() throws {
+        // Every byte value at every position of a word of letters, against the byte-wise rules.
+        func word(_ bytes: [UInt8]) -> UInt64 { bytes.withUnsafeBytes { HTTPBytes.word($0, at: 0) } }
+        /// Where the first byte `flagged` picks is, or nil.
+        func first(_ flags: UInt64) -> Int? { flags == 0 ? nil : HTTPBytes.firstFlagged(flags) }
+        for position in 0..<8 {
+            for value in 0...255 {
+                var bytes = [UInt8](repeating: UInt8(ascii: "a"), count: 8)
+                bytes[position] = UInt8(value)
+                let byte = UInt8(value)
+                let control = HTTPBytes.isControl(byte) || byte == 9, invisible = !(byte > 32 && byte < 127)
+                #expect(first(HTTPBytes.controlBytes(word(bytes))) == (control ? position : nil), "byte \(value) at \(position)")
+                #expect(first(HTTPBytes.invisibleBytes(word(bytes))) == (invisible ? position : nil), "byte \(value) at \(position)")
+            }
+        }
+        // Words of many kinds of bytes at once: a borrow from one byte must not hide an earlier one or
+        // invent one before it.
+        var random = Xoshiro(seed: 14)
+        let kinds: [ClosedRange<UInt8>] = [0...8, 9...9, 10...31, 32...32, 33...126, 127...127, 128...255]
+        for _ in 0..<20_000 {
+            let bytes = (0..<8).map { _ in
+                let kind = kinds[Int(random.next() % UInt64(kinds.count))]
+                return kind.lowerBound &+ UInt8(random.next() % UInt64(kind.count))
+            }
+            #expect(first(HTTPBytes.controlBytes(word(bytes))) == bytes.firstIndex { HTTPBytes.isControl($0) || $0 == 9 }, "\(bytes)")
+            #expect(first(HTTPBytes.invisibleBytes(word(bytes))) == bytes.firstIndex { !($0 > 32 && $0 < 127) }, "\(bytes)")
+        }
+        // Through the parser: a long value or target with a refused byte anywhere, or with tabs and
+        // obs-text (allowed in values) anywhere.
+        let long = String(repeating: "abcdefghij", count: 3)
+        for index in 0..<long.utf8.count {
+            var value = Array(long.utf8)
+            for refused: UInt8 in [0, 10, 13, 31, 127] {
+                value[index] = refused
+                let text = "GET / HTTP/1.1\r\nHost: h\r\nX-Long: " + String(decoding: value, as: UTF8.self) + "\r\n\r\n"
+                #expect(throws: HTTPParseError.malformedHeader, "byte \(refused) at \(index)") { try Self.parse(text) }
+                let target = "GET /" + String(decoding: value, as: UTF8.self) + " HTTP/1.1\r\nHost: h\r\n\r\n"
+                #expect(throws: HTTPParseError.malformedRequestLine, "byte \(refused) at \(index) of the target") { try Self.parse(target) }
+            }
+            value[index] = 9
+            let tabbed = try Self.parse("GET / HTTP/1.1\r\nHost: h\r\nX-Long: " + String(decoding: value, as: UTF8.self) + "\r\n\r\n")
+            // Tabs at either end are whitespace around the value (OWS), not part of it.
+            let trimmed = Array(value.drop { $0 == 9 }.reversed().drop { $0 == 9 }.reversed())
+            #expect(tabbed.heads.first?.firstValue(of: "x-long").map { Array($0.utf8) } == trimmed, "a tab at \(index)")
+            var obsText = Array(long.utf8)
+            obsText[index] = 0xE9
+            let parsed = try Self.parse(Array("GET / HTTP/1.1\r\nHost: h\r\nX-Long: ".utf8) + obsText + Array("\r\n\r\n".utf8))
+            #expect(parsed.heads.count == 1, "obs-text at \(index)")
+            #expect(throws: HTTPParseError.malformedRequestLine, "obs-text at \(index) of the target") {
+                try Self.parse(Array("GET /".utf8) + obsText + Array(" HTTP/1.1\r\nHost: h\r\n\r\n".utf8))
+            }
         }
     }
 
