@@ -251,18 +251,22 @@ def is_experiment(docs):
     # bench/experiment.sh.
     return any("experiment" in json.dumps(d.get("spec", {}).get("strategy", d.get("spec", {}))) for d in docs)
 
-configs = []
+configs, experiments = [], []
 for path in sorted(glob.glob("manifests/*.yaml")):
     docs = load_docs(path)
-    if not is_experiment(docs):
-        configs.append((os.path.basename(path)[:-5], docs))
+    (experiments if is_experiment(docs) else configs).append((os.path.basename(path)[:-5], docs))
 for path in sorted(glob.glob("strategies/*.yaml")):
     docs = load_docs(path)
-    if not is_experiment(docs):
-        configs.append((f"preset {docs[0]['metadata']['name']}", preset_docs(docs[0]["metadata"]["name"])))
+    (experiments if is_experiment(docs) else configs).append((f"preset {docs[0]['metadata']['name']}", preset_docs(docs[0]["metadata"]["name"])))
 if only:
     wanted = only.split(",")
-    configs = [c for c in configs if c[0] in wanted or c[0].replace("preset ", "") in wanted]
+    short = lambda label: label.replace("preset ", "")
+    for name in wanted:
+        if name in [short(c[0]) for c in experiments]:
+            raise SystemExit(f"error: ONLY names {name}, an experiment: its A/A runs (false winners) are in bench/experiment.sh")
+        if name not in [short(c[0]) for c in configs]:
+            raise SystemExit(f"error: ONLY names {name}, which is no example or preset here; there are: {', '.join(short(c[0]) for c in configs)}")
+    configs = [c for c in configs if short(c[0]) in wanted]
 
 rows = []
 print(f"==> A/A: {runs} rollouts of each example and preset, {parallel} at a time, {rate} req/s each")
