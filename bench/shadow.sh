@@ -23,7 +23,8 @@
 #     run against one more process that serves the same ways on four routes (off, mirror, compare and
 #     a second route without mirroring), since two identical processes' p99s differ by 10-15%: the
 #     second route's ratio to the first (an A/A) is the measurement's own noise, and the p99 baseline
-#     of each round is the mean of the two. In the p99 rounds the shadow's nginx (a process of its own) runs in the
+#     of each round is the mean of the two. Beside the pooled ratios, a 90% bootstrap interval over the
+#     rounds (redrawn with replacement) shows how far the box's noise moves them. In the p99 rounds the shadow's nginx (a process of its own) runs in the
 #     SCHED_IDLE class: on a real site the shadow has its own machine, and here the mirrored copies
 #     would otherwise take CPU 1 from the load generator and stable's nginx, which the proxy does not
 #     (measured: mirroring alone then cost 1.2-1.4x the p99, with or without comparison). Beside it,
@@ -49,7 +50,7 @@ swift build -c release --product sluice > /tmp/sluice-bench-build.log 2>&1 || { 
 SLUICE="$(swift build -c release --show-bin-path)/sluice"
 
 python3 - "$SLUICE" "$RUNS" "$ROUNDS" "$DUR" "$CONNS" "$BIG_DUR" "$P99_RATE" "$P99_ROUNDS" "$P99_DUR" <<'PY'
-import datetime, itertools, json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time, urllib.request
+import datetime, itertools, json, math, os, random, re, shutil, signal, statistics, subprocess, sys, tempfile, time, urllib.request
 sys.path.insert(0, "bench")
 from benchlib import append_results, free_port, wait_port
 
@@ -205,6 +206,16 @@ spec:
         return float(found.group(1)) * 1000 if found else float("nan")
 
     pooled = {}  # every answered request's latency (ms) per route, over all p99 rounds
+    # And each round's latencies as a histogram of 1%-wide bins (0.01 ms to a minute), for a bootstrap
+    # over rounds: how far the pooled p99s move when the rounds are drawn again (the box's noise comes
+    # round by round: one stall of the host fills a round's tail).
+    BIN, FLOOR = math.log(1.01), 0.01
+    BINS = int(math.log(60_000 / FLOOR) / BIN) + 1
+    hists = {}
+    def histogram(xs):
+        h = [0] * BINS
+        for x in xs: h[min(BINS - 1, int(math.log(max(x, FLOOR) / FLOOR) / BIN))] += 1
+        return h
     def load(deployment, seconds):
         served_p99(deployment)  # starts the window
         latencies = os.path.join(work, "latencies")
@@ -212,7 +223,9 @@ spec:
                               "--rate", str(p99_rate), "--duration", str(seconds), "--connections", "256", "--latencies", latencies],
                              capture_output=True, text=True).stdout
         report = json.loads(out)
-        pooled.setdefault(deployment, []).extend(float(x) for x in open(latencies).read().split())
+        answered = [float(x) for x in open(latencies).read().split()]
+        pooled.setdefault(deployment, []).extend(answered)
+        hists.setdefault(deployment, []).append(histogram(answered))
         return report["latencyMs"]["p99"], report["failedRequests"] + report["notSent"], served_p99(deployment)
 
     results = {name: [] for name in targets}
@@ -258,11 +271,28 @@ spec:
     # over the routes evenly, so the pooled figure is the steadier estimate of each route's p99.
     p99_of = lambda xs: sorted(xs)[int(0.99 * len(xs))]
     pooled_baseline = p99_of(pooled["off"] + pooled["aa"])
+    def p99_of_hist(h):
+        rank, seen = int(0.99 * sum(h)), 0
+        for i, count in enumerate(h):
+            seen += count
+            if seen > rank: return FLOOR * math.exp((i + 0.5) * BIN)
+    def bootstrap(numerator, denominator, draws=300, seed=12):
+        """The 5th and 95th percentiles of the pooled-p99 ratio over `draws` redraws of the rounds
+        (with replacement; a round's routes stay together, as they ran minutes apart at most)."""
+        rng, ratios = random.Random(seed), []
+        for _ in range(draws):
+            pick = [rng.randrange(p99_rounds) for _ in range(p99_rounds)]
+            pooled_p99 = lambda names: p99_of_hist([sum(column) for column in zip(*(hists[n][k] for n in names for k in pick))])
+            ratios.append(pooled_p99(numerator) / pooled_p99(denominator))
+        ratios.sort()
+        return f"{ratios[int(0.05 * draws)]:.2f}–{ratios[int(0.95 * draws)]:.2f}x"
     goal(f"Client p99 at {p99_rate} req/s, comparison on / mirroring off (routes of one process; all rounds' requests pooled)",
          f"{p99_of(pooled['compare']) / pooled_baseline:.2f}x ({p99_of(pooled['compare']):.2f} vs {pooled_baseline:.2f} ms over "
          f"{len(pooled['compare'])} and {len(pooled['off']) + len(pooled['aa'])} requests; mirroring alone {p99_of(pooled['mirror']) / pooled_baseline:.2f}x; "
          f"A/A, one route without mirroring against the other: {p99_of(pooled['aa']) / p99_of(pooled['off']):.2f}x; "
          f"failed {sum(x[1] for n in latency for x in latency[n])})", "<= 1.10x", p99_of(pooled["compare"]) / pooled_baseline <= 1.10)
+    goal("The same, 90% bootstrap interval over the rounds", f"{bootstrap(['compare'], ['off', 'aa'])} (mirroring alone {bootstrap(['mirror'], ['off', 'aa'])}; "
+         f"A/A {bootstrap(['aa'], ['off'])})", "how far the box's noise moves the line above, on which the goal is judged", True)
     goal(f"The same, as the median of per-round ratios", f"{p99_ratio('compare'):.2f}x "
          f"({quartiles(p99_ratios('compare'))}; {med([x[0] for x in latency['compare']]):.2f} vs {baseline_ms(0):.2f} ms; mirroring alone {p99_ratio('mirror'):.2f}x; "
          f"A/A {aa_ratio:.2f}x)", "noisier: each round's p99 from its own ~10,000 requests", True)
