@@ -278,7 +278,7 @@ spec:
             if seen > rank: return FLOOR * math.exp((i + 0.5) * BIN)
     def bootstrap(numerator, denominator, draws=300, seed=12):
         """The 5th and 95th percentiles of the pooled-p99 ratio over `draws` redraws of the rounds
-        (with replacement; a round's routes stay together, as they ran minutes apart at most)."""
+        (with replacement; a round's routes stay together, as they ran within 20 seconds of each other)."""
         rng, ratios = random.Random(seed), []
         for _ in range(draws):
             pick = [rng.randrange(p99_rounds) for _ in range(p99_rounds)]

@@ -127,7 +127,7 @@ struct RequestParserTests {
     func wordAtATimeScans() throws {
         // Every byte value at every position of a word of letters, against the byte-wise rules.
         func word(_ bytes: [UInt8]) -> UInt64 { bytes.withUnsafeBytes { HTTPBytes.word($0, at: 0) } }
-        /// Where the first byte `flagged` picks is, or nil.
+        /// Where the first flagged byte is, or nil when none is.
         func first(_ flags: UInt64) -> Int? { flags == 0 ? nil : HTTPBytes.firstFlagged(flags) }
         for position in 0..<8 {
             for value in 0...255 {
