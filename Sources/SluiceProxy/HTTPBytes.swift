@@ -120,24 +120,33 @@ enum HTTPBytes {
     }
 
     /// The control characters and DEL among a `word`'s eight bytes, HTAB included (the caller decides
-    /// about that one): a byte's high bit for each, or zero when there is none. Below 0x20, the
-    /// subtraction borrows into the high bit of such a byte, and bytes of 0x80 and above, whose high
-    /// bit is set already, are masked out; DEL is the same test on the word XOR 0x7F, where it is
-    /// zero. A borrow can flag a byte after a flagged one, never before: the lowest flag is exact.
+    /// about that one): a byte's high bit for each, or zero when there is none.
     @inline(__always)
     static func controlBytes(_ word: UInt64) -> UInt64 {
-        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
-        let delete = word ^ (ones &* 0x7F)
-        return ((word &- ones &* 0x20) & ~word | (delete &- ones) & ~delete) & highs
+        bytes(of: word, below: 0x20) | bytes(of: word, equalTo: 0x7F)
     }
 
     /// The bytes among a `word`'s eight that are not visible ASCII (0x21–0x7E), flagged as
     /// `controlBytes` flags them: those a request target may not hold, its ending space among them.
     @inline(__always)
     static func invisibleBytes(_ word: UInt64) -> UInt64 {
-        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
-        let delete = word ^ (ones &* 0x7F)
-        return ((word &- ones &* 0x21) & ~word | (delete &- ones) & ~delete | word) & highs
+        bytes(of: word, below: 0x21) | bytes(of: word, equalTo: 0x7F) | word & 0x8080_8080_8080_8080
+    }
+
+    /// The bytes of `word` below `bound` (at most 0x80), flagged by their high bit: the subtraction
+    /// borrows into the high bit of such a byte, and bytes of 0x80 and above, whose high bit is set
+    /// already, are masked out. A borrow can flag a byte after a flagged one, never before: the lowest
+    /// flag is exact.
+    @inline(__always)
+    private static func bytes(of word: UInt64, below bound: UInt64) -> UInt64 {
+        (word &- 0x0101_0101_0101_0101 &* bound) & ~word & 0x8080_8080_8080_8080
+    }
+
+    /// The bytes of `word` equal to `value`, flagged as `bytes(of:below:)` flags them: the same test for
+    /// zero on the word XOR the value.
+    @inline(__always)
+    private static func bytes(of word: UInt64, equalTo value: UInt64) -> UInt64 {
+        bytes(of: word ^ 0x0101_0101_0101_0101 &* value, below: 1)
     }
 
     /// Where the first flagged byte of `flags` (from `controlBytes` or `invisibleBytes`) is, 0–7.
