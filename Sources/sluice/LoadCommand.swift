@@ -22,6 +22,12 @@ struct LoadCommand: AsyncParsableCommand {
             --latencies FILE also writes each answered request's latency in milliseconds, one per line in \
             the order they ended (the first million), for percentiles pooled over several runs.
 
+            Several --url options share one run: the schedule is cut into slots of --slot milliseconds and \
+            the URLs take the slots in turn, in a balanced (Williams) order, so each follows every other \
+            equally often. Their latencies then meet the same moments of a noisy host, which separate \
+            runs do not. The report adds "urls", each URL's answered and unanswered (failed, not sent \
+            or cancelled) requests and percentiles, and each line of --latencies starts with the URL's number (from 0) and a tab.
+
             With --feedback METRIC it also plays the application of an experiment: every response that \
             carries a simulated conversion probability (sluice model-server --conversion P) converts with \
             that probability, and the outcome (1 or 0) is posted to the admin API's /api/v1/feedback by \
@@ -30,7 +36,10 @@ struct LoadCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "The URL to send to, such as http://127.0.0.1:8080/v2/models/fraud-scorer/infer.") var url: String
+    @Option(name: .customLong("url"), help: ArgumentHelp("The URL to send to, such as http://127.0.0.1:8080/v2/models/fraud-scorer/infer (repeatable: see above).",
+                                                         valueName: "url"))
+    var urls: [String]
+    @Option(help: ArgumentHelp("With several --url, how long each URL's turn lasts.", valueName: "ms")) var slot = 1000
     @Option(help: "Requests per second.") var rate = 200
     @Option(help: ArgumentHelp("Stop after this long.", valueName: "seconds")) var duration = 60
     @Option(help: "Requests in flight at most.") var connections = 32
@@ -48,7 +57,9 @@ struct LoadCommand: AsyncParsableCommand {
     @OptionGroup var admin: AdminOptions
 
     func validate() throws {
-        guard url.hasPrefix("http://") || url.hasPrefix("https://") else { throw ValidationError("--url must be an http(s) URL") }
+        for url in urls where !(url.hasPrefix("http://") || url.hasPrefix("https://")) { throw ValidationError("--url must be an http(s) URL, got '\(url)'") }
+        guard (1...64).contains(urls.count) else { throw ValidationError("--url: 1 to 64 URLs") }
+        guard (1...3_600_000).contains(slot) else { throw ValidationError("--slot must be 1 to 3600000 milliseconds") }
         guard (1...100_000).contains(rate) else { throw ValidationError("--rate must be 1 to 100000") }
         guard duration >= 1 else { throw ValidationError("--duration must be at least 1 second") }
         guard (1...1024).contains(connections) else { throw ValidationError("--connections must be 1 to 1024") }
@@ -77,10 +88,10 @@ struct LoadCommand: AsyncParsableCommand {
 
     func run() async throws {
         let tallies = NIOLockedValueBox<[String: VersionTally]>([:])
-        let failures = NIOLockedValueBox(Failures())
-        /// Each response's latency in seconds, from sending to the end of its body (the first million).
-        let latencies = NIOLockedValueBox<[Double]>([])
-        let url = url
+        let failures = NIOLockedValueBox(Failures(urls: urls.count))
+        /// Each response's URL (its number) and latency in seconds, from sending to the end of its body (the first million).
+        let latencies = NIOLockedValueBox<[(url: Int, seconds: Double)]>([])
+        let urls = urls
         let extraHeaders = headers.map { header in
             let colon = header.firstIndex(of: ":")!
             return (String(header[..<colon]), String(header[header.index(after: colon)...]).trimmingCharacters(in: .whitespaces))
@@ -97,8 +108,8 @@ struct LoadCommand: AsyncParsableCommand {
         let outcomes = FeedbackSender(url: admin.baseURL + "/api/v1/feedback",
                                       token: feedbackToken ?? ProcessInfo.processInfo.environment["SLUICE_FEEDBACK_TOKEN"] ?? admin.token, client: client)
         let (feedback, units, unitHeader) = (feedback, units, unitHeader)
-        let send: @Sendable () async -> Void = {
-            var request = HTTPClientRequest(url: url)
+        let send: @Sendable (Int) async -> Void = { target in
+            var request = HTTPClientRequest(url: urls[target])
             request.method = .POST
             request.headers.add(name: "content-type", value: "application/json")
             for (name, value) in extraHeaders { request.headers.replaceOrAdd(name: name, value: value) }
@@ -112,7 +123,7 @@ struct LoadCommand: AsyncParsableCommand {
                 let response = try await client.execute(request, timeout: .seconds(10))
                 _ = try await response.body.collect(upTo: 1 << 20)
                 let took = sent.duration(to: .now)
-                latencies.withLockedValue { if $0.count < 1_000_000 { $0.append(Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18) } }
+                latencies.withLockedValue { if $0.count < 1_000_000 { $0.append((target, Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18)) } }
                 let now = Date().timeIntervalSince1970
                 let version = response.headers.first(name: "x-sluice-version") ?? "-"
                 if let feedback, response.status.code < 500, let id = response.headers.first(name: "x-request-id"),
@@ -128,15 +139,16 @@ struct LoadCommand: AsyncParsableCommand {
                     all[version] = tally
                 }
             } catch where Task.isCancelled {
-                failures.withLockedValue { $0.cancelled += 1 }
+                failures.withLockedValue { $0.cancelled += 1; $0.unanswered[target] += 1 }
             } catch {
-                failures.withLockedValue { $0.record(error) }
+                failures.withLockedValue { $0.record(error, url: target) }
             }
         }
         let clock = ContinuousClock()
         let start = clock.now
         let end = start + .seconds(duration)
-        let (rate, connections) = (rate, connections)
+        let (rate, connections, slot) = (rate, connections, slot)
+        let order = BalancedOrder(count: urls.count)
         let inFlight = NIOLockedValueBox(0)
         let schedule = Task {
             await withDiscardingTaskGroup { group in
@@ -149,6 +161,8 @@ struct LoadCommand: AsyncParsableCommand {
                     let due = start + spacing * index
                     guard due < end else { break }
                     try? await clock.sleep(until: due)
+                    // The request's slot by its due time: index / rate seconds in, slot milliseconds a slot.
+                    let target = order.treatment(atSlot: index * 1000 / (rate * slot))
                     index += 1
                     let admitted = inFlight.withLockedValue { count in
                         guard count < connections else { return false }
@@ -156,11 +170,11 @@ struct LoadCommand: AsyncParsableCommand {
                         return true
                     }
                     guard admitted else {
-                        failures.withLockedValue { $0.notSent += 1 }
+                        failures.withLockedValue { $0.notSent += 1; $0.unanswered[target] += 1 }
                         continue
                     }
                     group.addTask {
-                        await send()
+                        await send(target)
                         inFlight.withLockedValue { $0 -= 1 }
                     }
                 }
@@ -211,17 +225,21 @@ struct LoadCommand: AsyncParsableCommand {
         ]
         let recorded = latencies.withLockedValue { $0 }
         if let latencyFile {
-            let lines = recorded.map { String(format: "%.4f\n", $0 * 1000) }.joined()
+            let lines = recorded.map { urls.count == 1 ? String(format: "%.4f\n", $0.seconds * 1000) : String(format: "%d\t%.4f\n", $0.url, $0.seconds * 1000) }.joined()
             do {
                 try lines.write(toFile: latencyFile, atomically: false, encoding: .utf8)
             } catch {
                 throw ValidationError("--latencies: cannot write \(latencyFile): \(error.localizedDescription)")
             }
         }
-        let sorted = recorded.sorted()
-        if !sorted.isEmpty {
-            func quantile(_ q: Double) -> Double { sorted[min(sorted.count - 1, Int((q * Double(sorted.count)).rounded(.up)) - 1)] * 1000 }
-            report["latencyMs"] = ["p50": quantile(0.5), "p90": quantile(0.9), "p99": quantile(0.99), "max": sorted.last! * 1000]
+        if let percentiles = Self.percentiles(recorded.map(\.seconds)) { report["latencyMs"] = percentiles }
+        if urls.count > 1 {
+            report["urls"] = urls.indices.map { index -> [String: Any] in
+                let mine = recorded.filter { $0.url == index }.map(\.seconds)
+                var entry: [String: Any] = ["url": urls[index], "answered": mine.count, "unanswered": failed.unanswered[index]]
+                if let percentiles = Self.percentiles(mine) { entry["latencyMs"] = percentiles }
+                return entry
+            }
         }
         if feedback != nil {
             let sent = outcomes.totals
@@ -229,6 +247,14 @@ struct LoadCommand: AsyncParsableCommand {
                                   "failedPosts": sent.failedPosts, "lastError": sent.lastError]
         }
         print(String(decoding: try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys]), as: UTF8.self))
+    }
+
+    /// The 50th, 90th and 99th percentiles and the maximum of latencies in seconds, in milliseconds.
+    static func percentiles(_ seconds: [Double]) -> [String: Double]? {
+        guard !seconds.isEmpty else { return nil }
+        let sorted = seconds.sorted()
+        func quantile(_ q: Double) -> Double { sorted[min(sorted.count - 1, Int((q * Double(sorted.count)).rounded(.up)) - 1)] * 1000 }
+        return ["p50": quantile(0.5), "p90": quantile(0.9), "p99": quantile(0.99), "max": sorted.last! * 1000]
     }
 
     /// Requests that got no response, and why the last one did not.
@@ -239,9 +265,14 @@ struct LoadCommand: AsyncParsableCommand {
         var notSent = 0
         /// Still in flight at the end of the grace period.
         var cancelled = 0
+        /// Failed, not sent or cancelled, by URL.
+        var unanswered: [Int]
 
-        mutating func record(_ error: any Error) {
+        init(urls: Int) { unanswered = Array(repeating: 0, count: urls) }
+
+        mutating func record(_ error: any Error, url: Int) {
             failed += 1
+            unanswered[url] += 1
             last = "\(error)"
         }
     }

@@ -115,6 +115,35 @@ struct FirstHourTests {
         #expect(written.allSatisfy { $0 >= 30 } && abs((written.max() ?? 0) - max) < 0.01, "\(written.max() ?? 0) vs \(max)")
     }
 
+    @Test("load: several --url take slots in turn, each with its own percentiles and its number on each --latencies line")
+    func loadSeveralURLs() async throws {
+        let fast = try RunningSluice(["model-server", "--name", "m", "--model-version", "v1", "--port", "0"])
+        let slow = try RunningSluice(["model-server", "--name", "m", "--model-version", "v2", "--port", "0", "--latency", "200"])
+        let urls = [try await fast.port(after: "model-server m v1 on"), try await slow.port(after: "model-server m v2 on")]
+            .map { "http://127.0.0.1:\($0)/v2/models/m/infer" }
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-latencies-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        // 40 a second for 2 s in slots of 100 ms: 20 slots of 4 requests, 10 slots (40 requests) each.
+        let load = try await SluiceBinary.run(["load", "--url", urls[0], "--url", urls[1], "--rate", "40", "--duration", "2", "--slot", "100",
+                                               "--latencies", file], timeout: .seconds(60))
+        try await fast.stop()
+        try await slow.stop()
+        #expect(load.status == 0, "\(load.stderr)")
+        let report = try JSONSerialization.jsonObject(with: Data(load.stdout.utf8)) as? [String: Any] ?? [:]
+        let each = try #require(report["urls"] as? [[String: Any]], "\(load.stdout)")
+        #expect(each.map { $0["url"] as? String } == urls)
+        let answered = each.map { $0["answered"] as? Int ?? -1 }
+        #expect(zip(answered, each.map { $0["unanswered"] as? Int ?? -1 }).allSatisfy { $0 + $1 == 40 }, "\(each)")
+        let p50 = each.map { ($0["latencyMs"] as? [String: Double])?["p50"] ?? .nan }
+        #expect(p50[0] < 200 && p50[1] >= 200, "\(p50)")
+        let lines = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n").map { $0.split(separator: "\t") }
+        #expect(lines.allSatisfy { $0.count == 2 && ($0[0] == "0" || $0[0] == "1") && Double($0[1]) != nil }, "\(lines.prefix(3))")
+        #expect(lines.filter { $0[0] == "0" }.count == answered[0] && lines.filter { $0[0] == "1" }.count == answered[1])
+        #expect(lines.filter { $0[0] == "1" }.allSatisfy { Double($0[1])! >= 200 })
+        let refused = try await SluiceBinary.run(["load", "--url", urls[0], "--url", "ftp://x", "--duration", "1"])
+        #expect(refused.status != 0 && refused.stderr.contains("--url must be an http(s) URL, got 'ftp://x'"), "\(refused.stderr)")
+    }
+
     @Test("load: a --latencies file that cannot be written fails the command before it sends anything")
     func loadLatencyFileRefused() async throws {
         let load = try await SluiceBinary.run(["load", "--url", "http://127.0.0.1:9/x", "--duration", "600", "--latencies", "/nonexistent-directory/latencies"],
