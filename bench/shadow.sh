@@ -12,32 +12,34 @@
 #   - Throughput with 100% mirroring and comparison on against mirroring off: >= 0.6x (wrk, closed loop,
 #     CONNS connections). A third target mirrors 100% without comparing, to show what comparison adds.
 #   - The client's p99 within +10%, at the same offered load below saturation: `sluice load` (open
-#     loop) at P99_RATE req/s for P99_DUR. At saturation a closed-loop p99 only restates the throughput.
-#     The targets take turns in an order that changes every round, each target following every other
-#     equally often (a rotation kept the same one after each: the A/A route, always run just after
-#     comparison, read 0.88x the other unmirrored one in Sluice's own p99) (ROUNDS for throughput, P99_ROUNDS for
-#     the p99, which is noisier); medians of the per-round ratios, with their quartiles. For the p99 the
-#     goal's figure pools every answered request of a route over all rounds (`sluice load --latencies`)
-#     and takes the p99 of those: a round's own p99 rests on its ~100 slowest requests, which one stall
-#     of the host can fill; the median of per-round ratios is printed beside it. The p99 rounds
-#     run against one more process that serves the same ways on four routes (off, mirror, compare and
-#     a second route without mirroring), since two identical processes' p99s differ by 10-15%: the
-#     second route's ratio to the first (an A/A) is the measurement's own noise, and the p99 baseline
-#     of each round is the mean of the two. Beside the pooled ratios, a 90% bootstrap interval over the
-#     rounds (redrawn with replacement) shows how far the box's noise moves them. In the p99 rounds the shadow's nginx (a process of its own) runs in the
-#     SCHED_IDLE class: on a real site the shadow has its own machine, and here the mirrored copies
-#     would otherwise take CPU 1 from the load generator and stable's nginx, which the proxy does not
-#     (measured: mirroring alone then cost 1.2-1.4x the p99, with or without comparison). Beside it,
-#     the same p99 as Sluice itself measures it (from /metrics), which leaves out the load generator.
+#     loop) at P99_RATE req/s. At saturation a closed-loop p99 only restates the throughput. The p99
+#     rounds run against one more process that serves the same ways on four routes (off, mirror,
+#     compare and a second route without mirroring), since two identical processes' p99s differ by
+#     10-15%: the second route's ratio to the first (an A/A) is the measurement's own noise, and the
+#     baseline is the two together. Within a round one `sluice load` sends to the four routes in turn,
+#     in slots of P99_SLOT ms (a Williams order: each route follows every other equally often, so a
+#     comparison backlog left over from a slot falls on each equally), P99_DUR of load per route: the
+#     host's stalls come in bursts of seconds, and routes run a route at a time for 5 s each (as
+#     before 2026-12-01) met different bursts (A/A 1.15x, 90% interval 0.83-1.58x). The comparison
+#     runs at most 50 ms after its pair, so little of it leaves a one-second slot. The goal's figure
+#     pools every answered request of a route over all rounds and takes the p99 of those (a round's own
+#     p99 rests on its ~100 slowest requests); beside it a 90% bootstrap interval over the rounds
+#     (redrawn with replacement) and the median of per-round ratios. The shadow's nginx (a process of
+#     its own) runs in the SCHED_IDLE class in these rounds: on a real site the shadow has its own
+#     machine, and here the mirrored copies would otherwise take CPU 1 from the load generator and
+#     stable's nginx, which the proxy does not (measured: mirroring alone then cost 1.2-1.4x the p99,
+#     with or without comparison). Beside it, the same p99 as Sluice itself measures it (from
+#     /metrics), which leaves out the load generator.
+#   - Throughput targets take turns in every order of three (ROUNDS), medians of per-round ratios.
 #   - Peak RSS of the comparing process under load with 60 KiB JSON answers (near the 64 KiB cap):
 #     <= 128 MB, with the pairs compared and dropped.
 #
-#   bench/shadow.sh       # env: RUNS (1000), ROUNDS (6: every order of three once), DUR (10s), CONNS (64), P99_RATE (2000), P99_ROUNDS (24),
-#                         #      P99_DUR (5s), BIG_DUR (30s)
+#   bench/shadow.sh       # env: RUNS (1000), ROUNDS (6: every order of three once), DUR (10s), CONNS (64), P99_RATE (2000), P99_ROUNDS (30),
+#                         #      P99_DUR (4s per route and round), P99_SLOT (1000 ms), BIG_DUR (30s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-1000}; ROUNDS=${ROUNDS:-6}; DUR=${DUR:-10s}; CONNS=${CONNS:-64}; BIG_DUR=${BIG_DUR:-30s}; P99_RATE=${P99_RATE:-2000}
-P99_ROUNDS=${P99_ROUNDS:-24}; P99_DUR=${P99_DUR:-5s}
+P99_ROUNDS=${P99_ROUNDS:-30}; P99_DUR=${P99_DUR:-4s}; P99_SLOT=${P99_SLOT:-1000}
 
 need=()
 for t in nginx wrk taskset; do command -v $t >/dev/null || need+=("$t"); done
@@ -49,13 +51,13 @@ echo "==> swift build -c release --product sluice"
 swift build -c release --product sluice > /tmp/sluice-bench-build.log 2>&1 || { cat /tmp/sluice-bench-build.log; exit 1; }
 SLUICE="$(swift build -c release --show-bin-path)/sluice"
 
-python3 - "$SLUICE" "$RUNS" "$ROUNDS" "$DUR" "$CONNS" "$BIG_DUR" "$P99_RATE" "$P99_ROUNDS" "$P99_DUR" <<'PY'
+python3 - "$SLUICE" "$RUNS" "$ROUNDS" "$DUR" "$CONNS" "$BIG_DUR" "$P99_RATE" "$P99_ROUNDS" "$P99_DUR" "$P99_SLOT" <<'PY'
 import datetime, itertools, json, math, os, random, re, shutil, signal, statistics, subprocess, sys, tempfile, time, urllib.request
 sys.path.insert(0, "bench")
 from benchlib import append_results, free_port, wait_port
 
 sluice, runs, rounds, dur, conns, big_dur, p99_rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6], int(sys.argv[7])
-p99_rounds, p99_dur = int(sys.argv[8]), int(sys.argv[9].rstrip("s"))
+p99_rounds, p99_dur, p99_slot = int(sys.argv[8]), int(sys.argv[9].rstrip("s")), int(sys.argv[10])
 rows = []
 def goal(name, figure, yardstick, met):
     rows.append((name, figure, yardstick, "met" if met else "NOT met"))
@@ -196,14 +198,16 @@ spec:
         errors = sum(int(x) for x in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
         return rps, p99, errors
 
-    def served_p99(deployment):
-        # Sluice's own p99 of stable's answers (request head in to response out) since the previous
-        # scrape: the latency the proxy adds, without the load generator's, which shares CPU 1 with the
-        # upstream nginx (busier by the mirrored copies).
+    def served_p99():
+        # Sluice's own p99 of stable's answers (request head in to response out) per route since the
+        # previous scrape: the latency the proxy adds, without the load generator's, which shares CPU 1
+        # with the upstream nginx (busier by the mirrored copies).
         with urllib.request.urlopen(f"http://127.0.0.1:{targets['p99']['admin']}/metrics", timeout=10) as r:
             text = r.read().decode()
-        found = re.search(r'sluice_request_duration_seconds\{deployment="' + deployment + r'",version="v1",quantile="0.99"\} ([\d.e+-]+)', text)
-        return float(found.group(1)) * 1000 if found else float("nan")
+        def p99(deployment):
+            found = re.search(r'sluice_request_duration_seconds\{deployment="' + deployment + r'",version="v1",quantile="0.99"\} ([\d.e+-]+)', text)
+            return float(found.group(1)) * 1000 if found else float("nan")
+        return {name: p99(name) for name in p99_names}
 
     pooled = {}  # every answered request's latency (ms) per route, over all p99 rounds
     # And each round's latencies as a histogram of 1%-wide bins (0.01 ms to a minute), for a bootstrap
@@ -216,17 +220,25 @@ spec:
         h = [0] * BINS
         for x in xs: h[min(BINS - 1, int(math.log(max(x, FLOOR) / FLOOR) / BIN))] += 1
         return h
-    def load(deployment, seconds):
-        served_p99(deployment)  # starts the window
+    def load(seconds):
+        """One round: the four routes take turns in slots of p99_slot ms within one `sluice load`
+        (a balanced order: each follows every other equally often), `seconds` of load each."""
+        served_p99()  # starts the windows
         latencies = os.path.join(work, "latencies")
-        out = subprocess.run(["taskset", "-c", "1", sluice, "load", "--url", f"http://127.0.0.1:{targets['p99']['proxy']}/v2/models/{deployment}/infer",
-                              "--rate", str(p99_rate), "--duration", str(seconds), "--connections", "256", "--latencies", latencies],
-                             capture_output=True, text=True).stdout
+        urls = [arg for name in p99_names for arg in ("--url", f"http://127.0.0.1:{targets['p99']['proxy']}/v2/models/{name}/infer")]
+        out = subprocess.run(["taskset", "-c", "1", sluice, "load", *urls, "--slot", str(p99_slot), "--rate", str(p99_rate),
+                              "--duration", str(seconds * len(p99_names)), "--connections", "256", "--latencies", latencies],
+                             capture_output=True, text=True, check=True).stdout
         report = json.loads(out)
-        answered = [float(x) for x in open(latencies).read().split()]
-        pooled.setdefault(deployment, []).extend(answered)
-        hists.setdefault(deployment, []).append(histogram(answered))
-        return report["latencyMs"]["p99"], report["failedRequests"] + report["notSent"], served_p99(deployment)
+        answered = {name: [] for name in p99_names}
+        for line in open(latencies):
+            index, ms = line.split("\t")
+            answered[p99_names[int(index)]].append(float(ms))
+        served = served_p99()
+        for name in p99_names:
+            pooled.setdefault(name, []).extend(answered[name])
+            hists.setdefault(name, []).append(histogram(answered[name]))
+        return {name: (url["latencyMs"]["p99"], url["unanswered"], served[name]) for name, url in zip(p99_names, report["urls"])}
 
     results = {name: [] for name in targets}
     latency = {name: [] for name in p99_names}
@@ -243,14 +255,12 @@ spec:
     # spare time, as a shadow on a machine of its own would.
     for pid in [shadow_nginx.pid] + [int(x) for x in subprocess.run(["pgrep", "-P", str(shadow_nginx.pid)], capture_output=True, text=True).stdout.split()]:
         subprocess.run(["chrt", "--idle", "-a", "-p", "0", str(pid)], check=True, capture_output=True)
-    print(f"==> {p99_rounds} rounds of {p99_dur}s per route of one process at {p99_rate} req/s (open loop); the shadow's nginx in SCHED_IDLE", flush=True)
+    print(f"==> {p99_rounds} rounds of {p99_dur}s per route of one process at {p99_rate} req/s (open loop), the routes taking turns in slots of "
+          f"{p99_slot} ms; the shadow's nginx in SCHED_IDLE", flush=True)
     for r in range(p99_rounds):
-        # A Williams square: over four rounds each route runs once in each position and once just after
-        # each other route, so what one leaves behind (a comparison backlog, say) is spread evenly.
-        for name in [p99_names[i] for i in ((0, 1, 3, 2), (1, 2, 0, 3), (2, 3, 1, 0), (3, 0, 2, 1))[r % 4]]:
-            p99, failed, served = load(name, p99_dur)
+        for name, (p99, failed, served) in load(p99_dur).items():
             latency[name].append((p99, failed, served))
-            print(f"    round {r + 1} {name:8} at {p99_rate} req/s: p99={p99:.2f}ms (in sluice {served:.3f}ms) failed or not sent={failed}", flush=True)
+            print(f"    round {r + 1} {name:8} at {p99_rate} req/s: p99={p99:.2f}ms (in sluice {served:.3f}ms) unanswered={failed}", flush=True)
     med = lambda xs: statistics.median(xs)
     per_round = lambda a, b, i: med([results[a][k][i] / results[b][k][i] for k in range(rounds)])
     compared = view("compare").get("shadow", {}).get("comparisons", [{}])[0]
@@ -278,7 +288,7 @@ spec:
             if seen > rank: return FLOOR * math.exp((i + 0.5) * BIN)
     def bootstrap(numerator, denominator, draws=300, seed=12):
         """The 5th and 95th percentiles of the pooled-p99 ratio over `draws` redraws of the rounds
-        (with replacement; a round's routes stay together, as they ran within 20 seconds of each other)."""
+        (with replacement; a round's routes stay together, as they took turns within one run)."""
         rng, ratios = random.Random(seed), []
         for _ in range(draws):
             pick = [rng.randrange(p99_rounds) for _ in range(p99_rounds)]
@@ -295,7 +305,7 @@ spec:
          f"A/A {bootstrap(['aa'], ['off'])})", "how far the box's noise moves the line above, on which the goal is judged", True)
     goal(f"The same, as the median of per-round ratios", f"{p99_ratio('compare'):.2f}x "
          f"({quartiles(p99_ratios('compare'))}; {med([x[0] for x in latency['compare']]):.2f} vs {baseline_ms(0):.2f} ms; mirroring alone {p99_ratio('mirror'):.2f}x; "
-         f"A/A {aa_ratio:.2f}x)", "noisier: each round's p99 from its own ~10,000 requests", True)
+         f"A/A {aa_ratio:.2f}x)", "noisier: each round's p99 from its own requests", True)
     goal(f"The same p99 as Sluice measures it (head in to response out)", f"{p99_ratio('compare', 2):.2f}x "
          f"({med([x[2] for x in latency['compare']]):.3f} vs {baseline_ms(2):.3f} ms; mirroring alone {p99_ratio('mirror', 2):.2f}x)",
          "the proxy's share of the line above; no goal", True)
@@ -325,6 +335,6 @@ print("\n" + table)
 append_results("Shadow comparison (bench/shadow.sh)",
                "Issue 12's goals: the statistics in seeded simulation through the real tally, and the proxy's cost with "
                "100% mirroring and comparison, each Sluice pinned to one core (wrk and nginx on the other).",
-               f"### {datetime.date.today()}: `RUNS={runs} ROUNDS={rounds} DUR={dur} CONNS={conns} P99_ROUNDS={p99_rounds} P99_DUR={p99_dur}s BIG_DUR={big_dur} bench/shadow.sh` (appended by the script)\n\n```\n{table}\n```")
+               f"### {datetime.date.today()}: `RUNS={runs} ROUNDS={rounds} DUR={dur} CONNS={conns} P99_ROUNDS={p99_rounds} P99_DUR={p99_dur}s P99_SLOT={p99_slot} BIG_DUR={big_dur} bench/shadow.sh` (appended by the script)\n\n```\n{table}\n```")
 print("\nappended to bench/RESULTS.md")
 PY
