@@ -18,10 +18,11 @@
 #     10-15%: the second route's ratio to the first (an A/A) is the measurement's own noise, and the
 #     baseline is the two together. Within a round one `sluice load` sends to the four routes in turn,
 #     in slots of P99_SLOT ms (a Williams order: each route follows every other equally often, so a
-#     comparison backlog left over from a slot falls on each equally), P99_DUR of load per route: the
-#     host's stalls come in bursts of seconds, and routes run a route at a time for 5 s each (as
-#     before 2026-12-01) met different bursts (A/A 1.15x, 90% interval 0.83-1.58x). The comparison
-#     runs at most 50 ms after its pair, so little of it leaves a one-second slot. The goal's figure
+#     comparison backlog left over from a slot falls on each equally), P99_DUR of load per route, after
+#     2 s of warm-up that counts for none (without it the first route took every round's new
+#     connections: its A/A read 0.63x). Run a route at a time for 5 s each (as before 2026-12-01), the
+#     routes met different bursts of the host's stalls (A/A 1.15x, 90% interval 0.83-1.58x). The
+#     comparison runs at most 50 ms after its pair, so little of it leaves a one-second slot. The goal's figure
 #     pools every answered request of a route over all rounds and takes the p99 of those (a round's own
 #     p99 rests on its ~100 slowest requests); beside it a 90% bootstrap interval over the rounds
 #     (redrawn with replacement) and the median of per-round ratios. The shadow's nginx (a process of
@@ -227,7 +228,7 @@ spec:
         latencies = os.path.join(work, "latencies")
         urls = [arg for name in p99_names for arg in ("--url", f"http://127.0.0.1:{targets['p99']['proxy']}/v2/models/{name}/infer")]
         out = subprocess.run(["taskset", "-c", "1", sluice, "load", *urls, "--slot", str(p99_slot), "--rate", str(p99_rate),
-                              "--duration", str(seconds * len(p99_names)), "--connections", "256", "--latencies", latencies],
+                              "--duration", str(seconds * len(p99_names)), "--warm-up", "2", "--connections", "256", "--latencies", latencies],
                              capture_output=True, text=True, check=True).stdout
         report = json.loads(out)
         answered = {name: [] for name in p99_names}

@@ -28,6 +28,10 @@ struct LoadCommand: AsyncParsableCommand {
             runs do not. The report adds "urls", each URL's answered and unanswered (failed, not sent \
             or cancelled) requests and percentiles, and each line of --latencies starts with the URL's number (from 0) and a tab.
 
+            --warm-up SECONDS sends at the same rate before all that, to the URLs in turn, so that new \
+            connections and cold caches do not fall on whichever URL comes first; those requests are \
+            left out of every figure ("seconds" in the report includes them).
+
             With --feedback METRIC it also plays the application of an experiment: every response that \
             carries a simulated conversion probability (sluice model-server --conversion P) converts with \
             that probability, and the outcome (1 or 0) is posted to the admin API's /api/v1/feedback by \
@@ -40,6 +44,9 @@ struct LoadCommand: AsyncParsableCommand {
                                                          valueName: "url"))
     var urls: [String]
     @Option(help: ArgumentHelp("With several --url, how long each URL's turn lasts.", valueName: "ms")) var slot = 1000
+    @Option(name: .customLong("warm-up"), help: ArgumentHelp("Send for this long first, to the URLs in turn, leaving those requests out of every figure.",
+                                                              valueName: "seconds"))
+    var warmUp = 0
     @Option(help: "Requests per second.") var rate = 200
     @Option(help: ArgumentHelp("Stop after this long.", valueName: "seconds")) var duration = 60
     @Option(help: "Requests in flight at most.") var connections = 32
@@ -62,6 +69,7 @@ struct LoadCommand: AsyncParsableCommand {
         guard (1...3_600_000).contains(slot) else { throw ValidationError("--slot must be 1 to 3600000 milliseconds") }
         guard (1...100_000).contains(rate) else { throw ValidationError("--rate must be 1 to 100000") }
         guard duration >= 1 else { throw ValidationError("--duration must be at least 1 second") }
+        guard (0...3600).contains(warmUp) else { throw ValidationError("--warm-up must be 0 to 3600 seconds") }
         guard (1...1024).contains(connections) else { throw ValidationError("--connections must be 1 to 1024") }
         if let units, units < 1 { throw ValidationError("--units must be at least 1") }
         // Before any load: a file that cannot be written fails the command now, not after --duration.
@@ -108,7 +116,8 @@ struct LoadCommand: AsyncParsableCommand {
         let outcomes = FeedbackSender(url: admin.baseURL + "/api/v1/feedback",
                                       token: feedbackToken ?? ProcessInfo.processInfo.environment["SLUICE_FEEDBACK_TOKEN"] ?? admin.token, client: client)
         let (feedback, units, unitHeader) = (feedback, units, unitHeader)
-        let send: @Sendable (Int) async -> Void = { target in
+        /// Sends one request to URL number `target`; one of the warm-up (`counted` false) is left out of every figure.
+        let send: @Sendable (_ target: Int, _ counted: Bool) async -> Void = { target, counted in
             var request = HTTPClientRequest(url: urls[target])
             request.method = .POST
             request.headers.add(name: "content-type", value: "application/json")
@@ -122,6 +131,7 @@ struct LoadCommand: AsyncParsableCommand {
             do {
                 let response = try await client.execute(request, timeout: .seconds(10))
                 _ = try await response.body.collect(upTo: 1 << 20)
+                guard counted else { return }
                 let took = sent.duration(to: .now)
                 latencies.withLockedValue { if $0.count < 1_000_000 { $0.append((target, Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18)) } }
                 let now = Date().timeIntervalSince1970
@@ -139,15 +149,15 @@ struct LoadCommand: AsyncParsableCommand {
                     all[version] = tally
                 }
             } catch where Task.isCancelled {
-                failures.withLockedValue { $0.cancelled += 1; $0.unanswered[target] += 1 }
+                if counted { failures.withLockedValue { $0.cancelled += 1; $0.unanswered[target] += 1 } }
             } catch {
-                failures.withLockedValue { $0.record(error, url: target) }
+                failures.withLockedValue { counted ? $0.record(error, url: target) : $0.recordWarmUp(error) }
             }
         }
         let clock = ContinuousClock()
         let start = clock.now
-        let end = start + .seconds(duration)
-        let (rate, connections, slot) = (rate, connections, slot)
+        let end = start + .seconds(warmUp + duration)
+        let (rate, connections, slot, warmUpRequests) = (rate, connections, slot, warmUp * rate)
         let order = BalancedOrder(count: urls.count)
         let inFlight = NIOLockedValueBox(0)
         let schedule = Task {
@@ -161,8 +171,11 @@ struct LoadCommand: AsyncParsableCommand {
                     let due = start + spacing * index
                     guard due < end else { break }
                     try? await clock.sleep(until: due)
-                    // The request's slot by its due time: index / rate seconds in, slot milliseconds a slot.
-                    let target = order.treatment(atSlot: index * 1000 / (rate * slot))
+                    // The warm-up's requests go to the URLs in turn; then each request's slot follows from its
+                    // due time: `measured / rate` seconds after the warm-up, `slot` milliseconds a slot.
+                    let measured = index - warmUpRequests
+                    let counted = measured >= 0
+                    let target = counted ? order.treatment(atSlot: measured * 1000 / (rate * slot)) : index % urls.count
                     index += 1
                     let admitted = inFlight.withLockedValue { count in
                         guard count < connections else { return false }
@@ -170,11 +183,11 @@ struct LoadCommand: AsyncParsableCommand {
                         return true
                     }
                     guard admitted else {
-                        failures.withLockedValue { $0.notSent += 1; $0.unanswered[target] += 1 }
+                        if counted { failures.withLockedValue { $0.notSent += 1; $0.unanswered[target] += 1 } }
                         continue
                     }
                     group.addTask {
-                        await send(target)
+                        await send(target, counted)
                         inFlight.withLockedValue { $0 -= 1 }
                     }
                 }
@@ -190,7 +203,7 @@ struct LoadCommand: AsyncParsableCommand {
             var reported = 0
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(1))
-                let (count, last) = failures.withLockedValue { ($0.failed, $0.last) }
+                let (count, last) = failures.withLockedValue { ($0.failed + $0.warmUpFailed, $0.last) }
                 if count > reported {
                     FileHandle.standardError.write(Data("load: \(count - reported) request(s) failed in the last second: \(last)\n".utf8))
                     reported = count
@@ -270,9 +283,17 @@ struct LoadCommand: AsyncParsableCommand {
 
         init(urls: Int) { unanswered = Array(repeating: 0, count: urls) }
 
+        /// Failures of the warm-up: reported as they happen, left out of the figures.
+        var warmUpFailed = 0
+
         mutating func record(_ error: any Error, url: Int) {
             failed += 1
             unanswered[url] += 1
+            last = "\(error)"
+        }
+
+        mutating func recordWarmUp(_ error: any Error) {
+            warmUpFailed += 1
             last = "\(error)"
         }
     }

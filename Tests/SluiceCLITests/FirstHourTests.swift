@@ -123,13 +123,15 @@ struct FirstHourTests {
             .map { "http://127.0.0.1:\($0)/v2/models/m/infer" }
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-latencies-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: file) }
-        // 40 a second for 2 s in slots of 100 ms: 20 slots of 4 requests, 10 slots (40 requests) each.
+        // 40 a second for 2 s in slots of 100 ms: 20 slots of 4 requests, 10 slots (40 requests) each,
+        // after a second of warm-up whose 40 requests count nowhere.
         let load = try await SluiceBinary.run(["load", "--url", urls[0], "--url", urls[1], "--rate", "40", "--duration", "2", "--slot", "100",
-                                               "--latencies", file], timeout: .seconds(60))
+                                               "--warm-up", "1", "--latencies", file], timeout: .seconds(60))
         try await fast.stop()
         try await slow.stop()
         #expect(load.status == 0, "\(load.stderr)")
         let report = try JSONSerialization.jsonObject(with: Data(load.stdout.utf8)) as? [String: Any] ?? [:]
+        #expect((report["seconds"] as? Double ?? 0) >= 3, "\(load.stdout)")
         let each = try #require(report["urls"] as? [[String: Any]], "\(load.stdout)")
         #expect(each.map { $0["url"] as? String } == urls)
         let answered = each.map { $0["answered"] as? Int ?? -1 }
