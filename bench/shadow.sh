@@ -22,10 +22,11 @@
 #     2 s of warm-up that counts for none (without it the first route took every round's new
 #     connections: its A/A read 0.63x). Run a route at a time for 5 s each (as before 2026-12-01), the
 #     routes met different bursts of the host's stalls (A/A 1.15x, 90% interval 0.83-1.58x). The
-#     comparison runs at most 50 ms after its pair, so little of it leaves a one-second slot. The goal's figure
-#     pools every answered request of a route over all rounds and takes the p99 of those (a round's own
-#     p99 rests on its ~100 slowest requests); beside it a 90% bootstrap interval over the rounds
-#     (redrawn with replacement) and the median of per-round ratios. The shadow's nginx (a process of
+#     comparison runs at most 50 ms after its pair, so little of it leaves a one-second slot. The goal
+#     is judged on the median of per-round ratios, with a 90% bootstrap interval over the rounds
+#     (redrawn with replacement). Beside it, the p99 of every round's requests of a route pooled: a burst
+#     of the host's stalls fills much of that tail on whichever route's turns it fell (its A/A read
+#     1.24x, interval 1.00-1.47x, where the median's read 0.99x). The shadow's nginx (a process of
 #     its own) runs in the SCHED_IDLE class in these rounds: on a real site the shadow has its own
 #     machine, and here the mirrored copies would otherwise take CPU 1 from the load generator and
 #     stable's nginx, which the proxy does not (measured: mirroring alone then cost 1.2-1.4x the p99,
@@ -277,9 +278,27 @@ spec:
     baseline_ms = lambda i: med([baseline(k, i) for k in range(p99_rounds)])
     quartiles = lambda xs: "quartiles " + "–".join(f"{q:.2f}" for q in statistics.quantiles(xs, n=4)[::2]) if len(xs) >= 2 else "one round"
 
-    # The p99 of all the rounds' requests of a route at once: each round's p99 rests on its ~100 slowest
-    # requests, which one stall of the host can fill, while the interleaved rounds spread the stalls
-    # over the routes evenly, so the pooled figure is the steadier estimate of each route's p99.
+    def interval(values, statistic, draws=1000, seed=12):
+        """The 5th and 95th percentiles of `statistic` over `draws` redraws of the rounds (with
+        replacement; a round's routes stay together, as they took turns within one run)."""
+        rng, found = random.Random(seed), []
+        for _ in range(draws):
+            found.append(statistic([values[rng.randrange(len(values))] for _ in values]))
+        found.sort()
+        return f"{found[int(0.05 * draws)]:.2f}–{found[int(0.95 * draws)]:.2f}x"
+    aa_ratios = [latency["aa"][k][0] / latency["off"][k][0] for k in range(p99_rounds)]
+    # The goal is judged on the median of per-round ratios: the routes of a round took turns second by
+    # second, so a round's ratio compares like with like, and a round that a burst of the host's stalls
+    # hit on one route's turns moves the median little.
+    goal(f"Client p99 at {p99_rate} req/s, comparison on / mirroring off (routes of one process taking turns; median of per-round ratios)",
+         f"{p99_ratio('compare'):.2f}x (90% bootstrap interval {interval(p99_ratios('compare'), med)}, {quartiles(p99_ratios('compare'))}; "
+         f"{med([x[0] for x in latency['compare']]):.2f} vs {baseline_ms(0):.2f} ms; mirroring alone {p99_ratio('mirror'):.2f}x "
+         f"({interval(p99_ratios('mirror'), med)}); A/A, one route without mirroring against the other: {aa_ratio:.2f}x ({interval(aa_ratios, med)}); "
+         f"unanswered {sum(x[1] for n in latency for x in latency[n])})", "<= 1.10x", p99_ratio("compare") <= 1.10)
+
+    # Beside it, the p99 of all the rounds' requests of a route at once. A burst of the host's stalls
+    # (a few hundred ms at 2,000 req/s) fills a good share of that tail on whichever route's turn it
+    # fell, so this figure moves more (its A/A shows how much).
     p99_of = lambda xs: sorted(xs)[int(0.99 * len(xs))]
     pooled_baseline = p99_of(pooled["off"] + pooled["aa"])
     def p99_of_hist(h):
@@ -287,29 +306,19 @@ spec:
         for i, count in enumerate(h):
             seen += count
             if seen > rank: return FLOOR * math.exp((i + 0.5) * BIN)
-    def bootstrap(numerator, denominator, draws=300, seed=12):
-        """The 5th and 95th percentiles of the pooled-p99 ratio over `draws` redraws of the rounds
-        (with replacement; a round's routes stay together, as they took turns within one run)."""
-        rng, ratios = random.Random(seed), []
-        for _ in range(draws):
-            pick = [rng.randrange(p99_rounds) for _ in range(p99_rounds)]
-            pooled_p99 = lambda names: p99_of_hist([sum(column) for column in zip(*(hists[n][k] for n in names for k in pick))])
-            ratios.append(pooled_p99(numerator) / pooled_p99(denominator))
-        ratios.sort()
-        return f"{ratios[int(0.05 * draws)]:.2f}–{ratios[int(0.95 * draws)]:.2f}x"
-    goal(f"Client p99 at {p99_rate} req/s, comparison on / mirroring off (routes of one process; all rounds' requests pooled)",
-         f"{p99_of(pooled['compare']) / pooled_baseline:.2f}x ({p99_of(pooled['compare']):.2f} vs {pooled_baseline:.2f} ms over "
-         f"{len(pooled['compare'])} and {len(pooled['off']) + len(pooled['aa'])} requests; mirroring alone {p99_of(pooled['mirror']) / pooled_baseline:.2f}x; "
-         f"A/A, one route without mirroring against the other: {p99_of(pooled['aa']) / p99_of(pooled['off']):.2f}x; "
-         f"failed {sum(x[1] for n in latency for x in latency[n])})", "<= 1.10x", p99_of(pooled["compare"]) / pooled_baseline <= 1.10)
-    goal("The same, 90% bootstrap interval over the rounds", f"{bootstrap(['compare'], ['off', 'aa'])} (mirroring alone {bootstrap(['mirror'], ['off', 'aa'])}; "
-         f"A/A {bootstrap(['aa'], ['off'])})", "how far the box's noise moves the line above, on which the goal is judged", True)
-    goal(f"The same, as the median of per-round ratios", f"{p99_ratio('compare'):.2f}x "
-         f"({quartiles(p99_ratios('compare'))}; {med([x[0] for x in latency['compare']]):.2f} vs {baseline_ms(0):.2f} ms; mirroring alone {p99_ratio('mirror'):.2f}x; "
-         f"A/A {aa_ratio:.2f}x)", "noisier: each round's p99 from its own requests", True)
+    def pooled_interval(numerator, denominator):
+        def ratio(rounds):
+            pooled_p99 = lambda names: p99_of_hist([sum(column) for column in zip(*(hists[n][k] for n in names for k in rounds))])
+            return pooled_p99(numerator) / pooled_p99(denominator)
+        return interval(list(range(p99_rounds)), ratio, draws=300)
+    goal("The same, every round's requests pooled", f"{p99_of(pooled['compare']) / pooled_baseline:.2f}x ({p99_of(pooled['compare']):.2f} vs "
+         f"{pooled_baseline:.2f} ms over {len(pooled['compare'])} and {len(pooled['off']) + len(pooled['aa'])} requests; interval "
+         f"{pooled_interval(['compare'], ['off', 'aa'])}; mirroring alone {p99_of(pooled['mirror']) / pooled_baseline:.2f}x; "
+         f"A/A {p99_of(pooled['aa']) / p99_of(pooled['off']):.2f}x ({pooled_interval(['aa'], ['off'])}))",
+         "no goal: a burst of stalls on one route's turns moves it", True)
     goal(f"The same p99 as Sluice measures it (head in to response out)", f"{p99_ratio('compare', 2):.2f}x "
          f"({med([x[2] for x in latency['compare']]):.3f} vs {baseline_ms(2):.3f} ms; mirroring alone {p99_ratio('mirror', 2):.2f}x)",
-         "the proxy's share of the line above; no goal", True)
+         "the proxy's share of the client's; no goal", True)
     goal("Closed-loop p99 at saturation (wrk), comparison on / mirroring off", f"{per_round('compare', 'off', 1):.2f}x", "follows throughput; no goal", True)
     errors = sum(x[2] for name in results for x in results[name])
     goal("Pairs compared during the throughput rounds", f"{compared.get('compared', 0)} of {compared.get('mirrored', 0)} finished, agreement {compared.get('agreement')}, "
