@@ -30,7 +30,7 @@ struct LoadCommand: AsyncParsableCommand {
 
             --warm-up SECONDS sends at the same rate before all that, to the URLs in turn, so that new \
             connections and cold caches do not fall on whichever URL comes first; those requests are \
-            left out of every figure ("seconds" in the report includes them).
+            left out of every figure and post no feedback ("seconds" in the report includes them).
 
             With --feedback METRIC it also plays the application of an experiment: every response that \
             carries a simulated conversion probability (sluice model-server --conversion P) converts with \
@@ -247,10 +247,11 @@ struct LoadCommand: AsyncParsableCommand {
         }
         if let percentiles = Self.percentiles(recorded.map(\.seconds)) { report["latencyMs"] = percentiles }
         if urls.count > 1 {
+            var byURL = [[Double]](repeating: [], count: urls.count)
+            for (url, seconds) in recorded { byURL[url].append(seconds) }
             report["urls"] = urls.indices.map { index -> [String: Any] in
-                let mine = recorded.filter { $0.url == index }.map(\.seconds)
-                var entry: [String: Any] = ["url": urls[index], "answered": mine.count, "unanswered": failed.unanswered[index]]
-                if let percentiles = Self.percentiles(mine) { entry["latencyMs"] = percentiles }
+                var entry: [String: Any] = ["url": urls[index], "answered": byURL[index].count, "unanswered": failed.unanswered[index]]
+                if let percentiles = Self.percentiles(byURL[index]) { entry["latencyMs"] = percentiles }
                 return entry
             }
         }
@@ -280,11 +281,10 @@ struct LoadCommand: AsyncParsableCommand {
         var cancelled = 0
         /// Failed, not sent or cancelled, by URL.
         var unanswered: [Int]
-
-        init(urls: Int) { unanswered = Array(repeating: 0, count: urls) }
-
         /// Failures of the warm-up: reported as they happen, left out of the figures.
         var warmUpFailed = 0
+
+        init(urls: Int) { unanswered = Array(repeating: 0, count: urls) }
 
         mutating func record(_ error: any Error, url: Int) {
             failed += 1
