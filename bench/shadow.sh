@@ -22,7 +22,8 @@
 #     2 s of warm-up that counts for none (without it the first route took every round's new
 #     connections: its A/A read 0.63x). Run a route at a time for 5 s each (as before 2026-12-01), the
 #     routes met different bursts of the host's stalls (A/A 1.15x, 90% interval 0.83-1.58x). The
-#     comparison runs at most 50 ms after its pair, so little of it leaves a one-second slot. The goal
+#     comparison runs about 50 ms after its pair (the controller drains pairs every 50 ms), so little
+#     of it leaves a one-second slot. The goal
 #     is judged on the median of per-round ratios, with a 90% bootstrap interval over the rounds
 #     (redrawn with replacement). Beside it, the p99 of every round's requests of a route pooled: a burst
 #     of the host's stalls fills much of that tail on whichever route's turns it fell (its A/A read
@@ -31,7 +32,8 @@
 #     machine, and here the mirrored copies would otherwise take CPU 1 from the load generator and
 #     stable's nginx, which the proxy does not (measured: mirroring alone then cost 1.2-1.4x the p99,
 #     with or without comparison). Beside it, the same p99 as Sluice itself measures it (from
-#     /metrics), which leaves out the load generator.
+#     /metrics), which leaves out the load generator (its window takes in the warm-up too, the same
+#     for every route).
 #   - Throughput targets take turns in every order of three (ROUNDS), medians of per-round ratios.
 #   - Peak RSS of the comparing process under load with 60 KiB JSON answers (near the 64 KiB cap):
 #     <= 128 MB, with the pairs compared and dropped.
