@@ -152,15 +152,19 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
                 if input.readableBytes > 0 { held = input }
                 return
             }
-            let part: ClientRequestPart
             do {
-                guard let next = try parser.next(&input) else { return }
-                part = next
+                if parser.expectsHead {
+                    guard let head = try parser.nextHead(&input) else { return }
+                    clock.headReceived()
+                    startExchange(head, now: now, context: context)
+                } else {
+                    guard let part = try parser.next(&input) else { return }
+                    process(part, now: now, context: context)
+                }
             } catch {
                 refuse(error, context: context)
                 return
             }
-            process(part, now: now, context: context)
             if case .closed = state { return }
         }
     }
@@ -168,6 +172,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     private func process(_ part: ClientRequestPart, now: NIODeadline, context: ChannelHandlerContext) {
         switch part {
         case .head(let head):
+            // `consume` takes heads with `nextHead`; this serves one all the same.
             clock.headReceived()
             startExchange(head, now: now, context: context)
         case .body(let buffer):

@@ -143,17 +143,7 @@ struct ClientRequestParser {
             state = .head
             return .end
         case .head:
-            guard let head = try takeHead(&input) else { return nil }
-            switch head.framing {
-            case .none, .length(0):
-                state = .endPending
-            case .length(let length):
-                state = .length(remaining: length)
-            case .chunked:
-                state = .chunked
-                chunks = ChunkedScanner()
-            }
-            return .head(head)
+            return try nextHead(&input).map { .head($0) }
         case .length(let remaining):
             if remaining == 0 {
                 state = .head
@@ -170,6 +160,29 @@ struct ClientRequestParser {
             if finished { state = .length(remaining: 0) }
             return consumed > 0 ? .body(input.readSlice(length: consumed)!) : nil
         }
+    }
+
+    /// Waiting for a request head: `nextHead(_:)` takes it.
+    var expectsHead: Bool {
+        if case .head = state { return true }
+        return false
+    }
+
+    /// The next head from `input` when `expectsHead`, consuming its bytes, or `nil` when more bytes are
+    /// needed. The proxy's request path takes heads here, not from `next(_:)`, so the head is not
+    /// copied in and out of a `ClientRequestPart` on the way.
+    mutating func nextHead(_ input: inout ByteBuffer) throws(HTTPParseError) -> ClientRequestHead? {
+        guard let head = try takeHead(&input) else { return nil }
+        switch head.framing {
+        case .none, .length(0):
+            state = .endPending
+        case .length(let length):
+            state = .length(remaining: length)
+        case .chunked:
+            state = .chunked
+            chunks = ChunkedScanner()
+        }
+        return head
     }
 
     // MARK: Head
