@@ -67,7 +67,7 @@ final class ClientClock {
     }
 
     private func arm(at deadline: NIODeadline) {
-        guard let context else { return }
+        guard !timer.covers(deadline), let context else { return }
         timer.arm(at: deadline, on: context.eventLoop) { self.fire() }
     }
 

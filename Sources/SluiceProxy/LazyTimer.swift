@@ -9,9 +9,17 @@ struct LazyTimer {
     private var task: Scheduled<Void>?
     private var due: NIODeadline?
 
+    /// A pending timer fires by `deadline` already: arming for it would do nothing. Callers ask first,
+    /// so the common case (a busy connection's clock moving later) touches no event loop or closure.
+    @inline(__always)
+    func covers(_ deadline: NIODeadline) -> Bool {
+        if task != nil, let due, due <= deadline { return true }
+        return false
+    }
+
     /// Makes sure `fire` runs no later than `deadline`.
     mutating func arm(at deadline: NIODeadline, on eventLoop: any EventLoop, _ fire: @escaping () -> Void) {
-        if task != nil, let due, due <= deadline { return }
+        if covers(deadline) { return }
         task?.cancel()
         due = deadline
         task = eventLoop.assumeIsolated().scheduleTask(deadline: deadline, fire)

@@ -328,7 +328,7 @@ final class UpstreamHandler: ChannelDuplexHandler {
     }
 
     private func arm(at deadline: NIODeadline) {
-        guard let context else { return }
+        guard !timer.covers(deadline), let context else { return }
         // Strong: the timer is cancelled when the handler leaves the pipeline, which ends the cycle.
         timer.arm(at: deadline, on: context.eventLoop) { self.fire() }
     }
