@@ -100,9 +100,6 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     private var context: ChannelHandlerContext?
     /// The channel's allocator, looked up once.
     private var allocator = ByteBufferAllocator()
-    /// Storage for the heads this connection writes, reused from one request to the next.
-    private var requestHeads = ReusableBuffer()
-    private var responseHeads = ReusableBuffer()
     private var pendingRead = false
     /// Bytes of requests that arrived while an earlier one was still being served.
     private var held: ByteBuffer?
@@ -248,9 +245,9 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             recycled = exchange
         }
         state = .active(exchange)
-        var forwarded = requestHeads.take(allocator: allocator)
+        var forwarded = loop.requestHeads.take(allocator: allocator)
         RequestWriter.head(head, requestID: requestID, clientAddress: clientAddress, rewrite: route.rewrite, into: &forwarded)
-        requestHeads.keep(forwarded)
+        loop.requestHeads.keep(forwarded)
         if let connection = pool.takeIdle() {
             // The common case: a pooled connection, written to at once; the request's end or the
             // read batch's end flushes.
@@ -347,7 +344,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             let connection: StaticString? = close ? "close" : (exchange.clientMinor == 0 ? "keep-alive" : nil)
             var spare = 0
             if case .length(let length) = head.framing { spare = min(length, Self.maxMergedBody) }
-            var bytes = responseHeads.take(allocator: allocator)
+            var bytes = loop.responseHeads.take(allocator: allocator)
             ResponseWriter.head(head, clientMinor: exchange.clientMinor, version: exchange.version, requestID: exchange.requestID, connection: connection,
                                 spare: spare, into: &bytes)
             if head.status >= 200 {
@@ -387,7 +384,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     /// it has left.
     private func write(_ head: ByteBuffer, _ context: ChannelHandlerContext) {
         context.write(wrapOutboundOut(head), promise: nil)
-        responseHeads.keep(head)
+        loop.responseHeads.keep(head)
         clientUnflushed = true
     }
 

@@ -1,13 +1,14 @@
 import NIOCore
 
-/// A buffer a connection writes its heads into, one after another, so that serving a request
-/// allocates no buffer: once the bytes it last held have left (nothing else references its storage
-/// any more), the next head is written into the same storage. While they are still queued (a slow
-/// reader, a copy waiting for its connection), `take` gets new storage, as a new buffer would, and
-/// the queued bytes stay as they were: `ByteBuffer`'s copy-on-write decides, not this type.
+/// A buffer heads are written into, one after another, so that serving a request allocates no
+/// buffer: once the bytes it last held have left (nothing else references its storage any more), the
+/// next head is written into the same storage. While they are still queued (a slow reader, a copy
+/// waiting for its connection), `take` gets new storage, as a new buffer would, and the queued bytes
+/// stay as they were: `ByteBuffer`'s copy-on-write decides, not this type. An event loop's connections
+/// share one for each direction (`LoopState`).
 ///
-/// Storage larger than `maxKept` is let go after use, so an idle connection holds at most that much
-/// per buffer (heads of the usual few hundred bytes, with a small body merged behind them, fit).
+/// Storage larger than `maxKept` is let go after use (heads of the usual few hundred bytes, with a
+/// small body merged behind them, fit).
 struct ReusableBuffer {
     static let maxKept = 2048
 
