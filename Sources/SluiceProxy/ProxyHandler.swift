@@ -94,7 +94,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     }
 
     private let loop: LoopState
-    private let clock: ClientClock
+    private var clock: ClientClock
     private var parser: ClientRequestParser
     private var state: State = .idle
     private var context: ChannelHandlerContext?
@@ -118,7 +118,22 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         allocator = context.channel.allocator
-        clock.start(context)
+        // Strong: `stop()` (at the latest when the handler leaves the pipeline) ends the cycle.
+        clock.start(on: context.eventLoop, at: .now()) { self.clockExpired() }
+    }
+
+    /// The connection's clock timer fired: close an idle connection, or answer a head that is too slow.
+    private func clockExpired() {
+        guard let context else { return }
+        switch clock.expired(at: .now()) {
+        case .none:
+            return
+        case .idle:
+            context.close(promise: nil)
+        case .header:
+            let response = ByteBuffer(staticString: "HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            context.writeAndFlush(wrapOutboundOut(response)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
