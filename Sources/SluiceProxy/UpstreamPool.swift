@@ -154,21 +154,9 @@ final class EndpointPool {
     var openConnections: Int { total }
 }
 
-/// One connection to an upstream endpoint and the handler at the end of its pipeline.
-final class UpstreamConnection {
-    let channel: any Channel
-    unowned let pool: EndpointPool
-    let handler: UpstreamHandler
-    var inUse = false
-
-    var endpoint: Endpoint { pool.endpoint }
-
-    init(channel: any Channel, pool: EndpointPool, responseTimeout: TimeAmount, idleTimeout: TimeAmount, maxHeadBytes: Int) {
-        self.channel = channel
-        self.pool = pool
-        self.handler = UpstreamHandler(responseTimeout: responseTimeout, idleTimeout: idleTimeout, maxHeadBytes: maxHeadBytes)
-    }
-}
+/// One connection to an upstream endpoint. It is the handler at the end of its channel's pipeline:
+/// one object, not a connection object and a handler, is what a request touches on this side.
+typealias UpstreamConnection = UpstreamHandler
 
 /// What an upstream connection reports to the exchange that is using it.
 protocol UpstreamDelegate: AnyObject {
@@ -196,6 +184,14 @@ final class UpstreamHandler: ChannelDuplexHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
+    /// The connection's channel (which holds this handler until it closes) and pool.
+    let channel: any Channel
+    unowned let pool: EndpointPool
+    var inUse = false
+    var endpoint: Endpoint { pool.endpoint }
+    /// The handler of the connection: itself (see `UpstreamConnection`).
+    var handler: UpstreamHandler { self }
+
     /// The exchange using the connection. Held strongly (a weak reference would put a side table on
     /// every proxy handler and slow all its reference counting); exchanges clear it when they end.
     var delegate: (any UpstreamDelegate)?
@@ -212,7 +208,9 @@ final class UpstreamHandler: ChannelDuplexHandler {
     private var timer = LazyTimer()
     private var parser: UpstreamResponseParser
 
-    init(responseTimeout: TimeAmount, idleTimeout: TimeAmount, maxHeadBytes: Int) {
+    init(channel: any Channel, pool: EndpointPool, responseTimeout: TimeAmount, idleTimeout: TimeAmount, maxHeadBytes: Int) {
+        self.channel = channel
+        self.pool = pool
         self.responseTimeout = responseTimeout
         self.idleTimeout = idleTimeout
         self.parser = UpstreamResponseParser(maxHeadBytes: maxHeadBytes)
