@@ -43,6 +43,9 @@ final class LoopState: @unchecked Sendable {
     /// and idle connections hold none.
     var requestHeads = ReusableBuffer()
     var responseHeads = ReusableBuffer()
+    /// Ended exchanges, the last one reused first (see `ProxyHandler.Exchange`).
+    var spareExchanges: [ProxyHandler.Exchange] = []
+    static let maxSpareExchanges = 64
     /// Opens connections to endpoints; shared by every loop of the proxy.
     let connector: EndpointConnector
     var mirrorsInFlight = 0

@@ -18,9 +18,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    /// One request and its response. A connection's next request reuses the object once nothing else
-    /// holds it (`restart`), so serving a request allocates nothing.
-    private final class Exchange {
+    /// One request and its response. Ended exchanges go back to the event loop (`LoopState`), whose
+    /// next request on any connection reuses the last one once nothing else holds it (`restart`): so
+    /// serving a request allocates nothing, the few exchanges a busy loop has in flight stay in the
+    /// CPU's cache, and idle connections hold none.
+    final class Exchange {
         private(set) var version: String
         private(set) var stats: LoopVersionStats
         private(set) var pool: EndpointPool
@@ -78,10 +80,6 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             pending.removeAll()
         }
     }
-
-    /// The last exchange, reused by the next request when nothing else holds it any more (a callback
-    /// of the pool still may, for an exchange that ended while connecting).
-    private var recycled: Exchange?
 
     private enum State {
         /// Waiting for a request head.
@@ -250,14 +248,15 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
         stats.inFlight += 1
         let exchange: Exchange
-        if isKnownUniquelyReferenced(&recycled), let spare = recycled {
+        // The loop's last ended exchange, unless something still holds it (a callback of the pool
+        // may, for an exchange that ended while connecting): then it is let go.
+        if var spare = loop.spareExchanges.popLast(), isKnownUniquelyReferenced(&spare) {
             spare.restart(version: backend.version, stats: stats, pool: pool, start: now,
                           keepAlive: head.keepAlive, clientMinor: head.minor, isHead: head.isHead, requestID: requestID)
             exchange = spare
         } else {
             exchange = Exchange(version: backend.version, stats: stats, pool: pool, start: now,
                                 keepAlive: head.keepAlive, clientMinor: head.minor, isHead: head.isHead, requestID: requestID)
-            recycled = exchange
         }
         state = .active(exchange)
         var forwarded = loop.requestHeads.take(allocator: allocator)
@@ -458,6 +457,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         exchange.capture?.finish(.stable, answered: true, latencyMicros: micros)
         detachUpstream(exchange, reuse: reusable, now: now)
         exchange.end()
+        if loop.spareExchanges.count < LoopState.maxSpareExchanges { loop.spareExchanges.append(exchange) }
         let closeAfter = !exchange.keepAlive || quiescing || exchange.closeAfterResponse
         if exchange.requestEnded {
             requestDone(closeAfter: closeAfter, now: now, context: context)
