@@ -107,13 +107,12 @@ for name in rows:
 relay = med([c for _, c, _ in rows["relay"]])
 print(f"Sluice's own code: {part('sluice', 'own'):.2f} us/request; 0.95x the relay's req/s leaves Sluice {relay / 0.95 - relay:.2f} us "
       "a request above the relay's CPU for everything it adds (bench/proxy.sh measures the ratio itself)")
-shares = defaultdict(list)
-for _, cpu, s in rows["sluice"]:
-    for fn, share in s["own"]:
-        shares[fn].append(cpu * share)
+# A function missing from a round's top list counts 0 us in that round.
+per_round = [{fn: cpu * share for fn, share in s["own"]} for _, cpu, s in rows["sluice"]]
+functions = {fn: med([r.get(fn, 0) for r in per_round]) for r in per_round for fn in r}
 print("Sluice's own functions (with what they call outside NIO), us/request, median over rounds:")
-for fn, values in sorted(shares.items(), key=lambda kv: -med(kv[1] + [0] * (len(rows["sluice"]) - len(kv[1]))))[:12]:
-    print(f"  {med(values + [0] * (len(rows['sluice']) - len(values))):.3f}  {fn}")
+for fn, us in sorted(functions.items(), key=lambda kv: -kv[1])[:12]:
+    print(f"  {us:.3f}  {fn}")
 P
 
 python3 - "$D/report" <<'P'
