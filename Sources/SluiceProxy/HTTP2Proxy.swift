@@ -296,8 +296,8 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
         }
         let rule = route.rule
         let (backendIndex, requestID) = loop.assign(route, clientID: clientID, at: now,
-                                                    header: { name in headers.first(name: name).map { Substring($0) } },
-                                                    cookie: { name in Self.cookie(headers, name) })
+                                                    request: AttributeLookups(headerLookup: { name in headers.first(name: name).map { Substring($0) } },
+                                                                              cookieLookup: { name in Self.cookie(headers, name) }))
         let backend = rule.backends[backendIndex]
         let id = requestID.text
         let stats = route.stats[backendIndex]

@@ -505,6 +505,17 @@ struct HeadWriter {
         text.withUTF8 { write(UnsafeRawBufferPointer($0)) }
     }
 
+    /// Four words' bytes as they lie in memory (little-endian), 32 bytes.
+    @inline(__always)
+    mutating func write(words first: UInt64, _ second: UInt64, _ third: UInt64, _ fourth: UInt64) {
+        precondition(count + 32 <= capacity, "head writer overflow")
+        (base + count).storeBytes(of: first.littleEndian, as: UInt64.self)
+        (base + count + 8).storeBytes(of: second.littleEndian, as: UInt64.self)
+        (base + count + 16).storeBytes(of: third.littleEndian, as: UInt64.self)
+        (base + count + 24).storeBytes(of: fourth.littleEndian, as: UInt64.self)
+        count += 32
+    }
+
     mutating func write(digit: Int) {
         precondition(count < capacity, "head writer overflow")
         base.storeBytes(of: UInt8(48 + digit), toByteOffset: count, as: UInt8.self)

@@ -170,18 +170,16 @@ final class LoopState: @unchecked Sendable {
 
     /// Which version serves a request on `route`, and the request's id: the client's (`clientID`, when
     /// well formed) or a new one. On an experiment route it records the exposure under that id, by the
-    /// route's stickiness unit. `header` and `cookie` read the request's. The same for HTTP/1.1 requests
+    /// route's stickiness unit, read from `request`. The same for HTTP/1.1 requests
     /// and HTTP/2 streams.
-    func assign(_ route: LoopRoute, clientID: RequestID?, at now: NIODeadline,
-                header: (String) -> Substring?, cookie: (String) -> Substring?) -> (backend: Int, requestID: RequestID) {
-        let rule = route.rule
-        let backend = route.single ? 0 : VersionChooser.choose(rule, header: header, cookie: cookie, using: &rng)
-        guard rule.experiment != nil else {
+    func assign(_ route: LoopRoute, clientID: RequestID?, at now: NIODeadline, request: some RequestAttributes) -> (backend: Int, requestID: RequestID) {
+        let backend = route.single ? 0 : VersionChooser.choose(route.rule, request: request, using: &rng)
+        guard route.rule.experiment != nil else {
             return (backend, clientID ?? RequestID(generatedBy: &requestIDs))
         }
-        let unit: Substring? = switch rule.stickiness {
-        case .header(let name)?: header(name)
-        case .cookie(let name)?: cookie(name)
+        let unit: Substring? = switch route.rule.stickiness {
+        case .header(let name)?: request.header(name)
+        case .cookie(let name)?: request.cookie(name)
         case nil: nil
         }
         // An id the proxy makes names the exposure log's slot, so it is found without an index.
@@ -252,6 +250,8 @@ final class LoopRoute {
     let stats: [LoopVersionStats]
     /// The exposure log's index of each backend in the route's experiment; empty without one.
     let exposureVariants: [Int32]
+    /// Some version speaks only HTTP/2 (`protocol: h2c` or `h2`).
+    let anyHTTP2: Bool
     /// `route.rewrite`: the length in bytes of the prefix it replaces, and the replacement.
     let rewrite: (prefixLength: Int, replacement: String)?
 
@@ -261,6 +261,7 @@ final class LoopRoute {
         self.single = rule.backends.count == 1 && rule.headerRules.isEmpty
         self.stats = stats
         self.exposureVariants = exposureVariants
+        self.anyHTTP2 = rule.backends.contains(where: \.speaksHTTP2)
         self.rewrite = rule.replacePrefix.map { (rule.pathPrefix.utf8.count, $0) }
     }
 }

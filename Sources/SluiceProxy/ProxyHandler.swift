@@ -214,7 +214,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
     }
 
-    private func startExchange(_ head: ClientRequestHead, now: NIODeadline, context: ChannelHandlerContext) {
+    private func startExchange(_ head: borrowing ClientRequestHead, now: NIODeadline, context: ChannelHandlerContext) {
         let found = head.withBytes { bytes in
             loop.route(host: head.host.map { UnsafeRawBufferPointer(rebasing: bytes[$0]) },
                        target: UnsafeRawBufferPointer(rebasing: bytes[head.uriStart..<head.uriEnd]))
@@ -225,24 +225,22 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             state = .discarding(closeAfter: !head.keepAlive)
             return
         }
-        let rule = route.rule
-        let (backendIndex, requestID) = loop.assign(route, clientID: head.requestID, at: now,
-                                                    header: { head.firstValue(of: $0) }, cookie: { head.cookie($0) })
-        let backend = rule.backends[backendIndex]
+        let (backendIndex, requestID) = loop.assign(route, clientID: head.requestID, at: now, request: head)
         let stats = route.stats[backendIndex]
+        let version = stats.key.version
         stats.window.requests += 1
-        if backend.speaksHTTP2 {
+        if route.anyHTTP2 && route.rule.backends[backendIndex].speaksHTTP2 {
             // An HTTP/2-only version (gRPC): translating HTTP/1.1 requests to HTTP/2 streams is not built yet.
             stats.recordUpstreamError(.protocolMismatch)
             stats.recordResponse(status: 502, latencyMicros: 1)
-            respondDirectly(.badGateway, version: backend.version, requestID: requestID, keepAlive: head.keepAlive, context: context)
+            respondDirectly(.badGateway, version: version, requestID: requestID, keepAlive: head.keepAlive, context: context)
             state = .discarding(closeAfter: !head.keepAlive)
             return
         }
         guard let pool = loop.pickEndpoint(route: route.index, backend: backendIndex) else {
             stats.recordUpstreamError(.noHealthyEndpoint)
             stats.recordResponse(status: 503, latencyMicros: 1)
-            respondDirectly(.serviceUnavailable, version: backend.version, requestID: requestID, keepAlive: head.keepAlive, context: context)
+            respondDirectly(.serviceUnavailable, version: version, requestID: requestID, keepAlive: head.keepAlive, context: context)
             state = .discarding(closeAfter: !head.keepAlive)
             return
         }
@@ -251,11 +249,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         // The loop's last ended exchange, unless something still holds it (a callback of the pool
         // may, for an exchange that ended while connecting): then it is let go.
         if var spare = loop.spareExchanges.popLast(), isKnownUniquelyReferenced(&spare) {
-            spare.restart(version: backend.version, stats: stats, pool: pool, start: now,
+            spare.restart(version: version, stats: stats, pool: pool, start: now,
                           keepAlive: head.keepAlive, clientMinor: head.minor, isHead: head.isHead, requestID: requestID)
             exchange = spare
         } else {
-            exchange = Exchange(version: backend.version, stats: stats, pool: pool, start: now,
+            exchange = Exchange(version: version, stats: stats, pool: pool, start: now,
                                 keepAlive: head.keepAlive, clientMinor: head.minor, isHead: head.isHead, requestID: requestID)
         }
         state = .active(exchange)
@@ -276,7 +274,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
         // After the client's own request, which is flushed first: a copy never goes ahead of it. None
         // for a request the pool already failed (exhausted) and answered.
-        if rule.mirror != nil, case .active(let current) = state, current === exchange {
+        if route.rule.mirror != nil, case .active(let current) = state, current === exchange {
             startMirror(exchange, route: route, chosen: backendIndex, head: forwarded, isHead: head.isHead)
         }
     }

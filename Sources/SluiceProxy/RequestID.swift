@@ -49,15 +49,22 @@ struct RequestID: Equatable {
         case .client(let value):
             value.withUnsafeReadableBytes { out.write($0) }
         case .generated(let high, let low):
-            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { digits in
-                for nibble in 0..<32 {
-                    let word = nibble < 16 ? high : low
-                    let value = UInt8((word >> UInt64(60 - 4 * (nibble % 16))) & 0xf)
-                    digits[nibble] = value < 10 ? 48 + value : 87 + value // 0-9, a-f
-                }
-                out.write(UnsafeRawBufferPointer(digits))
-            }
+            out.write(words: Self.hexDigits(UInt32(truncatingIfNeeded: high >> 32)), Self.hexDigits(UInt32(truncatingIfNeeded: high)),
+                      Self.hexDigits(UInt32(truncatingIfNeeded: low >> 32)), Self.hexDigits(UInt32(truncatingIfNeeded: low)))
         }
+    }
+
+    /// The eight lower-case hex digits of `value`, most significant first, as the bytes of a
+    /// little-endian word: each nibble spread into a byte of its own, then all eight turned into
+    /// ASCII at once (`0`–`9` is 0x30 + n, `a`–`f` 0x27 more).
+    static func hexDigits(_ value: UInt32) -> UInt64 {
+        var x = UInt64(value)
+        x = (x | x << 16) & 0x0000_FFFF_0000_FFFF
+        x = (x | x << 8) & 0x00FF_00FF_00FF_00FF
+        x = (x | x << 4) & 0x0F0F_0F0F_0F0F_0F0F
+        x = x.byteSwapped // The most significant nibble in the first byte.
+        let letters = ((x &+ 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101 // 1 in each byte >= 10
+        return x &+ 0x3030_3030_3030_3030 &+ letters &* 0x27
     }
 
     /// The id as an exposure log key; allocates only for a client's id that is not 32 hex digits.

@@ -2,7 +2,7 @@ import NIOCore
 
 /// A client's request head, parsed just enough to route it, frame its body and forward it: the bytes
 /// stay as they came, and the parts the proxy needs are offsets into them.
-struct ClientRequestHead {
+struct ClientRequestHead: RequestAttributes {
     enum Framing: Equatable {
         case none
         case length(Int)
@@ -46,7 +46,7 @@ struct ClientRequestHead {
     }
 
     /// The first value of a header, by case-insensitive name: for header rules and sticky keys.
-    func firstValue(of name: String) -> Substring? {
+    func header(_ name: String) -> Substring? {
         var found: Substring?
         withBytes { bytes in
             try? HTTPBytes.forEachField(bytes, from: fieldsStart, to: fieldsEnd) { field in

@@ -7,7 +7,7 @@ enum ResponseWriter {
     /// The status line in the client's HTTP version, the upstream's header lines that are not
     /// hop-by-hop (copied as bytes), then `x-sluice-version`, `x-request-id` and, when needed,
     /// `connection`, appended to `out`. `spare`: room for body bytes to follow in the same buffer.
-    static func head(_ head: UpstreamResponseHead, clientMinor: Int, version: String, requestID: RequestID, connection: StaticString?, spare: Int = 0,
+    static func head(_ head: borrowing UpstreamResponseHead, clientMinor: Int, version: String, requestID: RequestID, connection: StaticString?, spare: Int = 0,
                      into out: inout ByteBuffer) {
         let maxBytes = head.raw.readableBytes + version.utf8.count + requestID.length + 64
         out.reserveCapacity(minimumWritableBytes: maxBytes + spare)
@@ -74,7 +74,7 @@ enum RequestWriter {
     /// `replacement`; one of two slashes where they meet is dropped, so `/fraud` → `/` turns
     /// `/fraud/v2/infer` into `/v2/infer`, and `/fraud?x=1` into `/?x=1`.
     /// Appended to `out`.
-    static func head(_ head: ClientRequestHead, requestID: RequestID, clientAddress: String?, rewrite: (prefixLength: Int, replacement: String)? = nil,
+    static func head(_ head: borrowing ClientRequestHead, requestID: RequestID, clientAddress: String?, rewrite: (prefixLength: Int, replacement: String)? = nil,
                      into out: inout ByteBuffer) {
         // Room for the client's head and what is added: the id, the X-Forwarded-* lines (the Host
         // value again, the client's address after any earlier ones), a replacement prefix and an

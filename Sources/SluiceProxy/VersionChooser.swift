@@ -1,5 +1,21 @@
 import SluiceSpec
 
+/// What the choice of a version may read of a request: a header (by lower-cased name) and a cookie.
+/// An HTTP/1.1 head answers from its bytes; nothing is looked up unless a route's rules ask.
+protocol RequestAttributes {
+    func header(_ name: String) -> Substring?
+    func cookie(_ name: String) -> Substring?
+}
+
+/// A request's attributes as two lookups (HTTP/2 streams, tests).
+struct AttributeLookups: RequestAttributes {
+    let headerLookup: (String) -> Substring?
+    let cookieLookup: (String) -> Substring?
+
+    func header(_ name: String) -> Substring? { headerLookup(name) }
+    func cookie(_ name: String) -> Substring? { cookieLookup(name) }
+}
+
 /// Picks the version for one request, in the order docs/proxy.md documents: an explicit header rule, then
 /// a sticky bucket, then a weighted random draw. Pure: the request's attributes and the random number
 /// generator are parameters.
@@ -11,19 +27,25 @@ enum VersionChooser {
     /// `cookie` looks up a cookie by name.
     static func choose(
         _ route: RouteRule,
-        header: (String) -> Substring?,
-        cookie: (String) -> Substring?,
+        header: @escaping (String) -> Substring?,
+        cookie: @escaping (String) -> Substring?,
         using rng: inout some RandomNumberGenerator
     ) -> Int {
+        choose(route, request: AttributeLookups(headerLookup: header, cookieLookup: cookie), using: &rng)
+    }
+
+    /// The same, reading the request through `RequestAttributes`; a route without header rules or
+    /// stickiness reads nothing of it.
+    static func choose(_ route: RouteRule, request: some RequestAttributes, using rng: inout some RandomNumberGenerator) -> Int {
         for rule in route.headerRules {
-            if let value = header(rule.header.name), value == rule.header.value, let index = route.backendIndex(of: rule.version) {
+            if let value = request.header(rule.header.name), value == rule.header.value, let index = route.backendIndex(of: rule.version) {
                 return index
             }
         }
         if let stickiness = route.stickiness {
             let key: Substring? = switch stickiness {
-            case .header(let name): header(name)
-            case .cookie(let name): cookie(name)
+            case .header(let name): request.header(name)
+            case .cookie(let name): request.cookie(name)
             }
             if let key, !key.isEmpty {
                 return backend(route, forBucket: bucket(of: key, salt: route.experiment?.id))
@@ -36,8 +58,9 @@ enum VersionChooser {
     /// w1×100, and so on. A backend with weight 0 owns none.
     static func backend(_ route: RouteRule, forBucket bucket: UInt64) -> Int {
         var upper: UInt64 = 0
-        for (index, backend) in route.backends.enumerated() {
-            upper += UInt64(backend.weight) * (bucketCount / 100)
+        // By index: a `Backend` is not copied (and its strings retained) to read its weight.
+        for index in route.backends.indices {
+            upper += UInt64(route.backends[index].weight) * (bucketCount / 100)
             if bucket < upper { return index }
         }
         return route.backends.lastIndex { $0.weight > 0 } ?? 0

@@ -66,7 +66,7 @@ struct RequestParserTests {
         #expect(Self.text(get, 0..<get.methodEnd) == "GET" && Self.text(get, get.uriStart..<get.uriEnd) == "/models/m?x=1")
         #expect(get.host.map { Self.text(get, $0) } == "Models.Example:8080")
         #expect(get.minor == 1 && get.keepAlive && get.framing == .none && !get.isHead)
-        #expect(get.firstValue(of: "x-tenant") == "a" && get.firstValue(of: "X-TENANT") == "a" && get.firstValue(of: "x-other") == nil)
+        #expect(get.header("x-tenant") == "a" && get.header("X-TENANT") == "a" && get.header("x-other") == nil)
         #expect(parsed.heads[1].framing == .length(11))
         #expect(parsed.heads[2].framing == .chunked)
         let head = parsed.heads[3]
@@ -167,7 +167,7 @@ struct RequestParserTests {
             let tabbed = try Self.parse("GET / HTTP/1.1\r\nHost: h\r\nX-Long: " + String(decoding: value, as: UTF8.self) + "\r\n\r\n")
             // Tabs at either end are whitespace around the value (OWS), not part of it.
             let trimmed = Array(value.drop { $0 == 9 }.reversed().drop { $0 == 9 }.reversed())
-            #expect(tabbed.heads.first?.firstValue(of: "x-long").map { Array($0.utf8) } == trimmed, "a tab at \(index)")
+            #expect(tabbed.heads.first?.header("x-long").map { Array($0.utf8) } == trimmed, "a tab at \(index)")
             var obsText = Array(long.utf8)
             obsText[index] = 0xE9
             let parsed = try Self.parse(Array("GET / HTTP/1.1\r\nHost: h\r\nX-Long: ".utf8) + obsText + Array("\r\n\r\n".utf8))
@@ -224,6 +224,14 @@ struct RequestParserTests {
         var generator = Xoshiro(seed: 1)
         let first = RequestID(generatedBy: &generator).text, second = RequestID(generatedBy: &generator).text
         #expect(first.count == 32 && first.allSatisfy { $0.isHexDigit && !$0.isUppercase } && first != second, "\(first) \(second)")
+        // The id's text is its two words in hex, zero-padded, most significant first.
+        func hex(_ word: UInt64) -> String { String(repeating: "0", count: 16 - String(word, radix: 16).count) + String(word, radix: 16) }
+        var words = Xoshiro(seed: 1)
+        #expect(first == hex(words.next()) + hex(words.next()))
+        for value: UInt32 in [0, 1, 9, 10, 15, 16, 0x0123_4567, 0x89ab_cdef, 0xffff_ffff, 0xa0b0_c0d0] {
+            let digits = withUnsafeBytes(of: RequestID.hexDigits(value).littleEndian) { String(decoding: $0, as: UTF8.self) }
+            #expect(digits == String(hex(UInt64(value)).suffix(8)), "\(value)")
+        }
     }
 
     @Test("a route's replacePrefix replaces the matched pathPrefix, with one slash where they meet")
