@@ -152,6 +152,12 @@ let package = Package(
             ],
             path: "bench/H2RelayFloor"
         ),
+        // bench/hotpath.sh: Sluice's own per-request work, without sockets, timed in a loop.
+        .executableTarget(
+            name: "hotpath",
+            dependencies: ["SluiceProxy"],
+            path: "bench/HotPath"
+        ),
         .executableTarget(
             name: "sluice",
             dependencies: [

@@ -487,10 +487,25 @@ struct HeadWriter {
 
     @inline(__always)
     mutating func write(_ bytes: UnsafeRawBufferPointer) {
-        guard let source = bytes.baseAddress, bytes.count > 0 else { return }
-        precondition(count + bytes.count <= capacity, "head writer overflow")
-        (base + count).copyMemory(from: source, byteCount: bytes.count)
-        count += bytes.count
+        let length = bytes.count
+        guard let source = bytes.baseAddress, length > 0 else { return }
+        precondition(count + length <= capacity, "head writer overflow")
+        let target = base + count
+        // A head is written in many short pieces: up to 16 bytes go as two (overlapping) loads and
+        // stores of a word each, not through a call to memmove. For a literal the length is known,
+        // and this folds to the one case that applies.
+        if length >= 8 && length <= 16 {
+            target.storeBytes(of: source.loadUnaligned(as: UInt64.self), as: UInt64.self)
+            (target + length - 8).storeBytes(of: source.loadUnaligned(fromByteOffset: length - 8, as: UInt64.self), as: UInt64.self)
+        } else if length >= 4 && length < 8 {
+            target.storeBytes(of: source.loadUnaligned(as: UInt32.self), as: UInt32.self)
+            (target + length - 4).storeBytes(of: source.loadUnaligned(fromByteOffset: length - 4, as: UInt32.self), as: UInt32.self)
+        } else if length < 4 {
+            for index in 0..<length { target.storeBytes(of: source.load(fromByteOffset: index, as: UInt8.self), toByteOffset: index, as: UInt8.self) }
+        } else {
+            target.copyMemory(from: source, byteCount: length)
+        }
+        count += length
     }
 
     @inline(__always)

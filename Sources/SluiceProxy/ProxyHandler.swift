@@ -340,44 +340,60 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     func upstreamReceived(_ part: UpstreamResponsePart, at now: NIODeadline) {
         guard let context, case .active(let exchange) = state else { return }
         switch part {
+        case .whole(let head, let body):
+            responseHead(head, exchange, at: now, context)
+            if let body { responseBody(body, exchange, context) }
+            responseEnd(exchange, at: now, context)
         case .head(let head):
-            // 1xx responses are interim: passed on, and the real head follows.
-            if head.status >= 200 {
-                exchange.responseStarted = true
-                exchange.firstByteMicros = exchange.servedMicros(at: now)
-            }
-            exchange.responseStatus = head.status
-            exchange.capture?.head(.stable, head)
-            exchange.upstreamKeepAlive = head.keepAlive
-            // A body that ends with the upstream's close, or loses its chunked framing for an HTTP/1.0
-            // client, can only end with the client connection's close too.
-            if head.status >= 200 && (head.framing == .untilClose || head.dechunked) { exchange.closeAfterResponse = true }
-            let close = !exchange.keepAlive || quiescing || exchange.closeAfterResponse
-            let connection: StaticString? = close ? "close" : (exchange.clientMinor == 0 ? "keep-alive" : nil)
-            var spare = 0
-            if case .length(let length) = head.framing { spare = min(length, Self.maxMergedBody) }
-            var bytes = loop.responseHeads.take(allocator: allocator)
-            ResponseWriter.head(head, clientMinor: exchange.clientMinor, version: exchange.version, requestID: exchange.requestID, connection: connection,
-                                spare: spare, into: &bytes)
-            if head.status >= 200 {
-                // Held until the body's first bytes or the end: a small response leaves in one write.
-                unsentHead = bytes
-            } else {
-                write(bytes, context)
-            }
+            responseHead(head, exchange, at: now, context)
         case .body(let buffer):
-            exchange.capture?.body(.stable, buffer)
-            if let room = unsentHead?.writableBytes, buffer.readableBytes <= room {
-                unsentHead!.writeImmutableBuffer(buffer)
-                return
-            }
-            writeUnsentHead(context)
-            context.write(wrapOutboundOut(buffer), promise: nil)
-            clientUnflushed = true
+            responseBody(buffer, exchange, context)
         case .end:
-            flushClient(context)
-            finishExchange(exchange, reusable: exchange.upstreamKeepAlive, now: now, context: context)
+            responseEnd(exchange, at: now, context)
         }
+    }
+
+    private func responseHead(_ head: borrowing UpstreamResponseHead, _ exchange: Exchange, at now: NIODeadline, _ context: ChannelHandlerContext) {
+        // 1xx responses are interim: passed on, and the real head follows.
+        if head.status >= 200 {
+            exchange.responseStarted = true
+            exchange.firstByteMicros = exchange.servedMicros(at: now)
+        }
+        exchange.responseStatus = head.status
+        exchange.capture?.head(.stable, copy head)
+        exchange.upstreamKeepAlive = head.keepAlive
+        // A body that ends with the upstream's close, or loses its chunked framing for an HTTP/1.0
+        // client, can only end with the client connection's close too.
+        if head.status >= 200 && (head.framing == .untilClose || head.dechunked) { exchange.closeAfterResponse = true }
+        let close = !exchange.keepAlive || quiescing || exchange.closeAfterResponse
+        let connection: StaticString? = close ? "close" : (exchange.clientMinor == 0 ? "keep-alive" : nil)
+        var spare = 0
+        if case .length(let length) = head.framing { spare = min(length, Self.maxMergedBody) }
+        var bytes = loop.responseHeads.take(allocator: allocator)
+        ResponseWriter.head(head, clientMinor: exchange.clientMinor, version: exchange.version, requestID: exchange.requestID, connection: connection,
+                            spare: spare, into: &bytes)
+        if head.status >= 200 {
+            // Held until the body's first bytes or the end: a small response leaves in one write.
+            unsentHead = bytes
+        } else {
+            write(bytes, context)
+        }
+    }
+
+    private func responseBody(_ buffer: ByteBuffer, _ exchange: Exchange, _ context: ChannelHandlerContext) {
+        exchange.capture?.body(.stable, buffer)
+        if let room = unsentHead?.writableBytes, buffer.readableBytes <= room {
+            unsentHead!.writeImmutableBuffer(buffer)
+            return
+        }
+        writeUnsentHead(context)
+        context.write(wrapOutboundOut(buffer), promise: nil)
+        clientUnflushed = true
+    }
+
+    private func responseEnd(_ exchange: Exchange, at now: NIODeadline, _ context: ChannelHandlerContext) {
+        flushClient(context)
+        finishExchange(exchange, reusable: exchange.upstreamKeepAlive, now: now, context: context)
     }
 
     /// Bodies up to this size are copied into their head's buffer.

@@ -35,14 +35,34 @@ struct UpstreamResponseHead {
     /// fixed list and those `Connection` names), nor `transfer-encoding` when the body is dechunked,
     /// nor `x-request-id`, which the proxy writes itself.
     func isForwarded(_ name: UnsafeRawBufferPointer, _ bytes: UnsafeRawBufferPointer) -> Bool {
-        if HTTPBytes.equals(name, "connection") || HTTPBytes.isHopByHop(name) || HTTPBytes.equals(name, "x-request-id") { return false }
-        if dechunked && HTTPBytes.equals(name, "transfer-encoding") { return false }
-        return !connectionNamesHeaders || !HTTPBytes.namedByConnection(name, bytes, from: fieldsStart, to: fieldsEnd)
+        forwarding.isForwarded(name, bytes)
+    }
+
+    /// What `isForwarded` needs of the head, as a small value: closures that decide line by line
+    /// capture this, not the whole head (whose copy would retain its bytes).
+    var forwarding: Forwarding {
+        Forwarding(fieldsStart: fieldsStart, fieldsEnd: fieldsEnd, connectionNamesHeaders: connectionNamesHeaders, dechunked: dechunked)
+    }
+
+    struct Forwarding {
+        var fieldsStart: Int
+        var fieldsEnd: Int
+        var connectionNamesHeaders: Bool
+        var dechunked: Bool
+
+        func isForwarded(_ name: UnsafeRawBufferPointer, _ bytes: UnsafeRawBufferPointer) -> Bool {
+            if HTTPBytes.equals(name, "connection") || HTTPBytes.isHopByHop(name) || HTTPBytes.equals(name, "x-request-id") { return false }
+            if dechunked && HTTPBytes.equals(name, "transfer-encoding") { return false }
+            return !connectionNamesHeaders || !HTTPBytes.namedByConnection(name, bytes, from: fieldsStart, to: fieldsEnd)
+        }
     }
 }
 
 /// What the parser found in the bytes it was fed.
 enum UpstreamResponsePart {
+    /// A whole response that came in one read, head, body (none when empty) and end: what most
+    /// answers of a model server are, passed on in one step instead of three.
+    case whole(UpstreamResponseHead, body: ByteBuffer?)
     case head(UpstreamResponseHead)
     /// Bytes to forward as they are (with the chunked framing, unless dechunked).
     case body(ByteBuffer)
@@ -111,7 +131,11 @@ struct UpstreamResponseParser {
                 case _ where parsed.status < 200:
                     state = .head // Interim: the real response follows.
                 case .none, .length(0):
-                    state = .endPending
+                    state = .idle
+                    return .whole(parsed, body: nil)
+                case .length(let length) where input.readableBytes >= length:
+                    state = .idle
+                    return .whole(parsed, body: input.readSlice(length: length)!)
                 case .length(let length):
                     state = .length(remaining: length)
                 case .chunked:
@@ -175,24 +199,28 @@ struct UpstreamResponseParser {
             try HTTPBytes.forEachField(bytes, from: lineEnd + 2, to: count) { field throws(HTTPParseError) in
                 let name = HTTPBytes.name(bytes, field)
                 let value = HTTPBytes.value(bytes, field)
-                if HTTPBytes.equals(name, "content-length") {
+                // By length first: most lines are none of these, and one comparison at most tells.
+                switch name.count {
+                case 14 where HTTPBytes.equals(name, "content-length"):
                     // A list of equal values counts once; different values are an attack or a bug.
                     try HTTPBytes.forEachToken(value) { item throws(HTTPParseError) in
                         guard let length = HTTPBytes.contentLength(item) else { throw .conflictingLength }
                         if let existing = contentLength, existing != length { throw .conflictingLength }
                         contentLength = length
                     }
-                } else if HTTPBytes.equals(name, "transfer-encoding") {
+                case 17 where HTTPBytes.equals(name, "transfer-encoding"):
                     hasTransferEncoding = true
                     var last: UnsafeRawBufferPointer?
                     HTTPBytes.forEachToken(value) { last = $0 }
                     chunked = last.map { HTTPBytes.equals($0, "chunked") } ?? false
                     if dechunk { dropped.add(field) }
-                } else if HTTPBytes.equals(name, "connection") {
+                case 10 where HTTPBytes.equals(name, "connection"):
                     dropped.add(field)
                     connection.read(value)
-                } else if HTTPBytes.isHopByHop(name) || HTTPBytes.equals(name, "x-request-id") {
+                case 12 where HTTPBytes.equals(name, "x-request-id"):
                     dropped.add(field)
+                default:
+                    if HTTPBytes.isHopByHop(name) { dropped.add(field) }
                 }
             }
             if hasTransferEncoding && contentLength != nil { throw .conflictingLength }

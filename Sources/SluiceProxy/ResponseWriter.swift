@@ -11,15 +11,15 @@ enum ResponseWriter {
                      into out: inout ByteBuffer) {
         let maxBytes = head.raw.readableBytes + version.utf8.count + requestID.length + 64
         out.reserveCapacity(minimumWritableBytes: maxBytes + spare)
-        out.writeHead(maxBytes: maxBytes) { out in
+        // The closures below capture these, not the head.
+        let (forwarding, dropped, reasonEnd) = (head.forwarding, head.dropped, head.reason.upperBound)
+        head.raw.withUnsafeReadableBytes { bytes in out.writeHead(maxBytes: maxBytes) { out in
             out.write(clientMinor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
-            head.raw.withUnsafeReadableBytes { bytes in
-                // The status code and reason as sent; then the header lines.
-                out.write(UnsafeRawBufferPointer(rebasing: bytes[9..<head.reason.upperBound]))
-                out.write("\r\n")
-                HTTPBytes.copyFields(bytes, from: head.fieldsStart, to: head.fieldsEnd, dropped: head.dropped, into: &out) {
-                    !head.isForwarded($0, bytes)
-                }
+            // The status code and reason as sent; then the header lines.
+            out.write(UnsafeRawBufferPointer(rebasing: bytes[9..<reasonEnd]))
+            out.write("\r\n")
+            HTTPBytes.copyFields(bytes, from: forwarding.fieldsStart, to: forwarding.fieldsEnd, dropped: dropped, into: &out) {
+                !forwarding.isForwarded($0, bytes)
             }
             out.write("x-sluice-version: ")
             out.write(text: version)
@@ -32,7 +32,7 @@ enum ResponseWriter {
                 out.write("\r\n")
             }
             out.write("\r\n")
-        }
+        } }
     }
 
     /// A complete short response of the proxy's own: 400, 404, 413, 502, 503, 504 and the like.
@@ -81,49 +81,49 @@ enum RequestWriter {
         // empty length.
         let maxBytes = head.raw.readableBytes * 2 + 160 + requestID.length + (clientAddress?.utf8.count ?? 0) + (rewrite?.replacement.utf8.count ?? 0)
         out.reserveCapacity(minimumWritableBytes: maxBytes)
-        out.writeHead(maxBytes: maxBytes) { out in
-            head.withBytes { bytes in
-                if let rewrite {
-                    out.write(UnsafeRawBufferPointer(rebasing: bytes[0..<head.uriStart]))
-                    out.write(text: rewrite.replacement)
-                    var rest = head.uriStart + rewrite.prefixLength
-                    if rewrite.replacement.utf8.last == UInt8(ascii: "/"), rest < head.uriEnd, bytes[rest] == UInt8(ascii: "/") { rest += 1 }
-                    out.write(UnsafeRawBufferPointer(rebasing: bytes[rest..<head.uriEnd]))
-                } else {
-                    out.write(UnsafeRawBufferPointer(rebasing: bytes[0..<head.uriEnd]))
-                }
-                out.write(" HTTP/1.1\r\n")
-                // The client's X-Forwarded-For lines are replaced by one that adds its address.
-                var dropped = head.dropped
-                if clientAddress != nil && head.hasForwardedFor { dropped.rescan = true }
-                HTTPBytes.copyFields(bytes, from: head.fieldsStart, to: head.fieldsEnd, dropped: dropped, into: &out) { name in
-                    HTTPBytes.equals(name, "connection") || HTTPBytes.isHopByHop(name) || HTTPBytes.equals(name, "x-request-id")
-                        || (clientAddress != nil && HTTPBytes.equals(name, "x-forwarded-for"))
-                        || (head.connectionNamesHeaders && HTTPBytes.namedByConnection(name, bytes, from: head.fieldsStart, to: head.fieldsEnd))
-                }
-                if let clientAddress {
-                    out.write("x-forwarded-for: ")
-                    // Earlier proxies' addresses first, in order.
-                    try? HTTPBytes.forEachField(bytes, from: head.fieldsStart, to: head.fieldsEnd) { field in
-                        guard HTTPBytes.equals(HTTPBytes.name(bytes, field), "x-forwarded-for") else { return }
-                        out.write(HTTPBytes.value(bytes, field))
-                        out.write(", ")
-                    }
-                    out.write(text: clientAddress)
-                    out.write("\r\n")
-                }
-                out.write("x-request-id: ")
-                requestID.write(into: &out)
-                out.write("\r\n")
-                if !head.hasForwardedProto { out.write("x-forwarded-proto: http\r\n") }
-                if let host = head.host, !head.hasForwardedHost {
-                    out.write("x-forwarded-host: ")
-                    out.write(UnsafeRawBufferPointer(rebasing: bytes[host]))
-                    out.write("\r\n")
-                }
+        // The closures below capture these, not the head.
+        let (uriStart, uriEnd, fieldsStart, fieldsEnd) = (head.uriStart, head.uriEnd, head.fieldsStart, head.fieldsEnd)
+        let (host, namesHeaders, needsEmptyLength) = (head.host, head.connectionNamesHeaders, head.needsEmptyLength)
+        let (hasForwardedProto, hasForwardedHost) = (head.hasForwardedProto, head.hasForwardedHost)
+        // The client's X-Forwarded-For lines are replaced by one that adds its address.
+        var dropped = head.dropped
+        if clientAddress != nil && head.hasForwardedFor { dropped.rescan = true }
+        head.raw.withUnsafeReadableBytes { bytes in out.writeHead(maxBytes: maxBytes) { out in
+            if let rewrite {
+                out.write(UnsafeRawBufferPointer(rebasing: bytes[0..<uriStart]))
+                out.write(text: rewrite.replacement)
+                var rest = uriStart + rewrite.prefixLength
+                if rewrite.replacement.utf8.last == UInt8(ascii: "/"), rest < uriEnd, bytes[rest] == UInt8(ascii: "/") { rest += 1 }
+                out.write(UnsafeRawBufferPointer(rebasing: bytes[rest..<uriEnd]))
+            } else {
+                out.write(UnsafeRawBufferPointer(rebasing: bytes[0..<uriEnd]))
             }
-            if head.needsEmptyLength { out.write("content-length: 0\r\n") }
-            out.write("\r\n")
-        }
+            out.write(" HTTP/1.1\r\n")
+            HTTPBytes.copyFields(bytes, from: fieldsStart, to: fieldsEnd, dropped: dropped, into: &out) { name in
+                HTTPBytes.equals(name, "connection") || HTTPBytes.isHopByHop(name) || HTTPBytes.equals(name, "x-request-id")
+                    || (clientAddress != nil && HTTPBytes.equals(name, "x-forwarded-for"))
+                    || (namesHeaders && HTTPBytes.namedByConnection(name, bytes, from: fieldsStart, to: fieldsEnd))
+            }
+            if let clientAddress {
+                out.write("x-forwarded-for: ")
+                // Earlier proxies' addresses first, in order.
+                try? HTTPBytes.forEachField(bytes, from: fieldsStart, to: fieldsEnd) { field in
+                    guard HTTPBytes.equals(HTTPBytes.name(bytes, field), "x-forwarded-for") else { return }
+                    out.write(HTTPBytes.value(bytes, field))
+                    out.write(", ")
+                }
+                out.write(text: clientAddress)
+                out.write("\r\n")
+            }
+            out.write("x-request-id: ")
+            requestID.write(into: &out)
+            out.write(hasForwardedProto ? "\r\n" : "\r\nx-forwarded-proto: http\r\n")
+            if let host, !hasForwardedHost {
+                out.write("x-forwarded-host: ")
+                out.write(UnsafeRawBufferPointer(rebasing: bytes[host]))
+                out.write("\r\n")
+            }
+            out.write(needsEmptyLength ? "content-length: 0\r\n\r\n" : "\r\n")
+        } }
     }
 }

@@ -254,9 +254,10 @@ final class UpstreamHandler: ChannelDuplexHandler {
                 switch part {
                 case .head(let head) where head.status >= 200:
                     awaitingHeadSince = nil
-                case .end where input.readableBytes > 0:
+                case .whole, .end:
                     // Bytes after a complete response, before the next request was sent.
-                    throw HTTPParseError.unexpectedBytes
+                    if input.readableBytes > 0 { throw HTTPParseError.unexpectedBytes }
+                    awaitingHeadSince = nil
                 default:
                     break
                 }

@@ -10,6 +10,8 @@ struct ResponseParserTests {
         var heads: [UpstreamResponseHead] = []
         var body = ""
         var ends = 0
+        /// Responses that came as one part.
+        var wholes = 0
     }
 
     /// Feeds `text` in pieces of `step` bytes.
@@ -24,6 +26,11 @@ struct ResponseParserTests {
             index += step
             while let part = try parser.next(&piece) {
                 switch part {
+                case .whole(let head, let body):
+                    parsed.heads.append(head)
+                    parsed.body += body.map { String(buffer: $0) } ?? ""
+                    parsed.ends += 1
+                    parsed.wholes += 1
                 case .head(let head): parsed.heads.append(head)
                 case .body(let buffer): parsed.body += String(buffer: buffer)
                 case .end: parsed.ends += 1
@@ -50,6 +57,8 @@ struct ResponseParserTests {
         #expect(head.status == 200 && head.framing == .length(5) && head.keepAlive)
         #expect(String(buffer: head.raw.getSlice(at: head.raw.readerIndex + head.reason.lowerBound, length: head.reason.count)!) == "OK")
         #expect(Self.keptHeaders(head) == ["Content-Length: 5", "Server: up"], "connection, keep-alive and the header connection names go")
+        // Whole in one piece: one part for head, body and end; otherwise part by part.
+        #expect(parsed.wholes == (step >= text.utf8.count ? 1 : 0))
     }
 
     @Test("a lone Connection line, or two hop-by-hop lines, leave the rest in order")
@@ -82,6 +91,8 @@ struct ResponseParserTests {
         #expect(try Self.parse("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n").ends == 1)
         let interim = try Self.parse("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok", step: 5)
         #expect(interim.heads.map(\.status) == [100, 201] && interim.body == "ok" && interim.ends == 1)
+        let interimWhole = try Self.parse("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
+        #expect(interimWhole.heads.map(\.status) == [100, 201] && interimWhole.body == "ok" && interimWhole.wholes == 1, "an interim head is never whole")
         let open = try Self.parse("HTTP/1.1 200 OK\r\n\r\nuntil the end")
         #expect(open.heads.first?.framing == .untilClose && open.heads.first?.keepAlive == false)
         #expect(open.body == "until the end" && open.ends == 0, "the end comes with the close")
