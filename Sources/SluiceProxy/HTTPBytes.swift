@@ -322,16 +322,19 @@ struct ConnectionOptions {
 /// heads drop none or one, `Connection`); past that, or when what to drop depends on more than the
 /// line itself, `rescan` sends the writer through every line again.
 struct DroppedLines {
-    private(set) var first: Range<Int>?
-    private(set) var second: Range<Int>?
+    /// Line bounds in 32 bits; an empty range is none.
+    private var lines: (Int32, Int32, Int32, Int32) = (0, 0, 0, 0)
     var rescan = false
 
+    var first: Range<Int>? { lines.0 == lines.1 ? nil : Int(lines.0)..<Int(lines.1) }
+    var second: Range<Int>? { lines.2 == lines.3 ? nil : Int(lines.2)..<Int(lines.3) }
+
     mutating func add(_ field: HeaderField) {
-        let line = field.start..<(field.end + 2)
-        if first == nil {
-            first = line
-        } else if second == nil {
-            second = line
+        let (start, end) = (Int32(field.start), Int32(field.end + 2))
+        if lines.0 == lines.1 {
+            (lines.0, lines.1) = (start, end)
+        } else if lines.2 == lines.3 {
+            (lines.2, lines.3) = (start, end)
         } else {
             rescan = true
         }
@@ -433,6 +436,10 @@ struct ChunkedScanner {
 /// Collects a message head across reads, up to and including the empty line that ends it.
 struct HeadAccumulator {
     private var partial: ByteBuffer?
+
+    /// The most bytes a head may have, whatever a configuration says: parsed heads keep their
+    /// offsets in 32 bits.
+    static let maxBytes = 1 << 30
 
     /// No bytes of a head are waiting.
     var isEmpty: Bool { partial == nil }

@@ -11,17 +11,22 @@ struct ClientRequestHead: RequestAttributes {
 
     /// The received head, from the request line to the empty line, CRLFs included.
     var raw: ByteBuffer
+    // Offsets are kept in 32 bits (a head is limited to far less), so the whole head stays within
+    // 128 bytes: it moves from the parser to the handler in registers and a few stores, not through
+    // calls to memcpy.
+    private var offsets: (methodEnd: Int32, uriStart: Int32, uriEnd: Int32, fieldsStart: Int32, fieldsEnd: Int32, hostStart: Int32, hostEnd: Int32)
     /// The method is `raw[0..<methodEnd]`.
-    var methodEnd: Int
-    var uriStart: Int
-    var uriEnd: Int
-    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
-    var minor: Int
+    var methodEnd: Int { Int(offsets.methodEnd) }
+    var uriStart: Int { Int(offsets.uriStart) }
+    var uriEnd: Int { Int(offsets.uriEnd) }
     /// Where the header lines start and the empty line ending them starts.
-    var fieldsStart: Int
-    var fieldsEnd: Int
+    var fieldsStart: Int { Int(offsets.fieldsStart) }
+    var fieldsEnd: Int { Int(offsets.fieldsEnd) }
     /// The Host header's value.
-    var host: Range<Int>?
+    var host: Range<Int>? { offsets.hostStart < 0 ? nil : Int(offsets.hostStart)..<Int(offsets.hostEnd) }
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    var minor: Int { Int(minorVersion) }
+    private var minorVersion: UInt8
     var framing: Framing
     /// The client keeps the connection open after the response.
     var keepAlive: Bool
@@ -39,6 +44,19 @@ struct ClientRequestHead: RequestAttributes {
     /// The client's `x-request-id`, when it sent exactly one and it is well formed. Its lines are
     /// dropped either way, and the proxy writes the id it uses.
     var requestID: RequestID?
+
+    init(raw: ByteBuffer, methodEnd: Int, uriStart: Int, uriEnd: Int, minor: Int, fieldsStart: Int, fieldsEnd: Int, host: Range<Int>?,
+         framing: Framing, keepAlive: Bool, isHead: Bool, needsEmptyLength: Bool, dropped: DroppedLines, hasForwardedFor: Bool,
+         connectionNamesHeaders: Bool, hasForwardedProto: Bool, hasForwardedHost: Bool, requestID: RequestID?) {
+        self.raw = raw
+        offsets = (Int32(methodEnd), Int32(uriStart), Int32(uriEnd), Int32(fieldsStart), Int32(fieldsEnd),
+                   Int32(host?.lowerBound ?? -1), Int32(host?.upperBound ?? -1))
+        minorVersion = UInt8(minor)
+        (self.framing, self.keepAlive, self.isHead, self.needsEmptyLength, self.dropped) = (framing, keepAlive, isHead, needsEmptyLength, dropped)
+        (self.hasForwardedFor, self.connectionNamesHeaders, self.hasForwardedProto, self.hasForwardedHost) =
+            (hasForwardedFor, connectionNamesHeaders, hasForwardedProto, hasForwardedHost)
+        self.requestID = requestID
+    }
 
     /// Reads the head's bytes.
     func withBytes<T>(_ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
@@ -188,7 +206,8 @@ struct ClientRequestParser {
     // MARK: Head
 
     /// The most bytes a head may take: the request line and the header lines.
-    private var maxHeadBytes: Int { limits.maxURILength + limits.maxHeaderBytes + 64 }
+    /// Never more than `HeadAccumulator.maxBytes`, whatever the limits say: offsets into a head are 32 bits.
+    private var maxHeadBytes: Int { min(limits.maxURILength + limits.maxHeaderBytes + 64, HeadAccumulator.maxBytes) }
 
     private mutating func takeHead(_ input: inout ByteBuffer) throws(HTTPParseError) -> ClientRequestHead? {
         if head.isEmpty {

@@ -12,14 +12,17 @@ struct UpstreamResponseHead {
         case untilClose
     }
 
-    var status: Int
+    var status: Int { Int(compact.status) }
     /// The received head, from the status line to the empty line, CRLFs included.
     var raw: ByteBuffer
+    // In 16 and 32 bits (a head is limited to far less), so a head with a body's bytes stays within
+    // 128 bytes and moves in registers and a few stores, not through calls to memcpy.
+    private var compact: (status: Int16, reasonStart: Int32, reasonEnd: Int32, fieldsStart: Int32, fieldsEnd: Int32)
     /// The status line's reason phrase, as sent.
-    var reason: Range<Int>
+    var reason: Range<Int> { Int(compact.reasonStart)..<Int(compact.reasonEnd) }
     /// Where the header lines start and the empty line ending them starts.
-    var fieldsStart: Int
-    var fieldsEnd: Int
+    var fieldsStart: Int { Int(compact.fieldsStart) }
+    var fieldsEnd: Int { Int(compact.fieldsEnd) }
     /// Header lines that are not forwarded (see `isForwarded`).
     var dropped: DroppedLines
     /// A `Connection` header names headers besides close and keep-alive.
@@ -30,6 +33,13 @@ struct UpstreamResponseHead {
     /// The body is forwarded without its chunked framing (for HTTP/1.0 clients); the head drops
     /// `transfer-encoding` then, and the client connection must close after the response.
     var dechunked: Bool
+
+    init(status: Int, raw: ByteBuffer, reason: Range<Int>, fieldsStart: Int, fieldsEnd: Int, dropped: DroppedLines, connectionNamesHeaders: Bool,
+         framing: Framing, keepAlive: Bool, dechunked: Bool) {
+        compact = (Int16(status), Int32(reason.lowerBound), Int32(reason.upperBound), Int32(fieldsStart), Int32(fieldsEnd))
+        self.raw = raw
+        (self.dropped, self.connectionNamesHeaders, self.framing, self.keepAlive, self.dechunked) = (dropped, connectionNamesHeaders, framing, keepAlive, dechunked)
+    }
 
     /// Whether a header line goes on to the client: not if it is hop-by-hop (RFC 9110 §7.6.1, the
     /// fixed list and those `Connection` names), nor `transfer-encoding` when the body is dechunked,
@@ -94,7 +104,8 @@ struct UpstreamResponseParser {
     let maxHeadBytes: Int
 
     init(maxHeadBytes: Int) {
-        self.maxHeadBytes = maxHeadBytes
+        // Offsets into a head are 32 bits.
+        self.maxHeadBytes = min(maxHeadBytes, HeadAccumulator.maxBytes)
     }
 
     /// A request went out: the next bytes are its response. `dechunk` strips chunked framing (the client
