@@ -123,6 +123,34 @@ struct RequestParserTests {
         }
     }
 
+    @Test("the end of a head (CRLFCRLF) is found eight bytes at a time exactly where a byte-by-byte search finds it")
+    func headEndSearch() {
+        func naive(_ bytes: [UInt8], from start: Int) -> Int? {
+            guard bytes.count >= 4, start <= bytes.count - 4 else { return nil }
+            return (start...(bytes.count - 4)).first { bytes[$0] == 13 && bytes[$0 + 1] == 10 && bytes[$0 + 2] == 13 && bytes[$0 + 3] == 10 }
+        }
+        // Bytes drawn mostly from CR, LF and their neighbours (0x0B follows LF: a false flag of the
+        // word test), at every length up to a few words and every starting point.
+        var random = Xoshiro(seed: 38)
+        let alphabet: [UInt8] = [13, 10, 10, 13, 11, 12, 9, 97, 0]
+        var found = 0
+        for _ in 0..<4000 {
+            let count = Int(random.next() % 40)
+            let bytes = (0..<count).map { _ in alphabet[Int(random.next() % UInt64(alphabet.count))] }
+            let buffer = ByteBuffer(bytes: bytes)
+            for start in 0...count {
+                let expected = naive(bytes, from: start)
+                #expect(HTTPBytes.find(crlfcrlfIn: buffer, from: start) == expected, "\(bytes) from \(start)")
+                if expected != nil { found += 1 }
+            }
+        }
+        #expect(found > 1000, "the draws found heads' ends (\(found))")
+        // A slice of a larger buffer: offsets are its own.
+        var big = ByteBuffer(string: "xxxxGET / HTTP/1.1\r\nHost: h\r\n\r\nbody")
+        big.moveReaderIndex(forwardBy: 4)
+        #expect(HTTPBytes.find(crlfcrlfIn: big, from: 0) == 23)
+    }
+
     @Test("header values and request targets are checked eight bytes at a time exactly as byte by byte")
     func wordAtATimeScans() throws {
         // Every byte value at every position of a word of letters, against the byte-wise rules.
