@@ -101,7 +101,7 @@ struct ProxyFailureTests {
             $0.ejectedProbeInterval = .milliseconds(100)
             $0.eventLoops = 1
         }) { h in
-            // Refused while the socket is bound but not listening; freed for the revival below.
+            // Refused while the socket is bound but not listening; it listens for the revival below.
             let socket = try LoopbackSocket(listening: false)
             defer { socket.close() }
             let dead = Endpoint(scheme: .http, host: "127.0.0.1", port: socket.port)
@@ -115,17 +115,16 @@ struct ProxyFailureTests {
             #expect(v1.upstreamErrors[.connect] == 3)
             #expect(v1.upstreamErrors[.noHealthyEndpoint] == 2)
 
-            // Something starts listening on that port again: the probe readmits it.
-            socket.close()
+            // Something starts listening on that port: the probe readmits it. The same socket, so no
+            // other test's connection can take the port in between.
             let revived = try await ServerBootstrap(group: h.group)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                         try channel.pipeline.syncOperations.addHandler(OKHandler())
                     }
                 }
-                .bind(host: "127.0.0.1", port: dead.port).get()
+                .withBoundSocket(socket.listenAndHandOver()).get()
             let readmitted = try await eventually { try await client.request(.GET, "/models/m").status == 200 }
             #expect(readmitted)
             try await revived.close()

@@ -31,6 +31,15 @@ public final class LoopbackSocket {
         port = Int(UInt16(bigEndian: address.sin_port))
     }
 
+    /// Starts listening and gives the descriptor away (to `ServerBootstrap.withBoundSocket`, which
+    /// closes it with its channel): an endpoint that refused connections starts serving on the same
+    /// port, which was never free for another test to take.
+    public func listenAndHandOver() throws -> Int32 {
+        guard descriptor >= 0, listen(descriptor, 128) == 0 else { throw LoopbackSocketError(errno: errno) }
+        defer { descriptor = -1 }
+        return descriptor
+    }
+
     public func close() {
         guard descriptor >= 0 else { return }
         _ = Glibc.close(descriptor)
