@@ -975,10 +975,10 @@ final class HTTP1Bridge: StreamUpstream, UpstreamDelegate {
             return
         }
         self.connection = connection
-        connection.handler.beginExchange(self, head: isHead, dechunk: true)
-        for bytes in pending { connection.handler.write(bytes) }
+        connection.beginExchange(self, head: isHead, dechunk: true)
+        for bytes in pending { connection.write(bytes) }
         pending.removeAll()
-        connection.handler.flush()
+        connection.flush()
     }
 
     var isWritable: Bool { connection?.channel.isWritable ?? true }
@@ -999,7 +999,7 @@ final class HTTP1Bridge: StreamUpstream, UpstreamDelegate {
             return
         }
         guard out.readableBytes > 0 else { return }
-        if let connection { connection.handler.write(out) } else { pending.append(out) }
+        if let connection { connection.write(out) } else { pending.append(out) }
     }
 
     private func endRequest(_ out: inout ByteBuffer) {
@@ -1008,7 +1008,7 @@ final class HTTP1Bridge: StreamUpstream, UpstreamDelegate {
     }
 
     func flush() {
-        connection?.handler.flush()
+        connection?.flush()
     }
 
     func cancel() {
@@ -1016,12 +1016,12 @@ final class HTTP1Bridge: StreamUpstream, UpstreamDelegate {
         client = nil
         guard let connection else { return }
         self.connection = nil
-        connection.handler.delegate = nil
+        connection.delegate = nil
         connection.channel.close(promise: nil)
     }
 
     func clientBecameWritable() {
-        connection?.handler.resumeReading()
+        connection?.resumeReading()
     }
 
     // MARK: UpstreamDelegate
@@ -1058,7 +1058,7 @@ final class HTTP1Bridge: StreamUpstream, UpstreamDelegate {
     private func release() {
         guard let connection else { return }
         self.connection = nil
-        connection.handler.delegate = nil
+        connection.delegate = nil
         if upstreamKeepAlive && requestEnded {
             connection.pool.release(connection)
         } else {

@@ -69,17 +69,17 @@ final class MirrorExchange: UpstreamDelegate {
     /// Starts the copy's exchange on `connection`: `first` (the head), then whatever waited.
     private func attach(_ connection: UpstreamConnection, isHead: Bool, first: ByteBuffer?, flush: Bool, now: NIODeadline) {
         upstream = connection
-        connection.handler.beginExchange(self, head: isHead, now: now)
-        if let first { connection.handler.write(first, at: now) }
-        for bytes in pending { connection.handler.write(bytes, at: now) }
+        connection.beginExchange(self, head: isHead, now: now)
+        if let first { connection.write(first, at: now) }
+        for bytes in pending { connection.write(bytes, at: now) }
         pending.removeAll()
-        if flush { connection.handler.flush() }
+        if flush { connection.flush() }
     }
 
     /// Sends what was written: the proxy calls it at the end of each read batch, after the client's
     /// own request went out.
     func flush() {
-        upstream?.handler.flush()
+        upstream?.flush()
     }
 
     /// Passes on request body bytes, or abandons the mirror when it cannot keep up.
@@ -88,12 +88,12 @@ final class MirrorExchange: UpstreamDelegate {
         if let upstream {
             // Past the write-buffer watermark: let the socket take what waits, and give up only if it
             // will not, which is a shadow that does not read as fast as the client sends.
-            if !upstream.channel.isWritable { upstream.handler.flush() }
+            if !upstream.channel.isWritable { upstream.flush() }
             guard upstream.channel.isWritable else {
                 finish(error: nil, abandoned: true)
                 return
             }
-            upstream.handler.write(bytes)
+            upstream.write(bytes)
             return
         }
         pendingBytes += bytes.readableBytes
@@ -107,7 +107,7 @@ final class MirrorExchange: UpstreamDelegate {
     /// The client's request is complete.
     func requestComplete() {
         requestEnded = true
-        upstream?.handler.flush()
+        upstream?.flush()
     }
 
     /// The client went away before its request was complete: the copy is incomplete too.
@@ -152,7 +152,7 @@ final class MirrorExchange: UpstreamDelegate {
         defer { keepAlive = nil }
         loop.mirrorsInFlight -= 1
         if let upstream {
-            upstream.handler.delegate = nil
+            upstream.delegate = nil
             if error == nil && !abandoned && requestEnded {
                 pool.release(upstream, now: now)
             } else {

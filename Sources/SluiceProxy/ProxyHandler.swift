@@ -192,7 +192,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             case .active(let exchange):
                 exchange.requestEnded = true
                 // The client's request goes out first; its copies after it.
-                exchange.upstream?.handler.flush()
+                exchange.upstream?.flush()
                 exchange.mirror?.requestComplete()
                 exchange.noise?.requestComplete()
             case .discarding(let closeAfter):
@@ -206,7 +206,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     func channelReadComplete(context: ChannelHandlerContext) {
         clock.readComplete()
         if case .active(let exchange) = state {
-            exchange.upstream?.handler.flush()
+            exchange.upstream?.flush()
             // Copies stream too: a body that only piled up until the request's end would pass the
             // write-buffer watermark, and the copy would be abandoned as if the shadow were slow.
             exchange.mirror?.flush()
@@ -264,8 +264,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             // The common case: a pooled connection, written to at once; the request's end or the
             // read batch's end flushes.
             exchange.upstream = connection
-            connection.handler.beginExchange(self, head: exchange.isHead, dechunk: exchange.clientMinor == 0, now: now)
-            connection.handler.write(forwarded, at: now)
+            connection.beginExchange(self, head: exchange.isHead, dechunk: exchange.clientMinor == 0, now: now)
+            connection.write(forwarded, at: now)
         } else {
             exchange.pending.append(forwarded)
             // Held strongly until the pool calls back (at the latest at the connect timeout); an
@@ -292,10 +292,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             exchange.connectWait = (now - exchange.start).nanoseconds
             exchange.stats.window.connects += 1
             exchange.stats.window.connectMicros += UInt64(max(0, exchange.connectWait / 1000))
-            connection.handler.beginExchange(self, head: exchange.isHead, dechunk: exchange.clientMinor == 0, now: now)
-            for bytes in exchange.pending { connection.handler.write(bytes, at: now) }
+            connection.beginExchange(self, head: exchange.isHead, dechunk: exchange.clientMinor == 0, now: now)
+            for bytes in exchange.pending { connection.write(bytes, at: now) }
             exchange.pending.removeAll()
-            connection.handler.flush()
+            connection.flush()
             if pendingRead && connection.channel.isWritable {
                 pendingRead = false
                 context.read()
@@ -327,7 +327,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         exchange.mirror?.forward(bytes)
         exchange.noise?.forward(bytes)
         if let upstream = exchange.upstream {
-            upstream.handler.write(bytes)
+            upstream.write(bytes)
         } else {
             exchange.pending.append(bytes)
         }
@@ -455,7 +455,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     private func detachUpstream(_ exchange: Exchange, reuse: Bool, now: NIODeadline = .now()) {
         guard let upstream = exchange.upstream else { return }
         exchange.upstream = nil
-        upstream.handler.delegate = nil
+        upstream.delegate = nil
         // An upstream that still has request bytes to take (the client stopped early) is not reused.
         if reuse && exchange.requestEnded {
             upstream.pool.release(upstream, now: now)
@@ -582,7 +582,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable, case .active(let exchange) = state {
-            exchange.upstream?.handler.resumeReading()
+            exchange.upstream?.resumeReading()
         }
         context.fireChannelWritabilityChanged()
     }

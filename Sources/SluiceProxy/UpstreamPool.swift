@@ -73,7 +73,7 @@ final class EndpointPool {
             return
         }
         connection.inUse = false
-        connection.handler.becameIdle(at: now)
+        connection.becameIdle(at: now)
         idle.append(connection)
     }
 
@@ -96,7 +96,7 @@ final class EndpointPool {
                 do {
                     // TLS first: the handler writes and reads plain bytes either way.
                     if endpoint.scheme == .https { try self.loop.connector.tls.secure(channel, to: endpoint, settings: self.tls) }
-                    try channel.pipeline.syncOperations.addHandler(connection.handler)
+                    try channel.pipeline.syncOperations.addHandler(connection)
                 } catch {
                     channel.close(promise: nil)
                     self.connectionGone()
@@ -189,8 +189,6 @@ final class UpstreamHandler: ChannelDuplexHandler {
     unowned let pool: EndpointPool
     var inUse = false
     var endpoint: Endpoint { pool.endpoint }
-    /// The handler of the connection: itself (see `UpstreamConnection`).
-    var handler: UpstreamHandler { self }
 
     /// The exchange using the connection. Held strongly (a weak reference would put a side table on
     /// every proxy handler and slow all its reference counting); exchanges clear it when they end.
