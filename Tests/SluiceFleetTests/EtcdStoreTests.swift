@@ -109,7 +109,11 @@ extension OnEtcd {
         func clientErrors() async throws {
             #expect(throws: EtcdError.self) { try EtcdClient(endpoints: []) }
             #expect(throws: EtcdError.self) { try EtcdClient(endpoints: ["127.0.0.1:2379"]) }
-            let closed = try EtcdCluster.freePorts(2)
+            // Bound but not listening, and held to the end: refused, and no other test's server can
+            // take the ports meanwhile (closed ports were, and answered 404 under the full suite).
+            let refusers = try (0..<2).map { _ in try LoopbackSocket(listening: false) }
+            defer { refusers.forEach { $0.close() } }
+            let closed = refusers.map(\.port)
             let client = try EtcdClient(endpoints: closed.map { "http://127.0.0.1:\($0)" }, timeout: .seconds(2))
             do {
                 _ = try await client.get("/x")
