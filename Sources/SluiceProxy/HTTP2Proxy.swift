@@ -302,7 +302,7 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
         let id = requestID.text
         let stats = route.stats[backendIndex]
         stats.window.requests += 1
-        guard let pool = loop.pickEndpoint(route: route.index, backend: backendIndex) else {
+        guard let pool = loop.pickEndpoint(route, backend: backendIndex) else {
             stats.recordUpstreamError(.noHealthyEndpoint)
             stats.recordResponse(status: 503, latencyMicros: 1)
             respond(503, grpc: (14, "no healthy endpoint of \(backend.version)"), version: backend.version, requestID: id, isGRPC: isGRPC)

@@ -17,10 +17,6 @@ final class LoopState: @unchecked Sendable {
 
     /// How many routed versions hold a window of counts now (for the memory tests).
     var windowsHeldForTesting: Int { statsByKey.values.filter(\.holdsWindow).count }
-    /// Round-robin position per route and backend.
-    private var nextEndpoint: [[Int]] = []
-    /// `pools[r][b][e]` serves `table.routes[r].backends[b].endpoints[e]`.
-    private var pools: [[[EndpointPool]]] = []
     /// Every endpoint's pool (with its TLS settings), kept across tables so connections survive a weight change.
     private var poolsByEndpoint: [PoolKey: EndpointPool] = [:]
     private struct PoolKey: Hashable {
@@ -89,13 +85,10 @@ final class LoopState: @unchecked Sendable {
             let variants = route.experiment.map { experiment in
                 route.backends.map { exposures.intern(experiment: experiment.id, version: $0.version, window: .milliseconds(experiment.windowMilliseconds)) }
             }
-            return LoopRoute(index: index, rule: route, stats: stats, exposureVariants: variants ?? [])
+            let endpoints = route.backends.map { backend in BackendEndpoints(backend.endpoints.map { pool(for: $0, tls: backend.tls) }) }
+            return LoopRoute(index: index, rule: route, stats: stats, endpoints: endpoints, exposureVariants: variants ?? [])
         }
         routedKeys = Set(routes.flatMap { $0.stats.map(\.key) })
-        nextEndpoint = newTable.routes.map { Array(repeating: 0, count: $0.backends.count) }
-        pools = newTable.routes.map { route in
-            route.backends.map { backend in backend.endpoints.map { pool(for: $0, tls: backend.tls) } }
-        }
         // Endpoints that left the table give up their pools: idle HTTP/1.1 connections close now, busy
         // ones after their exchange, an HTTP/2 connection once its streams are done (its idle timeout).
         // A long-running proxy so holds nothing for versions long gone.
@@ -174,7 +167,7 @@ final class LoopState: @unchecked Sendable {
     /// and HTTP/2 streams.
     func assign(_ route: LoopRoute, clientID: RequestID?, at now: NIODeadline, request: some RequestAttributes) -> (backend: Int, requestID: RequestID) {
         let backend = route.single ? 0 : VersionChooser.choose(route.rule, request: request, using: &rng)
-        guard route.rule.experiment != nil else {
+        guard route.hasExperiment else {
             return (backend, clientID ?? RequestID(generatedBy: &requestIDs))
         }
         let unit: Substring? = switch route.rule.stickiness {
@@ -196,7 +189,7 @@ final class LoopState: @unchecked Sendable {
         guard let mirror = route.rule.mirror, VersionChooser.shouldMirror(mirror, using: &rng),
               let index = route.rule.backendIndex(of: mirror.version), index != chosen else { return nil }
         let stats = route.stats[index]
-        guard mirrorsInFlight < configuration.maxMirrorsInFlight, let pool = pickEndpoint(route: route.index, backend: index) else {
+        guard mirrorsInFlight < configuration.maxMirrorsInFlight, let pool = pickEndpoint(route, backend: index) else {
             stats.window.mirrorsDropped += 1
             return nil
         }
@@ -213,7 +206,7 @@ final class LoopState: @unchecked Sendable {
         shadows.noiseCounter += 1
         var noise: EndpointPool?
         if shadows.noiseCounter % configuration.shadowNoiseEvery == 0, mirrorsInFlight + 1 < configuration.maxMirrorsInFlight {
-            noise = pickEndpoint(route: route.index, backend: chosen, excluding: stable)
+            noise = pickEndpoint(route, backend: chosen, excluding: stable)
         }
         let capture = ShadowCapture(log: shadows, limit: configuration.shadowBodyLimit, route: route.rule.name, requestID: requestID(),
                                     stableVersion: stableVersion, shadowVersion: mirror.version, withNoise: noise != nil)
@@ -222,18 +215,37 @@ final class LoopState: @unchecked Sendable {
 
     /// The next endpoint of a backend, round robin, skipping ones out of service (and `excluding`);
     /// `nil` when all are.
-    func pickEndpoint(route routeIndex: Int, backend backendIndex: Int, excluding: Endpoint? = nil) -> EndpointPool? {
-        let candidates = pools[routeIndex][backendIndex]
+    func pickEndpoint(_ route: LoopRoute, backend: Int, excluding: Endpoint? = nil) -> EndpointPool? {
+        let turn = route.endpoints[backend]
+        let candidates = turn.pools
         guard !candidates.isEmpty else { return nil }
-        let start = nextEndpoint[routeIndex][backendIndex]
+        let start = turn.next
+        if excluding == nil && health.allUp {
+            // The common case: the next in turn, without looking at (copying) endpoints.
+            let index = start % candidates.count
+            turn.next = index + 1
+            return candidates[index]
+        }
         for offset in 0..<candidates.count {
             let index = (start + offset) % candidates.count
             if health.isUp(candidates[index].endpoint), candidates[index].endpoint != excluding {
-                nextEndpoint[routeIndex][backendIndex] = index + 1
+                turn.next = index + 1
                 return candidates[index]
             }
         }
         return nil
+    }
+}
+
+/// The pools of one version's endpoints on one event loop, taken round robin.
+final class BackendEndpoints {
+    /// `pools[e]` serves the version's `endpoints[e]`.
+    let pools: [EndpointPool]
+    /// Where the round robin goes on.
+    var next = 0
+
+    init(_ pools: [EndpointPool]) {
+        self.pools = pools
     }
 }
 
@@ -248,6 +260,12 @@ final class LoopRoute {
     let single: Bool
     /// `stats[b]` counts `rule.backends[b]`.
     let stats: [LoopVersionStats]
+    /// `endpoints[b]`: the pools of `rule.backends[b]`'s endpoints.
+    let endpoints: [BackendEndpoints]
+    /// `rule.experiment != nil` and `rule.mirror != nil`, asked on every request (without copying
+    /// either out of the rule).
+    let hasExperiment: Bool
+    let hasMirror: Bool
     /// The exposure log's index of each backend in the route's experiment; empty without one.
     let exposureVariants: [Int32]
     /// Some version speaks only HTTP/2 (`protocol: h2c` or `h2`).
@@ -255,9 +273,12 @@ final class LoopRoute {
     /// `route.rewrite`: the length in bytes of the prefix it replaces, and the replacement.
     let rewrite: (prefixLength: Int, replacement: String)?
 
-    init(index: Int, rule: RouteRule, stats: [LoopVersionStats], exposureVariants: [Int32]) {
+    init(index: Int, rule: RouteRule, stats: [LoopVersionStats], endpoints: [BackendEndpoints], exposureVariants: [Int32]) {
         self.index = index
         self.rule = rule
+        self.endpoints = endpoints
+        self.hasExperiment = rule.experiment != nil
+        self.hasMirror = rule.mirror != nil
         self.single = rule.backends.count == 1 && rule.headerRules.isEmpty
         self.stats = stats
         self.exposureVariants = exposureVariants
@@ -272,6 +293,9 @@ final class EndpointHealth {
     private var failingChecks: Set<Endpoint> = []
     private var ejected: Set<Endpoint> = []
     private var connectFailures: [Endpoint: Int] = [:]
+
+    /// No endpoint is out of service.
+    var allUp: Bool { failingChecks.isEmpty && ejected.isEmpty }
 
     func isUp(_ endpoint: Endpoint) -> Bool {
         (failingChecks.isEmpty || !failingChecks.contains(endpoint)) && (ejected.isEmpty || !ejected.contains(endpoint))

@@ -23,7 +23,6 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     /// serving a request allocates nothing, the few exchanges a busy loop has in flight stay in the
     /// CPU's cache, and idle connections hold none.
     final class Exchange {
-        private(set) var version: String
         private(set) var stats: LoopVersionStats
         private(set) var pool: EndpointPool
         private(set) var start: NIODeadline
@@ -52,21 +51,25 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         /// When the final response's head came, in microseconds of served latency.
         var firstByteMicros: UInt64?
 
+        /// The version serving the request (its stats' key: not stored twice, which would cost a
+        /// reference count on every restart).
+        var version: String { stats.key.version }
+
         /// Microseconds since the request arrived, less the wait for a new upstream connection; at least 1.
         func servedMicros(at now: NIODeadline) -> UInt64 {
             UInt64(max(1, ((now - start).nanoseconds - connectWait) / 1000))
         }
 
-        init(version: String, stats: LoopVersionStats, pool: EndpointPool, start: NIODeadline, keepAlive: Bool, clientMinor: Int, isHead: Bool,
+        init(stats: LoopVersionStats, pool: EndpointPool, start: NIODeadline, keepAlive: Bool, clientMinor: Int, isHead: Bool,
              requestID: RequestID) {
-            (self.version, self.stats, self.pool, self.start) = (version, stats, pool, start)
+            (self.stats, self.pool, self.start) = (stats, pool, start)
             (self.keepAlive, self.clientMinor, self.isHead, self.requestID) = (keepAlive, clientMinor, isHead, requestID)
         }
 
         /// The next request's exchange, in this object: every stored property is set as `init` sets it.
-        func restart(version: String, stats: LoopVersionStats, pool: EndpointPool, start: NIODeadline, keepAlive: Bool, clientMinor: Int, isHead: Bool,
+        func restart(stats: LoopVersionStats, pool: EndpointPool, start: NIODeadline, keepAlive: Bool, clientMinor: Int, isHead: Bool,
                      requestID: RequestID) {
-            (self.version, self.stats, self.pool, self.start) = (version, stats, pool, start)
+            (self.stats, self.pool, self.start) = (stats, pool, start)
             (self.keepAlive, self.clientMinor, self.isHead, self.requestID) = (keepAlive, clientMinor, isHead, requestID)
             (closeAfterResponse, upstream, requestEnded, responseStarted, responseStatus, upstreamKeepAlive) = (false, nil, false, false, 0, true)
             (mirror, noise, capture, connectWait, firstByteMicros) = (nil, nil, nil, 0, nil)
@@ -227,20 +230,19 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
         let (backendIndex, requestID) = loop.assign(route, clientID: head.requestID, at: now, request: head)
         let stats = route.stats[backendIndex]
-        let version = stats.key.version
         stats.window.requests += 1
         if route.anyHTTP2 && route.rule.backends[backendIndex].speaksHTTP2 {
             // An HTTP/2-only version (gRPC): translating HTTP/1.1 requests to HTTP/2 streams is not built yet.
             stats.recordUpstreamError(.protocolMismatch)
             stats.recordResponse(status: 502, latencyMicros: 1)
-            respondDirectly(.badGateway, version: version, requestID: requestID, keepAlive: head.keepAlive, context: context)
+            respondDirectly(.badGateway, version: stats.key.version, requestID: requestID, keepAlive: head.keepAlive, context: context)
             state = .discarding(closeAfter: !head.keepAlive)
             return
         }
-        guard let pool = loop.pickEndpoint(route: route.index, backend: backendIndex) else {
+        guard let pool = loop.pickEndpoint(route, backend: backendIndex) else {
             stats.recordUpstreamError(.noHealthyEndpoint)
             stats.recordResponse(status: 503, latencyMicros: 1)
-            respondDirectly(.serviceUnavailable, version: version, requestID: requestID, keepAlive: head.keepAlive, context: context)
+            respondDirectly(.serviceUnavailable, version: stats.key.version, requestID: requestID, keepAlive: head.keepAlive, context: context)
             state = .discarding(closeAfter: !head.keepAlive)
             return
         }
@@ -249,11 +251,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         // The loop's last ended exchange, unless something still holds it (a callback of the pool
         // may, for an exchange that ended while connecting): then it is let go.
         if var spare = loop.spareExchanges.popLast(), isKnownUniquelyReferenced(&spare) {
-            spare.restart(version: version, stats: stats, pool: pool, start: now,
+            spare.restart(stats: stats, pool: pool, start: now,
                           keepAlive: head.keepAlive, clientMinor: head.minor, isHead: head.isHead, requestID: requestID)
             exchange = spare
         } else {
-            exchange = Exchange(version: version, stats: stats, pool: pool, start: now,
+            exchange = Exchange(stats: stats, pool: pool, start: now,
                                 keepAlive: head.keepAlive, clientMinor: head.minor, isHead: head.isHead, requestID: requestID)
         }
         state = .active(exchange)
@@ -274,7 +276,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
         // After the client's own request, which is flushed first: a copy never goes ahead of it. None
         // for a request the pool already failed (exhausted) and answered.
-        if route.rule.mirror != nil, case .active(let current) = state, current === exchange {
+        if route.hasMirror, case .active(let current) = state, current === exchange {
             startMirror(exchange, route: route, chosen: backendIndex, head: forwarded, isHead: head.isHead)
         }
     }
@@ -296,7 +298,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             for bytes in exchange.pending { connection.write(bytes, at: now) }
             exchange.pending.removeAll()
             connection.flush()
-            if pendingRead && connection.channel.isWritable {
+            if pendingRead && connection.isWritable {
                 pendingRead = false
                 context.read()
             }
@@ -335,7 +337,12 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     // MARK: Upstream → client
 
-    var upstreamMayRead: Bool { context?.channel.isWritable ?? false }
+    var upstreamMayRead: Bool { context != nil && clientWritable }
+
+    /// The client connection's writability, as `channelWritabilityChanged` last reported it: read on
+    /// every upstream read, where asking the channel costs a call through its existential and NIO's
+    /// lifecycle checks.
+    private var clientWritable = true
 
     func upstreamReceived(_ part: UpstreamResponsePart, at now: NIODeadline) {
         guard let context, case .active(let exchange) = state else { return }
@@ -573,7 +580,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
             pendingRead = true
             return
         }
-        if case .active(let exchange) = state, !(exchange.upstream?.channel.isWritable ?? false) {
+        if case .active(let exchange) = state, !(exchange.upstream?.isWritable ?? false) {
             pendingRead = true
             return
         }
@@ -581,7 +588,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, case .active(let exchange) = state {
+        clientWritable = context.channel.isWritable
+        if clientWritable, case .active(let exchange) = state {
             exchange.upstream?.resumeReading()
         }
         context.fireChannelWritabilityChanged()

@@ -34,7 +34,7 @@ final class EndpointPool {
     /// An idle connection, if there is one: the common case, with no callback to allocate.
     func takeIdle() -> UpstreamConnection? {
         while let connection = idle.popLast() {
-            if connection.channel.isActive {
+            if connection.isOpen {
                 connection.inUse = true
                 return connection
             }
@@ -60,7 +60,7 @@ final class EndpointPool {
 
     /// Returns a connection after a complete exchange; it serves a waiter or goes idle.
     func release(_ connection: UpstreamConnection, now: NIODeadline = .now()) {
-        guard connection.channel.isActive, !closed else {
+        guard connection.isOpen, !closed else {
             connection.channel.close(promise: nil)
             return
         }
@@ -119,6 +119,7 @@ final class EndpointPool {
     }
 
     private func closed(_ connection: UpstreamConnection) {
+        connection.isOpen = false
         if let index = idle.firstIndex(where: { $0 === connection }) { idle.remove(at: index) }
         connectionGone()
     }
@@ -189,6 +190,13 @@ final class UpstreamHandler: ChannelDuplexHandler {
     unowned let pool: EndpointPool
     var inUse = false
     var endpoint: Endpoint { pool.endpoint }
+    /// The channel is open: false from `channelInactive` (or the close, for a channel that closed
+    /// before this handler joined it). Kept here because the pool asks on every take and release,
+    /// where asking the channel costs a call through its existential and NIO's lifecycle checks.
+    fileprivate(set) var isOpen = true
+    /// The channel's writability, as `channelWritabilityChanged` last reported it: asked on every
+    /// read of the client's side.
+    private(set) var isWritable = true
 
     /// The exchange using the connection. Held strongly (a weak reference would put a side table on
     /// every proxy handler and slow all its reference counting); exchanges clear it when they end.
@@ -273,7 +281,8 @@ final class UpstreamHandler: ChannelDuplexHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { delegate?.upstreamBecameWritable() }
+        isWritable = context.channel.isWritable
+        if isWritable { delegate?.upstreamBecameWritable() }
         context.fireChannelWritabilityChanged()
     }
 
@@ -283,6 +292,7 @@ final class UpstreamHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        isOpen = false
         timer.cancel()
         // A body without a length ends with the connection; anything else cut short is a failure.
         if parser.endsAtClose { delegate?.upstreamReceived(.end, at: .now()) }
