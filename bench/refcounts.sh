@@ -60,14 +60,15 @@ printf '{"revision": 1, "routes": [{"name": "m", "pathPrefix": "/", "backends": 
   {"version": "v1", "weight": 100, "endpoints": ["http://127.0.0.1:%s"]}]}]}\n' "$UP" > "$D/routes.json"
 
 declare -A PORT PID
-nginx -c "$D/up.conf" -p "$D" & echo $! > "$D/up.pid"
+# The proxies on CPU 0; nginx, curl and perf on CPU 1, so perf keeps up with the events.
+taskset -c 1 nginx -c "$D/up.conf" -p "$D" & echo $! > "$D/up.pid"
 TARGETS=(sluice relay)
-PORT[sluice]=$(port); "$BIN/sluice" proxy --routes "$D/routes.json" --listen "127.0.0.1:${PORT[sluice]}" --event-loops 1 > "$D/sluice.log" 2>&1 &
+PORT[sluice]=$(port); taskset -c 0 "$BIN/sluice" proxy --routes "$D/routes.json" --listen "127.0.0.1:${PORT[sluice]}" --event-loops 1 > "$D/sluice.log" 2>&1 &
 PID[sluice]=$!; echo "${PID[sluice]}" > "$D/sluice.pid"
-PORT[relay]=$(port); "$BIN/relay-floor" "${PORT[relay]}" "$UP" > /dev/null 2>&1 &
+PORT[relay]=$(port); taskset -c 0 "$BIN/relay-floor" "${PORT[relay]}" "$UP" > /dev/null 2>&1 &
 PID[relay]=$!; echo "${PID[relay]}" > "$D/relay.pid"
 if [ -n "${BASELINE:-}" ]; then
-    PORT[baseline]=$(port); "$BASELINE" proxy --routes "$D/routes.json" --listen "127.0.0.1:${PORT[baseline]}" --event-loops 1 > "$D/baseline.log" 2>&1 &
+    PORT[baseline]=$(port); taskset -c 0 "$BASELINE" proxy --routes "$D/routes.json" --listen "127.0.0.1:${PORT[baseline]}" --event-loops 1 > "$D/baseline.log" 2>&1 &
     PID[baseline]=$!; echo "${PID[baseline]}" > "$D/baseline.pid"
     TARGETS+=(baseline)
 fi
@@ -78,10 +79,13 @@ for name in "${TARGETS[@]}"; do
     # Warm: the upstream connection is pooled (Sluice) and the code paths are paged in.
     curl -s -o /dev/null "$url?[1-50]"
     echo "==> $name: $N requests in turn on one connection, every retain and release counted"
-    perf record -q -e probe_libswiftCore:swift_retain -e probe_libswiftCore:swift_release --call-graph dwarf,1024 \
+    # A 16 MB ring: with perf's default, events are lost at this rate and the counts come out short.
+    taskset -c 1 perf record -q -m 4096 -e probe_libswiftCore:swift_retain -e probe_libswiftCore:swift_release --call-graph dwarf,1024 \
         -p "${PID[$name]}" -o "$D/$name.data" -- curl -s -o /dev/null -w '%{http_code}\n' "$url?[1-$N]" > "$D/$name.codes"
     ok=$(grep -c '^200$' "$D/$name.codes" || true)
     [ "$ok" = "$N" ] || { echo "error: $name answered $ok of $N requests with 200" >&2; exit 1; }
+    lost=$(perf report -i "$D/$name.data" --stats 2>/dev/null | awk '/LOST_SAMPLES events:/ { n += $3 } END { print n + 0 }')
+    [ "$lost" = 0 ] || { echo "error: perf lost $lost events counting $name: the counts would be short (try a smaller N)" >&2; exit 1; }
     perf script -i "$D/$name.data" 2>/dev/null > "$D/$name.txt"
 done
 
