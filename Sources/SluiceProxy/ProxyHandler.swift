@@ -67,20 +67,29 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
 
         /// The next request's exchange, in this object: every stored property is set as `init` sets it.
+        /// Only ever called on an exchange that `end()` let go of, whose references to other objects
+        /// (upstream, copies, pending bytes) are nil or empty already: they are not stored again, and
+        /// the stats and pool only when they change (most requests reuse the last one's), because every
+        /// store of a reference costs two atomic reference counts.
         func restart(stats: LoopVersionStats, pool: EndpointPool, start: NIODeadline, keepAlive: Bool, clientMinor: Int, isHead: Bool,
                      requestID: RequestID) {
-            (self.stats, self.pool, self.start) = (stats, pool, start)
+            assert(upstream == nil && mirror == nil && noise == nil && capture == nil && pending.isEmpty, "restart of an exchange not ended")
+            if self.stats !== stats { self.stats = stats }
+            if self.pool !== pool { self.pool = pool }
+            self.start = start
             (self.keepAlive, self.clientMinor, self.isHead, self.requestID) = (keepAlive, clientMinor, isHead, requestID)
-            (closeAfterResponse, upstream, requestEnded, responseStarted, responseStatus, upstreamKeepAlive) = (false, nil, false, false, 0, true)
-            (mirror, noise, capture, connectWait, firstByteMicros) = (nil, nil, nil, 0, nil)
-            pending.removeAll(keepingCapacity: true)
+            (closeAfterResponse, requestEnded, responseStarted, responseStatus, upstreamKeepAlive) = (false, false, false, 0, true)
+            (connectWait, firstByteMicros) = (0, nil)
         }
 
         /// Lets go of what only this request needed (a shadow's capture holds up to two bodies), so a
-        /// connection waiting for its next request holds none of it.
+        /// connection waiting for its next request holds none of it. Stores only what is not nil or
+        /// empty already (the common case: no copies, no bytes held).
         func end() {
-            (mirror, noise, capture) = (nil, nil, nil)
-            pending.removeAll()
+            if mirror != nil { mirror = nil }
+            if noise != nil { noise = nil }
+            if capture != nil { capture = nil }
+            if pending.capacity > 0 { pending = [] }
         }
     }
 

@@ -219,10 +219,12 @@ struct ClientRequestParser {
         guard input.readableBytes > 0,
               let bytes = try head.take(&input, limit: maxHeadBytes, tooLarge: { $0.readableBytesView.contains(13) ? .headTooLarge : .uriTooLong })
         else { return nil }
-        return try parseHead(bytes)
+        return try Self.parseHead(bytes, limits: limits)
     }
 
-    private func parseHead(_ head: ByteBuffer) throws(HTTPParseError) -> ClientRequestHead {
+    /// Static, with the limits as an argument: a method's closure below would copy the whole parser
+    /// (and reference-count what it holds) on every request.
+    private static func parseHead(_ head: ByteBuffer, limits: RequestLimits) throws(HTTPParseError) -> ClientRequestHead {
         try head.withUnsafeReadableBytes { bytes throws(HTTPParseError) -> ClientRequestHead in
             let limit = bytes.count - 2 // The CR of the empty line.
             // Request line: method SP request-target SP HTTP/1.x CRLF

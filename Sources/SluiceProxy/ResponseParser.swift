@@ -137,7 +137,7 @@ struct UpstreamResponseParser {
             case .head:
                 guard input.readableBytes > 0,
                       let bytes = try head.take(&input, limit: maxHeadBytes, tooLarge: { _ in .headTooLarge }) else { return nil }
-                let parsed = try parseHead(bytes)
+                let parsed = try Self.parseHead(bytes, isHeadRequest: isHeadRequest, dechunk: dechunk)
                 switch parsed.framing {
                 case _ where parsed.status < 200:
                     state = .head // Interim: the real response follows.
@@ -185,7 +185,9 @@ struct UpstreamResponseParser {
 
     // MARK: Head
 
-    private func parseHead(_ head: ByteBuffer) throws(HTTPParseError) -> UpstreamResponseHead {
+    /// Static, with what it needs as arguments: a method's closure below would copy the whole parser
+    /// (and reference-count what it holds) on every response.
+    private static func parseHead(_ head: ByteBuffer, isHeadRequest: Bool, dechunk: Bool) throws(HTTPParseError) -> UpstreamResponseHead {
         try head.withUnsafeReadableBytes { bytes throws(HTTPParseError) -> UpstreamResponseHead in
             let count = bytes.count - 2 // Without the final CRLF.
             // Status line: HTTP/1.x SP 3DIGIT [SP reason] CRLF
