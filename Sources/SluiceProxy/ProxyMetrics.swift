@@ -80,6 +80,12 @@ public struct VersionWindow: Sendable {
 
     public var responses: Int { statusClasses.reduce(0, +) }
 
+    mutating func recordResponse(statusClass: Int, latencyMicros: UInt64, firstByteMicros: UInt64) {
+        statusClasses[statusClass] += 1
+        latency.record(latencyMicros)
+        firstByte.record(firstByteMicros)
+    }
+
     /// Nothing was counted.
     var isEmpty: Bool { requests == 0 && responses == 0 && mirrorsDropped == 0 && upstreamErrors.isEmpty && connects == 0 }
     public var errors: Int { statusClasses[5] }
@@ -127,9 +133,9 @@ final class LoopVersionStats {
     /// or the upstream failed before it), and then the first byte is the last.
     func recordResponse(status: Int, latencyMicros: UInt64, firstByteMicros: UInt64? = nil) {
         let statusClass = min(max(status / 100, 1), 5)
-        window.statusClasses[statusClass] += 1
-        window.latency.record(max(1, latencyMicros))
-        window.firstByte.record(max(1, min(firstByteMicros ?? latencyMicros, latencyMicros)))
+        // One access to the window for the three counts (each `window.…` is an access of its own).
+        window.recordResponse(statusClass: statusClass, latencyMicros: max(1, latencyMicros),
+                              firstByteMicros: max(1, min(firstByteMicros ?? latencyMicros, latencyMicros)))
         if statusClass == 5 {
             consecutiveFailures += 1
             // Once per streak: the controller rolls back on the first report.
