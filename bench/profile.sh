@@ -20,6 +20,7 @@
 # bench/RESULTS.md. Builds in release first; installs nginx-light, wrk and linux-perf when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/proxies.sh
 ROUNDS=${ROUNDS:-3}; DUR=${DUR:-6}; FREQ=${FREQ:-999}
 
 need=()
@@ -57,17 +58,8 @@ printf '{"revision": 1, "routes": [{"name": "m", "pathPrefix": "/", "backends": 
 
 declare -A PORT PID
 taskset -c 1 nginx -c "$D/up.conf" -p "$D" & echo $! > "$D/up.pid"
-TARGETS=(sluice relay)
-PORT[sluice]=$(port); taskset -c 0 "$BIN/sluice" proxy --routes "$D/routes.json" --listen "127.0.0.1:${PORT[sluice]}" --event-loops 1 > "$D/sluice.log" 2>&1 &
-PID[sluice]=$!; echo "${PID[sluice]}" > "$D/sluice.pid"
-PORT[relay]=$(port); taskset -c 0 "$BIN/relay-floor" "${PORT[relay]}" "$UP1" > /dev/null 2>&1 &
-PID[relay]=$!; echo "${PID[relay]}" > "$D/relay.pid"
-if [ -n "${BASELINE:-}" ]; then
-    PORT[baseline]=$(port); taskset -c 0 "$BASELINE" proxy --routes "$D/routes.json" --listen "127.0.0.1:${PORT[baseline]}" --event-loops 1 > "$D/baseline.log" 2>&1 &
-    PID[baseline]=$!; echo "${PID[baseline]}" > "$D/baseline.pid"
-    TARGETS+=(baseline)
-fi
-for p in "$UP1" "$UP2" "${PORT[@]}"; do python3 -c "import sys; sys.path.insert(0, 'bench'); import benchlib; benchlib.wait_port($p)"; done
+start_proxies "$D/routes.json" "$UP1"
+for p in "$UP1" "$UP2"; do python3 -c "import sys; sys.path.insert(0, 'bench'); import benchlib; benchlib.wait_port($p)"; done
 
 cputicks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 TCK=$(getconf CLK_TCK)

@@ -18,6 +18,7 @@
 # linux-perf when missing; needs root (uprobes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/proxies.sh
 N=${N:-1000}
 
 need=()
@@ -62,17 +63,8 @@ printf '{"revision": 1, "routes": [{"name": "m", "pathPrefix": "/", "backends": 
 declare -A PORT PID
 # The proxies on CPU 0; nginx, curl and perf on CPU 1, so perf keeps up with the events.
 taskset -c 1 nginx -c "$D/up.conf" -p "$D" & echo $! > "$D/up.pid"
-TARGETS=(sluice relay)
-PORT[sluice]=$(port); taskset -c 0 "$BIN/sluice" proxy --routes "$D/routes.json" --listen "127.0.0.1:${PORT[sluice]}" --event-loops 1 > "$D/sluice.log" 2>&1 &
-PID[sluice]=$!; echo "${PID[sluice]}" > "$D/sluice.pid"
-PORT[relay]=$(port); taskset -c 0 "$BIN/relay-floor" "${PORT[relay]}" "$UP" > /dev/null 2>&1 &
-PID[relay]=$!; echo "${PID[relay]}" > "$D/relay.pid"
-if [ -n "${BASELINE:-}" ]; then
-    PORT[baseline]=$(port); taskset -c 0 "$BASELINE" proxy --routes "$D/routes.json" --listen "127.0.0.1:${PORT[baseline]}" --event-loops 1 > "$D/baseline.log" 2>&1 &
-    PID[baseline]=$!; echo "${PID[baseline]}" > "$D/baseline.pid"
-    TARGETS+=(baseline)
-fi
-for p in "$UP" "${PORT[@]}"; do python3 -c "import sys; sys.path.insert(0, 'bench'); import benchlib; benchlib.wait_port($p)"; done
+start_proxies "$D/routes.json" "$UP"
+for p in "$UP"; do python3 -c "import sys; sys.path.insert(0, 'bench'); import benchlib; benchlib.wait_port($p)"; done
 
 for name in "${TARGETS[@]}"; do
     url="http://127.0.0.1:${PORT[$name]}/v2/models/m/infer"
