@@ -139,7 +139,10 @@ extension OnEtcd {
         func memberDown() async throws {
             let cluster = try EtcdClusterScope.current()
             let prefix = "/down-\(UUID().uuidString)/"
-            let store = EtcdStatusStore(client: try EtcdClient(endpoints: cluster.clientURLs, timeout: .seconds(3)), prefix: prefix)
+            // Each attempt may wait out an election: the test cluster's election timeout is 2.5 s, drawn up
+            // to twice that, and a write to a survivor waits for the new leader. With 3 s an attempt, both
+            // survivors timed out once in CI on a loaded host before the election was over.
+            let store = EtcdStatusStore(client: try EtcdClient(endpoints: cluster.clientURLs, timeout: .seconds(10)), prefix: prefix)
             try await store.save(OnEtcd.EtcdStoreTests.status(10), events: [RolloutEvent(.stepAdvanced, "m", "before")], at: Instant(milliseconds: 1))
             // The first endpoint, the one the client uses, dies.
             cluster.kill(member: 0)
