@@ -981,7 +981,7 @@ final class HTTP1Bridge: StreamUpstream, UpstreamDelegate {
         connection.flush()
     }
 
-    var isWritable: Bool { connection?.channel.isWritable ?? true }
+    var isWritable: Bool { connection?.isWritable ?? true }
 
     func write(_ payload: HTTP2Frame.FramePayload) {
         var out = ByteBuffer()

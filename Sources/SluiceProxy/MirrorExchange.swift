@@ -88,8 +88,8 @@ final class MirrorExchange: UpstreamDelegate {
         if let upstream {
             // Past the write-buffer watermark: let the socket take what waits, and give up only if it
             // will not, which is a shadow that does not read as fast as the client sends.
-            if !upstream.channel.isWritable { upstream.flush() }
-            guard upstream.channel.isWritable else {
+            if !upstream.isWritable { upstream.flush() }
+            guard upstream.isWritable else {
                 finish(error: nil, abandoned: true)
                 return
             }
