@@ -58,25 +58,35 @@ enum HTTPBytes {
         return end
     }
 
-    /// Calls `body` for each header line in `bytes[start..<limit]`, where `limit` is the CR of the
-    /// empty line ending the head. Refuses obs-fold, names that are not tokens, whitespace before the
-    /// colon, and control characters (bare CR or LF included) in values.
+    /// Calls `body` for each header line from `start` to the empty line that ends the head, and returns
+    /// where that line starts (its CR); `nil` when `bytes` end before it (a head not all in yet).
+    /// Refuses obs-fold, names that are not tokens, whitespace before the colon, and control characters
+    /// (bare CR or LF included) in values. The parsers scan a head once this way, finding its end as
+    /// they go, instead of searching for the end first and scanning the lines after.
     @inline(__always)
-    static func forEachField(_ bytes: UnsafeRawBufferPointer, from start: Int, to limit: Int,
-                             _ body: (HeaderField) throws(HTTPParseError) -> Void) throws(HTTPParseError) {
+    static func forEachField(_ bytes: UnsafeRawBufferPointer, from start: Int,
+                             _ body: (HeaderField) throws(HTTPParseError) -> Void) throws(HTTPParseError) -> Int? {
+        let count = bytes.count
         var position = start
-        while position < limit {
+        while position < count {
             let first = bytes[position]
+            if first == 13 {
+                // The empty line, or a bare CR.
+                guard position + 1 < count else { return nil }
+                guard bytes[position + 1] == 10 else { throw .malformedHeader }
+                return position
+            }
             if first == 32 || first == 9 { throw .obsoleteLineFolding }
             var colon = position
-            while colon < limit && isTokenByte(bytes[colon]) { colon += 1 }
-            guard colon > position, colon < limit, bytes[colon] == 58 else { throw .malformedHeader }
+            while colon < count && isTokenByte(bytes[colon]) { colon += 1 }
+            guard colon < count else { return nil }
+            guard colon > position, bytes[colon] == 58 else { throw .malformedHeader }
             var valueStart = colon + 1
-            while valueStart < limit && (bytes[valueStart] == 32 || bytes[valueStart] == 9) { valueStart += 1 }
+            while valueStart < count && (bytes[valueStart] == 32 || bytes[valueStart] == 9) { valueStart += 1 }
             var end = valueStart
-            while end < limit {
+            while end < count {
                 // Eight bytes at a time to the first that ends the value or is refused in it (or is a tab).
-                if end + 8 <= limit {
+                if end + 8 <= count {
                     let flags = controlBytes(word(bytes, at: end))
                     if flags == 0 {
                         end += 8
@@ -89,12 +99,21 @@ enum HTTPBytes {
                 if isControl(byte) { throw .malformedHeader }
                 end += 1
             }
-            guard end + 1 < bytes.count, bytes[end] == 13, bytes[end + 1] == 10 else { throw .malformedHeader }
+            guard end + 1 < count else { return nil }
+            guard bytes[end] == 13, bytes[end + 1] == 10 else { throw .malformedHeader }
             var valueEnd = end
             while valueEnd > valueStart && (bytes[valueEnd - 1] == 32 || bytes[valueEnd - 1] == 9) { valueEnd -= 1 }
             try body(HeaderField(start: position, colon: colon, valueStart: valueStart, valueEnd: valueEnd, end: end))
             position = end + 2
         }
+        return nil
+    }
+
+    /// Calls `body` for each header line of a head parsed already, whose empty line starts at `limit`.
+    @inline(__always)
+    static func forEachField(_ bytes: UnsafeRawBufferPointer, from start: Int, to limit: Int,
+                             _ body: (HeaderField) throws(HTTPParseError) -> Void) throws(HTTPParseError) {
+        _ = try forEachField(UnsafeRawBufferPointer(rebasing: bytes[..<min(limit + 2, bytes.count)]), from: start, body)
     }
 
     /// tchar (RFC 9110 §5.6.2), the bytes of methods and header names: `!#$%&'*+-.^_`|~`, digits

@@ -215,18 +215,32 @@ struct ClientRequestParser {
             while let byte = input.getInteger(at: input.readerIndex, as: UInt8.self), byte == 13 || byte == 10 {
                 input.moveReaderIndex(forwardBy: 1)
             }
+            // The common case: the whole head came in this read, and one pass parses it and finds its
+            // end. Anything else (a head not all in, one over a limit, one refused) goes the way below,
+            // which collects the head first and gives the refusal.
+            if input.readableBytes > 0, let parsed = try? Self.parseHead(input, limits: limits, complete: false),
+               parsed.raw.readableBytes - 4 <= maxHeadBytes {
+                input.moveReaderIndex(forwardBy: parsed.raw.readableBytes)
+                return parsed
+            }
         }
         guard input.readableBytes > 0,
               let bytes = try head.take(&input, limit: maxHeadBytes, tooLarge: { $0.readableBytesView.contains(13) ? .headTooLarge : .uriTooLong })
         else { return nil }
-        return try Self.parseHead(bytes, limits: limits)
+        guard let parsed = try Self.parseHead(bytes, limits: limits, complete: true) else { throw .malformedHeader }
+        return parsed
     }
 
+    /// The head at the front of `buffer`: `complete`, the buffer holds it and nothing else (collected by
+    /// `HeadAccumulator`); otherwise it may hold less (then `nil`) or more (bytes after the head). The
+    /// head it returns is the slice of `buffer` it took.
+    ///
     /// Static, with the limits as an argument: a method's closure below would copy the whole parser
     /// (and reference-count what it holds) on every request.
-    private static func parseHead(_ head: ByteBuffer, limits: RequestLimits) throws(HTTPParseError) -> ClientRequestHead {
-        try head.withUnsafeReadableBytes { bytes throws(HTTPParseError) -> ClientRequestHead in
-            let limit = bytes.count - 2 // The CR of the empty line.
+    private static func parseHead(_ head: ByteBuffer, limits: RequestLimits, complete: Bool) throws(HTTPParseError) -> ClientRequestHead? {
+        try head.withUnsafeReadableBytes { bytes throws(HTTPParseError) -> ClientRequestHead? in
+            // Where scanning stops: the CR of the empty line when the head is known whole.
+            let limit = complete ? bytes.count - 2 : bytes.count
             // Request line: method SP request-target SP HTTP/1.x CRLF
             var methodEnd = 0
             while methodEnd < limit && HTTPBytes.isTokenByte(bytes[methodEnd]) { methodEnd += 1 }
@@ -255,7 +269,7 @@ struct ClientRequestParser {
             if HTTPBytes.same(method, "CONNECT") { throw .notImplemented }
 
             let fieldsStart = version + 10
-            guard limit - fieldsStart <= limits.maxHeaderBytes else { throw .headTooLarge }
+            if complete { guard limit - fieldsStart <= limits.maxHeaderBytes else { throw .headTooLarge } }
             var count = 0
             var host: Range<Int>?
             var hosts = 0
@@ -270,7 +284,7 @@ struct ClientRequestParser {
             var hasForwardedHost = false
             var requestIDLines = 0
             var requestID: RequestID?
-            try HTTPBytes.forEachField(bytes, from: fieldsStart, to: limit) { field throws(HTTPParseError) in
+            let fieldsEnd = try HTTPBytes.forEachField(bytes, from: fieldsStart) { field throws(HTTPParseError) in
                 count += 1
                 if count > limits.maxHeaderCount { throw .tooManyHeaders }
                 let name = HTTPBytes.name(bytes, field)
@@ -308,6 +322,9 @@ struct ClientRequestParser {
                     if HTTPBytes.isHopByHop(name) { dropped.add(field) }
                 }
             }
+            guard let fieldsEnd else { return nil }
+            guard !complete || fieldsEnd == limit else { throw .malformedHeader }
+            guard fieldsEnd - fieldsStart <= limits.maxHeaderBytes else { throw .headTooLarge }
             if connection.namesHeaders { dropped.rescan = true }
             if hosts > 1 || (hosts == 0 && minor >= 1) { throw .badHost }
             if contentLengths > 1 || (contentLength != nil && transferEncoding) { throw .conflictingLength }
@@ -323,8 +340,9 @@ struct ClientRequestParser {
             }
             let bodyMethod = HTTPBytes.same(method, "POST") || HTTPBytes.same(method, "PUT") || HTTPBytes.same(method, "PATCH")
             return ClientRequestHead(
-                raw: head, methodEnd: methodEnd, uriStart: uriStart, uriEnd: uriEnd, minor: min(minor, 1),
-                fieldsStart: fieldsStart, fieldsEnd: limit, host: host, framing: framing,
+                raw: complete ? head : head.getSlice(at: head.readerIndex, length: fieldsEnd + 2)!,
+                methodEnd: methodEnd, uriStart: uriStart, uriEnd: uriEnd, minor: min(minor, 1),
+                fieldsStart: fieldsStart, fieldsEnd: fieldsEnd, host: host, framing: framing,
                 keepAlive: minor >= 1 ? !connection.close : connection.keepAlive, isHead: HTTPBytes.same(method, "HEAD"),
                 needsEmptyLength: bodyMethod && framing == .none, dropped: dropped, hasForwardedFor: hasForwardedFor,
                 connectionNamesHeaders: connection.namesHeaders,

@@ -135,9 +135,22 @@ struct UpstreamResponseParser {
                 if input.readableBytes > 0 { throw .unexpectedBytes }
                 return nil
             case .head:
-                guard input.readableBytes > 0,
-                      let bytes = try head.take(&input, limit: maxHeadBytes, tooLarge: { _ in .headTooLarge }) else { return nil }
-                let parsed = try Self.parseHead(bytes, isHeadRequest: isHeadRequest, dechunk: dechunk)
+                guard input.readableBytes > 0 else { return nil }
+                let parsed: UpstreamResponseHead
+                // The common case: the whole head came in this read, and one pass parses it and finds
+                // its end. Anything else (a head not all in, one over the limit, one refused) goes the
+                // way below, which collects the head first and gives the refusal.
+                if head.isEmpty, let whole = try? Self.parseHead(input, isHeadRequest: isHeadRequest, dechunk: dechunk, complete: false),
+                   whole.raw.readableBytes - 4 <= maxHeadBytes {
+                    input.moveReaderIndex(forwardBy: whole.raw.readableBytes)
+                    parsed = whole
+                } else {
+                    guard let bytes = try head.take(&input, limit: maxHeadBytes, tooLarge: { _ in .headTooLarge }) else { return nil }
+                    guard let collected = try Self.parseHead(bytes, isHeadRequest: isHeadRequest, dechunk: dechunk, complete: true) else {
+                        throw .malformedHeader
+                    }
+                    parsed = collected
+                }
                 switch parsed.framing {
                 case _ where parsed.status < 200:
                     state = .head // Interim: the real response follows.
@@ -185,11 +198,16 @@ struct UpstreamResponseParser {
 
     // MARK: Head
 
+    /// The head at the front of `buffer`: `complete`, the buffer holds it and nothing else (collected by
+    /// `HeadAccumulator`); otherwise it may hold less (then `nil`) or more (the body). The head it
+    /// returns is the slice of `buffer` it took.
+    ///
     /// Static, with what it needs as arguments: a method's closure below would copy the whole parser
     /// (and reference-count what it holds) on every response.
-    private static func parseHead(_ head: ByteBuffer, isHeadRequest: Bool, dechunk: Bool) throws(HTTPParseError) -> UpstreamResponseHead {
-        try head.withUnsafeReadableBytes { bytes throws(HTTPParseError) -> UpstreamResponseHead in
-            let count = bytes.count - 2 // Without the final CRLF.
+    private static func parseHead(_ head: ByteBuffer, isHeadRequest: Bool, dechunk: Bool, complete: Bool) throws(HTTPParseError) -> UpstreamResponseHead? {
+        try head.withUnsafeReadableBytes { bytes throws(HTTPParseError) -> UpstreamResponseHead? in
+            // Where scanning stops: the CR of the empty line when the head is known whole.
+            let count = complete ? bytes.count - 2 : bytes.count
             // Status line: HTTP/1.x SP 3DIGIT [SP reason] CRLF
             guard count >= 12, bytes[0] == 72, bytes[1] == 84, bytes[2] == 84, bytes[3] == 80, bytes[4] == 47, bytes[5] == 49,
                   bytes[6] == 46, bytes[7] == 48 || bytes[7] == 49, bytes[8] == 32 else { throw .malformedStatusLine }
@@ -209,7 +227,7 @@ struct UpstreamResponseParser {
             var hasTransferEncoding = false
             var connection = ConnectionOptions()
             var dropped = DroppedLines()
-            try HTTPBytes.forEachField(bytes, from: lineEnd + 2, to: count) { field throws(HTTPParseError) in
+            let fieldsEnd = try HTTPBytes.forEachField(bytes, from: lineEnd + 2) { field throws(HTTPParseError) in
                 let name = HTTPBytes.name(bytes, field)
                 let value = HTTPBytes.value(bytes, field)
                 // By length first: most lines are none of these, and one comparison at most tells.
@@ -236,6 +254,8 @@ struct UpstreamResponseParser {
                     if HTTPBytes.isHopByHop(name) { dropped.add(field) }
                 }
             }
+            guard let fieldsEnd else { return nil }
+            guard !complete || fieldsEnd == count else { throw .malformedHeader }
             if hasTransferEncoding && contentLength != nil { throw .conflictingLength }
             let framing: UpstreamResponseHead.Framing
             if isHeadRequest || status < 200 || status == 204 || status == 304 {
@@ -250,7 +270,8 @@ struct UpstreamResponseParser {
             if connection.namesHeaders { dropped.rescan = true }
             let keepAlive = framing != .untilClose && (minor == 1 ? !connection.close : connection.keepAlive)
             return UpstreamResponseHead(
-                status: status, raw: head, reason: reasonStart..<lineEnd, fieldsStart: lineEnd + 2, fieldsEnd: count,
+                status: status, raw: complete ? head : head.getSlice(at: head.readerIndex, length: fieldsEnd + 2)!,
+                reason: reasonStart..<lineEnd, fieldsStart: lineEnd + 2, fieldsEnd: fieldsEnd,
                 dropped: dropped, connectionNamesHeaders: connection.namesHeaders, framing: framing, keepAlive: keepAlive,
                 dechunked: dechunk && framing == .chunked
             )

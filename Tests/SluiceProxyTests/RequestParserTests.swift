@@ -74,6 +74,44 @@ struct RequestParserTests {
         #expect(!parsed.heads[4].keepAlive)
     }
 
+    /// What a parsed head says, every field the proxy reads, as text to compare.
+    static func summary(_ head: ClientRequestHead) -> String {
+        let dropped = [head.dropped.first, head.dropped.second].map { $0.map { Self.text(head, $0) } ?? "-" }
+        return [String(buffer: head.raw), Self.text(head, 0..<head.methodEnd), Self.text(head, head.uriStart..<head.uriEnd),
+                Self.text(head, head.fieldsStart..<head.fieldsEnd), head.host.map { Self.text(head, $0) } ?? "-", "\(head.minor)",
+                "\(head.framing)", "\(head.keepAlive) \(head.isHead) \(head.needsEmptyLength) \(head.hasForwardedFor)",
+                "\(head.connectionNamesHeaders) \(head.hasForwardedProto) \(head.hasForwardedHost) \(head.dropped.rescan)",
+                dropped.joined(separator: "|"), head.requestID?.text ?? "-"].joined(separator: "\n")
+    }
+
+    @Test("a head that comes whole in one read (parsed in one pass that finds its end) reads as one collected first",
+          arguments: [
+              "GET /v2/models/m/infer HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n",
+              "\r\nGET / HTTP/1.1\r\nHost: a\r\nConnection: close, x-t\r\nX-T: 1\r\nKeep-Alive: 5\r\nTE: x\r\n\r\n",
+              "POST /m?q=1 HTTP/1.1\r\nhost:h\t\r\nContent-Length: 5\r\nX-Request-Id: abc-1\r\nX-Forwarded-For: 10.0.0.1\r\n\r\nhello",
+              "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: f\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+              "HEAD /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n",
+              "PUT /long/target/with/more/than/eight/bytes HTTP/1.1\r\nHost: h\r\nX-Long-Value: " + String(repeating: "v", count: 300) + "\r\n\r\n",
+          ])
+    func onePass(text: String) throws {
+        let whole = try Self.parse(text)
+        #expect(!whole.heads.isEmpty)
+        for step in [1, 2, 7] {
+            let pieces = try Self.parse(text, step: step)
+            #expect(pieces.heads.map(Self.summary) == whole.heads.map(Self.summary), "in steps of \(step)")
+            #expect(pieces.bodies == whole.bodies && pieces.ends == whole.ends)
+        }
+        // Less than the whole head is no head yet, and more bytes complete it.
+        var parser = ClientRequestParser(limits: Self.limits)
+        let bytes = Array(text.utf8)
+        let end = try #require(text.range(of: "\r\n\r\n")).upperBound.utf16Offset(in: text)
+        var first = ByteBuffer(bytes: bytes[..<(end - 1)])
+        #expect(try parser.nextHead(&first) == nil)
+        var rest = ByteBuffer(bytes: bytes[(end - 1)...])
+        let head = try #require(try parser.nextHead(&rest))
+        #expect(Self.summary(head) == Self.summary(whole.heads[0]))
+    }
+
     @Test("an HTTP/1.0 request closes unless it asks for keep-alive; cookies are found by name")
     func keepAliveAndCookies() throws {
         let old = try Self.parse("GET / HTTP/1.0\r\n\r\n")

@@ -102,6 +102,48 @@ struct ResponseParserTests {
         #expect(closing.heads.first?.keepAlive == false)
     }
 
+    /// What a parsed head says, every field the proxy reads, as text to compare.
+    static func summary(_ head: UpstreamResponseHead) -> String {
+        [String(buffer: head.raw), "\(head.status) \(head.reason) \(head.fieldsStart) \(head.fieldsEnd)", "\(head.framing)",
+         "\(head.keepAlive) \(head.dechunked) \(head.connectionNamesHeaders) \(head.dropped.rescan)",
+         "\(String(describing: head.dropped.first)) \(String(describing: head.dropped.second))"].joined(separator: "\n")
+    }
+
+    @Test("a head that comes whole in one read (parsed in one pass that finds its end) reads as one collected first",
+          arguments: [
+              "HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Tue, 01 Dec 2026 13:00:00 GMT\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n{}",
+              "HTTP/1.1 204\r\n\r\n",
+              "HTTP/1.0 200 Fine\r\nX-Request-Id: up\r\nKeep-Alive: 5\r\nConnection: keep-alive, x-a\r\nX-A: 1\r\nContent-Length: 3\r\n\r\nabc",
+              "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+              "HTTP/1.1 200 OK\r\nX-Long: " + String(repeating: "v", count: 300) + "\r\n\r\nuntil close",
+          ])
+    func onePass(text: String) throws {
+        for dechunk in [false, true] {
+            let whole = try Self.parse(text, dechunk: dechunk)
+            #expect(!whole.heads.isEmpty)
+            for step in [1, 2, 7] {
+                let pieces = try Self.parse(text, step: step, dechunk: dechunk)
+                #expect(pieces.heads.map(Self.summary) == whole.heads.map(Self.summary), "in steps of \(step)")
+                #expect(pieces.body == whole.body && pieces.ends == whole.ends)
+            }
+        }
+        // Less than the whole head is no head yet, and more bytes complete it.
+        var parser = UpstreamResponseParser(maxHeadBytes: 1024)
+        parser.expectResponse(toHead: false, dechunk: false)
+        let bytes = Array(text.utf8)
+        let end = try #require(text.range(of: "\r\n\r\n")).upperBound.utf16Offset(in: text)
+        var first = ByteBuffer(bytes: bytes[..<(end - 1)])
+        #expect(try parser.next(&first) == nil)
+        var rest = ByteBuffer(bytes: bytes[(end - 1)...])
+        let part = try #require(try parser.next(&rest))
+        let head: UpstreamResponseHead
+        switch part {
+        case .whole(let parsed, _), .head(let parsed): head = parsed
+        case .body, .end: Issue.record("no head: \(part)"); return
+        }
+        #expect(Self.summary(head) == Self.summary(try Self.parse(text).heads[0]))
+    }
+
     @Test("malformed or ambiguous responses are errors", arguments: [
         ("HTTP/2 200 OK\r\n\r\n", UpstreamResponseParser.ParseError.malformedStatusLine),
         ("HTTP/1.1 2x0 OK\r\n\r\n", .malformedStatusLine),
