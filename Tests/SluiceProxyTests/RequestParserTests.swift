@@ -189,7 +189,7 @@ struct RequestParserTests {
         #expect(HTTPBytes.find(crlfcrlfIn: big, from: 0) == 23)
     }
 
-    @Test("header values and request targets are checked eight bytes at a time exactly as byte by byte")
+    @Test("header names, values and request targets are checked eight bytes at a time exactly as byte by byte")
     func wordAtATimeScans() throws {
         // Every byte value at every position of a word of letters, against the byte-wise rules.
         func word(_ bytes: [UInt8]) -> UInt64 { bytes.withUnsafeBytes { HTTPBytes.word($0, at: 0) } }
@@ -203,6 +203,8 @@ struct RequestParserTests {
                 let control = HTTPBytes.isControl(byte) || byte == 9, invisible = !(byte > 32 && byte < 127)
                 #expect(first(HTTPBytes.controlBytes(word(bytes))) == (control ? position : nil), "byte \(value) at \(position)")
                 #expect(first(HTTPBytes.invisibleBytes(word(bytes))) == (invisible ? position : nil), "byte \(value) at \(position)")
+                let nameByte = (48...57).contains(byte) || (65...90).contains(byte) || (97...122).contains(byte) || byte == 45
+                #expect(first(HTTPBytes.nonNameBytes(word(bytes))) == (nameByte ? nil : position), "byte \(value) at \(position)")
             }
         }
         // Words of many kinds of bytes at once: a borrow from one byte must not hide an earlier one or
@@ -216,6 +218,30 @@ struct RequestParserTests {
             }
             #expect(first(HTTPBytes.controlBytes(word(bytes))) == bytes.firstIndex { HTTPBytes.isControl($0) || $0 == 9 }, "\(bytes)")
             #expect(first(HTTPBytes.invisibleBytes(word(bytes))) == bytes.firstIndex { !($0 > 32 && $0 < 127) }, "\(bytes)")
+            // Exact in every byte, not only the first: a name's word is taken whole only when none is flagged.
+            let flags = HTTPBytes.nonNameBytes(word(bytes))
+            for index in 0..<8 {
+                let byte = bytes[index]
+                let nameByte = (48...57).contains(byte) || (65...90).contains(byte) || (97...122).contains(byte) || byte == 45
+                #expect((flags >> (8 * index + 7)) & 1 == (nameByte ? 0 : 1), "\(bytes) at \(index)")
+            }
+        }
+        // Through the parser: a long name with a token byte that is not a letter, digit or dash
+        // anywhere (allowed), or a refused byte anywhere.
+        let name = String(repeating: "abcdefghij", count: 3)
+        for index in 0..<name.utf8.count {
+            for (byte, allowed) in [(UInt8(ascii: "_"), true), (UInt8(ascii: "~"), true), (UInt8(ascii: "("), false), (UInt8(ascii: " "), false), (0xE9, false)] {
+                var bytes = Array(name.utf8)
+                bytes[index] = byte
+                let text = Array("GET / HTTP/1.1\r\nHost: h\r\n".utf8) + bytes + Array(": v\r\n\r\n".utf8)
+                if allowed {
+                    #expect(try Self.parse(text).heads.first?.header(String(decoding: bytes, as: UTF8.self)) == "v", "byte \(byte) at \(index)")
+                } else {
+                    // A line that starts with a space is a folded line.
+                    let error: HTTPParseError = index == 0 && byte == 32 ? .obsoleteLineFolding : .malformedHeader
+                    #expect(throws: error, "byte \(byte) at \(index)") { try Self.parse(text) }
+                }
+            }
         }
         // Through the parser: a long value or target with a refused byte anywhere, or with tabs and
         // obs-text (allowed in values) anywhere.
