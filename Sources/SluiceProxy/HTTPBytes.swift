@@ -77,18 +77,9 @@ enum HTTPBytes {
                 return position
             }
             if first == 32 || first == 9 { throw .obsoleteLineFolding }
-            var colon = position
             // Eight bytes at a time over letters, digits and dashes (most names are nothing else), then
             // byte by byte over the rest of the name's token bytes.
-            while colon + 8 <= count {
-                let flags = nonNameBytes(word(bytes, at: colon))
-                if flags == 0 {
-                    colon += 8
-                    continue
-                }
-                colon += firstFlagged(flags)
-                break
-            }
+            var colon = skipWords(bytes, from: position, to: count, unless: nonNameBytes)
             while colon < count && isTokenByte(bytes[colon]) { colon += 1 }
             guard colon < count else { return nil }
             guard colon > position, bytes[colon] == 58 else { throw .malformedHeader }
@@ -97,14 +88,8 @@ enum HTTPBytes {
             var end = valueStart
             while end < count {
                 // Eight bytes at a time to the first that ends the value or is refused in it (or is a tab).
-                if end + 8 <= count {
-                    let flags = controlBytes(word(bytes, at: end))
-                    if flags == 0 {
-                        end += 8
-                        continue
-                    }
-                    end += firstFlagged(flags)
-                }
+                end = skipWords(bytes, from: end, to: count, unless: controlBytes)
+                guard end < count else { break }
                 let byte = bytes[end]
                 if byte == 13 { break }
                 if isControl(byte) { throw .malformedHeader }
@@ -118,6 +103,19 @@ enum HTTPBytes {
             position = end + 2
         }
         return nil
+    }
+
+    /// From `start`, eight bytes at a time while `flagged` flags none of them: the first flagged byte,
+    /// or where fewer than eight bytes are left before `end`. The caller goes on byte by byte.
+    @inline(__always)
+    static func skipWords(_ bytes: UnsafeRawBufferPointer, from start: Int, to end: Int, unless flagged: (UInt64) -> UInt64) -> Int {
+        var index = start
+        while index + 8 <= end {
+            let flags = flagged(word(bytes, at: index))
+            if flags != 0 { return index + firstFlagged(flags) }
+            index += 8
+        }
+        return index
     }
 
     /// Calls `body` for each header line of a head parsed already, whose empty line starts at `limit`.

@@ -246,12 +246,7 @@ struct ClientRequestParser {
             while methodEnd < limit && HTTPBytes.isTokenByte(bytes[methodEnd]) { methodEnd += 1 }
             guard methodEnd > 0, methodEnd < limit, bytes[methodEnd] == 32 else { throw .malformedRequestLine }
             let uriStart = methodEnd + 1
-            var uriEnd = uriStart
-            while uriEnd + 8 <= limit {
-                let flags = HTTPBytes.invisibleBytes(HTTPBytes.word(bytes, at: uriEnd))
-                uriEnd += flags == 0 ? 8 : HTTPBytes.firstFlagged(flags)
-                if flags != 0 { break }
-            }
+            var uriEnd = HTTPBytes.skipWords(bytes, from: uriStart, to: limit, unless: HTTPBytes.invisibleBytes)
             while uriEnd < limit && bytes[uriEnd] > 32 && bytes[uriEnd] < 127 { uriEnd += 1 }
             guard uriEnd > uriStart, uriEnd < limit, bytes[uriEnd] == 32 else {
                 throw uriEnd - uriStart > limits.maxURILength ? .uriTooLong : .malformedRequestLine
