@@ -19,7 +19,7 @@
 # stream-channel design allows at all.
 #
 # Targets take turns for ROUNDS rounds; it prints every round, the medians, and the median of the
-# per-round ratios, and appends them, dated, to bench/RESULTS.md. Builds Sluice in release mode first;
+# per-round ratios, and appends them, dated, to bench/RESULTS.md. Builds Sluice and the floor first with scripts/build-release (the production build);
 # installs nghttp2-client and nghttp2-server when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,11 +29,9 @@ if ! command -v h2load >/dev/null || ! command -v nghttpd >/dev/null; then
     echo "==> installing nghttp2-client nghttp2-server"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nghttp2-client nghttp2-server >/dev/null
 fi
-echo "==> swift build -c release --product sluice"
-swift build -c release --product sluice > /tmp/sluice-bench-build.log 2>&1 || { cat /tmp/sluice-bench-build.log; exit 1; }
-swift build -c release --product h2-relay-floor >> /tmp/sluice-bench-build.log 2>&1 || { cat /tmp/sluice-bench-build.log; exit 1; }
-SLUICE="$(swift build -c release --show-bin-path)/sluice"
-FLOOR="$(swift build -c release --show-bin-path)/h2-relay-floor"
+BIN=$(bench/build-production.sh sluice h2-relay-floor)
+SLUICE="$BIN/sluice"
+FLOOR="$BIN/h2-relay-floor"
 
 D=$(mktemp -d)
 cleanup() {
@@ -137,7 +135,7 @@ summary() {
 echo
 summary | tee "$D/summary.txt"
 {
-    echo "### $(date -u +%Y-%m-%d): \`ROUNDS=$ROUNDS REQUESTS=$REQUESTS CONNS=$CONNS STREAMS=$STREAMS bench/http2.sh\` (appended by the script)"
+    echo "### $(date -u +%Y-%m-%d): \`ROUNDS=$ROUNDS REQUESTS=$REQUESTS CONNS=$CONNS STREAMS=$STREAMS bench/http2.sh\` at $(git rev-parse --short HEAD), Sluice and the floor from scripts/build-release (appended by the script)"
     echo
     echo '```'
     cat "$D/summary.txt"

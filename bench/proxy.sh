@@ -21,7 +21,7 @@
 # the ratios of the medians, and the median of the per-round ratios (each round's targets ran within
 # seconds of each other, so drift between rounds cancels out of those).
 #
-# Builds Sluice in release mode first. Installs nginx-light, haproxy, wrk, openssl and linux-perf when missing.
+# Builds Sluice and the relay first, both with scripts/build-release (the production build). Installs nginx-light, haproxy, wrk, openssl and linux-perf when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}; DUR=${DUR:-5s}; CONNS=${CONNS:-64}; SWAPS=${SWAPS:-1000}
@@ -32,11 +32,9 @@ if ((${#need[@]})); then
     echo "==> installing nginx-light haproxy wrk openssl linux-perf"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light haproxy wrk openssl linux-perf >/dev/null
 fi
-echo "==> swift build -c release --product sluice"
-swift build -c release --product sluice > /tmp/sluice-bench-build.log 2>&1 || { cat /tmp/sluice-bench-build.log; exit 1; }
-swift build -c release --product relay-floor >> /tmp/sluice-bench-build.log 2>&1 || { cat /tmp/sluice-bench-build.log; exit 1; }
-SLUICE="$(swift build -c release --show-bin-path)/sluice"
-RELAY="$(swift build -c release --show-bin-path)/relay-floor"
+BIN=$(bench/build-production.sh sluice relay-floor)
+SLUICE="$BIN/sluice"
+RELAY="$BIN/relay-floor"
 
 D=$(mktemp -d)
 cleanup() {
@@ -210,7 +208,7 @@ echo "                      ratio of medians   median of per-round ratios"
 summary | tee "$D/summary.txt"
 # Appended, dated, to bench/RESULTS.md with the medians of every target.
 {
-    echo "### $(date -u +%Y-%m-%d): \`ROUNDS=$ROUNDS DUR=$DUR CONNS=$CONNS bench/proxy.sh\` (appended by the script)"
+    echo "### $(date -u +%Y-%m-%d): \`ROUNDS=$ROUNDS DUR=$DUR CONNS=$CONNS bench/proxy.sh\` at $(git rev-parse --short HEAD), Sluice and the relay from scripts/build-release (appended by the script)"
     echo
     echo '```'
     for target in "${TARGETS[@]}"; do
