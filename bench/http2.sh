@@ -19,8 +19,9 @@
 # stream-channel design allows at all.
 #
 # Targets take turns for ROUNDS rounds; it prints every round, the medians, and the median of the
-# per-round ratios, and appends them, dated, to bench/RESULTS.md. Builds Sluice and the floor first with scripts/build-release (the production build);
-# installs nghttp2-client and nghttp2-server when missing.
+# per-round ratios, and appends them, dated, to bench/RESULTS.md. Builds Sluice and the floor first
+# with scripts/build-release (the production build); installs nghttp2-client and nghttp2-server when
+# missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}; REQUESTS=${REQUESTS:-50000}; CONNS=${CONNS:-8}; STREAMS=${STREAMS:-10}; SWAPS=${SWAPS:-1000}

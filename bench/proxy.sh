@@ -21,7 +21,8 @@
 # the ratios of the medians, and the median of the per-round ratios (each round's targets ran within
 # seconds of each other, so drift between rounds cancels out of those).
 #
-# Builds Sluice and the relay first, both with scripts/build-release (the production build). Installs nginx-light, haproxy, wrk, openssl and linux-perf when missing.
+# Builds Sluice and the relay first, both with scripts/build-release (the production build).
+# Installs nginx-light, haproxy, wrk, openssl and linux-perf when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}; DUR=${DUR:-5s}; CONNS=${CONNS:-64}; SWAPS=${SWAPS:-1000}
