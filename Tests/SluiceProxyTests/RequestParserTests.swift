@@ -195,6 +195,8 @@ struct RequestParserTests {
         func word(_ bytes: [UInt8]) -> UInt64 { bytes.withUnsafeBytes { HTTPBytes.word($0, at: 0) } }
         /// Where the first flagged byte is, or nil when none is.
         func first(_ flags: UInt64) -> Int? { flags == 0 ? nil : HTTPBytes.firstFlagged(flags) }
+        // What `nonNameBytes` leaves unflagged: ASCII letters, digits and `-`.
+        func isNameByte(_ byte: UInt8) -> Bool { (48...57).contains(byte) || (65...90).contains(byte) || (97...122).contains(byte) || byte == 45 }
         for position in 0..<8 {
             for value in 0...255 {
                 var bytes = [UInt8](repeating: UInt8(ascii: "a"), count: 8)
@@ -203,8 +205,7 @@ struct RequestParserTests {
                 let control = HTTPBytes.isControl(byte) || byte == 9, invisible = !(byte > 32 && byte < 127)
                 #expect(first(HTTPBytes.controlBytes(word(bytes))) == (control ? position : nil), "byte \(value) at \(position)")
                 #expect(first(HTTPBytes.invisibleBytes(word(bytes))) == (invisible ? position : nil), "byte \(value) at \(position)")
-                let nameByte = (48...57).contains(byte) || (65...90).contains(byte) || (97...122).contains(byte) || byte == 45
-                #expect(first(HTTPBytes.nonNameBytes(word(bytes))) == (nameByte ? nil : position), "byte \(value) at \(position)")
+                #expect(first(HTTPBytes.nonNameBytes(word(bytes))) == (isNameByte(byte) ? nil : position), "byte \(value) at \(position)")
             }
         }
         // Words of many kinds of bytes at once: a borrow from one byte must not hide an earlier one or
@@ -221,9 +222,7 @@ struct RequestParserTests {
             // Exact in every byte, not only the first: a name's word is taken whole only when none is flagged.
             let flags = HTTPBytes.nonNameBytes(word(bytes))
             for index in 0..<8 {
-                let byte = bytes[index]
-                let nameByte = (48...57).contains(byte) || (65...90).contains(byte) || (97...122).contains(byte) || byte == 45
-                #expect((flags >> (8 * index + 7)) & 1 == (nameByte ? 0 : 1), "\(bytes) at \(index)")
+                #expect((flags >> (8 * index + 7)) & 1 == (isNameByte(bytes[index]) ? 0 : 1), "\(bytes) at \(index)")
             }
         }
         // Through the parser: a long name with a token byte that is not a letter, digit or dash
