@@ -15,7 +15,8 @@ struct ProxyCommand: AsyncParsableCommand {
         discussion: """
             With --routes, the routing table is JSON: {"revision": N, "routes": [{"name", "pathPrefix", \
             "host"?, "backends": [{"version", "weight", "endpoints": ["http://…"]}], "headerRules"?, \
-            "stickiness"?, "mirror"?}]}. Weights of a route sum to 100. SIGHUP reloads the file (and \
+            "stickiness"?, "mirror"?, "replacePrefix"?, "experiment"?}]}. Weights of a route sum to 100; \
+            a field it does not know is refused. SIGHUP reloads the file (and \
             the --tls-cert certificate); an invalid file keeps the table in force. With --etcd, the proxy is a replica of a fleet: it \
             follows the routing table the leader publishes, applies each new one at once, reports the \
             revision it applied, and keeps serving the last one while etcd is unreachable \
@@ -155,10 +156,37 @@ struct ProxyCommand: AsyncParsableCommand {
 
     static func readTable(_ path: String) throws -> RoutingTable {
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        let table: RoutingTable
         do {
-            return try JSONDecoder().decode(RoutingTable.self, from: data)
+            table = try JSONDecoder().decode(RoutingTable.self, from: data)
         } catch {
             throw ValidationError("\(path): not a valid routing table: \(error)")
+        }
+        // JSONDecoder passes over fields it does not know, so a misspelt or misplaced one would be
+        // ignored in silence. The table's own encoding writes every field it read: a field of the
+        // file at a place where no encoded table has one is refused, by its place in the file.
+        let given = try JSONSerialization.jsonObject(with: data)
+        var known: Set<String> = []
+        fieldPaths(of: try JSONSerialization.jsonObject(with: JSONEncoder().encode(table)), at: "", into: &known)
+        var found: Set<String> = []
+        fieldPaths(of: given, at: "", into: &found)
+        if let unknown = found.subtracting(known).sorted().first {
+            throw ValidationError("\(path): unknown field \(unknown) (the routing table's fields: sluice proxy --help)")
+        }
+        return table
+    }
+
+    /// Every field of a JSON value, as `routes[].backends[].weight`: array elements share one path,
+    /// and fields set to null count as absent (as the decoder takes them).
+    static func fieldPaths(of value: Any, at path: String, into paths: inout Set<String>) {
+        if let object = value as? [String: Any] {
+            for (key, field) in object where !(field is NSNull) {
+                let fieldPath = path.isEmpty ? key : path + "." + key
+                paths.insert(fieldPath)
+                fieldPaths(of: field, at: fieldPath, into: &paths)
+            }
+        } else if let array = value as? [Any] {
+            for element in array { fieldPaths(of: element, at: path + "[]", into: &paths) }
         }
     }
 }

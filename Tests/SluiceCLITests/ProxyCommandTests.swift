@@ -87,4 +87,51 @@ struct ProxyCommandTests {
         #expect(shortSlice.status == 2)
         #expect(shortSlice.stderr.contains("--event-loop-slice must be 0"))
     }
+
+    /// JSONDecoder passes over fields it does not know: without the check, the misplaced `rewrite` below
+    /// (the table's field is `replacePrefix`, on the route) would be ignored and requests forwarded
+    /// unrewritten.
+    @Test("a routing file's unknown or misplaced fields are refused by their place; every known field is accepted")
+    func unknownFields() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-proxy-fields-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        func route(_ extra: String, backend: String = "") -> String {
+            """
+            {"revision": 1, "routes": [{"name": "m", "pathPrefix": "/m/", \(extra) "backends": [
+              {"version": "v2", "weight": 10, \(backend) "endpoints": ["http://127.0.0.1:9"]},
+              {"version": "v1", "weight": 90, "endpoints": ["http://127.0.0.1:9"]}]}]}
+            """
+        }
+        func refusal(_ table: String) async throws -> String {
+            let file = directory.appendingPathComponent("routes-\(UUID().uuidString).json")
+            try table.write(to: file, atomically: true, encoding: .utf8)
+            let result = try await SluiceBinary.run(["proxy", "--routes", file.path, "--listen", "127.0.0.1:0"])
+            #expect(result.status != 0, "accepted: \(table)")
+            return result.stderr
+        }
+        #expect(try await refusal(route(#""rewrite": {"replacePrefix": "/"},"#)).contains("unknown field routes[].rewrite"))
+        #expect(try await refusal(route("", backend: #""wieght": 5,"#)).contains("unknown field routes[].backends[].wieght"))
+        #expect(try await refusal(route(#""mirror": {"version": "v2", "percent": 5, "compare": true, "noise": 1},"#))
+            .contains("unknown field routes[].mirror.noise"))
+
+        // Every field the table has, together: served.
+        let full = directory.appendingPathComponent("full.json")
+        try route("""
+            "host": "models.example", "replacePrefix": "/", "stickiness": {"header": "x-user"},
+            "headerRules": [{"header": {"name": "x-canary", "value": "1"}, "version": "v2"}],
+            "mirror": {"version": "v2", "percent": 5, "compare": false}, "experiment": {"id": "m/v2@1", "windowMilliseconds": 60000},
+            """, backend: """
+            "healthCheck": {"path": "/ready", "interval": "5s", "timeout": "1s"}, "tripwire": 5,
+            "tls": {"serverName": "models.example", "insecureSkipVerify": false}, "protocol": "http/1.1",
+            """).write(to: full, atomically: true, encoding: .utf8)
+        let sluice = try RunningSluice(["proxy", "--routes", full.path, "--listen", "127.0.0.1:0", "--event-loops", "1"])
+        do {
+            _ = try await sluice.port(after: "serving 1 route(s) on")
+            #expect(try await sluice.stop() == 0, "\(sluice.text)")
+        } catch {
+            _ = try? await sluice.stop()
+            throw error
+        }
+    }
 }
