@@ -136,7 +136,7 @@ summary() {
 echo
 summary | tee "$D/summary.txt"
 {
-    echo "### $(date -u +%Y-%m-%d): \`ROUNDS=$ROUNDS REQUESTS=$REQUESTS CONNS=$CONNS STREAMS=$STREAMS bench/http2.sh\` at $(git rev-parse --short HEAD), Sluice and the floor from scripts/build-release (appended by the script)"
+    echo "### $(date -u +%Y-%m-%d): \`ROUNDS=$ROUNDS REQUESTS=$REQUESTS CONNS=$CONNS STREAMS=$STREAMS bench/http2.sh\` at $(git rev-parse --short HEAD), Sluice and the floor from scripts/build-release ($(bench/build-production.sh --profile)) (appended by the script)"
     echo
     echo '```'
     cat "$D/summary.txt"

@@ -209,7 +209,7 @@ echo "                      ratio of medians   median of per-round ratios"
 summary | tee "$D/summary.txt"
 # Appended, dated, to bench/RESULTS.md with the medians of every target.
 {
-    echo "### $(date -u +%Y-%m-%d): \`ROUNDS=$ROUNDS DUR=$DUR CONNS=$CONNS bench/proxy.sh\` at $(git rev-parse --short HEAD), Sluice and the relay from scripts/build-release (appended by the script)"
+    echo "### $(date -u +%Y-%m-%d): \`ROUNDS=$ROUNDS DUR=$DUR CONNS=$CONNS bench/proxy.sh\` at $(git rev-parse --short HEAD), Sluice and the relay from scripts/build-release ($(bench/build-production.sh --profile)) (appended by the script)"
     echo
     echo '```'
     for target in "${TARGETS[@]}"; do
