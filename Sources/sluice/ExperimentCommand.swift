@@ -22,7 +22,8 @@ struct ExperimentShowCommand: AsyncParsableCommand {
             the lift against the control with its anytime-valid confidence interval, the p-value and the \
             evidence (e-value); then the sample-ratio check and the decision with its reason. The interval \
             and p-value stay valid however often you look (docs/experiments.md). With --watch it redraws \
-            once a second until the experiment ends (exit 0) or waits for sluice promote (exit 0).
+            once a second until the experiment ends (exit 0) or waits for sluice promote (exit 0); an \
+            experiment that has not started yet (sluice run still reading the manifest) is waited for.
             """
     )
 
@@ -40,8 +41,22 @@ struct ExperimentShowCommand: AsyncParsableCommand {
         let client = AdminClient(options: options)
         let deadline = ContinuousClock.now + .seconds(timeout)
         var lastLines = 0
+        var waitingSaid = false
         repeat {
-            let view = try await withAdmin { try await client.get("/api/v1/deployments/\(name)/experiment", as: ExperimentView.self) }
+            let view: ExperimentView
+            do {
+                view = try await client.get("/api/v1/deployments/\(name)/experiment", as: ExperimentView.self)
+            } catch let failure as AdminClient.Failure where watch && failure.isTransient {
+                // Watching: `sluice run` may still be starting, or not have read the manifest that starts
+                // the experiment yet (it does within moments of the edit). Wait for it, as status --watch does.
+                if !waitingSaid { printError("waiting: \(failure)") }
+                waitingSaid = true
+                try await Task.sleep(for: .seconds(1))
+                continue
+            } catch let failure as AdminClient.Failure {
+                printError("error: \(failure)")
+                throw ExitCode(1)
+            }
             let text = try Self.render(view, format: format)
             if watch && isatty(STDOUT_FILENO) != 0 && lastLines > 0 { print("\u{1B}[\(lastLines)F\u{1B}[J", terminator: "") }
             print(text)
