@@ -77,6 +77,23 @@ struct AdminClient {
 }
 
 /// Runs an admin call and turns its failure into a message and exit status 1.
+/// One GET of a `--watch`: `nil` after a transient failure (`sluice run` still starting, or not having
+/// read the manifest yet), said once on stderr and followed by a second's pause, so the caller asks
+/// again; any other failure ends the command.
+func watchGet<T: Decodable>(_ client: AdminClient, _ path: String, as type: T.Type, waitingSaid: inout Bool) async throws -> T? {
+    do {
+        return try await client.get(path, as: type)
+    } catch let failure as AdminClient.Failure where failure.isTransient {
+        if !waitingSaid { printError("waiting: \(failure)") }
+        waitingSaid = true
+        try await Task.sleep(for: .seconds(1))
+        return nil
+    } catch let failure as AdminClient.Failure {
+        printError("error: \(failure)")
+        throw ExitCode(1)
+    }
+}
+
 func withAdmin<T>(_ body: () async throws -> T) async throws -> T {
     do {
         return try await body()

@@ -124,18 +124,8 @@ struct StatusCommand: AsyncParsableCommand {
         var lastLines = 0
         var waitingSaid = false
         while ContinuousClock.now < deadline {
-            let view: DeploymentView
-            do {
-                view = try await client.get("/api/v1/deployments/\(name)", as: DeploymentView.self)
-            } catch let failure as AdminClient.Failure where failure.isTransient {
-                // A `sluice run` that is still starting, or has not read the manifest yet: wait for it.
-                if !waitingSaid { printError("waiting: \(failure)") }
-                waitingSaid = true
-                try await Task.sleep(for: .seconds(1))
+            guard let view = try await watchGet(client, "/api/v1/deployments/\(name)", as: DeploymentView.self, waitingSaid: &waitingSaid) else {
                 continue
-            } catch let failure as AdminClient.Failure {
-                printError("error: \(failure)")
-                throw ExitCode(1)
             }
             if let desired, view.desiredVersion != desired {
                 if !waitingSaid { printError("waiting: \(name) has spec.version \(view.desiredVersion); waiting for sluice run to read \(desired)") }

@@ -43,19 +43,14 @@ struct ExperimentShowCommand: AsyncParsableCommand {
         var lastLines = 0
         var waitingSaid = false
         repeat {
+            let path = "/api/v1/deployments/\(name)/experiment"
             let view: ExperimentView
-            do {
-                view = try await client.get("/api/v1/deployments/\(name)/experiment", as: ExperimentView.self)
-            } catch let failure as AdminClient.Failure where watch && failure.isTransient {
-                // Watching: `sluice run` may still be starting, or not have read the manifest that starts
-                // the experiment yet (it does within moments of the edit). Wait for it, as status --watch does.
-                if !waitingSaid { printError("waiting: \(failure)") }
-                waitingSaid = true
-                try await Task.sleep(for: .seconds(1))
-                continue
-            } catch let failure as AdminClient.Failure {
-                printError("error: \(failure)")
-                throw ExitCode(1)
+            if watch {
+                // The manifest that starts the experiment may not be read yet: wait for it, as status --watch does.
+                guard let current = try await watchGet(client, path, as: ExperimentView.self, waitingSaid: &waitingSaid) else { continue }
+                view = current
+            } else {
+                view = try await withAdmin { try await client.get(path, as: ExperimentView.self) }
             }
             let text = try Self.render(view, format: format)
             if watch && isatty(STDOUT_FILENO) != 0 && lastLines > 0 { print("\u{1B}[\(lastLines)F\u{1B}[J", terminator: "") }
