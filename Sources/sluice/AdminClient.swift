@@ -76,7 +76,6 @@ struct AdminClient {
     }
 }
 
-/// Runs an admin call and turns its failure into a message and exit status 1.
 /// One GET of a `--watch`: `nil` after a transient failure (`sluice run` still starting, or not having
 /// read the manifest yet), said once on stderr and followed by a second's pause, so the caller asks
 /// again; any other failure ends the command.
@@ -94,6 +93,7 @@ func watchGet<T: Decodable>(_ client: AdminClient, _ path: String, as type: T.Ty
     }
 }
 
+/// Runs an admin call and turns its failure into a message and exit status 1.
 func withAdmin<T>(_ body: () async throws -> T) async throws -> T {
     do {
         return try await body()
