@@ -19,7 +19,9 @@
 # The machine is shared and noisy (±20% from one minute to the next), so the targets take turns:
 # ROUNDS rounds, each running every target for DUR in a new random order. It prints every round, then each target's median,
 # the ratios of the medians, and the median of the per-round ratios (each round's targets ran within
-# seconds of each other, so drift between rounds cancels out of those).
+# seconds of each other, so drift between rounds cancels out of those) with their middle half (the
+# quartiles: how much one round's ratio moves by chance). p99 moves most: the same line for a second,
+# identical Sluice shows how far it moves with nothing changed.
 #
 # Builds Sluice and the relay first, both with scripts/build-release (the production build).
 # Installs nginx-light, haproxy, wrk, openssl and linux-perf when missing.
@@ -186,26 +188,38 @@ mallocs=$(awk -F, -v n="$requests" '/probe_libc:malloc/ { printf "%.2f", $1 / n 
 rss_kb=$(awk '/VmHWM/{print $2}' "/proc/$pid/status")
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-m() { median ${RPS[$1]}; }
+quartiles() { # the middle half of the values: "Q1-Q3"
+    echo "$@" | tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END {
+        q = (NR - 1) * 0.25; i = int(q); lo = v[i + 1] + (v[i + 2] - v[i + 1]) * (q - i) * (NR > 1)
+        q = (NR - 1) * 0.75; i = int(q); hi = v[i + 1] + (v[i + 2] - v[i + 1]) * (q - i) * (i + 2 <= NR)
+        printf "%.2f-%.2f", lo, hi }'
+}
+line() { # LABEL rps|p99 A B [NOTE]: ratio of the medians, median of per-round ratios, their middle half
+    local a b per
+    if [ "$2" = rps ]; then a=$(median ${RPS[$3]}); b=$(median ${RPS[$4]}); else a=$(median ${P99[$3]}); b=$(median ${P99[$4]}); fi
+    per=$(pairs "$2" "$3" "$4")
+    printf '%-22s%-19s%-9s%-11s%s\n' "$1:" "$(ratio "$a" "$b")" "$(printf '%.2f' "$(median $per)")" "$(quartiles $per)" "${5:-}"
+}
 summary() {
-printf 'sluice/nginx req/s:   %-18s %-8s (goal >= 1.00)\n' "$(ratio "$(m sluice)" "$(m nginx)")" "$(printf '%.2f' "$(median $(pairs rps sluice nginx))")"
-printf 'sluice/nginx p99:     %-18s %-8s (goal <= 1.00)\n' "$(ratio "$(median ${P99[sluice]})" "$(median ${P99[nginx]})")" "$(printf '%.2f' "$(median $(pairs p99 sluice nginx))")"
-printf 'sluice/haproxy req/s: %-18s %-8s (goal >= 1.00)\n' "$(ratio "$(m sluice)" "$(m haproxy)")" "$(printf '%.2f' "$(median $(pairs rps sluice haproxy))")"
-printf 'sluice/direct req/s:  %-18s %-8s (goal >= 0.75)\n' "$(ratio "$(m sluice)" "$(m direct)")" "$(printf '%.2f' "$(median $(pairs rps sluice direct))")"
-printf 'sluice+ab/sluice:     %-18s %-8s (an experiment on the route; goal >= 0.95)\n' "$(ratio "$(m sluice+ab)" "$(m sluice)")" "$(printf '%.2f' "$(median $(pairs rps sluice+ab sluice))")"
-printf 'sluice+ab/sluice p99: %-18s %-8s\n' "$(ratio "$(median ${P99[sluice+ab]})" "$(median ${P99[sluice]})")" "$(printf '%.2f' "$(median $(pairs p99 sluice+ab sluice))")"
-printf 'sluice2/sluice:       %-18s %-8s (two identical processes: the noise floor of the line above)\n' "$(ratio "$(m sluice2)" "$(m sluice)")" "$(printf '%.2f' "$(median $(pairs rps sluice2 sluice))")"
+line 'sluice/nginx req/s' rps sluice nginx '(goal >= 1.00)'
+line 'sluice/nginx p99' p99 sluice nginx '(goal <= 1.00)'
+line 'sluice2/nginx p99' p99 sluice2 nginx '(the same again from an identical Sluice: how far p99 moves by chance)'
+line 'sluice/haproxy req/s' rps sluice haproxy '(goal >= 1.00)'
+line 'sluice/direct req/s' rps sluice direct '(goal >= 0.75)'
+line 'sluice+ab/sluice' rps sluice+ab sluice '(an experiment on the route; goal >= 0.95)'
+line 'sluice+ab/sluice p99' p99 sluice+ab sluice
+line 'sluice2/sluice' rps sluice2 sluice '(two identical processes: the noise floor of the line above)'
 echo "sluice+ab peak RSS:   $(( $(awk '/VmHWM/{print $2}' "/proc/$(cat "$D/sluicex.pid")/status") / 1024 )) MB   (100,000 exposures held)"
-printf 'relay/nginx req/s:    %-18s %-8s (the NIO floor: a TCP relay that parses nothing)\n' "$(ratio "$(m relay)" "$(m nginx)")" "$(printf '%.2f' "$(median $(pairs rps relay nginx))")"
-printf 'sluice/relay req/s:   %-18s %-8s (goal >= 0.95)\n' "$(ratio "$(m sluice)" "$(m relay)")" "$(printf '%.2f' "$(median $(pairs rps sluice relay))")"
-printf 'TLS sluice/nginx:     %-18s %-8s (TLS termination, keep-alive; goal >= 0.90)\n' "$(ratio "$(m sluice-tls)" "$(m nginx-tls)")" "$(printf '%.2f' "$(median $(pairs rps sluice-tls nginx-tls))")"
-printf 'TLS sluice/nginx p99: %-18s %-8s\n' "$(ratio "$(median ${P99[sluice-tls]})" "$(median ${P99[nginx-tls]})")" "$(printf '%.2f' "$(median $(pairs p99 sluice-tls nginx-tls))")"
+line 'relay/nginx req/s' rps relay nginx '(the NIO floor: a TCP relay that parses nothing)'
+line 'sluice/relay req/s' rps sluice relay '(goal >= 0.95)'
+line 'TLS sluice/nginx' rps sluice-tls nginx-tls '(TLS termination, keep-alive; goal >= 0.90)'
+line 'TLS sluice/nginx p99' p99 sluice-tls nginx-tls
 echo "swaps applied:        $reloads of $SWAPS, errors under swaps: ${ERR[swaps]}   (goal 0)"
 echo "sluice peak RSS:      $((rss_kb / 1024)) MB   (goal <= 64)"
 echo "sluice mallocs/req:   $mallocs   (over $requests requests; 0 is the design: heads and exchanges reused)"
 }
 echo
-echo "                      ratio of medians   median of per-round ratios"
+echo "                      ratio of medians   median of per-round ratios (and their middle half)"
 summary | tee "$D/summary.txt"
 # Appended, dated, to bench/RESULTS.md with the medians of every target.
 {
@@ -219,7 +233,7 @@ summary | tee "$D/summary.txt"
         printf '%-10s req/s=%-10s p50=%-8sms p99=%-8sms errors=%-3s %s\n' "$1" "$(median ${RPS[$1]})" "$(median ${P50[$1]})" "$(median ${P99[$1]})" "${ERR[$1]}" "$cpu"
     done
     echo
-    echo "                      ratio of medians   median of per-round ratios"
+    echo "                      ratio of medians   median of per-round ratios (and their middle half)"
     cat "$D/summary.txt"
     echo '```'
 } > "$D/results.md"
