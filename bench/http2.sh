@@ -67,15 +67,23 @@ for port in 18181 18182 18183 18184 18190 18191 18192; do
         exit 1
     fi
 done
-taskset -c 1 nghttpd --no-tls -d "$D/www" 18181 > /dev/null 2>&1 & echo $! > "$D/up1.pid"
-taskset -c 1 nghttpd --no-tls -d "$D/www" 18182 > /dev/null 2>&1 & echo $! > "$D/up2.pid"
+listening() { # PORT LOG...: waits up to 10 s for PORT to accept; fails loudly with the logs if it does not
+    local port=$1; shift
+    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && return 0; sleep 0.1; done
+    echo "error: nothing listens on port $port after 10 s" >&2
+    for log in "$@"; do [ -f "$log" ] && tail -5 "$log" >&2; done
+    exit 1
+}
+taskset -c 1 nghttpd --no-tls -d "$D/www" 18181 > "$D/up1.log" 2>&1 & echo $! > "$D/up1.pid"
+taskset -c 1 nghttpd --no-tls -d "$D/www" 18182 > "$D/up2.log" 2>&1 & echo $! > "$D/up2.pid"
+# The floor connects to both upstreams as it starts (and exits if it cannot): they listen first.
+listening 18181 "$D/up1.log"; listening 18182 "$D/up2.log"
 taskset -c 0 "$SLUICE" proxy --routes "$D/routes.json" --listen 127.0.0.1:18190 --event-loops 1 > "$D/sluice.log" 2>&1 & echo $! > "$D/sluice.pid"
 taskset -c 0 "$FLOOR" 18192 18181 18182 > "$D/floor.log" 2>&1 & echo $! > "$D/floor.pid"
 taskset -c 1 "$SLUICE" model-server --name m --model-version v1 --port 18184 --grpc-port 18183 > "$D/model.log" 2>&1 & echo $! > "$D/model.pid"
 taskset -c 0 "$SLUICE" proxy --routes "$D/routes-grpc.json" --listen 127.0.0.1:18191 --event-loops 1 > "$D/sluice-grpc.log" 2>&1 & echo $! > "$D/sluice-grpc.pid"
-for port in 18181 18182 18183 18184 18190 18191 18192; do
-    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-done
+listening 18190 "$D/sluice.log"; listening 18192 "$D/floor.log"; listening 18183 "$D/model.log"
+listening 18184 "$D/model.log"; listening 18191 "$D/sluice-grpc.log"
 
 declare -A RPS P99 FAIL
 run() { # NAME PORT [REQUESTS]: one h2load run; appends req/s, the p99 and failures (NAME grpc-*: gRPC ModelInfer calls)
@@ -125,7 +133,7 @@ summary() {
         "$(median ${RPS[sluice]})" "$(median ${RPS[floor]})" "$(median $(pairs sluice floor))"
     printf 'HTTP/2 req/s, floor/direct                median of per-round ratios %.3f  (what stream channels allow at all)\n' "$(median $(pairs floor direct))"
     printf 'p99 latency, median over rounds           sluice %s ms, floor %s ms, direct %s ms\n' "$(median ${P99[sluice]})" "$(median ${P99[floor]})" "$(median ${P99[direct]})"
-    echo "Failed requests                           sluice ${FAIL[sluice]}, direct ${FAIL[direct]}"
+    echo "Failed requests                           sluice ${FAIL[sluice]}, floor ${FAIL[floor]}, direct ${FAIL[direct]}"
     printf 'gRPC unary req/s, sluice/direct           medians %s / %s, median of per-round ratios %.3f  (goal >= 0.5; direct: sluice model-server --grpc-port)\n' \
         "$(median ${RPS[grpc-sluice]})" "$(median ${RPS[grpc-direct]})" "$(median $(pairs grpc-sluice grpc-direct))"
     printf 'gRPC p99 latency, median over rounds      sluice %s ms, direct %s ms; failed calls: sluice %s, direct %s\n' \
