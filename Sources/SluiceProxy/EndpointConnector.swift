@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import SluiceSpec
@@ -16,13 +17,40 @@ import SluiceSpec
 /// the event loops. (NIO's default resolver looks names up on a dispatch queue and hands the answer
 /// to the event loop afterwards; an answer that arrives after the loop has stopped crashes the
 /// process, which a connect in flight during shutdown could cause.)
+///
+/// A pool that opens fifty connections to one name at once makes one lookup, not fifty in a queue:
+/// connects to a name already being looked up wait for that lookup, and an answer serves every
+/// connect to its name for `answerLifetime` (a failure is not kept). The pool has several threads,
+/// so a name whose DNS server hangs holds up only its own connects, not every other name's.
 final class EndpointConnector: Sendable {
+    /// getaddrinfo's answer for a name and port: every TCP address. Blocking; runs on the pool.
+    typealias Lookup = @Sendable (_ host: String, _ port: Int) throws -> [SocketAddress]
+
     private let lookups: NIOThreadPool
+    private let lookup: Lookup
+    private let answerLifetime: TimeAmount
+    private let now: @Sendable () -> NIODeadline
+    private let names = NIOLockedValueBox(Names())
     /// TLS for `https://` endpoints.
     let tls = UpstreamTLSContexts()
 
-    init() {
-        lookups = NIOThreadPool(numberOfThreads: 1)
+    private struct Key: Hashable {
+        var host: String
+        var port: Int
+    }
+
+    private struct Names {
+        var answers: [Key: (addresses: [SocketAddress], until: NIODeadline)] = [:]
+        /// The connects waiting for a lookup in flight, by name.
+        var waiting: [Key: [EventLoopPromise<[SocketAddress]>]] = [:]
+    }
+
+    init(lookupThreads: Int = 4, answerLifetime: TimeAmount = .seconds(5),
+         now: @escaping @Sendable () -> NIODeadline = { .now() }, lookup: @escaping Lookup = NameLookup.addresses) {
+        lookups = NIOThreadPool(numberOfThreads: lookupThreads)
+        self.lookup = lookup
+        self.answerLifetime = answerLifetime
+        self.now = now
         lookups.start()
     }
 
@@ -30,7 +58,46 @@ final class EndpointConnector: Sendable {
         if let address = try? SocketAddress(ipAddress: endpoint.host, port: endpoint.port) {
             return bootstrap.connect(to: address)
         }
-        return bootstrap.resolver(NameLookup(eventLoop: eventLoop, lookups: lookups)).connect(host: endpoint.host, port: endpoint.port)
+        return bootstrap.resolver(NameLookup(eventLoop: eventLoop, connector: self)).connect(host: endpoint.host, port: endpoint.port)
+    }
+
+    /// Every TCP address of `host`: a fresh answer, the lookup in flight for it, or a new lookup.
+    func addresses(_ host: String, _ port: Int, on eventLoop: any EventLoop) -> EventLoopFuture<[SocketAddress]> {
+        let key = Key(host: host, port: port)
+        let promise = eventLoop.makePromise(of: [SocketAddress].self)
+        let now = self.now()
+        let answer: [SocketAddress]?? = names.withLockedValue { names in
+            if let answer = names.answers[key], now < answer.until { return .some(answer.addresses) }
+            if names.waiting[key] != nil {
+                names.waiting[key]!.append(promise)
+                return .some(nil)
+            }
+            names.waiting[key] = [promise]
+            return .none
+        }
+        switch answer {
+        case .some(.some(let addresses)): promise.succeed(addresses)
+        case .some(.none): break // the lookup in flight completes it
+        case .none: startLookup(key)
+        }
+        return promise.futureResult
+    }
+
+    private func startLookup(_ key: Key) {
+        lookups.submit { [self] state in
+            let result: Result<[SocketAddress], any Error> = state == .active
+                ? Result { try lookup(key.host, key.port) }
+                : .failure(NameLookup.LookupFailed(host: key.host, reason: "the proxy is shutting down"))
+            let answered = now()
+            let waiting = names.withLockedValue { names in
+                if case .success(let addresses) = result {
+                    names.answers = names.answers.filter { $0.value.until > answered } // no stale name kept
+                    names.answers[key] = (addresses, answered + answerLifetime)
+                }
+                return names.waiting.removeValue(forKey: key) ?? []
+            }
+            for promise in waiting { promise.completeWith(result) }
+        }
     }
 
     /// Waits for lookups in flight; later ones fail. Call before the event loops stop.
@@ -38,17 +105,17 @@ final class EndpointConnector: Sendable {
         try await lookups.shutdownGracefully()
     }
 
-    /// One blocking lookup per connect, on the thread pool, shared by the A and AAAA queries, which
-    /// answer its addresses of their family (so Happy Eyeballs can try them all). `@unchecked
-    /// Sendable`: NIO asks both queries on the connecting event loop, and only there is `answer` touched.
-    private final class NameLookup: Resolver, @unchecked Sendable {
+    /// The lookup of one connect, shared by its A and AAAA queries, which answer its addresses of their
+    /// family (so Happy Eyeballs can try them all). `@unchecked Sendable`: NIO asks both queries on the
+    /// connecting event loop, and only there is `answer` touched.
+    final class NameLookup: Resolver, @unchecked Sendable {
         let eventLoop: any EventLoop
-        let lookups: NIOThreadPool
+        let connector: EndpointConnector
         private var answer: EventLoopFuture<[SocketAddress]>?
 
-        init(eventLoop: any EventLoop, lookups: NIOThreadPool) {
+        init(eventLoop: any EventLoop, connector: EndpointConnector) {
             self.eventLoop = eventLoop
-            self.lookups = lookups
+            self.connector = connector
         }
 
         func initiateAQuery(host: String, port: Int) -> EventLoopFuture<[SocketAddress]> {
@@ -64,7 +131,7 @@ final class EndpointConnector: Sendable {
         private func lookup(_ host: String, _ port: Int) -> EventLoopFuture<[SocketAddress]> {
             eventLoop.preconditionInEventLoop()
             if let answer { return answer }
-            let started = lookups.runIfActive(eventLoop: eventLoop) { try Self.addresses(host, port) }
+            let started = connector.addresses(host, port, on: eventLoop)
             answer = started
             return started
         }
