@@ -84,7 +84,13 @@ struct EndpointConnectorTests {
         let connector = Self.connector(lookups)
         let hung = connector.addresses("hung.internal", 80, on: group.any())
         for name in ["a.internal", "b.internal", "c.internal", "d.internal", "e.internal"] {
-            #expect(try await connector.addresses(name, 80, on: group.any()).get().count == 1)
+            // Bounded: a lookup queued behind the hung one would otherwise wait forever.
+            let loop = group.any()
+            let answer = loop.makePromise(of: [SocketAddress].self)
+            let deadline = loop.scheduleTask(in: .seconds(30)) { answer.fail(ChannelError.connectTimeout(.seconds(30))) }
+            connector.addresses(name, 80, on: loop).cascade(to: answer)
+            #expect(try await answer.futureResult.get().count == 1, "\(name) is looked up while hung.internal hangs")
+            deadline.cancel()
         }
         #expect(lookups.count("hung.internal") == 1)
         lookups.release()
