@@ -296,7 +296,8 @@ struct ProxyHTTP2Tests {
 
     @Test("the proxy answers what it cannot forward: no route, a version that is down, a timeout, as gRPC status for gRPC; HTTP/1.1 versions are bridged")
     func directAnswers() async throws {
-        try await ProxyHarness.run(versions: ["rest"], configure: { $0.eventLoops = 1; $0.upstreamResponseTimeout = .seconds(2) }) { h in
+        // A 4 s response timeout: a paced request's frames (1.2 s apart) leave 2.8 s of slack on a loaded machine.
+        try await ProxyHarness.run(versions: ["rest"], configure: { $0.eventLoops = 1; $0.upstreamResponseTimeout = .seconds(4) }) { h in
             let u = try await Self.upstreams(h)
             h.stopAtEnd { await u.stop() }
             try await h.apply(try Self.route(u, weights: (100, 0)), try h.route([("rest", 100)]))
@@ -307,12 +308,12 @@ struct ProxyHTTP2Tests {
             #expect(plain.status == 404)
             let rest = try await client.request("/models/m/x", method: "GET")
             #expect(rest.status == 200 && rest.version == "rest" && rest.body == "rest", "HTTP/2 to an HTTP/1.1 version, bridged")
-            let slow = try await client.request("/inference.GRPCInferenceService/ModelInfer", headers: Self.grpc + [("x-want-delay-ms", "6000")])
+            let slow = try await client.request("/inference.GRPCInferenceService/ModelInfer", headers: Self.grpc + [("x-want-delay-ms", "12000")])
             #expect(slow.grpcStatus == 14 && slow.version == "v1", "no answer within the response timeout")
             // A request still sending is not timed out: the clock runs from its last frame.
             let paced = try await client.request("/inference.GRPCInferenceService/ModelInfer", headers: Self.grpc,
-                                                 body: ["a", "b", "c", "d", "e"], pace: .milliseconds(700))
-            #expect(paced.grpcStatus == 0 && paced.body == "v1abcde", "five frames 700 ms apart, 3.5 s in all, past a 2 s timeout")
+                                                 body: ["a", "b", "c", "d", "e"], pace: .milliseconds(1200))
+            #expect(paced.grpcStatus == 0 && paced.body == "v1abcde", "five frames 1.2 s apart, 6 s in all, past a 4 s timeout: \(paced.grpcStatus ?? -1)")
             await u.v1.stop()
             let down = try await client.request("/inference.GRPCInferenceService/ModelInfer", headers: Self.grpc)
             #expect(down.grpcStatus == 14)
