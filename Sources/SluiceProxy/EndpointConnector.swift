@@ -66,21 +66,28 @@ final class EndpointConnector: Sendable {
         let key = Key(host: host, port: port)
         let promise = eventLoop.makePromise(of: [SocketAddress].self)
         let now = self.now()
-        let answer: [SocketAddress]?? = names.withLockedValue { names in
-            if let answer = names.answers[key], now < answer.until { return .some(answer.addresses) }
+        let found: Found = names.withLockedValue { names in
+            if let answer = names.answers[key], now < answer.until { return .answered(answer.addresses) }
             if names.waiting[key] != nil {
                 names.waiting[key]!.append(promise)
-                return .some(nil)
+                return .waiting
             }
             names.waiting[key] = [promise]
-            return .none
+            return .lookUp
         }
-        switch answer {
-        case .some(.some(let addresses)): promise.succeed(addresses)
-        case .some(.none): break // the lookup in flight completes it
-        case .none: startLookup(key)
+        switch found {
+        case .answered(let addresses): promise.succeed(addresses)
+        case .waiting: break // the lookup in flight completes it
+        case .lookUp: startLookup(key)
         }
         return promise.futureResult
+    }
+
+    /// What a connect finds for its name: a fresh answer, a lookup in flight to wait for, or neither.
+    private enum Found {
+        case answered([SocketAddress])
+        case waiting
+        case lookUp
     }
 
     private func startLookup(_ key: Key) {

@@ -27,6 +27,15 @@ struct AdminOptions: ParsableArguments {
 struct AdminClient {
     let options: AdminOptions
 
+    /// One connection attempt a request: an admin API that is not there is said at once (the shared
+    /// client retried a refused connect until the request's 10 s ran out; `--watch` waits on its own).
+    /// The process's for its whole life, so never shut down.
+    private static let http: HTTPClient = {
+        var configuration = HTTPClient.Configuration(timeout: .init(connect: .seconds(5)))
+        configuration.connectionPool.retryConnectionEstablishment = false
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }()
+
     struct Failure: Error, CustomStringConvertible {
         var description: String
         /// The HTTP status of the answer; `nil` when the admin API could not be reached.
@@ -62,7 +71,7 @@ struct AdminClient {
         if let token = options.token, !token.isEmpty { request.headers.add(name: "authorization", value: "Bearer \(token)") }
         let response: HTTPClientResponse
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+            response = try await Self.http.execute(request, timeout: .seconds(10))
         } catch {
             throw Failure(description: "cannot reach the admin API at \(options.baseURL) (\(error)); is sluice run running? Set --admin or SLUICE_ADMIN")
         }

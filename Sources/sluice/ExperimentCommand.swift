@@ -42,6 +42,7 @@ struct ExperimentShowCommand: AsyncParsableCommand {
         let deadline = ContinuousClock.now + .seconds(timeout)
         var lastLines = 0
         var waitingSaid = false
+        var seen = false
         repeat {
             let path = "/api/v1/deployments/\(name)/experiment"
             let view: ExperimentView
@@ -49,6 +50,7 @@ struct ExperimentShowCommand: AsyncParsableCommand {
                 // The manifest that starts the experiment may not be read yet: wait for it, as status --watch does.
                 guard let current = try await watchGet(client, path, as: ExperimentView.self, waitingSaid: &waitingSaid) else { continue }
                 view = current
+                seen = true
             } else {
                 view = try await withAdmin { try await client.get(path, as: ExperimentView.self) }
             }
@@ -60,7 +62,9 @@ struct ExperimentShowCommand: AsyncParsableCommand {
             if !watch || !["running", "holding"].contains(view.state) { return }
             try await Task.sleep(for: .seconds(1))
         } while ContinuousClock.now < deadline
-        printError("error: the experiment of \(name) still runs after \(timeout)s")
+        // A watch that never saw the experiment says so, rather than that it runs.
+        printError(seen ? "error: the experiment of \(name) still runs after \(timeout)s"
+                        : "error: \(name) has no experiment to show after \(timeout)s (its manifest not read yet, or the admin API unreachable)")
         throw ExitCode(2)
     }
 

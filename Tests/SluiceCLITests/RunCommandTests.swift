@@ -110,6 +110,22 @@ struct RunCommandTests {
         #expect(result.status == 2)
         #expect(result.stderr.contains("--manifests must be a directory"))
     }
+
+    @Test("an admin API that is not there is said at once; experiment --watch waits for it, and says it never saw the experiment when it gives up")
+    func experimentWatchGivesUp() async throws {
+        let admin = "http://127.0.0.1:\(try PrometheusProcess.freePort())" // nothing listens there
+        let started = ContinuousClock.now
+        let once = try await SluiceBinary.run(["experiment", "scorer", "--admin", admin])
+        #expect(once.status == 1, "without --watch it fails at once: \(once.stderr)")
+        #expect(once.stderr.contains("cannot reach the admin API"), "\(once.stderr)")
+        // A refused connect is said at once: HTTP clients that retry connects kept at it for the request's 10 s.
+        #expect(ContinuousClock.now - started < .seconds(8))
+        let watched = try await SluiceBinary.run(["experiment", "scorer", "--watch", "--timeout", "2", "--admin", admin])
+        #expect(watched.status == 2, "\(watched.stderr)")
+        #expect(watched.stderr.contains("waiting:"), "\(watched.stderr)")
+        #expect(watched.stderr.contains("scorer has no experiment to show after 2s"), "\(watched.stderr)")
+        #expect(!watched.stderr.contains("still runs"), "\(watched.stderr)")
+    }
 }
 
 @Suite("sluice status, promote, abort, retry, history against a running sluice run", .serialized)
