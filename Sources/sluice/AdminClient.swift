@@ -3,6 +3,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import SluiceController
 
 /// `--admin` and `--admin-token`, shared by the commands that talk to a running `sluice run`.
@@ -73,7 +74,7 @@ struct AdminClient {
         do {
             response = try await Self.http.execute(request, timeout: .seconds(10))
         } catch {
-            throw Failure(description: "cannot reach the admin API at \(options.baseURL) (\(error)); is sluice run running? Set --admin or SLUICE_ADMIN")
+            throw Failure(description: "cannot reach the admin API at \(options.baseURL) (\(plainDescription(error))); is sluice run running? Set --admin or SLUICE_ADMIN")
         }
         let body = String(buffer: try await response.body.collect(upTo: 16 << 20))
         guard (200..<300).contains(response.status.code) else {
@@ -109,5 +110,28 @@ func withAdmin<T>(_ body: () async throws -> T) async throws -> T {
     } catch let failure as AdminClient.Failure {
         printError("error: \(failure)")
         throw ExitCode(1)
+    }
+}
+
+/// A network error as a person reads it: a socket error by its cause ("connection refused"), where
+/// NIO's own text reads "connection reset (error set): Connection refused (errno: 111)".
+func plainDescription(_ error: any Error) -> String {
+    switch error {
+    case let error as IOError:
+        return String(cString: strerror(error.errnoCode)).lowercased()
+    case let error as NIOConnectionError:
+        if let first = error.connectionErrors.first { return plainDescription(first.error) }
+        if let lookup = error.dnsAError ?? error.dnsAAAAError { return "cannot look up \(error.host): \(plainDescription(lookup))" }
+        return "cannot connect to \(error.host):\(error.port)"
+    case let error as SocketAddressError.UnknownHost:
+        return error.errorDescription.lowercased()
+    case let error as HTTPClientError where error == .connectTimeout:
+        return "connect timed out"
+    case let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout:
+        return "no answer in time"
+    case let error as HTTPClientError where error == .remoteConnectionClosed:
+        return "the connection was closed before the answer"
+    default:
+        return "\(error)"
     }
 }

@@ -289,12 +289,12 @@ struct LoadCommand: AsyncParsableCommand {
         mutating func record(_ error: any Error, url: Int) {
             failed += 1
             unanswered[url] += 1
-            last = "\(error)"
+            last = plainDescription(error)
         }
 
         mutating func recordWarmUp(_ error: any Error) {
             warmUpFailed += 1
-            last = "\(error)"
+            last = plainDescription(error)
         }
     }
 }
