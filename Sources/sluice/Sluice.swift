@@ -5,11 +5,12 @@ import Foundation
 struct Sluice: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
-        abstract: "Progressive delivery for ML model versions: canary, blue-green and automatic rollback.",
+        abstract: "Progressive delivery for ML model versions: canary, blue-green, A/B/n experiments, shadow comparison and automatic rollback.",
         discussion: """
             Sluice reads declarative YAML specs (ModelDeployment, Strategy) from a directory, splits live \
             traffic between model versions in its own reverse proxy, and promotes or rolls back each new \
-            version by what the traffic shows.
+            version by what the traffic shows. One box keeps its state in SQLite; several share it through \
+            etcd (sluice run --etcd).
             """,
         version: "0.1.0",
         subcommands: [
