@@ -51,7 +51,7 @@ final class HTTP2MirrorStream: StreamDownstream {
         if backend.speaksHTTP2 {
             pending.append(.headers(.init(headers: head, endStream: endStream)))
             let stream = HTTP2UpstreamStream(client: self)
-            loop.http2Pool(for: pool.endpoint, tls: backend.tls).open(stream) { [self] result in
+            pool.http2.open(stream) { [self] result in
                 guard !done else {
                     stream.cancel()
                     return

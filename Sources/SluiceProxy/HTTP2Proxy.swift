@@ -180,7 +180,7 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
         var replay: [HTTP2Frame.FramePayload]? = []
         var replayBytes = 0
         /// Where an HTTP/2 version's stream goes, for the retry of a refused one.
-        var target: (endpoint: Endpoint, tls: UpstreamTLS?)?
+        var target: EndpointPool?
         /// The final (non-1xx) response status, once its head came.
         var status: Int?
         /// When that head came, in microseconds since the request's.
@@ -295,9 +295,7 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
             return
         }
         let rule = route.rule
-        let (backendIndex, requestID) = loop.assign(route, clientID: clientID, at: now,
-                                                    request: AttributeLookups(headerLookup: { name in headers.first(name: name).map { Substring($0) } },
-                                                                              cookieLookup: { name in Self.cookie(headers, name) }))
+        let (backendIndex, requestID) = loop.assign(route, clientID: clientID, at: now, request: StreamAttributes(headers: headers))
         let backend = rule.backends[backendIndex]
         let id = requestID.text
         let stats = route.stats[backendIndex]
@@ -334,8 +332,8 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
             let head = HTTP2Frame.FramePayload.headers(.init(headers: forwarded, endStream: frame.endStream))
             exchange.pending.append(head)
             keepForReplay(head, in: exchange)
-            exchange.target = (pool.endpoint, backend.tls)
-            openStream(exchange, to: pool.endpoint, tls: backend.tls)
+            exchange.target = pool
+            openStream(exchange, to: pool)
         } else {
             exchange.replay = nil // An HTTP/1.1 version refuses no stream.
             bridge(exchange, to: pool, head: forwarded, endStream: frame.endStream)
@@ -354,10 +352,12 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
     }
 
     /// Answers 504 if no response head comes within `upstreamResponseTimeout` of the request's last
-    /// frame; one timer per exchange, moved on only when it fires.
+    /// frame; one timer per exchange, moved on only when it fires. It holds the handler strongly until
+    /// it fires or is cancelled (when the response head comes, or the exchange ends): a weak reference
+    /// would put a side table on the handler and slow every reference count of it.
     private func armTimeout(_ exchange: Exchange, in delay: TimeAmount) {
-        exchange.timeout = loop.eventLoop.assumeIsolated().scheduleTask(in: delay) { [weak self] in
-            guard let self, !exchange.finished, exchange.status == nil else { return }
+        exchange.timeout = loop.eventLoop.assumeIsolated().scheduleTask(in: delay) { [self] in
+            guard !exchange.finished, exchange.status == nil else { return }
             let waited = NIODeadline.now() - exchange.lastSent
             let limit = self.loop.configuration.upstreamResponseTimeout
             if waited < limit {
@@ -381,11 +381,12 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
         }
     }
 
-    /// Forwards the exchange as a stream of the endpoint's pooled HTTP/2 connection.
-    private func openStream(_ exchange: Exchange, to endpoint: Endpoint, tls: UpstreamTLS?) {
+    /// Forwards the exchange as a stream of the endpoint's pooled HTTP/2 connection. The pool calls back
+    /// once, at the latest at the connect timeout; until then it holds the handler (strongly, as the timer does).
+    private func openStream(_ exchange: Exchange, to pool: EndpointPool) {
         let upstream = HTTP2UpstreamStream(client: self)
-        loop.http2Pool(for: endpoint, tls: tls).open(upstream) { [weak self] result in
-            guard let self, self.exchange === exchange, !exchange.finished else {
+        pool.http2.open(upstream) { [self] result in
+            guard self.exchange === exchange, !exchange.finished else {
                 upstream.cancel()
                 return
             }
@@ -415,10 +416,10 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
             bridge.attach(connection, isHead: isHead)
             return
         }
-        pool.acquire { [weak self] result in
+        pool.acquire { [self] result in
             switch result {
             case .success(let connection):
-                guard let self, self.exchange === exchange, !exchange.finished else {
+                guard self.exchange === exchange, !exchange.finished else {
                     connection.pool.release(connection)
                     return
                 }
@@ -426,7 +427,7 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
                 bridge.attach(connection, isHead: isHead)
             case .failure(let error):
                 let exhausted = error is EndpointPool.PoolExhausted
-                self?.fail(exchange, status: exhausted ? 503 : 502, kind: UpstreamErrorKind.of(error) == .tls ? .tls : .connect,
+                self.fail(exchange, status: exhausted ? 503 : 502, kind: UpstreamErrorKind.of(error) == .tls ? .tls : .connect,
                            message: "cannot reach \(exchange.version): \(error)")
             }
         }
@@ -502,7 +503,7 @@ final class HTTP2ClientStream: ChannelDuplexHandler {
             // whichever order swift-nio-http2 reports the two in, and the retry gets a new one.
             loop.eventLoop.assumeIsolated().execute { [self] in
                 guard self.exchange === exchange, !exchange.finished else { return }
-                openStream(exchange, to: target.endpoint, tls: target.tls)
+                openStream(exchange, to: target)
             }
             return
         }
@@ -1087,6 +1088,14 @@ final class HTTP1Bridge: StreamUpstream, UpstreamDelegate {
     }
 
     var upstreamMayRead: Bool { client?.upstreamMayRead ?? true }
+}
+
+/// A stream's request headers as the version choice reads them (no closures to allocate per stream).
+struct StreamAttributes: RequestAttributes {
+    let headers: HPACKHeaders
+
+    func header(_ name: String) -> Substring? { headers.first(name: name).map { Substring($0) } }
+    func cookie(_ name: String) -> Substring? { HTTP2ClientStream.cookie(headers, name) }
 }
 
 extension HPACKHeaders {

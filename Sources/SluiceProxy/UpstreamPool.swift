@@ -25,6 +25,10 @@ final class EndpointPool {
     /// How an `https://` endpoint is verified.
     let tls: UpstreamTLS?
 
+    /// The same endpoint's HTTP/2 pool (`protocol: h2c`/`h2` versions), looked up once: a stream then
+    /// reaches it without hashing the endpoint.
+    private(set) lazy var http2: HTTP2EndpointPool = loop.http2Pool(for: endpoint, tls: tls)
+
     init(endpoint: Endpoint, tls: UpstreamTLS?, loop: LoopState) {
         self.endpoint = endpoint
         self.tls = tls
