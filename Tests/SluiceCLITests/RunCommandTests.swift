@@ -113,7 +113,10 @@ struct RunCommandTests {
 
     @Test("an admin API that is not there is said at once; experiment --watch waits for it, and says it never saw the experiment when it gives up")
     func experimentWatchGivesUp() async throws {
-        let admin = "http://127.0.0.1:\(try PrometheusProcess.freePort())" // nothing listens there
+        // A port bound but not listening: every connection is refused, and no other test can take it meanwhile.
+        let refuser = try LoopbackSocket(listening: false)
+        defer { refuser.close() }
+        let admin = "http://127.0.0.1:\(refuser.port)"
         let started = ContinuousClock.now
         let once = try await SluiceBinary.run(["experiment", "scorer", "--admin", admin])
         #expect(once.status == 1, "without --watch it fails at once: \(once.stderr)")
