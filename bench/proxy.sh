@@ -15,19 +15,23 @@
 # request (a perf uprobe on libc's malloc over 3 s of wrk).
 #
 #   bench/proxy.sh            # env: ROUNDS (default 5), DUR (default 5s), CONNS (default 64), SWAPS (default 1000)
+#   ONLY="nginx sluice sluice2" ROUNDS=240 DUR=2s bench/proxy.sh   # only these targets, many short rounds
+#                             # (for p99, which moves most); no swaps and no malloc count
 #
 # The machine is shared and noisy (±20% from one minute to the next), so the targets take turns:
 # ROUNDS rounds, each running every target for DUR in a new random order. It prints every round, then each target's median,
 # the ratios of the medians, and the median of the per-round ratios (each round's targets ran within
 # seconds of each other, so drift between rounds cancels out of those) with their middle half (the
-# quartiles: how much one round's ratio moves by chance). p99 moves most: the same line for a second,
-# identical Sluice shows how far it moves with nothing changed.
+# quartiles: how much one round's ratio moves by chance) and a 95% confidence interval for that median
+# (distribution-free, from the order statistics): a goal the median meets with the interval across the
+# line is met by less than chance moves it.
+# p99 moves most: the same line for a second, identical Sluice shows how far it moves with nothing changed.
 #
 # Builds Sluice and the relay first, both with scripts/build-release (the production build).
 # Installs nginx-light, haproxy, wrk, openssl and linux-perf when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=${ROUNDS:-5}; DUR=${DUR:-5s}; CONNS=${CONNS:-64}; SWAPS=${SWAPS:-1000}
+ROUNDS=${ROUNDS:-5}; DUR=${DUR:-5s}; CONNS=${CONNS:-64}; SWAPS=${SWAPS:-1000}; ONLY=${ONLY:-}
 
 need=()
 for t in nginx haproxy wrk openssl perf; do command -v $t >/dev/null || need+=("$t"); done
@@ -153,6 +157,15 @@ pairs() { # OP A B: the per-round ratios A[i]/B[i]
 }
 
 TARGETS=("direct 18081" "nginx 18090" "haproxy 18091" "sluice 18092" "sluice+ab 18094" "sluice2 18095" "relay 18093" "nginx-tls 18096" "sluice-tls 18097")
+if [ -n "$ONLY" ]; then
+    kept=()
+    for name in $ONLY; do
+        found=""
+        for target in "${TARGETS[@]}"; do [ "${target%% *}" = "$name" ] && kept+=("$target") && found=1; done
+        [ -n "$found" ] || { echo "error: ONLY names $name, which is not a target (${TARGETS[*]%% *})" >&2; exit 1; }
+    done
+    TARGETS=("${kept[@]}")
+fi
 echo "==> $ROUNDS rounds of $DUR per target, $CONNS connections, wrk on CPU 1, proxies on CPU 0"
 for round in $(seq "$ROUNDS"); do
     # A new random order each round: no target always runs just after the same other one.
@@ -169,8 +182,9 @@ for target in "${TARGETS[@]}"; do
     printf '  %-8s req/s=%-10s p50=%-8sms p99=%-8sms errors=%-3s %s\n' "$1" "$(median ${RPS[$1]})" "$(median ${P50[$1]})" "$(median ${P99[$1]})" "${ERR[$1]}" "$cpu"
 done
 
-echo "==> sluice again, swapping the routing table $SWAPS times under load"
 pid=$(cat "$D/sluice.pid")
+if [ -z "$ONLY" ]; then
+echo "==> sluice again, swapping the routing table $SWAPS times under load"
 ( for i in $(seq 2 $((SWAPS + 1))); do routes "$i" $((i % 101)) > "$D/routes.next"; mv "$D/routes.next" "$D/routes.json"; kill -HUP "$pid"; sleep 0.005; done ) &
 swapper=$!
 run swaps 18092 "$((ROUNDS * ${DUR%s}))s"
@@ -186,19 +200,27 @@ requests=$(perf stat -e probe_libc:malloc -x, -o "$D/mallocs.csv" -p "$pid" -- \
     taskset -c 1 wrk -t1 -c"$CONNS" -d3s "http://127.0.0.1:18092/v2/models/m/infer" | awk '/requests in/ { print $1 }')
 mallocs=$(awk -F, -v n="$requests" '/probe_libc:malloc/ { printf "%.2f", $1 / n }' "$D/mallocs.csv")
 rss_kb=$(awk '/VmHWM/{print $2}' "/proc/$pid/status")
+fi
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+median_ci() { # a distribution-free 95% confidence interval for the median of the values: "[lo, hi]"
+    echo "$@" | tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END {
+        h = 0.98 * sqrt(NR); lo = int(NR / 2 - h); hi = int(NR / 2 + 1 + h + 0.999)
+        if (lo < 1 || hi > NR) { print "[too few rounds]"; exit }
+        printf "[%.2f, %.2f]", v[lo], v[hi] }'
+}
 quartiles() { # the middle half of the values: "Q1-Q3"
     echo "$@" | tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END {
         q = (NR - 1) * 0.25; i = int(q); lo = v[i + 1] + (v[i + 2] - v[i + 1]) * (q - i) * (NR > 1)
         q = (NR - 1) * 0.75; i = int(q); hi = v[i + 1] + (v[i + 2] - v[i + 1]) * (q - i) * (i + 2 <= NR)
         printf "%.2f-%.2f", lo, hi }'
 }
-line() { # LABEL rps|p99 A B [NOTE]: ratio of the medians, median of per-round ratios, their middle half
+line() { # LABEL rps|p99 A B [NOTE]: ratio of the medians, median of per-round ratios, their middle half, its 95% CI
     local a b per
+    [ -n "${RPS[$3]:-}" ] && [ -n "${RPS[$4]:-}" ] || return 0 # a target left out by ONLY
     if [ "$2" = rps ]; then a=$(median ${RPS[$3]}); b=$(median ${RPS[$4]}); else a=$(median ${P99[$3]}); b=$(median ${P99[$4]}); fi
     per=$(pairs "$2" "$3" "$4")
-    printf '%-22s%-19s%-9s%-11s%s\n' "$1:" "$(ratio "$a" "$b")" "$(printf '%.2f' "$(median $per)")" "$(quartiles $per)" "${5:-}"
+    printf '%-22s%-19s%-9s%-11s%-17s%s\n' "$1:" "$(ratio "$a" "$b")" "$(printf '%.2f' "$(median $per)")" "$(quartiles $per)" "$(median_ci $per)" "${5:-}"
 }
 summary() {
 line 'sluice/nginx req/s' rps sluice nginx '(goal >= 1.00)'
@@ -209,21 +231,22 @@ line 'sluice/direct req/s' rps sluice direct '(goal >= 0.75)'
 line 'sluice+ab/sluice' rps sluice+ab sluice '(an experiment on the route; goal >= 0.95)'
 line 'sluice+ab/sluice p99' p99 sluice+ab sluice
 line 'sluice2/sluice' rps sluice2 sluice '(two identical processes: the noise floor of the line above)'
-echo "sluice+ab peak RSS:   $(( $(awk '/VmHWM/{print $2}' "/proc/$(cat "$D/sluicex.pid")/status") / 1024 )) MB   (100,000 exposures held)"
+[ -n "${RPS[sluice+ab]:-}" ] && echo "sluice+ab peak RSS:   $(( $(awk '/VmHWM/{print $2}' "/proc/$(cat "$D/sluicex.pid")/status") / 1024 )) MB   (100,000 exposures held)"
 line 'relay/nginx req/s' rps relay nginx '(the NIO floor: a TCP relay that parses nothing)'
 line 'sluice/relay req/s' rps sluice relay '(goal >= 0.95)'
 line 'TLS sluice/nginx' rps sluice-tls nginx-tls '(TLS termination, keep-alive; goal >= 0.90)'
 line 'TLS sluice/nginx p99' p99 sluice-tls nginx-tls
+[ -n "$ONLY" ] && { echo "(ONLY=\"$ONLY\": no routing-table swaps and no malloc count in this run)"; return; }
 echo "swaps applied:        $reloads of $SWAPS, errors under swaps: ${ERR[swaps]}   (goal 0)"
 echo "sluice peak RSS:      $((rss_kb / 1024)) MB   (goal <= 64)"
 echo "sluice mallocs/req:   $mallocs   (over $requests requests; 0 is the design: heads and exchanges reused)"
 }
 echo
-echo "                      ratio of medians   median of per-round ratios (and their middle half)"
+echo "                      ratio of medians   median of per-round ratios (their middle half, the median's 95% CI)"
 summary | tee "$D/summary.txt"
 # Appended, dated, to bench/RESULTS.md with the medians of every target.
 {
-    echo "### $(date -u +%Y-%m-%d): \`ROUNDS=$ROUNDS DUR=$DUR CONNS=$CONNS bench/proxy.sh\` at $(git rev-parse --short HEAD), Sluice and the relay from scripts/build-release ($(bench/build-production.sh --profile)) (appended by the script)"
+    echo "### $(date -u +%Y-%m-%d): \`${ONLY:+ONLY=\"$ONLY\" }ROUNDS=$ROUNDS DUR=$DUR CONNS=$CONNS bench/proxy.sh\` at $(git rev-parse --short HEAD), Sluice and the relay from scripts/build-release ($(bench/build-production.sh --profile)) (appended by the script)"
     echo
     echo '```'
     for target in "${TARGETS[@]}"; do
@@ -233,7 +256,7 @@ summary | tee "$D/summary.txt"
         printf '%-10s req/s=%-10s p50=%-8sms p99=%-8sms errors=%-3s %s\n' "$1" "$(median ${RPS[$1]})" "$(median ${P50[$1]})" "$(median ${P99[$1]})" "${ERR[$1]}" "$cpu"
     done
     echo
-    echo "                      ratio of medians   median of per-round ratios (and their middle half)"
+    echo "                      ratio of medians   median of per-round ratios (their middle half, the median's 95% CI)"
     cat "$D/summary.txt"
     echo '```'
 } > "$D/results.md"
