@@ -216,6 +216,22 @@ struct VirtualTimeTests {
         #expect(await reconciler.view(of: "a")?.fault == nil)
     }
 
+    struct NothingSlept: Error, CustomStringConvertible {
+        var description: String { "nothing slept on the test clock within a minute" }
+    }
+
+    /// Returns once something sleeps on `clock` (yielding, not sleeping, in between). The runner's task
+    /// reads the clock and then sleeps: advancing before it sleeps would move time past it unseen, its
+    /// window would start late, and the test would wait for a report that never comes (it hung CI once).
+    static func untilSleeping(_ clock: TestClock<Duration>) async throws {
+        let deadline = ContinuousClock.now + .seconds(60)
+        // `checkSuspension` throws once a sleep is pending.
+        while (try? await clock.checkSuspension()) != nil {
+            guard ContinuousClock.now < deadline else { throw NothingSlept() }
+            await Task.yield()
+        }
+    }
+
     @Test("analysis windows follow the clock: back to back, one interval long, and named in the verdict")
     func analysisWindows() async throws {
         let clock = TestClock()
@@ -228,8 +244,10 @@ struct VirtualTimeTests {
         await runner.track("a", route: "/a", status: status)
         await runner.start("a", AnalysisRun(kind: .background, candidate: "v2", analysis: AnalysisSpec(interval: .seconds(10), metrics: [metric])))
         var iterator = reports.makeAsyncIterator()
+        try await Self.untilSleeping(clock)
         await clock.advance(by: .seconds(10))
         let first = try #require(await iterator.next()).verdict
+        try await Self.untilSleeping(clock)
         await clock.advance(by: .seconds(10))
         let second = try #require(await iterator.next()).verdict
         #expect(first.deployment == "a" && first.candidate == "v2" && first.kind == .background && first.verdict == .pass)
