@@ -93,9 +93,7 @@ final class HTTP1Bridge: StreamUpstream, UpstreamDelegate {
     func upstreamReceived(_ part: UpstreamResponsePart, at now: NIODeadline) {
         switch part {
         case .whole(let head, let body):
-            upstreamReceived(.head(head), at: now)
-            if let body { upstreamReceived(.body(body), at: now) }
-            upstreamReceived(.end, at: now)
+            upstreamReceivedInParts(head, body: body, at: now)
         case .head(let head):
             guard head.status >= 200 else { return } // Interim answers stay here.
             upstreamKeepAlive = head.keepAlive

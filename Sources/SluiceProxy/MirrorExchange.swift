@@ -118,9 +118,7 @@ final class MirrorExchange: UpstreamDelegate {
     func upstreamReceived(_ part: UpstreamResponsePart, at now: NIODeadline) {
         switch part {
         case .whole(let head, let body):
-            upstreamReceived(.head(head), at: now)
-            if let body { upstreamReceived(.body(body), at: now) }
-            upstreamReceived(.end, at: now)
+            upstreamReceivedInParts(head, body: body, at: now)
         case .head(let head):
             if head.status >= 200 {
                 status = head.status

@@ -16,3 +16,13 @@ protocol UpstreamDelegate: AnyObject {
     /// Whether the upstream may read more: false while the client side cannot take more bytes.
     var upstreamMayRead: Bool { get }
 }
+
+extension UpstreamDelegate {
+    /// A `.whole` response handed on as its three parts, for a delegate that handles them one at a time
+    /// (the client's own exchange takes a whole response in one step).
+    func upstreamReceivedInParts(_ head: UpstreamResponseHead, body: ByteBuffer?, at now: NIODeadline) {
+        upstreamReceived(.head(head), at: now)
+        if let body { upstreamReceived(.body(body), at: now) }
+        upstreamReceived(.end, at: now)
+    }
+}
