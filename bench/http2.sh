@@ -16,7 +16,10 @@
 # (one per stream on each side, one flush per event-loop tick per connection) that routes, rewrites and
 # counts nothing, on CPU 0 like Sluice, sending every tenth stream to the second nghttpd as the 90/10
 # route does. Sluice against it is Sluice's own cost per stream; the floor against direct is what the
-# stream-channel design allows at all.
+# stream-channel design allows at all. The same relay run on frames (`h2-relay-floor --frames`: each
+# connection's NIOHTTP2Handler hands its frames to one handler that renumbers them onto the upstream's
+# streams, with no stream channels) shows what the channels cost, and, against direct, what
+# swift-nio-http2's codec and stream state machine (HPACK, header validation, flow control) allow at all.
 #
 # Targets take turns for ROUNDS rounds; it prints every round, the medians, and the median of the
 # per-round ratios, and appends them, dated, to bench/RESULTS.md. Builds Sluice and the floor first
@@ -61,7 +64,7 @@ tensor = field(1, b"features") + field(2, b"FP64") + field(3, b"\x03") + field(5
 message = field(1, b"m") + field(5, tensor)                         # model_name, inputs
 open(sys.argv[1], "wb").write(b"\x00" + struct.pack(">I", len(message)) + message)
 PY
-for port in 18181 18182 18183 18184 18190 18191 18192; do
+for port in 18181 18182 18183 18184 18190 18191 18192 18193; do
     if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
         echo "error: port $port is already in use; stop what listens there and run again" >&2
         exit 1
@@ -80,9 +83,10 @@ taskset -c 1 nghttpd --no-tls -d "$D/www" 18182 > "$D/up2.log" 2>&1 & echo $! > 
 listening 18181 "$D/up1.log"; listening 18182 "$D/up2.log"
 taskset -c 0 "$SLUICE" proxy --routes "$D/routes.json" --listen 127.0.0.1:18190 --event-loops 1 > "$D/sluice.log" 2>&1 & echo $! > "$D/sluice.pid"
 taskset -c 0 "$FLOOR" 18192 18181 18182 > "$D/floor.log" 2>&1 & echo $! > "$D/floor.pid"
+taskset -c 0 "$FLOOR" --frames 18193 18181 18182 > "$D/frames.log" 2>&1 & echo $! > "$D/frames.pid"
 taskset -c 1 "$SLUICE" model-server --name m --model-version v1 --port 18184 --grpc-port 18183 > "$D/model.log" 2>&1 & echo $! > "$D/model.pid"
 taskset -c 0 "$SLUICE" proxy --routes "$D/routes-grpc.json" --listen 127.0.0.1:18191 --event-loops 1 > "$D/sluice-grpc.log" 2>&1 & echo $! > "$D/sluice-grpc.pid"
-listening 18190 "$D/sluice.log"; listening 18192 "$D/floor.log"; listening 18183 "$D/model.log"
+listening 18190 "$D/sluice.log"; listening 18192 "$D/floor.log"; listening 18193 "$D/frames.log"; listening 18183 "$D/model.log"
 listening 18184 "$D/model.log"; listening 18191 "$D/sluice-grpc.log"
 
 declare -A RPS P99 FAIL
@@ -109,7 +113,7 @@ pairs() { # A B: the per-round req/s ratios A[i]/B[i]
     for i in "${!a[@]}"; do awk -v x="${a[$i]}" -v y="${b[$i]}" 'BEGIN { if (y > 0) print x / y }'; done
 }
 
-TARGETS=("direct 18181" "sluice 18190" "floor 18192" "grpc-direct 18183" "grpc-sluice 18191")
+TARGETS=("direct 18181" "sluice 18190" "floor 18192" "frames 18193" "grpc-direct 18183" "grpc-sluice 18191")
 echo "==> $ROUNDS rounds of $REQUESTS requests per target, $CONNS connections x $STREAMS streams, h2load and nghttpd on CPU 1, sluice on CPU 0"
 for round in $(seq "$ROUNDS"); do
     echo "round $round"
@@ -132,8 +136,12 @@ summary() {
     printf 'HTTP/2 req/s, sluice/floor                medians %s / %s, median of per-round ratios %.3f  (the stream-channel relay: Sluice'"'"'s own cost)\n' \
         "$(median ${RPS[sluice]})" "$(median ${RPS[floor]})" "$(median $(pairs sluice floor))"
     printf 'HTTP/2 req/s, floor/direct                median of per-round ratios %.3f  (what stream channels allow at all)\n' "$(median $(pairs floor direct))"
-    printf 'p99 latency, median over rounds           sluice %s ms, floor %s ms, direct %s ms\n' "$(median ${P99[sluice]})" "$(median ${P99[floor]})" "$(median ${P99[direct]})"
-    echo "Failed requests                           sluice ${FAIL[sluice]}, floor ${FAIL[floor]}, direct ${FAIL[direct]}"
+    printf 'HTTP/2 req/s, frames/direct               medians %s / %s, median of per-round ratios %.3f  (the relay on frames: what swift-nio-http2 allows at all)\n' \
+        "$(median ${RPS[frames]})" "$(median ${RPS[direct]})" "$(median $(pairs frames direct))"
+    printf 'HTTP/2 req/s, floor/frames                median of per-round ratios %.3f  (stream channels against none)\n' "$(median $(pairs floor frames))"
+    printf 'p99 latency, median over rounds           sluice %s ms, floor %s ms, frames %s ms, direct %s ms\n' \
+        "$(median ${P99[sluice]})" "$(median ${P99[floor]})" "$(median ${P99[frames]})" "$(median ${P99[direct]})"
+    echo "Failed requests                           sluice ${FAIL[sluice]}, floor ${FAIL[floor]}, frames ${FAIL[frames]}, direct ${FAIL[direct]}"
     printf 'gRPC unary req/s, sluice/direct           medians %s / %s, median of per-round ratios %.3f  (goal >= 0.5; direct: sluice model-server --grpc-port)\n' \
         "$(median ${RPS[grpc-sluice]})" "$(median ${RPS[grpc-direct]})" "$(median $(pairs grpc-sluice grpc-direct))"
     printf 'gRPC p99 latency, median over rounds      sluice %s ms, direct %s ms; failed calls: sluice %s, direct %s\n' \

@@ -9,8 +9,14 @@ import NIOPosix
 // come. Whatever a proxy built on stream channels does per stream comes on top of this. Not part of
 // Sluice.
 //
-// Usage: h2-relay-floor LISTEN_PORT UPSTREAM_PORT [CANARY_PORT] (all on 127.0.0.1, h2c with prior
-// knowledge). With a canary, every tenth stream goes to it, as bench/http2.sh's 90/10 route does.
+// With --frames, the same relay without stream channels: each connection's `NIOHTTP2Handler` hands its
+// frames to one handler, which renumbers them onto the upstream connection's streams and back (what a
+// proxy on frames would do), and returns flow-control credit as it forwards DATA (at once: a floor
+// applies no backpressure). Against the stream-channel floor it shows what the channels themselves
+// cost; against direct, what swift-nio-http2's codec and stream state machine cost on their own.
+//
+// Usage: h2-relay-floor [--frames] LISTEN_PORT UPSTREAM_PORT [CANARY_PORT] (all on 127.0.0.1, h2c with
+// prior knowledge). With a canary, every tenth stream goes to it, as bench/http2.sh's 90/10 route does.
 
 /// One side of a glued pair of streams: what it reads goes to the other side. Frames that come before
 /// the other side's stream exists wait here.
@@ -83,13 +89,192 @@ final class Coalescer: ChannelOutboundHandler {
     }
 }
 
-let arguments = CommandLine.arguments
-let ports = CommandLine.arguments.dropFirst().compactMap { Int($0) }
-guard (2...3).contains(ports.count), ports.count == CommandLine.arguments.count - 1 else {
-    print("usage: h2-relay-floor LISTEN_PORT UPSTREAM_PORT [CANARY_PORT]")
+
+/// --frames: flow-control credit for DATA a side received, returned once half a window is used (the
+/// default window is 65,535 bytes), for the connection and for a stream that goes on.
+struct Credit {
+    private var connection = 0
+    private var streams: [HTTP2StreamID: Int] = [:]
+
+    mutating func received(_ bytes: Int, on stream: HTTP2StreamID, ended: Bool, send: (HTTP2Frame) -> Void) {
+        connection += bytes
+        if connection >= 32_768 {
+            send(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: connection)))
+            connection = 0
+        }
+        if ended {
+            streams[stream] = nil
+            return
+        }
+        let used = streams[stream, default: 0] + bytes
+        if used >= 32_768 {
+            send(HTTP2Frame(streamID: stream, payload: .windowUpdate(windowSizeIncrement: used)))
+            streams[stream] = nil
+        } else {
+            streams[stream] = used
+        }
+    }
+
+    mutating func closed(_ stream: HTTP2StreamID) { streams[stream] = nil }
+}
+
+/// --frames: a stream's payload, and whether it ends the stream.
+func ends(_ payload: HTTP2Frame.FramePayload) -> Bool? {
+    switch payload {
+    case .headers(let frame): return frame.endStream
+    case .data(let frame): return frame.endStream
+    case .rstStream: return true
+    default: return nil
+    }
+}
+
+/// --frames: an upstream connection; its streams are numbered here, and each answers to a client stream.
+final class FrameUpstream: ChannelInboundHandler {
+    typealias InboundIn = HTTP2Frame
+    typealias OutboundOut = HTTP2Frame
+    var context: ChannelHandlerContext?
+    var nextStream = 1
+    var streams: [HTTP2StreamID: (client: FrameClient, stream: HTTP2StreamID)] = [:]
+    var credit = Credit()
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    /// A client's new stream: its first frame opens one here.
+    func open(_ payload: HTTP2Frame.FramePayload, from client: FrameClient, stream: HTTP2StreamID) -> HTTP2StreamID {
+        let ours = HTTP2StreamID(nextStream)
+        nextStream += 2
+        streams[ours] = (client, stream)
+        send(HTTP2Frame(streamID: ours, payload: payload))
+        return ours
+    }
+
+    func send(_ frame: HTTP2Frame) {
+        guard let context else { return }
+        context.write(wrapOutboundOut(frame), promise: nil)
+        context.flush() // once per tick: the coalescer below
+    }
+
+    func forget(_ stream: HTTP2StreamID) {
+        streams[stream] = nil
+        credit.closed(stream)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        guard let ended = ends(frame.payload), let (client, stream) = streams[frame.streamID] else { return }
+        if case .data(let data) = frame.payload {
+            credit.received(data.data.readableBytes, on: frame.streamID, ended: ended, send: send)
+        }
+        client.send(HTTP2Frame(streamID: stream, payload: frame.payload))
+        if ended {
+            streams[frame.streamID] = nil
+            client.forget(stream)
+        }
+    }
+}
+
+/// --frames: a client connection; each new stream goes to an upstream connection, every tenth to the canary.
+final class FrameClient: ChannelInboundHandler {
+    typealias InboundIn = HTTP2Frame
+    typealias OutboundOut = HTTP2Frame
+    let upstreams: [FrameUpstream]
+    let counter: NIOLoopBoundBox<Int>
+    var context: ChannelHandlerContext?
+    var streams: [HTTP2StreamID: (upstream: FrameUpstream, stream: HTTP2StreamID)] = [:]
+    var credit = Credit()
+
+    init(upstreams: [FrameUpstream], counter: NIOLoopBoundBox<Int>) {
+        self.upstreams = upstreams
+        self.counter = counter
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func send(_ frame: HTTP2Frame) {
+        guard let context else { return }
+        context.write(wrapOutboundOut(frame), promise: nil)
+        context.flush()
+    }
+
+    func forget(_ stream: HTTP2StreamID) {
+        streams[stream] = nil
+        credit.closed(stream)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        guard let ended = ends(frame.payload) else { return }
+        if case .data(let data) = frame.payload {
+            credit.received(data.data.readableBytes, on: frame.streamID, ended: ended, send: send)
+        }
+        if let (upstream, stream) = streams[frame.streamID] {
+            upstream.send(HTTP2Frame(streamID: stream, payload: frame.payload))
+            if case .rstStream = frame.payload {
+                streams[frame.streamID] = nil
+                upstream.forget(stream)
+            }
+        } else if case .headers = frame.payload {
+            counter.value += 1
+            let upstream = upstreams.count > 1 && counter.value % 10 == 0 ? upstreams[1] : upstreams[0]
+            streams[frame.streamID] = (upstream, upstream.open(frame.payload, from: self, stream: frame.streamID))
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        for (_, (upstream, stream)) in streams {
+            upstream.send(HTTP2Frame(streamID: stream, payload: .rstStream(.cancel)))
+            upstream.forget(stream)
+        }
+        streams = [:]
+    }
+}
+
+/// --frames: the relay on frames.
+func relayFrames(_ ports: [Int], group: MultiThreadedEventLoopGroup) async throws {
+    let loop = group.next()
+    var upstreams: [NIOLoopBound<FrameUpstream>] = []
+    for port in ports.dropFirst() {
+        upstreams.append(try await ClientBootstrap(group: loop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connect(host: "127.0.0.1", port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let upstream = FrameUpstream()
+                    try channel.pipeline.syncOperations.addHandlers(Coalescer(), NIOHTTP2Handler(mode: .client), upstream)
+                    return NIOLoopBound(upstream, eventLoop: channel.eventLoop)
+                }
+            })
+    }
+    let targets = upstreams
+    let counter = try await loop.submit { NIOLoopBoundBox(0, eventLoop: loop) }.get()
+    let server = try await ServerBootstrap(group: group)
+        .serverChannelOption(.backlog, value: 1024)
+        .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+        .childChannelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandlers(
+                    Coalescer(), NIOHTTP2Handler(mode: .server),
+                    FrameClient(upstreams: targets.map(\.value), counter: counter)
+                )
+            }
+        }
+        .bind(host: "127.0.0.1", port: ports[0]).get()
+    try await server.closeFuture.get()
+}
+
+let frameMode = CommandLine.arguments.dropFirst().first == "--frames"
+let portArguments = CommandLine.arguments.dropFirst(frameMode ? 2 : 1)
+let ports = portArguments.compactMap { Int($0) }
+guard (2...3).contains(ports.count), ports.count == portArguments.count else {
+    print("usage: h2-relay-floor [--frames] LISTEN_PORT UPSTREAM_PORT [CANARY_PORT]")
     exit(2)
 }
 let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+if frameMode {
+    try await relayFrames(ports, group: group)
+    exit(0)
+}
 let loop = group.next()
 var upstreams: [NIOLoopBound<NIOHTTP2Handler.StreamMultiplexer>] = []
 for port in ports.dropFirst() {
