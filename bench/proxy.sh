@@ -25,7 +25,8 @@
 # quartiles: how much one round's ratio moves by chance) and a 95% confidence interval for that median
 # (distribution-free, from the order statistics): a goal the median meets with the interval across the
 # line is met by less than chance moves it.
-# p99 moves most: the same line for a second, identical Sluice shows how far it moves with nothing changed.
+# p99 moves most: the same line for a second, identical Sluice shows how far it moves with nothing changed,
+# and the relay's p99 against nginx's and Sluice's against the relay's show what the NIO floor's own tail is.
 #
 # Builds Sluice and the relay first, both with scripts/build-release (the production build).
 # Installs nginx-light, haproxy, wrk, openssl and linux-perf when missing.
@@ -233,7 +234,9 @@ line 'sluice+ab/sluice p99' p99 sluice+ab sluice
 line 'sluice2/sluice' rps sluice2 sluice '(two identical processes: the noise floor of the line above)'
 [ -n "${RPS[sluice+ab]:-}" ] && echo "sluice+ab peak RSS:   $(( $(awk '/VmHWM/{print $2}' "/proc/$(cat "$D/sluicex.pid")/status") / 1024 )) MB   (100,000 exposures held)"
 line 'relay/nginx req/s' rps relay nginx '(the NIO floor: a TCP relay that parses nothing)'
+line 'relay/nginx p99' p99 relay nginx "(the floor's tail: what Sluice's p99 stands on)"
 line 'sluice/relay req/s' rps sluice relay '(goal >= 0.95)'
+line 'sluice/relay p99' p99 sluice relay
 line 'TLS sluice/nginx' rps sluice-tls nginx-tls '(TLS termination, keep-alive; goal >= 0.90)'
 line 'TLS sluice/nginx p99' p99 sluice-tls nginx-tls
 [ -n "$ONLY" ] && { echo "(ONLY=\"$ONLY\": no routing-table swaps and no malloc count in this run)"; return; }
