@@ -162,10 +162,13 @@ final class FrameUpstream: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        guard let ended = ends(frame.payload), let (client, stream) = streams[frame.streamID] else { return }
+        guard let ended = ends(frame.payload) else { return }
+        // Credit first, for a stream the client reset too (the connection's window must not shrink; a
+        // forgotten stream gets none of its own).
         if case .data(let data) = frame.payload {
-            credit.received(data.data.readableBytes, on: frame.streamID, ended: ended, send: send)
+            credit.received(data.data.readableBytes, on: frame.streamID, ended: ended || streams[frame.streamID] == nil, send: send)
         }
+        guard let (client, stream) = streams[frame.streamID] else { return }
         client.send(HTTP2Frame(streamID: stream, payload: frame.payload))
         if ended {
             streams[frame.streamID] = nil
@@ -207,7 +210,7 @@ final class FrameClient: ChannelInboundHandler {
         let frame = unwrapInboundIn(data)
         guard let ended = ends(frame.payload) else { return }
         if case .data(let data) = frame.payload {
-            credit.received(data.data.readableBytes, on: frame.streamID, ended: ended, send: send)
+            credit.received(data.data.readableBytes, on: frame.streamID, ended: ended || streams[frame.streamID] == nil, send: send)
         }
         if let (upstream, stream) = streams[frame.streamID] {
             upstream.send(HTTP2Frame(streamID: stream, payload: frame.payload))
