@@ -128,26 +128,17 @@ func ends(_ payload: HTTP2Frame.FramePayload) -> Bool? {
     }
 }
 
-/// --frames: an upstream connection; its streams are numbered here, and each answers to a client stream.
-final class FrameUpstream: ChannelInboundHandler {
+/// --frames: one connection's side of the relay: its streams, each glued to a stream of another
+/// connection (its peer), and the flow-control credit it owes.
+class FrameSide: ChannelInboundHandler {
     typealias InboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
     var context: ChannelHandlerContext?
-    var nextStream = 1
-    var streams: [HTTP2StreamID: (client: FrameClient, stream: HTTP2StreamID)] = [:]
+    var streams: [HTTP2StreamID: (peer: FrameSide, stream: HTTP2StreamID)] = [:]
     var credit = Credit()
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
-
-    /// A client's new stream: its first frame opens one here.
-    func open(_ payload: HTTP2Frame.FramePayload, from client: FrameClient, stream: HTTP2StreamID) -> HTTP2StreamID {
-        let ours = HTTP2StreamID(nextStream)
-        nextStream += 2
-        streams[ours] = (client, stream)
-        send(HTTP2Frame(streamID: ours, payload: payload))
-        return ours
-    }
 
     func send(_ frame: HTTP2Frame) {
         guard let context else { return }
@@ -160,15 +151,39 @@ final class FrameUpstream: ChannelInboundHandler {
         credit.closed(stream)
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = unwrapInboundIn(data)
-        guard let ended = ends(frame.payload) else { return }
-        // Credit first, for a stream the client reset too (the connection's window must not shrink; a
-        // forgotten stream gets none of its own).
+    /// A stream's frame came in: credit for its DATA goes back first, for a stream the other side
+    /// already reset too (the connection's window must not shrink; a forgotten stream gets none of its
+    /// own). Nil for frames that are not a stream's.
+    func arrived(_ frame: HTTP2Frame) -> Bool? {
+        guard let ended = ends(frame.payload) else { return nil }
         if case .data(let data) = frame.payload {
             credit.received(data.data.readableBytes, on: frame.streamID, ended: ended || streams[frame.streamID] == nil, send: send)
         }
-        guard let (client, stream) = streams[frame.streamID] else { return }
+        return ended
+    }
+
+    // Declared here, so that the subclasses' versions are what the pipeline calls (a method a
+    // subclass adds is not the protocol's witness: its default would run).
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+    func channelInactive(context: ChannelHandlerContext) {}
+}
+
+/// --frames: an upstream connection; its streams are numbered here, and each answers to a client stream.
+final class FrameUpstream: FrameSide {
+    var nextStream = 1
+
+    /// A client's new stream: its first frame opens one here.
+    func open(_ payload: HTTP2Frame.FramePayload, from client: FrameClient, stream: HTTP2StreamID) -> HTTP2StreamID {
+        let ours = HTTP2StreamID(nextStream)
+        nextStream += 2
+        streams[ours] = (client, stream)
+        send(HTTP2Frame(streamID: ours, payload: payload))
+        return ours
+    }
+
+    override func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        guard let ended = arrived(frame), let (client, stream) = streams[frame.streamID] else { return }
         client.send(HTTP2Frame(streamID: stream, payload: frame.payload))
         if ended {
             streams[frame.streamID] = nil
@@ -178,40 +193,18 @@ final class FrameUpstream: ChannelInboundHandler {
 }
 
 /// --frames: a client connection; each new stream goes to an upstream connection, every tenth to the canary.
-final class FrameClient: ChannelInboundHandler {
-    typealias InboundIn = HTTP2Frame
-    typealias OutboundOut = HTTP2Frame
+final class FrameClient: FrameSide {
     let upstreams: [FrameUpstream]
     let counter: NIOLoopBoundBox<Int>
-    var context: ChannelHandlerContext?
-    var streams: [HTTP2StreamID: (upstream: FrameUpstream, stream: HTTP2StreamID)] = [:]
-    var credit = Credit()
 
     init(upstreams: [FrameUpstream], counter: NIOLoopBoundBox<Int>) {
         self.upstreams = upstreams
         self.counter = counter
     }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
-
-    func send(_ frame: HTTP2Frame) {
-        guard let context else { return }
-        context.write(wrapOutboundOut(frame), promise: nil)
-        context.flush()
-    }
-
-    func forget(_ stream: HTTP2StreamID) {
-        streams[stream] = nil
-        credit.closed(stream)
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    override func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        guard let ended = ends(frame.payload) else { return }
-        if case .data(let data) = frame.payload {
-            credit.received(data.data.readableBytes, on: frame.streamID, ended: ended || streams[frame.streamID] == nil, send: send)
-        }
+        guard arrived(frame) != nil else { return }
         if let (upstream, stream) = streams[frame.streamID] {
             upstream.send(HTTP2Frame(streamID: stream, payload: frame.payload))
             if case .rstStream = frame.payload {
@@ -225,7 +218,7 @@ final class FrameClient: ChannelInboundHandler {
         }
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    override func channelInactive(context: ChannelHandlerContext) {
         for (_, (upstream, stream)) in streams {
             upstream.send(HTTP2Frame(streamID: stream, payload: .rstStream(.cancel)))
             upstream.forget(stream)
